@@ -1,0 +1,3 @@
+from sockwork.cli import main
+
+raise SystemExit(main())

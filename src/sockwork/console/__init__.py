@@ -1,0 +1,3 @@
+"""Console programs (``cmd.Cmd``, ``print``/``input`` code) served to telnet users."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+from storify.cli import main
+
+raise SystemExit(main())

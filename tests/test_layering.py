@@ -1,0 +1,35 @@
+"""The sans-IO cores never import I/O, clocks or threads (see STYLE.md)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+# Modules that must stay pure: fed bytes and time, handing back bytes, messages or actions.
+CORE_MODULES = [
+    "sockwork/errors.py",
+]
+
+FORBIDDEN = {"socket", "selectors", "ssl", "asyncio", "threading", "time", "select"}
+
+
+def _imported_roots(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    roots: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize("module", CORE_MODULES)
+def test_core_module_imports_no_io(module: str) -> None:
+    path = SRC / module
+    assert path.is_file(), f"core module {module} is missing"
+    assert _imported_roots(path) & FORBIDDEN == set()
