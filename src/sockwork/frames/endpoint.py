@@ -32,12 +32,13 @@ import atexit
 import os
 import socket
 import ssl
+import struct
 import sys
 import threading
 import time
 import weakref
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 
 from sockwork.errors import ConnectionClosed, MessageTooLarge, NotReady, ProtocolError, TimedOut
 from sockwork.frames._reactor import Reactor, attach
@@ -66,10 +67,12 @@ _RECV_SIZE: Final = 256 * 1024  # bytes asked of each recv_into
 _MAX_READS: Final = 16  # recv calls per readiness event, so one busy peer cannot starve others
 _COPY_LIMIT: Final = 16 * 1024  # smaller payloads are joined to their header (one buffer)
 _MAX_BUFFERS: Final = 64  # buffers per sendmsg call
+_SEND_BATCH: Final = 1024 * 1024  # bytes gathered for one send call
 _HAS_SENDMSG: Final = hasattr(socket.socket, "sendmsg")
 _EXIT_FLUSH_TIMEOUT: Final = 5.0  # seconds granted at interpreter exit to flush open endpoints
 _WOULD_BLOCK: Final = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 _HAS_EVENTFD: Final = hasattr(os, "eventfd")
+_pack_u32: Final = struct.Struct(">I").pack
 _READ: Final = 1  # selectors.EVENT_READ
 _WRITE: Final = 2  # selectors.EVENT_WRITE
 
@@ -250,6 +253,10 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
         self._handshake_thread: threading.Thread | None = None
         self._settled = threading.Event()  # the handshake returned (or failed)
         self._ready = False
+        # The hooks, or None when not overridden (a call per message saved).
+        self._post_read = None if type(self).post_read is Endpoint.post_read else self.post_read
+        self._pre_write = None if type(self).pre_write is Endpoint.pre_write else self.pre_write
+        self._u32_bytes = codec is BYTES and self.format is Format.U32
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -406,7 +413,7 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
                 # reset were reported by the read()/write() that met it.
                 unsent = len(self._msg_ends) if self._outbox and not self._hard else 0
                 unsent_bytes = self._queued_total - self._sent_total
-                self._outbox.clear()
+                self._drop_outbox()
                 self._release_wanted = True
         reactor = self._reactor
         if reactor is None:  # never started (a subclass __init__ raised)
@@ -462,12 +469,14 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
         message = self._take(timeout)
         if message is _NOTHING:
             return None
-        return self.post_read(cast(T, message))
+        if self._post_read is None:
+            return message  # type: ignore[return-value]
+        return self._post_read(message)  # type: ignore[arg-type]
 
     def read_raw(self, timeout: float = 0.0) -> T | None:
         """Like :meth:`read`, without :meth:`post_read` or the handshake check (for handshake)."""
         message = self._take(timeout)
-        return None if message is _NOTHING else cast(T, message)
+        return None if message is _NOTHING else message  # type: ignore[return-value]
 
     def post_read(self, message: T) -> T:
         """Hook: transform each message before :meth:`read` returns it (default: unchanged)."""
@@ -490,36 +499,40 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
 
     def _take(self, timeout: float) -> object:
         with self._lock:
-            if self._closing:
-                raise ConnectionClosed(
-                    "this endpoint was closed", address=self.address, by_peer=False
-                )
-            if not self._inbox and timeout > 0 and self._error is None:
-                deadline = time.monotonic() + timeout
-                while not self._inbox and self._error is None and not self._closing:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._arrived.wait(remaining)
-                if self._closing:
-                    raise ConnectionClosed(
-                        "this endpoint was closed", address=self.address, by_peer=False
-                    )
-            if self._inbox:
-                message = self._inbox.popleft()
-                self._inbox_bytes -= len(message)
-                if not self._inbox and self._error is None and self._flag is not None:
-                    self._flag.clear()
-                if self._paused and self._inbox_bytes <= self.max_queue // 2:
-                    self._paused = False
-                    self._poke()
-            elif self._error is not None:
-                raise self._end_error()
-            else:
-                return _NOTHING
+            inbox = self._inbox
+            if not inbox or self._closing:
+                if not self._wait_for_message(timeout):
+                    return _NOTHING
+            message = inbox.popleft()
+            self._inbox_bytes -= len(message)
+            if not inbox and self._flag is not None and self._error is None:
+                self._flag.clear()
+            if self._paused and self._inbox_bytes <= self.max_queue // 2:
+                self._paused = False
+                self._poke()
         if self._decode is None:
             return message
         return self._decode(message)  # an error here consumed one frame; the stream is fine
+
+    def _wait_for_message(self, timeout: float) -> bool:
+        """Wait (lock held) up to ``timeout`` s until a message is waiting; False if none came.
+
+        Raises the error that ended the connection once no message is left.
+        """
+        if not self._closing and not self._inbox and timeout > 0 and self._error is None:
+            deadline = time.monotonic() + timeout
+            while not self._inbox and self._error is None and not self._closing:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._arrived.wait(remaining)
+        if self._closing:
+            raise ConnectionClosed("this endpoint was closed", address=self.address, by_peer=False)
+        if self._inbox:
+            return True
+        if self._error is not None:
+            raise self._end_error()
+        return False
 
     def _end_error(self) -> BaseException:
         """The error that ended the connection: itself the first time, then ConnectionClosed."""
@@ -566,32 +579,45 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
         """
         if not self._ready:
             self._raise_not_ready()
-        self.write_raw(self.pre_write(message))
+        self.write_raw(message if self._pre_write is None else self._pre_write(message))
 
     def write_raw(self, message: T) -> None:
         """Like :meth:`write`, without :meth:`pre_write` or the handshake check (for handshake)."""
-        header, payload = self._encoder.send_parts(self.codec.encode(message))
-        psize = len(payload) if isinstance(payload, (bytes, bytearray)) else payload.nbytes
-        size = len(header) + psize
         parts: tuple[bytes, ...]
-        if psize < _COPY_LIMIT:
-            parts = (header + payload if isinstance(payload, bytes) else header + bytes(payload),)
-        else:  # not copied when immutable; a bytearray could change after write() returns
-            parts = (header, payload if isinstance(payload, bytes) else bytes(payload))
+        if self._u32_bytes and type(message) is bytes:  # the common case, without calls
+            data: bytes = message  # type: ignore[assignment]
+            psize = len(data)
+            if psize > self.max_size:
+                raise MessageTooLarge(psize, self.max_size)
+            size = psize + 4
+            if psize < _COPY_LIMIT:
+                parts = (_pack_u32(psize) + data,)
+            else:
+                parts = (_pack_u32(psize), data)
+        else:
+            header, payload = self._encoder.send_parts(self.codec.encode(message))
+            psize = len(payload) if isinstance(payload, (bytes, bytearray)) else payload.nbytes
+            size = len(header) + psize
+            if psize < _COPY_LIMIT:
+                parts = (
+                    header + payload if isinstance(payload, bytes) else header + bytes(payload),
+                )
+            else:  # not copied when immutable; a bytearray could change after write() returns
+                parts = (header, payload if isinstance(payload, bytes) else bytes(payload))
         with self._lock:
-            self._wait_for_room(size)
-            direct = not self._outbox
+            if (
+                self._error is not None
+                or self._closing
+                or (self._queued_total - self._sent_total + size > self.max_queue)
+            ):
+                self._wait_for_room(size)
+            was_empty = not self._outbox
             self._outbox.extend(parts)
             self._queued_total += size
             self._msg_ends.append(self._queued_total)
-            if not direct:
-                return  # the reactor is already waiting to send the queue
-            self._flush()
-            if not self._outbox and self._error is None:
-                return
-            self._poke()  # wait for writability, or release after an error
-            if self._hard and self._error is not None:
-                raise self._end_error()
+            if was_empty:
+                # The reactor sends: messages written meanwhile go out in the same syscall.
+                self._poke()
 
     def pre_write(self, message: T) -> T:
         """Hook: transform each message given to :meth:`write` (default: unchanged)."""
@@ -641,22 +667,31 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
             reactor.call_soon(self._on_poke)
 
     def _on_poke(self) -> None:
+        if self._released.is_set():  # only this thread releases: no race with the check
+            return
+        with self._lock:
+            flush = bool(self._outbox) and not self._events & _WRITE
+            # TLS may hold decrypted bytes the selector cannot see (after a pause, say).
+            receive = self._tls and not (self._eof or self._paused or self._events & _READ)
+        if flush:
+            self._flush()
+        if receive:
+            self._receive()
         with self._lock:
             if not self._released.is_set():
-                if self._tls and not (self._eof or self._paused or self._events & _READ):
-                    self._receive()  # TLS may hold decrypted bytes the selector cannot see
                 self._update_interest()
 
     def _on_events(self, events: int) -> None:
         """Reactor callback: the socket is ready for ``events``."""
+        if self._released.is_set():
+            return
+        if events & _WRITE:
+            self._flush()
+        if events & _READ:
+            self._receive()
         with self._lock:
-            if self._released.is_set():
-                return
-            if events & _WRITE and self._outbox:
-                self._flush()
-            if events & _READ and not (self._eof or self._paused):
-                self._receive()
-            self._update_interest()
+            if not self._released.is_set():
+                self._update_interest()
 
     def _on_crash(self, error: BaseException) -> None:
         """Reactor callback: :meth:`_on_events` raised (a sockwork bug); end the connection."""
@@ -695,11 +730,15 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
             self._reactor.selector.unregister(self._sock)
             self._events = 0
         self._sock.close()
-        self._outbox.clear()
+        self._drop_outbox()
         self._released.set()
         self._room.notify_all()
         self._arrived.notify_all()
         self._reactor.detach()
+
+    def _drop_outbox(self) -> None:
+        self._outbox.clear()
+        self._head_offset = 0
 
     def _end(self, error: BaseException, *, hard: bool) -> None:
         """Record why the connection ended (the first reason wins)."""
@@ -708,107 +747,136 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
         self._eof = True
         if hard:
             self._hard = True
-            self._outbox.clear()
+            self._drop_outbox()
+        reactor = self._reactor
+        if reactor is not None and reactor.in_thread() and not self._released.is_set():
+            self._update_interest()  # release now, before anyone can see the end
         self._room.notify_all()
         self._arrived.notify_all()
         if self._flag is not None:
             self._flag.set()
 
     def _receive(self) -> None:
+        """Receive and decode what the socket holds (reactor thread, lock not held)."""
         decoder = self._decoder
         sock = self._sock
-        had_messages = bool(self._inbox)
+        with self._lock:
+            if self._eof or self._paused:
+                return
         for _ in range(_MAX_READS):
             buffer = decoder.get_buffer(_RECV_SIZE)
+            cause: OSError | None = None
             try:
                 count = sock.recv_into(buffer)
             except _WOULD_BLOCK:  # spurious readiness or a partial TLS record: try later
-                break
-            except OSError as exc:  # reset: what arrived before still counts, like an EOF
+                return
+            except OSError as exc:  # a reset: what arrived before still counts, as at EOF
+                count = 0
+                cause = exc
+            if count:
+                decoder.buffer_updated(count)
+            else:
                 decoder.receive_eof()
-                self._decode_all(cause=exc)
-                break
-            if count == 0:
-                decoder.receive_eof()
-                self._decode_all(cause=None)
-                break
-            decoder.buffer_updated(count)
-            self._decode_all(cause=None)
-            if self._eof or self._paused:
-                break
+            messages, size, error = self._take_messages(cause)
+            with self._lock:
+                had_messages = bool(self._inbox)
+                if messages:
+                    self._inbox.extend(messages)
+                    self._inbox_bytes += size
+                    if self._inbox_bytes >= self.max_queue:
+                        self._paused = True
+                if error is not None:
+                    # After a clean EOF what is queued is still sent; after a reset or a
+                    # broken stream nothing more can be.
+                    hard = cause is not None or not isinstance(error, ConnectionClosed)
+                    self._end(error, hard=hard)
+                elif messages and not had_messages:
+                    self._arrived.notify_all()
+                    if self._flag is not None:
+                        self._flag.set()
+                if error is not None or self._paused:
+                    return
             if count < len(buffer) and not (self._tls and sock.pending()):  # type: ignore[attr-defined]
-                break  # the kernel buffer is drained
-        if self._inbox and not had_messages:
-            self._arrived.notify_all()
-            if self._flag is not None:
-                self._flag.set()
+                return  # the kernel buffer is drained
 
-    def _decode_all(self, cause: OSError | None) -> None:
+    def _take_messages(
+        self, cause: OSError | None
+    ) -> tuple[list[Message], int, BaseException | None]:
+        """Take the decoder's complete messages, their size, and the error that ended it."""
         next_message = self._decoder.next_message
-        inbox = self._inbox
+        messages: list[Message] = []
         size = 0
         try:
             while True:
                 message = next_message()
                 if message is NEED_DATA:
                     break
-                inbox.append(message)
+                messages.append(message)
                 size += len(message)
         except ConnectionClosed as exc:  # EOF: clean, or inside a frame (IncompleteMessage)
             exc.address = self.address
             if cause is not None:
                 exc.__cause__ = cause
-            self._end(exc, hard=cause is not None)  # after a reset nothing can be sent
+            return messages, size, exc
         except (MessageTooLarge, ProtocolError) as exc:
-            self._end(exc, hard=True)
-        finally:
-            self._inbox_bytes += size
-            if self._inbox_bytes >= self.max_queue:
-                self._paused = True
+            return messages, size, exc
+        return messages, size, None
 
     def _flush(self) -> None:
-        """Send as much of the outbox as the kernel takes now."""
-        outbox = self._outbox
+        """Send as much of the outbox as the kernel takes now (reactor thread)."""
+        # The lock is held across the send calls: writers wait (they would wait for the
+        # GIL anyway) and their messages pile up into the next, larger batch.
         sock = self._sock
-        sent_any = False
-        while outbox:
-            buffers: list[bytes | memoryview] = []
-            total = 0
-            if self._head_offset:
-                head: bytes | memoryview = memoryview(outbox[0])[self._head_offset :]
+        one_buffer = self._tls or not _HAS_SENDMSG  # a TLS retry must resend the same bytes
+        with self._lock:
+            while self._outbox:
+                buffers, total = self._gather()
+                try:
+                    if one_buffer:
+                        total = len(buffers[0])
+                        count = sock.send(buffers[0])
+                    else:
+                        count = sock.sendmsg(buffers)
+                except _WOULD_BLOCK:
+                    return
+                except OSError as exc:
+                    error = ConnectionClosed(
+                        f"connection lost while sending: {exc}",
+                        address=self.address,
+                        by_peer=True,
+                    )
+                    error.__cause__ = exc
+                    self._end(error, hard=True)
+                    return
+                self._consume(count)
+                self._room.notify_all()
+                if count < total:
+                    return  # the kernel buffer is full
+
+    def _gather(self) -> tuple[list[bytes | memoryview], int]:
+        """Return the next buffers to send (small messages joined) and their total size."""
+        buffers: list[bytes | memoryview] = []
+        small: list[bytes | memoryview] = []
+        total = 0
+        offset = self._head_offset
+        for item in self._outbox:
+            if offset:
+                item = memoryview(item)[offset:]
+                offset = 0
+            size = len(item)
+            total += size
+            if size < _COPY_LIMIT:
+                small.append(item)
             else:
-                head = outbox[0]
-            if self._tls or not _HAS_SENDMSG:
-                total = len(head)  # TLS retries need the same buffer: one at a time
-            else:
-                buffers.append(head)
-                total = len(head)
-                for index in range(1, min(len(outbox), _MAX_BUFFERS)):
-                    item = outbox[index]
-                    buffers.append(item)
-                    total += len(item)
-            try:
-                if buffers:
-                    count = sock.sendmsg(buffers)
-                else:
-                    count = sock.send(head)
-            except _WOULD_BLOCK:
+                if small:
+                    buffers.append(b"".join(small) if len(small) > 1 else small[0])
+                    small = []
+                buffers.append(item)
+            if total >= _SEND_BATCH or len(buffers) >= _MAX_BUFFERS:
                 break
-            except OSError as exc:
-                error = ConnectionClosed(
-                    f"connection lost while sending: {exc}", address=self.address, by_peer=True
-                )
-                error.__cause__ = exc
-                self._end(error, hard=True)
-                return
-            if count <= 0:
-                break
-            self._consume(count)
-            sent_any = True
-            if count < total:
-                break  # the kernel buffer is full
-        if sent_any:
-            self._room.notify_all()
+        if small:
+            buffers.append(b"".join(small) if len(small) > 1 else small[0])
+        return buffers, total
 
     def _consume(self, count: int) -> None:
         self._sent_total += count
