@@ -21,12 +21,10 @@ always decode to ``bytes`` (a ``str`` given to the encoder is sent as its UTF-8
 bytes). STOCKINGS decodes a text frame to ``str`` and a bytes frame to ``bytes``, and
 encodes a ``str`` as a text frame and any bytes-like object as a bytes frame.
 
-Empty messages: U32 and VARINT send them like any other. STOCKINGS sends an empty
-message as a one-byte header (``0x80`` for text, ``0xC0`` for bytes) and the sockwork
-decoder delivers it as ``""`` or ``b""``. The real Stockings package never sends
-such a frame (its ``write("")`` is a no-op) and, receiving one, skips it as "no
-header" and parses the next header, so an empty message sent to a real Stockings
-peer is silently dropped there: exactly what Stockings itself does with one.
+Empty messages: every format sends them. STOCKINGS sends an empty message as a
+one-byte header (``0x80`` for text, ``0xC0`` for bytes) and the decoder delivers it
+as ``""`` or ``b""``. The real Stockings package cannot send one (its ``write("")`` is
+a no-op) but, receiving one, returns ``""`` or ``b""`` from ``read()`` (tested).
 """
 
 # Rules:
@@ -71,6 +69,7 @@ MAX_HEADER_SIZE: Final = 10
 
 _U32_LIMIT: Final = 2**32 - 1
 _CHUNK: Final = 64 * 1024  # default size of a get_buffer() view and of the initial buffer
+_MAX_VIEW: Final = 256 * 1024  # largest view get_buffer() offers beyond what was asked
 _U32 = struct.Struct(">I")
 _pack_u32 = _U32.pack
 _unpack_u32 = _U32.unpack_from
@@ -336,7 +335,7 @@ class FrameDecoder:
         ``len(view)`` bytes into it, then call :meth:`buffer_updated` with the count,
         before any other call. The view is at least ``sizehint`` bytes (64 KiB when
         ``sizehint`` <= 0) and, while a large frame is pending, large enough for the
-        rest of that frame.
+        rest of that frame; beyond that it offers at most 256 KiB of spare room.
 
         Raises:
             RuntimeError: called after :meth:`receive_eof`.
@@ -350,7 +349,11 @@ class FrameDecoder:
             if missing > want:
                 want = missing
         self._reserve(want)
-        return self._view[self._end :]
+        end = self._end
+        # Offer spare room too (fewer, larger reads) but bounded, so a caller pausing at a
+        # buffered-bytes limit overshoots it by at most _MAX_VIEW.
+        size = max(want, min(len(self._buf) - end, _MAX_VIEW))
+        return self._view[end : end + size]
 
     def buffer_updated(self, nbytes: int) -> None:
         """Record that ``nbytes`` bytes were written into the last :meth:`get_buffer` view."""
