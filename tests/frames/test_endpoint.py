@@ -361,6 +361,35 @@ def test_endpoint_peer_reset_is_surfaced_and_the_socket_released() -> None:
     assert open_fds() == before - 2  # client and server
 
 
+def test_endpoint_write_to_a_reset_peer_raises_connection_closed(
+    pair: tuple[Endpoint[bytes], socket.socket],
+) -> None:
+    endpoint, peer = pair
+    peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.close()  # RST
+    readable(endpoint, 5)
+    assert not endpoint.active
+    with pytest.raises(ConnectionClosed) as info:
+        endpoint.write(b"into the void")
+    assert info.value.by_peer
+
+
+def test_endpoint_a_broken_connection_leaves_the_others_served() -> None:
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    broken, healthy, healthy_peer = Endpoint(a), Endpoint(c), Endpoint(d)
+    b.sendall(struct.pack(">I", 2**31))  # oversized header on the first connection
+    readable(broken, 5)
+    with pytest.raises(MessageTooLarge):
+        broken.read()
+    for index in range(100):
+        healthy.write(b"%d" % index)
+    assert [next_message(healthy_peer) for _ in range(100)] == [b"%d" % i for i in range(100)]
+    for endpoint in (broken, healthy, healthy_peer):
+        endpoint.close()
+    b.close()
+
+
 def test_endpoint_oversized_header_raises_message_too_large_after_earlier_messages(
     pair: tuple[Endpoint[bytes], socket.socket],
 ) -> None:

@@ -278,6 +278,13 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
         if self._handshake_thread is not None:
             self._handshake_thread.start()
 
+    def __del__(self) -> None:
+        # An endpoint dropped without close() after its connection ended: the socket is
+        # already released; release the readiness descriptor too.
+        flag = self.__dict__.get("_flag")
+        if flag is not None:
+            flag.close()
+
     def __repr__(self) -> str:
         if self._closing:
             state = "closed"
@@ -485,8 +492,10 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
     def fileno(self) -> int:
         """Return a descriptor that is readable while :meth:`read` has something to return.
 
-        It stays readable after the connection ends, until :meth:`read` has raised; use
-        it with ``select``, ``poll`` or ``selectors``. Returns -1 after :meth:`close`.
+        Once the connection has ended and its messages are read, it stays readable (and
+        :meth:`read` raises), so a ``select``/``poll``/``selectors`` loop sees the end.
+        The descriptor is created on the first call and closed by :meth:`close`; this
+        returns -1 after :meth:`close`.
         """
         with self._lock:
             if self._closing:
