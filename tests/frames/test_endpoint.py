@@ -643,3 +643,10 @@ def test_endpoint_queued_messages_are_flushed_at_interpreter_exit() -> None:
         assert conn.recv(1) == b""
     assert child.wait(10) == 0
     child.stdout.close()
+
+
+def test_endpoint_is_exported_from_sockwork_frames() -> None:
+    import sockwork.frames
+
+    assert sockwork.frames.Endpoint is Endpoint
+    assert {"Endpoint", "DEFAULT_MAX_QUEUE"} <= set(sockwork.frames.__all__)
