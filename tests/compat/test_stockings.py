@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ import pytest
 import Stockings  # the real PyPI package, version 1.2.3
 
 from sockwork.compat import stockings as compat
+from sockwork.compat.stockings import StockingClosed
 from sockwork.errors import ConnectionClosed, MessageTooLarge, NotReady, TimedOut
 from sockwork.frames.codecs import BYTES_OR_TEXT
 from sockwork.frames.endpoint import Endpoint
@@ -158,6 +160,24 @@ def test_stockings_real_peer_closing_ends_ours_with_eof(
         ours.read()
     assert isinstance(info.value, ConnectionClosed)
     assert info.value.by_peer
+    with pytest.raises(ConnectionClosed):  # Stockings dropped it silently
+        ours.write("too late")
+
+
+def test_stockings_peer_reset_is_reported_and_the_socket_closed() -> None:
+    left, right = tcp_pair()
+    ours = compat.Stocking(right)
+    assert ours.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    left.sendall(b"\x81a")
+    left.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    assert receive(ours, 1) == ["a"]
+    left.close()  # RST
+    wait_until(lambda: not ours.active)
+    with pytest.raises(StockingClosed) as info:
+        ours.read()
+    assert isinstance(info.value.__cause__.__cause__, ConnectionResetError)
+    assert ours.sock.fileno() == -1
+    ours.close()
 
 
 class RealGreeter(Stockings.Stocking):  # type: ignore[misc]
