@@ -83,6 +83,7 @@ __all__ = [
     "notify_changed",
     "rekey",
     "set_hooks",
+    "set_stream_faults",
     "uninstall",
 ]
 
@@ -1021,14 +1022,55 @@ _DISPATCHERS: dict[str, object] = {
 }
 
 
+_STREAM_NAMES = frozenset((
+    "send", "sendall", "sendmsg", "sendto", "sendfile",
+    "recv", "recv_into", "recvfrom", "recvfrom_into", "recvmsg",
+))
+_STREAM_USERS: set[int] = set()  # ids of live handles whose faults can touch bytes
+
+
+def _put(names: Iterable[str]) -> None:
+    for name in names:
+        setattr(_SOCKET, name, _DISPATCHERS[name])
+
+
+def _restore(names: Iterable[str]) -> None:
+    for name in names:
+        original = _ORIGINAL_ATTRS[name]
+        if original is _MISSING:
+            if name in _SOCKET.__dict__:
+                delattr(_SOCKET, name)
+        else:
+            setattr(_SOCKET, name, original)
+
+
 def install() -> None:
-    """Put the dispatchers on ``socket.socket`` (counted: one per live scope)."""
+    """Put the connection dispatchers on ``socket.socket`` (counted: one per live scope).
+
+    The byte-moving dispatchers (send and receive families) are installed only while
+    some scope has a stream fault (:func:`set_stream_faults`), so a socket under a
+    scope with no stream fault runs at full speed.
+    """
     global _INSTALLS
     with _REGISTRY_LOCK:
         _INSTALLS += 1
         if _INSTALLS == 1:
-            for name, func in _DISPATCHERS.items():
-                setattr(_SOCKET, name, func)
+            _put(name for name in _DISPATCHERS if name not in _STREAM_NAMES)
+
+
+def set_stream_faults(handle: object, present: bool) -> None:
+    """Say whether ``handle`` has stream faults; byte dispatchers follow the total."""
+    with _REGISTRY_LOCK:
+        before = bool(_STREAM_USERS)
+        if present:
+            _STREAM_USERS.add(id(handle))
+        else:
+            _STREAM_USERS.discard(id(handle))
+        after = bool(_STREAM_USERS)
+        if after and not before:
+            _put(_STREAM_NAMES)
+        elif before and not after:
+            _restore(_STREAM_NAMES)
 
 
 def uninstall() -> None:
@@ -1039,12 +1081,8 @@ def uninstall() -> None:
             return
         _INSTALLS -= 1
         if _INSTALLS == 0:
-            for name, original in _ORIGINAL_ATTRS.items():
-                if original is _MISSING:
-                    if name in _SOCKET.__dict__:
-                        delattr(_SOCKET, name)
-                else:
-                    setattr(_SOCKET, name, original)
+            _STREAM_USERS.clear()
+            _restore(_ORIGINAL_ATTRS)
 
 
 def installed() -> bool:
