@@ -13,6 +13,9 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 CORE_MODULES = [
     "sockwork/errors.py",
     "sockwork/frames/codec.py",
+    "sockwork/faults/vocabulary.py",
+    "sockwork/faults/plan.py",
+    "sockwork/faults/units.py",
 ]
 
 FORBIDDEN = {"socket", "selectors", "ssl", "asyncio", "threading", "time", "select"}
