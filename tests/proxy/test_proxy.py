@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from sockwork.faults.vocabulary import Latency
 from sockwork.proxy import ConnectionEvent, FaultProxy
 from tests.proxy.conftest import MakeUpstream, Upstream, free_port, recv_all, recv_exactly
 
@@ -64,7 +65,7 @@ def test_proxy_upstream_refusing_closes_the_client_at_once() -> None:
             started = time.monotonic()
             assert client.recv(10) == b""
             assert time.monotonic() - started < 1.0
-        assert proxy.counters.connections_refused == 1
+        assert proxy.counters.connections_failed == 1
 
 
 def test_proxy_disable_refuses_and_closes_open_connections(echo_server: Upstream) -> None:
@@ -159,8 +160,10 @@ def test_proxy_rejects_bad_arguments() -> None:
         FaultProxy(upstream=("127.0.0.1", 0))
     with FaultProxy(upstream=("127.0.0.1", 9)) as proxy:
         with pytest.raises(ValueError, match="direction"):
-            proxy.add(object(), direction="sideways")  # type: ignore[arg-type]
+            proxy.add(Latency(0.1), direction="sideways")
         with pytest.raises(ValueError, match="scope"):
-            proxy.add(object(), scope="old")  # type: ignore[arg-type]
+            proxy.add(Latency(0.1), scope="old")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="not a fault"):
+            proxy.add(object())  # type: ignore[arg-type]
         with pytest.raises(KeyError):
             proxy.remove("nothing")

@@ -5,21 +5,26 @@
 #   fault. The loop is either our own, in a daemon thread (``with FaultProxy(...)``),
 #   or the caller's (``async with FaultProxy(...)``). Control methods (add, remove,
 #   disable...) are plain functions that run on the loop thread; from another thread
-#   they are handed over with call_soon_threadsafe and waited for. Because each runs
-#   as one loop callback with no await, every change is atomic: no chunk is forwarded
-#   while a fault table is half-updated.
+#   they are handed over with call_soon_threadsafe and waited for. Each runs as one
+#   loop callback with no await, so every change is atomic: no chunk is forwarded
+#   while the fault table is half-updated.
+# - The decisions are the sans-IO plan's (``sockwork.faults.plan.Plan``, one per proxy,
+#   so Bandwidth groups and ``connections=`` triggers span the proxy); ``pipe.Pipe``
+#   executes them. A fault cannot behave differently here and under socket patching.
+# - Directions: Toxiproxy's ``upstream`` (client -> server) is the vocabulary's
+#   ``"send"``, ``downstream`` (server -> client) is ``"recv"``: the proxy is the
+#   client's network.
 # - Each connection is two asyncio Protocols (client side, upstream side) and two
 #   one-way pipes. With no fault, data_received writes straight into the other
-#   transport (the fast path: no queue, no task, no copy of our own); flow control is
-#   the transports' own: when the destination's write buffer passes its high-water
-#   mark the source stops reading, so a slow reader slows the sender (TCP backpressure).
-# - With faults, a pipe hands each chunk to its executor (``sockwork.proxy.pipe``),
-#   which runs the sans-IO fault plan and carries out its actions.
+#   transport; when the destination's write buffer passes its high-water mark the
+#   source stops reading, so a slow reader slows the sender (TCP back-pressure).
 # - Half-close: an EOF from one side becomes write_eof() (shutdown(SHUT_WR)) on the
 #   other, and the opposite direction keeps flowing (RFC 9293 section 3.6). The
 #   connection closes when both directions have ended or either socket is lost.
 # - A reset from one peer is passed on as a reset (SO_LINGER 0, then close), so the
 #   other peer sees ECONNRESET as it would without the proxy.
+# - Refuse closes the listening socket while it is installed: clients get a real
+#   ECONNREFUSED from the kernel. disable() does the same and closes open connections.
 """
 
 from __future__ import annotations
@@ -27,16 +32,27 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import random
 import socket
 import struct
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-from sockwork.proxy.pipe import Pipe, PipeOwner
+from sockwork.faults.plan import Close, Plan, Report, Wait
+from sockwork.faults.plan import Connection as PlanConnection
+from sockwork.faults.vocabulary import (
+    AcceptFault,
+    ConnectFault,
+    DnsFault,
+    Fault,
+    Refuse,
+    StreamFault,
+)
+from sockwork.proxy.pipe import Pipe
 
 if TYPE_CHECKING:
     from typing import Self
@@ -54,26 +70,35 @@ __all__ = [
 Direction = Literal["upstream", "downstream"]
 Scope = Literal["all", "new"]
 
-#: Toxiproxy's stream names: ``upstream`` is client -> server, ``downstream`` is server -> client.
+#: Toxiproxy's stream names: ``upstream`` is client -> server, ``downstream`` server -> client.
 DIRECTIONS: tuple[Direction, ...] = ("upstream", "downstream")
+
+# Proxy direction -> the fault vocabulary's direction (seen from the client).
+_TO_FAULT_DIRECTION: dict[str, Literal["send", "recv", "both"]] = {
+    "upstream": "send",
+    "downstream": "recv",
+    "both": "both",
+}
+_FROM_FAULT_DIRECTION = {"send": "upstream", "recv": "downstream", "both": "both"}
 
 _T = TypeVar("_T")
 
-# A chunk stays in a transport's buffer until this many bytes are queued; then the
-# source stops reading. Large enough to keep loopback busy, small enough to bound memory.
+# Bytes a transport may buffer before its source stops reading: large enough to keep
+# loopback busy, small enough to bound memory per connection.
 _WRITE_HIGH_WATER = 512 * 1024
 _CONNECT_TIMEOUT = 10.0
 _CLOSE_TIMEOUT = 5.0
 _LINGER_ZERO = struct.pack("ii", 1, 0)
+_NO_END = 2**62  # the open end of a "connections from N on" range
 
 
 @dataclass(frozen=True)
 class InstalledFault:
-    """A fault installed on a proxy: its name, the fault object and its direction."""
+    """A fault installed on a proxy: its name, the fault as given, and its direction."""
 
     name: str
-    fault: object
-    direction: Direction
+    fault: Fault
+    direction: str
 
 
 @dataclass(frozen=True)
@@ -82,12 +107,13 @@ class ProxyCounters:
 
     ``bytes_upstream`` counts bytes delivered to the upstream server (client -> server),
     ``bytes_downstream`` bytes delivered to clients; ``received_*`` count bytes read
-    from the source before faults (a blackhole reads without delivering).
+    from each source before faults (a blackhole reads without delivering).
+    ``faults_fired`` maps a fault's name to the connections (and directions) it acted on.
     """
 
     connections_total: int
     connections_open: int
-    connections_refused: int
+    connections_failed: int
     received_upstream: int
     received_downstream: int
     bytes_upstream: int
@@ -106,15 +132,6 @@ class ConnectionEvent:
     bytes_downstream: int = 0
     faults_fired: tuple[str, ...] = ()
     error: str | None = None
-
-
-@dataclass
-class _Counters:
-    connections_total: int = 0
-    connections_refused: int = 0
-    received: dict[str, int] = field(default_factory=lambda: {"upstream": 0, "downstream": 0})
-    sent: dict[str, int] = field(default_factory=lambda: {"upstream": 0, "downstream": 0})
-    faults_fired: dict[str, int] = field(default_factory=dict)
 
 
 def _reset(transport: asyncio.Transport) -> None:
@@ -151,10 +168,14 @@ class _Side(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         # Our write buffer is full: the pipe that writes into us stops reading its source.
-        self.conn.pipes[_other(self.role)].hold("backpressure")
+        pipes = self.conn.pipes
+        if pipes:
+            pipes[_other(self.role)].hold("backpressure")
 
     def resume_writing(self) -> None:
-        self.conn.pipes[_other(self.role)].release("backpressure")
+        pipes = self.conn.pipes
+        if pipes:
+            pipes[_other(self.role)].release("backpressure")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -165,31 +186,24 @@ def _other(direction: Direction) -> Direction:
     return "downstream" if direction == "upstream" else "upstream"
 
 
-class _Connection(PipeOwner):
+class _Connection:
     """One client connection and its upstream connection, joined by two pipes."""
 
     def __init__(self, proxy: FaultProxy, connection_id: int) -> None:
         self.proxy = proxy
+        self.loop = proxy._require_loop()
         self.id = connection_id
         self.client = _Side(self, "upstream")
         self.server = _Side(self, "downstream")
         self.client_address: tuple[str, int] = ("", 0)
-        rng = proxy._connection_rng(connection_id)
-        self.pipes: dict[Direction, Pipe] = {
-            "upstream": Pipe(self, "upstream", rng=random.Random(rng.getrandbits(64))),
-            "downstream": Pipe(self, "downstream", rng=random.Random(rng.getrandbits(64))),
-        }
-        self.connect_task: asyncio.Task[None] | None = None
+        self.plan_conn: PlanConnection | None = None
+        self.pipes: dict[Direction, Pipe] = {}
+        self.task: asyncio.Task[None] | None = None
         self.closed = False
         self.failed = False
-        self.fired: list[str] = []
+        self.forgotten = False
 
-    # --- PipeOwner: what a pipe needs from its connection -----------------------------
-
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop:
-        """The loop the connection runs on."""
-        return self.proxy._require_loop()
+    # --- what a pipe needs ------------------------------------------------------------
 
     def source(self, direction: Direction) -> asyncio.Transport | None:
         """The transport a direction reads from."""
@@ -201,20 +215,14 @@ class _Connection(PipeOwner):
 
     def count_received(self, direction: Direction, n: int) -> None:
         """Count n bytes read from a direction's source."""
-        self.proxy._counters.received[direction] += n
+        self.proxy._received[direction] += n
 
     def count_sent(self, direction: Direction, n: int) -> None:
         """Count n bytes written to a direction's destination."""
-        self.proxy._counters.sent[direction] += n
-
-    def fault_fired(self, name: str) -> None:
-        """Count one firing of the fault called ``name``."""
-        fired = self.proxy._counters.faults_fired
-        fired[name] = fired.get(name, 0) + 1
-        self.fired.append(name)
+        self.proxy._sent[direction] += n
 
     def pipe_finished(self, direction: Direction) -> None:
-        """A direction has delivered its EOF; close when both have."""
+        """A direction has passed its EOF on; close when both have."""
         if all(p.finished for p in self.pipes.values()):
             self.close()
 
@@ -222,11 +230,7 @@ class _Connection(PipeOwner):
         """Close both sockets: with FIN after flushing, or at once with an RST."""
         if self.closed:
             return
-        self.closed = True
-        if self.connect_task is not None:
-            self.connect_task.cancel()
-        for pipe in self.pipes.values():
-            pipe.stop()
+        self._stop()
         for side in (self.client, self.server):
             if side.transport is not None and not side.lost:
                 if reset:
@@ -237,19 +241,20 @@ class _Connection(PipeOwner):
 
     def abort(self) -> None:
         """Close both sockets at once, dropping unsent data (FIN, not RST)."""
-        if self.connect_task is not None:
-            self.connect_task.cancel()
-        self.closed = True
-        for pipe in self.pipes.values():
-            pipe.stop()
+        self._stop()
         for side in (self.client, self.server):
             if side.transport is not None and not side.lost:
                 side.transport.abort()
         self._maybe_forget()
 
-    def reset_side(self, direction: Direction) -> None:
-        """Reset the connection on behalf of a fault in ``direction`` (both peers see RST)."""
-        self.close(reset=True)
+    def _stop(self) -> None:
+        self.closed = True
+        if self.task is not None:
+            self.task.cancel()
+        for pipe in self.pipes.values():
+            pipe.stop()
+        if self.plan_conn is not None:
+            self.plan_conn.close()
 
     # --- life cycle -------------------------------------------------------------------
 
@@ -261,35 +266,60 @@ class _Connection(PipeOwner):
                 self.client_address = (str(peer[0]), int(peer[1]))
             # Nothing is read from the client until the upstream answers.
             side.transport.pause_reading()
-            self.connect_task = self.loop.create_task(self._connect())
+            self.task = self.loop.create_task(self._begin())
         else:
-            self.proxy._connection_opened(self)
-            for pipe in self.pipes.values():
-                pipe.start()
+            self._open_streams()
 
-    async def _connect(self) -> None:
-        host, port = self.proxy.upstream
+    async def _begin(self) -> None:
+        proxy = self.proxy
         try:
-            await asyncio.wait_for(
-                self.loop.create_connection(lambda: self.server, host, port),
-                _CONNECT_TIMEOUT,
-            )
-        except (OSError, asyncio.TimeoutError) as exc:
-            # Like Toxiproxy: the client was accepted, so a dead upstream is "connected, then EOF".
-            self.failed = True
-            self.proxy._connection_failed(self, exc)
-            self.close()
+            label = _format(self.client_address)
+            actions = proxy._plan_accept(label)
+            for action in actions:
+                if isinstance(action, Wait):
+                    await asyncio.sleep(max(0.0, action.until - self.loop.time()))
+                elif isinstance(action, Close):
+                    transport = self.client.transport
+                    if transport is not None:
+                        self._stop()
+                        if action.reset:
+                            _reset(transport)
+                        else:
+                            transport.close()
+                    return
+            host, port = proxy.upstream
+            try:
+                await asyncio.wait_for(
+                    self.loop.create_connection(lambda: self.server, host, port),
+                    _CONNECT_TIMEOUT,
+                )
+            except (OSError, asyncio.TimeoutError) as exc:
+                # As Toxiproxy: the client was accepted, so a dead upstream is
+                # "connected, then EOF" (ECONNREFUSED needs Refuse or disable()).
+                self.failed = True
+                proxy._connection_failed(self, exc)
+                self.close()
         finally:
-            self.connect_task = None
+            self.task = None
+            if self.closed:
+                self._maybe_forget()
+
+    def _open_streams(self) -> None:
+        proxy = self.proxy
+        plan_conn = proxy._plan_open(_format(self.client_address))
+        self.plan_conn = plan_conn
+        self.pipes = {
+            "upstream": Pipe(self, "upstream", plan_conn.send),
+            "downstream": Pipe(self, "downstream", plan_conn.recv),
+        }
+        proxy._connection_opened(self)
+        for pipe in self.pipes.values():
+            pipe.start()
 
     def side_lost(self, side: _Side, exc: Exception | None) -> None:
         other = self.server if side is self.client else self.client
         if not self.closed:
-            self.closed = True
-            for pipe in self.pipes.values():
-                pipe.stop()
-            if self.connect_task is not None:
-                self.connect_task.cancel()
+            self._stop()
             if other.transport is not None and not other.lost:
                 if isinstance(exc, ConnectionResetError):
                     _reset(other.transport)  # a reset is passed on as a reset
@@ -299,26 +329,35 @@ class _Connection(PipeOwner):
 
     def _maybe_forget(self) -> None:
         sides = [s for s in (self.client, self.server) if s.transport is not None]
-        if self.connect_task is None and all(s.lost for s in sides):
+        if self.task is None and all(s.lost for s in sides) and not self.forgotten:
+            self.forgotten = True
             self.proxy._connection_closed(self)
 
 
+@dataclass(frozen=True)
+class _Entry:
+    name: str
+    fault: Fault  # as given
+    direction: str  # upstream | downstream | both | "" (not a stream fault)
+    planned: Fault | None  # what the plan gets (direction and scope applied)
+
+
 class FaultProxy:
-    """A loopback TCP proxy to ``upstream`` that applies faults per direction.
+    """A loopback TCP proxy to ``upstream`` that applies sockwork faults per direction.
 
     Use it as a context manager: ``with FaultProxy(upstream=(host, port)) as proxy:``
     runs it on an asyncio loop in a background thread; ``async with`` runs it on the
     running loop. ``proxy.address`` is where clients connect.
 
-    Directions follow Toxiproxy: ``"upstream"`` is client -> server, ``"downstream"``
-    is server -> client.
+    Directions follow Toxiproxy: ``"upstream"`` is client -> server (the fault
+    vocabulary's ``"send"``), ``"downstream"`` is server -> client (``"recv"``).
 
     Args:
         upstream: the ``(host, port)`` every connection is forwarded to.
         listen: the ``(host, port)`` to listen on; port 0 picks a free port.
-        seed: seeds every random choice (jitter, probabilities); None picks one,
-            reported as ``proxy.seed`` so a run can be replayed.
-        enabled: start accepting at once (False: connections are refused until ``enable()``).
+        seed: seeds every random choice (jitter, probabilities, slicing); None picks
+            one, kept in ``proxy.seed`` (and ``proxy.report``) so a run can be replayed.
+        enabled: accept at once (False: connections are refused until ``enable()``).
         on_event: called on the loop thread with a :class:`ConnectionEvent` when a
             connection opens, fails to reach the upstream, or closes.
     """
@@ -333,26 +372,33 @@ class FaultProxy:
         on_event: Callable[[ConnectionEvent], None] | None = None,
     ) -> None:
         host, port = upstream
-        if not isinstance(port, int) or not 0 < port < 65536:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
             raise ValueError(f"upstream port must be an int in 1..65535, got {port!r}")
         lhost, lport = listen
-        if not isinstance(lport, int) or not 0 <= lport < 65536:
+        if isinstance(lport, bool) or not isinstance(lport, int) or not 0 <= lport < 65536:
             raise ValueError(f"listen port must be an int in 0..65535, got {lport!r}")
         self.upstream: tuple[str, int] = (str(host), port)
         self._listen = (str(lhost), lport)
         self.seed: int = seed if seed is not None else random.SystemRandom().getrandbits(32)
         self._on_event = on_event
         self._want_enabled = enabled
-        self._faults: dict[str, _Entry] = {}
+        self._entries: dict[str, _Entry] = {}
+        self._names: dict[int, str] = {}  # id(planned fault) -> name, for the report
+        self._retired: list[Fault] = []  # keeps ids of removed faults valid
         self._connections: dict[int, _Connection] = {}
         self._next_id = 0
-        self._counters = _Counters()
+        self._accepts = 0
+        self._streams = 0
+        self._failed = 0
+        self._received: dict[str, int] = {"upstream": 0, "downstream": 0}
+        self._sent: dict[str, int] = {"upstream": 0, "downstream": 0}
+        self._plan: Plan | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
         self._server_task: asyncio.Task[None] | None = None
         self._address: tuple[str, int] | None = None
-        self._refusing = False
+        self._listening = False
         self._started = False
         self._closed = False
         self._idle: asyncio.Event | None = None
@@ -368,7 +414,7 @@ class FaultProxy:
 
     @property
     def enabled(self) -> bool:
-        """True while the proxy accepts connections (``disable()`` makes it False)."""
+        """True unless ``disable()`` was called (a Refuse fault does not change it)."""
         return self._want_enabled
 
     @property
@@ -377,41 +423,54 @@ class FaultProxy:
         return self._call(self._snapshot)
 
     @property
+    def report(self) -> Report:
+        """What the faults did (each firing, close and reset) and the seed that replays it."""
+        return self._call(lambda: self._require_plan().report)
+
+    @property
     def faults(self) -> tuple[InstalledFault, ...]:
         """The installed faults, in the order they were added."""
-        return tuple(InstalledFault(e.name, e.fault, e.direction) for e in self._faults.values())
+        return tuple(InstalledFault(e.name, e.fault, e.direction) for e in self._entries.values())
 
     def add(
         self,
-        fault: object,
+        fault: Fault,
         *,
-        direction: Direction = "downstream",
+        direction: str | None = None,
         name: str | None = None,
         scope: Scope = "all",
     ) -> str:
-        """Install ``fault`` on ``direction``; returns its name.
+        """Install ``fault``; returns its name.
 
         Args:
-            fault: a ``sockwork.faults`` fault object.
-            direction: ``"upstream"`` (client -> server) or ``"downstream"`` (server -> client).
+            fault: a ``sockwork.faults`` fault: a stream fault (Latency, Bandwidth,
+                Slice, Coalesce, CloseAfter, Stall, Blackhole, Timeout, ResetPeer,
+                SlowClose), an accept fault (AcceptDelay, CloseOnAccept) or Refuse.
+            direction: ``"upstream"`` (client -> server), ``"downstream"`` (server ->
+                client) or ``"both"``; None keeps the fault's own (``send`` is upstream,
+                ``recv`` downstream). Ignored for accept faults and Refuse.
             name: a unique name; default ``<type>_<direction>`` as Toxiproxy does.
             scope: ``"all"`` applies to open connections and new ones, atomically;
                 ``"new"`` only to connections accepted from now on.
 
         Raises:
-            ValueError: bad direction or scope, or a fault with that name exists.
+            ValueError: bad direction or scope, a name in use, or a fault a proxy
+                cannot produce (connect faults other than Refuse, DNS faults).
+            TypeError: ``fault`` is not a sockwork fault.
         """
-        _check_direction(direction)
+        entry_direction = _entry_direction(fault, direction)
         _check_scope(scope)
         if name is None:
-            name = f"{type(fault).__name__.lower()}_{direction}"
-        return self._call(lambda: self._add(name, fault, direction, scope))
+            kind = type(fault).__name__.lower()
+            name = f"{kind}_{entry_direction}" if entry_direction else kind
+        chosen = name
+        return self._call(lambda: self._add(chosen, fault, entry_direction, scope))
 
-    def update(self, name: str, fault: object, *, scope: Scope = "all") -> None:
-        """Replace the fault called ``name`` (same direction), atomically.
+    def update(self, name: str, fault: Fault, *, scope: Scope = "all") -> None:
+        """Replace the fault called ``name`` by ``fault``, in the same direction, atomically.
 
         With ``scope="all"`` open connections restart it with the new values; with
-        ``"new"`` they keep the old one and only later connections get the new one.
+        ``"new"`` they drop it and only later connections get the new one.
 
         Raises:
             KeyError: no fault has that name.
@@ -457,7 +516,6 @@ class FaultProxy:
                 return
             ready.set_result(None)
             loop.run_forever()
-            loop.run_until_complete(loop.shutdown_asyncgens())
 
         name = f"sockwork-proxy-{id(self):x}"
         self._thread = threading.Thread(target=run, name=name, daemon=True)
@@ -466,20 +524,20 @@ class FaultProxy:
             ready.result()
         except BaseException:
             self._thread.join()
-            loop.close()
             self._thread = None
+            loop.close()
             raise
 
     def close(self) -> None:
         """Stop accepting, close every connection and stop the thread (idempotent)."""
-        if self._thread is None:
+        thread = self._thread
+        if thread is None:
             return
         loop = self._require_loop()
         if not self._closed:
-            future = asyncio.run_coroutine_threadsafe(self._end(), loop)
-            future.result()
+            asyncio.run_coroutine_threadsafe(self._end(), loop).result()
         loop.call_soon_threadsafe(loop.stop)
-        self._thread.join()
+        thread.join()
         self._thread = None
         loop.close()
 
@@ -497,18 +555,18 @@ class FaultProxy:
 
     # --- running-loop life cycle -------------------------------------------------------
 
-    async def aclose(self) -> None:
-        """Close the proxy started with ``async with`` (or ``await proxy.astart()``)."""
-        if self._thread is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.close)
-        elif not self._closed and self._started:
-            await self._end()
-
     async def astart(self) -> None:
         """Start the proxy on the running loop."""
         if self._started:
             raise RuntimeError("the proxy was already started")
         await self._begin(asyncio.get_running_loop())
+
+    async def aclose(self) -> None:
+        """Close a proxy started with ``async with`` or ``astart()`` (idempotent)."""
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.close)
+        elif self._started and not self._closed:
+            await self._end()
 
     async def __aenter__(self) -> Self:
         await self.astart()
@@ -522,19 +580,44 @@ class FaultProxy:
     ) -> None:
         await self.aclose()
 
-    # --- internals: run on the loop thread ----------------------------------------------
+    async def restart(self, *, listen: tuple[str, int], upstream: tuple[str, int]) -> None:
+        """Move a proxy started on the running loop: drop connections, listen anew.
+
+        The Toxiproxy server uses it when a PATCH changes ``listen`` or ``upstream``.
+        """
+        self._stop_listening()
+        for conn in list(self._connections.values()):
+            conn.abort()
+        sock = self._bind(listen)
+        self.upstream = upstream
+        self._listen = listen
+        host, port = sock.getsockname()[:2]
+        self._address = (str(host), int(port))
+        if self._should_listen():
+            self._listening = True
+            await self._serve(sock)
+        else:
+            sock.close()
+
+    # --- internals: everything below runs on the loop thread ----------------------------
 
     def _require_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             raise RuntimeError("the proxy is not started; use it as a context manager first")
         return self._loop
 
+    def _require_plan(self) -> Plan:
+        if self._plan is None:
+            raise RuntimeError("the proxy is not started; use it as a context manager first")
+        return self._plan
+
     def _call(self, fn: Callable[[], _T]) -> _T:
         """Run ``fn`` on the loop thread and return its result (directly when already there)."""
         loop = self._loop
-        if loop is None or self._closed or self._thread is None:
+        thread = self._thread
+        if loop is None or thread is None or thread is threading.current_thread():
             return fn()
-        if self._thread is threading.current_thread():
+        if self._closed or not loop.is_running():
             return fn()
         result: concurrent.futures.Future[_T] = concurrent.futures.Future()
 
@@ -549,17 +632,23 @@ class FaultProxy:
 
     async def _begin(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._started = True
+        self._plan = Plan((), rng=random.Random(self.seed), now=loop.time(), seed=self.seed)
         self._idle = asyncio.Event()
         self._idle.set()
         sock = self._bind(self._listen)
         host, port = sock.getsockname()[:2]
         self._address = (str(host), int(port))
-        if self._want_enabled:
-            await self._serve(sock)
+        self._started = True
+        if self._should_listen():
+            self._listening = True
+            try:
+                await self._serve(sock)
+            except BaseException:
+                self._listening = False
+                sock.close()
+                raise
         else:
             sock.close()
-            self._refusing = True
 
     def _bind(self, address: tuple[str, int]) -> socket.socket:
         host, port = address
@@ -578,52 +667,76 @@ class FaultProxy:
 
     async def _serve(self, sock: socket.socket) -> None:
         loop = self._require_loop()
-        self._server = await loop.create_server(self._accepted, sock=sock, start_serving=True)
+        self._server = await loop.create_server(self._accepted, sock=sock)
 
-    def _listen_now(self) -> None:
-        """Listen again on our address; the kernel queues connects until the server starts."""
-        if self._server is not None or self._closed or self._address is None:
+    def _should_listen(self) -> bool:
+        refuse = any(isinstance(e.planned, Refuse) for e in self._entries.values())
+        return self._want_enabled and not refuse and not self._closed
+
+    def _sync_listener(self) -> None:
+        """Listen or not, as ``enabled`` and Refuse faults say."""
+        if not self._started or self._closed:
             return
-        sock = self._bind(self._address)
-        self._refusing = False
-        task = self._require_loop().create_task(self._serve(sock))
-        self._server_task = task
-        task.add_done_callback(lambda t: setattr(self, "_server_task", None))
+        if self._should_listen():
+            if not self._listening:
+                # Bind and listen now, so connects queue in the kernel backlog at once
+                # (never refused); the asyncio server starts accepting a moment later.
+                sock = self._bind(self.address)
+                self._listening = True
+                task = self._require_loop().create_task(self._serve(sock))
+                self._server_task = task
+                task.add_done_callback(self._served)
+        elif self._listening:
+            self._stop_listening()
+
+    def _served(self, task: asyncio.Task[None]) -> None:
+        if self._server_task is task:
+            self._server_task = None
 
     def _stop_listening(self) -> None:
+        self._listening = False
         if self._server_task is not None:
             self._server_task.cancel()
+            self._server_task = None
         if self._server is not None:
             self._server.close()
             self._server = None
-        self._refusing = True
 
     def _accepted(self) -> asyncio.Protocol:
         self._next_id += 1
         conn = _Connection(self, self._next_id)
-        self._counters.connections_total += 1
         self._connections[conn.id] = conn
         assert self._idle is not None
         self._idle.clear()
-        for entry in self._faults.values():
-            conn.pipes[entry.direction].install(entry.name, entry.fault, entry.generation)
         return conn.client
 
-    def _connection_rng(self, connection_id: int) -> random.Random:
-        return random.Random(f"{self.seed}:{connection_id}")
+    def _plan_accept(self, label: str) -> tuple[object, ...]:
+        self._accepts += 1
+        plan = self._require_plan()
+        return plan.accept(now=self._require_loop().time(), label=label)
+
+    def _plan_open(self, label: str) -> PlanConnection:
+        self._streams += 1
+        return self._require_plan().open(now=self._require_loop().time(), label=label)
 
     def _connection_opened(self, conn: _Connection) -> None:
         self._emit(ConnectionEvent("opened", conn.id, conn.client_address))
 
     def _connection_failed(self, conn: _Connection, exc: BaseException) -> None:
-        self._counters.connections_refused += 1
-        text = f"upstream {self.upstream[0]}:{self.upstream[1]}: {exc!r}"
+        self._failed += 1
+        text = f"upstream {_format(self.upstream)}: {exc!r}"
         self._emit(ConnectionEvent("failed", conn.id, conn.client_address, error=text))
 
     def _connection_closed(self, conn: _Connection) -> None:
         if self._connections.pop(conn.id, None) is None:
             return
-        if not conn.failed:
+        if not conn.failed and conn.plan_conn is not None:
+            index = conn.plan_conn.index
+            fired = tuple(
+                self._names.get(id(e.fault), type(e.fault).__name__)
+                for e in self._require_plan().report.events
+                if e.kind == "stream" and e.connection == index and e.what == "fired"
+            )
             self._emit(
                 ConnectionEvent(
                     "closed",
@@ -631,7 +744,7 @@ class FaultProxy:
                     conn.client_address,
                     bytes_upstream=conn.pipes["upstream"].sent,
                     bytes_downstream=conn.pipes["downstream"].sent,
-                    faults_fired=tuple(conn.fired),
+                    faults_fired=fired,
                 )
             )
         if not self._connections and self._idle is not None:
@@ -649,123 +762,153 @@ class FaultProxy:
         if self._idle is not None and self._connections:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), _CLOSE_TIMEOUT)
-        # Let transports run their connection_lost callbacks before the loop stops.
+        # Let the transports run their connection_lost callbacks before the loop stops.
         await asyncio.sleep(0)
 
     def _snapshot(self) -> ProxyCounters:
-        c = self._counters
+        fired: dict[str, int] = {}
+        if self._plan is not None:
+            for e in self._plan.report.events:
+                if e.what == "fired" or e.kind == "accept":
+                    name = self._names.get(id(e.fault), type(e.fault).__name__)
+                    fired[name] = fired.get(name, 0) + 1
         return ProxyCounters(
-            connections_total=c.connections_total,
+            connections_total=self._next_id,
             connections_open=len(self._connections),
-            connections_refused=c.connections_refused,
-            received_upstream=c.received["upstream"],
-            received_downstream=c.received["downstream"],
-            bytes_upstream=c.sent["upstream"],
-            bytes_downstream=c.sent["downstream"],
-            faults_fired=dict(c.faults_fired),
+            connections_failed=self._failed,
+            received_upstream=self._received["upstream"],
+            received_downstream=self._received["downstream"],
+            bytes_upstream=self._sent["upstream"],
+            bytes_downstream=self._sent["downstream"],
+            faults_fired=fired,
         )
 
-    def _add(self, name: str, fault: object, direction: Direction, scope: Scope) -> str:
-        if name in self._faults:
+    def _planned(self, fault: Fault, direction: str, scope: Scope) -> Fault | None:
+        """The fault as the plan gets it: direction set, and limited to new connections."""
+        planned = fault
+        if isinstance(fault, StreamFault) and direction:
+            planned = dataclasses.replace(fault, direction=_TO_FAULT_DIRECTION[direction])
+        if scope == "new":
+            if isinstance(fault, AcceptFault):
+                first = self._accepts + 1
+            elif isinstance(fault, StreamFault):
+                first = self._streams + 1
+            else:
+                return planned
+            chosen = _from_index(planned.connections, first)
+            if chosen is None:
+                return None  # no connection it could select is still to come
+            planned = dataclasses.replace(planned, connections=chosen)
+        return planned
+
+    def _apply(self) -> None:
+        """Give the plan the faults in force, then let every open pipe decide again."""
+        plan = self._require_plan()
+        planned = [e.planned for e in self._entries.values() if e.planned is not None]
+        plan.update(planned, now=self._require_loop().time())
+        for conn in list(self._connections.values()):
+            for pipe in list(conn.pipes.values()):
+                pipe.faults_changed()
+        self._sync_listener()
+
+    def _install(self, entry: _Entry) -> None:
+        self._entries[entry.name] = entry
+        if entry.planned is not None:
+            self._names[id(entry.planned)] = entry.name
+
+    def _retire(self, entry: _Entry) -> None:
+        if entry.planned is not None:
+            self._retired.append(entry.planned)
+
+    def _add(self, name: str, fault: Fault, direction: str, scope: Scope) -> str:
+        if name in self._entries:
             raise ValueError(f"a fault named {name!r} exists; remove it or pick another name")
-        entry = _Entry(name, fault, direction, generation=_next_generation())
-        self._faults[name] = entry
-        if scope == "all":
-            for conn in self._connections.values():
-                conn.pipes[direction].install(name, fault, entry.generation)
-        self._apply_listener_faults()
+        self._install(_Entry(name, fault, direction, self._planned(fault, direction, scope)))
+        self._apply()
         return name
 
-    def _update(self, name: str, fault: object, scope: Scope) -> None:
-        old = self._faults.get(name)
+    def _update(self, name: str, fault: Fault, scope: Scope) -> None:
+        old = self._entries.get(name)
         if old is None:
             raise KeyError(f"no fault named {name!r}")
-        entry = _Entry(name, fault, old.direction, generation=_next_generation())
-        self._faults[name] = entry
-        if scope == "all":
-            for conn in self._connections.values():
-                conn.pipes[old.direction].install(name, fault, entry.generation)
-        self._apply_listener_faults()
+        direction = _entry_direction(fault, old.direction or None)
+        self._retire(old)
+        self._install(_Entry(name, fault, direction, self._planned(fault, direction, scope)))
+        self._apply()
 
     def _remove(self, name: str) -> None:
-        entry = self._faults.pop(name, None)
+        entry = self._entries.pop(name, None)
         if entry is None:
             raise KeyError(f"no fault named {name!r}")
-        for conn in list(self._connections.values()):
-            conn.pipes[entry.direction].uninstall(name)
-        self._apply_listener_faults()
+        self._retire(entry)
+        self._apply()
 
     def _clear(self) -> None:
-        for name in list(self._faults):
-            self._remove(name)
+        for entry in self._entries.values():
+            self._retire(entry)
+        self._entries.clear()
+        if self._started:
+            self._apply()
 
     def _disable(self) -> None:
         self._want_enabled = False
-        self._stop_listening()
+        self._sync_listener()
         for conn in list(self._connections.values()):
             conn.abort()
 
     def _enable(self) -> None:
         self._want_enabled = True
-        self._apply_listener_faults()
-
-    def _apply_listener_faults(self) -> None:
-        """Close the listener while a Refuse fault is installed (or the proxy is disabled)."""
-        if self._closed or not self._started:
-            return
-        refuse = any(_is_refuse(e.fault) for e in self._faults.values())
-        if refuse or not self._want_enabled:
-            if not self._refusing:
-                self._stop_listening()
-        elif self._refusing or self._server is None:
-            self._listen_now()
-
-    # Used by the Toxiproxy server to change addresses of a live proxy.
-    async def _restart(self, listen: tuple[str, int], upstream: tuple[str, int]) -> None:
-        self._stop_listening()
-        for conn in list(self._connections.values()):
-            conn.abort()
-        self.upstream = upstream
-        sock = self._bind(listen)
-        host, port = sock.getsockname()[:2]
-        self._listen = listen
-        self._address = (str(host), int(port))
-        if self._want_enabled and not any(_is_refuse(e.fault) for e in self._faults.values()):
-            self._refusing = False
-            await self._serve(sock)
-        else:
-            sock.close()
+        self._sync_listener()
 
 
-@dataclass(frozen=True)
-class _Entry:
-    name: str
-    fault: object
-    direction: Direction
-    generation: int
+def _from_index(connections: object, first: int) -> int | range | frozenset[int] | None:
+    """Intersect a ``connections`` trigger with "index ``first`` and later"."""
+    if connections is None:
+        return range(first, _NO_END)
+    if isinstance(connections, int):
+        return range(first, connections + 1) if connections >= first else None
+    assert isinstance(connections, (range, frozenset))
+    if isinstance(connections, range) and connections.step == 1:
+        lo = max(first, connections.start)
+        return range(lo, connections.stop) if lo < connections.stop else None
+    chosen = frozenset(i for i in connections if i >= first)
+    return chosen or None
 
 
-_generation = 0
-
-
-def _next_generation() -> int:
-    global _generation
-    _generation += 1
-    return _generation
-
-
-def _is_refuse(fault: object) -> bool:
-    return type(fault).__name__ == "Refuse"
-
-
-def _check_direction(direction: str) -> None:
-    if direction not in DIRECTIONS:
+def _entry_direction(fault: object, direction: str | None) -> str:
+    """The proxy direction a fault is installed in ('' for accept faults and Refuse)."""
+    if not isinstance(fault, Fault):
+        raise TypeError(f"not a fault: {fault!r} (use the classes of sockwork.faults)")
+    if isinstance(fault, DnsFault) or (
+        isinstance(fault, ConnectFault) and not isinstance(fault, Refuse)
+    ):
         raise ValueError(
-            f"direction must be 'upstream' (client -> server) or 'downstream' "
-            f"(server -> client), got {direction!r}"
+            f"a proxy cannot produce {type(fault).__name__}: the kernel completes the "
+            "client's connect before the proxy sees it; use sockwork.faults.inject "
+            "in-process, or AcceptDelay/CloseOnAccept/Refuse on the proxy"
         )
+    if isinstance(fault, Refuse) and (fault.probability != 1.0 or fault.connections is not None):
+        raise ValueError(
+            "a proxy refuses by closing its listener, for every client: Refuse on a proxy "
+            "takes no probability or connections (use CloseOnAccept for those)"
+        )
+    if not isinstance(fault, StreamFault):
+        return ""
+    if direction is None:
+        return _FROM_FAULT_DIRECTION[fault.direction]
+    if direction not in _TO_FAULT_DIRECTION:
+        raise ValueError(
+            "direction must be 'upstream' (client -> server), 'downstream' "
+            f"(server -> client) or 'both', got {direction!r}"
+        )
+    return direction
 
 
 def _check_scope(scope: str) -> None:
     if scope not in ("all", "new"):
         raise ValueError(f"scope must be 'all' or 'new', got {scope!r}")
+
+
+def _format(address: tuple[str, int]) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
