@@ -128,8 +128,7 @@ def test_fault_schedules_draw_triggers(schedule: tuple[Fault, ...]) -> None:
 
 def test_importing_the_plugin_does_not_import_hypothesis() -> None:
     code = (
-        "import sys, sockwork.testing, sockwork.testing.plugin; "
-        "print('hypothesis' in sys.modules)"
+        "import sys, sockwork.testing, sockwork.testing.plugin; print('hypothesis' in sys.modules)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

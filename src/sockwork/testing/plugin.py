@@ -2,33 +2,54 @@
 
 Fixtures, each cleaned up after its test:
 
-- ``fault_proxy``: a factory, ``fault_proxy(upstream, **options)``, that starts a
-  :class:`sockwork.proxy.FaultProxy` to ``upstream`` seeded with the run's seed;
-  every proxy is closed after the test, and a failed test prints their reports.
+- ``netfaults``: a :class:`~sockwork.testing.netfaults.NetFaults` that injects
+  faults into the sockets of the test (``netfaults.inject(Latency(0.1))``).
+- ``fault_proxy``: a factory, ``fault_proxy(upstream)``, that starts a
+  :class:`sockwork.proxy.FaultProxy` to ``upstream``; closed after the test.
+- ``poorconn_http_server``: poorconn's fixture (a static-file HTTP server slowed
+  down by ``delay_before_sending_upon_acceptance``), configured by the marker
+  ``poorconn_http_server_config(address, port, t, length)``.
 
-Option ``--sockwork-seed=N`` fixes the seed of every random choice a fault makes,
-to replay a failure; without it each run draws a seed and prints it in the header.
+When a test that used ``netfaults`` or ``fault_proxy`` fails, what the faults did
+and the seed are printed in a "sockwork" section of its report.
+
+Marker ``@pytest.mark.netfaults(*faults, match=None)`` injects faults for the
+whole test. Option ``--sockwork-seed=N`` fixes the seed of every random choice a
+fault makes, to replay a failure; without it each run draws a seed and prints it
+in the header.
 """
 
 # Rules:
 # - The plugin is a thin layer: what a fixture does is done by a class that works
-#   without pytest (sockwork.proxy.FaultProxy...).
+#   without pytest (NetFaults, FaultProxy, sockwork.compat.poorconn.server).
 # - A fixture that injects faults registers a "describe" callable on the test item;
 #   when the test fails, their text goes into a "sockwork" report section.
+# - poorconn's own plugin (auto-loaded when poorconn is installed) defines the same
+#   fixture name. Ours lives on an object registered in pytest_configure, after
+#   every entry-point plugin, so it is the last definition and wins whatever order
+#   the entry points loaded in. ``-p no:poorconn`` avoids the duplicate altogether.
 
 from __future__ import annotations
 
 import random
+import socket
 from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import pytest
 
+from sockwork.compat.poorconn.server import Server, serve
+from sockwork.compat.poorconn.simulation import delay_before_sending_upon_acceptance, patched
 from sockwork.proxy import FaultProxy
+from sockwork.testing.netfaults import NetFaults
 
 __all__ = [
+    "PoorconnFixtures",
     "ProxyFactory",
     "fault_proxy",
+    "netfaults",
     "pytest_addoption",
     "pytest_configure",
     "pytest_report_header",
@@ -53,12 +74,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+_NETFAULTS_MARKER = (
+    "netfaults(*faults, match=None): inject these sockwork.faults faults into the "
+    "sockets of the whole test (see the netfaults fixture)"
+)
+_POORCONN_MARKER = (
+    "poorconn_http_server_config(address, port, t, length): configure the fixture "
+    "poorconn_http_server (defaults: address='localhost', port=0, t=1, length=1024)"
+)
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Choose the run's seed."""
+    """Register the markers, choose the run's seed, install the poorconn fixture."""
+    config.addinivalue_line("markers", _NETFAULTS_MARKER)
+    config.addinivalue_line("markers", _POORCONN_MARKER)
     seed = config.getoption("sockwork_seed")
     if seed is None:
         seed = random.SystemRandom().randrange(2**32)
     config.stash[_SEED] = seed
+    config.pluginmanager.register(PoorconnFixtures(), "sockwork-poorconn")
 
 
 def seed_of(config: pytest.Config) -> int:
@@ -131,3 +165,88 @@ def fault_proxy(request: pytest.FixtureRequest) -> Iterator[ProxyFactory]:
     finally:
         for proxy in reversed(proxies):
             proxy.close()
+
+
+@pytest.fixture
+def netfaults(request: pytest.FixtureRequest) -> Iterator[NetFaults]:
+    """Inject faults into the sockets of this test; undone after it, reported if it fails.
+
+    ``netfaults.inject(*faults, match=...)`` starts a scope (seeded from the run's
+    seed) and returns its handle; faults of ``@pytest.mark.netfaults(...)`` markers
+    are active from the start of the test.
+    """
+    with NetFaults(seed=seed_of(request.config)) as faults:
+        _on_failure(request.node, faults.describe)
+        for marker in reversed(list(request.node.iter_markers("netfaults"))):
+            faults.inject(*marker.args, **marker.kwargs)
+        yield faults
+
+
+@pytest.fixture(autouse=True)
+def _sockwork_netfaults_marker(request: pytest.FixtureRequest) -> None:
+    """Start the ``netfaults`` fixture for a test carrying the marker."""
+    if request.node.get_closest_marker("netfaults") is not None:
+        request.getfixturevalue("netfaults")
+
+
+class PoorconnFixtures:
+    """Holder of the poorconn-compatible fixture, registered after poorconn's own plugin."""
+
+    @pytest.fixture
+    def poorconn_http_server(
+        self, tmp_path: Path, request: pytest.FixtureRequest
+    ) -> Iterator[Server]:
+        """A static-file HTTP server on ``tmp_path``, slowed down as poorconn's fixture is.
+
+        Each accepted connection waits ``t`` seconds before each ``length``-byte chunk
+        it sends (``delay_before_sending_upon_acceptance``). The marker
+        ``poorconn_http_server_config(address, port, t, length)`` (keyword or
+        positional) overrides the defaults ``address="localhost"``, ``port=0`` (a
+        free port; poorconn's 8080 clashes between concurrent runs), ``t=1`` and
+        ``length=1024``. Yields a frozen ``Server(server, url)``; the server and its
+        threads are stopped after the test.
+        """
+        config = _ServerConfig.from_marker(
+            request.node.get_closest_marker("poorconn_http_server_config")
+        )
+
+        def simulate(s: socket.socket) -> socket.socket:
+            return patched(
+                s, lambda s: delay_before_sending_upon_acceptance(s, config.t, config.length)
+            )
+
+        with serve(tmp_path, host=config.address, port=config.port, simulation=simulate) as server:
+            yield server
+
+
+@dataclass(frozen=True)
+class _ServerConfig:
+    """The arguments of the ``poorconn_http_server_config`` marker, in its order."""
+
+    address: str = "localhost"
+    port: int = 0
+    t: float = 1.0
+    length: int = 1024
+
+    @classmethod
+    def from_marker(cls, marker: pytest.Mark | None) -> _ServerConfig:
+        """Read the marker (None: the defaults); a bad argument is an error naming it."""
+        if marker is None:
+            return cls()
+        try:
+            config = cls(*marker.args, **marker.kwargs)
+        except TypeError as exc:
+            raise TypeError(
+                f"poorconn_http_server_config: {exc}; it takes address, port, t, length"
+            ) from None
+        if not isinstance(config.address, str):
+            raise TypeError(
+                f"poorconn_http_server_config: address must be a str, got {config.address!r}"
+            )
+        port = config.port
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(
+                "poorconn_http_server_config: port must be an int in 0..65535 "
+                f"(0 picks a free port), got {port!r}"
+            )
+        return config

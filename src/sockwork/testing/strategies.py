@@ -27,8 +27,7 @@ try:
     from hypothesis import strategies as st
 except ImportError as exc:  # pragma: no cover - hypothesis is in the test extra
     raise ImportError(
-        "sockwork.testing.strategies needs Hypothesis: pip install hypothesis "
-        "(or sockwork[test])"
+        "sockwork.testing.strategies needs Hypothesis: pip install hypothesis (or sockwork[test])"
     ) from exc
 
 from sockwork.faults import (
@@ -217,16 +216,17 @@ def _slice(draw: st.DrawFn, bounds: _Bounds) -> Fault:
     low = draw(st.integers(min_value=1, max_value=high))
     return draw(
         st.builds(
-            Slice, st.just(high), min_bytes=st.just(low), delay=st.just(0.0) | bounds.seconds,
+            Slice,
+            st.just(high),
+            min_bytes=st.just(low),
+            delay=st.just(0.0) | bounds.seconds,
             **bounds.stream(),
         )
     )
 
 
 _BUILDERS: dict[type[Fault], Callable[[_Bounds], st.SearchStrategy[Fault]]] = {
-    Latency: lambda b: st.builds(
-        Latency, b.seconds, jitter=st.just(0.0) | b.seconds, **b.stream()
-    ),
+    Latency: lambda b: st.builds(Latency, b.seconds, jitter=st.just(0.0) | b.seconds, **b.stream()),
     # At least 16 KiB/s, so a few KiB pass within a fraction of a second.
     Bandwidth: lambda b: st.builds(
         Bandwidth, st.floats(min_value=16384.0, max_value=1e8), **b.stream()
@@ -234,7 +234,9 @@ _BUILDERS: dict[type[Fault], Callable[[_Bounds], st.SearchStrategy[Fault]]] = {
     Slice: _slice,
     Coalesce: lambda b: st.builds(Coalesce, window=b.seconds, max_bytes=b.sizes, **b.stream()),
     CloseAfter: lambda b: st.builds(
-        CloseAfter, st.integers(min_value=0, max_value=b.max_bytes), reset=st.booleans(),
+        CloseAfter,
+        st.integers(min_value=0, max_value=b.max_bytes),
+        reset=st.booleans(),
         **b.stream(),
     ),
     ResetPeer: lambda b: st.builds(ResetPeer, b.seconds, **b.stream()),

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from typing import Self
 
-__all__ = ["HTTPServer", "Server", "serve", "url_of"]
+__all__ = ["HTTPServer", "Server", "Simulation", "serve", "url_of"]
 
 Simulation = Callable[[socket.socket], socket.socket]
 """Applied to the listening socket; returns the socket to listen on (maybe a patchable copy)."""
@@ -151,9 +151,7 @@ class HTTPServer(http.server.ThreadingHTTPServer):
     ) -> None:
         self.close()
 
-    def process_request(
-        self, request: socket.socket, client_address: tuple[str, int]  # type: ignore[override]
-    ) -> None:
+    def process_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
         """Serve one connection on its own thread, remembering it so close() can cut it."""
         with self._active_lock:
             self._active.add(request)
