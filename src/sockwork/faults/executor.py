@@ -28,22 +28,26 @@
   readiness always matches what the application may read; nothing is buffered
   in user space.
 - A cut with FIN is ``shutdown(SHUT_RDWR)`` (the peer reads EOF, local sends get
-  EPIPE, local receives EOF). A cut with RST sets ``SO_LINGER`` 0 and replaces the
-  descriptor with an unconnected one (``dup2``) so the connection's last reference
-  closes and the kernel sends RST (RFC 793 abort) while the application's fd number
-  stays valid; the next call raises ``ConnectionResetError`` (ECONNRESET), later
-  sends ``BrokenPipeError`` and receives EOF, as Linux does after an RST.
+  EPIPE, local receives EOF). A cut with RST (RFC 793 abort) is ``connect()`` with
+  ``AF_UNSPEC`` on Linux: ``tcp_disconnect`` sends RST and the socket stays the same
+  file, so a selector or asyncio sees the hang-up on the fd it registered.
+  Elsewhere ``SO_LINGER`` 0 and ``dup2`` of an unconnected socket over the fd make
+  the connection's last reference close (an RST) while the fd number stays valid.
+  Either way the next call raises ``ConnectionResetError`` (ECONNRESET), later sends
+  ``BrokenPipeError`` and receives EOF, as Linux does after an RST.
 - Faults raise what the network raises (ECONNREFUSED, ECONNRESET, EPIPE,
   TimeoutError, socket.gaierror), never a sockwork error.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import select
 import socket
 import struct
+import sys
 import threading
 import time
 import weakref
@@ -79,6 +83,7 @@ __all__ = [
     "notify_changed",
     "rekey",
     "set_hooks",
+    "set_stream_faults",
     "uninstall",
 ]
 
@@ -391,20 +396,41 @@ def _cut(sock: socket.socket, state: SocketState, reset: bool) -> None:
         notify_changed()
         return
     state.cut = "reset"
-    try:
-        _real_shutdown(sock, socket.SHUT_RD)  # wake local readers; sends nothing to the peer
-    except OSError:
-        pass
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        placeholder = _SOCKET(sock.family, sock.type)
+    if not _disconnect(sock):
         try:
-            os.dup2(placeholder.fileno(), sock.fileno(), inheritable=False)
-        finally:
-            placeholder.close()
-    except OSError:
-        pass
+            _real_shutdown(sock, socket.SHUT_RD)  # wake local readers; sends nothing
+        except OSError:
+            pass
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            placeholder = _SOCKET(sock.family, sock.type)
+            try:
+                os.dup2(placeholder.fileno(), sock.fileno(), inheritable=False)
+            finally:
+                placeholder.close()
+        except OSError:
+            pass
     notify_changed()
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def _disconnect(sock: socket.socket) -> bool:
+    """Abort a TCP connection in place with ``connect(AF_UNSPEC)`` (Linux): the kernel
+    sends RST (tcp_disconnect) and the file stays the same, so selectors and asyncio
+    see the hang-up on the fd they registered. Returns False where unsupported."""
+    global _libc
+    if not sys.platform.startswith("linux") or sock.family not in (socket.AF_INET,
+                                                                    socket.AF_INET6):
+        return False
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        address = ctypes.create_string_buffer(16)  # sa_family = AF_UNSPEC (0)
+        return int(_libc.connect(sock.fileno(), address, 16)) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def _after_pass(sock: socket.socket, state: SocketState, direction: str) -> None:
@@ -996,14 +1022,55 @@ _DISPATCHERS: dict[str, object] = {
 }
 
 
+_STREAM_NAMES = frozenset((
+    "send", "sendall", "sendmsg", "sendto", "sendfile",
+    "recv", "recv_into", "recvfrom", "recvfrom_into", "recvmsg",
+))
+_STREAM_USERS: set[int] = set()  # ids of live handles whose faults can touch bytes
+
+
+def _put(names: Iterable[str]) -> None:
+    for name in names:
+        setattr(_SOCKET, name, _DISPATCHERS[name])
+
+
+def _restore(names: Iterable[str]) -> None:
+    for name in names:
+        original = _ORIGINAL_ATTRS[name]
+        if original is _MISSING:
+            if name in _SOCKET.__dict__:
+                delattr(_SOCKET, name)
+        else:
+            setattr(_SOCKET, name, original)
+
+
 def install() -> None:
-    """Put the dispatchers on ``socket.socket`` (counted: one per live scope)."""
+    """Put the connection dispatchers on ``socket.socket`` (counted: one per live scope).
+
+    The byte-moving dispatchers (send and receive families) are installed only while
+    some scope has a stream fault (:func:`set_stream_faults`), so a socket under a
+    scope with no stream fault runs at full speed.
+    """
     global _INSTALLS
     with _REGISTRY_LOCK:
         _INSTALLS += 1
         if _INSTALLS == 1:
-            for name, func in _DISPATCHERS.items():
-                setattr(_SOCKET, name, func)
+            _put(name for name in _DISPATCHERS if name not in _STREAM_NAMES)
+
+
+def set_stream_faults(handle: object, present: bool) -> None:
+    """Say whether ``handle`` has stream faults; byte dispatchers follow the total."""
+    with _REGISTRY_LOCK:
+        before = bool(_STREAM_USERS)
+        if present:
+            _STREAM_USERS.add(id(handle))
+        else:
+            _STREAM_USERS.discard(id(handle))
+        after = bool(_STREAM_USERS)
+        if after and not before:
+            _put(_STREAM_NAMES)
+        elif before and not after:
+            _restore(_STREAM_NAMES)
 
 
 def uninstall() -> None:
@@ -1014,12 +1081,8 @@ def uninstall() -> None:
             return
         _INSTALLS -= 1
         if _INSTALLS == 0:
-            for name, original in _ORIGINAL_ATTRS.items():
-                if original is _MISSING:
-                    if name in _SOCKET.__dict__:
-                        delattr(_SOCKET, name)
-                else:
-                    setattr(_SOCKET, name, original)
+            _STREAM_USERS.clear()
+            _restore(_ORIGINAL_ATTRS)
 
 
 def installed() -> bool:

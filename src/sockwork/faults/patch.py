@@ -82,6 +82,9 @@ class Handle:
         """Replace the faults; open connections keep the state of faults that stay."""
         with self._lock:
             self._plan.update(faults, now=time.monotonic())
+            streams = self._plan.has_stream_faults
+        if self._active:
+            executor.set_stream_faults(self, streams)
         executor.notify_changed()
 
     def remove(self) -> None:
@@ -90,6 +93,7 @@ class Handle:
             return
         self._active = False
         try:
+            executor.set_stream_faults(self, False)
             executor.detach_all(self)
         finally:
             executor.uninstall()
@@ -97,6 +101,7 @@ class Handle:
     def _start(self) -> None:
         executor.install()
         self._active = True
+        executor.set_stream_faults(self, self._plan.has_stream_faults)
 
     def __enter__(self) -> Self:
         return self
