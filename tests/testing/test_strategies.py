@@ -134,3 +134,18 @@ def test_importing_the_plugin_does_not_import_hypothesis() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
     assert out.strip() == "False"
+
+
+def test_every_fault_of_the_vocabulary_has_a_strategy() -> None:
+    import sockwork.faults
+
+    abstract = {Fault, StreamFault}
+    concrete = {
+        obj
+        for name in sockwork.faults.__all__
+        if isinstance(obj := getattr(sockwork.faults, name), type)
+        and issubclass(obj, Fault)
+        and obj not in abstract
+    }
+    assert set(TERMINATING_KINDS) | set(HANGING_KINDS) == concrete
+    assert not set(TERMINATING_KINDS) & set(HANGING_KINDS)
