@@ -10,7 +10,7 @@ import ssl
 import sys
 from typing import cast
 
-from sockwork.console.server import App, ConsoleServer
+from sockwork.console.server import App, ConsoleServer, adapt_cmd
 
 __all__ = ["load_app", "register", "run_serve"]
 
@@ -129,4 +129,4 @@ def _run_console(app: App) -> None:
     """Run one instance of the program on the local terminal, as it would run alone."""
     program = app()
     if isinstance(program, cmd.Cmd):
-        program.cmdloop()
+        adapt_cmd(program).cmdloop()

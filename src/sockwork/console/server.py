@@ -48,7 +48,7 @@ from sockwork.errors import ConnectionClosed
 if TYPE_CHECKING:
     from typing import Self
 
-__all__ = ["App", "ConsoleServer", "Session", "current_session"]
+__all__ = ["App", "ConsoleServer", "Session", "adapt_cmd", "current_session"]
 
 _log = logging.getLogger("sockwork.console")
 
@@ -342,7 +342,7 @@ class Session:
     def _read_line(self) -> str:
         """Return the next line with its newline, or "" at end of input."""
         with self._read_lock:
-            if self._eof_delivered and self._closed:
+            if self._eof_delivered:
                 # The program already saw end of input and asks again: stop it here
                 # rather than let a loop without do_EOF spin forever.
                 raise ConnectionClosed(
@@ -387,14 +387,16 @@ class Session:
         except TimeoutError:
             self._idle_out()
             return
-        except OSError:
+        except OSError:  # reset, or TLS broken: nothing more either way
+            self._mark_closed("receive failed")
             data = b""
         with self._lock:
             if data:
                 self._bytes_in += len(data)
                 self._conn.receive_data(data)
             else:
-                self._mark_closed("client closed")
+                # The client may only have closed its sending side (nc -N, a script):
+                # answers to its last lines can still go out.
                 self._conn.receive_eof()
 
     def _receive_tls(self, timeout: float | None) -> bytes:
@@ -801,14 +803,23 @@ class ConsoleServer:
         program.use_rawinput = False
         if self.prompt is not None:
             program.prompt = self.prompt
-        # An empty line must not repeat the last command (a stray CR LF would rerun it).
-        if type(program).emptyline is cmd.Cmd.emptyline:
-            setattr(program, "emptyline", _no_command)  # noqa: B010
-        # exit and EOF end a session even if the program forgot them.
-        if not hasattr(program, "do_EOF"):
-            setattr(program, "do_EOF", _end_session)  # noqa: B010
-        if not hasattr(program, "do_exit"):
-            setattr(program, "do_exit", _end_session)  # noqa: B010
+        adapt_cmd(program)
+
+
+def adapt_cmd(program: cmd.Cmd) -> cmd.Cmd:
+    """Make a Cmd safe to serve: an empty line does nothing, ``exit`` and EOF end it.
+
+    Only what the program does not define itself is added; returns the same object.
+    """
+    # An empty line must not repeat the last command (a stray CR LF would rerun it).
+    if type(program).emptyline is cmd.Cmd.emptyline:
+        setattr(program, "emptyline", _no_command)  # noqa: B010
+    # exit and EOF end a session even if the program forgot them.
+    if not hasattr(program, "do_EOF"):
+        setattr(program, "do_EOF", _end_session)  # noqa: B010
+    if not hasattr(program, "do_exit"):
+        setattr(program, "do_exit", _end_session)  # noqa: B010
+    return program
 
 
 def _no_command() -> bool:
