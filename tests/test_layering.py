@@ -18,6 +18,7 @@ CORE_MODULES = [
     "sockwork/faults/units.py",
     "sockwork/proxy/toxic.py",
     "sockwork/proxy/fault.py",
+    "sockwork/console/telnet.py",
 ]
 
 FORBIDDEN = {"socket", "selectors", "ssl", "asyncio", "threading", "time", "select"}
