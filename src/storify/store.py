@@ -62,6 +62,7 @@ __all__ = [
 MAX_NAME = 40
 MAX_REQUEST_ID = 128
 MAX_STOCK = 1_000_000_000
+_MAX_ID = 2**63  # SQLite integers are signed 64-bit
 
 # (name, price in cents, stock) seeded by ``storify serve --demo`` into an empty store.
 DEMO_CATALOG: tuple[tuple[str, int, int], ...] = (
@@ -323,7 +324,7 @@ class Store:
     def _find(self, db: sqlite3.Connection, ref: str | int) -> Product:
         query = "SELECT id, name, price, stock FROM products WHERE active AND "
         if isinstance(ref, int) and not isinstance(ref, bool):
-            row = db.execute(query + "id = ?", (ref,)).fetchone()
+            row = db.execute(query + "id = ?", (ref,)).fetchone() if 0 < ref < _MAX_ID else None
         elif isinstance(ref, str):
             text = " ".join(ref.split())
             number = text[1:] if text.startswith("#") else text
@@ -512,6 +513,8 @@ class Store:
             return self._order(db, int(row[0]))
 
     def _order(self, db: sqlite3.Connection, order_id: int) -> Order:
+        if not 0 < order_id < _MAX_ID:
+            raise OrderNotFound(order_id=order_id)
         row = db.execute(
             "SELECT id, request_id, customer, total, created FROM orders WHERE id = ?", (order_id,)
         ).fetchone()
