@@ -12,6 +12,11 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 # Modules that must stay pure: fed bytes and time, handing back bytes, messages or actions.
 CORE_MODULES = [
     "sockwork/errors.py",
+    "sockwork/faults/vocabulary.py",
+    "sockwork/faults/plan.py",
+    "sockwork/faults/units.py",
+    "sockwork/proxy/toxic.py",
+    "sockwork/proxy/fault.py",
     "storify/api.py",
     "storify/cart.py",
     "storify/errors.py",
