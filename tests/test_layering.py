@@ -17,6 +17,7 @@ CORE_MODULES = [
     "sockwork/faults/units.py",
     "sockwork/proxy/toxic.py",
     "sockwork/proxy/fault.py",
+    "sockwork/frames/codec.py",
     "storify/api.py",
     "storify/cart.py",
     "storify/errors.py",

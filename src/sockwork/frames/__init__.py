@@ -1,3 +1,43 @@
-"""Complete messages over a TCP byte stream: a sans-IO codec and its front ends."""
+"""Complete messages over a TCP byte stream: a sans-IO codec and its front ends.
 
-__all__: list[str] = []
+- :mod:`sockwork.frames.codec`: ``FrameEncoder``/``FrameDecoder`` (sans-IO) and ``Format``.
+- :mod:`sockwork.frames.codecs`: payload codecs ``BYTES``, ``TEXT``, ``JSON``, ``MSGPACK``...
+- :mod:`sockwork.frames.blocking`: ``MessageSocket`` and ``connect``.
+- :mod:`sockwork.frames.aio`: ``open_connection``, ``start_server``, ``MessageStream``.
+"""
+
+from __future__ import annotations
+
+from sockwork.frames.blocking import MessageSocket, connect
+from sockwork.frames.codec import (
+    DEFAULT_MAX_SIZE,
+    MAX_HEADER_SIZE,
+    NEED_DATA,
+    Format,
+    FrameDecoder,
+    FrameEncoder,
+    Message,
+    NeedData,
+    Payload,
+)
+from sockwork.frames.codecs import BYTES, BYTES_OR_TEXT, JSON, MSGPACK, TEXT, Codec
+
+__all__ = [
+    "BYTES",
+    "BYTES_OR_TEXT",
+    "DEFAULT_MAX_SIZE",
+    "JSON",
+    "MAX_HEADER_SIZE",
+    "MSGPACK",
+    "NEED_DATA",
+    "TEXT",
+    "Codec",
+    "Format",
+    "FrameDecoder",
+    "FrameEncoder",
+    "Message",
+    "MessageSocket",
+    "NeedData",
+    "Payload",
+    "connect",
+]

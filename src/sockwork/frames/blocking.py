@@ -1,0 +1,408 @@
+"""Blocking front end: whole messages over a connected socket, with timeouts.
+
+``MessageSocket`` is a read loop around :class:`~sockwork.frames.codec.FrameDecoder`,
+a lock around :class:`~sockwork.frames.codec.FrameEncoder`, and one place
+(``_translate_errors``) that turns ``OSError`` into sockwork errors.
+"""
+
+# Rules:
+# - Sends hold ``_send_lock`` for the whole frame, so frames from several threads never
+#   interleave. Receives hold ``_recv_lock``; one reader at a time is the normal use.
+# - Received bytes go straight into the decoder's buffer (``recv_into(get_buffer())``): the
+#   only copies are kernel -> buffer and buffer -> the returned message.
+# - Large payloads go out with ``sendmsg([header, payload])``: the payload is never copied.
+# - A reset while receiving is treated like EOF plus a cause: messages already buffered are
+#   still returned, then IncompleteMessage/ConnectionClosed is raised ``from`` the OSError.
+# - A fault that desynchronises the stream (bad header, EOF inside a frame, a send timeout
+#   with part of a frame written) closes the socket and is re-raised by every later call.
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Generic, TypeVar, overload
+
+from sockwork.errors import (
+    ConnectionClosed,
+    IncompleteMessage,
+    MessageTooLarge,
+    ProtocolError,
+    TimedOut,
+)
+from sockwork.frames.codec import (
+    DEFAULT_MAX_SIZE,
+    NEED_DATA,
+    Format,
+    FrameDecoder,
+    FrameEncoder,
+    Payload,
+)
+from sockwork.frames.codecs import BYTES, Codec
+
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Self
+
+__all__ = ["MessageSocket", "connect"]
+
+T = TypeVar("T")
+
+_RECV_SIZE = 256 * 1024  # bytes asked of each recv_into
+_COPY_LIMIT = 16 * 1024  # payloads smaller than this are joined with the header and sent once
+_HAS_SENDMSG = hasattr(socket.socket, "sendmsg")
+
+
+class MessageSocket(Generic[T]):
+    """Whole messages over a connected stream socket, blocking with optional timeouts.
+
+    Args:
+        sock: a connected ``SOCK_STREAM`` socket (TCP or Unix). The MessageSocket owns
+            it from now on and closes it in :meth:`close`.
+        format: wire format, default ``Format.U32``.
+        max_size: largest payload sent or accepted, in bytes (default 16 MiB).
+        codec: payload codec (default ``BYTES``: send bytes-like, receive ``bytes``).
+        nodelay: set TCP_NODELAY on TCP sockets (default True).
+
+    Timeouts: the socket's own timeout applies (set it with :meth:`settimeout`); a
+    timeout raises :class:`~sockwork.errors.TimedOut`, a subclass of the built-in
+    ``TimeoutError``. A receive timeout leaves the connection usable; a send timeout
+    closes it, because part of a frame may have been written.
+    """
+
+    @overload
+    def __init__(
+        self: MessageSocket[bytes],
+        sock: socket.socket,
+        *,
+        format: Format | str = ...,
+        max_size: int = ...,
+        nodelay: bool = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        format: Format | str = ...,
+        max_size: int = ...,
+        codec: Codec[T],
+        nodelay: bool = ...,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        format: Format | str = Format.U32,
+        max_size: int = DEFAULT_MAX_SIZE,
+        codec: Codec[T] | Codec[bytes] = BYTES,
+        nodelay: bool = True,
+    ) -> None:
+        if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_STREAM:
+            raise TypeError(f"sock must be a connected SOCK_STREAM socket, not {sock!r}")
+        if not isinstance(codec, Codec):
+            raise TypeError(f"codec must be a sockwork.frames.Codec, not {codec!r}")
+        self._encoder = FrameEncoder(format, max_size=max_size)
+        self._decoder = FrameDecoder(format, max_size=max_size)
+        self.format = self._encoder.format
+        self.max_size = max_size
+        self.codec: Codec[T] = codec  # type: ignore[assignment]
+        self._sock = sock
+        self._send_lock = threading.Lock()
+        self._recv_lock = threading.Lock()
+        self._closed = False
+        self._fault: BaseException | None = None  # sticky error that closed the connection
+        self._recv_error: OSError | None = None  # why the receive side ended, if not EOF
+        self._decode = (
+            None if codec is BYTES and self.format is not Format.STOCKINGS else codec.decode
+        )
+        try:
+            self.address: object = sock.getpeername()
+        except OSError as exc:
+            raise ValueError(f"sock must be connected: {exc}") from exc
+        if nodelay and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<MessageSocket {self.format.name} {state} peer={self.address!r}>"
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _translate_errors(self, action: str) -> Iterator[None]:
+        """Turn OSError from the socket into sockwork errors, keeping ``__cause__``."""
+        try:
+            yield
+        except TimeoutError as exc:  # socket.timeout is TimeoutError since 3.10
+            timeout = self._sock.gettimeout()
+            raise TimedOut(
+                f"{action} timed out after {timeout} s; raise the timeout with settimeout()",
+                timeout=timeout,
+            ) from exc
+        except OSError as exc:
+            if self._closed:
+                raise self._closed_error() from exc
+            raise ConnectionClosed(
+                f"{action} failed, connection lost: {exc}", address=self.address, by_peer=True
+            ) from exc
+
+    def _closed_error(self) -> ConnectionClosed:
+        return ConnectionClosed(
+            "this MessageSocket was closed", address=self.address, by_peer=False
+        )
+
+    def _check_open(self) -> None:
+        if self._fault is not None:
+            raise self._fault
+        if self._closed:
+            raise self._closed_error()
+
+    def _fail(self, exc: BaseException) -> None:
+        """Record a fault that desynchronised the stream and close the socket."""
+        self._fault = exc
+        self._close_socket()
+
+    # -- sending -------------------------------------------------------------------------
+
+    def send(self, message: T) -> None:
+        """Send one message, whole; safe to call from several threads at once.
+
+        Raises:
+            MessageTooLarge: the encoded payload exceeds ``max_size``; nothing was sent.
+            TypeError: the codec cannot encode ``message``.
+            ConnectionClosed: the connection is closed (``by_peer`` tells who closed it).
+            TimedOut: the send timed out; the connection is then closed.
+        """
+        header, payload = self._encoder.send_parts(self.codec.encode(message))
+        with self._send_lock:
+            self._check_open()
+            try:
+                with self._translate_errors("send"):
+                    self._send_parts(header, payload)
+            except TimedOut as exc:
+                self._fail(exc)
+                raise
+
+    def _send_parts(self, header: bytes, payload: Payload) -> None:
+        size = len(payload) if isinstance(payload, (bytes, bytearray)) else payload.nbytes
+        if size < _COPY_LIMIT or not _HAS_SENDMSG:
+            if isinstance(payload, bytes):
+                self._sock.sendall(header + payload)
+            elif _HAS_SENDMSG:
+                self._sock.sendall(b"".join((header, payload)))
+            else:
+                self._sock.sendall(header)
+                self._sock.sendall(payload)
+            return
+        sent = self._sock.sendmsg([header, payload])
+        if sent < len(header):
+            self._sock.sendall(header[sent:])
+            sent = len(header)
+        if sent < len(header) + size:
+            with memoryview(payload) as view:
+                self._sock.sendall(view[sent - len(header) :])
+
+    def send_many(self, messages: Iterable[T]) -> None:
+        """Send several messages with as few system calls as possible (one for small ones).
+
+        The messages are framed into one buffer first, so for very many large
+        messages call it in batches. Frames from other threads never interleave.
+
+        Raises:
+            the same as :meth:`send`; on MessageTooLarge or TypeError nothing was sent.
+        """
+        encode = self.codec.encode
+        data = self._encoder.send_many([encode(m) for m in messages])
+        with self._send_lock:
+            self._check_open()
+            try:
+                with self._translate_errors("send"):
+                    self._sock.sendall(data)
+            except TimedOut as exc:
+                self._fail(exc)
+                raise
+
+    # -- receiving -----------------------------------------------------------------------
+
+    def recv(self) -> T:
+        """Return the next message, blocking until it has arrived whole.
+
+        Raises:
+            ConnectionClosed: the peer closed cleanly between messages (``by_peer=True``),
+                or this side closed (``by_peer=False``). After a reset its ``__cause__``
+                is the ``ConnectionResetError``.
+            IncompleteMessage: the connection ended inside a message.
+            MessageTooLarge: the peer announced a message larger than ``max_size``.
+            ProtocolError: the peer broke the wire format.
+            TimedOut: no whole message within the socket timeout; the connection stays
+                usable and a partly received message is kept.
+
+        Messages that arrived whole before a fault are returned before it is raised.
+        The connection is closed when one of the last three is raised.
+        """
+        with self._recv_lock:
+            decoder = self._decoder
+            while True:
+                try:
+                    message = decoder.next_message()
+                except (IncompleteMessage, ProtocolError, MessageTooLarge) as exc:
+                    if self._recv_error is not None and exc.__cause__ is None:
+                        exc.__cause__ = self._recv_error
+                    if isinstance(exc, IncompleteMessage):
+                        exc.address = self.address
+                    self._fail(exc)
+                    raise
+                except ConnectionClosed:
+                    if self._recv_error is not None:
+                        raise ConnectionClosed(
+                            f"connection lost: {self._recv_error}",
+                            address=self.address,
+                            by_peer=True,
+                        ) from self._recv_error
+                    raise
+                if message is not NEED_DATA:
+                    decode = self._decode
+                    return message if decode is None else decode(message)  # type: ignore[return-value]
+                self._check_open()
+                self._fill()
+
+    def _fill(self) -> None:
+        """Receive once into the decoder's buffer; EOF and resets end the stream."""
+        decoder = self._decoder
+        with self._translate_errors("recv"):
+            try:
+                nbytes = self._sock.recv_into(decoder.get_buffer(_RECV_SIZE))
+            except (ConnectionResetError, ConnectionAbortedError) as exc:
+                if self._closed:
+                    raise
+                self._recv_error = exc
+                nbytes = 0
+        decoder.buffer_updated(nbytes)
+        if not nbytes:
+            if self._closed:  # close() from another thread woke us up
+                raise self._closed_error()
+            decoder.receive_eof()
+
+    def __iter__(self) -> Iterator[T]:
+        """Yield messages until the peer closes cleanly.
+
+        Raises the errors of :meth:`recv` other than a clean close: IncompleteMessage,
+        a reset (ConnectionClosed with a ``__cause__``), protocol faults, timeouts.
+        """
+        while True:
+            try:
+                yield self.recv()
+            except ConnectionClosed as exc:
+                if type(exc) is ConnectionClosed and exc.__cause__ is None:
+                    return
+                raise
+
+    # -- the rest ------------------------------------------------------------------------
+
+    def settimeout(self, timeout: float | None) -> None:
+        """Set the timeout of later ``send``/``recv`` calls in seconds; None blocks forever."""
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be None or >= 0 seconds, not {timeout}")
+        self._sock.settimeout(timeout)
+
+    def gettimeout(self) -> float | None:
+        """Return the current timeout in seconds, or None."""
+        return self._sock.gettimeout()
+
+    def fileno(self) -> int:
+        """Return the socket's file descriptor (-1 once closed)."""
+        return self._sock.fileno()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called or a fault closed the connection."""
+        return self._closed
+
+    def close(self) -> None:
+        """Close the connection; idempotent. Blocked ``recv`` calls in other threads end."""
+        self._close_socket()
+
+    def _close_socket(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # shutdown() wakes a thread blocked in recv() on this socket (close() alone would
+        # not, on Linux). It fails with ENOTCONN when the peer already reset: nothing to do.
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+@overload
+def connect(
+    address: tuple[str, int],
+    *,
+    timeout: float | None = ...,
+    format: Format | str = ...,
+    max_size: int = ...,
+    nodelay: bool = ...,
+) -> MessageSocket[bytes]: ...
+
+
+@overload
+def connect(
+    address: tuple[str, int],
+    *,
+    timeout: float | None = ...,
+    format: Format | str = ...,
+    max_size: int = ...,
+    codec: Codec[T],
+    nodelay: bool = ...,
+) -> MessageSocket[T]: ...
+
+
+def connect(
+    address: tuple[str, int],
+    *,
+    timeout: float | None = None,
+    format: Format | str = Format.U32,
+    max_size: int = DEFAULT_MAX_SIZE,
+    codec: Codec[T] | Codec[bytes] = BYTES,
+    nodelay: bool = True,
+) -> MessageSocket[T] | MessageSocket[bytes]:
+    """Connect to ``(host, port)`` over TCP and return a :class:`MessageSocket`.
+
+    ``timeout`` applies to the connection attempt and then to every send and recv.
+
+    Raises:
+        TimedOut: the connection attempt timed out.
+        OSError: what ``socket.create_connection`` raises otherwise
+            (``ConnectionRefusedError``, ``socket.gaierror``...).
+    """
+    try:
+        sock = socket.create_connection(address, timeout=timeout)
+    except TimeoutError as exc:
+        raise TimedOut(
+            f"connecting to {address} timed out after {timeout} s", timeout=timeout
+        ) from exc
+    try:
+        return MessageSocket(
+            sock,
+            format=format,
+            max_size=max_size,
+            codec=codec,
+            nodelay=nodelay,
+        )
+    except BaseException:
+        sock.close()
+        raise

@@ -1,0 +1,524 @@
+"""The sans-IO framing core: bytes in, complete messages out, and back.
+
+:class:`FrameDecoder` is fed bytes (``receive_data``, or ``get_buffer`` +
+``buffer_updated`` to receive straight into its buffer) and hands back complete
+messages (``next_message``, iteration). :class:`FrameEncoder` turns messages into
+bytes to send. Neither touches a socket, a clock or a thread: the blocking,
+background and asyncio front ends drive them.
+
+Wire formats (:class:`Format`):
+
+- ``U32`` (default): 4-byte big-endian unsigned length, then the payload.
+- ``VARINT``: protobuf-style LEB128 length (low 7-bit groups first, high bit set
+  means "more follows"), then the payload.
+- ``STOCKINGS``: the wire format of the Stockings package 1.2.3. The length is a
+  variable-length integer, low groups first, where the high bit means "this is the
+  **last** header byte"; the first byte carries 6 length bits and a type bit
+  (0x40 set: bytes, clear: UTF-8 text).
+
+Messages: :data:`Message` is ``bytes | str``. U32 and VARINT carry no type, so they
+always decode to ``bytes`` (a ``str`` given to the encoder is sent as its UTF-8
+bytes). STOCKINGS decodes a text frame to ``str`` and a bytes frame to ``bytes``, and
+encodes a ``str`` as a text frame and any bytes-like object as a bytes frame.
+
+Empty messages: U32 and VARINT send them like any other. STOCKINGS sends an empty
+message as a one-byte header (``0x80`` for text, ``0xC0`` for bytes) and the sockwork
+decoder delivers it as ``""`` or ``b""``. The real Stockings package never sends
+such a frame (its ``write("")`` is a no-op) and, receiving one, skips it as "no
+header" and parses the next header, so an empty message sent to a real Stockings
+peer is silently dropped there: exactly what Stockings itself does with one.
+"""
+
+# Rules:
+# - Bytes live in one bytearray, ``_buf``, with the unparsed region ``_buf[_start:_end]``.
+#   It is never resized in place (a memoryview handed out by ``get_buffer`` may still be
+#   alive, and resizing an exported bytearray raises BufferError): growing allocates a new
+#   bytearray, compacting moves the live region to the front with a same-size assignment.
+# - A frame's header is parsed once; its result is remembered in ``_hlen``/``_plen``/``_text``
+#   until the payload is complete, so every byte is examined O(1) times (h11's ReceiveBuffer).
+# - ``max_size`` is checked as soon as a header is complete, before any allocation for the
+#   payload. Variable-length headers are bounded to MAX_HEADER_SIZE bytes.
+# - Errors are sticky: once the stream is broken (ProtocolError, MessageTooLarge) every
+#   later call raises the same exception. Complete messages before the bad header are
+#   still returned first, because parsing is lazy.
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Iterable, Iterator
+from typing import Final, TypeAlias
+
+from sockwork.errors import ConnectionClosed, IncompleteMessage, MessageTooLarge, ProtocolError
+
+__all__ = [
+    "DEFAULT_MAX_SIZE",
+    "MAX_HEADER_SIZE",
+    "NEED_DATA",
+    "Format",
+    "FrameDecoder",
+    "FrameEncoder",
+    "Message",
+    "NeedData",
+    "Payload",
+]
+
+DEFAULT_MAX_SIZE: Final = 16 * 1024 * 1024
+"""Default limit on one message's payload, in bytes (16 MiB)."""
+
+MAX_HEADER_SIZE: Final = 10
+"""Longest variable-length header accepted (VARINT, STOCKINGS): enough for 2**63 bytes."""
+
+_U32_LIMIT: Final = 2**32 - 1
+_CHUNK: Final = 64 * 1024  # default size of a get_buffer() view and of the initial buffer
+_U32 = struct.Struct(">I")
+_pack_u32 = _U32.pack
+_unpack_u32 = _U32.unpack_from
+
+Payload: TypeAlias = bytes | bytearray | memoryview
+"""A message to send as raw bytes: any bytes-like object (buffer protocol)."""
+
+Message: TypeAlias = bytes | str
+"""A decoded message: bytes, or str for a STOCKINGS text frame."""
+
+
+class Format(enum.Enum):
+    """The wire format: how a message's length (and, for STOCKINGS, type) is written."""
+
+    U32 = "u32"
+    """4-byte big-endian unsigned length (Twisted Int32StringReceiver, Java DataInputStream)."""
+    VARINT = "varint"
+    """Protobuf-style LEB128 length (``writeDelimitedTo`` / ``parseDelimitedFrom``)."""
+    STOCKINGS = "stockings"
+    """The Stockings 1.2.3 format: inverted-flag varint length with a text/bytes type bit."""
+
+
+class NeedData(enum.Enum):
+    """The type of :data:`NEED_DATA`."""
+
+    NEED_DATA = "NEED_DATA"
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = NeedData.NEED_DATA
+"""Returned by :meth:`FrameDecoder.next_message` when no complete message is buffered."""
+
+
+def _check_format(format: Format | str) -> Format:
+    if isinstance(format, Format):
+        return format
+    if isinstance(format, str):
+        try:
+            return Format(format.lower())
+        except ValueError:
+            pass
+    accepted = ", ".join(f.name for f in Format)
+    raise ValueError(f"format must be one of {accepted} (sockwork.frames.Format), not {format!r}")
+
+
+def _check_max_size(max_size: int, format: Format) -> int:
+    if not isinstance(max_size, int) or isinstance(max_size, bool):
+        raise TypeError(f"max_size must be an int, not {type(max_size).__name__}")
+    if max_size < 0:
+        raise ValueError(f"max_size must be >= 0 bytes, not {max_size}")
+    if format is Format.U32 and max_size > _U32_LIMIT:
+        raise ValueError(f"max_size must be <= 2**32-1 with Format.U32, not {max_size}")
+    return max_size
+
+
+class FrameEncoder:
+    """Turns messages into framed bytes for one direction of a connection.
+
+    Args:
+        format: the wire format (default ``Format.U32``); a name like ``"varint"`` works too.
+        max_size: largest payload accepted, in bytes (default 16 MiB); larger messages
+            raise :class:`MessageTooLarge` before anything is produced.
+
+    A message is any bytes-like object or a ``str`` (sent as UTF-8; a text frame in
+    STOCKINGS format). The encoder keeps no state between messages.
+    """
+
+    def __init__(
+        self, format: Format | str = Format.U32, *, max_size: int = DEFAULT_MAX_SIZE
+    ) -> None:
+        self.format: Final = _check_format(format)
+        self.max_size: Final = _check_max_size(max_size, self.format)
+
+    def __repr__(self) -> str:
+        return f"FrameEncoder({self.format.name}, max_size={self.max_size})"
+
+    def header(self, size: int, *, text: bool = False) -> bytes:
+        """Return the header for a payload of ``size`` bytes.
+
+        Args:
+            size: payload length in bytes (after UTF-8 encoding for text).
+            text: mark the frame as UTF-8 text; only STOCKINGS carries this bit, the
+                other formats ignore it.
+
+        Raises:
+            MessageTooLarge: ``size`` exceeds ``max_size``.
+        """
+        if size > self.max_size:
+            raise MessageTooLarge(size, self.max_size)
+        if size < 0:
+            raise ValueError(f"size must be >= 0, not {size}")
+        fmt = self.format
+        if fmt is Format.U32:
+            return _pack_u32(size)
+        if fmt is Format.VARINT:
+            out = bytearray()
+            while size > 0x7F:
+                out.append((size & 0x7F) | 0x80)
+                size >>= 7
+            out.append(size)
+            return bytes(out)
+        # STOCKINGS: first byte = last-flag | type bit (set for bytes) | 6 length bits.
+        first = (size & 0x3F) | (0 if text else 0x40)
+        size >>= 6
+        if not size:
+            return bytes((first | 0x80,))
+        out = bytearray((first,))
+        while size > 0x7F:
+            out.append(size & 0x7F)
+            size >>= 7
+        out.append(size | 0x80)
+        return bytes(out)
+
+    def send_parts(self, message: Payload | str) -> tuple[bytes, Payload]:
+        """Return ``(header, payload)`` for ``message`` without copying the payload.
+
+        Front ends pass both to ``socket.sendmsg`` so a large payload is never
+        copied. ``payload`` is ``message`` itself for a bytes-like message, or its
+        UTF-8 encoding for a ``str``.
+
+        Raises:
+            MessageTooLarge: the payload exceeds ``max_size``.
+            TypeError: ``message`` is neither a str nor a bytes-like object.
+        """
+        if isinstance(message, str):
+            data: Payload = message.encode("utf-8")
+            return self.header(len(data), text=True), data
+        if isinstance(message, (bytes, bytearray)):
+            return self.header(len(message)), message
+        view = _as_byte_view(message)
+        return self.header(view.nbytes), view
+
+    def send(self, message: Payload | str) -> bytes:
+        """Return the framed bytes (header + payload) of one message.
+
+        Raises:
+            MessageTooLarge: the payload exceeds ``max_size``.
+            TypeError: ``message`` is neither a str nor a bytes-like object.
+        """
+        header, payload = self.send_parts(message)
+        return header + payload if isinstance(payload, bytes) else b"".join((header, payload))
+
+    def send_many(self, messages: Iterable[Payload | str]) -> bytes:
+        """Return the framed bytes of several messages, concatenated (one send for all).
+
+        Raises:
+            MessageTooLarge: a payload exceeds ``max_size``; nothing is returned.
+            TypeError: a message is neither a str nor a bytes-like object.
+        """
+        parts: list[Payload] = []
+        append = parts.append
+        if self.format is Format.U32:
+            # Hot path for many small messages: no per-message method call.
+            limit = self.max_size
+            for message in messages:
+                if isinstance(message, bytes):
+                    size = len(message)
+                    if size > limit:
+                        raise MessageTooLarge(size, limit)
+                    append(_pack_u32(size))
+                    append(message)
+                else:
+                    header, payload = self.send_parts(message)
+                    append(header)
+                    append(payload)
+        else:
+            for message in messages:
+                header, payload = self.send_parts(message)
+                append(header)
+                append(payload)
+        return b"".join(parts)
+
+
+def _as_byte_view(message: object) -> memoryview:
+    try:
+        view = memoryview(message)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(
+            f"a message must be str or a bytes-like object, not {type(message).__name__}"
+        ) from None
+    if view.format != "B" or view.ndim != 1:
+        view = view.cast("B")
+    return view
+
+
+class FrameDecoder:
+    """Turns received bytes into complete messages for one direction of a connection.
+
+    Args:
+        format: the wire format (default ``Format.U32``); a name like ``"varint"`` works too.
+        max_size: largest payload accepted, in bytes (default 16 MiB). A header declaring
+            more raises :class:`MessageTooLarge` as soon as it is complete, before the
+            payload is buffered.
+
+    Feed it with :meth:`receive_data` (or :meth:`get_buffer` + :meth:`buffer_updated`)
+    and :meth:`receive_eof`; take messages with :meth:`next_message` or by iterating.
+    Decoded messages are ``bytes``, or ``str`` for a STOCKINGS text frame.
+    """
+
+    def __init__(
+        self, format: Format | str = Format.U32, *, max_size: int = DEFAULT_MAX_SIZE
+    ) -> None:
+        self.format: Final = _check_format(format)
+        self.max_size: Final = _check_max_size(max_size, self.format)
+        self._buf = bytearray(_CHUNK)
+        self._view = memoryview(self._buf)
+        self._start = 0  # first byte of the current frame (header included)
+        self._end = 0  # end of received data
+        self._hlen = 0  # header length of the current frame; 0 while not parsed
+        self._plen = 0  # payload length of the current frame, once the header is parsed
+        self._text = False  # current frame is STOCKINGS text
+        self._eof = False
+        self._error: Exception | None = None
+        self._parse_header = {
+            Format.U32: self._parse_u32,
+            Format.VARINT: self._parse_varint,
+            Format.STOCKINGS: self._parse_stockings,
+        }[self.format]
+
+    def __repr__(self) -> str:
+        return (
+            f"FrameDecoder({self.format.name}, max_size={self.max_size}, "
+            f"buffered={self.buffered}, eof={self._eof})"
+        )
+
+    @property
+    def buffered(self) -> int:
+        """Number of received bytes not yet returned as messages."""
+        return self._end - self._start
+
+    @property
+    def eof(self) -> bool:
+        """True once :meth:`receive_eof` was called."""
+        return self._eof
+
+    # -- feeding ---------------------------------------------------------------------
+
+    def receive_data(self, data: Payload) -> None:
+        """Append received bytes to the buffer (copied once; ``data`` may be reused).
+
+        Raises:
+            RuntimeError: called after :meth:`receive_eof`.
+        """
+        if self._eof:
+            raise RuntimeError("receive_data() called after receive_eof()")
+        size = len(data) if isinstance(data, (bytes, bytearray)) else _as_byte_view(data).nbytes
+        if not size:
+            return
+        self._reserve(size)
+        end = self._end
+        if isinstance(data, (bytes, bytearray)):
+            self._view[end : end + size] = data
+        else:
+            self._view[end : end + size] = _as_byte_view(data)
+        self._end = end + size
+
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """Return a writable view to receive into directly (``socket.recv_into``).
+
+        Same contract as ``asyncio.BufferedProtocol.get_buffer``: write up to
+        ``len(view)`` bytes into it, then call :meth:`buffer_updated` with the count,
+        before any other call. The view is at least ``sizehint`` bytes (64 KiB when
+        ``sizehint`` <= 0) and, while a large frame is pending, large enough for the
+        rest of that frame.
+
+        Raises:
+            RuntimeError: called after :meth:`receive_eof`.
+        """
+        if self._eof:
+            raise RuntimeError("get_buffer() called after receive_eof()")
+        want = sizehint if sizehint > 0 else _CHUNK
+        if self._hlen:
+            # Room for the rest of the current frame, so one recv can complete it.
+            missing = self._start + self._hlen + self._plen - self._end
+            if missing > want:
+                want = missing
+        self._reserve(want)
+        return self._view[self._end :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """Record that ``nbytes`` bytes were written into the last :meth:`get_buffer` view."""
+        if nbytes < 0 or self._end + nbytes > len(self._buf):
+            raise ValueError(f"nbytes must be between 0 and the view's length, not {nbytes}")
+        self._end += nbytes
+
+    def receive_eof(self) -> None:
+        """Record that the peer closed its side: no more data will come."""
+        self._eof = True
+
+    def _reserve(self, size: int) -> None:
+        """Make room for ``size`` more bytes after ``_end``."""
+        buf_len = len(self._buf)
+        if buf_len - self._end >= size:
+            return
+        start, end = self._start, self._end
+        live = end - start
+        if start and buf_len - live >= size and live <= buf_len // 2:
+            # Compact in place (same-size assignment; memoryview copies with memmove).
+            self._view[0:live] = self._view[start:end]
+        else:
+            new_len = max(buf_len * 2, live + size)
+            new = bytearray(new_len)
+            new[0:live] = self._view[start:end]
+            self._buf = new
+            self._view = memoryview(new)
+        self._start = 0
+        self._end = live
+
+    # -- header parsers: return True when the header of the frame at _start is complete --
+
+    def _parse_u32(self) -> bool:
+        if self._end - self._start < 4:
+            return False
+        self._set_header(4, _unpack_u32(self._buf, self._start)[0], False)
+        return True
+
+    def _parse_varint(self) -> bool:
+        buf, pos, end = self._buf, self._start, self._end
+        limit = min(end, pos + MAX_HEADER_SIZE)
+        length = shift = 0
+        while pos < limit:
+            byte = buf[pos]
+            pos += 1
+            length |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                self._set_header(pos - self._start, length, False)
+                return True
+            shift += 7
+        self._check_runaway(pos)
+        return False
+
+    def _parse_stockings(self) -> bool:
+        buf, pos, end = self._buf, self._start, self._end
+        if pos >= end:
+            return False
+        first = buf[pos]
+        pos += 1
+        length = first & 0x3F
+        text = not first & 0x40
+        if first & 0x80:
+            self._set_header(1, length, text)
+            return True
+        limit = min(end, self._start + MAX_HEADER_SIZE)
+        shift = 6
+        while pos < limit:
+            byte = buf[pos]
+            pos += 1
+            length |= (byte & 0x7F) << shift
+            if byte & 0x80:
+                self._set_header(pos - self._start, length, text)
+                return True
+            shift += 7
+        self._check_runaway(pos)
+        return False
+
+    def _check_runaway(self, pos: int) -> None:
+        if pos - self._start >= MAX_HEADER_SIZE:
+            raise ProtocolError(
+                f"{self.format.name} header longer than {MAX_HEADER_SIZE} bytes: "
+                "the peer does not speak this format (check format= on both ends)"
+            )
+
+    def _set_header(self, hlen: int, plen: int, text: bool) -> None:
+        if plen > self.max_size:
+            raise MessageTooLarge(plen, self.max_size)
+        self._hlen = hlen
+        self._plen = plen
+        self._text = text
+
+    # -- taking messages ---------------------------------------------------------------
+
+    def next_message(self) -> Message | NeedData:
+        """Return the next complete message, or :data:`NEED_DATA` if none is buffered.
+
+        Returns:
+            ``bytes``, or ``str`` for a STOCKINGS text frame; ``NEED_DATA`` when more
+            data is needed.
+
+        Raises:
+            ConnectionClosed: EOF was received and every message has been returned.
+            IncompleteMessage: EOF was received in the middle of a frame.
+            MessageTooLarge: a header declares more than ``max_size`` bytes.
+            ProtocolError: a header is longer than MAX_HEADER_SIZE, or a STOCKINGS text
+                frame is not valid UTF-8.
+
+        The last three are sticky: the stream cannot be resynchronised, so every
+        later call raises the same exception.
+        """
+        if self._error is not None:
+            raise self._error
+        if not self._hlen:
+            try:
+                if not self._parse_header():
+                    return self._need_data()
+            except (ProtocolError, MessageTooLarge) as exc:
+                self._error = exc
+                raise
+        start = self._start + self._hlen
+        end = start + self._plen
+        if end > self._end:
+            return self._need_data()
+        self._hlen = 0
+        if self._end == end:
+            # Buffer drained: restart at offset 0 so it never needs compacting.
+            self._start = self._end = 0
+        else:
+            self._start = end
+        if self._text:
+            try:
+                return str(self._view[start:end], "utf-8")
+            except UnicodeDecodeError as exc:
+                error = ProtocolError(
+                    f"a STOCKINGS text frame of {end - start} bytes is not valid UTF-8 "
+                    f"({exc.reason} at byte {exc.start})"
+                )
+                error.__cause__ = exc
+                self._error = error
+                raise error from exc
+        return bytes(self._view[start:end])
+
+    def _need_data(self) -> NeedData:
+        if not self._eof:
+            return NEED_DATA
+        if self._hlen:
+            received = self._end - self._start - self._hlen
+            self._error = IncompleteMessage(received, self._plen)
+        elif self._end > self._start:
+            self._error = IncompleteMessage(self._end - self._start, None)
+        else:
+            raise ConnectionClosed("the peer closed the connection", by_peer=True)
+        raise self._error
+
+    def __iter__(self) -> Iterator[Message]:
+        """Yield every complete buffered message; stop at NEED_DATA or at a clean EOF.
+
+        Raises what :meth:`next_message` raises, except :class:`ConnectionClosed` on a
+        clean EOF, which ends the iteration.
+        """
+        next_message = self.next_message
+        while True:
+            try:
+                message = next_message()
+            except IncompleteMessage:
+                raise
+            except ConnectionClosed:
+                return
+            if message is NEED_DATA:
+                return
+            yield message

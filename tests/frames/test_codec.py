@@ -1,0 +1,433 @@
+"""Tests of the sans-IO framing core: every case whole, byte by byte, at every split."""
+
+from __future__ import annotations
+
+import array
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sockwork.errors import ConnectionClosed, IncompleteMessage, MessageTooLarge, ProtocolError
+from sockwork.frames import (
+    MAX_HEADER_SIZE,
+    NEED_DATA,
+    Format,
+    FrameDecoder,
+    FrameEncoder,
+    Message,
+)
+
+FORMATS = list(Format)
+
+
+def splits(data: bytes) -> Iterator[tuple[str, list[bytes]]]:
+    """Every way h11 would feed a decoder: whole, byte by byte, and at every split."""
+    yield "whole", [data]
+    yield "bytewise", [data[i : i + 1] for i in range(len(data))]
+    for i in range(1, len(data)):
+        yield f"split@{i}", [data[:i], data[i:]]
+
+
+def decode(
+    chunks: list[bytes],
+    format: Format = Format.U32,
+    *,
+    eof: bool = True,
+    max_size: int = 1000,
+    via_buffer: bool = False,
+) -> tuple[list[Message], Exception | None]:
+    """Feed the chunks (then EOF), collecting messages and the first exception."""
+    decoder = FrameDecoder(format, max_size=max_size)
+    messages: list[Message] = []
+    try:
+        for chunk in chunks:
+            if via_buffer:
+                view = decoder.get_buffer(len(chunk))
+                view[: len(chunk)] = chunk
+                decoder.buffer_updated(len(chunk))
+            else:
+                decoder.receive_data(chunk)
+            messages.extend(decoder)
+        if eof:
+            decoder.receive_eof()
+            messages.extend(decoder)
+            decoder.next_message()
+    except Exception as exc:  # noqa: BLE001 - the test inspects it
+        return messages, exc
+    return messages, None
+
+
+# -- encoding: exact bytes on the wire --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("message", "wire"),
+    [
+        # From the Stockings reference, section 1.2 (captured on the wire).
+        ("a", "81 61"),
+        (b"a", "c1 61"),
+        ("é", "82 c3 a9"),
+        ("x" * 63, "bf" + " 78" * 63),
+        ("x" * 64, "00 81" + " 78" * 64),
+        (b"y" * 300, "6c 84" + " 79" * 300),
+        ("", "80"),
+        (b"", "c0"),
+    ],
+)
+def test_encoder_stockings_matches_reference_wire_bytes(message: Message, wire: str) -> None:
+    assert FrameEncoder(Format.STOCKINGS).send(message) == bytes.fromhex(wire)
+
+
+@pytest.mark.parametrize(
+    ("size", "text", "header"),
+    [
+        (8191, True, "3f ff"),
+        (8192, True, "00 00 81"),
+        (2**20, False, "40 00 00 81"),
+        (2**24, False, "40 00 00 90"),
+        (2**63, False, "40 00 00 00 00 00 00 00 00 82"),
+    ],
+)
+def test_encoder_stockings_header_sizes(size: int, text: bool, header: str) -> None:
+    encoder = FrameEncoder(Format.STOCKINGS, max_size=2**64)
+    assert encoder.header(size, text=text) == bytes.fromhex(header)
+
+
+@pytest.mark.parametrize(
+    ("size", "header"),
+    [(0, "00"), (1, "01"), (127, "7f"), (128, "80 01"), (300, "ac 02"), (2**21, "80 80 80 01")],
+)
+def test_encoder_varint_is_leb128(size: int, header: str) -> None:
+    assert FrameEncoder(Format.VARINT, max_size=2**30).header(size) == bytes.fromhex(header)
+
+
+def test_encoder_u32_is_big_endian() -> None:
+    encoder = FrameEncoder()
+    assert encoder.send(b"abc") == b"\x00\x00\x00\x03abc"
+    assert encoder.send(b"") == b"\x00\x00\x00\x00"
+    assert FrameEncoder(max_size=2**32 - 1).header(0x01020304, text=True) == b"\x01\x02\x03\x04"
+
+
+def test_encoder_str_is_utf8_and_text_only_in_stockings() -> None:
+    assert FrameEncoder(Format.U32).send("é") == b"\x00\x00\x00\x02\xc3\xa9"
+    assert FrameEncoder(Format.VARINT).send("é") == b"\x02\xc3\xa9"
+
+
+def test_encoder_accepts_any_buffer_without_copying() -> None:
+    encoder = FrameEncoder(Format.VARINT)
+    payload = bytearray(b"hello")
+    header, body = encoder.send_parts(payload)
+    assert header == b"\x05" and body is payload
+    numbers = array.array("H", [1, 2])
+    header, body = encoder.send_parts(numbers)
+    assert header == b"\x04" and bytes(body) == numbers.tobytes()
+    assert encoder.send(memoryview(b"xyz")) == b"\x03xyz"
+
+
+def test_encoder_rejects_non_buffer() -> None:
+    with pytest.raises(TypeError, match="bytes-like"):
+        FrameEncoder().send(42)  # type: ignore[arg-type]
+
+
+def test_encoder_rejects_message_over_max_size() -> None:
+    encoder = FrameEncoder(max_size=4)
+    assert encoder.send(b"1234") == b"\x00\x00\x00\x041234"
+    with pytest.raises(MessageTooLarge) as info:
+        encoder.send(b"12345")
+    assert (info.value.size, info.value.limit) == (5, 4)
+    with pytest.raises(MessageTooLarge):
+        encoder.send_many([b"1", b"12345"])
+
+
+def test_encoder_send_many_concatenates_frames() -> None:
+    for format in FORMATS:
+        encoder = FrameEncoder(format)
+        messages: list[bytes] = [b"", b"a", b"bc" * 100]
+        assert encoder.send_many(messages) == b"".join(encoder.send(m) for m in messages)
+    assert FrameEncoder().send_many(["é", bytearray(b"x")]) == (
+        b"\x00\x00\x00\x02\xc3\xa9\x00\x00\x00\x01x"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"format": "nope"}, ValueError, "format must be one of U32, VARINT, STOCKINGS"),
+        ({"max_size": -1}, ValueError, "max_size must be >= 0"),
+        ({"max_size": 1.5}, TypeError, "max_size must be an int"),
+        ({"format": Format.U32, "max_size": 2**32}, ValueError, "2\\*\\*32-1"),
+    ],
+)
+def test_constructors_validate_arguments(
+    kwargs: dict[str, object], error: type[Exception], match: str
+) -> None:
+    for cls in (FrameEncoder, FrameDecoder):
+        with pytest.raises(error, match=match):
+            cls(**kwargs)  # type: ignore[arg-type]
+
+
+def test_format_accepts_names() -> None:
+    assert FrameDecoder("VARINT").format is Format.VARINT
+    assert FrameEncoder("stockings").format is Format.STOCKINGS
+
+
+# -- decoding: valid streams --------------------------------------------------------------
+
+VALID_CASES: list[tuple[Format, list[Message]]] = [
+    (Format.U32, [b"hello", b"", b"world" * 30]),
+    (Format.VARINT, [b"a", b"", b"z" * 200]),
+    (Format.STOCKINGS, ["a", b"a", "é", "", b"", "x" * 64, b"y" * 300]),
+]
+
+
+@pytest.mark.parametrize(("format", "messages"), VALID_CASES, ids=lambda v: str(v)[:20])
+def test_decoder_valid_stream_at_every_split(format: Format, messages: list[Message]) -> None:
+    wire = FrameEncoder(format).send_many(messages)
+    for how, chunks in splits(wire):
+        for via_buffer in (False, True):
+            got, error = decode(chunks, format, via_buffer=via_buffer)
+            assert got == messages, how
+            assert type(error) is ConnectionClosed, how
+            assert [type(m) for m in got] == [type(m) for m in messages]
+
+
+@pytest.mark.parametrize(("format", "messages"), VALID_CASES, ids=lambda v: str(v)[:20])
+def test_decoder_valid_stream_with_trailing_data(format: Format, messages: list[Message]) -> None:
+    encoder = FrameEncoder(format)
+    trailing = encoder.send(b"next message")[:-1]
+    wire = encoder.send_many(messages) + trailing
+    for how, chunks in splits(wire):
+        decoder = FrameDecoder(format)
+        got: list[Message] = []
+        for chunk in chunks:
+            decoder.receive_data(chunk)
+            got.extend(decoder)
+        assert got == messages, how
+        assert decoder.next_message() is NEED_DATA
+        assert decoder.buffered == len(trailing)
+
+
+def test_decoder_stockings_reads_two_frames_from_one_read() -> None:
+    decoder = FrameDecoder(Format.STOCKINGS)
+    decoder.receive_data(bytes.fromhex("81 61 81 62"))
+    assert decoder.next_message() == "a"
+    assert decoder.next_message() == "b"
+    assert decoder.next_message() is NEED_DATA
+
+
+def test_decoder_accepts_buffers_of_any_format() -> None:
+    decoder = FrameDecoder(Format.VARINT)
+    decoder.receive_data(memoryview(b"\x02hi"))
+    decoder.receive_data(bytearray(b"\x00"))
+    assert list(decoder) == [b"hi", b""]
+
+
+def test_decoder_large_message_grows_buffer_and_get_buffer_covers_it() -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    wire = FrameEncoder().send(payload)
+    decoder = FrameDecoder()
+    view = decoder.get_buffer(100)
+    view[:100] = wire[:100]
+    decoder.buffer_updated(100)
+    assert decoder.next_message() is NEED_DATA
+    view = decoder.get_buffer()
+    # Once the header is known, one view can take the whole rest of the frame.
+    assert len(view) >= len(wire) - 100
+    view[: len(wire) - 100] = wire[100:]
+    decoder.buffer_updated(len(wire) - 100)
+    assert decoder.next_message() == payload
+    assert decoder.buffered == 0
+
+
+def test_decoder_many_small_messages_stay_linear() -> None:
+    # 200k messages through a 64 KiB buffer: compaction must keep this fast and exact.
+    encoder = FrameEncoder()
+    messages = [str(i).encode() for i in range(200_000)]
+    wire = encoder.send_many(messages)
+    decoder = FrameDecoder()
+    got: list[Message] = []
+    for i in range(0, len(wire), 4093):
+        decoder.receive_data(wire[i : i + 4093])
+        got.extend(decoder)
+    assert got == messages
+
+
+# -- decoding: bad input and faults ---------------------------------------------------------
+
+
+def check_fault(
+    format: Format,
+    good: list[Message],
+    bad: bytes,
+    error: type[Exception],
+    *,
+    eof: bool = False,
+    max_size: int = 1000,
+) -> list[Exception]:
+    """Messages before the fault are delivered, then ``error``, at every split point."""
+    wire = FrameEncoder(format).send_many(good) + bad
+    errors = []
+    for how, chunks in splits(wire):
+        got, exc = decode(chunks, format, eof=eof, max_size=max_size)
+        assert got == good, how
+        assert type(exc) is error, (how, exc)
+        errors.append(exc)
+    return errors
+
+
+@pytest.mark.parametrize(
+    ("format", "header", "declared"),
+    [
+        (Format.U32, b"\x00\x00\x03\xe9", 1001),
+        (Format.U32, b"\xff\xff\xff\xff", 2**32 - 1),
+        (Format.VARINT, b"\xe9\x07", 1001),
+        (Format.STOCKINGS, bytes.fromhex("69 8f"), 1001),
+        (Format.STOCKINGS, bytes.fromhex("40 00 00 00 00 00 00 00 00 82"), 2**63),
+    ],
+)
+def test_decoder_oversized_header_raises_before_payload(
+    format: Format, header: bytes, declared: int
+) -> None:
+    for exc in check_fault(format, [b"ok"], header, MessageTooLarge):
+        assert isinstance(exc, MessageTooLarge)
+        assert (exc.size, exc.limit) == (declared, 1000)
+
+
+def test_decoder_max_size_is_inclusive() -> None:
+    wire = FrameEncoder().send(b"x" * 1000)
+    assert decode([wire], max_size=1000)[0] == [b"x" * 1000]
+    assert type(decode([wire], max_size=999)[1]) is MessageTooLarge
+
+
+@pytest.mark.parametrize(
+    ("format", "runaway"),
+    [
+        (Format.VARINT, b"\x80" * MAX_HEADER_SIZE),
+        (Format.STOCKINGS, b"\x00" * MAX_HEADER_SIZE),
+        (Format.STOCKINGS, b"\x00" * 5000),
+    ],
+)
+def test_decoder_runaway_header_is_bounded(format: Format, runaway: bytes) -> None:
+    for exc in check_fault(format, [b"ok"], runaway, ProtocolError):
+        assert "header longer than 10 bytes" in str(exc)
+
+
+def test_decoder_header_just_under_bound_is_fine() -> None:
+    # A non-minimal but bounded LEB128 header (9 bytes) is accepted.
+    wire = b"\x83" + b"\x80" * 7 + b"\x00" + b"abc"
+    assert decode([wire], Format.VARINT)[0] == [b"abc"]
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_decoder_eof_inside_payload_is_incomplete(format: Format) -> None:
+    frame = FrameEncoder(format).send(b"0123456789")
+    header_len = len(frame) - 10
+    for exc in check_fault(format, [b"ok"], frame[:-3], IncompleteMessage, eof=True):
+        assert isinstance(exc, IncompleteMessage)
+        assert (exc.received, exc.expected) == (7, 10)
+        assert exc.by_peer
+    assert header_len >= 1
+
+
+@pytest.mark.parametrize(
+    ("format", "partial"),
+    [(Format.U32, b"\x00\x00"), (Format.VARINT, b"\x80\x80"), (Format.STOCKINGS, b"\x00")],
+)
+def test_decoder_eof_inside_header_is_incomplete(format: Format, partial: bytes) -> None:
+    for exc in check_fault(format, [b"ok"], partial, IncompleteMessage, eof=True):
+        assert isinstance(exc, IncompleteMessage)
+        assert (exc.received, exc.expected) == (len(partial), None)
+        assert "inside a message header" in str(exc)
+
+
+def test_decoder_clean_eof_ends_iteration_and_raises_connection_closed() -> None:
+    decoder = FrameDecoder()
+    decoder.receive_data(FrameEncoder().send(b"last"))
+    decoder.receive_eof()
+    assert list(decoder) == [b"last"]
+    assert list(decoder) == []
+    with pytest.raises(ConnectionClosed) as info:
+        decoder.next_message()
+    assert type(info.value) is ConnectionClosed and info.value.by_peer
+    assert decoder.eof
+
+
+def test_decoder_rejects_data_after_eof() -> None:
+    decoder = FrameDecoder()
+    decoder.receive_eof()
+    with pytest.raises(RuntimeError, match="after receive_eof"):
+        decoder.receive_data(b"x")
+    with pytest.raises(RuntimeError, match="after receive_eof"):
+        decoder.get_buffer()
+
+
+def test_decoder_invalid_utf8_in_stockings_text_frame() -> None:
+    bad = bytes.fromhex("82 c3 28")  # text frame, 2 bytes, invalid continuation byte
+    for exc in check_fault(Format.STOCKINGS, ["ok", b"\xff"], bad, ProtocolError):
+        assert "not valid UTF-8" in str(exc)
+        assert isinstance(exc.__cause__, UnicodeDecodeError)
+
+
+def test_decoder_invalid_utf8_in_stockings_bytes_frame_is_fine() -> None:
+    assert decode([bytes.fromhex("c2 c3 28")], Format.STOCKINGS)[0] == [b"\xc3\x28"]
+
+
+def test_decoder_errors_are_sticky() -> None:
+    decoder = FrameDecoder(max_size=10)
+    decoder.receive_data(b"\x00\x00\x00\x0b")
+    with pytest.raises(MessageTooLarge) as first:
+        decoder.next_message()
+    decoder.receive_data(FrameEncoder().send(b"fine"))
+    with pytest.raises(MessageTooLarge) as second:
+        decoder.next_message()
+    assert second.value is first.value
+    with pytest.raises(MessageTooLarge):
+        list(decoder)
+
+
+def test_buffer_updated_rejects_impossible_counts() -> None:
+    decoder = FrameDecoder()
+    view = decoder.get_buffer(10)
+    with pytest.raises(ValueError, match="nbytes"):
+        decoder.buffer_updated(len(view) + 1)
+    with pytest.raises(ValueError, match="nbytes"):
+        decoder.buffer_updated(-1)
+
+
+# -- Hypothesis: the split never matters -----------------------------------------------------
+
+message_strategy = st.one_of(st.binary(max_size=300), st.text(max_size=100))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    format=st.sampled_from(FORMATS),
+    messages=st.lists(message_strategy, max_size=12),
+    cuts=st.lists(st.integers(min_value=0, max_value=5000), max_size=20),
+    via_buffer=st.booleans(),
+    trailing=st.binary(max_size=12),
+)
+def test_decoder_any_split_gives_identical_result(
+    format: Format,
+    messages: list[Message],
+    cuts: list[int],
+    via_buffer: bool,
+    trailing: bytes,
+) -> None:
+    wire = FrameEncoder(format).send_many(messages) + trailing
+    reference = decode([wire], format, via_buffer=False, max_size=500)
+    points = sorted({c % (len(wire) + 1) for c in cuts})
+    chunks = [wire[a:b] for a, b in zip([0, *points], [*points, len(wire)], strict=True)]
+    got = decode(chunks, format, via_buffer=via_buffer, max_size=500)
+    assert got[0] == reference[0]
+    assert type(got[1]) is type(reference[1])
+    assert str(got[1]) == str(reference[1])
+    if not trailing:
+        expected = [
+            m.encode() if isinstance(m, str) and format is not Format.STOCKINGS else m
+            for m in messages
+        ]
+        assert reference[0] == expected
+        assert type(reference[1]) is ConnectionClosed
