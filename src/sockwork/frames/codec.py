@@ -71,6 +71,7 @@ MAX_HEADER_SIZE: Final = 10
 
 _U32_LIMIT: Final = 2**32 - 1
 _CHUNK: Final = 64 * 1024  # default size of a get_buffer() view and of the initial buffer
+_MAX_VIEW: Final = 256 * 1024  # largest view get_buffer() offers beyond what was asked
 _U32 = struct.Struct(">I")
 _pack_u32 = _U32.pack
 _unpack_u32 = _U32.unpack_from
@@ -336,7 +337,7 @@ class FrameDecoder:
         ``len(view)`` bytes into it, then call :meth:`buffer_updated` with the count,
         before any other call. The view is at least ``sizehint`` bytes (64 KiB when
         ``sizehint`` <= 0) and, while a large frame is pending, large enough for the
-        rest of that frame.
+        rest of that frame; beyond that it offers at most 256 KiB of spare room.
 
         Raises:
             RuntimeError: called after :meth:`receive_eof`.
@@ -350,7 +351,11 @@ class FrameDecoder:
             if missing > want:
                 want = missing
         self._reserve(want)
-        return self._view[self._end :]
+        end = self._end
+        # Offer spare room too (fewer, larger reads) but bounded, so a caller pausing at a
+        # buffered-bytes limit overshoots it by at most _MAX_VIEW.
+        size = max(want, min(len(self._buf) - end, _MAX_VIEW))
+        return self._view[end : end + size]
 
     def buffer_updated(self, nbytes: int) -> None:
         """Record that ``nbytes`` bytes were written into the last :meth:`get_buffer` view."""

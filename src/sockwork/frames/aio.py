@@ -1,0 +1,507 @@
+"""asyncio front end: whole messages over a stream transport.
+
+``open_connection`` and ``start_server`` give a :class:`MessageStream` with the same
+method names and errors as the blocking ``MessageSocket`` (``send``, ``send_many``,
+``recv``, iteration, ``close``), plus ``wait_closed``. It sits on an
+``asyncio.BufferedProtocol`` whose ``get_buffer`` is the decoder's own buffer, so
+bytes are received straight into it; no ``readexactly``.
+"""
+
+# Rules:
+# - One frame is written with no ``await`` in between its parts, so concurrent senders
+#   never interleave frames (asyncio runs one task at a time).
+# - Small frames are coalesced: ``send()`` appends them to ``_pending`` and one flush
+#   per event-loop iteration (``call_soon``) writes them together; 64 KiB pending or a
+#   large frame flush at once. ``send()`` then waits only while the transport is paused
+#   (pause_writing/resume_writing: asyncio's write water marks).
+# - Reading is paused when more than _READ_HIGH bytes sit unread in the decoder and is
+#   resumed when ``recv()`` runs out of complete messages, so a fast peer cannot grow
+#   our buffer without bound (beyond one frame of at most max_size).
+# - A reset is EOF plus a cause: messages already buffered are still returned, then
+#   IncompleteMessage/ConnectionClosed is raised ``from`` the OSError.
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Generic, TypeVar, cast, overload
+
+from sockwork.errors import (
+    ConnectionClosed,
+    IncompleteMessage,
+    MessageTooLarge,
+    ProtocolError,
+    SockworkError,
+)
+from sockwork.frames.codec import (
+    DEFAULT_MAX_SIZE,
+    NEED_DATA,
+    Format,
+    FrameDecoder,
+    FrameEncoder,
+    Payload,
+)
+from sockwork.frames.codecs import BYTES, Codec
+
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Self
+
+__all__ = ["MessageStream", "open_connection", "start_server"]
+
+T = TypeVar("T")
+
+_COALESCE_LIMIT = 64 * 1024  # flush pending small frames once this many bytes wait
+_COPY_LIMIT = 16 * 1024  # payloads at least this large are written without joining
+_READ_HIGH = 4 * 1024 * 1024  # pause reading when this many unread bytes are buffered
+
+
+class _FrameProtocol(asyncio.BufferedProtocol):
+    """Feeds the decoder and signals the stream; no policy lives here."""
+
+    def __init__(self, decoder: FrameDecoder, loop: asyncio.AbstractEventLoop) -> None:
+        self.decoder = decoder
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.read_waiter: asyncio.Future[None] | None = None
+        self.drain_waiters: list[asyncio.Future[None]] = []
+        self.write_paused = False
+        self.read_paused = False
+        self.lost = False
+        self.lost_error: Exception | None = None
+        self.closed_future: asyncio.Future[None] = loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.decoder.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.decoder.buffer_updated(nbytes)
+        if self.decoder.buffered > _READ_HIGH and not self.read_paused:
+            assert self.transport is not None
+            self.read_paused = True
+            self.transport.pause_reading()
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        self.decoder.receive_eof()
+        self._wake_reader()
+        return True  # keep the transport open: we may still send (half-close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.lost_error = exc
+        if not self.decoder.eof:
+            self.decoder.receive_eof()
+        self._wake_reader()
+        for waiter in self.drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.drain_waiters.clear()
+        if not self.closed_future.done():
+            self.closed_future.set_result(None)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for waiter in self.drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.drain_waiters.clear()
+
+    def _wake_reader(self) -> None:
+        waiter = self.read_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class MessageStream(Generic[T]):
+    """Whole messages over an asyncio transport; made by open_connection/start_server.
+
+    Same methods and errors as :class:`~sockwork.frames.MessageSocket`, awaited.
+    There is no timeout argument: wrap calls in ``asyncio.wait_for``. Cancelling
+    ``recv()`` is safe: a partly received message stays buffered for the next call.
+    """
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        protocol: _FrameProtocol,
+        encoder: FrameEncoder,
+        codec: Codec[T],
+    ) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._decoder = protocol.decoder
+        self._encoder = encoder
+        self.format = encoder.format
+        self.max_size = encoder.max_size
+        self.codec = codec
+        self._decode = (
+            None if codec is BYTES and self.format is not Format.STOCKINGS else codec.decode
+        )
+        self._loop = protocol.loop
+        self._pending: list[Payload] = []
+        self._pending_size = 0
+        self._closing = False
+        self._fault: BaseException | None = None
+        self.address: object = transport.get_extra_info("peername")
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closing else "open"
+        return f"<MessageStream {self.format.name} {state} peer={self.address!r}>"
+
+    # -- errors --------------------------------------------------------------------------
+
+    def _closed_error(self) -> ConnectionClosed:
+        return ConnectionClosed(
+            "this MessageStream was closed", address=self.address, by_peer=False
+        )
+
+    def _check_can_send(self) -> None:
+        if self._fault is not None:
+            raise self._fault
+        if self._closing:
+            raise self._closed_error()
+        if self._protocol.lost or self._transport.is_closing():
+            cause = self._protocol.lost_error
+            raise ConnectionClosed(
+                f"send failed, connection lost: {cause or 'closed by the peer'}",
+                address=self.address,
+                by_peer=True,
+            ) from cause
+
+    def _fail(self, exc: BaseException) -> None:
+        self._fault = exc
+        self._flush()  # frames already sent by the caller still go out
+        self._closing = True
+        self._transport.close()
+
+    # -- sending -------------------------------------------------------------------------
+
+    async def send(self, message: T) -> None:
+        """Send one message, whole; waits only while the transport's buffer is full.
+
+        Raises:
+            MessageTooLarge: the encoded payload exceeds ``max_size``; nothing was sent.
+            TypeError: the codec cannot encode ``message``.
+            ConnectionClosed: the connection is closed (``by_peer`` tells who closed it).
+        """
+        header, payload = self._encoder.send_parts(self.codec.encode(message))
+        self._check_can_send()
+        size = len(payload) if isinstance(payload, (bytes, bytearray)) else payload.nbytes
+        if size >= _COPY_LIMIT:
+            self._flush()
+            self._transport.write(header)
+            self._transport.write(payload)
+        else:
+            self._queue(header + payload if isinstance(payload, bytes) else header + bytes(payload))
+        if self._protocol.write_paused:
+            await self._drain()
+
+    async def send_many(self, messages: Iterable[T]) -> None:
+        """Send several messages in one write; frames from other tasks never interleave.
+
+        Raises:
+            the same as :meth:`send`; on MessageTooLarge or TypeError nothing was sent.
+        """
+        encode = self.codec.encode
+        data = self._encoder.send_many([encode(m) for m in messages])
+        self._check_can_send()
+        self._queue(data)
+        if self._protocol.write_paused:
+            await self._drain()
+
+    def _queue(self, frame: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(frame)
+        self._pending_size += len(frame)
+        if self._pending_size >= _COALESCE_LIMIT:
+            self._flush()
+
+    def _flush(self) -> None:
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        self._pending_size = 0
+        if self._transport.is_closing():
+            return  # the connection is gone; send() reports it on the next call
+        self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    async def _drain(self) -> None:
+        self._flush()
+        protocol = self._protocol
+        while protocol.write_paused and not protocol.lost:
+            waiter = self._loop.create_future()
+            protocol.drain_waiters.append(waiter)
+            await waiter
+        if protocol.lost:
+            self._check_can_send()
+
+    # -- receiving -----------------------------------------------------------------------
+
+    async def recv(self) -> T:
+        """Return the next message, waiting until it has arrived whole.
+
+        Raises:
+            ConnectionClosed: the peer closed cleanly between messages (``by_peer=True``),
+                or this side closed (``by_peer=False``). After a reset its ``__cause__``
+                is the ``ConnectionResetError``.
+            IncompleteMessage: the connection ended inside a message.
+            MessageTooLarge: the peer announced a message larger than ``max_size``.
+            ProtocolError: the peer broke the wire format.
+
+        Messages that arrived whole before a fault are returned before it is raised.
+        The connection is closed when one of the last three is raised.
+        """
+        decoder = self._decoder
+        protocol = self._protocol
+        while True:
+            try:
+                message = decoder.next_message()
+            except (IncompleteMessage, ProtocolError, MessageTooLarge) as exc:
+                if protocol.lost_error is not None and exc.__cause__ is None:
+                    exc.__cause__ = protocol.lost_error
+                if isinstance(exc, IncompleteMessage):
+                    exc.address = self.address
+                self._fail(exc)
+                raise
+            except ConnectionClosed:
+                if self._closing:
+                    raise self._closed_error() from None
+                if protocol.lost_error is not None:
+                    raise ConnectionClosed(
+                        f"connection lost: {protocol.lost_error}",
+                        address=self.address,
+                        by_peer=True,
+                    ) from protocol.lost_error
+                raise
+            if message is not NEED_DATA:
+                decode = self._decode
+                return message if decode is None else decode(message)  # type: ignore[return-value]
+            if self._fault is not None:
+                raise self._fault
+            if self._closing:
+                raise self._closed_error()
+            if protocol.read_paused:
+                protocol.read_paused = False
+                self._transport.resume_reading()
+            if protocol.read_waiter is not None:
+                raise RuntimeError("recv() called while another task is already waiting in recv()")
+            waiter = self._loop.create_future()
+            protocol.read_waiter = waiter
+            try:
+                await waiter
+            finally:
+                protocol.read_waiter = None
+
+    def __aiter__(self) -> AsyncIterator[T]:
+        """Iterate over messages until the peer closes cleanly (like the blocking one)."""
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[T]:
+        while True:
+            try:
+                message = await self.recv()
+            except ConnectionClosed as exc:
+                if type(exc) is ConnectionClosed and exc.__cause__ is None:
+                    return
+                raise
+            yield message
+
+    # -- closing -------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called or a fault closed the connection."""
+        return self._closing
+
+    def close(self) -> None:
+        """Start closing: queued frames are flushed, then the connection closes; idempotent.
+
+        A task waiting in :meth:`recv` gets ``ConnectionClosed(by_peer=False)``.
+        """
+        if self._closing:
+            return
+        self._flush()
+        self._closing = True
+        self._transport.close()
+        self._protocol._wake_reader()
+
+    def abort(self) -> None:
+        """Close at once, dropping queued frames (the peer may see a reset)."""
+        self._pending = []
+        self._closing = True
+        self._transport.abort()
+        self._protocol._wake_reader()
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is fully closed (after :meth:`close`)."""
+        await asyncio.shield(self._protocol.closed_future)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+@overload
+async def open_connection(
+    host: str,
+    port: int,
+    *,
+    format: Format | str = ...,
+    max_size: int = ...,
+) -> MessageStream[bytes]: ...
+
+
+@overload
+async def open_connection(
+    host: str,
+    port: int,
+    *,
+    format: Format | str = ...,
+    max_size: int = ...,
+    codec: Codec[T],
+) -> MessageStream[T]: ...
+
+
+async def open_connection(
+    host: str,
+    port: int,
+    *,
+    format: Format | str = Format.U32,
+    max_size: int = DEFAULT_MAX_SIZE,
+    codec: Codec[T] | Codec[bytes] = BYTES,
+) -> MessageStream[T] | MessageStream[bytes]:
+    """Connect to ``host:port`` over TCP and return a :class:`MessageStream`.
+
+    Raises:
+        OSError: what ``loop.create_connection`` raises (``ConnectionRefusedError``...).
+    """
+    if not isinstance(codec, Codec):
+        raise TypeError(f"codec must be a sockwork.frames.Codec, not {codec!r}")
+    encoder = FrameEncoder(format, max_size=max_size)
+    decoder = FrameDecoder(format, max_size=max_size)
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_connection(
+        lambda: _FrameProtocol(decoder, loop), host, port
+    )
+    return MessageStream(transport, protocol, encoder, cast("Codec[T]", codec))
+
+
+Handler = Callable[[MessageStream[T]], Awaitable[None]]
+
+
+@overload
+async def start_server(
+    handler: Handler[bytes],
+    host: str = ...,
+    port: int = ...,
+    *,
+    format: Format | str = ...,
+    max_size: int = ...,
+) -> asyncio.Server: ...
+
+
+@overload
+async def start_server(
+    handler: Handler[T],
+    host: str = ...,
+    port: int = ...,
+    *,
+    format: Format | str = ...,
+    max_size: int = ...,
+    codec: Codec[T],
+) -> asyncio.Server: ...
+
+
+async def start_server(
+    handler: Handler[T] | Handler[bytes],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    format: Format | str = Format.U32,
+    max_size: int = DEFAULT_MAX_SIZE,
+    codec: Codec[T] | Codec[bytes] = BYTES,
+) -> asyncio.Server:
+    """Serve TCP connections, calling ``await handler(stream)`` for each in its own task.
+
+    Binds 127.0.0.1 and a free port by default (``server.sockets[0].getsockname()``).
+    The stream is closed when the handler returns. A sockwork error escaping the
+    handler (a peer that closed or broke the format) ends that connection only;
+    any other exception is reported to the loop's exception handler. Either way the
+    server keeps serving its other connections.
+    """
+    if not isinstance(codec, Codec):
+        raise TypeError(f"codec must be a sockwork.frames.Codec, not {codec!r}")
+    FrameEncoder(format, max_size=max_size)  # validate the arguments now, not per connection
+    loop = asyncio.get_running_loop()
+    tasks: set[asyncio.Task[None]] = set()
+
+    def factory() -> _FrameProtocol:
+        return _ServerProtocol(
+            FrameDecoder(format, max_size=max_size),
+            loop,
+            FrameEncoder(format, max_size=max_size),
+            cast("Codec[object]", codec),
+            cast("Handler[object]", handler),
+            tasks,
+        )
+
+    return await loop.create_server(factory, host, port)
+
+
+class _ServerProtocol(_FrameProtocol):
+    """A _FrameProtocol that starts the handler task once connected."""
+
+    def __init__(
+        self,
+        decoder: FrameDecoder,
+        loop: asyncio.AbstractEventLoop,
+        encoder: FrameEncoder,
+        codec: Codec[object],
+        handler: Handler[object],
+        tasks: set[asyncio.Task[None]],
+    ) -> None:
+        super().__init__(decoder, loop)
+        self._encoder = encoder
+        self._codec = codec
+        self._handler = handler
+        self._tasks = tasks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        stream = MessageStream(cast(asyncio.Transport, transport), self, self._encoder, self._codec)
+        task = self.loop.create_task(self._run(stream))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, stream: MessageStream[object]) -> None:
+        try:
+            await self._handler(stream)
+        except SockworkError:
+            pass  # this connection's peer misbehaved or left; the stream says which
+        except Exception as exc:  # noqa: BLE001 - reported, and the server goes on
+            self.loop.call_exception_handler(
+                {"message": "sockwork.frames handler failed", "exception": exc, "protocol": self}
+            )
+        finally:
+            stream.close()

@@ -1,0 +1,441 @@
+"""Tests of the asyncio front end: open_connection, start_server, MessageStream."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TypeVar
+
+import pytest
+
+from sockwork.errors import (
+    ConnectionClosed,
+    IncompleteMessage,
+    MessageTooLarge,
+    ProtocolError,
+    SockworkError,
+)
+from sockwork.frames import BYTES_OR_TEXT, JSON, Format, FrameEncoder
+from sockwork.frames.aio import MessageStream, open_connection, start_server
+from tests.frames.conftest import reset
+
+R = TypeVar("R")
+
+
+def run(coro: Coroutine[object, object, R], timeout: float = 20) -> R:
+    """Run a test coroutine with an overall timeout."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def echo(stream: MessageStream[bytes]) -> None:
+    async for message in stream:
+        await stream.send(message)
+
+
+async def serve(
+    handler: Callable[[MessageStream[bytes]], Awaitable[None]], **kw: object
+) -> tuple[asyncio.Server, int]:
+    server = await start_server(handler, **kw)  # type: ignore[call-overload]
+    return server, server.sockets[0].getsockname()[1]
+
+
+@pytest.mark.parametrize("format", list(Format))
+def test_stream_round_trip_each_format(format: Format) -> None:
+    async def main() -> None:
+        server, port = await serve(echo, format=format)
+        async with server:
+            stream = await open_connection("127.0.0.1", port, format=format)
+            async with stream:
+                for message in [b"hello", b"", bytes(range(256)) * 300, b"x" * (3 << 20)]:
+                    await stream.send(message)
+                    assert await stream.recv() == message
+                await stream.send(bytearray(b"ba"))
+                await stream.send(memoryview(b"mv"))
+                assert await stream.recv() == b"ba"
+                assert await stream.recv() == b"mv"
+
+    run(main())
+
+
+def test_stream_send_many_then_iterate_until_clean_eof() -> None:
+    messages = [str(i).encode() * (i % 5) for i in range(20_000)]
+
+    async def main() -> None:
+        received: list[bytes] = []
+        done = asyncio.Event()
+
+        async def collect(stream: MessageStream[bytes]) -> None:
+            async for message in stream:
+                received.append(message)
+            done.set()
+
+        server, port = await serve(collect)
+        async with server:
+            stream = await open_connection("127.0.0.1", port)
+            await stream.send_many(messages[:10_000])
+            for message in messages[10_000:]:
+                await stream.send(message)
+            stream.close()
+            await stream.wait_closed()
+            await done.wait()
+        assert received == messages
+
+    run(main())
+
+
+def test_stream_codecs_and_stockings_types() -> None:
+    async def main() -> None:
+        server, port = await serve(echo, codec=JSON)  # type: ignore[arg-type]
+        async with server:
+            stream = await open_connection("127.0.0.1", port, codec=JSON)
+            async with stream:
+                await stream.send({"k": [1, "é"]})
+                assert await stream.recv() == {"k": [1, "é"]}
+        kw = {"format": Format.STOCKINGS, "codec": BYTES_OR_TEXT}
+        server, port = await serve(echo, **kw)  # type: ignore[arg-type]
+        async with server:
+            text_stream = await open_connection("127.0.0.1", port, **kw)  # type: ignore[call-overload]
+            async with text_stream:
+                await text_stream.send_many(["text", b"bytes", ""])
+                assert [await text_stream.recv() for _ in range(3)] == ["text", b"bytes", ""]
+
+    run(main())
+
+
+def test_stream_send_after_close_and_close_wakes_recv() -> None:
+    async def main() -> None:
+        server, port = await serve(echo)
+        async with server:
+            stream = await open_connection("127.0.0.1", port)
+            reader = asyncio.ensure_future(stream.recv())
+            await asyncio.sleep(0)  # let it wait
+            stream.close()
+            stream.close()
+            with pytest.raises(ConnectionClosed) as info:
+                await reader
+            assert info.value.by_peer is False
+            for call in (lambda: stream.send(b"x"), lambda: stream.send_many([b"x"]), stream.recv):
+                with pytest.raises(ConnectionClosed) as info:
+                    await call()
+                assert info.value.by_peer is False
+            await stream.wait_closed()
+            assert stream.closed
+
+    run(main())
+
+
+def test_stream_recv_cancellation_keeps_partial_message() -> None:
+    async def main() -> None:
+        frame = FrameEncoder().send(b"0123456789")
+        got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        proceed = asyncio.Event()
+
+        async def handler(stream: MessageStream[bytes]) -> None:
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(stream.recv(), 0.1)
+            proceed.set()
+            got.set_result(await stream.recv())
+
+        server, port = await serve(handler)
+        async with server:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(frame[:7])
+            await proceed.wait()
+            writer.write(frame[7:])
+            assert await got == b"0123456789"
+            writer.close()
+            await writer.wait_closed()
+
+    run(main())
+
+
+def test_stream_two_concurrent_recv_is_an_error() -> None:
+    async def main() -> None:
+        server, port = await serve(echo)
+        async with server:
+            stream = await open_connection("127.0.0.1", port)
+            first = asyncio.ensure_future(stream.recv())
+            await asyncio.sleep(0)
+            with pytest.raises(RuntimeError, match="another task"):
+                await stream.recv()
+            await stream.send(b"x")
+            assert await first == b"x"
+            stream.close()
+            await stream.wait_closed()
+
+    run(main())
+
+
+def test_stream_send_respects_write_flow_control() -> None:
+    """A peer that does not read makes send() wait: the write buffer stays bounded."""
+
+    async def main() -> None:
+        release = asyncio.Event()
+        count: list[int] = []
+
+        async def slow_reader(stream: MessageStream[bytes]) -> None:
+            await release.wait()
+            async for _ in stream:
+                count.append(1)
+
+        server, port = await serve(slow_reader)
+        async with server:
+            stream = await open_connection("127.0.0.1", port)
+            chunk = b"z" * (1 << 20)
+            sent = 0
+
+            async def flood() -> None:
+                nonlocal sent
+                for _ in range(200):
+                    await stream.send(chunk)
+                    sent += 1
+
+            flooding = asyncio.ensure_future(flood())
+            done, _ = await asyncio.wait([flooding], timeout=0.5)
+            assert not done  # send() is waiting for the peer
+            assert stream._transport.get_write_buffer_size() <= 2 * len(chunk) + 65536
+            assert sent < 200
+            release.set()
+            await flooding
+            stream.close()
+            await stream.wait_closed()
+            for _ in range(100):
+                if len(count) == 200:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(count) == 200
+
+    run(main())
+
+
+def test_stream_reading_pauses_when_nobody_reads() -> None:
+    """A flooding peer cannot grow the receive buffer without bound."""
+
+    async def main() -> None:
+        release = asyncio.Event()
+        streams: list[MessageStream[bytes]] = []
+        total: list[int] = []
+
+        async def lazy(stream: MessageStream[bytes]) -> None:
+            streams.append(stream)
+            await release.wait()
+            async for _ in stream:
+                total.append(1)
+
+        server, port = await serve(lazy)
+        async with server:
+            stream = await open_connection("127.0.0.1", port)
+            batch = [b"m" * 100] * 10_000  # ~1 MB per send_many
+
+            async def flood() -> None:
+                for _ in range(40):
+                    await stream.send_many(batch)
+
+            flooding = asyncio.ensure_future(flood())
+            done, _ = await asyncio.wait([flooding], timeout=1.0)
+            assert not done
+            assert streams[0]._decoder.buffered <= 4 * (1 << 20) + (1 << 20)
+            release.set()
+            await flooding
+            stream.close()
+            await stream.wait_closed()
+            for _ in range(200):
+                if len(total) == 400_000:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(total) == 400_000
+
+    run(main(), timeout=40)
+
+
+def test_stream_concurrent_senders_never_interleave() -> None:
+    async def main() -> None:
+        received: list[bytes] = []
+        done = asyncio.Event()
+
+        async def collect(stream: MessageStream[bytes]) -> None:
+            async for message in stream:
+                received.append(message)
+            done.set()
+
+        server, port = await serve(collect)
+        async with server:
+            stream = await open_connection("127.0.0.1", port)
+
+            async def writer(n: int) -> None:
+                for i in range(20):
+                    await stream.send(bytes([n]) * (100_000 if i % 2 else 10))
+
+            await asyncio.gather(*(writer(n) for n in range(4)))
+            stream.close()
+            await stream.wait_closed()
+            await done.wait()
+        assert len(received) == 80
+        assert all(m == m[:1] * len(m) for m in received)
+
+    run(main())
+
+
+def test_open_connection_refused() -> None:
+    async def main() -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]  # bound, not listening: refused
+            with pytest.raises(ConnectionRefusedError):
+                await open_connection("127.0.0.1", port)
+
+    run(main())
+
+
+def test_start_server_validates_arguments() -> None:
+    async def main() -> None:
+        with pytest.raises(ValueError, match="max_size"):
+            await start_server(echo, max_size=-1)
+        with pytest.raises(TypeError, match="codec"):
+            await start_server(echo, codec=(bytes, bytes))  # type: ignore[call-overload]
+
+    run(main())
+
+
+# -- bad input and faults --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("format", "bad", "error"),
+    [
+        (Format.U32, b"\x7f\xff\xff\xff", MessageTooLarge),
+        (Format.VARINT, b"\x80" * 50, ProtocolError),
+        (Format.STOCKINGS, bytes.fromhex("82 c3 28"), ProtocolError),
+        (Format.U32, b"\x00\x00\x00\x10abc", IncompleteMessage),
+        (Format.STOCKINGS, b"\x00", IncompleteMessage),
+    ],
+)
+def test_stream_fault_delivers_earlier_messages_closes_and_server_goes_on(
+    format: Format, bad: bytes, error: type[SockworkError]
+) -> None:
+    async def main() -> None:
+        outcomes: list[tuple[list[bytes], BaseException | None]] = []
+        finished = asyncio.Event()
+
+        async def handler(stream: MessageStream[bytes]) -> None:
+            got: list[bytes] = []
+            try:
+                async for message in stream:
+                    got.append(message)
+                    await stream.send(message)
+                outcomes.append((got, None))
+            except SockworkError as exc:
+                outcomes.append((got, exc))
+                raise  # start_server ends this connection only
+            finally:
+                finished.set()
+
+        server, port = await serve(handler, format=format, max_size=1000)
+        async with server:
+            good = await open_connection("127.0.0.1", port, format=format)
+            await good.send(b"before")
+            assert await good.recv() == b"before"
+
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(FrameEncoder(format).send_many([b"one", b"two"]) + bad)
+            writer.write_eof()
+            await finished.wait()
+            assert len(outcomes) == 1
+            got, exc = outcomes[0]
+            assert got == [b"one", b"two"]
+            assert type(exc) is error
+            # The faulty connection was closed: after the two echoes, EOF.
+            echoed = await reader.read()
+            assert echoed == FrameEncoder(format).send_many([b"one", b"two"])
+            writer.close()
+            await writer.wait_closed()
+
+            await good.send(b"after")
+            assert await good.recv() == b"after"
+            good.close()
+            await good.wait_closed()
+
+    run(main())
+
+
+def test_stream_peer_reset_mid_frame() -> None:
+    async def main() -> None:
+        outcome: asyncio.Future[tuple[list[bytes], BaseException]] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+        async def handler(stream: MessageStream[bytes]) -> None:
+            got: list[bytes] = []
+            try:
+                async for message in stream:
+                    got.append(message)
+            except ConnectionClosed as exc:
+                outcome.set_result((got, exc))
+
+        server, port = await serve(handler)
+        async with server:
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(FrameEncoder().send(b"whole") + b"\x00\x00\x00\x09abc")
+            reset(sock)
+            got, exc = await outcome
+            assert got == [b"whole"]
+            assert isinstance(exc, IncompleteMessage)
+            assert (exc.received, exc.expected) == (3, 9)
+            assert isinstance(exc.__cause__, ConnectionResetError)
+
+    run(main())
+
+
+def test_stream_peer_reset_between_frames_then_send() -> None:
+    async def main() -> None:
+        outcome: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+        async def handler(stream: MessageStream[bytes]) -> None:
+            try:
+                async for _ in stream:
+                    pass
+            except ConnectionClosed as exc:
+                with pytest.raises(ConnectionClosed) as info:
+                    await stream.send(b"too late")
+                assert info.value.by_peer
+                outcome.set_result(exc)
+
+        server, port = await serve(handler)
+        async with server:
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.sendall(FrameEncoder().send(b"whole"))
+            reset(sock)
+            exc = await outcome
+            assert type(exc) is ConnectionClosed and exc.by_peer
+            assert isinstance(exc.__cause__, ConnectionResetError)
+
+    run(main())
+
+
+def test_start_server_reports_handler_bugs_and_goes_on() -> None:
+    async def main() -> None:
+        reported: list[BaseException] = []
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, context: reported.append(context["exception"]))
+
+        async def buggy(stream: MessageStream[bytes]) -> None:
+            if await stream.recv() == b"crash":
+                raise KeyError("bug")
+            await stream.send(b"ok")
+
+        server, port = await serve(buggy)
+        async with server:
+            first = await open_connection("127.0.0.1", port)
+            await first.send(b"crash")
+            with pytest.raises(ConnectionClosed):
+                await first.recv()  # the server closed it after the bug
+            first.close()
+            second = await open_connection("127.0.0.1", port)
+            await second.send(b"fine")
+            assert await second.recv() == b"ok"
+            second.close()
+            await second.wait_closed()
+        assert len(reported) == 1 and isinstance(reported[0], KeyError)
+
+    run(main())
