@@ -19,6 +19,12 @@ CORE_MODULES = [
     "sockwork/proxy/toxic.py",
     "sockwork/proxy/fault.py",
     "sockwork/console/telnet.py",
+    "sockwork/frames/codec.py",
+    "storify/api.py",
+    "storify/cart.py",
+    "storify/errors.py",
+    "storify/money.py",
+    "storify/tally.py",
 ]
 
 FORBIDDEN = {"socket", "selectors", "ssl", "asyncio", "threading", "time", "select"}
