@@ -278,7 +278,7 @@ class MessageStream(Generic[T]):
                     exc.address = self.address
                 self._fail(exc)
                 raise
-            except ConnectionClosed:
+            except ConnectionClosed as exc:
                 if self._closing:
                     raise self._closed_error() from None
                 if protocol.lost_error is not None:
@@ -287,6 +287,7 @@ class MessageStream(Generic[T]):
                         address=self.address,
                         by_peer=True,
                     ) from protocol.lost_error
+                exc.address = self.address
                 raise
             if message is not NEED_DATA:
                 decode = self._decode
