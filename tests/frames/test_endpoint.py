@@ -645,6 +645,32 @@ def test_endpoint_queued_messages_are_flushed_at_interpreter_exit() -> None:
     child.stdout.close()
 
 
+def test_endpoint_works_in_a_forked_child_and_the_child_exits() -> None:
+    script = (
+        "import os, socket, sys\n"
+        "from sockwork.frames import Endpoint\n"
+        "a, b = socket.socketpair()\n"
+        "parent_side = Endpoint(a)\n"  # the parent's reactor thread is running
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    c, d = socket.socketpair()\n"
+        "    left, right = Endpoint(c), Endpoint(d)\n"
+        "    left.write(b'child')\n"
+        "    ok = right.read(timeout=5) == b'child'\n"
+        "    sys.exit(0 if ok else 3)\n"  # a normal exit: atexit hooks run
+        "_, status = os.waitpid(pid, 0)\n"
+        "parent_side.close(); b.close()\n"
+        "sys.exit(os.waitstatus_to_exitcode(status))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": str(SRC)},
+        timeout=20,
+        capture_output=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_endpoint_is_exported_from_sockwork_frames() -> None:
     import sockwork.frames
 

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import os
 import selectors
 import socket
 import threading
@@ -94,7 +95,7 @@ class Reactor:
 
     def _run(self) -> None:
         select = self.selector.select
-        try:
+        try:  # if this thread dies, the finally clause makes the next attach() start a new one
             while True:
                 self._run_calls()
                 if self.stopping:
@@ -109,6 +110,11 @@ class Reactor:
                     except Exception as exc:  # a sockwork bug: end that connection, serve the rest
                         handler._on_crash(exc)
         finally:
+            global _current
+            with _registry_lock:
+                self.stopping = True
+                if _current is self:
+                    _current = None
             self.selector.close()
             self._wake_recv.close()
             self._wake_send.close()
@@ -139,6 +145,18 @@ def attach() -> Reactor:
             _current = reactor
         reactor.users += 1
         return reactor
+
+
+def _forget_after_fork() -> None:
+    # The child of a fork has none of the parent's threads: its first endpoint must start
+    # a reactor of its own. Endpoints inherited from the parent are unusable there.
+    global _current, _registry_lock
+    _current = None
+    _registry_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def current_thread_count() -> int:

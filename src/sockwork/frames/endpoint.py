@@ -431,7 +431,11 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
                 self._update_interest()
         else:
             self._poke()
-            self._released.wait()
+            while not self._released.wait(0.5):
+                if not reactor.thread.is_alive():  # the I/O thread died (a sockwork bug)
+                    with self._lock:
+                        self._sock.close()
+                        self._released.set()
         if not first:
             return
         thread = self._handshake_thread
@@ -676,6 +680,12 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
             reactor.call_soon(self._on_poke)
 
     def _on_poke(self) -> None:
+        try:
+            self._on_poke_unguarded()
+        except Exception as exc:  # a sockwork bug: end this connection, keep the thread
+            self._on_crash(exc)
+
+    def _on_poke_unguarded(self) -> None:
         if self._released.is_set():  # only this thread releases: no race with the check
             return
         with self._lock:
@@ -908,6 +918,18 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
 # daemon (a forgotten endpoint must not hang exit), and Stockings lost queued data here.
 _open: weakref.WeakSet[Endpoint[Any]] = weakref.WeakSet()
 _open_lock = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    # Endpoints inherited by a forked child belong to the parent's I/O thread, which the
+    # child does not have: exit must not try to flush them.
+    global _open, _open_lock
+    _open = weakref.WeakSet()
+    _open_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 @atexit.register
