@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +24,7 @@ from sockwork.errors import (
     ProtocolError,
     TimedOut,
 )
-from sockwork.frames._reactor import current_thread_count
+from sockwork.frames._reactor import Reactor, current_thread_count
 from sockwork.frames.codec import Format
 from sockwork.frames.codecs import JSON, TEXT
 from sockwork.frames.endpoint import Endpoint
@@ -490,6 +490,27 @@ def test_endpoint_concurrent_writers_never_interleave_frames() -> None:
     assert seen == {tag: list(range(per_thread)) for tag in range(4)}
     sender.close()
     receiver.close()
+
+
+def test_endpoint_close_racing_the_peer_eof_is_safe(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The peer's close ends the other endpoint on the I/O thread (which then stops)
+    # while that endpoint's own close() is on its way: neither may trip. A slower
+    # call_soon widens the window where the race used to hit.
+    real_call_soon = Reactor.call_soon
+
+    def slow_call_soon(self: Reactor, callback: Callable[[], None]) -> None:
+        time.sleep(0.002)
+        real_call_soon(self, callback)
+
+    monkeypatch.setattr(Reactor, "call_soon", slow_call_soon)
+    for _ in range(30):
+        a, b = socket.socketpair()
+        left, right = Endpoint(a), Endpoint(b)
+        left.write(b"x")
+        assert right.read(timeout=5) == b"x"
+        left.close()  # its EOF reaches right while right.close() starts
+        right.close()
+    assert current_thread_count() == 0
 
 
 def test_endpoint_rejects_bad_arguments() -> None:

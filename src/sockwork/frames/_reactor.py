@@ -50,6 +50,7 @@ class Reactor:
         self._calls: deque[Callable[[], None]] = deque()
         self._woken = False
         self._calls_lock = threading.Lock()
+        self._closed = False  # the wake-up sockets are closed; guarded by _calls_lock
         self.users = 0  # attached connections not yet released; guarded by _registry_lock
         self.stopping = False  # set under _registry_lock when users drops to 0
         # Daemon: a forgotten endpoint must not keep the interpreter alive; the atexit hook
@@ -63,13 +64,15 @@ class Reactor:
     def call_soon(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` in the reactor thread, after the current round of events."""
         with self._calls_lock:
+            if self._closed:  # stopped: no endpoint of this reactor is left to serve
+                return
             self._calls.append(callback)
             if self._woken:
                 return
             self._woken = True
         try:
             self._wake_send.send(b"\0")
-        except BlockingIOError:  # the socketpair is full of wake-ups: the thread will wake
+        except OSError:  # full of wake-ups (the thread will wake), or just stopped
             pass
 
     def detach(self) -> None:
@@ -115,9 +118,11 @@ class Reactor:
                 self.stopping = True
                 if _current is self:
                     _current = None
+            with self._calls_lock:
+                self._closed = True
+                self._wake_send.close()
             self.selector.close()
             self._wake_recv.close()
-            self._wake_send.close()
 
     def _drain_wake(self) -> None:
         try:

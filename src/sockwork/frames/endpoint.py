@@ -379,7 +379,7 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
         with self._lock:
             self._end(error, hard=True)
             self._settled.set()
-        self._poke()
+            self._poke()
 
     def abort(self) -> None:
         """Close at once, dropping queued messages without complaint; idempotent.
@@ -430,7 +430,8 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
             with self._lock:
                 self._update_interest()
         else:
-            self._poke()
+            with self._lock:
+                self._poke()
             while not self._released.wait(0.5):
                 if not reactor.thread.is_alive():  # the I/O thread died (a sockwork bug)
                     with self._lock:
@@ -674,7 +675,12 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
     # -- I/O, under _lock ------------------------------------------------------------------
 
     def _poke(self) -> None:
-        """Have the reactor thread bring the selector up to date with this endpoint."""
+        """Have the reactor thread bring the selector up to date with this endpoint.
+
+        Call with ``_lock`` held (or before the endpoint is visible): the reactor releases
+        endpoints under that lock, so an endpoint seen unreleased here keeps the reactor
+        (and its wake-up socket) alive until call_soon() returns.
+        """
         reactor = self._reactor
         if reactor is not None and not self._released.is_set():
             reactor.call_soon(self._on_poke)
