@@ -756,10 +756,10 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
             self._events = 0
         self._sock.close()
         self._drop_outbox()
+        self._reactor.detach()  # before _released: close() then knows whether to join
         self._released.set()
         self._room.notify_all()
         self._arrived.notify_all()
-        self._reactor.detach()
 
     def _drop_outbox(self) -> None:
         self._outbox.clear()
