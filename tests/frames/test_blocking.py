@@ -80,6 +80,11 @@ def test_message_socket_send_many_then_iterate_until_clean_eof(tcp_pair: Pair) -
         with pytest.raises(ConnectionClosed) as info:
             right.recv()
         assert type(info.value) is ConnectionClosed and info.value.by_peer
+        assert info.value.address == right.address
+        right.close()
+        with pytest.raises(ConnectionClosed) as info:
+            right.recv()
+        assert info.value.by_peer is False
 
 
 def test_message_socket_codecs(tcp_pair: Pair) -> None:
