@@ -705,8 +705,17 @@ def test_endpoint_works_in_a_forked_child_and_the_child_exits() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_endpoint_is_exported_from_sockwork_frames() -> None:
+def test_endpoint_is_exported_from_sockwork_frames_and_documented() -> None:
     import sockwork.frames
+    import sockwork.frames.endpoint
 
-    assert sockwork.frames.Endpoint is Endpoint
-    assert {"Endpoint", "DEFAULT_MAX_QUEUE"} <= set(sockwork.frames.__all__)
+    doc = (SRC.parent / "docs" / "frames.md").read_text(encoding="utf-8")
+    for name in sockwork.frames.endpoint.__all__:
+        assert getattr(sockwork.frames, name) is getattr(sockwork.frames.endpoint, name)
+        assert name in sockwork.frames.__all__
+        assert f"`{name}`" in doc
+    public = [name for name in vars(Endpoint) if not name.startswith("_")]
+    for name in public:
+        assert f"`{name}" in doc, f"Endpoint.{name} is not in docs/frames.md"
+        docstring = getattr(Endpoint, name).__doc__
+        assert docstring and docstring.splitlines()[0].endswith("."), name
