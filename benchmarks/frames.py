@@ -512,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {ratio(small, readexactly)} | {fmt(large)} | {ratio(large, plain)} |"
         )
     print()
-    for name in (BLOCKING, ASYNCIO):
+    for name in (BLOCKING, ASYNCIO, "sockwork background"):
         if any(key[0] == name for key in rates):
             small, large = median(name, SMALL), mbps(name)
             print(
