@@ -10,11 +10,15 @@ endpoints of a process share one selector thread (``sockwork-endpoints``).
 # - Endpoint state is guarded by ``_lock``. ``_arrived`` (a Condition on it) is notified when
 #   the inbox gains a message or the connection ends; ``_room`` when the outbox loses bytes,
 #   the connection ends or close() starts.
-# - Socket I/O happens under ``_lock`` only: in the reactor thread (recv, flush), or in a
-#   writer whose message finds the outbox empty (one direct send, no thread hop). So a TLS
-#   socket never sees two threads at once, and frames from several writers never interleave.
-# - The selector is touched by the reactor thread only (_update_interest); other threads
-#   call _poke(), which schedules _update_interest there.
+# - Only the reactor thread touches the socket and the selector, so a TLS socket never sees
+#   two threads at once. Writers append whole frames to the outbox under the lock (frames
+#   never interleave) and, when it was empty, _poke() the reactor, which sends everything
+#   queued by then in one call: a burst of small messages costs a few syscalls, not one each.
+#   _flush holds the lock across send calls (writers would wait for the GIL anyway, and
+#   their frames pile up into the next batch); recv and decoding run outside it.
+# - The reactor releases an endpoint (unregister, close, detach) under its lock, and
+#   _poke() is called with the lock held: an endpoint seen unreleased there keeps the
+#   reactor, and its wake-up socket, alive.
 # - Interest is READ while reading is wanted (no EOF, no error, inbox under max_queue) and
 #   WRITE while the outbox holds bytes; nothing else. A peer that stops reading, or a caller
 #   that stops calling read(), therefore costs no CPU (Stockings spins a core: defect 5), and
