@@ -432,7 +432,8 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
             self._released.set()
         elif reactor.in_thread():  # not expected (hooks never run there), but never deadlock
             with self._lock:
-                self._update_interest()
+                if not self._released.is_set():
+                    self._update_interest()
         else:
             with self._lock:
                 self._poke()
