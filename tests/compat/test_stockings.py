@@ -160,6 +160,8 @@ def test_stockings_real_peer_closing_ends_ours_with_eof(
         ours.read()
     assert isinstance(info.value, ConnectionClosed)
     assert info.value.by_peer
+    with pytest.raises(EOFError):
+        ours._read()
     with pytest.raises(ConnectionClosed):  # Stockings dropped it silently
         ours.write("too late")
 

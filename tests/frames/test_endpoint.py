@@ -512,6 +512,100 @@ def test_endpoint_close_racing_the_peer_eof_is_safe(monkeypatch: pytest.MonkeyPa
     assert current_thread_count() == 0
 
 
+def test_endpoint_a_failure_inside_the_io_thread_ends_only_that_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    victim, healthy, healthy_peer = Endpoint(a), Endpoint(c), Endpoint(d)
+    real_receive = Endpoint._receive
+
+    def receive(self: Endpoint[bytes]) -> None:
+        if self is victim:
+            raise RuntimeError("simulated bug")
+        real_receive(self)
+
+    monkeypatch.setattr(Endpoint, "_receive", receive)
+    b.sendall(frame(b"x"))
+    readable(victim, 5)
+    with pytest.raises(ConnectionClosed, match="I/O thread failed") as info:
+        victim.read()
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert a.fileno() == -1  # released
+    healthy.write(b"still served")
+    assert next_message(healthy_peer) == b"still served"
+    for endpoint in (victim, healthy, healthy_peer):
+        endpoint.close()
+    b.close()
+
+
+def test_endpoint_write_without_timeout_waits_until_the_peer_reads() -> None:
+    a, b = socket.socketpair()
+    sender = Endpoint(a, max_queue=64 * 1024, write_timeout=None)
+    receiver_started = threading.Event()
+    received: list[object] = []
+
+    def receive_later() -> None:
+        receiver_started.wait(5)
+        with Endpoint(b) as receiver:
+            while len(received) < 200:
+                message = receiver.read(timeout=5)
+                assert message is not None
+                received.append(message)
+
+    reader = threading.Thread(target=receive_later)
+    reader.start()
+    threading.Timer(0.3, receiver_started.set).start()  # the peer starts reading late
+    started = time.monotonic()
+    for index in range(200):  # 3 MB through a 64 KiB queue: write() must wait
+        sender.write(b"%03d" % index * 5000)
+    assert time.monotonic() - started >= 0.25  # it waited for the reader, without a timeout
+    reader.join(10)
+    assert received == [b"%03d" % index * 5000 for index in range(200)]
+    sender.close()
+
+
+def test_endpoint_context_manager_does_not_mask_an_exception_with_a_flush_timeout() -> None:
+    class Impatient(Endpoint[bytes]):
+        def close(self, flush_timeout: float | None = 0.2) -> None:
+            super().close(flush_timeout)
+
+    a, b = socket.socketpair()
+    with pytest.raises(KeyError):
+        with Impatient(a) as endpoint:
+            for _ in range(40):
+                endpoint.write(b"w" * 100_000)  # the peer never reads
+            raise KeyError("the real problem")
+    assert not endpoint.active
+    assert endpoint.pending_writes() > 0
+    b.close()
+    c, d = socket.socketpair()
+    with pytest.raises(TimedOut):  # without an exception in flight, the timeout is reported
+        with Impatient(c) as other:
+            for _ in range(40):
+                other.write(b"w" * 100_000)
+    d.close()
+
+
+def test_endpoint_wait_ready_times_out() -> None:
+    release = threading.Event()
+
+    class Slow(Endpoint[bytes]):
+        def handshake(self) -> bool:
+            return release.wait(5)
+
+    a, b = socket.socketpair()
+    endpoint = Slow(a)
+    with pytest.raises(TimedOut) as info:
+        endpoint.wait_ready(0.1)
+    assert info.value.timeout == 0.1
+    release.set()
+    endpoint.wait_ready(5)
+    assert endpoint.ready
+    endpoint.close()
+    b.close()
+
+
 def test_endpoint_rejects_bad_arguments() -> None:
     udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     unconnected = socket.socket()
@@ -521,8 +615,13 @@ def test_endpoint_rejects_bad_arguments() -> None:
         with pytest.raises(ValueError, match="connected"):
             Endpoint(unconnected)
         a, b = socket.socketpair()
-        with a, b, pytest.raises(ValueError, match="max_queue"):
-            Endpoint(a, max_queue=0)
+        with a, b:
+            with pytest.raises(ValueError, match="max_queue"):
+                Endpoint(a, max_queue=0)
+            with pytest.raises(ValueError, match="write_timeout"):
+                Endpoint(a, write_timeout=-1)
+            with pytest.raises(TypeError, match="codec"):
+                Endpoint(a, codec="json")  # type: ignore[call-overload]
     finally:
         udp.close()
         unconnected.close()
