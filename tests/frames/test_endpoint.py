@@ -273,6 +273,38 @@ def test_endpoint_undrained_inbox_pauses_reading_without_spinning() -> None:
     receiver.close()
 
 
+def test_endpoint_both_sides_writing_without_reading_time_out_instead_of_deadlocking() -> None:
+    a, b = socket.socketpair()
+    left = Endpoint(a, max_queue=256 * 1024, write_timeout=0.3)
+    right = Endpoint(b, max_queue=256 * 1024, write_timeout=0.3)
+    chunk = b"d" * 32768
+    written = {}
+
+    def flood(name: str, endpoint: Endpoint[bytes]) -> None:
+        count = 0
+        try:
+            while True:
+                endpoint.write(chunk)
+                count += 1
+        except TimedOut:
+            written[name] = count
+
+    threads = [
+        threading.Thread(target=flood, args=("left", left)),
+        threading.Thread(target=flood, args=("right", right)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert set(written) == {"left", "right"}  # both gave up in time: no deadlock
+    # Both connections still work: everything accepted is delivered once the sides read.
+    assert [next_message(right) for _ in range(written["left"])] == [chunk] * written["left"]
+    assert [next_message(left) for _ in range(written["right"])] == [chunk] * written["right"]
+    left.close()
+    right.close()
+
+
 def test_endpoint_close_flushes_queued_messages() -> None:
     a, b = socket.socketpair()
     endpoint = Endpoint(a)
