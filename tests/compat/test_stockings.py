@@ -160,6 +160,8 @@ def test_stockings_real_peer_closing_ends_ours_with_eof(
         ours.read()
     assert isinstance(info.value, ConnectionClosed)
     assert info.value.by_peer
+    with pytest.raises(EOFError):
+        ours._read()
     with pytest.raises(ConnectionClosed):  # Stockings dropped it silently
         ours.write("too late")
 
@@ -379,3 +381,13 @@ def test_stockings_full_queue_times_out_instead_of_blocking_forever() -> None:
             ours.write(b"w" * 100_000)
     b.close()  # the peer goes away: nothing left to flush to
     ours.close()
+
+
+def test_stockings_exports_are_documented() -> None:
+    doc = (SRC.parent / "docs" / "compat.md").read_text(encoding="utf-8")
+    for name in compat.__all__:
+        assert f"`{name}" in doc, f"{name} is exported but docs/compat.md does not name it"
+    for name in [n for n in vars(compat._Stocking) if not n.startswith("__")]:
+        if name in ("_start", "_endpoint"):
+            continue  # plumbing, not Stockings API
+        assert f"`{name}" in doc, f"Stocking.{name} is not in docs/compat.md"

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import os
 import selectors
 import socket
 import threading
@@ -49,6 +50,7 @@ class Reactor:
         self._calls: deque[Callable[[], None]] = deque()
         self._woken = False
         self._calls_lock = threading.Lock()
+        self._closed = False  # the wake-up sockets are closed; guarded by _calls_lock
         self.users = 0  # attached connections not yet released; guarded by _registry_lock
         self.stopping = False  # set under _registry_lock when users drops to 0
         # Daemon: a forgotten endpoint must not keep the interpreter alive; the atexit hook
@@ -62,13 +64,15 @@ class Reactor:
     def call_soon(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` in the reactor thread, after the current round of events."""
         with self._calls_lock:
+            if self._closed:  # stopped: no endpoint of this reactor is left to serve
+                return
             self._calls.append(callback)
             if self._woken:
                 return
             self._woken = True
         try:
             self._wake_send.send(b"\0")
-        except BlockingIOError:  # the socketpair is full of wake-ups: the thread will wake
+        except OSError:  # full of wake-ups (the thread will wake), or just stopped
             pass
 
     def detach(self) -> None:
@@ -94,7 +98,7 @@ class Reactor:
 
     def _run(self) -> None:
         select = self.selector.select
-        try:
+        try:  # if this thread dies, the finally clause makes the next attach() start a new one
             while True:
                 self._run_calls()
                 if self.stopping:
@@ -109,9 +113,16 @@ class Reactor:
                     except Exception as exc:  # a sockwork bug: end that connection, serve the rest
                         handler._on_crash(exc)
         finally:
+            global _current
+            with _registry_lock:
+                self.stopping = True
+                if _current is self:
+                    _current = None
+            with self._calls_lock:
+                self._closed = True
+                self._wake_send.close()
             self.selector.close()
             self._wake_recv.close()
-            self._wake_send.close()
 
     def _drain_wake(self) -> None:
         try:
@@ -139,6 +150,18 @@ def attach() -> Reactor:
             _current = reactor
         reactor.users += 1
         return reactor
+
+
+def _forget_after_fork() -> None:
+    # The child of a fork has none of the parent's threads: its first endpoint must start
+    # a reactor of its own. Endpoints inherited from the parent are unusable there.
+    global _current, _registry_lock
+    _current = None
+    _registry_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 def current_thread_count() -> int:

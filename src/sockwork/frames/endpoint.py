@@ -10,11 +10,15 @@ endpoints of a process share one selector thread (``sockwork-endpoints``).
 # - Endpoint state is guarded by ``_lock``. ``_arrived`` (a Condition on it) is notified when
 #   the inbox gains a message or the connection ends; ``_room`` when the outbox loses bytes,
 #   the connection ends or close() starts.
-# - Socket I/O happens under ``_lock`` only: in the reactor thread (recv, flush), or in a
-#   writer whose message finds the outbox empty (one direct send, no thread hop). So a TLS
-#   socket never sees two threads at once, and frames from several writers never interleave.
-# - The selector is touched by the reactor thread only (_update_interest); other threads
-#   call _poke(), which schedules _update_interest there.
+# - Only the reactor thread touches the socket and the selector, so a TLS socket never sees
+#   two threads at once. Writers append whole frames to the outbox under the lock (frames
+#   never interleave) and, when it was empty, _poke() the reactor, which sends everything
+#   queued by then in one call: a burst of small messages costs a few syscalls, not one each.
+#   _flush holds the lock across send calls (writers would wait for the GIL anyway, and
+#   their frames pile up into the next batch); recv and decoding run outside it.
+# - The reactor releases an endpoint (unregister, close, detach) under its lock, and
+#   _poke() is called with the lock held: an endpoint seen unreleased there keeps the
+#   reactor, and its wake-up socket, alive.
 # - Interest is READ while reading is wanted (no EOF, no error, inbox under max_queue) and
 #   WRITE while the outbox holds bytes; nothing else. A peer that stops reading, or a caller
 #   that stops calling read(), therefore costs no CPU (Stockings spins a core: defect 5), and
@@ -379,7 +383,7 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
         with self._lock:
             self._end(error, hard=True)
             self._settled.set()
-        self._poke()
+            self._poke()
 
     def abort(self) -> None:
         """Close at once, dropping queued messages without complaint; idempotent.
@@ -428,10 +432,16 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
             self._released.set()
         elif reactor.in_thread():  # not expected (hooks never run there), but never deadlock
             with self._lock:
-                self._update_interest()
+                if not self._released.is_set():
+                    self._update_interest()
         else:
-            self._poke()
-            self._released.wait()
+            with self._lock:
+                self._poke()
+            while not self._released.wait(0.5):
+                if not reactor.thread.is_alive():  # the I/O thread died (a sockwork bug)
+                    with self._lock:
+                        self._sock.close()
+                        self._released.set()
         if not first:
             return
         thread = self._handshake_thread
@@ -670,12 +680,23 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
     # -- I/O, under _lock ------------------------------------------------------------------
 
     def _poke(self) -> None:
-        """Have the reactor thread bring the selector up to date with this endpoint."""
+        """Have the reactor thread bring the selector up to date with this endpoint.
+
+        Call with ``_lock`` held (or before the endpoint is visible): the reactor releases
+        endpoints under that lock, so an endpoint seen unreleased here keeps the reactor
+        (and its wake-up socket) alive until call_soon() returns.
+        """
         reactor = self._reactor
         if reactor is not None and not self._released.is_set():
             reactor.call_soon(self._on_poke)
 
     def _on_poke(self) -> None:
+        try:
+            self._on_poke_unguarded()
+        except Exception as exc:  # a sockwork bug: end this connection, keep the thread
+            self._on_crash(exc)
+
+    def _on_poke_unguarded(self) -> None:
         if self._released.is_set():  # only this thread releases: no race with the check
             return
         with self._lock:
@@ -740,10 +761,10 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
             self._events = 0
         self._sock.close()
         self._drop_outbox()
+        self._reactor.detach()  # before _released: close() then knows whether to join
         self._released.set()
         self._room.notify_all()
         self._arrived.notify_all()
-        self._reactor.detach()
 
     def _drop_outbox(self) -> None:
         self._outbox.clear()
@@ -908,6 +929,18 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
 # daemon (a forgotten endpoint must not hang exit), and Stockings lost queued data here.
 _open: weakref.WeakSet[Endpoint[Any]] = weakref.WeakSet()
 _open_lock = threading.Lock()
+
+
+def _forget_after_fork() -> None:
+    # Endpoints inherited by a forked child belong to the parent's I/O thread, which the
+    # child does not have: exit must not try to flush them.
+    global _open, _open_lock
+    _open = weakref.WeakSet()
+    _open_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
 
 
 @atexit.register
