@@ -787,31 +787,31 @@ def sleep_until(until: float) -> None:
 
 
 def _d_send(self: socket.socket, data: object, flags: int = 0) -> int:
-    state = lookup(self)
-    if state is None or state.idle("send"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or state.idle("send"):
         return _real_send(self, data, flags)  # type: ignore[arg-type]
     return send(self, state, data, lambda v: _real_send(self, v, flags), whole=False)
 
 
 def _d_sendall(self: socket.socket, data: object, flags: int = 0) -> None:
-    state = lookup(self)
-    if state is None or state.idle("send"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or state.idle("send"):
         return _real_sendall(self, data, flags)  # type: ignore[arg-type]
     send(self, state, data, lambda v: _real_send(self, v, flags), whole=True)
     return None
 
 
 def _d_sendto(self: socket.socket, data: object, *args: object) -> int:
-    state = lookup(self)
-    if state is None or state.idle("send"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or state.idle("send"):
         return _real_sendto(self, data, *args)  # type: ignore[call-overload, no-any-return]
     return send(self, state, data, lambda v: _real_sendto(self, v, *args),  # type: ignore[call-overload]
                 whole=False)
 
 
 def _d_sendmsg(self: socket.socket, buffers: Iterable[object], *args: object) -> int:
-    state = lookup(self)
-    if state is None or state.idle("send"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or state.idle("send"):
         return _real_sendmsg(self, buffers, *args)  # type: ignore[arg-type]
     data = b"".join(bytes(memoryview(b)) for b in buffers)  # type: ignore[arg-type]
     ancdata: list[object] = list(args[0]) if args else []  # type: ignore[call-overload]
@@ -827,23 +827,23 @@ def _d_sendmsg(self: socket.socket, buffers: Iterable[object], *args: object) ->
 
 def _d_sendfile(self: socket.socket, file: object, offset: int = 0,
                 count: int | None = None) -> int:
-    state = lookup(self)
-    if state is None or state.idle("send"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or state.idle("send"):
         return _real_sendfile(self, file, offset, count)  # type: ignore[arg-type]
     # The os.sendfile fast path would bypass the faults: use the send() loop.
     return _real_sendfile_use_send(self, file, offset, count)  # type: ignore[no-any-return]
 
 
 def _d_recv(self: socket.socket, bufsize: int, flags: int = 0) -> bytes:
-    state = lookup(self)
-    if state is None or flags & socket.MSG_PEEK or state.idle("recv"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or flags & socket.MSG_PEEK or state.idle("recv"):
         return _real_recv(self, bufsize, flags)
     return receive(self, state, bufsize, lambda n: _real_recv(self, n, flags), lambda: b"")
 
 
 def _d_recv_into(self: socket.socket, buffer: object, nbytes: int = 0, flags: int = 0) -> int:
-    state = lookup(self)
-    if state is None or flags & socket.MSG_PEEK or state.idle("recv"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or flags & socket.MSG_PEEK or state.idle("recv"):
         return _real_recv_into(self, buffer, nbytes, flags)  # type: ignore[arg-type]
     size = nbytes or len(memoryview(buffer))  # type: ignore[arg-type]
     return receive(self, state, size,
@@ -852,8 +852,8 @@ def _d_recv_into(self: socket.socket, buffer: object, nbytes: int = 0, flags: in
 
 
 def _d_recvfrom(self: socket.socket, bufsize: int, flags: int = 0) -> tuple[bytes, object]:
-    state = lookup(self)
-    if state is None or flags & socket.MSG_PEEK or state.idle("recv"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or flags & socket.MSG_PEEK or state.idle("recv"):
         return _real_recvfrom(self, bufsize, flags)
     return receive(self, state, bufsize, lambda n: _real_recvfrom(self, n, flags),
                    lambda: (b"", None))
@@ -861,8 +861,8 @@ def _d_recvfrom(self: socket.socket, bufsize: int, flags: int = 0) -> tuple[byte
 
 def _d_recvfrom_into(self: socket.socket, buffer: object, nbytes: int = 0,
                      flags: int = 0) -> tuple[int, object]:
-    state = lookup(self)
-    if state is None or flags & socket.MSG_PEEK or state.idle("recv"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or flags & socket.MSG_PEEK or state.idle("recv"):
         return _real_recvfrom_into(self, buffer, nbytes, flags)  # type: ignore[arg-type]
     size = nbytes or len(memoryview(buffer))  # type: ignore[arg-type]
     return receive(self, state, size,
@@ -872,8 +872,8 @@ def _d_recvfrom_into(self: socket.socket, buffer: object, nbytes: int = 0,
 
 def _d_recvmsg(self: socket.socket, bufsize: int, ancbufsize: int = 0,
                flags: int = 0) -> tuple[bytes, list[object], int, object]:
-    state = lookup(self)
-    if state is None or flags & socket.MSG_PEEK or state.idle("recv"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or flags & socket.MSG_PEEK or state.idle("recv"):
         return _real_recvmsg(self, bufsize, ancbufsize, flags)  # type: ignore[return-value]
     return receive(self, state, bufsize,
                    lambda n: _real_recvmsg(self, n, ancbufsize, flags),  # type: ignore[return-value]
