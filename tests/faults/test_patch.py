@@ -451,3 +451,17 @@ def test_patch_timeout_on_send_closes_while_the_app_waits_elsewhere(pair: Pair) 
         assert a.recv(10) == b""  # no reply: the idle timer closes the connection
         assert 0.18 <= elapsed(start) < 1.5
         assert b.recv(10) == b""  # the peer sees the close, never the request
+
+
+def test_patch_deadline_timers_end_with_the_socket() -> None:
+    a, b = tcp_pair()
+    before = threading.active_count()
+    with b, apply(a, Timeout(30, direction="send")):
+        a.sendall(b"x")  # arms the 30 s idle timer
+        assert threading.active_count() == before + 1
+        a.close()
+    for _ in range(100):
+        if threading.active_count() == before:
+            break
+        time.sleep(0.01)
+    assert threading.active_count() == before

@@ -370,6 +370,8 @@ def detach_all(handle: Handle) -> None:
                     if layer.handle is handle and layer.conn is not None:
                         layer.conn.close()
                 state.layers = kept
+                if not kept:
+                    _unwatch(state)
     notify_changed()
 
 
@@ -603,7 +605,16 @@ def receive(
 # application would come to carry the action out, so a timer re-asks the plan at
 # that time and performs a due Close. The cut itself wakes selectors (hang-up).
 
-_WATCHED: dict[tuple[int, str], float] = {}
+_WATCHED: dict[tuple[int, str], tuple[float, threading.Timer]] = {}
+
+
+def _unwatch(state: SocketState) -> None:
+    """Cancel the deadline timers of ``state`` (its socket closed or lost its faults)."""
+    with _REGISTRY_LOCK:
+        for direction in ("send", "recv"):
+            entry = _WATCHED.pop((id(state), direction), None)
+            if entry is not None:
+                entry[1].cancel()
 
 
 def _watch_deadline(sock: socket.socket, state: SocketState, direction: str,
@@ -617,16 +628,12 @@ def _watch_deadline(sock: socket.socket, state: SocketState, direction: str,
     if until is None or until == _INF or state.pending(direction):
         return
     key = (id(state), direction)
-    with _REGISTRY_LOCK:
-        scheduled = _WATCHED.get(key)
-        if scheduled is not None and scheduled <= until:
-            return
-        _WATCHED[key] = until
     ref = weakref.ref(sock)
 
     def fire() -> None:
         with _REGISTRY_LOCK:
-            if _WATCHED.get(key) == until:
+            entry = _WATCHED.get(key)
+            if entry is not None and entry[0] == until:
                 del _WATCHED[key]
         target = ref()
         if target is None or lookup(target) is not state or state.cut is not None:
@@ -643,6 +650,13 @@ def _watch_deadline(sock: socket.socket, state: SocketState, direction: str,
 
     timer = threading.Timer(max(0.0, until - _now()) + 0.0005, fire)
     timer.daemon = True
+    with _REGISTRY_LOCK:
+        scheduled = _WATCHED.get(key)
+        if scheduled is not None and scheduled[0] <= until:
+            return
+        if scheduled is not None:
+            scheduled[1].cancel()
+        _WATCHED[key] = (until, timer)
     timer.start()
 
 
@@ -1003,6 +1017,7 @@ def _d_close(self: socket.socket) -> None:
         for layer in state.layers:
             if layer.conn is not None:
                 layer.conn.close()
+        _unwatch(state)
     _real_close(self)
 
 
