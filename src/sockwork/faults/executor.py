@@ -20,10 +20,12 @@
 - Blocking sockets wait in the calling thread, never past the socket's timeout: a
   wait that would end after it raises ``TimeoutError("timed out")``, as CPython does.
 - Non-blocking sockets (timeout 0, asyncio) never wait: they raise
-  ``BlockingIOError`` (EAGAIN; EINPROGRESS for connect) and are polled again. The
-  kernel still reports them ready, so a selector loop would call again at once;
-  to keep a loop responsive without burning a core, a not-yet-due call sleeps at
-  most ``_POLL_NAP`` (0.2 ms) before raising. The loop's other tasks keep running.
+  ``BlockingIOError`` (EAGAIN; EINPROGRESS for connect). A receiver whose data is
+  not due is hidden from poll/epoll with SO_RCVLOWAT until it is (Linux TCP, see
+  ``_quiet``), so the loop sleeps. Where readiness cannot be hidden (sends,
+  connects, accepts, other platforms) the kernel still reports the socket ready and
+  a selector loop calls again at once; to spare the CPU such a not-yet-due call
+  sleeps at most ``_POLL_NAP`` (0.2 ms) before raising. Other tasks keep running.
 - Receives peek (``MSG_PEEK``) and consume only what is delivered, so the kernel's
   readiness always matches what the application may read; nothing is buffered
   in user space.
@@ -150,9 +152,10 @@ _CHANGED = threading.Condition()
 
 
 def notify_changed() -> None:
-    """Wake every thread waiting on a fault: the faults changed."""
+    """Wake every thread waiting on a fault, and every hidden receiver: the faults changed."""
     with _CHANGED:
         _CHANGED.notify_all()
+    _loud_all()
 
 
 class _Budget:
@@ -520,6 +523,85 @@ def _wait_readable(sock: socket.socket, timeout: float | None) -> bool:
         return True
 
 
+# -- readiness for non-blocking receivers -------------------------------------------
+#
+# A non-blocking receiver whose data is not due yet must not look readable, or a
+# selector loop would call it again at once. Linux honours SO_RCVLOWAT in poll and
+# epoll for TCP, and tcp_set_rcvlowat() signals EPOLLIN when lowering it makes the
+# socket readable (net/ipv4/tcp.c, Linux >= 4.18): raise it while the data waits,
+# lower it back when due, and the loop sleeps until then. Elsewhere (or when the
+# socket stays readable: half its buffer full, EOF, an error) the caller naps.
+
+_QUIETED: dict[int, tuple[weakref.ref[socket.socket], int, threading.Timer | None]] = {}
+_RCVLOWAT_HIGH = 1 << 30  # the kernel caps it at half the receive buffer
+
+
+def _quiet(sock: socket.socket, state: SocketState, until: float) -> bool:
+    """Hide ``sock``'s readability until ``until`` (inf: until the faults change)."""
+    if not sys.platform.startswith("linux") or sock.family not in (socket.AF_INET,
+                                                                    socket.AF_INET6):
+        return False
+    key = id(state)
+    with _REGISTRY_LOCK:
+        entry = _QUIETED.get(key)
+    if entry is None:
+        try:
+            original = int(_real_getsockopt(sock, socket.SOL_SOCKET, socket.SO_RCVLOWAT))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, _RCVLOWAT_HIGH)
+        except OSError:
+            return False
+    else:
+        original = entry[1]
+        if entry[2] is not None:
+            entry[2].cancel()
+    timer = None
+    if until != _INF:
+        ref = weakref.ref(sock)
+
+        def wake() -> None:
+            target = ref()
+            if target is not None:
+                _loud(target, state)
+
+        timer = threading.Timer(max(0.0, until - _now()), wake)
+        timer.daemon = True
+    with _REGISTRY_LOCK:
+        _QUIETED[key] = (weakref.ref(sock), original, timer)
+    if timer is not None:
+        timer.start()
+    if _wait_readable(sock, 0):  # still readable: hiding does not work here
+        _loud(sock, state)
+        return False
+    return True
+
+
+def _loud(sock: socket.socket, state: SocketState) -> None:
+    """Undo :func:`_quiet`: the socket reports readiness again (and wakes waiters)."""
+    with _REGISTRY_LOCK:
+        entry = _QUIETED.pop(id(state), None)
+    if entry is None:
+        return
+    if entry[2] is not None:
+        entry[2].cancel()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, entry[1])
+    except OSError:
+        pass
+
+
+def _loud_all() -> None:
+    with _REGISTRY_LOCK:
+        entries = list(_QUIETED.items())
+    for key, (ref, _, _) in entries:
+        sock = ref()
+        state = _STATES.get(id(sock)) if sock is not None else None
+        if sock is not None and state is not None and id(state) == key:
+            _loud(sock, state)
+        else:
+            with _REGISTRY_LOCK:
+                _QUIETED.pop(key, None)
+
+
 def _peek(sock: socket.socket, size: int, budget: _Budget, until: float | None) -> bytes | None:
     """Peek at most ``size`` bytes; None when nothing came before ``until``."""
     if budget.nonblocking:
@@ -565,6 +647,7 @@ def receive(
         action = state.next("recv", now)
         _watch_deadline(sock, state, "recv", action)
         if isinstance(action, Read):
+            _loud(sock, state)
             cap = size if action.max_bytes is None else min(size, action.max_bytes)
             data = _peek(sock, cap, budget, action.until)
             if data is None:
@@ -573,20 +656,24 @@ def receive(
                 state.feed("recv", len(data), _now())
             else:
                 state.feed_eof("recv", _now())
-        elif isinstance(action, Wait):
-            budget.wait(action.until)
+        elif isinstance(action, (Wait, Stalled)):
+            until = action.until if isinstance(action, Wait) else _INF
+            if budget.nonblocking and until > _now() and _quiet(sock, state, until):
+                raise _would_block()
+            budget.wait(until)
         elif isinstance(action, Deliver):
+            _loud(sock, state)
             result = consume(min(action.n, size))
             n = _length(result)
             state.passed("recv", n, _now())
             _after_pass(sock, state, "recv")
             return result
         elif isinstance(action, Discard):
+            _loud(sock, state)
             dropped = _real_recv(sock, action.n)
             state.passed("recv", len(dropped), _now())
-        elif isinstance(action, Stalled):
-            budget.wait(_INF)
         elif isinstance(action, Close):
+            _loud(sock, state)
             if action.reset:
                 _cut(sock, state, True)
                 _raise_if_cut(state, False)
@@ -1018,6 +1105,10 @@ def _d_close(self: socket.socket) -> None:
             if layer.conn is not None:
                 layer.conn.close()
         _unwatch(state)
+        with _REGISTRY_LOCK:
+            entry = _QUIETED.pop(id(state), None)
+        if entry is not None and entry[2] is not None:
+            entry[2].cancel()
     _real_close(self)
 
 
