@@ -636,8 +636,8 @@ class _Outbox:
                 elif isinstance(action, Close):
                     _cut(self.sock, state, action.reset)
                     raise _oserror(BrokenPipeError, errno.EPIPE)
-                else:  # Read: the plan has nothing pending; drop our stale copy
-                    self._pop(len(head))
+                else:  # Read: the plan lost track of these bytes; send them as they are
+                    self._pop(self._send(head))
         except OSError as exc:
             with self.lock:
                 self.error = exc
@@ -646,6 +646,11 @@ class _Outbox:
                 self.busy = False
                 after, self.after = self.after, None
             state.unfeed("send")
+        if after is not None and not state.idle("send"):
+            state.feed_eof("send", _now())  # SlowClose holds the FIN back
+            action = state.next("send", _now())
+            if isinstance(action, Wait):
+                sleep_until(action.until)
         if after == -1:
             _real_close(self.sock)
         elif after is not None:
