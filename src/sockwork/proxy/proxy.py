@@ -87,6 +87,8 @@ _T = TypeVar("_T")
 # loopback busy, small enough to bound memory per connection.
 _WRITE_HIGH_WATER = 512 * 1024
 _CONNECT_TIMEOUT = 10.0
+_ACCEPT_BATCH = 64
+_ACCEPT_RETRY = 0.1
 _CLOSE_TIMEOUT = 5.0
 _LINGER_ZERO = struct.pack("ii", 1, 0)
 # "Connections from N on" is written range(N, N + _SCOPE_SPAN): the vocabulary's
@@ -262,6 +264,9 @@ class _Connection:
     # --- life cycle -------------------------------------------------------------------
 
     def side_made(self, side: _Side) -> None:
+        if self.proxy._closed:
+            self.abort()  # accepted (or connected) while the proxy was closing
+            return
         if side is self.client:
             assert side.transport is not None
             peer = side.transport.get_extra_info("peername")
@@ -331,6 +336,10 @@ class _Connection:
         self._maybe_forget()
 
     def _maybe_forget(self) -> None:
+        # A connection is forgotten only once its client socket exists and is closed:
+        # asyncio calls connection_made a loop step after creating the protocol.
+        if self.client.transport is None:
+            return
         sides = [s for s in (self.client, self.server) if s.transport is not None]
         if self.task is None and all(s.lost for s in sides) and not self.forgotten:
             self.forgotten = True
@@ -398,10 +407,10 @@ class FaultProxy:
         self._plan: Plan | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._server: asyncio.AbstractServer | None = None
-        self._server_task: asyncio.Task[None] | None = None
+        self._listener: socket.socket | None = None
+        self._adopting: set[asyncio.Task[None]] = set()
+        self._accept_retry: asyncio.TimerHandle | None = None
         self._address: tuple[str, int] | None = None
-        self._listening = False
         self._started = False
         self._closed = False
         self._idle: asyncio.Event | None = None
@@ -519,6 +528,11 @@ class FaultProxy:
                 return
             ready.set_result(None)
             loop.run_forever()
+            # Nothing may outlive the loop: finish whatever is still scheduled.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
 
         name = f"sockwork-proxy-{id(self):x}"
         self._thread = threading.Thread(target=run, name=name, daemon=True)
@@ -597,10 +611,10 @@ class FaultProxy:
         host, port = sock.getsockname()[:2]
         self._address = (str(host), int(port))
         if self._should_listen():
-            self._listening = True
-            await self._serve(sock)
+            self._serve(sock)
         else:
             sock.close()
+        await asyncio.sleep(0)
 
     # --- internals: everything below runs on the loop thread ----------------------------
 
@@ -643,13 +657,7 @@ class FaultProxy:
         self._address = (str(host), int(port))
         self._started = True
         if self._should_listen():
-            self._listening = True
-            try:
-                await self._serve(sock)
-            except BaseException:
-                self._listening = False
-                sock.close()
-                raise
+            self._serve(sock)
         else:
             sock.close()
 
@@ -668,9 +676,47 @@ class FaultProxy:
             raise
         return sock
 
-    async def _serve(self, sock: socket.socket) -> None:
+    # Our own accept loop rather than loop.create_server(): an asyncio Server drops
+    # (and leaks) sockets it accepted but had not wrapped yet when it is closed, and
+    # closing the listener must be synchronous for Refuse and disable() to be atomic.
+
+    def _serve(self, sock: socket.socket) -> None:
+        """Accept on ``sock`` (bound and listening) from now on."""
+        self._listener = sock
+        self._require_loop().add_reader(sock.fileno(), self._acceptable)
+
+    def _acceptable(self) -> None:
+        sock = self._listener
+        if sock is None:
+            return
         loop = self._require_loop()
-        self._server = await loop.create_server(self._accepted, sock=sock)
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                # Out of descriptors or buffers (EMFILE, ENOBUFS...): the client waits in
+                # the kernel backlog; try again shortly instead of spinning.
+                loop.remove_reader(sock.fileno())
+                self._accept_retry = loop.call_later(_ACCEPT_RETRY, self._resume_accepting)
+                return
+            conn.setblocking(False)
+            task = loop.create_task(self._adopt(conn))
+            self._adopting.add(task)
+            task.add_done_callback(self._adopting.discard)
+
+    def _resume_accepting(self) -> None:
+        self._accept_retry = None
+        if self._listener is not None:
+            self._require_loop().add_reader(self._listener.fileno(), self._acceptable)
+
+    async def _adopt(self, conn: socket.socket) -> None:
+        try:
+            await self._require_loop().connect_accepted_socket(self._accepted, sock=conn)
+        except BaseException:
+            conn.close()
+            raise
 
     def _should_listen(self) -> bool:
         refuse = any(isinstance(e.planned, Refuse) for e in self._entries.values())
@@ -681,29 +727,21 @@ class FaultProxy:
         if not self._started or self._closed:
             return
         if self._should_listen():
-            if not self._listening:
-                # Bind and listen now, so connects queue in the kernel backlog at once
-                # (never refused); the asyncio server starts accepting a moment later.
-                sock = self._bind(self.address)
-                self._listening = True
-                task = self._require_loop().create_task(self._serve(sock))
-                self._server_task = task
-                task.add_done_callback(self._served)
-        elif self._listening:
+            if self._listener is None:
+                self._serve(self._bind(self.address))
+        elif self._listener is not None:
             self._stop_listening()
 
-    def _served(self, task: asyncio.Task[None]) -> None:
-        if self._server_task is task:
-            self._server_task = None
-
     def _stop_listening(self) -> None:
-        self._listening = False
-        if self._server_task is not None:
-            self._server_task.cancel()
-            self._server_task = None
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        """Close the listening socket: from now on, connects get ECONNREFUSED."""
+        if self._accept_retry is not None:
+            self._accept_retry.cancel()
+            self._accept_retry = None
+        sock = self._listener
+        if sock is not None:
+            self._listener = None
+            self._require_loop().remove_reader(sock.fileno())
+            sock.close()
 
     def _accepted(self) -> asyncio.Protocol:
         self._next_id += 1
@@ -760,6 +798,10 @@ class FaultProxy:
     async def _end(self) -> None:
         self._closed = True
         self._stop_listening()
+        # Sockets accepted just now are being wrapped in transports: let that finish,
+        # so that every accepted socket belongs to a connection we close below.
+        if self._adopting:
+            await asyncio.wait(set(self._adopting), timeout=_CLOSE_TIMEOUT)
         for conn in list(self._connections.values()):
             conn.abort()
         if self._idle is not None and self._connections:
