@@ -106,8 +106,8 @@ class Pipe:
 
     # --- input from the source --------------------------------------------------------
 
-    def feed(self, data: bytes) -> None:
-        """A chunk arrived from the source."""
+    def feed(self, data: memoryview) -> None:
+        """A chunk arrived from the source (a view valid only during this call)."""
         n = len(data)
         self.received += n
         self.owner.count_received(self.direction, n)
@@ -123,7 +123,7 @@ class Pipe:
             return
         if self._stopped:
             return
-        self._buffer.append(memoryview(data))
+        self._buffer.append(memoryview(bytes(data)))  # the view is reused after we return
         self._buffered += n
         if self._buffered >= _BUFFER_LIMIT:
             self.hold("buffer")

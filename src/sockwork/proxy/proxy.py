@@ -88,6 +88,7 @@ _T = TypeVar("_T")
 _WRITE_HIGH_WATER = 512 * 1024
 _CONNECT_TIMEOUT = 10.0
 _ACCEPT_BATCH = 64
+_READ_SIZE = 256 * 1024  # the most one read takes from a socket
 _ACCEPT_RETRY = 0.1
 _CLOSE_TIMEOUT = 5.0
 _LINGER_ZERO = struct.pack("ii", 1, 0)
@@ -148,13 +149,19 @@ def _reset(transport: asyncio.Transport) -> None:
     transport.abort()
 
 
-class _Side(asyncio.Protocol):
-    """One socket of a proxied connection (the client's or the upstream's)."""
+class _Side(asyncio.BufferedProtocol):
+    """One socket of a proxied connection (the client's or the upstream's).
 
-    def __init__(self, conn: _Connection, role: Direction) -> None:
+    A BufferedProtocol reading into the proxy's one receive buffer: each chunk is
+    handed on (written, or copied by a fault's buffer) before the next read, so one
+    buffer serves every connection of the loop and reads allocate nothing.
+    """
+
+    def __init__(self, conn: _Connection, role: Direction, buffer: memoryview) -> None:
         # role is the direction this side's bytes travel: the client side feeds "upstream".
         self.conn = conn
         self.role = role
+        self.buffer = buffer
         self.transport: asyncio.Transport | None = None
         self.lost = False
 
@@ -164,8 +171,11 @@ class _Side(asyncio.Protocol):
         transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
         self.conn.side_made(self)
 
-    def data_received(self, data: bytes) -> None:
-        self.conn.pipes[self.role].feed(data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.conn.pipes[self.role].feed(self.buffer[:nbytes])
 
     def eof_received(self) -> bool:
         self.conn.pipes[self.role].feed_eof()
@@ -198,8 +208,8 @@ class _Connection:
         self.proxy = proxy
         self.loop = proxy._require_loop()
         self.id = connection_id
-        self.client = _Side(self, "upstream")
-        self.server = _Side(self, "downstream")
+        self.client = _Side(self, "upstream", proxy._buffer)
+        self.server = _Side(self, "downstream", proxy._buffer)
         self.client_address: tuple[str, int] = ("", 0)
         self.plan_conn: PlanConnection | None = None
         self.pipes: dict[Direction, Pipe] = {}
@@ -405,6 +415,7 @@ class FaultProxy:
         self._received: dict[str, int] = {"upstream": 0, "downstream": 0}
         self._sent: dict[str, int] = {"upstream": 0, "downstream": 0}
         self._plan: Plan | None = None
+        self._buffer = memoryview(bytearray(_READ_SIZE))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._listener: socket.socket | None = None
@@ -743,7 +754,7 @@ class FaultProxy:
             self._require_loop().remove_reader(sock.fileno())
             sock.close()
 
-    def _accepted(self) -> asyncio.Protocol:
+    def _accepted(self) -> asyncio.BaseProtocol:
         self._next_id += 1
         conn = _Connection(self, self._next_id)
         self._connections[conn.id] = conn
