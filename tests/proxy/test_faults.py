@@ -288,3 +288,14 @@ def test_connect_faults_a_proxy_cannot_make_are_rejected() -> None:
             proxy.add(ConnectTimeout())
         with pytest.raises(ValueError, match="listener"):
             proxy.add(Refuse(probability=0.5))
+
+
+def test_faults_added_before_start_apply_from_the_first_connection(
+    echo_server: Upstream,
+) -> None:
+    proxy = FaultProxy(upstream=echo_server.address)
+    proxy.add(Latency(0.2), direction="upstream", name="early")
+    with proxy:
+        assert [f.name for f in proxy.faults] == ["early"]
+        with socket.create_connection(proxy.address, timeout=5) as client:
+            assert 0.19 <= round_trip(client) < 0.6

@@ -660,7 +660,8 @@ class FaultProxy:
 
     async def _begin(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._plan = Plan((), rng=random.Random(self.seed), now=loop.time(), seed=self.seed)
+        planned = [e.planned for e in self._entries.values() if e.planned is not None]
+        self._plan = Plan(planned, rng=random.Random(self.seed), now=loop.time(), seed=self.seed)
         self._idle = asyncio.Event()
         self._idle.set()
         sock = self._bind(self._listen)
@@ -859,7 +860,9 @@ class FaultProxy:
 
     def _apply(self) -> None:
         """Give the plan the faults in force, then let every open pipe decide again."""
-        plan = self._require_plan()
+        if self._plan is None:
+            return  # not started: the plan starts with the faults installed by then
+        plan = self._plan
         planned = [e.planned for e in self._entries.values() if e.planned is not None]
         plan.update(planned, now=self._require_loop().time())
         for conn in list(self._connections.values()):
@@ -903,8 +906,7 @@ class FaultProxy:
         for entry in self._entries.values():
             self._retire(entry)
         self._entries.clear()
-        if self._started:
-            self._apply()
+        self._apply()
 
     def _disable(self) -> None:
         self._want_enabled = False
