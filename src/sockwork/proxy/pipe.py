@@ -181,8 +181,9 @@ class Pipe:
         if deliver:
             dst = self.owner.destination(self.direction)
             if dst is not None and not dst.is_closing():
-                for piece in pieces:
-                    dst.write(piece)
+                # One write per decision: Coalesce and Latency may release several
+                # chunks at once, and the receiver should get them in one segment.
+                dst.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
                 self.sent += n
                 self.owner.count_sent(self.direction, n)
         if self._buffered < _BUFFER_LIMIT // 2:
