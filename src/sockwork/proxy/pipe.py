@@ -196,6 +196,7 @@ class Pipe:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._fast = False  # only an idle stream with nothing buffered takes the fast path
         stream = self.stream
         while True:
             now = self._loop.time()
