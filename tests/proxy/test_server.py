@@ -262,3 +262,20 @@ def test_server_stop_closes_proxies_and_clients(echo_server: Upstream) -> None:
         api.close()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(address, timeout=5).close()
+
+
+def test_server_survives_garbage_and_oversized_requests(server: ToxiproxyServer) -> None:
+    with socket.create_connection(server.address, timeout=5) as raw:
+        raw.sendall(b"NONSENSE\r\n\r\n")
+        assert raw.recv(100).startswith(b"HTTP/1.1 400 ")
+    with socket.create_connection(server.address, timeout=5) as raw:
+        raw.sendall(b"POST /proxies HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n")
+        assert raw.recv(100).startswith(b"HTTP/1.1 413 ")
+    with socket.create_connection(server.address, timeout=5) as raw:
+        raw.sendall(b"GET /version HTTP/1.1\r\nHost: x\r\n" + b"X-Long: " + b"a" * 100_000)
+        assert raw.recv(100).startswith(b"HTTP/1.1 400 ")
+    api = Api(server.address)
+    try:
+        assert api.call("GET", "/version")[0] == 200
+    finally:
+        api.close()
