@@ -337,3 +337,20 @@ def test_faults_work_on_the_running_loop(echo_server: Upstream) -> None:
             return elapsed
 
     assert 0.19 <= asyncio.run(main()) < 0.6
+
+
+def test_scope_new_keeps_absolute_connection_numbers(echo_server: Upstream) -> None:
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=5) as first:
+            round_trip(first)
+            proxy.add(CloseAfter(0, connections={1, 3}), direction="downstream", scope="new")
+            assert round_trip(first) < 0.5  # connection 1 is open: "new" spares it
+        outcomes = []
+        for _ in range(2):  # connections 2 and 3
+            with socket.create_connection(proxy.address, timeout=5) as client:
+                client.sendall(b"?")
+                try:
+                    outcomes.append(client.recv(1))
+                except ConnectionResetError:
+                    outcomes.append(b"")  # the cut raced our unread "?" into an RST
+    assert outcomes == [b"?", b""]
