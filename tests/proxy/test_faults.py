@@ -354,3 +354,13 @@ def test_scope_new_keeps_absolute_connection_numbers(echo_server: Upstream) -> N
                 except ConnectionResetError:
                     outcomes.append(b"")  # the cut raced our unread "?" into an RST
     assert outcomes == [b"?", b""]
+
+
+def test_after_bytes_counts_bytes_that_passed_before_the_fault(echo_server: Upstream) -> None:
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=5) as client:
+            round_trip(client, b"a" * 100)  # 100 bytes downstream with no fault
+            proxy.add(CloseAfter(10, after_bytes=150), direction="downstream")
+            client.sendall(b"b" * 100)
+            # Active from byte 150, cut 10 bytes later: 60 of the 100 arrive, then EOF.
+            assert recv_all(client) == b"b" * 60
