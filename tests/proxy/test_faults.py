@@ -364,3 +364,15 @@ def test_after_bytes_counts_bytes_that_passed_before_the_fault(echo_server: Upst
             client.sendall(b"b" * 100)
             # Active from byte 150, cut 10 bytes later: 60 of the 100 arrive, then EOF.
             assert recv_all(client) == b"b" * 60
+
+
+def test_removing_a_stall_lets_the_held_data_through(echo_server: Upstream) -> None:
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        proxy.add(Stall(), direction="upstream", name="stall")
+        with socket.create_connection(proxy.address, timeout=0.3) as client:
+            client.sendall(b"held")
+            with pytest.raises(TimeoutError):
+                client.recv(4)
+            proxy.remove("stall")
+            client.settimeout(5)
+            assert recv_exactly(client, 4) == b"held"
