@@ -538,6 +538,8 @@ class FaultProxy:
             for task in pending:
                 task.cancel()
             loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            # Name look-ups of a "localhost" upstream ran in the default executor.
+            loop.run_until_complete(loop.shutdown_default_executor())
 
         name = f"sockwork-proxy-{id(self):x}"
         self._thread = threading.Thread(target=run, name=name, daemon=True)
@@ -670,6 +672,8 @@ class FaultProxy:
     def _bind(self, address: tuple[str, int]) -> socket.socket:
         host, port = address
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        # "localhost" may resolve to ::1 first; clients mostly dial 127.0.0.1 (Go does too).
+        infos.sort(key=lambda info: info[0] != socket.AF_INET)
         family, _, _, _, sockaddr = infos[0]
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
