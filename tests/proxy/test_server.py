@@ -279,3 +279,17 @@ def test_server_survives_garbage_and_oversized_requests(server: ToxiproxyServer)
         assert api.call("GET", "/version")[0] == 200
     finally:
         api.close()
+
+
+def test_server_patch_moves_the_listener(api: Api, echo_server: Upstream) -> None:
+    api.call("POST", "/proxies", {"name": "e", "upstream": upstream_of(echo_server)})
+    old = ("127.0.0.1", json_port(api, "e"))
+    port = free_port()
+    status, proxy, _ = api.call("PATCH", "/proxies/e", {"listen": f"127.0.0.1:{port}"})
+    assert status == 200 and isinstance(proxy, dict)
+    assert proxy["listen"] == f"127.0.0.1:{port}"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(old, timeout=5).close()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        client.sendall(b"v")
+        assert recv_exactly(client, 1) == b"v"
