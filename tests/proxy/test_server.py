@@ -293,3 +293,29 @@ def test_server_patch_moves_the_listener(api: Api, echo_server: Upstream) -> Non
     with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
         client.sendall(b"v")
         assert recv_exactly(client, 1) == b"v"
+
+
+def test_server_seed_replays_toxicity_draws(echo_server: Upstream) -> None:
+    def outcomes() -> list[bool]:
+        with ToxiproxyServer(port=0, seed=42) as srv:
+            api = Api(srv.address)
+            try:
+                api.call("POST", "/proxies", {"name": "p", "upstream": upstream_of(echo_server)})
+                api.call("POST", "/proxies/p/toxics", {"type": "limit_data", "toxicity": 0.5,
+                                                       "attributes": {"bytes": 0}})
+                address = ("127.0.0.1", json_port(api, "p"))
+            finally:
+                api.close()
+            cut = []
+            for _ in range(10):
+                with socket.create_connection(address, timeout=5) as client:
+                    client.sendall(b"s")
+                    try:
+                        cut.append(client.recv(1) == b"")
+                    except ConnectionResetError:
+                        cut.append(True)  # cut while our byte was unread: RST, not FIN
+            return cut
+
+    first = outcomes()
+    assert outcomes() == first
+    assert True in first and False in first
