@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import socket
 import struct
@@ -25,6 +26,7 @@ def test_reliability_1000_cycles_leave_no_fds_or_tasks(echo_server: Upstream) ->
     async def main() -> tuple[int, int, int]:
         async with FaultProxy(upstream=echo_server.address) as proxy:
             await asyncio.sleep(0)
+            gc.collect()  # sockets leaked by earlier tests must not close during ours
             before = open_fds()
             for _ in range(1000):
                 reader, writer = await asyncio.open_connection(*proxy.address)
@@ -45,6 +47,7 @@ def test_reliability_1000_cycles_leave_no_fds_or_tasks(echo_server: Upstream) ->
 
 
 def test_reliability_100_concurrent_connections(echo_server: Upstream) -> None:
+    gc.collect()  # sockets leaked by earlier tests must not close during ours
     baseline = open_fds()
     with FaultProxy(upstream=echo_server.address) as proxy:
         running = open_fds()
