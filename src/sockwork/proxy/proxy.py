@@ -257,7 +257,7 @@ class _Connection:
 
     def _stop(self) -> None:
         self.closed = True
-        if self.task is not None:
+        if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
         for pipe in self.pipes.values():
             pipe.stop()
