@@ -381,6 +381,13 @@ def test_controller_setters_validate(pair: list[socket.socket]) -> None:
     once = ours.delay_before_sending_once(s, 0)
     with pytest.raises(ValueError, match="t must be"):
         once.t = float("nan")
+    for upon in (
+        ours.delay_before_sending_upon_acceptance(s, 0, 4),
+        ours.delay_before_sending_upon_acceptance_once(s, 0),
+    ):
+        with pytest.raises(ValueError, match="t must be"):
+            upon.t = -1
+        assert upon.t == 0
 
 
 def test_poorconn_accepts_bad_t_and_fails_later(pair: list[socket.socket]) -> None:

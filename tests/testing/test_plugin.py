@@ -381,6 +381,7 @@ def test_poorconn_http_server_on_ipv6(pytester: pytest.Pytester) -> None:
     [
         ("tt=1", "unexpected keyword argument 'tt'; it takes address, port, t, length"),
         ("port=-1000", "port must be an int in 0..65535"),
+        ("address=1", "address must be a str, got 1"),
         ("t=-1", "t must be a finite number of seconds >= 0, got -1"),
         ("length=0", "length must be at least 1 byte, got 0"),
     ],
