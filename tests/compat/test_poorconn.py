@@ -8,6 +8,7 @@ next to a test of what sockwork does instead.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import socket
 import ssl
@@ -619,3 +620,68 @@ def test_poorconn_empty_send_waits(pair: list[socket.socket]) -> None:
     elapsed, sent = _timed(s.send, b"")
     assert sent == 0
     assert elapsed >= T * 0.9
+
+
+# --- where sockwork differs: asyncio ------------------------------------------------------
+
+
+def _asyncio_sendall(impl: types.ModuleType) -> tuple[float, int, bytes]:
+    """sock_sendall 300 B under delay_before_sending(T, 100) on asyncio with a 10 ms ticker.
+
+    Returns (seconds, ticks meanwhile, bytes the peer read).
+    """
+    client, server = tcp_pair()
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(recv_exactly(client, 300)))
+    reader.start()
+
+    async def main() -> tuple[float, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        start = time.monotonic()
+        try:
+            sending = asyncio.get_running_loop().sock_sendall(patchable, bytes(300))
+            await asyncio.wait_for(sending, 3)
+        finally:
+            task.cancel()
+        return time.monotonic() - start, ticks
+
+    with client:
+        patchable = impl.make_socket_patchable(server)
+        with patchable:
+            patchable.setblocking(False)
+            impl.delay_before_sending(patchable, T, 100)
+            try:
+                elapsed, ticks = asyncio.run(main())
+            finally:
+                client.shutdown(socket.SHUT_RDWR)  # ends the reader if sending failed
+                reader.join()
+    return elapsed, ticks, received[0]
+
+
+@pytest.mark.xfail(
+    raises=(TimeoutError, asyncio.TimeoutError),  # distinct classes on Python 3.10
+    strict=True,
+    reason="sockwork.faults bug: on a non-blocking socket each retried send re-feeds the "
+    "data and Latency restarts its delay, so a delayed sock_sendall never completes",
+)
+def test_asyncio_loop_keeps_running_during_delays() -> None:
+    elapsed, ticks, received = _asyncio_sendall(ours)
+    assert received == bytes(300)
+    assert 3 * T * 0.9 <= elapsed < 3 * T + SLACK
+    assert ticks >= 10  # about 30 on an idle machine
+
+
+def test_poorconn_blocks_the_asyncio_loop() -> None:
+    elapsed, ticks, received = _asyncio_sendall(poorconn)
+    assert received == bytes(300)
+    assert elapsed >= 3 * T * 0.9
+    assert ticks <= 3  # the loop slept in time.sleep
