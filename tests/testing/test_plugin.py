@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import hypothesis  # noqa: F401 - see below
 import pytest
 
@@ -412,3 +415,14 @@ def test_markers_are_registered(pytester: pytest.Pytester) -> None:
             "@pytest.mark.poorconn_http_server_config(address, port, t, length):*",
         ]
     )
+
+
+def test_loading_the_plugin_imports_no_engine() -> None:
+    # The plugin loads in every pytest run where sockwork is installed.
+    code = (
+        "import sys, pytest, sockwork.testing.plugin; "
+        "print(sorted({'sockwork.faults', 'sockwork.proxy', 'sockwork.compat.poorconn', "
+        "'asyncio', 'hypothesis'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
