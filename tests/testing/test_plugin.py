@@ -8,11 +8,15 @@ import sys
 import hypothesis  # noqa: F401 - see below
 import pytest
 
+import sockwork.compat.poorconn  # noqa: F401 - see below
+import sockwork.faults  # noqa: F401 - see below
+import sockwork.proxy  # noqa: F401 - see below
 from tests.compat.test_poorconn_server import needs_ipv6
 
-# Inner runs load Hypothesis's pytest plugin, which imports hypothesis at the end of
-# the run; pytester then unloads every module the inner run imported, so each run
-# would import it anew (about a second). Importing it here keeps it loaded.
+# pytester unloads every module an inner run imported. Hypothesis's plugin imports
+# hypothesis at the end of each run (about a second), and our fixtures import the
+# fault engine lazily: a fresh copy per run would be slow, and a second copy of the
+# engine must never coexist with the first. Importing them here keeps them loaded.
 
 ECHO_SERVER = '''
 import socket
