@@ -20,10 +20,12 @@
 - Blocking sockets wait in the calling thread, never past the socket's timeout: a
   wait that would end after it raises ``TimeoutError("timed out")``, as CPython does.
 - Non-blocking sockets (timeout 0, asyncio) never wait: they raise
-  ``BlockingIOError`` (EAGAIN; EINPROGRESS for connect) and are polled again. The
-  kernel still reports them ready, so a selector loop would call again at once;
-  to keep a loop responsive without burning a core, a not-yet-due call sleeps at
-  most ``_POLL_NAP`` (0.2 ms) before raising. The loop's other tasks keep running.
+  ``BlockingIOError`` (EAGAIN; EINPROGRESS for connect). A receiver whose data is
+  not due is hidden from poll/epoll with SO_RCVLOWAT until it is (Linux TCP, see
+  ``_quiet``), so the loop sleeps. Where readiness cannot be hidden (sends,
+  connects, accepts, other platforms) the kernel still reports the socket ready and
+  a selector loop calls again at once; to spare the CPU such a not-yet-due call
+  sleeps at most ``_POLL_NAP`` (0.2 ms) before raising. Other tasks keep running.
 - Receives peek (``MSG_PEEK``) and consume only what is delivered, so the kernel's
   readiness always matches what the application may read; nothing is buffered
   in user space.
@@ -150,9 +152,10 @@ _CHANGED = threading.Condition()
 
 
 def notify_changed() -> None:
-    """Wake every thread waiting on a fault: the faults changed."""
+    """Wake every thread waiting on a fault, and every hidden receiver: the faults changed."""
     with _CHANGED:
         _CHANGED.notify_all()
+    _loud_all()
 
 
 class _Budget:
@@ -370,6 +373,8 @@ def detach_all(handle: Handle) -> None:
                     if layer.handle is handle and layer.conn is not None:
                         layer.conn.close()
                 state.layers = kept
+                if not kept:
+                    _unwatch(state)
     notify_changed()
 
 
@@ -437,7 +442,11 @@ def _after_pass(sock: socket.socket, state: SocketState, direction: str) -> None
     """A Close may be due right after the last byte passed: carry it out now."""
     action = state.next(direction, _now())
     if isinstance(action, Close):
+        if direction == "recv" and not action.reset and _eof_reached(state):
+            return
         _cut(sock, state, action.reset)
+    else:
+        _watch_deadline(sock, state, direction, action)
 
 
 def send(
@@ -514,6 +523,85 @@ def _wait_readable(sock: socket.socket, timeout: float | None) -> bool:
         return True
 
 
+# -- readiness for non-blocking receivers -------------------------------------------
+#
+# A non-blocking receiver whose data is not due yet must not look readable, or a
+# selector loop would call it again at once. Linux honours SO_RCVLOWAT in poll and
+# epoll for TCP, and tcp_set_rcvlowat() signals EPOLLIN when lowering it makes the
+# socket readable (net/ipv4/tcp.c, Linux >= 4.18): raise it while the data waits,
+# lower it back when due, and the loop sleeps until then. Elsewhere (or when the
+# socket stays readable: half its buffer full, EOF, an error) the caller naps.
+
+_QUIETED: dict[int, tuple[weakref.ref[socket.socket], int, threading.Timer | None]] = {}
+_RCVLOWAT_HIGH = 1 << 30  # the kernel caps it at half the receive buffer
+
+
+def _quiet(sock: socket.socket, state: SocketState, until: float) -> bool:
+    """Hide ``sock``'s readability until ``until`` (inf: until the faults change)."""
+    if not sys.platform.startswith("linux") or sock.family not in (socket.AF_INET,
+                                                                    socket.AF_INET6):
+        return False
+    key = id(state)
+    with _REGISTRY_LOCK:
+        entry = _QUIETED.get(key)
+    if entry is None:
+        try:
+            original = int(_real_getsockopt(sock, socket.SOL_SOCKET, socket.SO_RCVLOWAT))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, _RCVLOWAT_HIGH)
+        except OSError:
+            return False
+    else:
+        original = entry[1]
+        if entry[2] is not None:
+            entry[2].cancel()
+    timer = None
+    if until != _INF:
+        ref = weakref.ref(sock)
+
+        def wake() -> None:
+            target = ref()
+            if target is not None:
+                _loud(target, state)
+
+        timer = threading.Timer(max(0.0, until - _now()), wake)
+        timer.daemon = True
+    with _REGISTRY_LOCK:
+        _QUIETED[key] = (weakref.ref(sock), original, timer)
+    if timer is not None:
+        timer.start()
+    if _wait_readable(sock, 0):  # still readable: hiding does not work here
+        _loud(sock, state)
+        return False
+    return True
+
+
+def _loud(sock: socket.socket, state: SocketState) -> None:
+    """Undo :func:`_quiet`: the socket reports readiness again (and wakes waiters)."""
+    with _REGISTRY_LOCK:
+        entry = _QUIETED.pop(id(state), None)
+    if entry is None:
+        return
+    if entry[2] is not None:
+        entry[2].cancel()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, entry[1])
+    except OSError:
+        pass
+
+
+def _loud_all() -> None:
+    with _REGISTRY_LOCK:
+        entries = list(_QUIETED.items())
+    for key, (ref, _, _) in entries:
+        sock = ref()
+        state = _STATES.get(id(sock)) if sock is not None else None
+        if sock is not None and state is not None and id(state) == key:
+            _loud(sock, state)
+        else:
+            with _REGISTRY_LOCK:
+                _QUIETED.pop(key, None)
+
+
 def _peek(sock: socket.socket, size: int, budget: _Budget, until: float | None) -> bytes | None:
     """Peek at most ``size`` bytes; None when nothing came before ``until``."""
     if budget.nonblocking:
@@ -546,9 +634,20 @@ def receive(
     while True:
         if state.idle("recv"):  # the faults were removed meanwhile
             return consume(size)
+        pending = state.pending("recv")
+        if pending and not _eof_reached(state):
+            # Bytes that arrived since the last look join the pending ones (Coalesce).
+            try:
+                more = _real_recv(sock, size, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                more = b""
+            if len(more) > pending:
+                state.feed("recv", len(more) - pending, _now())
         now = _now()
         action = state.next("recv", now)
+        _watch_deadline(sock, state, "recv", action)
         if isinstance(action, Read):
+            _loud(sock, state)
             cap = size if action.max_bytes is None else min(size, action.max_bytes)
             data = _peek(sock, cap, budget, action.until)
             if data is None:
@@ -557,25 +656,24 @@ def receive(
                 state.feed("recv", len(data), _now())
             else:
                 state.feed_eof("recv", _now())
-        elif isinstance(action, Wait):
-            budget.wait(action.until)
-            pending = state.pending("recv")
-            if pending and not budget.nonblocking:
-                more = _real_recv(sock, size, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-                if len(more) > pending:
-                    state.feed("recv", len(more) - pending, _now())
+        elif isinstance(action, (Wait, Stalled)):
+            until = action.until if isinstance(action, Wait) else _INF
+            if budget.nonblocking and until > _now() and _quiet(sock, state, until):
+                raise _would_block()
+            budget.wait(until)
         elif isinstance(action, Deliver):
+            _loud(sock, state)
             result = consume(min(action.n, size))
             n = _length(result)
             state.passed("recv", n, _now())
             _after_pass(sock, state, "recv")
             return result
         elif isinstance(action, Discard):
+            _loud(sock, state)
             dropped = _real_recv(sock, action.n)
             state.passed("recv", len(dropped), _now())
-        elif isinstance(action, Stalled):
-            budget.wait(_INF)
         elif isinstance(action, Close):
+            _loud(sock, state)
             if action.reset:
                 _cut(sock, state, True)
                 _raise_if_cut(state, False)
@@ -585,6 +683,68 @@ def receive(
             return empty()
         else:
             raise AssertionError(f"unexpected action {action!r}")
+
+
+# -- deadlines that no readiness event will announce --------------------------------
+#
+# Some faults act at a time with nothing to read or write (Timeout closes an idle
+# connection, ResetPeer resets after it discarded the data): no call of the
+# application would come to carry the action out, so a timer re-asks the plan at
+# that time and performs a due Close. The cut itself wakes selectors (hang-up).
+
+_WATCHED: dict[tuple[int, str], tuple[float, threading.Timer]] = {}
+
+
+def _unwatch(state: SocketState) -> None:
+    """Cancel the deadline timers of ``state`` (its socket closed or lost its faults)."""
+    with _REGISTRY_LOCK:
+        for direction in ("send", "recv"):
+            entry = _WATCHED.pop((id(state), direction), None)
+            if entry is not None:
+                entry[1].cancel()
+
+
+def _watch_deadline(sock: socket.socket, state: SocketState, direction: str,
+                    action: Action) -> None:
+    if isinstance(action, Read):
+        until = action.until
+    elif isinstance(action, Wait):
+        until = action.until
+    else:
+        return
+    if until is None or until == _INF or state.pending(direction):
+        return
+    key = (id(state), direction)
+    ref = weakref.ref(sock)
+
+    def fire() -> None:
+        with _REGISTRY_LOCK:
+            entry = _WATCHED.get(key)
+            if entry is not None and entry[0] == until:
+                del _WATCHED[key]
+        target = ref()
+        if target is None or lookup(target) is not state or state.cut is not None:
+            return
+        if state.idle(direction) or state.pending(direction):
+            return
+        again = state.next(direction, _now())
+        if isinstance(again, Close):
+            if direction == "recv" and _eof_reached(state) and not again.reset:
+                return  # the peer's own EOF: the application will read it
+            _cut(target, state, again.reset)
+        else:
+            _watch_deadline(target, state, direction, again)
+
+    timer = threading.Timer(max(0.0, until - _now()) + 0.0005, fire)
+    timer.daemon = True
+    with _REGISTRY_LOCK:
+        scheduled = _WATCHED.get(key)
+        if scheduled is not None and scheduled[0] <= until:
+            return
+        if scheduled is not None:
+            scheduled[1].cancel()
+        _WATCHED[key] = (until, timer)
+    timer.start()
 
 
 def _eof_reached(state: SocketState) -> bool:
@@ -787,31 +947,31 @@ def sleep_until(until: float) -> None:
 
 
 def _d_send(self: socket.socket, data: object, flags: int = 0) -> int:
-    state = lookup(self)
-    if state is None or state.idle("send"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or state.idle("send"):
         return _real_send(self, data, flags)  # type: ignore[arg-type]
     return send(self, state, data, lambda v: _real_send(self, v, flags), whole=False)
 
 
 def _d_sendall(self: socket.socket, data: object, flags: int = 0) -> None:
-    state = lookup(self)
-    if state is None or state.idle("send"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or state.idle("send"):
         return _real_sendall(self, data, flags)  # type: ignore[arg-type]
     send(self, state, data, lambda v: _real_send(self, v, flags), whole=True)
     return None
 
 
 def _d_sendto(self: socket.socket, data: object, *args: object) -> int:
-    state = lookup(self)
-    if state is None or state.idle("send"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or state.idle("send"):
         return _real_sendto(self, data, *args)  # type: ignore[call-overload, no-any-return]
     return send(self, state, data, lambda v: _real_sendto(self, v, *args),  # type: ignore[call-overload]
                 whole=False)
 
 
 def _d_sendmsg(self: socket.socket, buffers: Iterable[object], *args: object) -> int:
-    state = lookup(self)
-    if state is None or state.idle("send"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or state.idle("send"):
         return _real_sendmsg(self, buffers, *args)  # type: ignore[arg-type]
     data = b"".join(bytes(memoryview(b)) for b in buffers)  # type: ignore[arg-type]
     ancdata: list[object] = list(args[0]) if args else []  # type: ignore[call-overload]
@@ -827,23 +987,23 @@ def _d_sendmsg(self: socket.socket, buffers: Iterable[object], *args: object) ->
 
 def _d_sendfile(self: socket.socket, file: object, offset: int = 0,
                 count: int | None = None) -> int:
-    state = lookup(self)
-    if state is None or state.idle("send"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or state.idle("send"):
         return _real_sendfile(self, file, offset, count)  # type: ignore[arg-type]
     # The os.sendfile fast path would bypass the faults: use the send() loop.
     return _real_sendfile_use_send(self, file, offset, count)  # type: ignore[no-any-return]
 
 
 def _d_recv(self: socket.socket, bufsize: int, flags: int = 0) -> bytes:
-    state = lookup(self)
-    if state is None or flags & socket.MSG_PEEK or state.idle("recv"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or flags & socket.MSG_PEEK or state.idle("recv"):
         return _real_recv(self, bufsize, flags)
     return receive(self, state, bufsize, lambda n: _real_recv(self, n, flags), lambda: b"")
 
 
 def _d_recv_into(self: socket.socket, buffer: object, nbytes: int = 0, flags: int = 0) -> int:
-    state = lookup(self)
-    if state is None or flags & socket.MSG_PEEK or state.idle("recv"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or flags & socket.MSG_PEEK or state.idle("recv"):
         return _real_recv_into(self, buffer, nbytes, flags)  # type: ignore[arg-type]
     size = nbytes or len(memoryview(buffer))  # type: ignore[arg-type]
     return receive(self, state, size,
@@ -852,8 +1012,8 @@ def _d_recv_into(self: socket.socket, buffer: object, nbytes: int = 0, flags: in
 
 
 def _d_recvfrom(self: socket.socket, bufsize: int, flags: int = 0) -> tuple[bytes, object]:
-    state = lookup(self)
-    if state is None or flags & socket.MSG_PEEK or state.idle("recv"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or flags & socket.MSG_PEEK or state.idle("recv"):
         return _real_recvfrom(self, bufsize, flags)
     return receive(self, state, bufsize, lambda n: _real_recvfrom(self, n, flags),
                    lambda: (b"", None))
@@ -861,8 +1021,8 @@ def _d_recvfrom(self: socket.socket, bufsize: int, flags: int = 0) -> tuple[byte
 
 def _d_recvfrom_into(self: socket.socket, buffer: object, nbytes: int = 0,
                      flags: int = 0) -> tuple[int, object]:
-    state = lookup(self)
-    if state is None or flags & socket.MSG_PEEK or state.idle("recv"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or flags & socket.MSG_PEEK or state.idle("recv"):
         return _real_recvfrom_into(self, buffer, nbytes, flags)  # type: ignore[arg-type]
     size = nbytes or len(memoryview(buffer))  # type: ignore[arg-type]
     return receive(self, state, size,
@@ -872,8 +1032,8 @@ def _d_recvfrom_into(self: socket.socket, buffer: object, nbytes: int = 0,
 
 def _d_recvmsg(self: socket.socket, bufsize: int, ancbufsize: int = 0,
                flags: int = 0) -> tuple[bytes, list[object], int, object]:
-    state = lookup(self)
-    if state is None or flags & socket.MSG_PEEK or state.idle("recv"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or flags & socket.MSG_PEEK or state.idle("recv"):
         return _real_recvmsg(self, bufsize, ancbufsize, flags)  # type: ignore[return-value]
     return receive(self, state, bufsize,
                    lambda n: _real_recvmsg(self, n, ancbufsize, flags),  # type: ignore[return-value]
@@ -944,6 +1104,11 @@ def _d_close(self: socket.socket) -> None:
         for layer in state.layers:
             if layer.conn is not None:
                 layer.conn.close()
+        _unwatch(state)
+        with _REGISTRY_LOCK:
+            entry = _QUIETED.pop(id(state), None)
+        if entry is not None and entry[2] is not None:
+            entry[2].cancel()
     _real_close(self)
 
 
