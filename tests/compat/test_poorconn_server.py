@@ -163,3 +163,19 @@ def test_close_cuts_a_slow_response_short(site: Path) -> None:
                 received += chunk
     assert elapsed < 0.3 + 1.0
     assert not received.endswith(bytes(1000))  # cut short, not served in full
+
+
+def test_connections_closed_upon_acceptance_print_no_traceback(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import poorconn  # its close_upon_acceptance hands the server a closed socket
+
+    def close_all(s: socket.socket) -> socket.socket:
+        s = poorconn.make_socket_patchable(s)
+        poorconn.close_upon_acceptance(s)
+        return s
+
+    with serve(site, simulation=close_all) as server:
+        with socket.create_connection(server.server.server_address[:2], timeout=5) as client:
+            assert client.recv(10) == b""
+    assert capsys.readouterr().err == ""
