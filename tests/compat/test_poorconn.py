@@ -649,7 +649,7 @@ def _asyncio_sendall(impl: types.ModuleType) -> tuple[float, int, bytes]:
         start = time.monotonic()
         try:
             sending = asyncio.get_running_loop().sock_sendall(patchable, bytes(300))
-            await asyncio.wait_for(sending, 3)
+            await asyncio.wait_for(sending, 2)
         finally:
             task.cancel()
         return time.monotonic() - start, ticks
