@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sockwork.faults import Bandwidth, CloseAfter, Latency, Slice, Stall
+from sockwork.faults import AcceptDelay, Bandwidth, CloseAfter, Latency, Slice, Stall
 from sockwork.proxy.fault import fault_for
 from sockwork.proxy.toxic import (
     TOXIC_TYPES,
@@ -78,6 +78,11 @@ def test_toxic_to_fault_units_and_directions() -> None:
         "average_size": 10, "size_variation": 4, "delay": 500}}))
     assert slicer == Slice(14, min_bytes=6, delay=0.0005, direction="recv")
     assert fault_for(parse_toxic({"type": "noop"})) is None
+    shared = fault_for(parse_toxic({"type": "shared_bandwidth", "name": "cap",
+                                    "attributes": {"rate": 5}}))
+    assert shared == Bandwidth(5000, group="toxic:cap", direction="recv")
+    delay = fault_for(parse_toxic({"type": "accept_delay", "attributes": {"delay": 300}}))
+    assert delay == AcceptDelay(0.3)
 
 
 def test_proxy_spec_validation_and_patch() -> None:

@@ -88,7 +88,8 @@ _T = TypeVar("_T")
 _WRITE_HIGH_WATER = 512 * 1024
 _CONNECT_TIMEOUT = 10.0
 _ACCEPT_BATCH = 64
-_READ_SIZE = 256 * 1024  # the most one read takes from a socket
+_PRUNE_EVERY = 256
+_READ_SIZE = 1024 * 1024  # the most one read takes from a socket
 _ACCEPT_RETRY = 0.1
 _CLOSE_TIMEOUT = 5.0
 _LINGER_ZERO = struct.pack("ii", 1, 0)
@@ -412,6 +413,7 @@ class FaultProxy:
         self._accepts = 0
         self._streams = 0
         self._failed = 0
+        self._closed_since_prune = 0
         self._received: dict[str, int] = {"upstream": 0, "downstream": 0}
         self._sent: dict[str, int] = {"upstream": 0, "downstream": 0}
         self._plan: Plan | None = None
@@ -783,6 +785,12 @@ class FaultProxy:
     def _connection_closed(self, conn: _Connection) -> None:
         if self._connections.pop(conn.id, None) is None:
             return
+        self._closed_since_prune += 1
+        if self._closed_since_prune >= _PRUNE_EVERY and self._plan is not None:
+            # The plan forgets closed connections only in update(); updating with the
+            # same faults keeps every open stream's state and draws (plan.py's rules).
+            self._closed_since_prune = 0
+            self._plan.update(self._plan.faults, now=self._require_loop().time())
         if not conn.failed and conn.plan_conn is not None:
             index = conn.plan_conn.index
             fired = tuple(
