@@ -16,9 +16,7 @@ TIMEOUT = 10
 
 def spawn_telnet(address: tuple[str, int]) -> pexpect.spawn:
     telnet = require_binary("telnet")
-    child = pexpect.spawn(
-        telnet, [address[0], str(address[1])], timeout=TIMEOUT, encoding="utf-8"
-    )
+    child = pexpect.spawn(telnet, [address[0], str(address[1])], timeout=TIMEOUT, encoding="utf-8")
     return child
 
 

@@ -327,13 +327,12 @@ class Session:
         if not data:
             return
         if self._closed:
-            raise ConnectionClosed(
-                "the telnet session is closed", address=self.peer, by_peer=False
-            )
+            raise ConnectionClosed("the telnet session is closed", address=self.peer, by_peer=False)
         try:
             self._sock.sendall(data)
         except OSError as error:
             self._mark_closed("send failed")
+            self._shutdown()  # wake the session's reader: the connection is unusable
             raise ConnectionClosed(
                 f"telnet client {self.peer_text} is gone ({error})", address=self.peer
             ) from error
@@ -345,9 +344,7 @@ class Session:
             if self._eof_delivered:
                 # The program already saw end of input and asks again: stop it here
                 # rather than let a loop without do_EOF spin forever.
-                raise ConnectionClosed(
-                    f"telnet client {self.peer_text} is gone", address=self.peer
-                )
+                raise ConnectionClosed(f"telnet client {self.peer_text} is gone", address=self.peer)
             self._flush()
             while True:
                 with self._lock:
@@ -556,9 +553,7 @@ class ConsoleServer:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self.address: tuple[str, int] = cast(
-            tuple[str, int], self._listener.getsockname()[:2]
-        )
+        self.address: tuple[str, int] = cast(tuple[str, int], self._listener.getsockname()[:2])
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -828,4 +823,3 @@ def _no_command() -> bool:
 
 def _end_session(arg: str) -> bool:
     return True
-
