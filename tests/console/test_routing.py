@@ -165,3 +165,16 @@ def test_routing_without_a_console_drops_output() -> None:
             print("nowhere")
     finally:
         sys.stdout = saved
+
+
+def test_console_exports_match_the_docs() -> None:
+    import re
+    from pathlib import Path
+
+    import sockwork.console
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "console.md").read_text()
+    line = re.search(r"Exports of `sockwork.console`: (.*?)\.\n\n", doc, re.S)
+    assert line is not None
+    documented = set(re.findall(r"`(\w+)`", line.group(1)))
+    assert documented == set(sockwork.console.__all__)
