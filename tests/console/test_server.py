@@ -460,3 +460,17 @@ def test_server_speaks_tls(certificate: Path) -> None:
             while not received.endswith(b"shop> "):
                 received += tls.recv(4096)
             assert received == b"\r\nnote\r\nshop> "
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_server_random_bytes_never_break_the_session(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    noise = bytes(rng.choice([b for b in range(256) if b != 0x04]) for _ in range(20_000))
+    with shop(max_line=256) as (server, client):
+        # Whatever state the noise leaves the parser in, IAC SE twice closes any
+        # subnegotiation and CR LF any line; then the session must still answer.
+        client.send(noise + bytes([IAC, 240, IAC, 240]) + b"\r\nhello after noise\r\n")
+        client.read_until(b"hello after noise\r\nshop> ")
+        assert len(server.sessions) == 1
