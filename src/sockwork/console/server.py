@@ -692,10 +692,17 @@ class ConsoleServer:
                 sock, peer = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as error:  # EMFILE and friends: keep serving the others
-                _log.warning("accept failed: %s", error)
+            except OSError as error:
+                # EMFILE and friends: the pending client stays queued and the listener
+                # stays readable; pause instead of spinning, keep serving the others.
+                _log.warning("accept failed (%s); retrying in 0.1 s", error)
+                self._stopping.wait(0.1)
                 return
-            self._admit(sock, (str(peer[0]), int(peer[1])))
+            try:
+                self._admit(sock, (str(peer[0]), int(peer[1])))
+            except (OSError, RuntimeError) as error:  # reset already, or no thread left
+                _log.warning("could not start a session for %s: %s", peer, error)
+                sock.close()
 
     def _admit(self, sock: socket.socket, peer: tuple[str, int]) -> None:
         sock.setblocking(True)
@@ -719,9 +726,10 @@ class ConsoleServer:
                     daemon=True,
                 )
                 session._thread = thread
+                # Started under the lock: stop() must never join an unstarted thread.
+                thread.start()
                 self._sessions[session.id] = session
                 self._threads.add(thread)
-                thread.start()  # under the lock: stop() must never join an unstarted thread
         if busy:
             self._refuse(sock)
 
