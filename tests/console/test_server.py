@@ -474,3 +474,33 @@ def test_server_random_bytes_never_break_the_session(seed: int) -> None:
         client.send(noise + bytes([IAC, 240, IAC, 240]) + b"\r\nhello after noise\r\n")
         client.read_until(b"hello after noise\r\nshop> ")
         assert len(server.sessions) == 1
+
+
+def test_server_serves_a_python_repl_with_tracebacks() -> None:
+    import code
+
+    def python() -> None:
+        code.interact(banner="python over telnet", local={}, exitmsg="bye")
+
+    with ConsoleServer(python) as server, Client(server.address) as client:
+        assert client.read_until(b">>> ") == b"python over telnet\r\n>>> "
+        client.line("6 * 7")
+        assert client.read_until(b">>> ") == b"42\r\n>>> "
+        client.line("1 / 0")
+        # The traceback goes through the routed sys.stderr to this user only.
+        assert b"ZeroDivisionError: division by zero\r\n>>> " in client.read_until(b">>> ")
+        client.send(b"\x04")
+        assert client.read_all() == b"\r\nbye\r\n"
+
+
+def test_server_client_that_stops_reading_is_dropped_after_idle_timeout() -> None:
+    class Flood(Shop):
+        def do_flood(self, arg: str) -> None:
+            for _ in range(100_000):
+                print("x" * 99)  # 10 MB: far more than the socket buffers hold
+
+    with ConsoleServer(Flood, idle_timeout=0.5) as server, Client(server.address) as client:
+        client.read_until(b"shop> ")
+        client.line("flood")  # ...and never read again
+        wait_until(lambda: server.sessions == [], timeout=10)
+        assert server.broadcast("anyone?") == 0
