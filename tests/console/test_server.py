@@ -504,3 +504,9 @@ def test_server_client_that_stops_reading_is_dropped_after_idle_timeout() -> Non
         client.line("flood")  # ...and never read again
         wait_until(lambda: server.sessions == [], timeout=10)
         assert server.broadcast("anyone?") == 0
+
+
+def test_server_builtin_help_reaches_the_session() -> None:
+    with ConsoleServer(lambda: help(len)) as server, Client(server.address) as client:
+        text = client.read_all()
+    assert b"len(obj, /)\r\n" in text and b"\x08" not in text
