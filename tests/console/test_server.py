@@ -5,7 +5,6 @@ import errno
 import logging
 import os
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -423,18 +422,6 @@ def test_server_address_in_use_is_an_oserror() -> None:
         with pytest.raises(OSError) as info:
             ConsoleServer(Shop, port=server.address[1], stdio="none")
         assert info.value.errno == errno.EADDRINUSE
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("tls")
-    pem = directory / "server.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-keyout", str(pem), "-out", str(pem)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return pem
 
 
 def test_server_speaks_tls(certificate: Path) -> None:
