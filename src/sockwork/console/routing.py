@@ -39,7 +39,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal, TextIO, TypeVar, cast
+from typing import Literal, ParamSpec, TextIO, TypeVar, cast
 
 __all__ = [
     "Streams",
@@ -58,6 +58,7 @@ _real_input = builtins.input
 _real_getpass = _getpass_module.getpass
 
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 Mode = Literal["streams", "builtins"]
 
 
@@ -103,7 +104,7 @@ def bind(streams: Streams | None) -> Iterator[None]:
         _binding.streams = previous
 
 
-def wrap(function: Callable[..., _T]) -> Callable[..., _T]:
+def wrap(function: Callable[_P, _T]) -> Callable[_P, _T]:
     """Return ``function`` bound to the caller's current streams, to run in another thread.
 
     ``threading.Thread(target=wrap(work)).start()`` inside a session makes ``work``
@@ -111,7 +112,7 @@ def wrap(function: Callable[..., _T]) -> Callable[..., _T]:
     """
     streams = _binding.streams
 
-    def bound(*args: object, **kwargs: object) -> _T:
+    def bound(*args: _P.args, **kwargs: _P.kwargs) -> _T:
         with bind(streams):
             return function(*args, **kwargs)
 
