@@ -130,7 +130,7 @@ def test_command_serve_tls_with_certfile(certificate: Path) -> None:
             while not received.endswith(b"shop> "):
                 received += tls.recv(4096)
             assert received == b"Welcome to the shop.\r\nshop> "
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)  # ends like Ctrl-C: a clean stop
         assert process.wait(10) == 0
     finally:
         process.kill()
