@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING
 
 from sockwork.errors import ProtocolError
 from sockwork.frames import JSON, Format, MessageSocket, connect
+from sockwork.frames.aio import MessageStream, open_connection
 from storify.errors import StoreError
 
 if TYPE_CHECKING:
     from typing import Self
 
-__all__ = ["MAX_MESSAGE", "ApiError", "StoreClient", "result_of"]
+__all__ = ["MAX_MESSAGE", "ApiError", "AsyncStoreClient", "StoreClient", "result_of"]
 
 MAX_MESSAGE = 1024 * 1024  # bytes: the largest API message either side accepts
 
@@ -111,3 +112,45 @@ class StoreClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class AsyncStoreClient:
+    """An asyncio connection to the store's API; one request at a time.
+
+    Args:
+        stream: a ``MessageStream`` using the JSON codec and U32 format.
+    """
+
+    def __init__(self, stream: MessageStream[object]) -> None:
+        self.stream = stream
+        self._ids = itertools.count(1)
+
+    @classmethod
+    async def connect(cls, host: str, port: int) -> AsyncStoreClient:
+        """Connect to the API at ``host:port`` (wrap in ``asyncio.wait_for`` for a timeout)."""
+        stream = await open_connection(
+            host, port, format=Format.U32, codec=JSON, max_size=MAX_MESSAGE
+        )
+        return cls(stream)
+
+    async def send_request(self, op: str, **fields: object) -> dict[str, object]:
+        """Send one request and return the whole reply (``ok`` true or false) unchecked."""
+        request_id = next(self._ids)
+        await self.stream.send({"id": request_id, "op": op, **fields})
+        reply = await self.stream.recv()
+        if not isinstance(reply, dict) or reply.get("id") != request_id:
+            raise ProtocolError(f"expected the reply to request {request_id}, got {reply!r:.200}")
+        return reply
+
+    async def request(self, op: str, **fields: object) -> dict[str, object]:
+        """Send one request and return its result; an error reply raises :class:`ApiError`."""
+        return result_of(await self.send_request(op, **fields))
+
+    async def aclose(self) -> None:
+        """Close the connection and wait until it is closed."""
+        self.stream.close()
+        await self.stream.wait_closed()
+
+    def abort(self) -> None:
+        """Drop the connection at once (after a timeout or a broken reply)."""
+        self.stream.abort()
