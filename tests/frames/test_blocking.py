@@ -80,6 +80,11 @@ def test_message_socket_send_many_then_iterate_until_clean_eof(tcp_pair: Pair) -
         with pytest.raises(ConnectionClosed) as info:
             right.recv()
         assert type(info.value) is ConnectionClosed and info.value.by_peer
+        assert info.value.address == right.address
+        right.close()
+        with pytest.raises(ConnectionClosed) as info:
+            right.recv()
+        assert info.value.by_peer is False
 
 
 def test_message_socket_codecs(tcp_pair: Pair) -> None:
@@ -402,3 +407,39 @@ def test_message_socket_server_keeps_serving_other_connections() -> None:
                 assert third.recv() == b"new"
         acceptor.join(10)
     assert any(isinstance(f, MessageTooLarge) for f in faults)
+
+
+def test_message_socket_interoperates_with_real_stockings(tcp_pair: Pair) -> None:
+    """The STOCKINGS format against the real Stockings 1.2.3 package, both directions."""
+    stockings = pytest.importorskip("Stockings")
+    a, b = tcp_pair
+    theirs = stockings.Stocking(a)
+    try:
+        with MessageSocket(b, format=Format.STOCKINGS, codec=BYTES_OR_TEXT) as ours:
+            ours.settimeout(10)
+            # Stockings cannot send an empty message, but it receives one as "" or b"".
+            sent = ["", "é text", b"", b"\x00bytes", "x" * 70_000]
+            ours.send_many(sent)
+            got: list[object] = []
+            deadline = time.monotonic() + 10
+            while len(got) < len(sent) and time.monotonic() < deadline:
+                try:
+                    message = theirs.read()
+                except stockings.NotReady:
+                    message = None
+                if message is None:
+                    time.sleep(0.01)  # Stockings offers no blocking read
+                else:
+                    got.append(message)
+            assert got == sent
+            assert [type(m) for m in got] == [str, str, bytes, bytes, str]
+            for message in ("hello", b"\xffbin", "ü" * 5000):
+                while True:
+                    try:
+                        theirs.write(message)
+                        break
+                    except stockings.NotReady:  # its handshake runs in a thread
+                        time.sleep(0.01)
+            assert [ours.recv() for _ in range(3)] == ["hello", b"\xffbin", "ü" * 5000]
+    finally:
+        theirs.close()

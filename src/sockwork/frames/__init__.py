@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from sockwork.frames.aio import MessageStream, open_connection, start_server
 from sockwork.frames.blocking import MessageSocket, connect
 from sockwork.frames.codec import (
     DEFAULT_MAX_SIZE,
@@ -37,7 +38,10 @@ __all__ = [
     "FrameEncoder",
     "Message",
     "MessageSocket",
+    "MessageStream",
     "NeedData",
     "Payload",
     "connect",
+    "open_connection",
+    "start_server",
 ]

@@ -55,6 +55,7 @@ T = TypeVar("T")
 _COALESCE_LIMIT = 64 * 1024  # flush pending small frames once this many bytes wait
 _COPY_LIMIT = 16 * 1024  # payloads at least this large are written without joining
 _READ_HIGH = 4 * 1024 * 1024  # pause reading when this many unread bytes are buffered
+_WRITE_HIGH = 1024 * 1024  # send() waits while more than this is queued in the transport
 
 
 class _FrameProtocol(asyncio.BufferedProtocol):
@@ -74,6 +75,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=_WRITE_HIGH)
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -276,7 +278,7 @@ class MessageStream(Generic[T]):
                     exc.address = self.address
                 self._fail(exc)
                 raise
-            except ConnectionClosed:
+            except ConnectionClosed as exc:
                 if self._closing:
                     raise self._closed_error() from None
                 if protocol.lost_error is not None:
@@ -285,6 +287,7 @@ class MessageStream(Generic[T]):
                         address=self.address,
                         by_peer=True,
                     ) from protocol.lost_error
+                exc.address = self.address
                 raise
             if message is not NEED_DATA:
                 decode = self._decode

@@ -256,13 +256,16 @@ class MessageSocket(Generic[T]):
                         exc.address = self.address
                     self._fail(exc)
                     raise
-                except ConnectionClosed:
+                except ConnectionClosed as exc:
+                    if self._closed:
+                        raise self._closed_error() from None
                     if self._recv_error is not None:
                         raise ConnectionClosed(
                             f"connection lost: {self._recv_error}",
                             address=self.address,
                             by_peer=True,
                         ) from self._recv_error
+                    exc.address = self.address
                     raise
                 if message is not NEED_DATA:
                     decode = self._decode

@@ -21,12 +21,10 @@ always decode to ``bytes`` (a ``str`` given to the encoder is sent as its UTF-8
 bytes). STOCKINGS decodes a text frame to ``str`` and a bytes frame to ``bytes``, and
 encodes a ``str`` as a text frame and any bytes-like object as a bytes frame.
 
-Empty messages: U32 and VARINT send them like any other. STOCKINGS sends an empty
-message as a one-byte header (``0x80`` for text, ``0xC0`` for bytes) and the sockwork
-decoder delivers it as ``""`` or ``b""``. The real Stockings package never sends
-such a frame (its ``write("")`` is a no-op) and, receiving one, skips it as "no
-header" and parses the next header, so an empty message sent to a real Stockings
-peer is silently dropped there: exactly what Stockings itself does with one.
+Empty messages: every format sends them. STOCKINGS sends an empty message as a
+one-byte header (``0x80`` for text, ``0xC0`` for bytes) and the decoder delivers it
+as ``""`` or ``b""``. The real Stockings package cannot send one (its ``write("")`` is
+a no-op) but, receiving one, returns ``""`` or ``b""`` from ``read()`` (tested).
 """
 
 # Rules:
