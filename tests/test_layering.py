@@ -23,6 +23,7 @@ CORE_MODULES = [
     "storify/errors.py",
     "storify/money.py",
     "storify/tally.py",
+    "sockwork/console/telnet.py",
 ]
 
 FORBIDDEN = {"socket", "selectors", "ssl", "asyncio", "threading", "time", "select"}
