@@ -89,7 +89,10 @@ _WRITE_HIGH_WATER = 512 * 1024
 _CONNECT_TIMEOUT = 10.0
 _CLOSE_TIMEOUT = 5.0
 _LINGER_ZERO = struct.pack("ii", 1, 0)
-_NO_END = 2**62  # the open end of a "connections from N on" range
+# "Connections from N on" is written range(N, N + _SCOPE_SPAN): the vocabulary's
+# `connections` has no open-ended form, and it validates a range with min(), which
+# walks it, so the span must stay small enough to check in a few milliseconds.
+_SCOPE_SPAN = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -864,7 +867,7 @@ class FaultProxy:
 def _from_index(connections: object, first: int) -> int | range | frozenset[int] | None:
     """Intersect a ``connections`` trigger with "index ``first`` and later"."""
     if connections is None:
-        return range(first, _NO_END)
+        return range(first, first + _SCOPE_SPAN)
     if isinstance(connections, int):
         return range(first, connections + 1) if connections >= first else None
     assert isinstance(connections, (range, frozenset))
