@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
@@ -23,6 +24,8 @@ from sockwork.faults.vocabulary import (
     SlowClose,
     Stall,
     Timeout,
+    fault_from_dict,
+    fault_to_dict,
 )
 
 
@@ -114,3 +117,26 @@ def test_vocabulary_directions() -> None:
     assert both.acts_on("send") and both.acts_on("recv")
     recv = Latency(1)
     assert recv.acts_on("recv") and not recv.acts_on("send")
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [Latency(0.2, jitter=0.01), Bandwidth(1000, group="g"), Slice(64, min_bytes=2),
+     CloseAfter(10, reset=True, connections=[2, 3]), Refuse(connections=range(1, 3)),
+     DnsFailure("again", delay=0.5), Stall(after_bytes=5), Timeout(1.0)],
+)
+def test_vocabulary_round_trips_through_plain_data(fault: object) -> None:
+    data = fault_to_dict(fault)  # type: ignore[arg-type]
+    assert json.loads(json.dumps(data)) == data
+    assert fault_from_dict(data) == fault or fault_from_dict(data).connections == frozenset(
+        fault.connections)  # type: ignore[attr-defined]
+
+
+def test_vocabulary_plain_data_omits_defaults_and_rejects_unknowns() -> None:
+    assert fault_to_dict(Latency(0.2)) == {"type": "Latency", "seconds": 0.2}
+    with pytest.raises(ValueError, match="unknown fault type"):
+        fault_from_dict({"type": "Gremlins"})
+    with pytest.raises(ValueError, match="unknown argument"):
+        fault_from_dict({"type": "Latency", "seconds": 1, "colour": "red"})
+    with pytest.raises(ValueError, match="seconds"):
+        fault_from_dict({"type": "Latency", "seconds": -1})

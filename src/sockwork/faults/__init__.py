@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sockwork.faults.inject import Injection, Match, Target, inject
+from sockwork.faults.patch import Handle, PatchableSocket, apply, make_socket_patchable
 from sockwork.faults.plan import Event, Plan, Report
 from sockwork.faults.vocabulary import (
     AcceptDelay,
@@ -36,7 +38,11 @@ __all__ = [
     "DnsFailure",
     "Event",
     "Fault",
+    "Handle",
+    "Injection",
     "Latency",
+    "Match",
+    "PatchableSocket",
     "Plan",
     "Refuse",
     "Report",
@@ -45,5 +51,9 @@ __all__ = [
     "SlowClose",
     "Stall",
     "StreamFault",
+    "Target",
     "Timeout",
+    "apply",
+    "inject",
+    "make_socket_patchable",
 ]

@@ -31,8 +31,8 @@ two executors carry the actions out (socket patching in
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
-from dataclasses import KW_ONLY, dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import KW_ONLY, MISSING, dataclass, fields
 from typing import Literal
 
 __all__ = [
@@ -49,6 +49,7 @@ __all__ = [
     "Direction",
     "DnsFailure",
     "DnsFault",
+    "FAULT_TYPES",
     "Fault",
     "Latency",
     "Refuse",
@@ -58,6 +59,8 @@ __all__ = [
     "Stall",
     "StreamFault",
     "Timeout",
+    "fault_from_dict",
+    "fault_to_dict",
 ]
 
 Direction = Literal["send", "recv", "both"]
@@ -427,3 +430,45 @@ class DnsFailure(DnsFault):
         if self.kind not in ("noname", "again"):
             raise _fail(self, "kind", "'noname' or 'again'", self.kind)
         _check_seconds(self, "delay", self.delay)
+
+
+# --- plain-data form (configuration files, environment, HTTP APIs) ----------------
+
+FAULT_TYPES: dict[str, type[Fault]] = {
+    cls.__name__: cls
+    for cls in (
+        Latency, Bandwidth, Slice, Coalesce, CloseAfter, Stall, Blackhole, Timeout,
+        ResetPeer, SlowClose, Refuse, ConnectDelay, ConnectTimeout, AcceptDelay,
+        CloseOnAccept, DnsFailure,
+    )
+}
+
+
+def fault_to_dict(fault: Fault) -> dict[str, object]:
+    """Return ``fault`` as JSON-ready data: ``{"type": "Latency", "seconds": 0.2, ...}``.
+
+    Only values that differ from the defaults are included.
+    """
+    data: dict[str, object] = {"type": type(fault).__name__}
+    for f in fields(fault):
+        value = getattr(fault, f.name)
+        if f.default is not MISSING and value == f.default:
+            continue
+        if isinstance(value, (frozenset, range)):
+            value = sorted(value)
+        data[f.name] = value
+    return data
+
+
+def fault_from_dict(data: Mapping[str, object]) -> Fault:
+    """Build a fault from :func:`fault_to_dict`'s form; raises ValueError on unknown names."""
+    kind = data.get("type")
+    cls = FAULT_TYPES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ValueError(f"unknown fault type {kind!r}; known: {', '.join(sorted(FAULT_TYPES))}")
+    names = {f.name for f in fields(cls)}
+    kwargs = {k: v for k, v in data.items() if k != "type"}
+    unknown = set(kwargs) - names
+    if unknown:
+        raise ValueError(f"{kind}: unknown argument(s) {', '.join(sorted(unknown))}")
+    return cls(**kwargs)  # type: ignore[arg-type]
