@@ -405,7 +405,7 @@ class StoreREPL(_Console):
         """close: disconnect everyone, stop the server and leave."""
         if self.front is not None:
             self.front.stop()
-        self.say(f"{self.name} is closed.")
+        self.say(f"Closing {self.name}...")
         return True
 
     def do_EOF(self, arg: str) -> bool:  # noqa: N802 - cmd.Cmd's name for end of input

@@ -168,13 +168,13 @@ def test_store_repl_people_and_close(store: Store) -> None:
     assert "Nobody connected as 'zz'; see customers.\n" in text
     assert "Sent to 1 customer(s).\n" in text
     assert front.sent == ["Closing soon!"] and front.stopped
-    assert text.endswith("OPEN is closed.\n")  # nothing after close ran
+    assert text.endswith("Closing OPEN...\n")  # nothing after close ran
 
 
 def test_store_repl_without_server_and_eof(store: Store) -> None:
     text = manage(store, "customers\nkick a\nbroadcast hi\n")
     assert text.count("The store is not serving anyone") == 3
-    assert text.endswith("\nOPEN is closed.\n")
+    assert text.endswith("\nClosing OPEN...\n")
 
 
 def test_store_repl_eof_stops_the_server(store: Store) -> None:
