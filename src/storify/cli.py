@@ -18,7 +18,7 @@ from storify.service import DEFAULT_API_PORT, DEFAULT_POOR_PORT, DEFAULT_PORT, S
 from storify.simulate import SimulationResult, progress_stream, run_simulation
 from storify.store import Store
 
-__all__ = ["build_parser", "exposure_warning", "main"]
+__all__ = ["build_parser", "exposure_warning", "listen_host", "main"]
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -189,6 +189,11 @@ def exposure_warning(host: str) -> str | None:
     )
 
 
+def listen_host(host: str) -> str:
+    """Return the address to bind for ``--host``: ``""`` (every interface) becomes 0.0.0.0."""
+    return "0.0.0.0" if host == "" else host
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="storify: %(message)s")
     conditions: NetworkConditions | None = args.poor_network
@@ -204,7 +209,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         service = StoreService(
             store,
             name=args.name,
-            host=args.host,
+            host=listen_host(args.host),
             port=args.port,
             api_port=args.api_port,
             poor_network=conditions,
@@ -240,12 +245,18 @@ def _run_serve(args: argparse.Namespace) -> int:
         store.close()
 
 
+def _program() -> str:
+    """Return how this command was invoked, to print commands the user can paste."""
+    invoked = sys.argv[0] if sys.argv and sys.argv[0] else "storify"
+    return "python -m storify" if invoked.endswith("__main__.py") else invoked
+
+
 def _announce(service: StoreService, name: str, db: str) -> None:
     host, port = service.telnet_address
     api_host, api_port = service.api_address
-    _say(f"{name} store is open ({db}).")
+    _say(f"{name} store is open ({db}). From another terminal:")
     _say(f"  customers: telnet {host} {port}")
-    _say(f"  programs:  storify simulate --api {api_host}:{api_port}  (framed JSON API)")
+    _say(f"  programs:  {_program()} simulate --api {api_host}:{api_port}  (framed JSON API)")
     poor = service.poor_address
     if poor is not None and service.poor_network is not None:
         _say(f"  poor link: telnet {poor[0]} {poor[1]}  ({service.poor_network.describe()})")

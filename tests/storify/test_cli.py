@@ -12,7 +12,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from storify.cli import exposure_warning, main
+from storify.cli import exposure_warning, listen_host, main
 from storify.client import StoreClient
 from storify.server import ApiServer
 from storify.store import Store
@@ -345,3 +345,8 @@ def test_exposure_warning() -> None:
     warning = exposure_warning("")
     assert warning is not None and "every interface" in warning and "cleartext" in warning
     assert "192.168.1.5" in (exposure_warning("192.168.1.5") or "")
+
+
+def test_listen_host_empty_means_every_interface() -> None:
+    assert listen_host("") == "0.0.0.0"
+    assert listen_host("127.0.0.1") == "127.0.0.1"
