@@ -17,7 +17,7 @@ from storify.errors import (
     StoreError,
     UnknownProduct,
 )
-from storify.repl import CustomerREPL, StoreREPL, Storefront, Visitor
+from storify.repl import CustomerREPL, Storefront, StoreREPL, Visitor
 from storify.server import ApiServer
 from storify.service import StoreService
 from storify.shop import CustomerSession
