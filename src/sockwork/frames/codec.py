@@ -333,9 +333,9 @@ class FrameDecoder:
 
         Same contract as ``asyncio.BufferedProtocol.get_buffer``: write up to
         ``len(view)`` bytes into it, then call :meth:`buffer_updated` with the count,
-        before any other call. The view is at least ``sizehint`` bytes (64 KiB when
-        ``sizehint`` <= 0) and, while a large frame is pending, large enough for the
-        rest of that frame; beyond that it offers at most 256 KiB of spare room.
+        before any other call. While a frame is pending, the view has room for at
+        least the rest of that frame; otherwise it is at least ``sizehint`` bytes
+        (64 KiB when ``sizehint`` <= 0). Beyond that it offers at most 256 KiB.
 
         Raises:
             RuntimeError: called after :meth:`receive_eof`.
@@ -344,9 +344,11 @@ class FrameDecoder:
             raise RuntimeError("get_buffer() called after receive_eof()")
         want = sizehint if sizehint > 0 else _CHUNK
         if self._hlen:
-            # Room for the rest of the current frame, so one recv can complete it.
             missing = self._start + self._hlen + self._plen - self._end
-            if missing > want:
+            if missing > 0:
+                # Room for exactly the rest of the current frame: a large frame then
+                # arrives in one piece, and one that fits in the tail finishes in place
+                # instead of being moved to the front first.
                 want = missing
         self._reserve(want)
         end = self._end
