@@ -13,16 +13,21 @@ import pytest
 from sockwork.faults import (
     AcceptDelay,
     Bandwidth,
+    Blackhole,
     CloseAfter,
     CloseOnAccept,
+    Coalesce,
     ConnectDelay,
     ConnectTimeout,
     DnsFailure,
     Latency,
     Match,
     Refuse,
+    ResetPeer,
     Slice,
+    SlowClose,
     Stall,
+    Timeout,
     inject,
 )
 
@@ -232,3 +237,87 @@ def test_asyncio_server_accept_delay_and_close_on_accept() -> None:
         assert ticker.longest < 0.15
 
     run(lambda: with_server(body))
+
+
+def test_asyncio_blackhole_swallows_writes() -> None:
+    async def body(port: int) -> None:
+        with inject(Blackhole(direction="send"), match=Match(role="client", port=port)):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"hello")
+            await writer.drain()  # the write "succeeds"
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(reader.read(10), 0.2)  # nothing was echoed
+            await close(writer)
+
+    run(lambda: with_server(body))
+
+
+def test_asyncio_timeout_discards_then_closes() -> None:
+    async def body(port: int) -> None:
+        with inject(Timeout(0.2, direction="recv"), match=Match(role="client", port=port)):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"echo me")
+            start = time.monotonic()
+            assert await reader.read(10) == b""  # discarded, then EOF
+            assert 0.15 <= time.monotonic() - start < 2.0
+            await close(writer)
+
+    run(lambda: with_server(body))
+
+
+def test_asyncio_reset_peer() -> None:
+    async def body(port: int) -> None:
+        with inject(ResetPeer(0.1, direction="recv"), match=Match(role="client", port=port)):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"echo me")
+            start = time.monotonic()
+            with pytest.raises(ConnectionResetError):
+                await reader.read(10)
+            assert 0.09 <= time.monotonic() - start < 2.0
+            await close(writer)
+
+    run(lambda: with_server(body))
+
+
+def test_asyncio_slow_close_holds_the_fin() -> None:
+    eof_at: list[float] = []
+
+    async def until_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(100):
+            pass
+        eof_at.append(time.monotonic())
+        writer.close()
+
+    async def body(port: int) -> None:
+        with inject(SlowClose(0.2, direction="send"), match=Match(role="client", port=port)):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"bye")
+            await writer.drain()
+            closed_at = time.monotonic()
+            await close(writer)
+            for _ in range(200):
+                if eof_at:
+                    break
+                await asyncio.sleep(0.01)
+        assert eof_at and 0.15 <= eof_at[0] - closed_at < 2.0
+
+    run(lambda: with_server(body, until_eof))
+
+
+def test_asyncio_coalesce_merges_writes() -> None:
+    async def two_writes(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"one")
+        await writer.drain()
+        await asyncio.sleep(0.02)
+        writer.write(b"two")
+        await writer.drain()
+        await reader.read(10)
+        writer.close()
+
+    async def body(port: int) -> None:
+        with inject(Coalesce(window=0.15), match=Match(role="client", port=port)):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert await reader.read(100) == b"onetwo"
+            await close(writer)
+
+    run(lambda: with_server(body, two_writes))

@@ -430,3 +430,38 @@ def test_patch_faults_follow_make_socket_patchable(pair: Pair) -> None:
         with patched:
             patched.sendall(b"abcd")
             assert recv_all(b) == b"ab"
+
+
+def test_patch_half_close_still_lets_the_faulted_side_reply(pair: Pair) -> None:
+    a, b = pair
+    with apply(b, Latency(0.05, direction="both")):
+        a.sendall(b"request")
+        a.shutdown(socket.SHUT_WR)
+        assert recv_all(b) == b"request"
+        b.sendall(b"reply")  # the peer's EOF did not cut our sending side
+        b.shutdown(socket.SHUT_WR)
+        assert recv_all(a) == b"reply"
+
+
+def test_patch_timeout_on_send_closes_while_the_app_waits_elsewhere(pair: Pair) -> None:
+    a, b = pair
+    with apply(a, Timeout(0.2, direction="send")):
+        a.sendall(b"request")  # discarded
+        start = time.monotonic()
+        assert a.recv(10) == b""  # no reply: the idle timer closes the connection
+        assert 0.18 <= elapsed(start) < 1.5
+        assert b.recv(10) == b""  # the peer sees the close, never the request
+
+
+def test_patch_deadline_timers_end_with_the_socket() -> None:
+    a, b = tcp_pair()
+    before = threading.active_count()
+    with b, apply(a, Timeout(30, direction="send")):
+        a.sendall(b"x")  # arms the 30 s idle timer
+        assert threading.active_count() == before + 1
+        a.close()
+    for _ in range(100):
+        if threading.active_count() == before:
+            break
+        time.sleep(0.01)
+    assert threading.active_count() == before

@@ -60,12 +60,17 @@ def test_proxy_counters_count_connections_and_bytes(echo_server: Upstream) -> No
 
 
 def test_proxy_upstream_refusing_closes_the_client_at_once() -> None:
-    with FaultProxy(upstream=("127.0.0.1", free_port())) as proxy:
+    events: list[ConnectionEvent] = []
+    port = free_port()
+    with FaultProxy(upstream=("127.0.0.1", port), on_event=events.append) as proxy:
         with socket.create_connection(proxy.address, timeout=5) as client:
             started = time.monotonic()
             assert client.recv(10) == b""
             assert time.monotonic() - started < 1.0
         assert proxy.counters.connections_failed == 1
+    assert [e.kind for e in events] == ["failed"]
+    assert f"127.0.0.1:{port}" in str(events[0].error)
+    assert "ConnectionRefusedError" in str(events[0].error)
 
 
 def test_proxy_disable_refuses_and_closes_open_connections(echo_server: Upstream) -> None:

@@ -370,6 +370,8 @@ def detach_all(handle: Handle) -> None:
                     if layer.handle is handle and layer.conn is not None:
                         layer.conn.close()
                 state.layers = kept
+                if not kept:
+                    _unwatch(state)
     notify_changed()
 
 
@@ -437,7 +439,11 @@ def _after_pass(sock: socket.socket, state: SocketState, direction: str) -> None
     """A Close may be due right after the last byte passed: carry it out now."""
     action = state.next(direction, _now())
     if isinstance(action, Close):
+        if direction == "recv" and not action.reset and _eof_reached(state):
+            return
         _cut(sock, state, action.reset)
+    else:
+        _watch_deadline(sock, state, direction, action)
 
 
 def send(
@@ -546,8 +552,18 @@ def receive(
     while True:
         if state.idle("recv"):  # the faults were removed meanwhile
             return consume(size)
+        pending = state.pending("recv")
+        if pending and not _eof_reached(state):
+            # Bytes that arrived since the last look join the pending ones (Coalesce).
+            try:
+                more = _real_recv(sock, size, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                more = b""
+            if len(more) > pending:
+                state.feed("recv", len(more) - pending, _now())
         now = _now()
         action = state.next("recv", now)
+        _watch_deadline(sock, state, "recv", action)
         if isinstance(action, Read):
             cap = size if action.max_bytes is None else min(size, action.max_bytes)
             data = _peek(sock, cap, budget, action.until)
@@ -559,11 +575,6 @@ def receive(
                 state.feed_eof("recv", _now())
         elif isinstance(action, Wait):
             budget.wait(action.until)
-            pending = state.pending("recv")
-            if pending and not budget.nonblocking:
-                more = _real_recv(sock, size, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-                if len(more) > pending:
-                    state.feed("recv", len(more) - pending, _now())
         elif isinstance(action, Deliver):
             result = consume(min(action.n, size))
             n = _length(result)
@@ -585,6 +596,68 @@ def receive(
             return empty()
         else:
             raise AssertionError(f"unexpected action {action!r}")
+
+
+# -- deadlines that no readiness event will announce --------------------------------
+#
+# Some faults act at a time with nothing to read or write (Timeout closes an idle
+# connection, ResetPeer resets after it discarded the data): no call of the
+# application would come to carry the action out, so a timer re-asks the plan at
+# that time and performs a due Close. The cut itself wakes selectors (hang-up).
+
+_WATCHED: dict[tuple[int, str], tuple[float, threading.Timer]] = {}
+
+
+def _unwatch(state: SocketState) -> None:
+    """Cancel the deadline timers of ``state`` (its socket closed or lost its faults)."""
+    with _REGISTRY_LOCK:
+        for direction in ("send", "recv"):
+            entry = _WATCHED.pop((id(state), direction), None)
+            if entry is not None:
+                entry[1].cancel()
+
+
+def _watch_deadline(sock: socket.socket, state: SocketState, direction: str,
+                    action: Action) -> None:
+    if isinstance(action, Read):
+        until = action.until
+    elif isinstance(action, Wait):
+        until = action.until
+    else:
+        return
+    if until is None or until == _INF or state.pending(direction):
+        return
+    key = (id(state), direction)
+    ref = weakref.ref(sock)
+
+    def fire() -> None:
+        with _REGISTRY_LOCK:
+            entry = _WATCHED.get(key)
+            if entry is not None and entry[0] == until:
+                del _WATCHED[key]
+        target = ref()
+        if target is None or lookup(target) is not state or state.cut is not None:
+            return
+        if state.idle(direction) or state.pending(direction):
+            return
+        again = state.next(direction, _now())
+        if isinstance(again, Close):
+            if direction == "recv" and _eof_reached(state) and not again.reset:
+                return  # the peer's own EOF: the application will read it
+            _cut(target, state, again.reset)
+        else:
+            _watch_deadline(target, state, direction, again)
+
+    timer = threading.Timer(max(0.0, until - _now()) + 0.0005, fire)
+    timer.daemon = True
+    with _REGISTRY_LOCK:
+        scheduled = _WATCHED.get(key)
+        if scheduled is not None and scheduled[0] <= until:
+            return
+        if scheduled is not None:
+            scheduled[1].cancel()
+        _WATCHED[key] = (until, timer)
+    timer.start()
 
 
 def _eof_reached(state: SocketState) -> bool:
@@ -944,6 +1017,7 @@ def _d_close(self: socket.socket) -> None:
         for layer in state.layers:
             if layer.conn is not None:
                 layer.conn.close()
+        _unwatch(state)
     _real_close(self)
 
 

@@ -106,8 +106,8 @@ class Pipe:
 
     # --- input from the source --------------------------------------------------------
 
-    def feed(self, data: bytes) -> None:
-        """A chunk arrived from the source."""
+    def feed(self, data: memoryview) -> None:
+        """A chunk arrived from the source (a view valid only during this call)."""
         n = len(data)
         self.received += n
         self.owner.count_received(self.direction, n)
@@ -123,7 +123,7 @@ class Pipe:
             return
         if self._stopped:
             return
-        self._buffer.append(memoryview(data))
+        self._buffer.append(memoryview(bytes(data)))  # the view is reused after we return
         self._buffered += n
         if self._buffered >= _BUFFER_LIMIT:
             self.hold("buffer")
@@ -181,8 +181,9 @@ class Pipe:
         if deliver:
             dst = self.owner.destination(self.direction)
             if dst is not None and not dst.is_closing():
-                for piece in pieces:
-                    dst.write(piece)
+                # One write per decision: Coalesce and Latency may release several
+                # chunks at once, and the receiver should get them in one segment.
+                dst.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
                 self.sent += n
                 self.owner.count_sent(self.direction, n)
         if self._buffered < _BUFFER_LIMIT // 2:
@@ -195,6 +196,7 @@ class Pipe:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._fast = False  # only an idle stream with nothing buffered takes the fast path
         stream = self.stream
         while True:
             now = self._loop.time()
