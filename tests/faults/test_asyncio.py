@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -28,6 +30,7 @@ from sockwork.faults import (
     SlowClose,
     Stall,
     Timeout,
+    executor,
     inject,
 )
 
@@ -321,3 +324,46 @@ def test_asyncio_coalesce_merges_writes() -> None:
             await close(writer)
 
     run(lambda: with_server(body, two_writes))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_RCVLOWAT readiness is Linux")
+@pytest.mark.parametrize("direction", ["send", "recv"])
+def test_asyncio_delays_do_not_poll(monkeypatch: pytest.MonkeyPatch, direction: str) -> None:
+    calls = []
+    for name in ("send", "receive"):
+        original = getattr(executor, name)
+
+        def counting(*args: object, _original: Any = original, **kwargs: object) -> Any:
+            calls.append(1)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(executor, name, counting)
+
+    async def body(port: int) -> None:
+        with inject(Latency(0.3, direction=direction),  # type: ignore[arg-type]
+                    match=Match(role="client", port=port)):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            cpu = time.process_time()
+            writer.write(b"ping")
+            assert await reader.readexactly(4) == b"ping"
+            assert time.process_time() - cpu < 0.15  # slept, did not spin
+            await close(writer)
+        assert len(calls) <= 6  # a handful of calls, not one per poll
+
+    run(lambda: with_server(body))
+
+
+def test_asyncio_writes_handed_over_early_keep_their_order() -> None:
+    payload = bytes(range(256)) * 64
+
+    async def body(port: int) -> None:
+        with inject(Latency(0.05, direction="send"), Slice(300, direction="send"),
+                    match=Match(role="client", port=port)):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            for i in range(0, len(payload), 1000):
+                writer.write(payload[i : i + 1000])
+            await writer.drain()
+            assert await reader.readexactly(len(payload)) == payload
+            await close(writer)
+
+    run(lambda: with_server(body))

@@ -465,3 +465,26 @@ def test_patch_deadline_timers_end_with_the_socket() -> None:
             break
         time.sleep(0.01)
     assert threading.active_count() == before
+
+
+def test_patch_nonblocking_send_hands_bytes_over_and_flushes_on_close(pair: Pair) -> None:
+    a, b = pair
+    a.setblocking(False)
+    with apply(a, Latency(0.1, direction="send")):
+        start = time.monotonic()
+        assert a.send(b"early") == 5  # taken at once, as a kernel buffer would
+        a.sendall(b" bird")
+        assert elapsed(start) < 0.05
+        a.close()  # the bytes still on their way are sent, then the FIN
+        assert recv_all(b) == b"early bird"
+        assert elapsed(start) >= 0.09
+
+
+def test_patch_nonblocking_send_reports_a_later_failure(pair: Pair) -> None:
+    a, b = pair
+    a.setblocking(False)
+    with apply(a, Latency(0.05, direction="send"), CloseAfter(3, reset=True, direction="send")):
+        assert a.send(b"abcdef") == 6
+        time.sleep(0.2)  # the outbox hit the reset
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            a.send(b"more")

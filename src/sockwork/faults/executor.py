@@ -19,11 +19,15 @@
 # Rules:
 - Blocking sockets wait in the calling thread, never past the socket's timeout: a
   wait that would end after it raises ``TimeoutError("timed out")``, as CPython does.
-- Non-blocking sockets (timeout 0, asyncio) never wait: they raise
-  ``BlockingIOError`` (EAGAIN; EINPROGRESS for connect) and are polled again. The
-  kernel still reports them ready, so a selector loop would call again at once;
-  to keep a loop responsive without burning a core, a not-yet-due call sleeps at
-  most ``_POLL_NAP`` (0.2 ms) before raising. The loop's other tasks keep running.
+- Non-blocking sockets (timeout 0, asyncio) never wait. A sender whose bytes are
+  not due hands them to an outbox (bounded, ``_OUTBOX_LIMIT``) and returns at once,
+  as a kernel buffer would; a thread sends them when due, in order, and a later
+  failure is raised by the next send. A receiver whose data is not due raises
+  ``BlockingIOError`` and is hidden from poll/epoll with SO_RCVLOWAT until it is
+  (Linux TCP, see ``_quiet``), so the loop sleeps. Where readiness cannot be hidden
+  (a full outbox, connects, accepts, other platforms) the kernel still reports the
+  socket ready and a selector loop calls again at once; to spare the CPU such a
+  not-yet-due call sleeps at most ``_POLL_NAP`` (0.2 ms) before raising.
 - Receives peek (``MSG_PEEK``) and consume only what is delivered, so the kernel's
   readiness always matches what the application may read; nothing is buffered
   in user space.
@@ -51,6 +55,7 @@ import sys
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -150,9 +155,10 @@ _CHANGED = threading.Condition()
 
 
 def notify_changed() -> None:
-    """Wake every thread waiting on a fault: the faults changed."""
+    """Wake every thread waiting on a fault, and every hidden receiver: the faults changed."""
     with _CHANGED:
         _CHANGED.notify_all()
+    _loud_all()
 
 
 class _Budget:
@@ -212,6 +218,7 @@ class SocketState:
         self.connect_hang = False
         self.accept_seen: float | None = None  # non-blocking accept: when readiness was seen
         self.accept_decision: list[tuple[_Layer, tuple[Action, ...]]] | None = None
+        self.outbox: _Outbox | None = None  # non-blocking sends handed over early
 
     # -- streams over all layers --
 
@@ -458,12 +465,18 @@ def send(
     _raise_if_cut(state, True)
     if state.cut == "fin":
         raise _oserror(BrokenPipeError, errno.EPIPE)
+    outbox = state.outbox
+    if outbox is not None:
+        outbox.raise_error()
+        if outbox.busy:  # earlier bytes are still on their way: keep the order
+            return outbox.put(data, whole=whole)
     with memoryview(data) as raw:  # type: ignore[arg-type]
         view = raw.cast("B")
         total = len(view)
         budget = _Budget(sock)
         state.feed("send", total, _now())
         sent = 0
+        handed_over = False
         try:
             while sent < total:
                 if state.idle("send"):  # the faults were removed meanwhile
@@ -473,6 +486,16 @@ def send(
                         continue
                     break
                 action = state.next("send", _now())
+                if budget.nonblocking and isinstance(action, (Wait, Stalled)) and not sent:
+                    # Not due: take the bytes now, as a kernel buffer would, and
+                    # let a thread send them when due (writability stays true).
+                    if state.outbox is None:
+                        state.outbox = _Outbox(sock, state)
+                    accepted = state.outbox.adopt(view, whole=whole)
+                    handed_over = accepted > 0
+                    if not handed_over:
+                        raise _would_block()
+                    return accepted
                 if isinstance(action, Wait):
                     if sent and not whole:
                         break
@@ -499,10 +522,164 @@ def send(
                 else:  # Read: nothing pending, everything passed
                     break
         finally:
-            state.unfeed("send")
+            if not handed_over:
+                state.unfeed("send")
             view.release()
     _after_pass(sock, state, "send")
     return sent
+
+
+_OUTBOX_LIMIT = 256 * 1024  # bytes a non-blocking sender may hand over ahead
+
+
+class _Outbox:
+    """Bytes a non-blocking sender handed over before they were due, and the thread
+    that sends them when the plan says so (on the application's socket, or on a
+    duplicate of its fd once the application closed it)."""
+
+    def __init__(self, sock: socket.socket, state: SocketState) -> None:
+        self.sock = sock
+        self.state = state
+        self.lock = threading.Lock()
+        self.chunks: deque[bytes] = deque()
+        self.size = 0
+        self.busy = False
+        self.error: OSError | None = None
+        self.after: int | None = None  # shutdown(how) to do once drained; -1: close
+
+    def raise_error(self) -> None:
+        with self.lock:
+            error, self.error = self.error, None
+        if error is not None:
+            raise error
+
+    def adopt(self, view: memoryview, *, whole: bool) -> int:
+        """Take the bytes already fed to the plan; return how many (0: full)."""
+        total = len(view)
+        room = _OUTBOX_LIMIT - self.size
+        take = total if total <= room else (0 if whole else room)
+        if take < total:
+            self.state.unfeed("send")
+            if take:
+                self.state.feed("send", take, _now())
+        if take:
+            self._append(bytes(view[:take]))
+        return take
+
+    def put(self, data: object, *, whole: bool) -> int:
+        """Queue more bytes behind the ones in flight; return how many were taken."""
+        with memoryview(data) as raw:  # type: ignore[arg-type]
+            view = raw.cast("B")
+            room = _OUTBOX_LIMIT - self.size
+            take = len(view) if len(view) <= room else (0 if whole else room)
+            if not take:
+                view.release()
+                if len(view) == 0:
+                    return 0
+                time.sleep(_POLL_NAP)
+                raise _would_block()
+            chunk = bytes(view[:take])
+            view.release()
+        self.state.feed("send", take, _now())
+        self._append(chunk)
+        return take
+
+    def _append(self, chunk: bytes) -> None:
+        with self.lock:
+            self.chunks.append(chunk)
+            self.size += len(chunk)
+            start = not self.busy
+            self.busy = True
+        if start:
+            thread = threading.Thread(target=self._run, name="sockwork-outbox", daemon=True)
+            thread.start()
+
+    def finish_with(self, how: int | None) -> bool:
+        """The application shuts down or closes: do it once drained. False when idle."""
+        with self.lock:
+            if not self.busy:
+                return False
+            if how is None:
+                self.sock = _SOCKET(fileno=os.dup(self.sock.fileno()))
+                self.after = -1
+            elif self.after is None:
+                self.after = how
+            return True
+
+    def _run(self) -> None:
+        state = self.state
+        try:
+            while True:
+                with self.lock:
+                    if not self.chunks:
+                        self.busy = False
+                        after, self.after = self.after, None
+                        break
+                    head = self.chunks[0]
+                action = state.next("send", _now()) if not state.idle("send") else None
+                if action is None:
+                    n = self._send(head)
+                    state.passed("send", min(n, state.pending("send")), _now())
+                    self._pop(n)
+                elif isinstance(action, (Wait, Stalled)):
+                    until = action.until if isinstance(action, Wait) else _INF
+                    with _CHANGED:
+                        _CHANGED.wait(None if until == _INF else max(0.0, until - _now()))
+                elif isinstance(action, Deliver):
+                    n = self._send(head[: action.n])
+                    state.passed("send", n, _now())
+                    self._pop(n)
+                elif isinstance(action, Discard):
+                    n = min(action.n, len(head))
+                    state.passed("send", n, _now())
+                    self._pop(n)
+                elif isinstance(action, Close):
+                    _cut(self.sock, state, action.reset)
+                    raise _oserror(BrokenPipeError, errno.EPIPE)
+                else:  # Read: the plan lost track of these bytes; send them as they are
+                    self._pop(self._send(head))
+        except OSError as exc:
+            with self.lock:
+                self.error = exc
+                self.chunks.clear()
+                self.size = 0
+                self.busy = False
+                after, self.after = self.after, None
+            state.unfeed("send")
+        if after is not None and not state.idle("send"):
+            state.feed_eof("send", _now())  # SlowClose holds the FIN back
+            action = state.next("send", _now())
+            if isinstance(action, Wait):
+                sleep_until(action.until)
+        if after == -1:
+            _real_close(self.sock)
+        elif after is not None:
+            try:
+                _real_shutdown(self.sock, after)
+            except OSError:
+                pass
+
+    def _send(self, data: bytes) -> int:
+        while True:
+            try:
+                return _real_send(self.sock, data)
+            except (BlockingIOError, InterruptedError):
+                poller = select.poll()
+                poller.register(self.sock.fileno(), select.POLLOUT)
+                poller.poll(100)
+
+    def _pop(self, n: int) -> None:
+        with self.lock:
+            while n > 0 and self.chunks:
+                head = self.chunks[0]
+                if len(head) <= n:
+                    self.chunks.popleft()
+                    n -= len(head)
+                    self.size -= len(head)
+                else:
+                    self.chunks[0] = head[n:]
+                    self.size -= n
+                    n = 0
 
 
 # -- receiving ---------------------------------------------------------------------
@@ -518,6 +695,85 @@ def _wait_readable(sock: socket.socket, timeout: float | None) -> bool:
         return bool(poller.poll(None if timeout is None else timeout * 1000.0))
     except (OSError, ValueError):
         return True
+
+
+# -- readiness for non-blocking receivers -------------------------------------------
+#
+# A non-blocking receiver whose data is not due yet must not look readable, or a
+# selector loop would call it again at once. Linux honours SO_RCVLOWAT in poll and
+# epoll for TCP, and tcp_set_rcvlowat() signals EPOLLIN when lowering it makes the
+# socket readable (net/ipv4/tcp.c, Linux >= 4.18): raise it while the data waits,
+# lower it back when due, and the loop sleeps until then. Elsewhere (or when the
+# socket stays readable: half its buffer full, EOF, an error) the caller naps.
+
+_QUIETED: dict[int, tuple[weakref.ref[socket.socket], int, threading.Timer | None]] = {}
+_RCVLOWAT_HIGH = 1 << 30  # the kernel caps it at half the receive buffer
+
+
+def _quiet(sock: socket.socket, state: SocketState, until: float) -> bool:
+    """Hide ``sock``'s readability until ``until`` (inf: until the faults change)."""
+    if not sys.platform.startswith("linux") or sock.family not in (socket.AF_INET,
+                                                                    socket.AF_INET6):
+        return False
+    key = id(state)
+    with _REGISTRY_LOCK:
+        entry = _QUIETED.get(key)
+    if entry is None:
+        try:
+            original = int(_real_getsockopt(sock, socket.SOL_SOCKET, socket.SO_RCVLOWAT))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, _RCVLOWAT_HIGH)
+        except OSError:
+            return False
+    else:
+        original = entry[1]
+        if entry[2] is not None:
+            entry[2].cancel()
+    timer = None
+    if until != _INF:
+        ref = weakref.ref(sock)
+
+        def wake() -> None:
+            target = ref()
+            if target is not None:
+                _loud(target, state)
+
+        timer = threading.Timer(max(0.0, until - _now()), wake)
+        timer.daemon = True
+    with _REGISTRY_LOCK:
+        _QUIETED[key] = (weakref.ref(sock), original, timer)
+    if timer is not None:
+        timer.start()
+    if _wait_readable(sock, 0):  # still readable: hiding does not work here
+        _loud(sock, state)
+        return False
+    return True
+
+
+def _loud(sock: socket.socket, state: SocketState) -> None:
+    """Undo :func:`_quiet`: the socket reports readiness again (and wakes waiters)."""
+    with _REGISTRY_LOCK:
+        entry = _QUIETED.pop(id(state), None)
+    if entry is None:
+        return
+    if entry[2] is not None:
+        entry[2].cancel()
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, entry[1])
+    except OSError:
+        pass
+
+
+def _loud_all() -> None:
+    with _REGISTRY_LOCK:
+        entries = list(_QUIETED.items())
+    for key, (ref, _, _) in entries:
+        sock = ref()
+        state = _STATES.get(id(sock)) if sock is not None else None
+        if sock is not None and state is not None and id(state) == key:
+            _loud(sock, state)
+        else:
+            with _REGISTRY_LOCK:
+                _QUIETED.pop(key, None)
 
 
 def _peek(sock: socket.socket, size: int, budget: _Budget, until: float | None) -> bytes | None:
@@ -565,6 +821,7 @@ def receive(
         action = state.next("recv", now)
         _watch_deadline(sock, state, "recv", action)
         if isinstance(action, Read):
+            _loud(sock, state)
             cap = size if action.max_bytes is None else min(size, action.max_bytes)
             data = _peek(sock, cap, budget, action.until)
             if data is None:
@@ -573,20 +830,24 @@ def receive(
                 state.feed("recv", len(data), _now())
             else:
                 state.feed_eof("recv", _now())
-        elif isinstance(action, Wait):
-            budget.wait(action.until)
+        elif isinstance(action, (Wait, Stalled)):
+            until = action.until if isinstance(action, Wait) else _INF
+            if budget.nonblocking and until > _now() and _quiet(sock, state, until):
+                raise _would_block()
+            budget.wait(until)
         elif isinstance(action, Deliver):
+            _loud(sock, state)
             result = consume(min(action.n, size))
             n = _length(result)
             state.passed("recv", n, _now())
             _after_pass(sock, state, "recv")
             return result
         elif isinstance(action, Discard):
+            _loud(sock, state)
             dropped = _real_recv(sock, action.n)
             state.passed("recv", len(dropped), _now())
-        elif isinstance(action, Stalled):
-            budget.wait(_INF)
         elif isinstance(action, Close):
+            _loud(sock, state)
             if action.reset:
                 _cut(sock, state, True)
                 _raise_if_cut(state, False)
@@ -994,6 +1255,9 @@ def _d_shutdown(self: socket.socket, how: int) -> None:
         except OSError:
             pass
         return
+    if (state is not None and how in (socket.SHUT_WR, socket.SHUT_RDWR)
+            and state.outbox is not None and state.outbox.finish_with(how)):
+        return  # the FIN follows the bytes still on their way
     if state is not None and how in (socket.SHUT_WR, socket.SHUT_RDWR) and not state.idle("send"):
         state.feed_eof("send", _now())
         action = state.next("send", _now())
@@ -1009,7 +1273,9 @@ def _d_close(self: socket.socket) -> None:
         with _REGISTRY_LOCK:
             if _STATES.get(id(self)) is state:
                 del _STATES[id(self)]
-        if state.cut is None and self.fileno() >= 0 and not state.idle("send"):
+        if state.outbox is not None and self.fileno() >= 0 and state.outbox.finish_with(None):
+            pass  # the outbox sends the rest on a duplicate fd, then closes it
+        elif state.cut is None and self.fileno() >= 0 and not state.idle("send"):
             state.feed_eof("send", _now())
             action = state.next("send", _now())
             if isinstance(action, Wait):
@@ -1018,6 +1284,10 @@ def _d_close(self: socket.socket) -> None:
             if layer.conn is not None:
                 layer.conn.close()
         _unwatch(state)
+        with _REGISTRY_LOCK:
+            entry = _QUIETED.pop(id(state), None)
+        if entry is not None and entry[2] is not None:
+            entry[2].cancel()
     _real_close(self)
 
 
