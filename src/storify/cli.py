@@ -52,6 +52,7 @@ def _conditions(text: str) -> NetworkConditions:
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
     def parse(text: str) -> float:
+        """Return the number in ``text`` if it is more than 0."""
         try:
             value = kind(text)
         except ValueError:

@@ -41,11 +41,15 @@ def _clean(text: str, limit: int = 40) -> str:
 
 
 def _words(arg: str) -> list[str]:
-    """Split a command's argument like a shell would (quotes group), or on spaces if unbalanced."""
+    """Split a command's argument like a shell would (quotes group).
+
+    Unbalanced quotes (``show Bob's mug``, ``add "lamp``) fall back to splitting on
+    spaces, keeping apostrophes and dropping stray double quotes.
+    """
     try:
         return shlex.split(arg)
     except ValueError:
-        return arg.split()
+        return [word for word in (part.strip('"') for part in arg.split()) if word]
 
 
 def _is_number(word: str) -> bool:

@@ -40,6 +40,10 @@ __all__ = [
 # mid-message, garbage) and our own per-attempt timeout.
 NETWORK_ERRORS = (OSError, SockworkError, asyncio.TimeoutError)
 
+# Tries for the catalog and for order_status at the end: the books must be read even
+# through a poor network, whatever --attempts says about checkouts.
+_RESOLVE_ATTEMPTS = 10
+
 
 @dataclass(frozen=True)
 class SimulationResult:
@@ -104,9 +108,11 @@ class _Run:
         self.deadline = 0.0
 
     async def connect(self) -> AsyncStoreClient:
+        """Open a connection to the API within the attempt timeout."""
         return await asyncio.wait_for(AsyncStoreClient.connect(self.host, self.port), self.timeout)
 
     async def customer(self, number: int) -> None:
+        """Shop as customer ``number`` until the time is up or nothing is left in stock."""
         rng = random.Random(self.seed * 1_000_003 + number)
         client: AsyncStoreClient | None = None
         checkout = 0
@@ -186,7 +192,7 @@ class _Run:
 
     async def catalog(self) -> list[dict[str, object]]:
         """Return the API's catalog products, retrying on network errors."""
-        for attempt in range(2 * self.attempts):
+        for attempt in range(_RESOLVE_ATTEMPTS):
             if attempt:
                 await asyncio.sleep(min(0.01 * 2**attempt, 0.5))
             client: AsyncStoreClient | None = None
@@ -195,7 +201,7 @@ class _Run:
                 result = await asyncio.wait_for(client.request("catalog"), self.timeout)
                 break
             except NETWORK_ERRORS:
-                if attempt == 2 * self.attempts - 1:
+                if attempt == _RESOLVE_ATTEMPTS - 1:
                     raise
             finally:
                 if client is not None:
@@ -208,26 +214,32 @@ class _Run:
     async def resolve(self) -> None:
         """Ask the store about checkouts that failed every attempt: committed after all?"""
         still: list[tuple[str, dict[int, int]]] = []
-        for request_id, items in self.tally.unresolved:
-            reply: dict[str, object] | None = None
-            for attempt in range(2 * self.attempts):
-                client: AsyncStoreClient | None = None
-                try:
-                    client = await self.connect()
-                    reply = await asyncio.wait_for(
-                        client.send_request("order_status", request_id=request_id), self.timeout
-                    )
-                    break
-                except NETWORK_ERRORS:
-                    await asyncio.sleep(min(0.01 * 2**attempt, 0.5))
-                finally:
-                    if client is not None:
-                        client.abort()
-            error = reply.get("error") if reply is not None else None
-            if reply is not None and reply.get("ok") is True:
-                self.tally.record_recovered(items)
-            elif not (isinstance(error, dict) and error.get("code") == "not_found"):
-                still.append((request_id, items))  # the store could not say: unresolved
+        client: AsyncStoreClient | None = None
+        try:
+            for request_id, items in self.tally.unresolved:
+                reply: dict[str, object] | None = None
+                for attempt in range(_RESOLVE_ATTEMPTS):
+                    try:
+                        if client is None:
+                            client = await self.connect()
+                        reply = await asyncio.wait_for(
+                            client.send_request("order_status", request_id=request_id),
+                            self.timeout,
+                        )
+                        break
+                    except NETWORK_ERRORS:
+                        if client is not None:
+                            client.abort()
+                        client = None
+                        await asyncio.sleep(min(0.01 * 2**attempt, 0.5))
+                error = reply.get("error") if reply is not None else None
+                if reply is not None and reply.get("ok") is True:
+                    self.tally.record_recovered(items)
+                elif not (isinstance(error, dict) and error.get("code") == "not_found"):
+                    still.append((request_id, items))  # the store could not say: unresolved
+        finally:
+            if client is not None:
+                client.abort()
         self.tally.unresolved = still
 
 

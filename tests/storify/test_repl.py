@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -181,3 +182,42 @@ def test_store_repl_eof_stops_the_server(store: Store) -> None:
     front = FakeFront()
     manage(store, "", front)
     assert front.stopped
+
+
+def test_store_repl_usage_lines(store: Store) -> None:
+    text = manage(
+        store, "add\nadd x\nrename mug\nprice mug\nremove\nkick\nbroadcast\n", FakeFront()
+    )
+    for usage in (
+        "Usage: add <name> <price> [stock]",
+        "Usage: rename <product> <new name>",
+        "Usage: price <product> <price>",
+        "Usage: remove <product>",
+        "Usage: kick <id>",
+        "Usage: broadcast <message>",
+    ):
+        assert usage in text
+    assert text.count("Usage: add") == 2
+
+
+def test_repls_with_an_empty_store() -> None:
+    with Store() as empty:
+        assert "Nothing on sale right now, come back soon." in shop(empty, "list\n")
+        assert "No products on sale. Add one" in manage(empty, "products\n")
+
+
+def test_customer_repl_unbalanced_quotes_and_sold_out(store: Store) -> None:
+    store.add_product("Bob's mug", 700, 3)
+    text = shop(store, "add \"lamp\ncheckout\nlist\nshow lamp\nshow Bob's mug\n")
+    assert "Added 1 x Lamp" in text
+    assert "#6 Bob's mug: $7.00, 3 in stock.\n" in text
+    assert re.search(r"  5  Lamp +\$42.00  sold out\n", text)
+    assert "#5 Lamp: $42.00, sold out.\n" in text
+
+
+def test_store_repl_customers_when_nobody_is_there(store: Store) -> None:
+    class Empty(FakeFront):
+        def visitors(self) -> list[Visitor]:
+            return []
+
+    assert "Nobody is connected.\n" in manage(store, "customers\n", Empty())

@@ -89,3 +89,28 @@ def test_simulate_rejects_bad_arguments() -> None:
     ):
         with pytest.raises(ValueError):
             run_simulation(("127.0.0.1", 1), **bad)  # type: ignore[arg-type]
+
+
+def test_simulate_resolves_checkouts_that_failed_every_attempt(store: Store) -> None:
+    # One attempt per checkout: a reset fails it outright. At the end order_status tells
+    # which of those committed (reply lost) and which did not (request lost).
+    store.add_product("Mug", 850, 100_000)
+    with ApiServer(store, port=0) as server:
+        with FaultProxy(upstream=server.address, seed=3) as proxy:
+            proxy.add(ResetPeer(probability=0.3), direction="upstream")
+            proxy.add(ResetPeer(probability=0.3), direction="downstream")
+            result = run_simulation(
+                proxy.address,
+                customers=3,
+                duration=1.0,
+                seed=8,
+                attempts=1,
+                reconnect_every=1,
+            )
+    tally = result.tally
+    assert result.ok, result.summary()
+    assert tally.failed > 0 and tally.retried == 0
+    assert 0 < tally.recovered < tally.failed  # some replies were lost, some requests
+    assert tally.unresolved == []
+    assert store.totals()[0] == tally.purchases + tally.recovered
+    assert "found committed afterwards" in result.summary()
