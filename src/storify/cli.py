@@ -6,6 +6,7 @@ import argparse
 import errno
 import logging
 import signal
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
@@ -203,7 +204,11 @@ def _run_serve(args: argparse.Namespace) -> int:
     warning = exposure_warning(args.host)
     if warning is not None:
         print(warning, file=sys.stderr, flush=True)
-    store = Store(args.db, synchronous="FULL" if args.durable else "NORMAL")
+    try:
+        store = Store(args.db, synchronous="FULL" if args.durable else "NORMAL")
+    except sqlite3.Error as error:
+        print(f"storify: cannot open the database {args.db!r}: {error}", file=sys.stderr)
+        return 1
     try:
         if args.demo and store.seed_demo():
             _say(f"Put the demo catalog on sale in {args.db}.")

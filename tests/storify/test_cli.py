@@ -350,3 +350,11 @@ def test_exposure_warning() -> None:
 def test_listen_host_empty_means_every_interface() -> None:
     assert listen_host("") == "0.0.0.0"
     assert listen_host("127.0.0.1") == "127.0.0.1"
+
+
+def test_serve_reports_a_database_it_cannot_open(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "no such directory" / "store.db"
+    assert main(["serve", "--db", str(missing), "--no-console", "--port", "0"]) == 1
+    assert "cannot open the database" in capsys.readouterr().err
