@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import cmd
 import shlex
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import IO, Protocol
@@ -91,6 +92,10 @@ class _Console(cmd.Cmd):
             return bool(super().onecmd(line))
         except StoreError as error:
             self.say(f"Sorry, {error}.")
+            return False
+        except sqlite3.OperationalError:
+            # Locked by another process beyond the busy timeout: nothing was changed.
+            self.say("Sorry, the store is busy right now; nothing was changed. Try again.")
             return False
 
 

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import io
 import re
+import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -221,3 +223,18 @@ def test_store_repl_customers_when_nobody_is_there(store: Store) -> None:
             return []
 
     assert "Nobody is connected.\n" in manage(store, "customers\n", Empty())
+
+
+def test_customer_repl_busy_database_is_a_sentence(tmp_path: Path) -> None:
+    path = str(tmp_path / "busy.db")
+    with Store(path) as store, Store(path, busy_timeout=0.05) as impatient:
+        store.add_product("Mug", 850, 5)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            text = shop(impatient, "add mug\ncheckout\n")
+            blocker.execute("ROLLBACK")
+        finally:
+            blocker.close()
+        assert "Sorry, the store is busy right now; nothing was changed. Try again." in text
+        assert store.product("mug").stock == 5
