@@ -150,6 +150,7 @@ class MessageStream(Generic[T]):
         self._decode = (
             None if codec is BYTES and self.format is not Format.STOCKINGS else codec.decode
         )
+        self._raw = codec is BYTES  # bytes go to the encoder as they are
         self._loop = protocol.loop
         self._pending: list[Payload] = []
         self._pending_size = 0
@@ -197,8 +198,11 @@ class MessageStream(Generic[T]):
             TypeError: the codec cannot encode ``message``.
             ConnectionClosed: the connection is closed (``by_peer`` tells who closed it).
         """
-        header, payload = self._encoder.send_parts(self.codec.encode(message))
-        self._check_can_send()
+        if not (self._raw and type(message) is bytes):
+            message = self.codec.encode(message)  # type: ignore[assignment]
+        header, payload = self._encoder.send_parts(message)  # type: ignore[arg-type]
+        if self._closing or self._protocol.lost or self._transport.is_closing():
+            self._check_can_send()
         size = len(payload) if isinstance(payload, (bytes, bytearray)) else payload.nbytes
         if size >= _COPY_LIMIT:
             self._flush()

@@ -2,7 +2,7 @@
 
 ``MessageSocket`` is a read loop around :class:`~sockwork.frames.codec.FrameDecoder`,
 a lock around :class:`~sockwork.frames.codec.FrameEncoder`, and one place
-(``_translate_errors``) that turns ``OSError`` into sockwork errors.
+(``_TranslateErrors``) that turns ``OSError`` into sockwork errors.
 """
 
 # Rules:
@@ -52,6 +52,49 @@ T = TypeVar("T")
 _RECV_SIZE = 256 * 1024  # bytes asked of each recv_into
 _COPY_LIMIT = 16 * 1024  # payloads smaller than this are joined with the header and sent once
 _HAS_SENDMSG = hasattr(socket.socket, "sendmsg")
+
+
+class _TranslateErrors:
+    """Context manager turning the socket's OSError into sockwork errors (``__cause__`` kept).
+
+    The one place where the blocking front end catches OSError. One instance per
+    direction is reused for every call (a generator-based context manager costs more
+    than the send of a small message).
+    """
+
+    def __init__(self, owner: MessageSocket[object], action: str) -> None:
+        self._owner = owner
+        self._action = action
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None or not isinstance(exc, OSError):
+            return
+        owner = self._owner
+        if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError since 3.10
+            timeout = owner.gettimeout() if not owner.closed else None
+            error = TimedOut(
+                f"{self._action} timed out after {timeout} s; raise the timeout with settimeout()",
+                timeout=timeout,
+            )
+            if self._action == "send":
+                # Part of a frame may have been written: the stream is unusable.
+                owner._fail(error)
+            raise error from exc
+        if owner.closed:
+            raise owner._closed_error() from exc
+        raise ConnectionClosed(
+            f"{self._action} failed, connection lost: {exc}",
+            address=owner.address,
+            by_peer=True,
+        ) from exc
 
 
 class MessageSocket(Generic[T]):
@@ -119,6 +162,9 @@ class MessageSocket(Generic[T]):
         self._decode = (
             None if codec is BYTES and self.format is not Format.STOCKINGS else codec.decode
         )
+        self._raw = codec is BYTES  # bytes go to the encoder as they are
+        self._send_errors = _TranslateErrors(self, "send")  # type: ignore[arg-type]
+        self._recv_errors = _TranslateErrors(self, "recv")  # type: ignore[arg-type]
         try:
             self.address: object = sock.getpeername()
         except OSError as exc:
@@ -131,24 +177,6 @@ class MessageSocket(Generic[T]):
         return f"<MessageSocket {self.format.name} {state} peer={self.address!r}>"
 
     # -- plumbing ------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _translate_errors(self, action: str) -> Iterator[None]:
-        """Turn OSError from the socket into sockwork errors, keeping ``__cause__``."""
-        try:
-            yield
-        except TimeoutError as exc:  # socket.timeout is TimeoutError since 3.10
-            timeout = self._sock.gettimeout()
-            raise TimedOut(
-                f"{action} timed out after {timeout} s; raise the timeout with settimeout()",
-                timeout=timeout,
-            ) from exc
-        except OSError as exc:
-            if self._closed:
-                raise self._closed_error() from exc
-            raise ConnectionClosed(
-                f"{action} failed, connection lost: {exc}", address=self.address, by_peer=True
-            ) from exc
 
     def _closed_error(self) -> ConnectionClosed:
         return ConnectionClosed(
@@ -177,15 +205,17 @@ class MessageSocket(Generic[T]):
             ConnectionClosed: the connection is closed (``by_peer`` tells who closed it).
             TimedOut: the send timed out; the connection is then closed.
         """
-        header, payload = self._encoder.send_parts(self.codec.encode(message))
+        if not (self._raw and type(message) is bytes):
+            message = self.codec.encode(message)  # type: ignore[assignment]
+        header, payload = self._encoder.send_parts(message)  # type: ignore[arg-type]
         with self._send_lock:
-            self._check_open()
-            try:
-                with self._translate_errors("send"):
+            if self._closed:
+                self._check_open()
+            with self._send_errors:
+                if type(payload) is bytes and len(payload) < _COPY_LIMIT:
+                    self._sock.sendall(header + payload)
+                else:
                     self._send_parts(header, payload)
-            except TimedOut as exc:
-                self._fail(exc)
-                raise
 
     def _send_parts(self, header: bytes, payload: Payload) -> None:
         size = len(payload) if isinstance(payload, (bytes, bytearray)) else payload.nbytes
@@ -218,13 +248,10 @@ class MessageSocket(Generic[T]):
         encode = self.codec.encode
         data = self._encoder.send_many([encode(m) for m in messages])
         with self._send_lock:
-            self._check_open()
-            try:
-                with self._translate_errors("send"):
-                    self._sock.sendall(data)
-            except TimedOut as exc:
-                self._fail(exc)
-                raise
+            if self._closed:
+                self._check_open()
+            with self._send_errors:
+                self._sock.sendall(data)
 
     # -- receiving -----------------------------------------------------------------------
 
@@ -276,7 +303,7 @@ class MessageSocket(Generic[T]):
     def _fill(self) -> None:
         """Receive once into the decoder's buffer; EOF and resets end the stream."""
         decoder = self._decoder
-        with self._translate_errors("recv"):
+        with self._recv_errors:
             try:
                 nbytes = self._sock.recv_into(decoder.get_buffer(_RECV_SIZE))
             except (ConnectionResetError, ConnectionAbortedError) as exc:
