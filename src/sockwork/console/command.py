@@ -6,6 +6,7 @@ import argparse
 import cmd
 import importlib
 import os
+import signal
 import ssl
 import sys
 from typing import cast
@@ -112,6 +113,7 @@ def run_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.no_console:
             server.serve_forever()
@@ -122,7 +124,13 @@ def run_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         server.stop()
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # SIGTERM ends the server like Ctrl-C does: every session is closed properly.
+    raise KeyboardInterrupt
 
 
 def _run_console(app: App) -> None:
