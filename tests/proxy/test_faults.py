@@ -337,3 +337,42 @@ def test_faults_work_on_the_running_loop(echo_server: Upstream) -> None:
             return elapsed
 
     assert 0.19 <= asyncio.run(main()) < 0.6
+
+
+def test_scope_new_keeps_absolute_connection_numbers(echo_server: Upstream) -> None:
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=5) as first:
+            round_trip(first)
+            proxy.add(CloseAfter(0, connections={1, 3}), direction="downstream", scope="new")
+            assert round_trip(first) < 0.5  # connection 1 is open: "new" spares it
+        outcomes = []
+        for _ in range(2):  # connections 2 and 3
+            with socket.create_connection(proxy.address, timeout=5) as client:
+                client.sendall(b"?")
+                try:
+                    outcomes.append(client.recv(1))
+                except ConnectionResetError:
+                    outcomes.append(b"")  # the cut raced our unread "?" into an RST
+    assert outcomes == [b"?", b""]
+
+
+def test_after_bytes_counts_bytes_that_passed_before_the_fault(echo_server: Upstream) -> None:
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=5) as client:
+            round_trip(client, b"a" * 100)  # 100 bytes downstream with no fault
+            proxy.add(CloseAfter(10, after_bytes=150), direction="downstream")
+            client.sendall(b"b" * 100)
+            # Active from byte 150, cut 10 bytes later: 60 of the 100 arrive, then EOF.
+            assert recv_all(client) == b"b" * 60
+
+
+def test_removing_a_stall_lets_the_held_data_through(echo_server: Upstream) -> None:
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        proxy.add(Stall(), direction="upstream", name="stall")
+        with socket.create_connection(proxy.address, timeout=0.3) as client:
+            client.sendall(b"held")
+            with pytest.raises(TimeoutError):
+                client.recv(4)
+            proxy.remove("stall")
+            client.settimeout(5)
+            assert recv_exactly(client, 4) == b"held"

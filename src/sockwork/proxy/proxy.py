@@ -229,14 +229,6 @@ class _Connection:
         """The transport a direction writes to."""
         return (self.server if direction == "upstream" else self.client).transport
 
-    def count_received(self, direction: Direction, n: int) -> None:
-        """Count n bytes read from a direction's source."""
-        self.proxy._received[direction] += n
-
-    def count_sent(self, direction: Direction, n: int) -> None:
-        """Count n bytes written to a direction's destination."""
-        self.proxy._sent[direction] += n
-
     def pipe_finished(self, direction: Direction) -> None:
         """A direction has passed its EOF on; close when both have."""
         if all(p.finished for p in self.pipes.values()):
@@ -265,7 +257,7 @@ class _Connection:
 
     def _stop(self) -> None:
         self.closed = True
-        if self.task is not None:
+        if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
         for pipe in self.pipes.values():
             pipe.stop()
@@ -546,6 +538,8 @@ class FaultProxy:
             for task in pending:
                 task.cancel()
             loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            # Name look-ups of a "localhost" upstream ran in the default executor.
+            loop.run_until_complete(loop.shutdown_default_executor())
 
         name = f"sockwork-proxy-{id(self):x}"
         self._thread = threading.Thread(target=run, name=name, daemon=True)
@@ -678,6 +672,8 @@ class FaultProxy:
     def _bind(self, address: tuple[str, int]) -> socket.socket:
         host, port = address
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        # "localhost" may resolve to ::1 first; clients mostly dial 127.0.0.1 (Go does too).
+        infos.sort(key=lambda info: info[0] != socket.AF_INET)
         family, _, _, _, sockaddr = infos[0]
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -785,6 +781,9 @@ class FaultProxy:
     def _connection_closed(self, conn: _Connection) -> None:
         if self._connections.pop(conn.id, None) is None:
             return
+        for direction, pipe in conn.pipes.items():
+            self._received[direction] += pipe.received
+            self._sent[direction] += pipe.sent
         self._closed_since_prune += 1
         if self._closed_since_prune >= _PRUNE_EVERY and self._plan is not None:
             # The plan forgets closed connections only in update(); updating with the
@@ -831,6 +830,11 @@ class FaultProxy:
         await asyncio.sleep(0)
 
     def _snapshot(self) -> ProxyCounters:
+        received, sent = dict(self._received), dict(self._sent)
+        for conn in self._connections.values():  # closed ones were added as they closed
+            for direction, pipe in conn.pipes.items():
+                received[direction] += pipe.received
+                sent[direction] += pipe.sent
         fired: dict[str, int] = {}
         if self._plan is not None:
             for e in self._plan.report.events:
@@ -841,10 +845,10 @@ class FaultProxy:
             connections_total=self._next_id,
             connections_open=len(self._connections),
             connections_failed=self._failed,
-            received_upstream=self._received["upstream"],
-            received_downstream=self._received["downstream"],
-            bytes_upstream=self._sent["upstream"],
-            bytes_downstream=self._sent["downstream"],
+            received_upstream=received["upstream"],
+            received_downstream=received["downstream"],
+            bytes_upstream=sent["upstream"],
+            bytes_downstream=sent["downstream"],
             faults_fired=fired,
         )
 
