@@ -15,6 +15,8 @@ CORE_MODULES = [
     "sockwork/faults/vocabulary.py",
     "sockwork/faults/plan.py",
     "sockwork/faults/units.py",
+    "sockwork/proxy/toxic.py",
+    "sockwork/proxy/fault.py",
 ]
 
 FORBIDDEN = {"socket", "selectors", "ssl", "asyncio", "threading", "time", "select"}
