@@ -594,11 +594,6 @@ def test_poorconn_delays_ssl_sendall_twice_per_chunk(
     assert _tls_sendall_seconds(poorconn, tls_contexts) >= 6 * T * 0.9
 
 
-@pytest.mark.xfail(
-    reason="sockwork.faults does not act on ssl.SSLSocket methods yet (SSLSocket overrides "
-    "send/sendall/recv, and the engine patches socket.socket only): no delay at all",
-    strict=True,
-)
 def test_ssl_sendall_is_delayed_once_per_chunk(
     tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
 ) -> None:
