@@ -303,6 +303,19 @@ class FrameDecoder:
         return self._end - self._start
 
     @property
+    def missing(self) -> int:
+        """Bytes still to receive to complete the frame whose header was parsed, else 0.
+
+        A front end can skip waking its reader while this is positive: no message can
+        be complete yet. It is 0 while no header is pending (including before
+        :meth:`next_message` has parsed the next one).
+        """
+        if not self._hlen:
+            return 0
+        missing = self._start + self._hlen + self._plen - self._end
+        return missing if missing > 0 else 0
+
+    @property
     def eof(self) -> bool:
         """True once :meth:`receive_eof` was called."""
         return self._eof
