@@ -84,8 +84,11 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         return self.decoder.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.decoder.buffer_updated(nbytes)
-        if self.decoder.buffered > _READ_HIGH and not self.read_paused:
+        decoder = self.decoder
+        decoder.buffer_updated(nbytes)
+        if decoder.missing:
+            return  # the pending frame is still incomplete: waking the reader is wasted work
+        if decoder.buffered > _READ_HIGH and not self.read_paused:
             assert self.transport is not None
             self.read_paused = True
             self.transport.pause_reading()
