@@ -28,7 +28,6 @@ from sockwork.frames._reactor import Reactor, current_thread_count
 from sockwork.frames.codec import Format
 from sockwork.frames.codecs import JSON, TEXT
 from sockwork.frames.endpoint import Endpoint
-from tests.conftest import require_binary
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -735,21 +734,20 @@ def test_endpoint_handshake_exception_is_the_cause() -> None:
 # -- TLS and interpreter exit ----------------------------------------------------------------
 
 
+# A self-signed certificate for 127.0.0.1, valid until 2126, made for these tests only
+# (its key is public: it protects nothing). Regenerate with:
+#   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 36500 \
+#     -subj "/CN=sockwork test certificate (not secret)" \
+#     -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" -keyout k.pem -out c.pem
+TLS_PEM = Path(__file__).resolve().parent / "data" / "tls-test-only.pem"
+
+
 @pytest.fixture(scope="module")
-def tls_contexts(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    openssl = require_binary("openssl")
-    directory = tmp_path_factory.mktemp("tls")
-    key, cert = directory / "key.pem", directory / "cert.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(cert, key)
+    server.load_cert_chain(TLS_PEM)
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client.load_verify_locations(cert)
+    client.load_verify_locations(TLS_PEM)
     return server, client
 
 
