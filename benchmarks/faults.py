@@ -144,27 +144,34 @@ def ping_pong(pair: tuple[socket.socket, socket.socket], count: int) -> float:
 
 
 def overhead(rounds: int, total: int, count: int) -> None:
+    names = list(VARIANTS)
     results: dict[str, dict[str, list[float]]] = {
-        name: {"bulk": [], "pingpong": []} for name in VARIANTS
+        name: {"bulk": [], "pingpong": []} for name in names
     }
-    for _ in range(rounds):
-        for name, variant in VARIANTS.items():
-            with variant() as pair:
+    for r in range(rounds):
+        # Rotate the order each round, and compare each variant with the plain socket
+        # of the same round: the load of this shared machine drifts between rounds.
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            with VARIANTS[name]() as pair:
                 results[name]["bulk"].append(bulk(pair, total))
-            with variant() as pair:
+            with VARIANTS[name]() as pair:
                 results[name]["pingpong"].append(ping_pong(pair, count))
-    base_bulk = statistics.median(results["plain socket"]["bulk"])
-    base_pp = statistics.median(results["plain socket"]["pingpong"])
+    plain_bulk = results["plain socket"]["bulk"]
+    plain_pp = results["plain socket"]["pingpong"]
     print(f"no-fault overhead: {rounds} rounds, {total // MIB} MiB per bulk run, "
-          f"{count} round trips per ping-pong run (medians)")
+          f"{count} round trips per ping-pong run; medians, and the median of per-round "
+          "ratios to the plain socket")
     print(f"| {'variant':<33} | {'1 MiB sendall/recv MB/s':>23} | {'ratio':>5} "
           f"| {'64 B ping-pong RTT µs':>21} | {'ratio':>5} |")
     print(f"|{'-' * 35}|{'-' * 25}:|{'-' * 6}:|{'-' * 23}:|{'-' * 6}:|")
-    for name in VARIANTS:
-        bulk_s = statistics.median(results[name]["bulk"])
-        pp = statistics.median(results[name]["pingpong"])
-        print(f"| {name:<33} | {total / bulk_s / 1e6:>23.0f} | {bulk_s / base_bulk:>5.2f} "
-              f"| {pp:>21.1f} | {pp / base_pp:>5.2f} |")
+    for name in names:
+        bulk_s = results[name]["bulk"]
+        pp = results[name]["pingpong"]
+        bulk_ratio = statistics.median(v / p for v, p in zip(bulk_s, plain_bulk, strict=True))
+        pp_ratio = statistics.median(v / p for v, p in zip(pp, plain_pp, strict=True))
+        print(f"| {name:<33} | {total / statistics.median(bulk_s) / 1e6:>23.0f} "
+              f"| {bulk_ratio:>5.2f} | {statistics.median(pp):>21.1f} | {pp_ratio:>5.2f} |")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -198,16 +205,26 @@ def poorconn_accuracy(delay: float, samples: int) -> list[float]:
     return errors
 
 
+def sleep_accuracy(delay: float, samples: int) -> list[float]:
+    errors = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        time.sleep(delay)
+        errors.append((time.perf_counter() - start - delay) * 1e3)
+    return errors
+
+
 def accuracy(samples: int) -> None:
     print(f"\ndelay accuracy: {samples} samples each; error = measured - requested, ms")
-    print(f"| {'delay':<40} | {'p50 ms':>7} | {'p99 ms':>7} | {'max ms':>7} |")
-    print(f"|{'-' * 42}|{'-' * 8}:|{'-' * 8}:|{'-' * 8}:|")
+    print(f"| {'delay':<42} | {'p50 ms':>7} | {'p99 ms':>7} | {'max ms':>7} |")
+    print(f"|{'-' * 44}|{'-' * 8}:|{'-' * 8}:|{'-' * 8}:|")
     for delay in (0.005, 0.02):
-        for name, measure in (("sockwork Latency", latency_accuracy),
+        for name, measure in (("time.sleep (the machine's floor)", sleep_accuracy),
+                              ("sockwork Latency", latency_accuracy),
                               ("poorconn delay_before_sending_once", poorconn_accuracy)):
             errors = measure(delay, samples)
             label = f"{name} {delay * 1e3:g} ms"
-            print(f"| {label:<40} | {percentile(errors, 0.5):>7.3f} "
+            print(f"| {label:<42} | {percentile(errors, 0.5):>7.3f} "
                   f"| {percentile(errors, 0.99):>7.3f} | {max(errors):>7.3f} |")
 
 
@@ -219,7 +236,7 @@ def main() -> None:
         overhead(rounds=3, total=64 * MIB, count=500)
         accuracy(samples=50)
     else:
-        overhead(rounds=9, total=256 * MIB, count=3000)
+        overhead(rounds=15, total=128 * MIB, count=2000)
         accuracy(samples=300)
 
 

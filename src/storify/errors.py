@@ -29,15 +29,13 @@ __all__ = [
     "UnknownProduct",
 ]
 
-Fact = str | int | None
-
 
 class StoreError(Exception):
     """Base class of the store's domain errors; ``code`` names the error in API replies."""
 
     code = "store_error"
 
-    def facts(self) -> dict[str, Fact]:
+    def facts(self) -> dict[str, object]:
         """Return the fields that describe this error, for structured replies."""
         return {}
 
@@ -51,7 +49,7 @@ class UnknownProduct(StoreError, LookupError):
         super().__init__(f"no product {product!r}; type 'list' to see what is on sale")
         self.product = product
 
-    def facts(self) -> dict[str, Fact]:
+    def facts(self) -> dict[str, object]:
         """Return ``{"product": ...}``."""
         return {"product": self.product}
 
@@ -67,7 +65,7 @@ class OrderNotFound(StoreError, LookupError):
         self.order_id = order_id
         self.request_id = request_id
 
-    def facts(self) -> dict[str, Fact]:
+    def facts(self) -> dict[str, object]:
         """Return the id that was looked up."""
         return {"order_id": self.order_id, "request_id": self.request_id}
 
@@ -87,7 +85,7 @@ class OutOfStock(StoreError):
         self.requested = requested
         self.available = available
 
-    def facts(self) -> dict[str, Fact]:
+    def facts(self) -> dict[str, object]:
         """Return the product, the units requested and the units available."""
         return {"product": self.product, "requested": self.requested, "available": self.available}
 
@@ -110,7 +108,7 @@ class CartFull(StoreError):
         super().__init__(f"a cart holds at most {limit} different products; check out first")
         self.limit = limit
 
-    def facts(self) -> dict[str, Fact]:
+    def facts(self) -> dict[str, object]:
         """Return ``{"limit": ...}``."""
         return {"limit": self.limit}
 
@@ -124,7 +122,7 @@ class InvalidValue(StoreError, ValueError):
         super().__init__(message)
         self.field = field
 
-    def facts(self) -> dict[str, Fact]:
+    def facts(self) -> dict[str, object]:
         """Return ``{"field": ...}``."""
         return {"field": self.field}
 
@@ -138,7 +136,7 @@ class DuplicateProduct(StoreError, ValueError):
         super().__init__(f"a product called {product!r} is already on sale")
         self.product = product
 
-    def facts(self) -> dict[str, Fact]:
+    def facts(self) -> dict[str, object]:
         """Return ``{"product": ...}``."""
         return {"product": self.product}
 
@@ -156,6 +154,6 @@ class RequestConflict(StoreError, ValueError):
         self.request_id = request_id
         self.order_id = order_id
 
-    def facts(self) -> dict[str, Fact]:
+    def facts(self) -> dict[str, object]:
         """Return the request id and the order it committed."""
         return {"request_id": self.request_id, "order_id": self.order_id}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import cmd
 import shlex
+import sqlite3
 import time
 from dataclasses import dataclass
 from typing import IO, Protocol
@@ -41,11 +42,15 @@ def _clean(text: str, limit: int = 40) -> str:
 
 
 def _words(arg: str) -> list[str]:
-    """Split a command's argument like a shell would (quotes group), or on spaces if unbalanced."""
+    """Split a command's argument like a shell would (quotes group).
+
+    Unbalanced quotes (``show Bob's mug``, ``add "lamp``) fall back to splitting on
+    spaces, keeping apostrophes and dropping stray double quotes.
+    """
     try:
         return shlex.split(arg)
     except ValueError:
-        return arg.split()
+        return [word for word in (part.strip('"') for part in arg.split()) if word]
 
 
 def _is_number(word: str) -> bool:
@@ -87,6 +92,10 @@ class _Console(cmd.Cmd):
             return bool(super().onecmd(line))
         except StoreError as error:
             self.say(f"Sorry, {error}.")
+            return False
+        except sqlite3.OperationalError:
+            # Locked by another process beyond the busy timeout: nothing was changed.
+            self.say("Sorry, the store is busy right now; nothing was changed. Try again.")
             return False
 
 
@@ -405,7 +414,7 @@ class StoreREPL(_Console):
         """close: disconnect everyone, stop the server and leave."""
         if self.front is not None:
             self.front.stop()
-        self.say(f"{self.name} is closed.")
+        self.say(f"Closing {self.name}...")
         return True
 
     def do_EOF(self, arg: str) -> bool:  # noqa: N802 - cmd.Cmd's name for end of input

@@ -151,6 +151,15 @@ def render_progress(elapsed: float, duration: float, purchases: int, *, width: i
     )
 
 
+def _failed_detail(tally: Tally) -> str:
+    details = []
+    if tally.recovered:
+        details.append(f"{tally.recovered} found committed afterwards")
+    if tally.unresolved:
+        details.append(f"{len(tally.unresolved)} UNRESOLVED: the store could not be asked")
+    return f" ({', '.join(details)})" if details else ""
+
+
 def summary(
     tally: Tally,
     *,
@@ -173,8 +182,7 @@ def summary(
         f"  rejected    {tally.rejected} (out of stock or off sale)",
         f"  retried     {tally.retried} resent after a network error"
         f" ({tally.replayed} had already committed, not charged twice)",
-        f"  failed      {tally.failed}"
-        + (f" ({tally.recovered} found committed afterwards)" if tally.recovered else ""),
+        f"  failed      {tally.failed}" + _failed_detail(tally),
     ]
     if invariant is None:
         lines.append("  invariant   not checked")

@@ -8,6 +8,7 @@ next to a test of what sockwork does instead.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import socket
 import ssl
@@ -381,6 +382,13 @@ def test_controller_setters_validate(pair: list[socket.socket]) -> None:
     once = ours.delay_before_sending_once(s, 0)
     with pytest.raises(ValueError, match="t must be"):
         once.t = float("nan")
+    for upon in (
+        ours.delay_before_sending_upon_acceptance(s, 0, 4),
+        ours.delay_before_sending_upon_acceptance_once(s, 0),
+    ):
+        with pytest.raises(ValueError, match="t must be"):
+            upon.t = -1
+        assert upon.t == 0
 
 
 def test_poorconn_accepts_bad_t_and_fails_later(pair: list[socket.socket]) -> None:
@@ -586,11 +594,6 @@ def test_poorconn_delays_ssl_sendall_twice_per_chunk(
     assert _tls_sendall_seconds(poorconn, tls_contexts) >= 6 * T * 0.9
 
 
-@pytest.mark.xfail(
-    reason="sockwork.faults does not act on ssl.SSLSocket methods yet (SSLSocket overrides "
-    "send/sendall/recv, and the engine patches socket.socket only): no delay at all",
-    strict=True,
-)
 def test_ssl_sendall_is_delayed_once_per_chunk(
     tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
 ) -> None:
@@ -612,3 +615,57 @@ def test_poorconn_empty_send_waits(pair: list[socket.socket]) -> None:
     elapsed, sent = _timed(s.send, b"")
     assert sent == 0
     assert elapsed >= T * 0.9
+
+
+# --- where sockwork differs: asyncio ------------------------------------------------------
+
+
+def _asyncio_sendall(impl: types.ModuleType) -> tuple[float, int, bytes]:
+    """sock_sendall 300 B under delay_before_sending(T, 100) on asyncio with a 10 ms ticker.
+
+    Returns (seconds until the peer has read everything, ticks meanwhile, bytes read).
+    """
+    client, server = tcp_pair()
+
+    async def main() -> tuple[float, int, bytes]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        start = time.monotonic()
+        try:
+            receiving = asyncio.create_task(asyncio.to_thread(recv_exactly, client, 300))
+            sending = asyncio.get_running_loop().sock_sendall(patchable, bytes(300))
+            await asyncio.wait_for(sending, 2)
+            received = await asyncio.wait_for(receiving, 2)
+        finally:
+            task.cancel()
+        return time.monotonic() - start, ticks, received
+
+    with client:
+        client.settimeout(3)
+        patchable = impl.make_socket_patchable(server)
+        with patchable:
+            patchable.setblocking(False)
+            impl.delay_before_sending(patchable, T, 100)
+            return asyncio.run(main())
+
+
+def test_asyncio_loop_keeps_running_during_delays() -> None:
+    elapsed, ticks, received = _asyncio_sendall(ours)
+    assert received == bytes(300)
+    assert 3 * T * 0.9 <= elapsed < 3 * T + SLACK  # the bytes arrive late...
+    assert ticks >= 10  # ...and the loop kept running meanwhile (about 30 when idle)
+
+
+def test_poorconn_blocks_the_asyncio_loop() -> None:
+    elapsed, ticks, received = _asyncio_sendall(poorconn)
+    assert received == bytes(300)
+    assert elapsed >= 3 * T * 0.9
+    assert ticks <= 3  # the loop slept in time.sleep

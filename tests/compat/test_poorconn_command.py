@@ -130,6 +130,8 @@ def test_no_arguments_prints_help_on_stderr(capsys: pytest.CaptureFixture[str]) 
             "--length: must be at least 1 byte",
         ),
         (["-p", "70000", "close_upon_acceptance"], "-p/--port: must be in 0..65535"),
+        (["-p", "http", "close_upon_acceptance"], "-p/--port: expected a port number, got 'http'"),
+        (["delay_before_sending", "--t", "1", "--length", "1k"], "--length: expected a whole"),
     ],
 )
 def test_bad_arguments_are_usage_errors(

@@ -7,6 +7,7 @@ import http.client
 import socket
 import struct
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,43 @@ def test_start_twice_is_an_error(site: Path) -> None:
         httpd.start()
         with pytest.raises(RuntimeError, match="only once"):
             httpd.start()
+
+
+def test_close_cuts_a_slow_response_short(site: Path) -> None:
+    from sockwork.compat.poorconn import delay_before_sending_upon_acceptance
+    from sockwork.compat.poorconn.simulation import patched
+
+    (site / "slow.bin").write_bytes(bytes(1000))  # 100 chunks, 0.3 s apart: 30 s in full
+
+    def slow(s: socket.socket) -> socket.socket:
+        return patched(s, lambda s: delay_before_sending_upon_acceptance(s, 0.3, 10))
+
+    with HTTPServer(site, simulation=slow) as httpd:
+        httpd.start()
+        with socket.create_connection(httpd.server_address[:2], timeout=10) as client:
+            client.sendall(b"GET /slow.bin HTTP/1.0\r\n\r\n")
+            assert client.recv(10)  # the response has started
+            start = time.monotonic()
+            httpd.close()
+            elapsed = time.monotonic() - start
+            received = b""
+            while chunk := client.recv(4096):
+                received += chunk
+    assert elapsed < 0.3 + 1.0
+    assert not received.endswith(bytes(1000))  # cut short, not served in full
+
+
+def test_connections_closed_upon_acceptance_print_no_traceback(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import poorconn  # its close_upon_acceptance hands the server a closed socket
+
+    def close_all(s: socket.socket) -> socket.socket:
+        s = poorconn.make_socket_patchable(s)
+        poorconn.close_upon_acceptance(s)
+        return s
+
+    with serve(site, simulation=close_all) as server:
+        with socket.create_connection(server.server.server_address[:2], timeout=5) as client:
+            assert client.recv(10) == b""
+    assert capsys.readouterr().err == ""

@@ -5,9 +5,13 @@ from __future__ import annotations
 import cmd
 import getpass
 import socket
+import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
+
+import pytest
 
 TIMEOUT = 10.0
 
@@ -109,3 +113,15 @@ class Shop(cmd.Cmd):
         thread = threading.Thread(target=target)
         thread.start()
         thread.join()
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("tls")
+    pem = directory / "server.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-keyout", str(pem), "-out", str(pem)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return pem

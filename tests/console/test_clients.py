@@ -16,9 +16,7 @@ TIMEOUT = 10
 
 def spawn_telnet(address: tuple[str, int]) -> pexpect.spawn:
     telnet = require_binary("telnet")
-    child = pexpect.spawn(
-        telnet, [address[0], str(address[1])], timeout=TIMEOUT, encoding="utf-8"
-    )
+    child = pexpect.spawn(telnet, [address[0], str(address[1])], timeout=TIMEOUT, encoding="utf-8")
     return child
 
 
@@ -112,3 +110,15 @@ def test_nc_client_many_lines_at_once(lines: int) -> None:
         )
     expected = "".join(f"shop> hello {i}\r\n" for i in range(lines))
     assert result.stdout.decode() == "Welcome to the shop.\r\n" + expected + "shop> "
+
+
+def test_telnet_client_ctrl_d_ends_the_session() -> None:
+    with ConsoleServer(Shop, idle_timeout=30) as server:
+        child = spawn_telnet(server.address)
+        try:
+            child.expect_exact("shop> ")
+            child.sendeof()  # inetutils telnet sends the EOF character (0x04)
+            child.expect_exact("Connection closed by foreign host.")
+            child.expect(pexpect.EOF)
+        finally:
+            child.close(force=True)

@@ -109,3 +109,31 @@ def test_command_serve_keeps_the_local_console() -> None:
         assert child.exitstatus == 0
     finally:
         child.close(force=True)
+
+
+def test_command_serve_tls_with_certfile(certificate: Path) -> None:
+    import socket
+    import ssl
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sockwork", "serve", TARGET, "--no-console",
+         "--certfile", str(certificate)],
+        cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        port = _port_from(process.stderr.readline())
+        context = ssl.create_default_context(cafile=str(certificate))
+        context.check_hostname = False
+        with context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10)) as tls:
+            received = b""
+            while not received.endswith(b"shop> "):
+                received += tls.recv(4096)
+            assert received == b"Welcome to the shop.\r\nshop> "
+        process.send_signal(signal.SIGTERM)  # ends like Ctrl-C: a clean stop
+        assert process.wait(10) == 0
+    finally:
+        process.kill()
+        process.wait()
+        assert process.stderr is not None
+        process.stderr.close()

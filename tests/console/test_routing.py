@@ -165,3 +165,67 @@ def test_routing_without_a_console_drops_output() -> None:
             print("nowhere")
     finally:
         sys.stdout = saved
+
+
+def test_console_exports_match_the_docs() -> None:
+    import re
+    from pathlib import Path
+
+    import sockwork.console
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "console.md").read_text()
+    line = re.search(r"Exports of `sockwork.console`: (.*?)\.\n\n", doc, re.S)
+    assert line is not None
+    documented = set(re.findall(r"`(\w+)`", line.group(1)))
+    assert documented == set(sockwork.console.__all__)
+
+
+def test_routing_help_pages_plain_text_to_sessions_and_leaves_the_console_pager() -> None:
+    import pydoc
+
+    paged: list[str] = []
+    before = pydoc.pager
+
+    def console_pager(text: str, title: str = "") -> None:  # as if pydoc chose `less`
+        paged.append(text)
+
+    pydoc.pager = console_pager
+    try:
+        with routing.installed():
+            streams, session_out = make_streams()
+            with routing.bind(streams):
+                help(len)
+            help(abs)
+        assert pydoc.pager is console_pager
+    finally:
+        pydoc.pager = before
+    assert "len(obj, /)" in session_out.getvalue()
+    assert len(paged) == 1 and "abs(x, /)" in pydoc.plain(paged[0])
+
+
+def test_routing_pager_keeps_the_choice_pydoc_makes_on_first_use() -> None:
+    import pydoc
+
+    before = pydoc.pager
+    chosen: list[str] = []
+
+    def first_use(text: str, title: str = "") -> None:  # pydoc's lazy pager
+        def real(text: str, title: str = "") -> None:
+            chosen.append(text)
+
+        pydoc.pager = real
+        real(text)
+
+    pydoc.pager = first_use
+    try:
+        with routing.installed():
+            pydoc.pager("one")
+            pydoc.pager("two")
+            assert chosen == ["one", "two"]
+            streams, out = make_streams()
+            with routing.bind(streams):
+                pydoc.pager("three")
+        assert chosen == ["one", "two"] and out.getvalue() == "three\n"
+        assert pydoc.pager.__name__ == "real"
+    finally:
+        pydoc.pager = before

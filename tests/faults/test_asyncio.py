@@ -5,24 +5,32 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
 from sockwork.faults import (
     AcceptDelay,
     Bandwidth,
+    Blackhole,
     CloseAfter,
     CloseOnAccept,
+    Coalesce,
     ConnectDelay,
     ConnectTimeout,
     DnsFailure,
     Latency,
     Match,
     Refuse,
+    ResetPeer,
     Slice,
+    SlowClose,
     Stall,
+    Timeout,
+    executor,
     inject,
 )
 
@@ -230,5 +238,132 @@ def test_asyncio_server_accept_delay_and_close_on_accept() -> None:
                 await close(writer)
         assert 0.15 <= took < 2.0  # the server saw the connection 0.2 s late
         assert ticker.longest < 0.15
+
+    run(lambda: with_server(body))
+
+
+def test_asyncio_blackhole_swallows_writes() -> None:
+    async def body(port: int) -> None:
+        with inject(Blackhole(direction="send"), match=Match(role="client", port=port)):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"hello")
+            await writer.drain()  # the write "succeeds"
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(reader.read(10), 0.2)  # nothing was echoed
+            await close(writer)
+
+    run(lambda: with_server(body))
+
+
+def test_asyncio_timeout_discards_then_closes() -> None:
+    async def body(port: int) -> None:
+        with inject(Timeout(0.2, direction="recv"), match=Match(role="client", port=port)):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"echo me")
+            start = time.monotonic()
+            assert await reader.read(10) == b""  # discarded, then EOF
+            assert 0.15 <= time.monotonic() - start < 2.0
+            await close(writer)
+
+    run(lambda: with_server(body))
+
+
+def test_asyncio_reset_peer() -> None:
+    async def body(port: int) -> None:
+        with inject(ResetPeer(0.1, direction="recv"), match=Match(role="client", port=port)):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"echo me")
+            start = time.monotonic()
+            with pytest.raises(ConnectionResetError):
+                await reader.read(10)
+            assert 0.09 <= time.monotonic() - start < 2.0
+            await close(writer)
+
+    run(lambda: with_server(body))
+
+
+def test_asyncio_slow_close_holds_the_fin() -> None:
+    eof_at: list[float] = []
+
+    async def until_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(100):
+            pass
+        eof_at.append(time.monotonic())
+        writer.close()
+
+    async def body(port: int) -> None:
+        with inject(SlowClose(0.2, direction="send"), match=Match(role="client", port=port)):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"bye")
+            await writer.drain()
+            closed_at = time.monotonic()
+            await close(writer)
+            for _ in range(200):
+                if eof_at:
+                    break
+                await asyncio.sleep(0.01)
+        assert eof_at and 0.15 <= eof_at[0] - closed_at < 2.0
+
+    run(lambda: with_server(body, until_eof))
+
+
+def test_asyncio_coalesce_merges_writes() -> None:
+    async def two_writes(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"one")
+        await writer.drain()
+        await asyncio.sleep(0.02)
+        writer.write(b"two")
+        await writer.drain()
+        await reader.read(10)
+        writer.close()
+
+    async def body(port: int) -> None:
+        with inject(Coalesce(window=0.15), match=Match(role="client", port=port)):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            assert await reader.read(100) == b"onetwo"
+            await close(writer)
+
+    run(lambda: with_server(body, two_writes))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_RCVLOWAT readiness is Linux")
+@pytest.mark.parametrize("direction", ["send", "recv"])
+def test_asyncio_delays_do_not_poll(monkeypatch: pytest.MonkeyPatch, direction: str) -> None:
+    calls = []
+    for name in ("send", "receive"):
+        original = getattr(executor, name)
+
+        def counting(*args: object, _original: Any = original, **kwargs: object) -> Any:
+            calls.append(1)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(executor, name, counting)
+
+    async def body(port: int) -> None:
+        with inject(Latency(0.3, direction=direction),  # type: ignore[arg-type]
+                    match=Match(role="client", port=port)):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            cpu = time.process_time()
+            writer.write(b"ping")
+            assert await reader.readexactly(4) == b"ping"
+            assert time.process_time() - cpu < 0.15  # slept, did not spin
+            await close(writer)
+        assert len(calls) <= 6  # a handful of calls, not one per poll
+
+    run(lambda: with_server(body))
+
+
+def test_asyncio_writes_handed_over_early_keep_their_order() -> None:
+    payload = bytes(range(256)) * 64
+
+    async def body(port: int) -> None:
+        with inject(Latency(0.05, direction="send"), Slice(300, direction="send"),
+                    match=Match(role="client", port=port)):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            for i in range(0, len(payload), 1000):
+                writer.write(payload[i : i + 1000])
+            await writer.drain()
+            assert await reader.readexactly(len(payload)) == payload
+            await close(writer)
 
     run(lambda: with_server(body))

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from sockwork.faults import (
+    Bandwidth,
     CloseAfter,
     ConnectDelay,
     DnsFailure,
@@ -178,3 +179,27 @@ def test_inject_latency_on_a_blocking_round_trip(listener: socket.socket) -> Non
             conn.sendall(b"pong")
             assert client.recv(10) == b"pong"
             assert 0.19 <= elapsed(start) < 1.0  # one-way latency, each direction once
+
+
+def test_inject_bandwidth_group_is_shared_by_connections(listener: socket.socket) -> None:
+    def transfer(fault: Bandwidth) -> float:
+        with inject(fault, match=Match(role="client")):
+            clients = [socket.create_connection(listener.getsockname(), timeout=5)
+                       for _ in range(2)]
+            servers = [listener.accept()[0] for _ in range(2)]
+            start = time.monotonic()
+            threads = [threading.Thread(target=c.sendall, args=(bytes(20_000),))
+                       for c in clients]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            took = elapsed(start)
+        for s in clients + servers:
+            s.close()
+        return took
+
+    separate = transfer(Bandwidth(100_000, direction="send"))
+    shared = transfer(Bandwidth(100_000, group="uplink", direction="send"))
+    assert 0.1 <= separate < 0.6  # each connection: 20 KB at 100 KB/s
+    assert 0.3 <= shared < 1.2  # both share 100 KB/s: 40 KB

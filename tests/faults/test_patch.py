@@ -430,3 +430,61 @@ def test_patch_faults_follow_make_socket_patchable(pair: Pair) -> None:
         with patched:
             patched.sendall(b"abcd")
             assert recv_all(b) == b"ab"
+
+
+def test_patch_half_close_still_lets_the_faulted_side_reply(pair: Pair) -> None:
+    a, b = pair
+    with apply(b, Latency(0.05, direction="both")):
+        a.sendall(b"request")
+        a.shutdown(socket.SHUT_WR)
+        assert recv_all(b) == b"request"
+        b.sendall(b"reply")  # the peer's EOF did not cut our sending side
+        b.shutdown(socket.SHUT_WR)
+        assert recv_all(a) == b"reply"
+
+
+def test_patch_timeout_on_send_closes_while_the_app_waits_elsewhere(pair: Pair) -> None:
+    a, b = pair
+    with apply(a, Timeout(0.2, direction="send")):
+        a.sendall(b"request")  # discarded
+        start = time.monotonic()
+        assert a.recv(10) == b""  # no reply: the idle timer closes the connection
+        assert 0.18 <= elapsed(start) < 1.5
+        assert b.recv(10) == b""  # the peer sees the close, never the request
+
+
+def test_patch_deadline_timers_end_with_the_socket() -> None:
+    a, b = tcp_pair()
+    before = threading.active_count()
+    with b, apply(a, Timeout(30, direction="send")):
+        a.sendall(b"x")  # arms the 30 s idle timer
+        assert threading.active_count() == before + 1
+        a.close()
+    for _ in range(100):
+        if threading.active_count() == before:
+            break
+        time.sleep(0.01)
+    assert threading.active_count() == before
+
+
+def test_patch_nonblocking_send_hands_bytes_over_and_flushes_on_close(pair: Pair) -> None:
+    a, b = pair
+    a.setblocking(False)
+    with apply(a, Latency(0.1, direction="send")):
+        start = time.monotonic()
+        assert a.send(b"early") == 5  # taken at once, as a kernel buffer would
+        a.sendall(b" bird")
+        assert elapsed(start) < 0.05
+        a.close()  # the bytes still on their way are sent, then the FIN
+        assert recv_all(b) == b"early bird"
+        assert elapsed(start) >= 0.09
+
+
+def test_patch_nonblocking_send_reports_a_later_failure(pair: Pair) -> None:
+    a, b = pair
+    a.setblocking(False)
+    with apply(a, Latency(0.05, direction="send"), CloseAfter(3, reset=True, direction="send")):
+        assert a.send(b"abcdef") == 6
+        time.sleep(0.2)  # the outbox hit the reset
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            a.send(b"more")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import socket
 import threading
@@ -15,6 +16,7 @@ from sockwork.faults import (
     Blackhole,
     CloseAfter,
     CloseOnAccept,
+    Coalesce,
     ConnectTimeout,
     Latency,
     Refuse,
@@ -288,3 +290,89 @@ def test_connect_faults_a_proxy_cannot_make_are_rejected() -> None:
             proxy.add(ConnectTimeout())
         with pytest.raises(ValueError, match="listener"):
             proxy.add(Refuse(probability=0.5))
+
+
+def test_faults_added_before_start_apply_from_the_first_connection(
+    echo_server: Upstream,
+) -> None:
+    proxy = FaultProxy(upstream=echo_server.address)
+    proxy.add(Latency(0.2), direction="upstream", name="early")
+    with proxy:
+        assert [f.name for f in proxy.faults] == ["early"]
+        with socket.create_connection(proxy.address, timeout=5) as client:
+            assert 0.19 <= round_trip(client) < 0.6
+
+
+def test_coalesce_merges_chunks_into_one_read(make_upstream: MakeUpstream) -> None:
+    sizes: list[int] = []
+    done = threading.Event()
+
+    def record(conn: socket.socket) -> None:
+        while data := conn.recv(65536):
+            sizes.append(len(data))
+        done.set()
+
+    server = make_upstream(record)
+    with FaultProxy(upstream=server.address) as proxy:
+        proxy.add(Coalesce(window=0.3), direction="upstream")
+        with socket.create_connection(proxy.address, timeout=5) as client:
+            for _ in range(5):
+                client.sendall(b"w" * 10)
+                time.sleep(0.01)  # five separate writes, well inside the window
+        assert done.wait(5)
+    assert sizes == [50]
+
+
+def test_faults_work_on_the_running_loop(echo_server: Upstream) -> None:
+    async def main() -> float:
+        async with FaultProxy(upstream=echo_server.address) as proxy:
+            proxy.add(Latency(0.2), direction="downstream")
+            reader, writer = await asyncio.open_connection(*proxy.address)
+            started = time.monotonic()
+            writer.write(b"hi")
+            assert await reader.readexactly(2) == b"hi"
+            elapsed = time.monotonic() - started
+            writer.close()
+            await writer.wait_closed()
+            return elapsed
+
+    assert 0.19 <= asyncio.run(main()) < 0.6
+
+
+def test_scope_new_keeps_absolute_connection_numbers(echo_server: Upstream) -> None:
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=5) as first:
+            round_trip(first)
+            proxy.add(CloseAfter(0, connections={1, 3}), direction="downstream", scope="new")
+            assert round_trip(first) < 0.5  # connection 1 is open: "new" spares it
+        outcomes = []
+        for _ in range(2):  # connections 2 and 3
+            with socket.create_connection(proxy.address, timeout=5) as client:
+                client.sendall(b"?")
+                try:
+                    outcomes.append(client.recv(1))
+                except ConnectionResetError:
+                    outcomes.append(b"")  # the cut raced our unread "?" into an RST
+    assert outcomes == [b"?", b""]
+
+
+def test_after_bytes_counts_bytes_that_passed_before_the_fault(echo_server: Upstream) -> None:
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=5) as client:
+            round_trip(client, b"a" * 100)  # 100 bytes downstream with no fault
+            proxy.add(CloseAfter(10, after_bytes=150), direction="downstream")
+            client.sendall(b"b" * 100)
+            # Active from byte 150, cut 10 bytes later: 60 of the 100 arrive, then EOF.
+            assert recv_all(client) == b"b" * 60
+
+
+def test_removing_a_stall_lets_the_held_data_through(echo_server: Upstream) -> None:
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        proxy.add(Stall(), direction="upstream", name="stall")
+        with socket.create_connection(proxy.address, timeout=0.3) as client:
+            client.sendall(b"held")
+            with pytest.raises(TimeoutError):
+                client.recv(4)
+            proxy.remove("stall")
+            client.settimeout(5)
+            assert recv_exactly(client, 4) == b"held"

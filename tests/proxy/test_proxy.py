@@ -60,12 +60,17 @@ def test_proxy_counters_count_connections_and_bytes(echo_server: Upstream) -> No
 
 
 def test_proxy_upstream_refusing_closes_the_client_at_once() -> None:
-    with FaultProxy(upstream=("127.0.0.1", free_port())) as proxy:
+    events: list[ConnectionEvent] = []
+    port = free_port()
+    with FaultProxy(upstream=("127.0.0.1", port), on_event=events.append) as proxy:
         with socket.create_connection(proxy.address, timeout=5) as client:
             started = time.monotonic()
             assert client.recv(10) == b""
             assert time.monotonic() - started < 1.0
         assert proxy.counters.connections_failed == 1
+    assert [e.kind for e in events] == ["failed"]
+    assert f"127.0.0.1:{port}" in str(events[0].error)
+    assert "ConnectionRefusedError" in str(events[0].error)
 
 
 def test_proxy_disable_refuses_and_closes_open_connections(echo_server: Upstream) -> None:
@@ -167,3 +172,38 @@ def test_proxy_rejects_bad_arguments() -> None:
             proxy.add(object())  # type: ignore[arg-type]
         with pytest.raises(KeyError):
             proxy.remove("nothing")
+
+
+def test_proxy_resolves_names_and_leaves_no_threads(echo_server: Upstream) -> None:
+    def ours() -> set[threading.Thread]:  # the proxy's loop and asyncio's look-up workers
+        return {t for t in threading.enumerate() if t.name.startswith(("sockwork-", "asyncio_"))}
+
+    before = ours()
+    with FaultProxy(upstream=("localhost", echo_server.address[1]),
+                    listen=("localhost", 0)) as proxy:
+        assert proxy.address[0] == "127.0.0.1"
+        with socket.create_connection(proxy.address, timeout=5) as client:
+            client.sendall(b"n")
+            assert recv_exactly(client, 1) == b"n"
+    assert ours() <= before
+
+
+def test_proxy_half_close_from_the_server_side(make_upstream: MakeUpstream) -> None:
+    heard: list[bytes] = []
+    done = threading.Event()
+
+    def speak_first(conn: socket.socket) -> None:
+        conn.sendall(b"banner")
+        conn.shutdown(socket.SHUT_WR)  # done talking, still listening
+        heard.append(recv_all(conn))
+        done.set()
+
+    server = make_upstream(speak_first)
+    with FaultProxy(upstream=server.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=5) as client:
+            assert recv_all(client) == b"banner"  # EOF reached the client...
+            client.sendall(b"late words")  # ...and the other direction still flows
+            client.shutdown(socket.SHUT_WR)
+            assert client.recv(1) == b""
+    assert done.wait(5)
+    assert heard == [b"late words"]

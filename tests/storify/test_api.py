@@ -164,3 +164,15 @@ def test_api_request_conflict(api: ApiSession) -> None:
     ok(api, op="checkout", items={"mug": 1}, request_id="k")
     detail = error(api, {"op": "checkout", "items": {"mug": 2}, "request_id": "k"})
     assert (detail["code"], detail["order_id"]) == ("request_conflict", 1)
+
+
+def test_result_of_rejects_what_is_no_reply() -> None:
+    from sockwork.errors import ProtocolError
+    from storify.client import ApiError, result_of
+
+    for bad in ([], {"ok": "yes"}, {"ok": True}, {"ok": False}):
+        with pytest.raises(ProtocolError):
+            result_of(bad)
+    with pytest.raises(ApiError) as info:
+        result_of({"ok": False, "error": {"code": "x", "message": "m", "extra": 1}})
+    assert (info.value.code, str(info.value), info.value.facts()) == ("x", "m", {"extra": 1})

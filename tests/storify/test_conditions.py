@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from sockwork.faults import Bandwidth, Latency
+from sockwork.faults import Bandwidth, Latency, ResetPeer
 from storify.conditions import DEFAULT_CONDITIONS, NetworkConditions
 
 
@@ -20,6 +20,16 @@ def test_conditions_parse_jitter_and_spaces() -> None:
     assert "latency 1s +/- 100ms" in conditions.describe()
 
 
+def test_conditions_parse_reset() -> None:
+    assert NetworkConditions.parse("reset=5%").reset == pytest.approx(0.05)
+    conditions = NetworkConditions.parse("reset=0.25")
+    assert conditions.faults() == [
+        (ResetPeer(probability=0.25), "upstream"),
+        (ResetPeer(probability=0.25), "downstream"),
+    ]
+    assert conditions.describe() == "25% of connections reset"
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -30,6 +40,8 @@ def test_conditions_parse_jitter_and_spaces() -> None:
         "jitter=5ms",
         "latency=fast",
         "bandwidth=0",
+        "reset=lots",
+        "reset=150%",
     ],
 )
 def test_conditions_parse_rejects(text: str) -> None:

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import io
+import re
+import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -168,16 +171,70 @@ def test_store_repl_people_and_close(store: Store) -> None:
     assert "Nobody connected as 'zz'; see customers.\n" in text
     assert "Sent to 1 customer(s).\n" in text
     assert front.sent == ["Closing soon!"] and front.stopped
-    assert text.endswith("OPEN is closed.\n")  # nothing after close ran
+    assert text.endswith("Closing OPEN...\n")  # nothing after close ran
 
 
 def test_store_repl_without_server_and_eof(store: Store) -> None:
     text = manage(store, "customers\nkick a\nbroadcast hi\n")
     assert text.count("The store is not serving anyone") == 3
-    assert text.endswith("\nOPEN is closed.\n")
+    assert text.endswith("\nClosing OPEN...\n")
 
 
 def test_store_repl_eof_stops_the_server(store: Store) -> None:
     front = FakeFront()
     manage(store, "", front)
     assert front.stopped
+
+
+def test_store_repl_usage_lines(store: Store) -> None:
+    text = manage(
+        store, "add\nadd x\nrename mug\nprice mug\nremove\nkick\nbroadcast\n", FakeFront()
+    )
+    for usage in (
+        "Usage: add <name> <price> [stock]",
+        "Usage: rename <product> <new name>",
+        "Usage: price <product> <price>",
+        "Usage: remove <product>",
+        "Usage: kick <id>",
+        "Usage: broadcast <message>",
+    ):
+        assert usage in text
+    assert text.count("Usage: add") == 2
+
+
+def test_repls_with_an_empty_store() -> None:
+    with Store() as empty:
+        assert "Nothing on sale right now, come back soon." in shop(empty, "list\n")
+        assert "No products on sale. Add one" in manage(empty, "products\n")
+
+
+def test_customer_repl_unbalanced_quotes_and_sold_out(store: Store) -> None:
+    store.add_product("Bob's mug", 700, 3)
+    text = shop(store, "add \"lamp\ncheckout\nlist\nshow lamp\nshow Bob's mug\n")
+    assert "Added 1 x Lamp" in text
+    assert "#6 Bob's mug: $7.00, 3 in stock.\n" in text
+    assert re.search(r"  5  Lamp +\$42.00  sold out\n", text)
+    assert "#5 Lamp: $42.00, sold out.\n" in text
+
+
+def test_store_repl_customers_when_nobody_is_there(store: Store) -> None:
+    class Empty(FakeFront):
+        def visitors(self) -> list[Visitor]:
+            return []
+
+    assert "Nobody is connected.\n" in manage(store, "customers\n", Empty())
+
+
+def test_customer_repl_busy_database_is_a_sentence(tmp_path: Path) -> None:
+    path = str(tmp_path / "busy.db")
+    with Store(path) as store, Store(path, busy_timeout=0.05) as impatient:
+        store.add_product("Mug", 850, 5)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+            text = shop(impatient, "add mug\ncheckout\n")
+            blocker.execute("ROLLBACK")
+        finally:
+            blocker.close()
+        assert "Sorry, the store is busy right now; nothing was changed. Try again." in text
+        assert store.product("mug").stock == 5

@@ -59,6 +59,9 @@ def test_tally_and_summary() -> None:
     assert "p50 10.0 ms, p99 30.0 ms, max 30.0 ms" in text
     assert "retried     3 resent after a network error (1 had already committed" in text
     assert "failed      1 (1 found committed afterwards)" in text
+    tally.unresolved.append(("r", {1: 1}))
+    text = summary(tally, customers=2, seconds=2.0, target="x:1", seed=7, invariant=None)
+    assert "failed      1 (1 found committed afterwards, 1 UNRESOLVED" in text
     assert "rejected    2" in text
     assert "invariant   not checked" in text
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import hypothesis  # noqa: F401 - see below
 import pytest
 
+import sockwork.compat.poorconn  # noqa: F401 - see below
+import sockwork.faults  # noqa: F401 - see below
+import sockwork.proxy  # noqa: F401 - see below
 from tests.compat.test_poorconn_server import needs_ipv6
 
-# Inner runs load Hypothesis's pytest plugin, which imports hypothesis at the end of
-# the run; pytester then unloads every module the inner run imported, so each run
-# would import it anew (about a second). Importing it here keeps it loaded.
+# pytester unloads every module an inner run imported. Hypothesis's plugin imports
+# hypothesis at the end of each run (about a second), and our fixtures import the
+# fault engine lazily: a fresh copy per run would be slow, and a second copy of the
+# engine must never coexist with the first. Importing them here keeps them loaded.
 
 ECHO_SERVER = '''
 import socket
@@ -381,6 +388,7 @@ def test_poorconn_http_server_on_ipv6(pytester: pytest.Pytester) -> None:
     [
         ("tt=1", "unexpected keyword argument 'tt'; it takes address, port, t, length"),
         ("port=-1000", "port must be an int in 0..65535"),
+        ("address=1", "address must be a str, got 1"),
         ("t=-1", "t must be a finite number of seconds >= 0, got -1"),
         ("length=0", "length must be at least 1 byte, got 0"),
     ],
@@ -411,3 +419,14 @@ def test_markers_are_registered(pytester: pytest.Pytester) -> None:
             "@pytest.mark.poorconn_http_server_config(address, port, t, length):*",
         ]
     )
+
+
+def test_loading_the_plugin_imports_no_engine() -> None:
+    # The plugin loads in every pytest run where sockwork is installed.
+    code = (
+        "import sys, pytest, sockwork.testing.plugin; "
+        "print(sorted({'sockwork.faults', 'sockwork.proxy', 'sockwork.compat.poorconn', "
+        "'asyncio', 'hypothesis'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import socket
 import subprocess
 import sys
 
@@ -10,7 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sockwork.faults import Fault, Plan, StreamFault
+from sockwork.faults import (
+    Bandwidth,
+    Coalesce,
+    Fault,
+    Latency,
+    Plan,
+    Slice,
+    StreamFault,
+    inject,
+)
 from sockwork.testing.strategies import (
     HANGING_KINDS,
     TERMINATING_KINDS,
@@ -149,3 +159,32 @@ def test_every_fault_of_the_vocabulary_has_a_strategy() -> None:
     }
     assert set(TERMINATING_KINDS) | set(HANGING_KINDS) == concrete
     assert not set(TERMINATING_KINDS) & set(HANGING_KINDS)
+
+
+PASSING_KINDS = (Latency, Bandwidth, Slice, Coalesce)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    st.data(),
+    fault_schedules(kinds=PASSING_KINDS, max_seconds=0.01, max_bytes=64),
+    seeds(),
+)
+def test_strategies_drive_the_engine_and_bytes_arrive_intact(
+    data: st.DataObject, schedule: tuple[Fault, ...], seed: int
+) -> None:
+    payload = data.draw(st.binary(min_size=1, max_size=512))
+    chunks = data.draw(chunkings(payload, max_chunks=8))
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        with inject(*schedule, seed=seed):
+            with socket.create_connection(listener.getsockname()[:2], timeout=5) as client:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.settimeout(5)
+                    for chunk in chunks:
+                        client.sendall(chunk)
+                    client.shutdown(socket.SHUT_WR)
+                    received = b""
+                    while piece := conn.recv(4096):
+                        received += piece
+    assert received == payload

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sockwork.console.routing import Streams, bind, current_streams, wrap
-from sockwork.console.server import App, ConsoleServer, Session, current_session
+from sockwork.console.server import App, ConsoleServer, Session, adapt_cmd, current_session
 from sockwork.console.telnet import TelnetConnection
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "Session",
     "Streams",
     "TelnetConnection",
+    "adapt_cmd",
     "bind",
     "current_session",
     "current_streams",

@@ -6,8 +6,10 @@ import argparse
 import cmd
 import importlib
 import os
+import signal
 import ssl
 import sys
+import threading
 from typing import cast
 
 from sockwork.console.server import App, ConsoleServer, adapt_cmd
@@ -112,6 +114,8 @@ def run_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
     try:
         if args.no_console:
             server.serve_forever()
@@ -122,7 +126,14 @@ def run_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         server.stop()
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # SIGTERM ends the server like Ctrl-C does: every session is closed properly.
+    raise KeyboardInterrupt
 
 
 def _run_console(app: App) -> None:

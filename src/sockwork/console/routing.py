@@ -5,7 +5,7 @@
 write goes to the :class:`Streams` bound to the calling thread with :func:`bind`,
 or to the streams that were there before :func:`install` (the real console) when
 the thread is unbound. Unmodified ``print()``, ``input()``, ``sys.stdout.write()``,
-``cmd.Cmd`` and ``getpass.getpass()`` then talk to the right user.
+``cmd.Cmd``, ``getpass.getpass()`` and ``help()`` then talk to the right user.
 
 ``install(mode="builtins")`` is the compatibility mode: it patches
 ``builtins.print`` and ``builtins.input`` instead and leaves ``sys.std*`` alone.
@@ -26,6 +26,8 @@ It misses ``sys.stdout.write``, tracebacks and code that captured ``print`` earl
 #   ttys (CPython bltinmodule.c), so the console keeps readline and sessions do not.
 # - getpass.getpass opens /dev/tty first, which would read the operator's terminal from
 #   a session thread: the routed version asks the session instead.
+# - pydoc.pager (help()) is chosen once per process and cached: the routed version
+#   gives sessions plain text and leaves the console's choice alone.
 
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal, TextIO, TypeVar, cast
+from typing import Literal, ParamSpec, TextIO, TypeVar, cast
 
 __all__ = [
     "Streams",
@@ -56,6 +58,7 @@ _real_input = builtins.input
 _real_getpass = _getpass_module.getpass
 
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 Mode = Literal["streams", "builtins"]
 
 
@@ -101,7 +104,7 @@ def bind(streams: Streams | None) -> Iterator[None]:
         _binding.streams = previous
 
 
-def wrap(function: Callable[..., _T]) -> Callable[..., _T]:
+def wrap(function: Callable[_P, _T]) -> Callable[_P, _T]:
     """Return ``function`` bound to the caller's current streams, to run in another thread.
 
     ``threading.Thread(target=wrap(work)).start()`` inside a session makes ``work``
@@ -109,7 +112,7 @@ def wrap(function: Callable[..., _T]) -> Callable[..., _T]:
     """
     streams = _binding.streams
 
-    def bound(*args: object, **kwargs: object) -> _T:
+    def bound(*args: _P.args, **kwargs: _P.kwargs) -> _T:
         with bind(streams):
             return function(*args, **kwargs)
 
@@ -273,6 +276,59 @@ def _routed_input(prompt: object = "") -> str:
     return line[:-1] if line.endswith("\n") else line
 
 
+class _Pager:
+    """pydoc's pager, routed: plain text to a session, the console's own pager otherwise.
+
+    pydoc picks its pager once, on first use, and caches it in the module global
+    ``pydoc.pager``: without this, whoever calls help() first decides for everyone
+    (a session could start ``less`` on the server's terminal).
+    """
+
+    def __init__(self) -> None:
+        self.original: Callable[..., None] | None = None
+
+    def __call__(self, text: str, title: str = "") -> None:
+        import pydoc
+
+        streams = _binding.streams
+        if streams is not None:
+            streams.stdout.write(pydoc.plain(text))
+            if not text.endswith("\n"):
+                streams.stdout.write("\n")
+            return
+        original = self.original
+        assert original is not None
+        try:
+            if title:
+                original(text, title)
+            else:
+                original(text)
+        finally:
+            # The original may have replaced itself with the pager it chose: keep that
+            # choice for the console and keep routing in front of it.
+            if pydoc.pager is not self:
+                self.original = pydoc.pager
+                pydoc.pager = self
+
+
+_pager = _Pager()
+
+
+def _install_pager() -> None:
+    import pydoc
+
+    _pager.original = pydoc.pager
+    pydoc.pager = _pager
+
+
+def _uninstall_pager() -> None:
+    import pydoc
+
+    if pydoc.pager is _pager and _pager.original is not None:
+        pydoc.pager = _pager.original
+    _pager.original = None
+
+
 # -- install / uninstall -------------------------------------------------------------
 
 _lock = threading.Lock()
@@ -307,6 +363,7 @@ def install(mode: Mode = "streams") -> None:
             builtins.input = _routed_input
         if sum(_counts.values()) == 1:
             _getpass_module.getpass = _routed_getpass
+            _install_pager()
 
 
 def uninstall(mode: Mode = "streams") -> None:
@@ -331,8 +388,10 @@ def uninstall(mode: Mode = "streams") -> None:
                 builtins.print = _real_print
             if builtins.input is _routed_input:
                 builtins.input = _real_input
-        if sum(_counts.values()) == 0 and _getpass_module.getpass is _routed_getpass:
-            _getpass_module.getpass = _real_getpass
+        if sum(_counts.values()) == 0:
+            if _getpass_module.getpass is _routed_getpass:
+                _getpass_module.getpass = _real_getpass
+            _uninstall_pager()
 
 
 def is_installed(mode: Mode = "streams") -> bool:

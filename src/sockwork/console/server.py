@@ -327,13 +327,12 @@ class Session:
         if not data:
             return
         if self._closed:
-            raise ConnectionClosed(
-                "the telnet session is closed", address=self.peer, by_peer=False
-            )
+            raise ConnectionClosed("the telnet session is closed", address=self.peer, by_peer=False)
         try:
             self._sock.sendall(data)
         except OSError as error:
             self._mark_closed("send failed")
+            self._shutdown()  # wake the session's reader: the connection is unusable
             raise ConnectionClosed(
                 f"telnet client {self.peer_text} is gone ({error})", address=self.peer
             ) from error
@@ -345,9 +344,7 @@ class Session:
             if self._eof_delivered:
                 # The program already saw end of input and asks again: stop it here
                 # rather than let a loop without do_EOF spin forever.
-                raise ConnectionClosed(
-                    f"telnet client {self.peer_text} is gone", address=self.peer
-                )
+                raise ConnectionClosed(f"telnet client {self.peer_text} is gone", address=self.peer)
             self._flush()
             while True:
                 with self._lock:
@@ -466,7 +463,7 @@ class ConsoleServer:
         app: a ``cmd.Cmd`` subclass (instantiated without arguments per session), a
             factory returning a ``cmd.Cmd`` instance, or a function run once per
             session that talks with ``print()``/``input()``.
-        host: address to listen on; loopback unless told otherwise.
+        host: address to listen on; loopback unless told otherwise ("" for all interfaces).
         port: port to listen on; 0 picks a free one (see :attr:`address`).
         intro: greeting shown at the start of each session (default: the Cmd's own).
         prompt: prompt for Cmd programs (default: the Cmd's own).
@@ -541,8 +538,13 @@ class ConsoleServer:
         self._loop_done = threading.Event()
         self._loop_done.set()
         self._loop_thread: threading.Thread | None = None
+        self._loop_ident: int | None = None
         self._routing_installed = False
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        # "" means every interface, as for socket.bind(); IPv4 first when both exist.
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        infos.sort(key=lambda info: info[0] != socket.AF_INET)
         family, kind, proto, _, sockaddr = infos[0]
         self._listener = socket.socket(family, kind, proto)
         try:
@@ -556,9 +558,7 @@ class ConsoleServer:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self.address: tuple[str, int] = cast(
-            tuple[str, int], self._listener.getsockname()[:2]
-        )
+        self.address: tuple[str, int] = cast(tuple[str, int], self._listener.getsockname()[:2])
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -603,22 +603,20 @@ class ConsoleServer:
             self._wake_w.send(b"x")
         except OSError:
             pass  # already woken or closed
-        for session in self.sessions:
+        for session in self.sessions:  # _admit() admits nobody once _stopping is set
             session._shutdown()
         me = threading.current_thread()
-        if self._loop_thread is not None and self._loop_thread is not me:
-            self._loop_thread.join(max(0.0, deadline - time.monotonic()))
-        if self._loop_thread is None or self._loop_thread is me:
-            # Never started, or stop() called from serve_forever's own thread (a
-            # session cannot be that thread): the loop is not running any more.
-            pass
+        if threading.get_ident() != self._loop_ident:
+            self._loop_done.wait(max(0.0, deadline - time.monotonic()))
+            if self._loop_thread is not None and self._loop_thread is not me:
+                self._loop_thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             threads = list(self._threads)
         for thread in threads:
             if thread is not me:
                 thread.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
-            if self._loop_done.is_set() or self._loop_thread is None:
+            if self._loop_done.is_set():  # else the loop closes it when it ends
                 self._close_listener()
             self._uninstall_routing()
 
@@ -673,6 +671,7 @@ class ConsoleServer:
         self._wake_w.close()
 
     def _serve(self) -> None:
+        self._loop_ident = threading.get_ident()
         try:
             with selectors.DefaultSelector() as selector:
                 selector.register(self._listener, selectors.EVENT_READ)
@@ -693,15 +692,25 @@ class ConsoleServer:
                 sock, peer = self._listener.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as error:  # EMFILE and friends: keep serving the others
-                _log.warning("accept failed: %s", error)
+            except OSError as error:
+                # EMFILE and friends: the pending client stays queued and the listener
+                # stays readable; pause instead of spinning, keep serving the others.
+                _log.warning("accept failed (%s); retrying in 0.1 s", error)
+                self._stopping.wait(0.1)
                 return
-            self._admit(sock, (str(peer[0]), int(peer[1])))
+            try:
+                self._admit(sock, (str(peer[0]), int(peer[1])))
+            except (OSError, RuntimeError) as error:  # reset already, or no thread left
+                _log.warning("could not start a session for %s: %s", peer, error)
+                sock.close()
 
     def _admit(self, sock: socket.socket, peer: tuple[str, int]) -> None:
         sock.setblocking(True)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
+            if self._stopping.is_set():  # stop() has taken its snapshot of the sessions
+                sock.close()
+                return
             busy = self.max_clients is not None and len(self._sessions) >= self.max_clients
             if not busy:
                 if self._ssl is not None:
@@ -717,12 +726,12 @@ class ConsoleServer:
                     daemon=True,
                 )
                 session._thread = thread
+                # Started under the lock: stop() must never join an unstarted thread.
+                thread.start()
                 self._sessions[session.id] = session
                 self._threads.add(thread)
         if busy:
             self._refuse(sock)
-            return
-        thread.start()
 
     def _refuse(self, sock: socket.socket) -> None:
         with sock:
@@ -828,4 +837,3 @@ def _no_command() -> bool:
 
 def _end_session(arg: str) -> bool:
     return True
-

@@ -91,6 +91,7 @@ _YES: Final = 1
 _WANT_YES: Final = 2
 _WANT_NO: Final = 3
 
+_MAX_SUBNEGOTIATION: Final = 1024  # payload bytes skipped before an SB is deemed broken
 _TAIL_KEEP: Final = 256  # characters of the last unterminated output line kept for redraw
 
 
@@ -153,6 +154,7 @@ class TelnetConnection:
         self._pos = 0
         self._state = _DATA
         self._verb = 0
+        self._sb_left = 0
         self._after_cr = False
         self._line = bytearray()
         self._overflow = 0  # bytes of the current line seen beyond what is kept; 0 = none
@@ -247,6 +249,7 @@ class TelnetConnection:
                         self._state = _GOT_VERB
                     elif byte == SB:
                         self._state = _IN_SB
+                        self._sb_left = _MAX_SUBNEGOTIATION
                     elif byte == IP:
                         return self._interrupt()
                     elif byte == EC:
@@ -264,7 +267,14 @@ class TelnetConnection:
                     self._negotiate(self._verb, option)
                 elif state == _IN_SB:
                     found = buf.find(b"\xff", pos)
-                    if found < 0:
+                    stop = end if found < 0 else found
+                    self._sb_left -= stop - pos
+                    if self._sb_left < 0:
+                        # No real subnegotiation is this long (NAWS is 4 bytes, a
+                        # terminal name a few dozen): the SE was lost; back to data.
+                        pos = stop + self._sb_left
+                        self._state = _DATA
+                    elif found < 0:
                         pos = end
                     else:
                         pos = found + 1
@@ -274,8 +284,14 @@ class TelnetConnection:
                     pos += 1
                     # IAC SE ends the subnegotiation; IAC IAC is payload. Any other
                     # command inside SB is a broken peer: end the SB there (RFC 855
-                    # leaves it undefined) so a lost SE cannot swallow the session.
-                    self._state = _IN_SB if byte == IAC else _DATA
+                    # leaves it undefined) and read that command as a command.
+                    if byte == IAC:
+                        self._state = _IN_SB
+                    elif byte == SE:
+                        self._state = _DATA
+                    else:
+                        self._state = _GOT_IAC
+                        pos -= 1
             return None
         finally:
             self._pos = pos

@@ -8,6 +8,13 @@
   while at least one scope (``apply`` or ``inject``) is alive, and restored when the
   last one ends. Class-level dispatch reaches every socket, including those made by
   libraries and asyncio, whatever name they imported ``socket`` under.
+- ``ssl.SSLSocket`` overrides those methods with ones that go through OpenSSL on
+  the fd, so its ``send``, ``sendall``, ``write``, ``read``, ``pending`` and
+  ``_create`` are replaced too. Faults act on the plaintext (what the application
+  sees), once per call: a dispatcher calls the original of the level below, never
+  a method that is itself dispatched, and defers to ``socket.socket``'s dispatcher
+  when TLS is not active. OpenSSL cannot peek, so plaintext the plan has seen waits
+  in ``SocketState.plaintext`` until delivered.
 - A socket with no faults costs one dictionary look-up per call: per-socket state
   lives in ``_STATES`` keyed by ``id()`` with a weak reference to check identity.
   The originals are captured once, at import, never re-read from the class.
@@ -19,11 +26,15 @@
 # Rules:
 - Blocking sockets wait in the calling thread, never past the socket's timeout: a
   wait that would end after it raises ``TimeoutError("timed out")``, as CPython does.
-- Non-blocking sockets (timeout 0, asyncio) never wait: they raise
-  ``BlockingIOError`` (EAGAIN; EINPROGRESS for connect) and are polled again. The
-  kernel still reports them ready, so a selector loop would call again at once;
-  to keep a loop responsive without burning a core, a not-yet-due call sleeps at
-  most ``_POLL_NAP`` (0.2 ms) before raising. The loop's other tasks keep running.
+- Non-blocking sockets (timeout 0, asyncio) never wait. A sender whose bytes are
+  not due hands them to an outbox (bounded, ``_OUTBOX_LIMIT``) and returns at once,
+  as a kernel buffer would; a thread sends them when due, in order, and a later
+  failure is raised by the next send. A receiver whose data is not due raises
+  ``BlockingIOError`` and is hidden from poll/epoll with SO_RCVLOWAT until it is
+  (Linux TCP, see ``_quiet``), so the loop sleeps. Where readiness cannot be hidden
+  (a full outbox, connects, accepts, other platforms) the kernel still reports the
+  socket ready and a selector loop calls again at once; to spare the CPU such a
+  not-yet-due call sleeps at most ``_POLL_NAP`` (0.2 ms) before raising.
 - Receives peek (``MSG_PEEK``) and consume only what is delivered, so the kernel's
   readiness always matches what the application may read; nothing is buffered
   in user space.
@@ -51,8 +62,15 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
+
+try:
+    import ssl
+except ImportError:  # pragma: no cover - Python built without OpenSSL
+    ssl = None  # type: ignore[assignment]
 
 from sockwork.faults.plan import (
     Action,
@@ -119,6 +137,22 @@ _real_close = _SOCKET.close
 _real_getpeername = _SOCKET.getpeername
 _real_getsockname = _SOCKET.getsockname
 
+# ssl.SSLSocket overrides the byte-moving methods with ones that go through
+# OpenSSL (which uses the fd itself): those are replaced too, at the plaintext
+# level. ``read`` is the one funnel of recv/recv_into/read; ``send``, ``write``
+# and ``sendall`` each reach ``SSLObject.write``.
+_TLS = ssl.SSLSocket if ssl is not None else None
+_TLS_PATCHED_NAMES = ("send", "sendall", "write", "read", "pending", "_create")
+_TLS_ORIGINAL_ATTRS: dict[str, object] = {
+    name: _TLS.__dict__.get(name, _MISSING) for name in _TLS_PATCHED_NAMES
+} if _TLS is not None else {}
+if _TLS is not None:
+    _real_tls_send = _TLS.send
+    _real_tls_write = _TLS.write
+    _real_tls_read = _TLS.read
+    _real_tls_pending = _TLS.pending
+    _real_tls_create = _TLS.__dict__["_create"].__func__  # private, stable since 3.7
+
 _POLL_NAP = 0.0002
 _INF = float("inf")
 
@@ -150,9 +184,10 @@ _CHANGED = threading.Condition()
 
 
 def notify_changed() -> None:
-    """Wake every thread waiting on a fault: the faults changed."""
+    """Wake every thread waiting on a fault, and every hidden receiver: the faults changed."""
     with _CHANGED:
         _CHANGED.notify_all()
+    _loud_all()
 
 
 class _Budget:
@@ -212,6 +247,8 @@ class SocketState:
         self.connect_hang = False
         self.accept_seen: float | None = None  # non-blocking accept: when readiness was seen
         self.accept_decision: list[tuple[_Layer, tuple[Action, ...]]] | None = None
+        self.outbox: _Outbox | None = None  # non-blocking sends handed over early
+        self.plaintext = bytearray()  # TLS: decrypted bytes the plan saw, not yet delivered
 
     # -- streams over all layers --
 
@@ -370,6 +407,12 @@ def detach_all(handle: Handle) -> None:
                     if layer.handle is handle and layer.conn is not None:
                         layer.conn.close()
                 state.layers = kept
+                if not kept:
+                    _unwatch(state)
+                    sock = state.ref()
+                    if state.plaintext and sock is not None:
+                        _hand_back(sock, state.plaintext)
+                        state.plaintext = bytearray()
     notify_changed()
 
 
@@ -437,7 +480,11 @@ def _after_pass(sock: socket.socket, state: SocketState, direction: str) -> None
     """A Close may be due right after the last byte passed: carry it out now."""
     action = state.next(direction, _now())
     if isinstance(action, Close):
+        if direction == "recv" and not action.reset and _eof_reached(state):
+            return
         _cut(sock, state, action.reset)
+    else:
+        _watch_deadline(sock, state, direction, action)
 
 
 def send(
@@ -447,17 +494,28 @@ def send(
     lower: Callable[[memoryview], int],
     *,
     whole: bool,
+    deferrable: bool = True,
 ) -> int:
-    """Send ``data`` through the faults with ``lower`` (a real send); return bytes passed."""
+    """Send ``data`` through the faults with ``lower`` (a real send); return bytes passed.
+
+    ``deferrable``: a non-blocking send that is not due may go to the outbox (not
+    for TLS: OpenSSL may not write from another thread while the application reads).
+    """
     _raise_if_cut(state, True)
     if state.cut == "fin":
         raise _oserror(BrokenPipeError, errno.EPIPE)
+    outbox = state.outbox
+    if outbox is not None:
+        outbox.raise_error()
+        if outbox.busy:  # earlier bytes are still on their way: keep the order
+            return outbox.put(data, whole=whole)
     with memoryview(data) as raw:  # type: ignore[arg-type]
         view = raw.cast("B")
         total = len(view)
         budget = _Budget(sock)
         state.feed("send", total, _now())
         sent = 0
+        handed_over = False
         try:
             while sent < total:
                 if state.idle("send"):  # the faults were removed meanwhile
@@ -467,6 +525,17 @@ def send(
                         continue
                     break
                 action = state.next("send", _now())
+                if (budget.nonblocking and deferrable and isinstance(action, (Wait, Stalled))
+                        and not sent):
+                    # Not due: take the bytes now, as a kernel buffer would, and
+                    # let a thread send them when due (writability stays true).
+                    if state.outbox is None:
+                        state.outbox = _Outbox(sock, state)
+                    accepted = state.outbox.adopt(view, whole=whole)
+                    handed_over = accepted > 0
+                    if not handed_over:
+                        raise _would_block()
+                    return accepted
                 if isinstance(action, Wait):
                     if sent and not whole:
                         break
@@ -493,10 +562,164 @@ def send(
                 else:  # Read: nothing pending, everything passed
                     break
         finally:
-            state.unfeed("send")
+            if not handed_over:
+                state.unfeed("send")
             view.release()
     _after_pass(sock, state, "send")
     return sent
+
+
+_OUTBOX_LIMIT = 256 * 1024  # bytes a non-blocking sender may hand over ahead
+
+
+class _Outbox:
+    """Bytes a non-blocking sender handed over before they were due, and the thread
+    that sends them when the plan says so (on the application's socket, or on a
+    duplicate of its fd once the application closed it)."""
+
+    def __init__(self, sock: socket.socket, state: SocketState) -> None:
+        self.sock = sock
+        self.state = state
+        self.lock = threading.Lock()
+        self.chunks: deque[bytes] = deque()
+        self.size = 0
+        self.busy = False
+        self.error: OSError | None = None
+        self.after: int | None = None  # shutdown(how) to do once drained; -1: close
+
+    def raise_error(self) -> None:
+        with self.lock:
+            error, self.error = self.error, None
+        if error is not None:
+            raise error
+
+    def adopt(self, view: memoryview, *, whole: bool) -> int:
+        """Take the bytes already fed to the plan; return how many (0: full)."""
+        total = len(view)
+        room = _OUTBOX_LIMIT - self.size
+        take = total if total <= room else (0 if whole else room)
+        if take < total:
+            self.state.unfeed("send")
+            if take:
+                self.state.feed("send", take, _now())
+        if take:
+            self._append(bytes(view[:take]))
+        return take
+
+    def put(self, data: object, *, whole: bool) -> int:
+        """Queue more bytes behind the ones in flight; return how many were taken."""
+        with memoryview(data) as raw:  # type: ignore[arg-type]
+            view = raw.cast("B")
+            room = _OUTBOX_LIMIT - self.size
+            take = len(view) if len(view) <= room else (0 if whole else room)
+            if not take:
+                view.release()
+                if len(view) == 0:
+                    return 0
+                time.sleep(_POLL_NAP)
+                raise _would_block()
+            chunk = bytes(view[:take])
+            view.release()
+        self.state.feed("send", take, _now())
+        self._append(chunk)
+        return take
+
+    def _append(self, chunk: bytes) -> None:
+        with self.lock:
+            self.chunks.append(chunk)
+            self.size += len(chunk)
+            start = not self.busy
+            self.busy = True
+        if start:
+            thread = threading.Thread(target=self._run, name="sockwork-outbox", daemon=True)
+            thread.start()
+
+    def finish_with(self, how: int | None) -> bool:
+        """The application shuts down or closes: do it once drained. False when idle."""
+        with self.lock:
+            if not self.busy:
+                return False
+            if how is None:
+                self.sock = _SOCKET(fileno=os.dup(self.sock.fileno()))
+                self.after = -1
+            elif self.after is None:
+                self.after = how
+            return True
+
+    def _run(self) -> None:
+        state = self.state
+        try:
+            while True:
+                with self.lock:
+                    if not self.chunks:
+                        self.busy = False
+                        after, self.after = self.after, None
+                        break
+                    head = self.chunks[0]
+                action = state.next("send", _now()) if not state.idle("send") else None
+                if action is None:
+                    n = self._send(head)
+                    state.passed("send", min(n, state.pending("send")), _now())
+                    self._pop(n)
+                elif isinstance(action, (Wait, Stalled)):
+                    until = action.until if isinstance(action, Wait) else _INF
+                    with _CHANGED:
+                        _CHANGED.wait(None if until == _INF else max(0.0, until - _now()))
+                elif isinstance(action, Deliver):
+                    n = self._send(head[: action.n])
+                    state.passed("send", n, _now())
+                    self._pop(n)
+                elif isinstance(action, Discard):
+                    n = min(action.n, len(head))
+                    state.passed("send", n, _now())
+                    self._pop(n)
+                elif isinstance(action, Close):
+                    _cut(self.sock, state, action.reset)
+                    raise _oserror(BrokenPipeError, errno.EPIPE)
+                else:  # Read: the plan lost track of these bytes; send them as they are
+                    self._pop(self._send(head))
+        except OSError as exc:
+            with self.lock:
+                self.error = exc
+                self.chunks.clear()
+                self.size = 0
+                self.busy = False
+                after, self.after = self.after, None
+            state.unfeed("send")
+        if after is not None and not state.idle("send"):
+            state.feed_eof("send", _now())  # SlowClose holds the FIN back
+            action = state.next("send", _now())
+            if isinstance(action, Wait):
+                sleep_until(action.until)
+        if after == -1:
+            _real_close(self.sock)
+        elif after is not None:
+            try:
+                _real_shutdown(self.sock, after)
+            except OSError:
+                pass
+
+    def _send(self, data: bytes) -> int:
+        while True:
+            try:
+                return _real_send(self.sock, data)
+            except (BlockingIOError, InterruptedError):
+                poller = select.poll()
+                poller.register(self.sock.fileno(), select.POLLOUT)
+                poller.poll(100)
+
+    def _pop(self, n: int) -> None:
+        with self.lock:
+            while n > 0 and self.chunks:
+                head = self.chunks[0]
+                if len(head) <= n:
+                    self.chunks.popleft()
+                    n -= len(head)
+                    self.size -= len(head)
+                else:
+                    self.chunks[0] = head[n:]
+                    self.size -= n
+                    n = 0
 
 
 # -- receiving ---------------------------------------------------------------------
@@ -514,19 +737,167 @@ def _wait_readable(sock: socket.socket, timeout: float | None) -> bool:
         return True
 
 
-def _peek(sock: socket.socket, size: int, budget: _Budget, until: float | None) -> bytes | None:
-    """Peek at most ``size`` bytes; None when nothing came before ``until``."""
-    if budget.nonblocking:
-        return _real_recv(sock, size, socket.MSG_PEEK)  # BlockingIOError when empty
-    limit = budget.remaining(until)
-    if not _wait_readable(sock, limit):
-        if budget.deadline is not None and _now() >= budget.deadline:
-            raise _timeout()
-        return None
+# -- readiness for non-blocking receivers -------------------------------------------
+#
+# A non-blocking receiver whose data is not due yet must not look readable, or a
+# selector loop would call it again at once. Linux honours SO_RCVLOWAT in poll and
+# epoll for TCP, and tcp_set_rcvlowat() signals EPOLLIN when lowering it makes the
+# socket readable (net/ipv4/tcp.c, Linux >= 4.18): raise it while the data waits,
+# lower it back when due, and the loop sleeps until then. Elsewhere (or when the
+# socket stays readable: half its buffer full, EOF, an error) the caller naps.
+
+_QUIETED: dict[int, tuple[weakref.ref[socket.socket], int, threading.Timer | None]] = {}
+_RCVLOWAT_HIGH = 1 << 30  # the kernel caps it at half the receive buffer
+
+
+def _quiet(sock: socket.socket, state: SocketState, until: float) -> bool:
+    """Hide ``sock``'s readability until ``until`` (inf: until the faults change)."""
+    if not sys.platform.startswith("linux") or sock.family not in (socket.AF_INET,
+                                                                    socket.AF_INET6):
+        return False
+    key = id(state)
+    with _REGISTRY_LOCK:
+        entry = _QUIETED.get(key)
+    if entry is None:
+        try:
+            original = int(_real_getsockopt(sock, socket.SOL_SOCKET, socket.SO_RCVLOWAT))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, _RCVLOWAT_HIGH)
+        except OSError:
+            return False
+    else:
+        original = entry[1]
+        if entry[2] is not None:
+            entry[2].cancel()
+    timer = None
+    if until != _INF:
+        ref = weakref.ref(sock)
+
+        def wake() -> None:
+            target = ref()
+            if target is not None:
+                _loud(target, state)
+
+        timer = threading.Timer(max(0.0, until - _now()), wake)
+        timer.daemon = True
+    with _REGISTRY_LOCK:
+        _QUIETED[key] = (weakref.ref(sock), original, timer)
+    if timer is not None:
+        timer.start()
+    if _wait_readable(sock, 0):  # still readable: hiding does not work here
+        _loud(sock, state)
+        return False
+    return True
+
+
+def _loud(sock: socket.socket, state: SocketState) -> None:
+    """Undo :func:`_quiet`: the socket reports readiness again (and wakes waiters)."""
+    with _REGISTRY_LOCK:
+        entry = _QUIETED.pop(id(state), None)
+    if entry is None:
+        return
+    if entry[2] is not None:
+        entry[2].cancel()
     try:
-        return _real_recv(sock, size, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return None
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, entry[1])
+    except OSError:
+        pass
+
+
+def _loud_all() -> None:
+    with _REGISTRY_LOCK:
+        entries = list(_QUIETED.items())
+    for key, (ref, _, _) in entries:
+        sock = ref()
+        state = _STATES.get(id(sock)) if sock is not None else None
+        if sock is not None and state is not None and id(state) == key:
+            _loud(sock, state)
+        else:
+            with _REGISTRY_LOCK:
+                _QUIETED.pop(key, None)
+
+
+class _KernelSource:
+    """Received bytes as the kernel holds them: peeked, never copied to user space."""
+
+    __slots__ = ("sock",)
+    quiet = True  # readiness can be hidden with SO_RCVLOWAT (see _quiet)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def peek(self, size: int, budget: _Budget, until: float | None) -> bytes | None:
+        """Peek at most ``size`` bytes; None when nothing came before ``until``."""
+        sock = self.sock
+        if budget.nonblocking:
+            return _real_recv(sock, size, socket.MSG_PEEK)  # BlockingIOError when empty
+        limit = budget.remaining(until)
+        if not _wait_readable(sock, limit):
+            if budget.deadline is not None and _now() >= budget.deadline:
+                raise _timeout()
+            return None
+        try:
+            return _real_recv(sock, size, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return None
+
+    def peek_now(self, size: int) -> bytes:
+        """Peek at what is there now, without waiting."""
+        try:
+            return _real_recv(self.sock, size, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return b""
+
+    def discard(self, n: int) -> int:
+        """Consume ``n`` bytes the application will not see; return how many."""
+        return len(_real_recv(self.sock, n))
+
+
+class _TlsSource:
+    """Plaintext of an ``ssl.SSLSocket``. OpenSSL cannot peek, so the bytes the plan
+    has been fed wait in ``state.plaintext`` until they are delivered (user space,
+    unlike :class:`_KernelSource`)."""
+
+    __slots__ = ("sock", "buffer")
+    quiet = False  # the kernel may be empty while plaintext waits here
+
+    def __init__(self, sock: socket.socket, state: SocketState) -> None:
+        self.sock = sock
+        self.buffer = state.plaintext
+
+    def _pull(self, size: int) -> bytes:
+        data: bytes = _real_tls_read(self.sock, size)  # type: ignore[arg-type]
+        self.buffer += data
+        return data
+
+    def peek(self, size: int, budget: _Budget, until: float | None) -> bytes | None:
+        """Decrypt at most ``size`` bytes into the buffer; None: nothing came before ``until``."""
+        if not self.buffer and not _real_tls_pending(self.sock):  # type: ignore[arg-type]
+            if not budget.nonblocking and not _wait_readable(self.sock, budget.remaining(until)):
+                if budget.deadline is not None and _now() >= budget.deadline:
+                    raise _timeout()
+                return None
+            # Non-blocking: SSLWantReadError when no whole record is there.
+            if not self._pull(size):
+                return b""  # EOF
+        return self.peek_now(size)
+
+    def peek_now(self, size: int) -> bytes:
+        """What is decrypted now (the buffer, topped up from OpenSSL's own), without waiting."""
+        missing = size - len(self.buffer)
+        if missing > 0:
+            pending = _real_tls_pending(self.sock)  # type: ignore[arg-type]
+            if pending:
+                self._pull(min(pending, missing))
+        return bytes(self.buffer[:size])
+
+    def discard(self, n: int) -> int:
+        """Drop ``n`` buffered bytes; return how many."""
+        n = min(n, len(self.buffer))
+        del self.buffer[:n]
+        return n
+
+
+_Source = _KernelSource | _TlsSource
 
 
 def receive(
@@ -535,47 +906,60 @@ def receive(
     size: int,
     consume: Callable[[int], T],
     empty: Callable[[], T],
+    source: _Source | None = None,
 ) -> T:
-    """Receive through the faults: peek, decide, then ``consume(n)`` the delivered bytes."""
+    """Receive through the faults: peek, decide, then ``consume(n)`` the delivered bytes.
+
+    ``source`` is where undelivered bytes are looked at (default: the kernel).
+    """
     _raise_if_cut(state, False)
     if state.cut is not None:
         return empty()
     if size <= 0:
         return consume(size)
     budget = _Budget(sock)
+    if source is None:
+        source = _KernelSource(sock)
     while True:
         if state.idle("recv"):  # the faults were removed meanwhile
             return consume(size)
+        pending = state.pending("recv")
+        if pending and not _eof_reached(state):
+            # Bytes that arrived since the last look join the pending ones (Coalesce).
+            more = source.peek_now(size)
+            if len(more) > pending:
+                state.feed("recv", len(more) - pending, _now())
         now = _now()
         action = state.next("recv", now)
+        _watch_deadline(sock, state, "recv", action)
         if isinstance(action, Read):
+            _loud(sock, state)
             cap = size if action.max_bytes is None else min(size, action.max_bytes)
-            data = _peek(sock, cap, budget, action.until)
+            data = source.peek(cap, budget, action.until)
             if data is None:
                 continue
             if data:
                 state.feed("recv", len(data), _now())
             else:
                 state.feed_eof("recv", _now())
-        elif isinstance(action, Wait):
-            budget.wait(action.until)
-            pending = state.pending("recv")
-            if pending and not budget.nonblocking:
-                more = _real_recv(sock, size, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-                if len(more) > pending:
-                    state.feed("recv", len(more) - pending, _now())
+        elif isinstance(action, (Wait, Stalled)):
+            until = action.until if isinstance(action, Wait) else _INF
+            if (budget.nonblocking and until > _now() and source.quiet
+                    and _quiet(sock, state, until)):
+                raise _would_block()
+            budget.wait(until)
         elif isinstance(action, Deliver):
+            _loud(sock, state)
             result = consume(min(action.n, size))
             n = _length(result)
             state.passed("recv", n, _now())
             _after_pass(sock, state, "recv")
             return result
         elif isinstance(action, Discard):
-            dropped = _real_recv(sock, action.n)
-            state.passed("recv", len(dropped), _now())
-        elif isinstance(action, Stalled):
-            budget.wait(_INF)
+            _loud(sock, state)
+            state.passed("recv", source.discard(action.n), _now())
         elif isinstance(action, Close):
+            _loud(sock, state)
             if action.reset:
                 _cut(sock, state, True)
                 _raise_if_cut(state, False)
@@ -585,6 +969,68 @@ def receive(
             return empty()
         else:
             raise AssertionError(f"unexpected action {action!r}")
+
+
+# -- deadlines that no readiness event will announce --------------------------------
+#
+# Some faults act at a time with nothing to read or write (Timeout closes an idle
+# connection, ResetPeer resets after it discarded the data): no call of the
+# application would come to carry the action out, so a timer re-asks the plan at
+# that time and performs a due Close. The cut itself wakes selectors (hang-up).
+
+_WATCHED: dict[tuple[int, str], tuple[float, threading.Timer]] = {}
+
+
+def _unwatch(state: SocketState) -> None:
+    """Cancel the deadline timers of ``state`` (its socket closed or lost its faults)."""
+    with _REGISTRY_LOCK:
+        for direction in ("send", "recv"):
+            entry = _WATCHED.pop((id(state), direction), None)
+            if entry is not None:
+                entry[1].cancel()
+
+
+def _watch_deadline(sock: socket.socket, state: SocketState, direction: str,
+                    action: Action) -> None:
+    if isinstance(action, Read):
+        until = action.until
+    elif isinstance(action, Wait):
+        until = action.until
+    else:
+        return
+    if until is None or until == _INF or state.pending(direction):
+        return
+    key = (id(state), direction)
+    ref = weakref.ref(sock)
+
+    def fire() -> None:
+        with _REGISTRY_LOCK:
+            entry = _WATCHED.get(key)
+            if entry is not None and entry[0] == until:
+                del _WATCHED[key]
+        target = ref()
+        if target is None or lookup(target) is not state or state.cut is not None:
+            return
+        if state.idle(direction) or state.pending(direction):
+            return
+        again = state.next(direction, _now())
+        if isinstance(again, Close):
+            if direction == "recv" and _eof_reached(state) and not again.reset:
+                return  # the peer's own EOF: the application will read it
+            _cut(target, state, again.reset)
+        else:
+            _watch_deadline(target, state, direction, again)
+
+    timer = threading.Timer(max(0.0, until - _now()) + 0.0005, fire)
+    timer.daemon = True
+    with _REGISTRY_LOCK:
+        scheduled = _WATCHED.get(key)
+        if scheduled is not None and scheduled[0] <= until:
+            return
+        if scheduled is not None:
+            scheduled[1].cancel()
+        _WATCHED[key] = (until, timer)
+    timer.start()
 
 
 def _eof_reached(state: SocketState) -> bool:
@@ -787,31 +1233,31 @@ def sleep_until(until: float) -> None:
 
 
 def _d_send(self: socket.socket, data: object, flags: int = 0) -> int:
-    state = lookup(self)
-    if state is None or state.idle("send"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or state.idle("send"):
         return _real_send(self, data, flags)  # type: ignore[arg-type]
     return send(self, state, data, lambda v: _real_send(self, v, flags), whole=False)
 
 
 def _d_sendall(self: socket.socket, data: object, flags: int = 0) -> None:
-    state = lookup(self)
-    if state is None or state.idle("send"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or state.idle("send"):
         return _real_sendall(self, data, flags)  # type: ignore[arg-type]
     send(self, state, data, lambda v: _real_send(self, v, flags), whole=True)
     return None
 
 
 def _d_sendto(self: socket.socket, data: object, *args: object) -> int:
-    state = lookup(self)
-    if state is None or state.idle("send"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or state.idle("send"):
         return _real_sendto(self, data, *args)  # type: ignore[call-overload, no-any-return]
     return send(self, state, data, lambda v: _real_sendto(self, v, *args),  # type: ignore[call-overload]
                 whole=False)
 
 
 def _d_sendmsg(self: socket.socket, buffers: Iterable[object], *args: object) -> int:
-    state = lookup(self)
-    if state is None or state.idle("send"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or state.idle("send"):
         return _real_sendmsg(self, buffers, *args)  # type: ignore[arg-type]
     data = b"".join(bytes(memoryview(b)) for b in buffers)  # type: ignore[arg-type]
     ancdata: list[object] = list(args[0]) if args else []  # type: ignore[call-overload]
@@ -827,23 +1273,23 @@ def _d_sendmsg(self: socket.socket, buffers: Iterable[object], *args: object) ->
 
 def _d_sendfile(self: socket.socket, file: object, offset: int = 0,
                 count: int | None = None) -> int:
-    state = lookup(self)
-    if state is None or state.idle("send"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or state.idle("send"):
         return _real_sendfile(self, file, offset, count)  # type: ignore[arg-type]
     # The os.sendfile fast path would bypass the faults: use the send() loop.
     return _real_sendfile_use_send(self, file, offset, count)  # type: ignore[no-any-return]
 
 
 def _d_recv(self: socket.socket, bufsize: int, flags: int = 0) -> bytes:
-    state = lookup(self)
-    if state is None or flags & socket.MSG_PEEK or state.idle("recv"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or flags & socket.MSG_PEEK or state.idle("recv"):
         return _real_recv(self, bufsize, flags)
     return receive(self, state, bufsize, lambda n: _real_recv(self, n, flags), lambda: b"")
 
 
 def _d_recv_into(self: socket.socket, buffer: object, nbytes: int = 0, flags: int = 0) -> int:
-    state = lookup(self)
-    if state is None or flags & socket.MSG_PEEK or state.idle("recv"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or flags & socket.MSG_PEEK or state.idle("recv"):
         return _real_recv_into(self, buffer, nbytes, flags)  # type: ignore[arg-type]
     size = nbytes or len(memoryview(buffer))  # type: ignore[arg-type]
     return receive(self, state, size,
@@ -852,8 +1298,8 @@ def _d_recv_into(self: socket.socket, buffer: object, nbytes: int = 0, flags: in
 
 
 def _d_recvfrom(self: socket.socket, bufsize: int, flags: int = 0) -> tuple[bytes, object]:
-    state = lookup(self)
-    if state is None or flags & socket.MSG_PEEK or state.idle("recv"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or flags & socket.MSG_PEEK or state.idle("recv"):
         return _real_recvfrom(self, bufsize, flags)
     return receive(self, state, bufsize, lambda n: _real_recvfrom(self, n, flags),
                    lambda: (b"", None))
@@ -861,8 +1307,8 @@ def _d_recvfrom(self: socket.socket, bufsize: int, flags: int = 0) -> tuple[byte
 
 def _d_recvfrom_into(self: socket.socket, buffer: object, nbytes: int = 0,
                      flags: int = 0) -> tuple[int, object]:
-    state = lookup(self)
-    if state is None or flags & socket.MSG_PEEK or state.idle("recv"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or flags & socket.MSG_PEEK or state.idle("recv"):
         return _real_recvfrom_into(self, buffer, nbytes, flags)  # type: ignore[arg-type]
     size = nbytes or len(memoryview(buffer))  # type: ignore[arg-type]
     return receive(self, state, size,
@@ -872,12 +1318,143 @@ def _d_recvfrom_into(self: socket.socket, buffer: object, nbytes: int = 0,
 
 def _d_recvmsg(self: socket.socket, bufsize: int, ancbufsize: int = 0,
                flags: int = 0) -> tuple[bytes, list[object], int, object]:
-    state = lookup(self)
-    if state is None or flags & socket.MSG_PEEK or state.idle("recv"):
+    state = _STATES.get(id(self))
+    if state is None or state.ref() is not self or flags & socket.MSG_PEEK or state.idle("recv"):
         return _real_recvmsg(self, bufsize, ancbufsize, flags)  # type: ignore[return-value]
     return receive(self, state, bufsize,
                    lambda n: _real_recvmsg(self, n, ancbufsize, flags),  # type: ignore[return-value]
                    lambda: (b"", [], 0, None))
+
+
+# ssl.SSLSocket: at the plaintext level, once per call. When the TLS layer is not
+# active (``_sslobj`` None: not yet connected, or unwrapped) the original method
+# calls socket.socket's, whose dispatcher applies the faults instead.
+
+
+@contextmanager
+def _tls_errors(kind: str) -> Iterator[None]:
+    """Raise what a non-blocking SSLSocket raises when its bytes are not due."""
+    try:
+        yield
+    except BlockingIOError:
+        if kind == "read":
+            raise ssl.SSLWantReadError(ssl.SSL_ERROR_WANT_READ,
+                                       "The operation did not complete (read)") from None
+        raise ssl.SSLWantWriteError(ssl.SSL_ERROR_WANT_WRITE,
+                                    "The operation did not complete (write)") from None
+
+
+def _tls_state(sock: socket.socket, flags: int, direction: str) -> SocketState | None:
+    """The state to act on for a TLS call, or None to call the original method."""
+    state = _STATES.get(id(sock))
+    if (state is None or state.ref() is not sock or flags
+            or sock._sslobj is None):  # type: ignore[attr-defined]
+        return None
+    if state.idle(direction) and not (direction == "recv" and state.plaintext):
+        return None
+    return state
+
+
+def _d_tls_send(self: socket.socket, data: object, flags: int = 0) -> int:
+    state = _tls_state(self, flags, "send")
+    if state is None:
+        return _real_tls_send(self, data, flags)  # type: ignore[arg-type]
+    with _tls_errors("write"):
+        return send(self, state, data, lambda v: _real_tls_send(self, v),  # type: ignore[arg-type]
+                    whole=False, deferrable=False)
+
+
+def _d_tls_write(self: socket.socket, data: object) -> int:
+    state = _tls_state(self, 0, "send")
+    if state is None:
+        return _real_tls_write(self, data)  # type: ignore[arg-type]
+    with _tls_errors("write"):
+        return send(self, state, data, lambda v: _real_tls_write(self, v),  # type: ignore[arg-type]
+                    whole=False, deferrable=False)
+
+
+def _d_tls_sendall(self: socket.socket, data: object, flags: int = 0) -> None:
+    state = _tls_state(self, flags, "send")
+    if state is None:
+        return _TLS_ORIGINAL_ATTRS["sendall"](self, data, flags)  # type: ignore[operator, no-any-return]
+    with _tls_errors("write"):
+        # One pass for the whole call: the original loops over self.send, which
+        # would meet the faults a second time.
+        send(self, state, data, lambda v: _real_tls_send(self, v),  # type: ignore[arg-type]
+             whole=True, deferrable=False)
+    return None
+
+
+def _d_tls_read(self: socket.socket, len: int = 1024, buffer: object = None) -> object:  # noqa: A002
+    state = _tls_state(self, 0, "recv")
+    if state is None:
+        return _real_tls_read(self, len, buffer)  # type: ignore[arg-type]
+    size = len
+    if buffer is not None:
+        with memoryview(buffer) as view:  # type: ignore[arg-type]
+            if size <= 0 or size > view.nbytes:
+                size = view.nbytes
+    plaintext = state.plaintext
+
+    def consume(n: int) -> object:
+        if not plaintext:
+            return _real_tls_read(self, n, buffer)  # type: ignore[arg-type]
+        return _take(plaintext, n, buffer)
+
+    with _tls_errors("read"):
+        return receive(self, state, size, consume,
+                       lambda: b"" if buffer is None else 0, _TlsSource(self, state))
+
+
+def _take(plaintext: bytearray, n: int, buffer: object) -> bytes | int:
+    """Hand ``n`` buffered plaintext bytes over as ``SSLSocket.read`` would."""
+    n = min(n, len(plaintext))
+    if buffer is None:
+        chunk = bytes(plaintext[:n])
+        del plaintext[:n]
+        return chunk
+    with memoryview(buffer) as view, view.cast("B") as target:  # type: ignore[arg-type]
+        n = min(n, target.nbytes)
+        target[:n] = plaintext[:n]
+    del plaintext[:n]
+    return n
+
+
+def _d_tls_pending(self: socket.socket) -> int:
+    pending: int = _real_tls_pending(self)  # type: ignore[arg-type]
+    state = lookup(self)
+    return pending + len(state.plaintext) if state is not None else pending
+
+
+def _d_tls_create(cls: type, /, sock: socket.socket, *args: object, **kwargs: object) -> object:
+    # wrap_socket() moves the fd to a new SSLSocket and detaches ``sock``: the faults
+    # move with the fd (the handshake, done inside, is not affected by them).
+    tls = _real_tls_create(cls, sock, *args, **kwargs)
+    rekey(sock, tls)
+    return tls
+
+
+def _hand_back(sock: socket.socket, plaintext: bytearray) -> None:
+    """The faults left a TLS socket holding undelivered plaintext: make its reads
+    return it first (an instance attribute, removed once it is drained)."""
+    ref = weakref.ref(sock)
+
+    def read(len: int = 1024, buffer: object = None) -> object:  # noqa: A002
+        target = ref()
+        assert target is not None
+        if not plaintext:
+            target.__dict__.pop("read", None)
+            target.__dict__.pop("pending", None)
+            return type(target).read(target, len, buffer)  # type: ignore[attr-defined]
+        return _take(plaintext, len if len > 0 else 1 << 30, buffer)
+
+    def pending() -> int:
+        target = ref()
+        assert target is not None
+        return len(plaintext) + int(type(target).pending(target))  # type: ignore[attr-defined]
+
+    sock.__dict__["read"] = read
+    sock.__dict__["pending"] = pending
 
 
 def _d_connect(self: socket.socket, address: object) -> None:
@@ -921,6 +1498,9 @@ def _d_shutdown(self: socket.socket, how: int) -> None:
         except OSError:
             pass
         return
+    if (state is not None and how in (socket.SHUT_WR, socket.SHUT_RDWR)
+            and state.outbox is not None and state.outbox.finish_with(how)):
+        return  # the FIN follows the bytes still on their way
     if state is not None and how in (socket.SHUT_WR, socket.SHUT_RDWR) and not state.idle("send"):
         state.feed_eof("send", _now())
         action = state.next("send", _now())
@@ -936,7 +1516,9 @@ def _d_close(self: socket.socket) -> None:
         with _REGISTRY_LOCK:
             if _STATES.get(id(self)) is state:
                 del _STATES[id(self)]
-        if state.cut is None and self.fileno() >= 0 and not state.idle("send"):
+        if state.outbox is not None and self.fileno() >= 0 and state.outbox.finish_with(None):
+            pass  # the outbox sends the rest on a duplicate fd, then closes it
+        elif state.cut is None and self.fileno() >= 0 and not state.idle("send"):
             state.feed_eof("send", _now())
             action = state.next("send", _now())
             if isinstance(action, Wait):
@@ -944,6 +1526,11 @@ def _d_close(self: socket.socket) -> None:
         for layer in state.layers:
             if layer.conn is not None:
                 layer.conn.close()
+        _unwatch(state)
+        with _REGISTRY_LOCK:
+            entry = _QUIETED.pop(id(state), None)
+        if entry is not None and entry[2] is not None:
+            entry[2].cancel()
     _real_close(self)
 
 
@@ -1020,28 +1607,49 @@ _DISPATCHERS: dict[str, object] = {
     "shutdown": _d_shutdown,
     "close": _d_close,
 }
-
+_TLS_DISPATCHERS: dict[str, object] = {
+    "send": _d_tls_send,
+    "sendall": _d_tls_sendall,
+    "write": _d_tls_write,
+    "read": _d_tls_read,
+    "pending": _d_tls_pending,
+    "_create": classmethod(_d_tls_create),
+}
 
 _STREAM_NAMES = frozenset((
     "send", "sendall", "sendmsg", "sendto", "sendfile",
     "recv", "recv_into", "recvfrom", "recvfrom_into", "recvmsg",
 ))
+# TLS reads stay on while any scope is alive: they also hand out plaintext read
+# ahead before the stream faults went away.
+_TLS_STREAM_NAMES = frozenset(("send", "sendall", "write"))
 _STREAM_USERS: set[int] = set()  # ids of live handles whose faults can touch bytes
 
 
-def _put(names: Iterable[str]) -> None:
-    for name in names:
-        setattr(_SOCKET, name, _DISPATCHERS[name])
+def _targets(names: Iterable[str], tls_names: Iterable[str]
+             ) -> list[tuple[type, str, object, object]]:
+    """(class, name, dispatcher, original) for the given names."""
+    found: list[tuple[type, str, object, object]] = [
+        (_SOCKET, name, _DISPATCHERS[name], _ORIGINAL_ATTRS[name]) for name in names
+    ]
+    if _TLS is not None:
+        found += [(_TLS, name, _TLS_DISPATCHERS[name], _TLS_ORIGINAL_ATTRS[name])
+                  for name in tls_names]
+    return found
 
 
-def _restore(names: Iterable[str]) -> None:
-    for name in names:
-        original = _ORIGINAL_ATTRS[name]
+def _put(names: Iterable[str], tls_names: Iterable[str]) -> None:
+    for cls, name, dispatcher, _ in _targets(names, tls_names):
+        setattr(cls, name, dispatcher)
+
+
+def _restore(names: Iterable[str], tls_names: Iterable[str]) -> None:
+    for cls, name, _, original in _targets(names, tls_names):
         if original is _MISSING:
-            if name in _SOCKET.__dict__:
-                delattr(_SOCKET, name)
+            if name in cls.__dict__:
+                delattr(cls, name)
         else:
-            setattr(_SOCKET, name, original)
+            setattr(cls, name, original)
 
 
 def install() -> None:
@@ -1055,7 +1663,7 @@ def install() -> None:
     with _REGISTRY_LOCK:
         _INSTALLS += 1
         if _INSTALLS == 1:
-            _put(name for name in _DISPATCHERS if name not in _STREAM_NAMES)
+            _put(set(_DISPATCHERS) - _STREAM_NAMES, set(_TLS_DISPATCHERS) - _TLS_STREAM_NAMES)
 
 
 def set_stream_faults(handle: object, present: bool) -> None:
@@ -1068,9 +1676,9 @@ def set_stream_faults(handle: object, present: bool) -> None:
             _STREAM_USERS.discard(id(handle))
         after = bool(_STREAM_USERS)
         if after and not before:
-            _put(_STREAM_NAMES)
+            _put(_STREAM_NAMES, _TLS_STREAM_NAMES)
         elif before and not after:
-            _restore(_STREAM_NAMES)
+            _restore(_STREAM_NAMES, _TLS_STREAM_NAMES)
 
 
 def uninstall() -> None:
@@ -1082,7 +1690,7 @@ def uninstall() -> None:
         _INSTALLS -= 1
         if _INSTALLS == 0:
             _STREAM_USERS.clear()
-            _restore(_ORIGINAL_ATTRS)
+            _restore(_DISPATCHERS, _TLS_DISPATCHERS)
 
 
 def installed() -> bool:

@@ -11,6 +11,7 @@ from sockwork.proxy.proxy import (
     ProxyCounters,
     Scope,
 )
+from sockwork.proxy.server import ToxiproxyServer
 
 __all__ = [
     "DIRECTIONS",
@@ -20,4 +21,5 @@ __all__ = [
     "InstalledFault",
     "ProxyCounters",
     "Scope",
+    "ToxiproxyServer",
 ]

@@ -10,7 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
-from sockwork.faults.units import parse_duration, parse_rate, parse_size
+from sockwork.faults.units import parse_duration, parse_int_range, parse_rate, parse_size
 from sockwork.faults.vocabulary import (
     Bandwidth,
     Blackhole,
@@ -64,27 +64,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     s.set_defaults(run=_run_server)
 
 
-def _faults(args: argparse.Namespace) -> list[Fault]:
-    faults: list[Fault] = []
+def _faults(args: argparse.Namespace) -> list[tuple[Fault, str]]:
+    """The faults the options ask for, each with the words the user wrote."""
+    faults: list[tuple[Fault, str]] = []
     if args.latency is not None or args.jitter is not None:
         seconds = parse_duration(args.latency) if args.latency is not None else 0.0
         jitter = parse_duration(args.jitter) if args.jitter is not None else 0.0
-        faults.append(Latency(seconds, jitter=jitter))
+        text = f"latency {args.latency or '0s'}"
+        if args.jitter is not None:
+            text += f" +/- {args.jitter}"
+        faults.append((Latency(seconds, jitter=jitter), text))
     if args.bandwidth is not None:
-        faults.append(Bandwidth(parse_rate(args.bandwidth)))
+        faults.append((Bandwidth(parse_rate(args.bandwidth)), f"bandwidth {args.bandwidth}"))
     if args.slice is not None:
-        low, sep, high = args.slice.partition("..")
-        if not sep:
-            low = high = args.slice
-        faults.append(Slice(int(parse_size(high)), min_bytes=int(parse_size(low))))
+        low, high = parse_int_range(args.slice)
+        faults.append((Slice(high, min_bytes=low), f"slice {args.slice}"))
     if args.close_after is not None:
-        faults.append(CloseAfter(int(parse_size(args.close_after))))
+        faults.append((CloseAfter(parse_size(args.close_after)), f"close after {args.close_after}"))
     if args.reset_after is not None:
-        faults.append(CloseAfter(int(parse_size(args.reset_after)), reset=True))
+        fault = CloseAfter(parse_size(args.reset_after), reset=True)
+        faults.append((fault, f"reset after {args.reset_after}"))
     if args.stall:
-        faults.append(Stall())
+        faults.append((Stall(), "stall"))
     if args.blackhole:
-        faults.append(Blackhole())
+        faults.append((Blackhole(), "blackhole"))
     return faults
 
 
@@ -138,9 +141,9 @@ def _run_proxy(args: argparse.Namespace) -> int:
             print(f"sockwork proxy: error: cannot listen on {args.listen}: {exc}", file=sys.stderr)
             return 1
         try:
-            for fault in faults:
+            for fault, _ in faults:
                 proxy.add(fault, direction=args.direction)
-            names = ", ".join(repr(f) for f in faults) or "no faults"
+            names = ", ".join(text for _, text in faults) or "no faults"
             print(
                 f"proxy {format_address(proxy.address)} -> {format_address(upstream)} "
                 f"(seed {proxy.seed}; {args.direction}: {names}); Ctrl-C stops",

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Literal
 
 from sockwork.faults.vocabulary import (
+    AcceptDelay,
     Bandwidth,
     Blackhole,
     CloseAfter,
@@ -75,4 +76,12 @@ def fault_for(spec: ToxicSpec) -> Fault | None:
         return Blackhole(direction=d, probability=p)
     if kind == "reset_after":
         return CloseAfter(a["bytes"], reset=True, direction=d, probability=p)
+    if kind == "shared_bandwidth":
+        if a["rate"] == 0:
+            return Stall(direction=d, probability=p)
+        # One budget for every connection of the proxy (each proxy has its own plan).
+        group = f"toxic:{spec.name}"
+        return Bandwidth(a["rate"] * 1000, group=group, direction=d, probability=p)
+    if kind == "accept_delay":
+        return AcceptDelay(a["delay"] / 1000, probability=p)
     return None  # noop

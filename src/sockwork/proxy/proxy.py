@@ -87,6 +87,10 @@ _T = TypeVar("_T")
 # loopback busy, small enough to bound memory per connection.
 _WRITE_HIGH_WATER = 512 * 1024
 _CONNECT_TIMEOUT = 10.0
+_ACCEPT_BATCH = 64
+_PRUNE_EVERY = 256
+_READ_SIZE = 1024 * 1024  # the most one read takes from a socket
+_ACCEPT_RETRY = 0.1
 _CLOSE_TIMEOUT = 5.0
 _LINGER_ZERO = struct.pack("ii", 1, 0)
 # "Connections from N on" is written range(N, N + _SCOPE_SPAN): the vocabulary's
@@ -146,13 +150,19 @@ def _reset(transport: asyncio.Transport) -> None:
     transport.abort()
 
 
-class _Side(asyncio.Protocol):
-    """One socket of a proxied connection (the client's or the upstream's)."""
+class _Side(asyncio.BufferedProtocol):
+    """One socket of a proxied connection (the client's or the upstream's).
 
-    def __init__(self, conn: _Connection, role: Direction) -> None:
+    A BufferedProtocol reading into the proxy's one receive buffer: each chunk is
+    handed on (written, or copied by a fault's buffer) before the next read, so one
+    buffer serves every connection of the loop and reads allocate nothing.
+    """
+
+    def __init__(self, conn: _Connection, role: Direction, buffer: memoryview) -> None:
         # role is the direction this side's bytes travel: the client side feeds "upstream".
         self.conn = conn
         self.role = role
+        self.buffer = buffer
         self.transport: asyncio.Transport | None = None
         self.lost = False
 
@@ -162,8 +172,11 @@ class _Side(asyncio.Protocol):
         transport.set_write_buffer_limits(high=_WRITE_HIGH_WATER)
         self.conn.side_made(self)
 
-    def data_received(self, data: bytes) -> None:
-        self.conn.pipes[self.role].feed(data)
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.conn.pipes[self.role].feed(self.buffer[:nbytes])
 
     def eof_received(self) -> bool:
         self.conn.pipes[self.role].feed_eof()
@@ -196,8 +209,8 @@ class _Connection:
         self.proxy = proxy
         self.loop = proxy._require_loop()
         self.id = connection_id
-        self.client = _Side(self, "upstream")
-        self.server = _Side(self, "downstream")
+        self.client = _Side(self, "upstream", proxy._buffer)
+        self.server = _Side(self, "downstream", proxy._buffer)
         self.client_address: tuple[str, int] = ("", 0)
         self.plan_conn: PlanConnection | None = None
         self.pipes: dict[Direction, Pipe] = {}
@@ -215,14 +228,6 @@ class _Connection:
     def destination(self, direction: Direction) -> asyncio.Transport | None:
         """The transport a direction writes to."""
         return (self.server if direction == "upstream" else self.client).transport
-
-    def count_received(self, direction: Direction, n: int) -> None:
-        """Count n bytes read from a direction's source."""
-        self.proxy._received[direction] += n
-
-    def count_sent(self, direction: Direction, n: int) -> None:
-        """Count n bytes written to a direction's destination."""
-        self.proxy._sent[direction] += n
 
     def pipe_finished(self, direction: Direction) -> None:
         """A direction has passed its EOF on; close when both have."""
@@ -252,7 +257,7 @@ class _Connection:
 
     def _stop(self) -> None:
         self.closed = True
-        if self.task is not None:
+        if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
         for pipe in self.pipes.values():
             pipe.stop()
@@ -262,6 +267,9 @@ class _Connection:
     # --- life cycle -------------------------------------------------------------------
 
     def side_made(self, side: _Side) -> None:
+        if self.proxy._closed:
+            self.abort()  # accepted (or connected) while the proxy was closing
+            return
         if side is self.client:
             assert side.transport is not None
             peer = side.transport.get_extra_info("peername")
@@ -331,6 +339,10 @@ class _Connection:
         self._maybe_forget()
 
     def _maybe_forget(self) -> None:
+        # A connection is forgotten only once its client socket exists and is closed:
+        # asyncio calls connection_made a loop step after creating the protocol.
+        if self.client.transport is None:
+            return
         sides = [s for s in (self.client, self.server) if s.transport is not None]
         if self.task is None and all(s.lost for s in sides) and not self.forgotten:
             self.forgotten = True
@@ -393,15 +405,17 @@ class FaultProxy:
         self._accepts = 0
         self._streams = 0
         self._failed = 0
+        self._closed_since_prune = 0
         self._received: dict[str, int] = {"upstream": 0, "downstream": 0}
         self._sent: dict[str, int] = {"upstream": 0, "downstream": 0}
         self._plan: Plan | None = None
+        self._buffer = memoryview(bytearray(_READ_SIZE))
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._server: asyncio.AbstractServer | None = None
-        self._server_task: asyncio.Task[None] | None = None
+        self._listener: socket.socket | None = None
+        self._adopting: set[asyncio.Task[None]] = set()
+        self._accept_retry: asyncio.TimerHandle | None = None
         self._address: tuple[str, int] | None = None
-        self._listening = False
         self._started = False
         self._closed = False
         self._idle: asyncio.Event | None = None
@@ -519,6 +533,13 @@ class FaultProxy:
                 return
             ready.set_result(None)
             loop.run_forever()
+            # Nothing may outlive the loop: finish whatever is still scheduled.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            # Name look-ups of a "localhost" upstream ran in the default executor.
+            loop.run_until_complete(loop.shutdown_default_executor())
 
         name = f"sockwork-proxy-{id(self):x}"
         self._thread = threading.Thread(target=run, name=name, daemon=True)
@@ -597,10 +618,10 @@ class FaultProxy:
         host, port = sock.getsockname()[:2]
         self._address = (str(host), int(port))
         if self._should_listen():
-            self._listening = True
-            await self._serve(sock)
+            self._serve(sock)
         else:
             sock.close()
+        await asyncio.sleep(0)
 
     # --- internals: everything below runs on the loop thread ----------------------------
 
@@ -635,7 +656,8 @@ class FaultProxy:
 
     async def _begin(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._plan = Plan((), rng=random.Random(self.seed), now=loop.time(), seed=self.seed)
+        planned = [e.planned for e in self._entries.values() if e.planned is not None]
+        self._plan = Plan(planned, rng=random.Random(self.seed), now=loop.time(), seed=self.seed)
         self._idle = asyncio.Event()
         self._idle.set()
         sock = self._bind(self._listen)
@@ -643,19 +665,15 @@ class FaultProxy:
         self._address = (str(host), int(port))
         self._started = True
         if self._should_listen():
-            self._listening = True
-            try:
-                await self._serve(sock)
-            except BaseException:
-                self._listening = False
-                sock.close()
-                raise
+            self._serve(sock)
         else:
             sock.close()
 
     def _bind(self, address: tuple[str, int]) -> socket.socket:
         host, port = address
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        # "localhost" may resolve to ::1 first; clients mostly dial 127.0.0.1 (Go does too).
+        infos.sort(key=lambda info: info[0] != socket.AF_INET)
         family, _, _, _, sockaddr = infos[0]
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -668,9 +686,47 @@ class FaultProxy:
             raise
         return sock
 
-    async def _serve(self, sock: socket.socket) -> None:
+    # Our own accept loop rather than loop.create_server(): an asyncio Server drops
+    # (and leaks) sockets it accepted but had not wrapped yet when it is closed, and
+    # closing the listener must be synchronous for Refuse and disable() to be atomic.
+
+    def _serve(self, sock: socket.socket) -> None:
+        """Accept on ``sock`` (bound and listening) from now on."""
+        self._listener = sock
+        self._require_loop().add_reader(sock.fileno(), self._acceptable)
+
+    def _acceptable(self) -> None:
+        sock = self._listener
+        if sock is None:
+            return
         loop = self._require_loop()
-        self._server = await loop.create_server(self._accepted, sock=sock)
+        for _ in range(_ACCEPT_BATCH):
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                # Out of descriptors or buffers (EMFILE, ENOBUFS...): the client waits in
+                # the kernel backlog; try again shortly instead of spinning.
+                loop.remove_reader(sock.fileno())
+                self._accept_retry = loop.call_later(_ACCEPT_RETRY, self._resume_accepting)
+                return
+            conn.setblocking(False)
+            task = loop.create_task(self._adopt(conn))
+            self._adopting.add(task)
+            task.add_done_callback(self._adopting.discard)
+
+    def _resume_accepting(self) -> None:
+        self._accept_retry = None
+        if self._listener is not None:
+            self._require_loop().add_reader(self._listener.fileno(), self._acceptable)
+
+    async def _adopt(self, conn: socket.socket) -> None:
+        try:
+            await self._require_loop().connect_accepted_socket(self._accepted, sock=conn)
+        except BaseException:
+            conn.close()
+            raise
 
     def _should_listen(self) -> bool:
         refuse = any(isinstance(e.planned, Refuse) for e in self._entries.values())
@@ -681,31 +737,23 @@ class FaultProxy:
         if not self._started or self._closed:
             return
         if self._should_listen():
-            if not self._listening:
-                # Bind and listen now, so connects queue in the kernel backlog at once
-                # (never refused); the asyncio server starts accepting a moment later.
-                sock = self._bind(self.address)
-                self._listening = True
-                task = self._require_loop().create_task(self._serve(sock))
-                self._server_task = task
-                task.add_done_callback(self._served)
-        elif self._listening:
+            if self._listener is None:
+                self._serve(self._bind(self.address))
+        elif self._listener is not None:
             self._stop_listening()
 
-    def _served(self, task: asyncio.Task[None]) -> None:
-        if self._server_task is task:
-            self._server_task = None
-
     def _stop_listening(self) -> None:
-        self._listening = False
-        if self._server_task is not None:
-            self._server_task.cancel()
-            self._server_task = None
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        """Close the listening socket: from now on, connects get ECONNREFUSED."""
+        if self._accept_retry is not None:
+            self._accept_retry.cancel()
+            self._accept_retry = None
+        sock = self._listener
+        if sock is not None:
+            self._listener = None
+            self._require_loop().remove_reader(sock.fileno())
+            sock.close()
 
-    def _accepted(self) -> asyncio.Protocol:
+    def _accepted(self) -> asyncio.BaseProtocol:
         self._next_id += 1
         conn = _Connection(self, self._next_id)
         self._connections[conn.id] = conn
@@ -733,6 +781,15 @@ class FaultProxy:
     def _connection_closed(self, conn: _Connection) -> None:
         if self._connections.pop(conn.id, None) is None:
             return
+        for direction, pipe in conn.pipes.items():
+            self._received[direction] += pipe.received
+            self._sent[direction] += pipe.sent
+        self._closed_since_prune += 1
+        if self._closed_since_prune >= _PRUNE_EVERY and self._plan is not None:
+            # The plan forgets closed connections only in update(); updating with the
+            # same faults keeps every open stream's state and draws (plan.py's rules).
+            self._closed_since_prune = 0
+            self._plan.update(self._plan.faults, now=self._require_loop().time())
         if not conn.failed and conn.plan_conn is not None:
             index = conn.plan_conn.index
             fired = tuple(
@@ -760,6 +817,10 @@ class FaultProxy:
     async def _end(self) -> None:
         self._closed = True
         self._stop_listening()
+        # Sockets accepted just now are being wrapped in transports: let that finish,
+        # so that every accepted socket belongs to a connection we close below.
+        if self._adopting:
+            await asyncio.wait(set(self._adopting), timeout=_CLOSE_TIMEOUT)
         for conn in list(self._connections.values()):
             conn.abort()
         if self._idle is not None and self._connections:
@@ -769,6 +830,11 @@ class FaultProxy:
         await asyncio.sleep(0)
 
     def _snapshot(self) -> ProxyCounters:
+        received, sent = dict(self._received), dict(self._sent)
+        for conn in self._connections.values():  # closed ones were added as they closed
+            for direction, pipe in conn.pipes.items():
+                received[direction] += pipe.received
+                sent[direction] += pipe.sent
         fired: dict[str, int] = {}
         if self._plan is not None:
             for e in self._plan.report.events:
@@ -779,10 +845,10 @@ class FaultProxy:
             connections_total=self._next_id,
             connections_open=len(self._connections),
             connections_failed=self._failed,
-            received_upstream=self._received["upstream"],
-            received_downstream=self._received["downstream"],
-            bytes_upstream=self._sent["upstream"],
-            bytes_downstream=self._sent["downstream"],
+            received_upstream=received["upstream"],
+            received_downstream=received["downstream"],
+            bytes_upstream=sent["upstream"],
+            bytes_downstream=sent["downstream"],
             faults_fired=fired,
         )
 
@@ -806,7 +872,9 @@ class FaultProxy:
 
     def _apply(self) -> None:
         """Give the plan the faults in force, then let every open pipe decide again."""
-        plan = self._require_plan()
+        if self._plan is None:
+            return  # not started: the plan starts with the faults installed by then
+        plan = self._plan
         planned = [e.planned for e in self._entries.values() if e.planned is not None]
         plan.update(planned, now=self._require_loop().time())
         for conn in list(self._connections.values()):
@@ -850,8 +918,7 @@ class FaultProxy:
         for entry in self._entries.values():
             self._retire(entry)
         self._entries.clear()
-        if self._started:
-            self._apply()
+        self._apply()
 
     def _disable(self) -> None:
         self._want_enabled = False

@@ -260,7 +260,8 @@ class ToxiproxyServer:
                     break
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.TimeoutError):
             pass
-        except asyncio.LimitOverrunError:
+        except (asyncio.LimitOverrunError, ValueError):
+            # StreamReader.readline raises ValueError when a line overruns its limit.
             with contextlib.suppress(ConnectionError):
                 await self._write(writer, _error(400, "request header too long"), False)
         finally:
@@ -304,6 +305,8 @@ class ToxiproxyServer:
         if length > _MAX_BODY:
             await self._write(writer, _error(413, f"request body over {_MAX_BODY} bytes"), False)
             return False
+        if length and headers.get("expect", "").lower() == "100-continue":
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         body = await asyncio.wait_for(reader.readexactly(length), _IDLE_TIMEOUT) if length else b""
         if headers.get("user-agent", "").startswith("Mozilla/"):
             response = _Response(403, b"User agent not allowed\n", "text/plain; charset=utf-8")

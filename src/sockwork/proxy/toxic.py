@@ -49,6 +49,8 @@ EXTRA_TOXIC_TYPES: Mapping[str, Mapping[str, int]] = {
     "stall": {},
     "blackhole": {},
     "reset_after": {"bytes": 0},
+    "shared_bandwidth": {"rate": 0},
+    "accept_delay": {"delay": 0},
 }
 
 _ALL_TYPES = {**TOXIC_TYPES, **EXTRA_TOXIC_TYPES}

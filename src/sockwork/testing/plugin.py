@@ -28,6 +28,8 @@ in the header.
 #   fixture name. Ours lives on an object registered in pytest_configure, after
 #   every entry-point plugin, so it is the last definition and wins whatever order
 #   the entry points loaded in. ``-p no:poorconn`` avoids the duplicate altogether.
+# - The plugin loads in every pytest run where sockwork is installed, so it imports
+#   the fault engine, the proxy and the HTTP server only when a fixture is used.
 
 from __future__ import annotations
 
@@ -36,14 +38,14 @@ import socket
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pytest
 
-from sockwork.compat.poorconn.server import Server, serve
-from sockwork.compat.poorconn.simulation import delay_before_sending_upon_acceptance, patched
-from sockwork.proxy import FaultProxy
-from sockwork.testing.netfaults import NetFaults
+if TYPE_CHECKING:
+    from sockwork.compat.poorconn.server import Server
+    from sockwork.proxy import FaultProxy
+    from sockwork.testing.netfaults import NetFaults
 
 __all__ = [
     "PoorconnFixtures",
@@ -141,6 +143,8 @@ def fault_proxy(request: pytest.FixtureRequest) -> Iterator[ProxyFactory]:
     ``proxy.address`` and install faults with ``proxy.add(fault, direction=...)``.
     When the test fails, every proxy's report (with its seed) is printed.
     """
+    from sockwork.proxy import FaultProxy
+
     seed = seed_of(request.config)
     proxies: list[FaultProxy] = []
 
@@ -175,6 +179,8 @@ def netfaults(request: pytest.FixtureRequest) -> Iterator[NetFaults]:
     seed) and returns its handle; faults of ``@pytest.mark.netfaults(...)`` markers
     are active from the start of the test.
     """
+    from sockwork.testing.netfaults import NetFaults
+
     with NetFaults(seed=seed_of(request.config)) as faults:
         _on_failure(request.node, faults.describe)
         for marker in reversed(list(request.node.iter_markers("netfaults"))):
@@ -206,6 +212,12 @@ class PoorconnFixtures:
         ``length=1024``. Yields a frozen ``Server(server, url)``; the server and its
         threads are stopped after the test.
         """
+        from sockwork.compat.poorconn.server import serve
+        from sockwork.compat.poorconn.simulation import (
+            delay_before_sending_upon_acceptance,
+            patched,
+        )
+
         config = _ServerConfig.from_marker(
             request.node.get_closest_marker("poorconn_http_server_config")
         )

@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, bool]] = {
         False,
     ),
     "delay_before_sending": (
-        "slow down every response: wait T seconds before each LENGTH-byte chunk",
+        "slow down every response: wait T seconds before each L-byte chunk",
         True,
     ),
     "delay_before_sending_once": (
@@ -42,7 +42,7 @@ COMMANDS: dict[str, tuple[str, bool]] = {
         False,
     ),
     "delay_before_sending_upon_acceptance": (
-        "slow down every connection: wait T seconds before each LENGTH-byte chunk",
+        "slow down every connection: wait T seconds before each L-byte chunk",
         True,
     ),
     "delay_before_sending_upon_acceptance_once": (
