@@ -661,6 +661,62 @@ def test_endpoint_rejects_bad_arguments() -> None:
     assert current_thread_count() == 0
 
 
+# -- under sockwork.faults (a poor network, in-process) ---------------------------------------
+
+
+def faulty_tcp_pair(*faults: object) -> tuple[socket.socket, socket.socket, object]:
+    """A loopback TCP pair whose connection suffers ``faults`` (both ends)."""
+    from sockwork.faults import Match, inject
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    scope = inject(*faults, match=Match(port=port), seed=1)  # type: ignore[arg-type]
+    scope.__enter__()
+    try:
+        client = socket.create_connection(("127.0.0.1", port))
+        server, _ = listener.accept()
+    finally:
+        listener.close()
+    return client, server, scope
+
+
+def test_endpoint_short_reads_and_writes_deliver_messages_intact() -> None:
+    from sockwork.faults import Slice
+
+    client, server, scope = faulty_tcp_pair(Slice(700, direction="both"))
+    try:
+        with Endpoint(client) as left, Endpoint(server) as right:
+            # 20 kB payloads go out as header + payload buffers (sendmsg), cut anywhere.
+            sent = [b"", b"a", os.urandom(300), os.urandom(20_000), b"end"] * 3
+            for message in sent:
+                left.write(message)
+                right.write(message)
+            assert [next_message(right) for _ in sent] == sent
+            assert [next_message(left) for _ in sent] == sent
+    finally:
+        scope.__exit__(None, None, None)  # type: ignore[attr-defined]
+
+
+def test_endpoint_reset_inside_a_frame_under_faults() -> None:
+    from sockwork.faults import CloseAfter
+
+    client, server, scope = faulty_tcp_pair(CloseAfter(1000, reset=True, direction="send"))
+    try:
+        with Endpoint(client) as left, Endpoint(server) as right:
+            for _ in range(4):  # 4 x 304 bytes: the reset falls inside the fourth frame
+                try:
+                    left.write(b"z" * 300)
+                except ConnectionClosed:
+                    break
+            assert [next_message(right) for _ in range(3)] == [b"z" * 300] * 3
+            readable(right, 5)
+            with pytest.raises(IncompleteMessage) as info:
+                right.read()
+            assert isinstance(info.value.__cause__, ConnectionResetError)
+    finally:
+        scope.__exit__(None, None, None)  # type: ignore[attr-defined]
+
+
 # -- handshake -------------------------------------------------------------------------------
 
 
