@@ -115,6 +115,44 @@ def test_endpoint_round_trip_in_order_with_empty_messages(
     assert b.read() is None
 
 
+def test_endpoint_write_many_queues_a_batch_in_order(
+    pair: tuple[Endpoint[bytes], socket.socket],
+) -> None:
+    endpoint, peer = pair
+    batch = [b"a", b"", b"x" * 20_000, bytearray(b"ba"), b"z"]
+    endpoint.write_many(batch)
+    endpoint.write_many([])
+    expected = b"".join(frame(bytes(m)) for m in batch)
+    assert recv_exactly(peer, len(expected)) == expected
+    with pytest.raises(MessageTooLarge):
+        endpoint.write_many([b"fine", b"x" * (16 * 1024 * 1024 + 1)])
+    assert endpoint.pending_writes() == 0  # nothing of the refused batch was queued
+    endpoint.write(b"next")
+    assert recv_exactly(peer, 8) == frame(b"next")
+
+
+def test_endpoint_write_many_batches_never_interleave() -> None:
+    a, b = socket.socketpair()
+    sender, receiver = Endpoint(a), Endpoint(b)
+
+    def write_batches(tag: int) -> None:
+        for seq in range(50):
+            sender.write_many([bytes([tag, seq, i]) for i in range(20)])
+
+    threads = [threading.Thread(target=write_batches, args=(tag,)) for tag in range(3)]
+    for thread in threads:
+        thread.start()
+    got = [next_message(receiver) for _ in range(3 * 50 * 20)]
+    for thread in threads:
+        thread.join()
+    for start in range(0, len(got), 20):  # every batch arrives whole
+        batch = got[start : start + 20]
+        assert isinstance(batch[0], bytes)
+        assert batch == [bytes([batch[0][0], batch[0][1], i]) for i in range(20)]
+    sender.close()
+    receiver.close()
+
+
 def test_endpoint_read_returns_none_until_the_whole_message_is_there(
     pair: tuple[Endpoint[bytes], socket.socket],
 ) -> None:
@@ -182,6 +220,8 @@ def test_endpoint_hooks_transform_messages() -> None:
     with Upper(a, codec=TEXT) as left, Upper(b, codec=TEXT) as right:
         left.write("hi")
         assert next_message(right) == "<HI>"
+        left.write_many(["one", "two"])
+        assert [next_message(right), next_message(right)] == ["<ONE>", "<TWO>"]
         left.write_raw("raw")
         assert right.read_raw(timeout=5) == "raw"
 
@@ -743,6 +783,8 @@ def test_endpoint_handshake_gates_read_and_write() -> None:
     assert not left.ready
     with pytest.raises(NotReady):
         left.write(b"early")
+    with pytest.raises(NotReady):
+        left.write_many([b"early"])
     with pytest.raises(NotReady):
         left.read()
     right = Greeting(b, b"right", b"left")
