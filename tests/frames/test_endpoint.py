@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import select
 import socket
@@ -28,7 +29,6 @@ from sockwork.frames._reactor import Reactor, current_thread_count
 from sockwork.frames.codec import Format
 from sockwork.frames.codecs import JSON, TEXT
 from sockwork.frames.endpoint import Endpoint
-from tests.conftest import require_binary
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -68,6 +68,7 @@ def sockwork_cpu_seconds() -> float:
 
 
 def open_fds() -> int:
+    gc.collect()  # a socket leaked by an earlier test must not close in the middle of ours
     return len(os.listdir("/proc/self/fd"))
 
 
@@ -112,6 +113,44 @@ def test_endpoint_round_trip_in_order_with_empty_messages(
         a.write(message)
     assert [next_message(b) for _ in sent] == sent
     assert b.read() is None
+
+
+def test_endpoint_write_many_queues_a_batch_in_order(
+    pair: tuple[Endpoint[bytes], socket.socket],
+) -> None:
+    endpoint, peer = pair
+    batch = [b"a", b"", b"x" * 20_000, bytearray(b"ba"), b"z"]
+    endpoint.write_many(batch)
+    endpoint.write_many([])
+    expected = b"".join(frame(bytes(m)) for m in batch)
+    assert recv_exactly(peer, len(expected)) == expected
+    with pytest.raises(MessageTooLarge):
+        endpoint.write_many([b"fine", b"x" * (16 * 1024 * 1024 + 1)])
+    assert endpoint.pending_writes() == 0  # nothing of the refused batch was queued
+    endpoint.write(b"next")
+    assert recv_exactly(peer, 8) == frame(b"next")
+
+
+def test_endpoint_write_many_batches_never_interleave() -> None:
+    a, b = socket.socketpair()
+    sender, receiver = Endpoint(a), Endpoint(b)
+
+    def write_batches(tag: int) -> None:
+        for seq in range(50):
+            sender.write_many([bytes([tag, seq, i]) for i in range(20)])
+
+    threads = [threading.Thread(target=write_batches, args=(tag,)) for tag in range(3)]
+    for thread in threads:
+        thread.start()
+    got = [next_message(receiver) for _ in range(3 * 50 * 20)]
+    for thread in threads:
+        thread.join()
+    for start in range(0, len(got), 20):  # every batch arrives whole
+        batch = got[start : start + 20]
+        assert isinstance(batch[0], bytes)
+        assert batch == [bytes([batch[0][0], batch[0][1], i]) for i in range(20)]
+    sender.close()
+    receiver.close()
 
 
 def test_endpoint_read_returns_none_until_the_whole_message_is_there(
@@ -181,6 +220,8 @@ def test_endpoint_hooks_transform_messages() -> None:
     with Upper(a, codec=TEXT) as left, Upper(b, codec=TEXT) as right:
         left.write("hi")
         assert next_message(right) == "<HI>"
+        left.write_many(["one", "two"])
+        assert [next_message(right), next_message(right)] == ["<ONE>", "<TWO>"]
         left.write_raw("raw")
         assert right.read_raw(timeout=5) == "raw"
 
@@ -660,6 +701,62 @@ def test_endpoint_rejects_bad_arguments() -> None:
     assert current_thread_count() == 0
 
 
+# -- under sockwork.faults (a poor network, in-process) ---------------------------------------
+
+
+def faulty_tcp_pair(*faults: object) -> tuple[socket.socket, socket.socket, object]:
+    """A loopback TCP pair whose connection suffers ``faults`` (both ends)."""
+    from sockwork.faults import Match, inject
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    scope = inject(*faults, match=Match(port=port), seed=1)  # type: ignore[arg-type]
+    scope.__enter__()
+    try:
+        client = socket.create_connection(("127.0.0.1", port))
+        server, _ = listener.accept()
+    finally:
+        listener.close()
+    return client, server, scope
+
+
+def test_endpoint_short_reads_and_writes_deliver_messages_intact() -> None:
+    from sockwork.faults import Slice
+
+    client, server, scope = faulty_tcp_pair(Slice(700, direction="both"))
+    try:
+        with Endpoint(client) as left, Endpoint(server) as right:
+            # 20 kB payloads go out as header + payload buffers (sendmsg), cut anywhere.
+            sent = [b"", b"a", os.urandom(300), os.urandom(20_000), b"end"] * 3
+            for message in sent:
+                left.write(message)
+                right.write(message)
+            assert [next_message(right) for _ in sent] == sent
+            assert [next_message(left) for _ in sent] == sent
+    finally:
+        scope.__exit__(None, None, None)  # type: ignore[attr-defined]
+
+
+def test_endpoint_reset_inside_a_frame_under_faults() -> None:
+    from sockwork.faults import CloseAfter
+
+    client, server, scope = faulty_tcp_pair(CloseAfter(1000, reset=True, direction="send"))
+    try:
+        with Endpoint(client) as left, Endpoint(server) as right:
+            for _ in range(4):  # 4 x 304 bytes: the reset falls inside the fourth frame
+                try:
+                    left.write(b"z" * 300)
+                except ConnectionClosed:
+                    break
+            assert [next_message(right) for _ in range(3)] == [b"z" * 300] * 3
+            readable(right, 5)
+            with pytest.raises(IncompleteMessage) as info:
+                right.read()
+            assert isinstance(info.value.__cause__, ConnectionResetError)
+    finally:
+        scope.__exit__(None, None, None)  # type: ignore[attr-defined]
+
+
 # -- handshake -------------------------------------------------------------------------------
 
 
@@ -686,6 +783,8 @@ def test_endpoint_handshake_gates_read_and_write() -> None:
     assert not left.ready
     with pytest.raises(NotReady):
         left.write(b"early")
+    with pytest.raises(NotReady):
+        left.write_many([b"early"])
     with pytest.raises(NotReady):
         left.read()
     right = Greeting(b, b"right", b"left")
@@ -735,21 +834,20 @@ def test_endpoint_handshake_exception_is_the_cause() -> None:
 # -- TLS and interpreter exit ----------------------------------------------------------------
 
 
+# A self-signed certificate for 127.0.0.1, valid until 2126, made for these tests only
+# (its key is public: it protects nothing). Regenerate with:
+#   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 36500 \
+#     -subj "/CN=sockwork test certificate (not secret)" \
+#     -addext "subjectAltName=IP:127.0.0.1,DNS:localhost" -keyout k.pem -out c.pem
+TLS_PEM = Path(__file__).resolve().parent / "data" / "tls-test-only.pem"
+
+
 @pytest.fixture(scope="module")
-def tls_contexts(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    openssl = require_binary("openssl")
-    directory = tmp_path_factory.mktemp("tls")
-    key, cert = directory / "key.pem", directory / "cert.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
-         "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+def tls_contexts() -> tuple[ssl.SSLContext, ssl.SSLContext]:
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(cert, key)
+    server.load_cert_chain(TLS_PEM)
     client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client.load_verify_locations(cert)
+    client.load_verify_locations(TLS_PEM)
     return server, client
 
 

@@ -42,6 +42,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 
 from sockwork.errors import ConnectionClosed, MessageTooLarge, NotReady, ProtocolError, TimedOut
@@ -609,20 +610,9 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
             if psize > self.max_size:
                 raise MessageTooLarge(psize, self.max_size)
             size = psize + 4
-            if psize < _COPY_LIMIT:
-                parts = (_pack_u32(psize) + data,)
-            else:
-                parts = (_pack_u32(psize), data)
+            parts = (_pack_u32(psize) + data,) if psize < _COPY_LIMIT else (_pack_u32(psize), data)
         else:
-            header, payload = self._encoder.send_parts(self.codec.encode(message))
-            psize = len(payload) if isinstance(payload, (bytes, bytearray)) else payload.nbytes
-            size = len(header) + psize
-            if psize < _COPY_LIMIT:
-                parts = (
-                    header + payload if isinstance(payload, bytes) else header + bytes(payload),
-                )
-            else:  # not copied when immutable; a bytearray could change after write() returns
-                parts = (header, payload if isinstance(payload, bytes) else bytes(payload))
+            parts, size = self._frame(message)
         with self._lock:
             if (
                 self._error is not None
@@ -637,6 +627,81 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
             if was_empty:
                 # The reactor sends: messages written meanwhile go out in the same syscall.
                 self._poke()
+
+    def write_many(self, messages: Iterable[T]) -> None:
+        """Queue several messages (each passed through :meth:`pre_write`) in one go; thread-safe.
+
+        The messages are queued together, in order, with no other writer's message in
+        between, and small ones are joined into one buffer: the cheap way to send many
+        small messages. The batch waits for room as a whole (up to ``write_timeout``)
+        and is accepted whole once it fits, or once the queue is empty.
+
+        Raises:
+            what :meth:`write` raises; when a message cannot be encoded or is too large,
+            nothing of the batch is queued.
+        """
+        if not self._ready:
+            self._raise_not_ready()
+        pre_write = self._pre_write
+        fast = self._u32_bytes
+        limit = self.max_size
+        items: list[bytes] = []
+        small: list[bytes] = []
+        ends: list[int] = []
+        total = 0
+        for message in messages:
+            if pre_write is not None:
+                message = pre_write(message)
+            if fast and type(message) is bytes:
+                data: bytes = message  # type: ignore[assignment]
+                psize = len(data)
+                if psize > limit:
+                    raise MessageTooLarge(psize, limit)
+                size = psize + 4
+                parts: tuple[bytes, ...] = (
+                    (_pack_u32(psize) + data,) if psize < _COPY_LIMIT else (_pack_u32(psize), data)
+                )
+            else:
+                parts, size = self._frame(message)
+            total += size
+            ends.append(total)
+            if len(parts) == 1:
+                small.append(parts[0])
+            else:
+                if small:
+                    items.append(b"".join(small))
+                    small = []
+                items.extend(parts)
+        if small:
+            items.append(b"".join(small))
+        if not ends:
+            return
+        with self._lock:
+            if (
+                self._error is not None
+                or self._closing
+                or (self._queued_total - self._sent_total + total > self.max_queue)
+            ):
+                self._wait_for_room(total)
+            was_empty = not self._outbox
+            base = self._queued_total
+            self._outbox.extend(items)
+            self._queued_total = base + total
+            self._msg_ends.extend([base + end for end in ends])
+            if was_empty:
+                self._poke()
+
+    def _frame(self, message: T) -> tuple[tuple[bytes, ...], int]:
+        """Encode one message: its buffers (header and payload, or both joined) and size."""
+        header, payload = self._encoder.send_parts(self.codec.encode(message))
+        psize = len(payload) if isinstance(payload, (bytes, bytearray)) else payload.nbytes
+        size = len(header) + psize
+        if psize < _COPY_LIMIT:
+            return (
+                header + payload if isinstance(payload, bytes) else header + bytes(payload),
+            ), size
+        # Not copied when immutable; a bytearray could change after write() returns.
+        return (header, payload if isinstance(payload, bytes) else bytes(payload)), size
 
     def pre_write(self, message: T) -> T:
         """Hook: transform each message given to :meth:`write` (default: unchanged)."""
