@@ -447,7 +447,11 @@ class FaultProxy:
     @property
     def faults(self) -> tuple[InstalledFault, ...]:
         """The installed faults, in the order they were added."""
-        return tuple(InstalledFault(e.name, e.fault, e.direction) for e in self._entries.values())
+        return self._call(
+            lambda: tuple(
+                InstalledFault(e.name, e.fault, e.direction) for e in self._entries.values()
+            )
+        )
 
     def add(
         self,
@@ -566,6 +570,7 @@ class FaultProxy:
         loop.close()
 
     def __enter__(self) -> Self:
+        """Start in a background thread (see :meth:`start`)."""
         self.start()
         return self
 
@@ -593,6 +598,7 @@ class FaultProxy:
             await self._end()
 
     async def __aenter__(self) -> Self:
+        """Start on the running loop (see :meth:`astart`)."""
         await self.astart()
         return self
 

@@ -238,6 +238,7 @@ class ToxiproxyServer:
             self._thread = None
 
     def __enter__(self) -> Self:
+        """Start in a background thread (see :meth:`start`)."""
         self.start()
         return self
 
