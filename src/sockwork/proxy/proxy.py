@@ -411,6 +411,7 @@ class FaultProxy:
         self._plan: Plan | None = None
         self._buffer = memoryview(bytearray(_READ_SIZE))
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
         self._thread: threading.Thread | None = None
         self._listener: socket.socket | None = None
         self._adopting: set[asyncio.Task[None]] = set()
@@ -644,8 +645,7 @@ class FaultProxy:
     def _call(self, fn: Callable[[], _T]) -> _T:
         """Run ``fn`` on the loop thread and return its result (directly when already there)."""
         loop = self._loop
-        thread = self._thread
-        if loop is None or thread is None or thread is threading.current_thread():
+        if loop is None or self._loop_thread is threading.current_thread():
             return fn()
         if self._closed or not loop.is_running():
             return fn()
@@ -662,6 +662,7 @@ class FaultProxy:
 
     async def _begin(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self._loop_thread = threading.current_thread()
         planned = [e.planned for e in self._entries.values() if e.planned is not None]
         self._plan = Plan(planned, rng=random.Random(self.seed), now=loop.time(), seed=self.seed)
         self._idle = asyncio.Event()
