@@ -14,10 +14,13 @@
 # - Directions: Toxiproxy's ``upstream`` (client -> server) is the vocabulary's
 #   ``"send"``, ``downstream`` (server -> client) is ``"recv"``: the proxy is the
 #   client's network.
-# - Each connection is two asyncio Protocols (client side, upstream side) and two
-#   one-way pipes. With no fault, data_received writes straight into the other
-#   transport; when the destination's write buffer passes its high-water mark the
-#   source stops reading, so a slow reader slows the sender (TCP back-pressure).
+# - Each connection is two asyncio BufferedProtocols (client side, upstream side) and
+#   two one-way pipes. Every read lands in one buffer shared by the proxy (the chunk is
+#   written or copied before the next read). With no fault, a chunk is written straight
+#   into the other transport; when the destination's write buffer passes its high-water
+#   mark the source stops reading, so a slow reader slows the sender (back-pressure).
+# - The accept loop is our own (add_reader + accept + connect_accepted_socket), so
+#   closing the listener is synchronous and no accepted socket is ever orphaned.
 # - Half-close: an EOF from one side becomes write_eof() (shutdown(SHUT_WR)) on the
 #   other, and the opposite direction keeps flowing (RFC 9293 section 3.6). The
 #   connection closes when both directions have ended or either socket is lost.
