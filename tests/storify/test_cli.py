@@ -358,3 +358,18 @@ def test_serve_reports_a_database_it_cannot_open(
     missing = tmp_path / "no such directory" / "store.db"
     assert main(["serve", "--db", str(missing), "--no-console", "--port", "0"]) == 1
     assert "cannot open the database" in capsys.readouterr().err
+
+
+def test_serve_ctrl_c_at_the_manager_console_closes_cleanly(tmp_path: Path) -> None:
+    manager, _, api_port = spawn_store(tmp_path, "--demo")
+    try:
+        manager.expect_exact("Manager> ")
+        with StoreClient.connect(("127.0.0.1", api_port)) as shop:
+            shop.request("checkout", items={"mug": 1}, request_id="before-ctrl-c")
+        manager.sendintr()
+        manager.expect_exact("OPEN is closed: 1 order(s), $8.50 in total.")
+        manager.expect(pexpect.EOF)
+        manager.close()
+        assert manager.exitstatus == 0
+    finally:
+        manager.close(force=True)
