@@ -9,6 +9,7 @@ import os
 import signal
 import ssl
 import sys
+import threading
 from typing import cast
 
 from sockwork.console.server import App, ConsoleServer, adapt_cmd
@@ -113,7 +114,8 @@ def run_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
     try:
         if args.no_console:
             server.serve_forever()
@@ -124,7 +126,8 @@ def run_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         server.stop()
-        signal.signal(signal.SIGTERM, previous)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 
