@@ -17,6 +17,7 @@ from sockwork.faults import (
     CloseAfter,
     CloseOnAccept,
     Coalesce,
+    ConnectDelay,
     ConnectTimeout,
     Latency,
     Refuse,
@@ -284,12 +285,29 @@ def test_probability_draws_replay_with_the_same_seed(make_upstream: MakeUpstream
     assert True in first and False in first  # 12 draws at 0.5: both outcomes occur
 
 
+def test_connect_timeout_leaves_new_clients_hanging(echo_server: Upstream) -> None:
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=5) as survivor:
+            round_trip(survivor)
+            proxy.add(ConnectTimeout())
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                socket.create_connection(proxy.address, timeout=0.3).close()
+            assert 0.29 <= time.monotonic() - started < 1.0
+            assert round_trip(survivor) < 0.5  # open connections keep working
+            proxy.remove("connecttimeout")
+            with socket.create_connection(proxy.address, timeout=5) as client:
+                round_trip(client)
+
+
 def test_connect_faults_a_proxy_cannot_make_are_rejected() -> None:
     with FaultProxy(upstream=("127.0.0.1", 9)) as proxy:
-        with pytest.raises(ValueError, match="cannot produce ConnectTimeout"):
-            proxy.add(ConnectTimeout())
-        with pytest.raises(ValueError, match="listener"):
+        with pytest.raises(ValueError, match="cannot produce ConnectDelay"):
+            proxy.add(ConnectDelay(1.0))
+        with pytest.raises(ValueError, match="no probability"):
             proxy.add(Refuse(probability=0.5))
+        with pytest.raises(ValueError, match="no probability"):
+            proxy.add(ConnectTimeout(connections=2))
 
 
 def test_faults_added_before_start_apply_from_the_first_connection(

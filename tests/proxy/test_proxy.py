@@ -207,3 +207,23 @@ def test_proxy_half_close_from_the_server_side(make_upstream: MakeUpstream) -> N
             assert client.recv(1) == b""
     assert done.wait(5)
     assert heard == [b"late words"]
+
+
+def test_proxy_on_a_running_loop_takes_control_calls_from_other_threads(
+    echo_server: Upstream,
+) -> None:
+    async def main() -> float:
+        async with FaultProxy(upstream=echo_server.address) as proxy:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, lambda: proxy.add(Latency(0.2), name="slow"))
+            assert [f.name for f in proxy.faults] == ["slow"]
+            reader, writer = await asyncio.open_connection(*proxy.address)
+            started = time.monotonic()
+            writer.write(b"hi")
+            assert await reader.readexactly(2) == b"hi"
+            elapsed = time.monotonic() - started
+            writer.close()
+            await writer.wait_closed()
+            return elapsed
+
+    assert 0.19 <= asyncio.run(main()) < 0.6

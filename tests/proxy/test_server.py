@@ -319,3 +319,18 @@ def test_server_seed_replays_toxicity_draws(echo_server: Upstream) -> None:
     first = outcomes()
     assert outcomes() == first
     assert True in first and False in first
+
+
+def test_server_connect_timeout_toxic(api: Api, echo_server: Upstream) -> None:
+    api.call("POST", "/proxies", {"name": "t", "upstream": upstream_of(echo_server)})
+    status, body, _ = api.call("POST", "/proxies/t/toxics",
+                               {"type": "connect_timeout", "toxicity": 0.5})
+    assert status == 400 and isinstance(body, dict) and "probability" in str(body["error"])
+    assert api.call("POST", "/proxies/t/toxics", {"type": "connect_timeout"})[0] == 200
+    address = ("127.0.0.1", json_port(api, "t"))
+    with pytest.raises(TimeoutError):
+        socket.create_connection(address, timeout=0.3).close()
+    assert api.call("DELETE", "/proxies/t/toxics/connect_timeout_downstream")[0] == 204
+    with socket.create_connection(address, timeout=5) as client:
+        client.sendall(b"c")
+        assert recv_exactly(client, 1) == b"c"
