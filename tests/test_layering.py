@@ -12,11 +12,13 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 # Modules that must stay pure: fed bytes and time, handing back bytes, messages or actions.
 CORE_MODULES = [
     "sockwork/errors.py",
+    "sockwork/frames/codec.py",
     "sockwork/faults/vocabulary.py",
     "sockwork/faults/plan.py",
     "sockwork/faults/units.py",
     "sockwork/proxy/toxic.py",
     "sockwork/proxy/fault.py",
+    "sockwork/console/telnet.py",
     "sockwork/frames/codec.py",
     "storify/api.py",
     "storify/cart.py",
@@ -24,7 +26,6 @@ CORE_MODULES = [
     "storify/errors.py",
     "storify/money.py",
     "storify/tally.py",
-    "sockwork/console/telnet.py",
 ]
 
 FORBIDDEN = {"socket", "selectors", "ssl", "asyncio", "threading", "time", "select"}

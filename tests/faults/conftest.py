@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 
@@ -14,13 +15,19 @@ from sockwork.faults import executor
 @pytest.fixture(autouse=True)
 def _socket_class_restored() -> Iterator[None]:
     """Every test leaves socket.socket exactly as it found it."""
-    before = {name: socket.socket.__dict__.get(name) for name in executor._PATCHED_NAMES}
+    before = _patchable_attributes()
     getaddrinfo = socket.getaddrinfo
     yield
-    after = {name: socket.socket.__dict__.get(name) for name in executor._PATCHED_NAMES}
-    assert after == before, "socket.socket was not restored"
+    assert _patchable_attributes() == before, "socket.socket or ssl.SSLSocket was not restored"
     assert socket.getaddrinfo is getaddrinfo
     assert not executor.installed()
+
+
+def _patchable_attributes() -> dict[str, object]:
+    found = {name: socket.socket.__dict__.get(name) for name in executor._PATCHED_NAMES}
+    found.update((f"ssl.{name}", ssl.SSLSocket.__dict__.get(name))
+                 for name in executor._TLS_PATCHED_NAMES)
+    return found
 
 
 def tcp_pair(timeout: float | None = 5.0) -> tuple[socket.socket, socket.socket]:

@@ -8,6 +8,13 @@
   while at least one scope (``apply`` or ``inject``) is alive, and restored when the
   last one ends. Class-level dispatch reaches every socket, including those made by
   libraries and asyncio, whatever name they imported ``socket`` under.
+- ``ssl.SSLSocket`` overrides those methods with ones that go through OpenSSL on
+  the fd, so its ``send``, ``sendall``, ``write``, ``read``, ``pending`` and
+  ``_create`` are replaced too. Faults act on the plaintext (what the application
+  sees), once per call: a dispatcher calls the original of the level below, never
+  a method that is itself dispatched, and defers to ``socket.socket``'s dispatcher
+  when TLS is not active. OpenSSL cannot peek, so plaintext the plan has seen waits
+  in ``SocketState.plaintext`` until delivered.
 - A socket with no faults costs one dictionary look-up per call: per-socket state
   lives in ``_STATES`` keyed by ``id()`` with a weak reference to check identity.
   The originals are captured once, at import, never re-read from the class.
@@ -56,8 +63,14 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, TypeVar
+
+try:
+    import ssl
+except ImportError:  # pragma: no cover - Python built without OpenSSL
+    ssl = None  # type: ignore[assignment]
 
 from sockwork.faults.plan import (
     Action,
@@ -123,6 +136,22 @@ _real_shutdown = _SOCKET.shutdown
 _real_close = _SOCKET.close
 _real_getpeername = _SOCKET.getpeername
 _real_getsockname = _SOCKET.getsockname
+
+# ssl.SSLSocket overrides the byte-moving methods with ones that go through
+# OpenSSL (which uses the fd itself): those are replaced too, at the plaintext
+# level. ``read`` is the one funnel of recv/recv_into/read; ``send``, ``write``
+# and ``sendall`` each reach ``SSLObject.write``.
+_TLS = ssl.SSLSocket if ssl is not None else None
+_TLS_PATCHED_NAMES = ("send", "sendall", "write", "read", "pending", "_create")
+_TLS_ORIGINAL_ATTRS: dict[str, object] = {
+    name: _TLS.__dict__.get(name, _MISSING) for name in _TLS_PATCHED_NAMES
+} if _TLS is not None else {}
+if _TLS is not None:
+    _real_tls_send = _TLS.send
+    _real_tls_write = _TLS.write
+    _real_tls_read = _TLS.read
+    _real_tls_pending = _TLS.pending
+    _real_tls_create = _TLS.__dict__["_create"].__func__  # private, stable since 3.7
 
 _POLL_NAP = 0.0002
 _INF = float("inf")
@@ -219,6 +248,7 @@ class SocketState:
         self.accept_seen: float | None = None  # non-blocking accept: when readiness was seen
         self.accept_decision: list[tuple[_Layer, tuple[Action, ...]]] | None = None
         self.outbox: _Outbox | None = None  # non-blocking sends handed over early
+        self.plaintext = bytearray()  # TLS: decrypted bytes the plan saw, not yet delivered
 
     # -- streams over all layers --
 
@@ -379,6 +409,10 @@ def detach_all(handle: Handle) -> None:
                 state.layers = kept
                 if not kept:
                     _unwatch(state)
+                    sock = state.ref()
+                    if state.plaintext and sock is not None:
+                        _hand_back(sock, state.plaintext)
+                        state.plaintext = bytearray()
     notify_changed()
 
 
@@ -460,8 +494,13 @@ def send(
     lower: Callable[[memoryview], int],
     *,
     whole: bool,
+    deferrable: bool = True,
 ) -> int:
-    """Send ``data`` through the faults with ``lower`` (a real send); return bytes passed."""
+    """Send ``data`` through the faults with ``lower`` (a real send); return bytes passed.
+
+    ``deferrable``: a non-blocking send that is not due may go to the outbox (not
+    for TLS: OpenSSL may not write from another thread while the application reads).
+    """
     _raise_if_cut(state, True)
     if state.cut == "fin":
         raise _oserror(BrokenPipeError, errno.EPIPE)
@@ -486,7 +525,8 @@ def send(
                         continue
                     break
                 action = state.next("send", _now())
-                if budget.nonblocking and isinstance(action, (Wait, Stalled)) and not sent:
+                if (budget.nonblocking and deferrable and isinstance(action, (Wait, Stalled))
+                        and not sent):
                     # Not due: take the bytes now, as a kernel buffer would, and
                     # let a thread send them when due (writability stays true).
                     if state.outbox is None:
@@ -776,19 +816,88 @@ def _loud_all() -> None:
                 _QUIETED.pop(key, None)
 
 
-def _peek(sock: socket.socket, size: int, budget: _Budget, until: float | None) -> bytes | None:
-    """Peek at most ``size`` bytes; None when nothing came before ``until``."""
-    if budget.nonblocking:
-        return _real_recv(sock, size, socket.MSG_PEEK)  # BlockingIOError when empty
-    limit = budget.remaining(until)
-    if not _wait_readable(sock, limit):
-        if budget.deadline is not None and _now() >= budget.deadline:
-            raise _timeout()
-        return None
-    try:
-        return _real_recv(sock, size, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except BlockingIOError:
-        return None
+class _KernelSource:
+    """Received bytes as the kernel holds them: peeked, never copied to user space."""
+
+    __slots__ = ("sock",)
+    quiet = True  # readiness can be hidden with SO_RCVLOWAT (see _quiet)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def peek(self, size: int, budget: _Budget, until: float | None) -> bytes | None:
+        """Peek at most ``size`` bytes; None when nothing came before ``until``."""
+        sock = self.sock
+        if budget.nonblocking:
+            return _real_recv(sock, size, socket.MSG_PEEK)  # BlockingIOError when empty
+        limit = budget.remaining(until)
+        if not _wait_readable(sock, limit):
+            if budget.deadline is not None and _now() >= budget.deadline:
+                raise _timeout()
+            return None
+        try:
+            return _real_recv(sock, size, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return None
+
+    def peek_now(self, size: int) -> bytes:
+        """Peek at what is there now, without waiting."""
+        try:
+            return _real_recv(self.sock, size, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return b""
+
+    def discard(self, n: int) -> int:
+        """Consume ``n`` bytes the application will not see; return how many."""
+        return len(_real_recv(self.sock, n))
+
+
+class _TlsSource:
+    """Plaintext of an ``ssl.SSLSocket``. OpenSSL cannot peek, so the bytes the plan
+    has been fed wait in ``state.plaintext`` until they are delivered (user space,
+    unlike :class:`_KernelSource`)."""
+
+    __slots__ = ("sock", "buffer")
+    quiet = False  # the kernel may be empty while plaintext waits here
+
+    def __init__(self, sock: socket.socket, state: SocketState) -> None:
+        self.sock = sock
+        self.buffer = state.plaintext
+
+    def _pull(self, size: int) -> bytes:
+        data: bytes = _real_tls_read(self.sock, size)  # type: ignore[arg-type]
+        self.buffer += data
+        return data
+
+    def peek(self, size: int, budget: _Budget, until: float | None) -> bytes | None:
+        """Decrypt at most ``size`` bytes into the buffer; None: nothing came before ``until``."""
+        if not self.buffer and not _real_tls_pending(self.sock):  # type: ignore[arg-type]
+            if not budget.nonblocking and not _wait_readable(self.sock, budget.remaining(until)):
+                if budget.deadline is not None and _now() >= budget.deadline:
+                    raise _timeout()
+                return None
+            # Non-blocking: SSLWantReadError when no whole record is there.
+            if not self._pull(size):
+                return b""  # EOF
+        return self.peek_now(size)
+
+    def peek_now(self, size: int) -> bytes:
+        """What is decrypted now (the buffer, topped up from OpenSSL's own), without waiting."""
+        missing = size - len(self.buffer)
+        if missing > 0:
+            pending = _real_tls_pending(self.sock)  # type: ignore[arg-type]
+            if pending:
+                self._pull(min(pending, missing))
+        return bytes(self.buffer[:size])
+
+    def discard(self, n: int) -> int:
+        """Drop ``n`` buffered bytes; return how many."""
+        n = min(n, len(self.buffer))
+        del self.buffer[:n]
+        return n
+
+
+_Source = _KernelSource | _TlsSource
 
 
 def receive(
@@ -797,24 +906,27 @@ def receive(
     size: int,
     consume: Callable[[int], T],
     empty: Callable[[], T],
+    source: _Source | None = None,
 ) -> T:
-    """Receive through the faults: peek, decide, then ``consume(n)`` the delivered bytes."""
+    """Receive through the faults: peek, decide, then ``consume(n)`` the delivered bytes.
+
+    ``source`` is where undelivered bytes are looked at (default: the kernel).
+    """
     _raise_if_cut(state, False)
     if state.cut is not None:
         return empty()
     if size <= 0:
         return consume(size)
     budget = _Budget(sock)
+    if source is None:
+        source = _KernelSource(sock)
     while True:
         if state.idle("recv"):  # the faults were removed meanwhile
             return consume(size)
         pending = state.pending("recv")
         if pending and not _eof_reached(state):
             # Bytes that arrived since the last look join the pending ones (Coalesce).
-            try:
-                more = _real_recv(sock, size, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                more = b""
+            more = source.peek_now(size)
             if len(more) > pending:
                 state.feed("recv", len(more) - pending, _now())
         now = _now()
@@ -823,7 +935,7 @@ def receive(
         if isinstance(action, Read):
             _loud(sock, state)
             cap = size if action.max_bytes is None else min(size, action.max_bytes)
-            data = _peek(sock, cap, budget, action.until)
+            data = source.peek(cap, budget, action.until)
             if data is None:
                 continue
             if data:
@@ -832,7 +944,8 @@ def receive(
                 state.feed_eof("recv", _now())
         elif isinstance(action, (Wait, Stalled)):
             until = action.until if isinstance(action, Wait) else _INF
-            if budget.nonblocking and until > _now() and _quiet(sock, state, until):
+            if (budget.nonblocking and until > _now() and source.quiet
+                    and _quiet(sock, state, until)):
                 raise _would_block()
             budget.wait(until)
         elif isinstance(action, Deliver):
@@ -844,8 +957,7 @@ def receive(
             return result
         elif isinstance(action, Discard):
             _loud(sock, state)
-            dropped = _real_recv(sock, action.n)
-            state.passed("recv", len(dropped), _now())
+            state.passed("recv", source.discard(action.n), _now())
         elif isinstance(action, Close):
             _loud(sock, state)
             if action.reset:
@@ -1214,6 +1326,137 @@ def _d_recvmsg(self: socket.socket, bufsize: int, ancbufsize: int = 0,
                    lambda: (b"", [], 0, None))
 
 
+# ssl.SSLSocket: at the plaintext level, once per call. When the TLS layer is not
+# active (``_sslobj`` None: not yet connected, or unwrapped) the original method
+# calls socket.socket's, whose dispatcher applies the faults instead.
+
+
+@contextmanager
+def _tls_errors(kind: str) -> Iterator[None]:
+    """Raise what a non-blocking SSLSocket raises when its bytes are not due."""
+    try:
+        yield
+    except BlockingIOError:
+        if kind == "read":
+            raise ssl.SSLWantReadError(ssl.SSL_ERROR_WANT_READ,
+                                       "The operation did not complete (read)") from None
+        raise ssl.SSLWantWriteError(ssl.SSL_ERROR_WANT_WRITE,
+                                    "The operation did not complete (write)") from None
+
+
+def _tls_state(sock: socket.socket, flags: int, direction: str) -> SocketState | None:
+    """The state to act on for a TLS call, or None to call the original method."""
+    state = _STATES.get(id(sock))
+    if (state is None or state.ref() is not sock or flags
+            or sock._sslobj is None):  # type: ignore[attr-defined]
+        return None
+    if state.idle(direction) and not (direction == "recv" and state.plaintext):
+        return None
+    return state
+
+
+def _d_tls_send(self: socket.socket, data: object, flags: int = 0) -> int:
+    state = _tls_state(self, flags, "send")
+    if state is None:
+        return _real_tls_send(self, data, flags)  # type: ignore[arg-type]
+    with _tls_errors("write"):
+        return send(self, state, data, lambda v: _real_tls_send(self, v),  # type: ignore[arg-type]
+                    whole=False, deferrable=False)
+
+
+def _d_tls_write(self: socket.socket, data: object) -> int:
+    state = _tls_state(self, 0, "send")
+    if state is None:
+        return _real_tls_write(self, data)  # type: ignore[arg-type]
+    with _tls_errors("write"):
+        return send(self, state, data, lambda v: _real_tls_write(self, v),  # type: ignore[arg-type]
+                    whole=False, deferrable=False)
+
+
+def _d_tls_sendall(self: socket.socket, data: object, flags: int = 0) -> None:
+    state = _tls_state(self, flags, "send")
+    if state is None:
+        return _TLS_ORIGINAL_ATTRS["sendall"](self, data, flags)  # type: ignore[operator, no-any-return]
+    with _tls_errors("write"):
+        # One pass for the whole call: the original loops over self.send, which
+        # would meet the faults a second time.
+        send(self, state, data, lambda v: _real_tls_send(self, v),  # type: ignore[arg-type]
+             whole=True, deferrable=False)
+    return None
+
+
+def _d_tls_read(self: socket.socket, len: int = 1024, buffer: object = None) -> object:  # noqa: A002
+    state = _tls_state(self, 0, "recv")
+    if state is None:
+        return _real_tls_read(self, len, buffer)  # type: ignore[arg-type]
+    size = len
+    if buffer is not None:
+        with memoryview(buffer) as view:  # type: ignore[arg-type]
+            if size <= 0 or size > view.nbytes:
+                size = view.nbytes
+    plaintext = state.plaintext
+
+    def consume(n: int) -> object:
+        if not plaintext:
+            return _real_tls_read(self, n, buffer)  # type: ignore[arg-type]
+        return _take(plaintext, n, buffer)
+
+    with _tls_errors("read"):
+        return receive(self, state, size, consume,
+                       lambda: b"" if buffer is None else 0, _TlsSource(self, state))
+
+
+def _take(plaintext: bytearray, n: int, buffer: object) -> bytes | int:
+    """Hand ``n`` buffered plaintext bytes over as ``SSLSocket.read`` would."""
+    n = min(n, len(plaintext))
+    if buffer is None:
+        chunk = bytes(plaintext[:n])
+        del plaintext[:n]
+        return chunk
+    with memoryview(buffer) as view, view.cast("B") as target:  # type: ignore[arg-type]
+        n = min(n, target.nbytes)
+        target[:n] = plaintext[:n]
+    del plaintext[:n]
+    return n
+
+
+def _d_tls_pending(self: socket.socket) -> int:
+    pending: int = _real_tls_pending(self)  # type: ignore[arg-type]
+    state = lookup(self)
+    return pending + len(state.plaintext) if state is not None else pending
+
+
+def _d_tls_create(cls: type, /, sock: socket.socket, *args: object, **kwargs: object) -> object:
+    # wrap_socket() moves the fd to a new SSLSocket and detaches ``sock``: the faults
+    # move with the fd (the handshake, done inside, is not affected by them).
+    tls = _real_tls_create(cls, sock, *args, **kwargs)
+    rekey(sock, tls)
+    return tls
+
+
+def _hand_back(sock: socket.socket, plaintext: bytearray) -> None:
+    """The faults left a TLS socket holding undelivered plaintext: make its reads
+    return it first (an instance attribute, removed once it is drained)."""
+    ref = weakref.ref(sock)
+
+    def read(len: int = 1024, buffer: object = None) -> object:  # noqa: A002
+        target = ref()
+        assert target is not None
+        if not plaintext:
+            target.__dict__.pop("read", None)
+            target.__dict__.pop("pending", None)
+            return type(target).read(target, len, buffer)  # type: ignore[attr-defined]
+        return _take(plaintext, len if len > 0 else 1 << 30, buffer)
+
+    def pending() -> int:
+        target = ref()
+        assert target is not None
+        return len(plaintext) + int(type(target).pending(target))  # type: ignore[attr-defined]
+
+    sock.__dict__["read"] = read
+    sock.__dict__["pending"] = pending
+
+
 def _d_connect(self: socket.socket, address: object) -> None:
     state = _maybe_attach_client(self, address)
     if state is None or not state.layers:
@@ -1364,28 +1607,49 @@ _DISPATCHERS: dict[str, object] = {
     "shutdown": _d_shutdown,
     "close": _d_close,
 }
-
+_TLS_DISPATCHERS: dict[str, object] = {
+    "send": _d_tls_send,
+    "sendall": _d_tls_sendall,
+    "write": _d_tls_write,
+    "read": _d_tls_read,
+    "pending": _d_tls_pending,
+    "_create": classmethod(_d_tls_create),
+}
 
 _STREAM_NAMES = frozenset((
     "send", "sendall", "sendmsg", "sendto", "sendfile",
     "recv", "recv_into", "recvfrom", "recvfrom_into", "recvmsg",
 ))
+# TLS reads stay on while any scope is alive: they also hand out plaintext read
+# ahead before the stream faults went away.
+_TLS_STREAM_NAMES = frozenset(("send", "sendall", "write"))
 _STREAM_USERS: set[int] = set()  # ids of live handles whose faults can touch bytes
 
 
-def _put(names: Iterable[str]) -> None:
-    for name in names:
-        setattr(_SOCKET, name, _DISPATCHERS[name])
+def _targets(names: Iterable[str], tls_names: Iterable[str]
+             ) -> list[tuple[type, str, object, object]]:
+    """(class, name, dispatcher, original) for the given names."""
+    found: list[tuple[type, str, object, object]] = [
+        (_SOCKET, name, _DISPATCHERS[name], _ORIGINAL_ATTRS[name]) for name in names
+    ]
+    if _TLS is not None:
+        found += [(_TLS, name, _TLS_DISPATCHERS[name], _TLS_ORIGINAL_ATTRS[name])
+                  for name in tls_names]
+    return found
 
 
-def _restore(names: Iterable[str]) -> None:
-    for name in names:
-        original = _ORIGINAL_ATTRS[name]
+def _put(names: Iterable[str], tls_names: Iterable[str]) -> None:
+    for cls, name, dispatcher, _ in _targets(names, tls_names):
+        setattr(cls, name, dispatcher)
+
+
+def _restore(names: Iterable[str], tls_names: Iterable[str]) -> None:
+    for cls, name, _, original in _targets(names, tls_names):
         if original is _MISSING:
-            if name in _SOCKET.__dict__:
-                delattr(_SOCKET, name)
+            if name in cls.__dict__:
+                delattr(cls, name)
         else:
-            setattr(_SOCKET, name, original)
+            setattr(cls, name, original)
 
 
 def install() -> None:
@@ -1399,7 +1663,7 @@ def install() -> None:
     with _REGISTRY_LOCK:
         _INSTALLS += 1
         if _INSTALLS == 1:
-            _put(name for name in _DISPATCHERS if name not in _STREAM_NAMES)
+            _put(set(_DISPATCHERS) - _STREAM_NAMES, set(_TLS_DISPATCHERS) - _TLS_STREAM_NAMES)
 
 
 def set_stream_faults(handle: object, present: bool) -> None:
@@ -1412,9 +1676,9 @@ def set_stream_faults(handle: object, present: bool) -> None:
             _STREAM_USERS.discard(id(handle))
         after = bool(_STREAM_USERS)
         if after and not before:
-            _put(_STREAM_NAMES)
+            _put(_STREAM_NAMES, _TLS_STREAM_NAMES)
         elif before and not after:
-            _restore(_STREAM_NAMES)
+            _restore(_STREAM_NAMES, _TLS_STREAM_NAMES)
 
 
 def uninstall() -> None:
@@ -1426,7 +1690,7 @@ def uninstall() -> None:
         _INSTALLS -= 1
         if _INSTALLS == 0:
             _STREAM_USERS.clear()
-            _restore(_ORIGINAL_ATTRS)
+            _restore(_DISPATCHERS, _TLS_DISPATCHERS)
 
 
 def installed() -> bool:

@@ -1,8 +1,9 @@
 """Per-socket faults: ``apply(sock, *faults) -> Handle``, and poorconn's patchable sockets.
 
-``apply`` works on any ``socket.socket`` (plain, :class:`PatchableSocket`, SSL
-before wrapping): the executor dispatches at the class level and keeps each
-socket's faults in a registry, so the caller's reference stays valid. Patches
+``apply`` works on any ``socket.socket`` (plain, :class:`PatchableSocket`,
+``ssl.SSLSocket``, or a plain socket about to be wrapped in TLS): the executor
+dispatches at the class level and keeps each socket's faults in a registry, so
+the caller's reference stays valid. Patches
 stack (each ``apply`` is a layer with its own plan and seed) and each undoes
 itself with ``Handle.remove()`` or at the end of a ``with`` block.
 
