@@ -22,6 +22,7 @@ CORE_MODULES = [
     "sockwork/frames/codec.py",
     "storify/api.py",
     "storify/cart.py",
+    "storify/conditions.py",
     "storify/errors.py",
     "storify/money.py",
     "storify/tally.py",

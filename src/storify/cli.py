@@ -8,6 +8,7 @@ import logging
 import signal
 import sqlite3
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import cast
@@ -233,7 +234,9 @@ def _run_serve(args: argparse.Namespace) -> int:
                 return 1
             raise
         _announce(service, args.name, args.db)
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        # SIGTERM closes the store like Ctrl-C (signal handlers live in the main thread).
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
         try:
             if args.no_console:
                 service.wait()
@@ -242,7 +245,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             _say("")
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            if in_main:
+                signal.signal(signal.SIGTERM, previous)
             service.stop()
         count, revenue = store.totals()
         _say(f"{args.name} is closed: {count} order(s), {format_price(revenue)} in total.")

@@ -98,6 +98,7 @@ class ApiServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._address: tuple[str, int] | None = None
         self._closing = False
+        self._stop_lock = threading.Lock()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -149,10 +150,11 @@ class ApiServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Close every connection and the listening socket, and end the thread. Idempotent."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
-            return
-        self._loop = None
+        with self._stop_lock:
+            loop, thread = self._loop, self._thread
+            if loop is None or thread is None:
+                return
+            self._loop = None
         if thread.is_alive():
             future = asyncio.run_coroutine_threadsafe(self._close(timeout), loop)
             try:
@@ -180,6 +182,10 @@ class ApiServer:
         deadline = time.monotonic() + timeout
         while self._connections and time.monotonic() < deadline:
             await asyncio.sleep(0.01)  # handlers see ConnectionClosed and unregister
+        with self._lock:
+            stuck = list(self._connections.values())
+        for connection in stuck:
+            connection.stream.abort()  # a peer that does not read cannot hold us up
         await asyncio.sleep(0.01)  # let closed transports run connection_lost
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=max(0.0, deadline - time.monotonic()))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from storify.cart import Cart, check_quantity
 from storify.errors import EmptyCart, OutOfStock, UnknownProduct
-from storify.store import Product, Receipt, Store
+from storify.store import Product, Receipt, Store, product_number
 
 __all__ = ["CartLine", "CartView", "CustomerSession"]
 
@@ -144,7 +144,9 @@ class CustomerSession:
         else:
             wanted = {}
             for ref, quantity in items.items():
-                product_id = self.store.product(ref).id
+                # A product number needs no look-up: the checkout itself refuses an unknown one.
+                number = product_number(ref)
+                product_id = self.store.product(ref).id if number is None else number
                 wanted[product_id] = wanted.get(product_id, 0) + check_quantity(quantity)
         if not wanted:
             raise EmptyCart()

@@ -57,6 +57,7 @@ __all__ = [
     "Store",
     "check_name",
     "check_request_id",
+    "product_number",
 ]
 
 MAX_NAME = 40
@@ -198,6 +199,26 @@ def check_request_id(request_id: object) -> str:
     return request_id
 
 
+def product_number(ref: object) -> int | None:
+    """Return the product number ``ref`` means (``3``, ``"3"``, ``"#3"``), or None for a name.
+
+    None too for numbers no product can have (0, negative, 2**63 and above).
+    """
+    if isinstance(ref, bool):
+        return None
+    if isinstance(ref, int):
+        number = ref
+    elif isinstance(ref, str):
+        text = ref.strip()
+        text = text[1:] if text.startswith("#") else text
+        if not text.isdigit() or len(text) > 19:
+            return None
+        number = int(text)
+    else:
+        return None
+    return number if 0 < number < _MAX_ID else None
+
+
 def _check_stock(quantity: object, field: str = "stock") -> int:
     if isinstance(quantity, bool) or not isinstance(quantity, int):
         raise InvalidValue(field, f"{field} is a whole number")
@@ -323,17 +344,15 @@ class Store:
 
     def _find(self, db: sqlite3.Connection, ref: str | int) -> Product:
         query = "SELECT id, name, price, stock FROM products WHERE active AND "
-        if isinstance(ref, int) and not isinstance(ref, bool):
-            row = db.execute(query + "id = ?", (ref,)).fetchone() if 0 < ref < _MAX_ID else None
-        elif isinstance(ref, str):
-            text = " ".join(ref.split())
-            number = text[1:] if text.startswith("#") else text
-            if number.isdigit() and len(number) < 19:
-                row = db.execute(query + "id = ?", (int(number),)).fetchone()
-            else:
-                row = db.execute(query + "name = ?", (text,)).fetchone()
-        else:
+        if isinstance(ref, bool) or not isinstance(ref, (str, int)):
             raise InvalidValue("product", "a product is given by its name or its number")
+        number = product_number(ref)
+        if number is not None:
+            row = db.execute(query + "id = ?", (number,)).fetchone()
+        elif isinstance(ref, str) and not ref.strip().lstrip("#").isdigit():
+            row = db.execute(query + "name = ?", (" ".join(ref.split()),)).fetchone()
+        else:
+            row = None  # a number too large to be a product's
         if row is None:
             raise UnknownProduct(str(ref))
         return Product(*row)
@@ -453,6 +472,9 @@ class Store:
         if not items:
             raise EmptyCart()
         wanted = {int(product_id): check_quantity(q) for product_id, q in items.items()}
+        for product_id in wanted:
+            if product_number(product_id) is None:
+                raise UnknownProduct(str(product_id))
         if request_id is not None:
             check_request_id(request_id)
         with self._write() as db:

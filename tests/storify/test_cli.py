@@ -5,6 +5,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -358,3 +359,65 @@ def test_serve_reports_a_database_it_cannot_open(
     missing = tmp_path / "no such directory" / "store.db"
     assert main(["serve", "--db", str(missing), "--no-console", "--port", "0"]) == 1
     assert "cannot open the database" in capsys.readouterr().err
+
+
+def test_serve_ctrl_c_at_the_manager_console_closes_cleanly(tmp_path: Path) -> None:
+    manager, _, api_port = spawn_store(tmp_path, "--demo")
+    try:
+        manager.expect_exact("Manager> ")
+        with StoreClient.connect(("127.0.0.1", api_port)) as shop:
+            shop.request("checkout", items={"mug": 1}, request_id="before-ctrl-c")
+        manager.sendintr()
+        manager.expect_exact("OPEN is closed: 1 order(s), $8.50 in total.")
+        manager.expect(pexpect.EOF)
+        manager.close()
+        assert manager.exitstatus == 0
+    finally:
+        manager.close(force=True)
+
+
+def test_serve_killed_during_concurrent_checkouts_loses_no_acknowledged_order(
+    tmp_path: Path,
+) -> None:
+    with Store(str(tmp_path / "store.db")) as store:
+        store.add_product("Mug", 850, 1_000_000)
+    process, _, api_port = _serve_headless(tmp_path)
+    acknowledged: list[str] = []
+    guard = threading.Lock()
+    enough = threading.Event()
+
+    def buyer(number: int) -> None:
+        try:
+            with StoreClient.connect(("127.0.0.1", api_port)) as shop:
+                for count in range(100_000):
+                    request_id = f"b{number}-{count}"
+                    shop.request("checkout", items={"1": 1 + count % 3}, request_id=request_id)
+                    with guard:
+                        acknowledged.append(request_id)
+                        if len(acknowledged) >= 200:
+                            enough.set()
+        except (ConnectionError, OSError):
+            pass  # the server was killed under our feet
+
+    buyers = [threading.Thread(target=buyer, args=(n,)) for n in range(4)]
+    try:
+        for thread in buyers:
+            thread.start()
+        assert enough.wait(TIMEOUT)
+        process.kill()  # SIGKILL with four checkouts in flight
+        _finish(process)
+        for thread in buyers:
+            thread.join(TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            _finish(process)
+    with Store(str(tmp_path / "store.db")) as store:
+        orders = {order.request_id: order for order in store.orders()}
+        [books] = store.audit()
+    assert set(acknowledged) <= set(orders)  # every acknowledged checkout survived
+    assert len(orders) <= len(acknowledged) + 4  # at most the ones in flight, unacknowledged
+    assert books.balanced
+    assert books.sold == sum(order.units for order in orders.values())
+    for order in orders.values():
+        assert order.lines and order.total == sum(line.subtotal for line in order.lines)

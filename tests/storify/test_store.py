@@ -18,7 +18,15 @@ from storify.errors import (
     RequestConflict,
     UnknownProduct,
 )
-from storify.store import DEMO_CATALOG, Order, Product, Store, check_name, check_request_id
+from storify.store import (
+    DEMO_CATALOG,
+    Order,
+    Product,
+    Store,
+    check_name,
+    check_request_id,
+    product_number,
+)
 
 
 @pytest.fixture
@@ -287,3 +295,37 @@ def test_store_survives_kill_minus_nine_mid_checkout(tmp_path: Path) -> None:
             assert order.lines and order.total == sum(line.subtotal for line in order.lines)
         assert books.balanced
         assert books.sold == sum(order.units for order in orders.values())
+
+
+@pytest.mark.parametrize(
+    ("ref", "number"),
+    [
+        (3, 3),
+        ("3", 3),
+        ("#3", 3),
+        (" 12 ", 12),
+        ("mug", None),
+        ("#mug", None),
+        (0, None),
+        (-1, None),
+        ("0", None),
+        (2**63, None),
+        ("9" * 20, None),
+        (True, None),
+        (1.0, None),
+    ],
+)
+def test_product_number(ref: object, number: int | None) -> None:
+    assert product_number(ref) == number
+
+
+def test_store_refuses_impossible_product_numbers(store: Store) -> None:
+    store.add_product("Mug", 100, 5)
+    for ref in (0, -4, 2**63, "0", "9" * 30):
+        with pytest.raises(UnknownProduct):
+            store.product(ref)
+    with pytest.raises(UnknownProduct):
+        store.checkout({2**63: 1}, customer="c")
+    with pytest.raises(UnknownProduct):
+        store.checkout({1: 1, 99: 1}, customer="c")
+    assert store.product("mug").stock == 5
