@@ -18,7 +18,7 @@ from sockwork.faults import (
     Match,
     Refuse,
     Target,
-    executor,
+    dispatch,
     inject,
 )
 
@@ -82,7 +82,7 @@ def test_inject_restores_on_exception(listener: socket.socket) -> None:
     with pytest.raises(ConnectionRefusedError) as info:
         with inject(Refuse(), seed=99):
             socket.create_connection(listener.getsockname(), timeout=2)
-    assert not executor.installed()
+    assert not dispatch.installed()
     if hasattr(info.value, "__notes__"):
         assert "seed=99" in info.value.__notes__[0]
     with socket.create_connection(listener.getsockname(), timeout=2):
@@ -97,7 +97,7 @@ def test_inject_scopes_nest(listener: socket.socket) -> None:
         start = time.monotonic()
         with socket.create_connection(listener.getsockname(), timeout=2):
             assert 0.09 <= elapsed(start) < 1.0
-    assert not executor.installed()
+    assert not dispatch.installed()
 
 
 def test_inject_cannot_be_entered_twice() -> None:
