@@ -1,6 +1,6 @@
 """Benchmark: sockwork's FaultProxy (no fault) vs a direct connection vs a socat relay.
 
-Run: .venv/bin/python benchmarks/proxy.py [--mib 64] [--trials 5] [--rounds 2000]
+Run: .venv/bin/python benchmarks/proxy.py [--mib 64] [--trials 7] [--rounds 2000]
 
 Each path carries (1) bulk transfers: the client pushes ``--mib`` MiB in 1 MiB
 ``sendall`` calls to a sink that acknowledges the EOF, and (2) 64-byte ping-pong round
@@ -13,6 +13,7 @@ round trip <= 100 us.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -135,9 +136,6 @@ def ping_pong(address: tuple[str, int], rounds: int) -> list[float]:
     times = []
     with socket.create_connection(address) as conn:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        for _ in range(50):  # warm up
-            conn.sendall(message)
-            conn.recv(64)
         for _ in range(rounds):
             started = time.perf_counter()
             conn.sendall(message)
@@ -151,38 +149,50 @@ def ping_pong(address: tuple[str, int], rounds: int) -> list[float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=64, help="MiB per bulk trial (default 64)")
-    parser.add_argument("--trials", type=int, default=5, help="bulk trials per path (default 5)")
+    parser.add_argument("--trials", type=int, default=7, help="interleaved rounds (default 7)")
     parser.add_argument("--rounds", type=int, default=2000, help="ping-pong rounds (default 2000)")
     args = parser.parse_args()
 
     sink_listener, sink_address = serve(sink)
     echo_listener, echo_address = serve(echo)
-    paths: list[tuple[str, Callable[[tuple[str, int]], object]]] = [("direct", direct)]
+    Relay = Callable[[tuple[str, int]], contextlib.AbstractContextManager[tuple[str, int]]]
+    paths: list[tuple[str, Relay]] = [("direct", direct)]
     paths.append(("sockwork FaultProxy", sockwork_proxy))
     if shutil.which("socat"):
         paths.append(("socat relay", socat_relay))
     else:
         print("socat is not installed: its row is skipped", file=sys.stderr)
 
+    # Every path is measured once per round, rounds interleaved, so that the load of
+    # this shared machine falls on all of them alike; figures are medians of rounds.
     results: dict[str, tuple[float, float, float]] = {}
-    for name, make in paths:
-        with make(sink_address) as address:  # type: ignore[attr-defined]
-            bulk(address, 4)  # warm up
-            seconds = [bulk(address, args.mib) for _ in range(args.trials)]
-        with make(echo_address) as address:  # type: ignore[attr-defined]
-            rtts = sorted(ping_pong(address, args.rounds))
-        mbps = args.mib * CHUNK / statistics.median(seconds) / 1e6
-        median = statistics.median(rtts) * 1e6
-        p99 = rtts[int(len(rtts) * 0.99) - 1] * 1e6
-        results[name] = (mbps, median, p99)
+    with contextlib.ExitStack() as stack:
+        relays = {
+            name: (stack.enter_context(make(sink_address)), stack.enter_context(make(echo_address)))
+            for name, make in paths
+        }
+        seconds: dict[str, list[float]] = {name: [] for name in relays}
+        rtts: dict[str, list[float]] = {name: [] for name in relays}
+        for bulk_address, echo_at in relays.values():
+            bulk(bulk_address, 4)  # warm up
+            ping_pong(echo_at, 100)
+        for _ in range(args.trials):
+            for name, (bulk_address, echo_at) in relays.items():
+                seconds[name].append(bulk(bulk_address, args.mib))
+                rtts[name].extend(ping_pong(echo_at, args.rounds // args.trials))
+    for name in relays:
+        times = sorted(rtts[name])
+        mbps = args.mib * CHUNK / statistics.median(seconds[name]) / 1e6
+        p99 = times[int(len(times) * 0.99) - 1] * 1e6
+        results[name] = (mbps, statistics.median(times) * 1e6, p99)
     sink_listener.close()
     echo_listener.close()
 
     base_mbps, base_rtt, _ = results["direct"]
     socat = results.get("socat relay")
-    print(f"proxy benchmark: {args.mib} MiB x {args.trials} trials (median), "
-          f"{args.rounds} x 64 B round trips; Python {sys.version.split()[0]}, "
-          f"{os.cpu_count()} CPUs")
+    print(f"proxy benchmark: {args.trials} interleaved rounds of {args.mib} MiB per path "
+          f"(median) and {args.rounds} x 64 B round trips in all; "
+          f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     print(f"{'path':<22}{'MB/s':>9}{'x direct':>10}{'x socat':>9}"
           f"{'RTT med us':>12}{'p99 us':>9}{'added us':>10}")
     for name, (mbps, median, p99) in results.items():

@@ -17,6 +17,7 @@ from sockwork.faults import (
     CloseAfter,
     CloseOnAccept,
     Coalesce,
+    ConnectDelay,
     ConnectTimeout,
     Latency,
     Refuse,
@@ -284,12 +285,29 @@ def test_probability_draws_replay_with_the_same_seed(make_upstream: MakeUpstream
     assert True in first and False in first  # 12 draws at 0.5: both outcomes occur
 
 
+def test_connect_timeout_leaves_new_clients_hanging(echo_server: Upstream) -> None:
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=5) as survivor:
+            round_trip(survivor)
+            proxy.add(ConnectTimeout())
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                socket.create_connection(proxy.address, timeout=0.3).close()
+            assert 0.29 <= time.monotonic() - started < 1.0
+            assert round_trip(survivor) < 0.5  # open connections keep working
+            proxy.remove("connecttimeout")
+            with socket.create_connection(proxy.address, timeout=5) as client:
+                round_trip(client)
+
+
 def test_connect_faults_a_proxy_cannot_make_are_rejected() -> None:
     with FaultProxy(upstream=("127.0.0.1", 9)) as proxy:
-        with pytest.raises(ValueError, match="cannot produce ConnectTimeout"):
-            proxy.add(ConnectTimeout())
-        with pytest.raises(ValueError, match="listener"):
+        with pytest.raises(ValueError, match="cannot produce ConnectDelay"):
+            proxy.add(ConnectDelay(1.0))
+        with pytest.raises(ValueError, match="no probability"):
             proxy.add(Refuse(probability=0.5))
+        with pytest.raises(ValueError, match="no probability"):
+            proxy.add(ConnectTimeout(connections=2))
 
 
 def test_faults_added_before_start_apply_from_the_first_connection(
@@ -337,3 +355,42 @@ def test_faults_work_on_the_running_loop(echo_server: Upstream) -> None:
             return elapsed
 
     assert 0.19 <= asyncio.run(main()) < 0.6
+
+
+def test_scope_new_keeps_absolute_connection_numbers(echo_server: Upstream) -> None:
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=5) as first:
+            round_trip(first)
+            proxy.add(CloseAfter(0, connections={1, 3}), direction="downstream", scope="new")
+            assert round_trip(first) < 0.5  # connection 1 is open: "new" spares it
+        outcomes = []
+        for _ in range(2):  # connections 2 and 3
+            with socket.create_connection(proxy.address, timeout=5) as client:
+                client.sendall(b"?")
+                try:
+                    outcomes.append(client.recv(1))
+                except ConnectionResetError:
+                    outcomes.append(b"")  # the cut raced our unread "?" into an RST
+    assert outcomes == [b"?", b""]
+
+
+def test_after_bytes_counts_bytes_that_passed_before_the_fault(echo_server: Upstream) -> None:
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=5) as client:
+            round_trip(client, b"a" * 100)  # 100 bytes downstream with no fault
+            proxy.add(CloseAfter(10, after_bytes=150), direction="downstream")
+            client.sendall(b"b" * 100)
+            # Active from byte 150, cut 10 bytes later: 60 of the 100 arrive, then EOF.
+            assert recv_all(client) == b"b" * 60
+
+
+def test_removing_a_stall_lets_the_held_data_through(echo_server: Upstream) -> None:
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        proxy.add(Stall(), direction="upstream", name="stall")
+        with socket.create_connection(proxy.address, timeout=0.3) as client:
+            client.sendall(b"held")
+            with pytest.raises(TimeoutError):
+                client.recv(4)
+            proxy.remove("stall")
+            client.settimeout(5)
+            assert recv_exactly(client, 4) == b"held"

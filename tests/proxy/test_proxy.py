@@ -172,3 +172,58 @@ def test_proxy_rejects_bad_arguments() -> None:
             proxy.add(object())  # type: ignore[arg-type]
         with pytest.raises(KeyError):
             proxy.remove("nothing")
+
+
+def test_proxy_resolves_names_and_leaves_no_threads(echo_server: Upstream) -> None:
+    def ours() -> set[threading.Thread]:  # the proxy's loop and asyncio's look-up workers
+        return {t for t in threading.enumerate() if t.name.startswith(("sockwork-", "asyncio_"))}
+
+    before = ours()
+    with FaultProxy(upstream=("localhost", echo_server.address[1]),
+                    listen=("localhost", 0)) as proxy:
+        assert proxy.address[0] == "127.0.0.1"
+        with socket.create_connection(proxy.address, timeout=5) as client:
+            client.sendall(b"n")
+            assert recv_exactly(client, 1) == b"n"
+    assert ours() <= before
+
+
+def test_proxy_half_close_from_the_server_side(make_upstream: MakeUpstream) -> None:
+    heard: list[bytes] = []
+    done = threading.Event()
+
+    def speak_first(conn: socket.socket) -> None:
+        conn.sendall(b"banner")
+        conn.shutdown(socket.SHUT_WR)  # done talking, still listening
+        heard.append(recv_all(conn))
+        done.set()
+
+    server = make_upstream(speak_first)
+    with FaultProxy(upstream=server.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=5) as client:
+            assert recv_all(client) == b"banner"  # EOF reached the client...
+            client.sendall(b"late words")  # ...and the other direction still flows
+            client.shutdown(socket.SHUT_WR)
+            assert client.recv(1) == b""
+    assert done.wait(5)
+    assert heard == [b"late words"]
+
+
+def test_proxy_on_a_running_loop_takes_control_calls_from_other_threads(
+    echo_server: Upstream,
+) -> None:
+    async def main() -> float:
+        async with FaultProxy(upstream=echo_server.address) as proxy:
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, lambda: proxy.add(Latency(0.2), name="slow"))
+            assert [f.name for f in proxy.faults] == ["slow"]
+            reader, writer = await asyncio.open_connection(*proxy.address)
+            started = time.monotonic()
+            writer.write(b"hi")
+            assert await reader.readexactly(2) == b"hi"
+            elapsed = time.monotonic() - started
+            writer.close()
+            await writer.wait_closed()
+            return elapsed
+
+    assert 0.19 <= asyncio.run(main()) < 0.6

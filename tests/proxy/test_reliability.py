@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import socket
 import struct
@@ -25,6 +26,7 @@ def test_reliability_1000_cycles_leave_no_fds_or_tasks(echo_server: Upstream) ->
     async def main() -> tuple[int, int, int]:
         async with FaultProxy(upstream=echo_server.address) as proxy:
             await asyncio.sleep(0)
+            gc.collect()  # sockets leaked by earlier tests must not close during ours
             before = open_fds()
             for _ in range(1000):
                 reader, writer = await asyncio.open_connection(*proxy.address)
@@ -45,6 +47,7 @@ def test_reliability_1000_cycles_leave_no_fds_or_tasks(echo_server: Upstream) ->
 
 
 def test_reliability_100_concurrent_connections(echo_server: Upstream) -> None:
+    gc.collect()  # sockets leaked by earlier tests must not close during ours
     baseline = open_fds()
     with FaultProxy(upstream=echo_server.address) as proxy:
         running = open_fds()
@@ -130,3 +133,27 @@ def test_reliability_close_with_faults_in_flight_is_quick(echo_server: Upstream)
     finally:
         for c in clients:
             c.close()
+
+
+def test_reliability_a_reader_that_stops_slows_the_sender_with_bounded_buffers(
+    make_upstream: MakeUpstream,
+) -> None:
+    release = threading.Event()
+    server = make_upstream(lambda conn: release.wait(10))  # accepts, never reads
+    try:
+        with FaultProxy(upstream=server.address) as proxy:
+            with socket.create_connection(proxy.address, timeout=1) as client:
+                sent = 0
+                chunk = b"b" * 65536
+                try:
+                    while sent < 200_000_000:
+                        sent += client.send(chunk)
+                except TimeoutError:
+                    pass
+                # The sender was stopped: what it got rid of fits in the kernel buffers
+                # of both hops plus the proxy's 512 KiB write buffer; without
+                # back-pressure the proxy would have swallowed all 200 MB.
+                assert sent < 64_000_000
+                assert proxy.counters.received_upstream <= sent
+    finally:
+        release.set()

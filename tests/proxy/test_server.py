@@ -262,3 +262,75 @@ def test_server_stop_closes_proxies_and_clients(echo_server: Upstream) -> None:
         api.close()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(address, timeout=5).close()
+
+
+def test_server_survives_garbage_and_oversized_requests(server: ToxiproxyServer) -> None:
+    with socket.create_connection(server.address, timeout=5) as raw:
+        raw.sendall(b"NONSENSE\r\n\r\n")
+        assert raw.recv(100).startswith(b"HTTP/1.1 400 ")
+    with socket.create_connection(server.address, timeout=5) as raw:
+        raw.sendall(b"POST /proxies HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n")
+        assert raw.recv(100).startswith(b"HTTP/1.1 413 ")
+    with socket.create_connection(server.address, timeout=5) as raw:
+        raw.sendall(b"GET /version HTTP/1.1\r\nHost: x\r\n" + b"X-Long: " + b"a" * 100_000)
+        assert raw.recv(100).startswith(b"HTTP/1.1 400 ")
+    api = Api(server.address)
+    try:
+        assert api.call("GET", "/version")[0] == 200
+    finally:
+        api.close()
+
+
+def test_server_patch_moves_the_listener(api: Api, echo_server: Upstream) -> None:
+    api.call("POST", "/proxies", {"name": "e", "upstream": upstream_of(echo_server)})
+    old = ("127.0.0.1", json_port(api, "e"))
+    port = free_port()
+    status, proxy, _ = api.call("PATCH", "/proxies/e", {"listen": f"127.0.0.1:{port}"})
+    assert status == 200 and isinstance(proxy, dict)
+    assert proxy["listen"] == f"127.0.0.1:{port}"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(old, timeout=5).close()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        client.sendall(b"v")
+        assert recv_exactly(client, 1) == b"v"
+
+
+def test_server_seed_replays_toxicity_draws(echo_server: Upstream) -> None:
+    def outcomes() -> list[bool]:
+        with ToxiproxyServer(port=0, seed=42) as srv:
+            api = Api(srv.address)
+            try:
+                api.call("POST", "/proxies", {"name": "p", "upstream": upstream_of(echo_server)})
+                api.call("POST", "/proxies/p/toxics", {"type": "limit_data", "toxicity": 0.5,
+                                                       "attributes": {"bytes": 0}})
+                address = ("127.0.0.1", json_port(api, "p"))
+            finally:
+                api.close()
+            cut = []
+            for _ in range(10):
+                with socket.create_connection(address, timeout=5) as client:
+                    client.sendall(b"s")
+                    try:
+                        cut.append(client.recv(1) == b"")
+                    except ConnectionResetError:
+                        cut.append(True)  # cut while our byte was unread: RST, not FIN
+            return cut
+
+    first = outcomes()
+    assert outcomes() == first
+    assert True in first and False in first
+
+
+def test_server_connect_timeout_toxic(api: Api, echo_server: Upstream) -> None:
+    api.call("POST", "/proxies", {"name": "t", "upstream": upstream_of(echo_server)})
+    status, body, _ = api.call("POST", "/proxies/t/toxics",
+                               {"type": "connect_timeout", "toxicity": 0.5})
+    assert status == 400 and isinstance(body, dict) and "probability" in str(body["error"])
+    assert api.call("POST", "/proxies/t/toxics", {"type": "connect_timeout"})[0] == 200
+    address = ("127.0.0.1", json_port(api, "t"))
+    with pytest.raises(TimeoutError):
+        socket.create_connection(address, timeout=0.3).close()
+    assert api.call("DELETE", "/proxies/t/toxics/connect_timeout_downstream")[0] == 204
+    with socket.create_connection(address, timeout=5) as client:
+        client.sendall(b"c")
+        assert recv_exactly(client, 1) == b"c"

@@ -19,6 +19,7 @@ from sockwork.faults.vocabulary import (
     Bandwidth,
     Blackhole,
     CloseAfter,
+    ConnectTimeout,
     Fault,
     Latency,
     ResetPeer,
@@ -84,4 +85,6 @@ def fault_for(spec: ToxicSpec) -> Fault | None:
         return Bandwidth(a["rate"] * 1000, group=group, direction=d, probability=p)
     if kind == "accept_delay":
         return AcceptDelay(a["delay"] / 1000, probability=p)
+    if kind == "connect_timeout":
+        return ConnectTimeout(probability=p)
     return None  # noop

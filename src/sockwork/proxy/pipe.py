@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Pipe", "PipeOwner"]
 
-# Bytes held here (waiting for a fault's decision) before the source is paused.
-_BUFFER_LIMIT = 256 * 1024
+# Bytes held here (waiting for a fault's decision) before the source is paused. Latency
+# holds a bandwidth-delay product: 2 MiB keeps 20 MB/s flowing under 100 ms of latency
+# (Toxiproxy holds up to 1024 chunks) while bounding memory per connection.
+_BUFFER_LIMIT = 2 * 1024 * 1024
 
 HoldReason = Literal["backpressure", "buffer", "stall"]
 
@@ -46,12 +48,6 @@ class PipeOwner(Protocol):
 
     def destination(self, direction: Direction) -> asyncio.Transport | None:
         """The transport the direction writes to."""
-
-    def count_received(self, direction: Direction, n: int) -> None:
-        """Count bytes read from the source."""
-
-    def count_sent(self, direction: Direction, n: int) -> None:
-        """Count bytes written to the destination."""
 
     def pipe_finished(self, direction: Direction) -> None:
         """Called once the direction has passed its EOF on."""
@@ -77,13 +73,16 @@ class Pipe:
         self._timer: asyncio.TimerHandle | None = None
         self._started = False
         self._stopped = False
-        self._fast = stream.idle
+        self._fast = False
+        self._dst: asyncio.Transport | None = None
+        self._unsynced = 0  # bytes passed on the fast path that the plan has not seen
 
     # --- life cycle -------------------------------------------------------------------
 
     def start(self) -> None:
         """Both sockets are connected: start reading the source."""
         self._started = True
+        self._dst = self.owner.destination(self.direction)
         src = self.owner.source(self.direction)
         if src is not None and not self._holds:
             src.resume_reading()
@@ -110,19 +109,16 @@ class Pipe:
         """A chunk arrived from the source (a view valid only during this call)."""
         n = len(data)
         self.received += n
-        self.owner.count_received(self.direction, n)
         if self._fast:
-            dst = self.owner.destination(self.direction)
-            if dst is not None:
-                dst.write(data)
-                self.sent += n
-                self.owner.count_sent(self.direction, n)
-            now = self._loop.time()
-            self.stream.feed(n, now)
-            self.stream.passed(n, now)
+            # The hot path: no fault acts on this direction. The plan is told about
+            # these bytes later, in one go (_sync), before it is asked anything.
+            self._dst.write(data)  # type: ignore[union-attr]
+            self.sent += n
+            self._unsynced += n
             return
         if self._stopped:
             return
+        self._sync()
         self._buffer.append(memoryview(bytes(data)))  # the view is reused after we return
         self._buffered += n
         if self._buffered >= _BUFFER_LIMIT:
@@ -134,6 +130,7 @@ class Pipe:
         """The source shut down its sending side (FIN)."""
         if self._stopped:
             return
+        self._sync()
         self.stream.feed_eof(self._loop.time())
         self.step()
 
@@ -185,17 +182,27 @@ class Pipe:
                 # chunks at once, and the receiver should get them in one segment.
                 dst.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
                 self.sent += n
-                self.owner.count_sent(self.direction, n)
         if self._buffered < _BUFFER_LIMIT // 2:
             self.release("buffer")
+
+    def _sync(self) -> None:
+        """Tell the plan about the bytes the fast path passed (offsets count every byte)."""
+        n = self._unsynced
+        if n:
+            self._unsynced = 0
+            now = self._loop.time()
+            self.stream.feed(n, now)
+            self.stream.passed(n, now)
 
     def step(self) -> None:
         """Ask the plan what to do and do it, until the answer is to wait."""
         if self._stopped or not self._started:
             return
+        self._sync()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._fast = False  # only an idle stream with nothing buffered takes the fast path
         stream = self.stream
         while True:
             now = self._loop.time()
@@ -213,7 +220,7 @@ class Pipe:
                 return
             self.release("stall")
             if isinstance(action, Read):
-                self._fast = stream.idle and not self._buffer
+                self._fast = stream.idle and not self._buffer and self._dst is not None
                 if action.until is not None:
                     self._timer = self._loop.call_at(action.until, self.step)
                 return

@@ -14,10 +14,13 @@
 # - Directions: Toxiproxy's ``upstream`` (client -> server) is the vocabulary's
 #   ``"send"``, ``downstream`` (server -> client) is ``"recv"``: the proxy is the
 #   client's network.
-# - Each connection is two asyncio Protocols (client side, upstream side) and two
-#   one-way pipes. With no fault, data_received writes straight into the other
-#   transport; when the destination's write buffer passes its high-water mark the
-#   source stops reading, so a slow reader slows the sender (TCP back-pressure).
+# - Each connection is two asyncio BufferedProtocols (client side, upstream side) and
+#   two one-way pipes. Every read lands in one buffer shared by the proxy (the chunk is
+#   written or copied before the next read). With no fault, a chunk is written straight
+#   into the other transport; when the destination's write buffer passes its high-water
+#   mark the source stops reading, so a slow reader slows the sender (back-pressure).
+# - The accept loop is our own (add_reader + accept + connect_accepted_socket), so
+#   closing the listener is synchronous and no accepted socket is ever orphaned.
 # - Half-close: an EOF from one side becomes write_eof() (shutdown(SHUT_WR)) on the
 #   other, and the opposite direction keeps flowing (RFC 9293 section 3.6). The
 #   connection closes when both directions have ended or either socket is lost.
@@ -47,6 +50,7 @@ from sockwork.faults.plan import Connection as PlanConnection
 from sockwork.faults.vocabulary import (
     AcceptFault,
     ConnectFault,
+    ConnectTimeout,
     DnsFault,
     Fault,
     Refuse,
@@ -229,14 +233,6 @@ class _Connection:
         """The transport a direction writes to."""
         return (self.server if direction == "upstream" else self.client).transport
 
-    def count_received(self, direction: Direction, n: int) -> None:
-        """Count n bytes read from a direction's source."""
-        self.proxy._received[direction] += n
-
-    def count_sent(self, direction: Direction, n: int) -> None:
-        """Count n bytes written to a direction's destination."""
-        self.proxy._sent[direction] += n
-
     def pipe_finished(self, direction: Direction) -> None:
         """A direction has passed its EOF on; close when both have."""
         if all(p.finished for p in self.pipes.values()):
@@ -265,7 +261,7 @@ class _Connection:
 
     def _stop(self) -> None:
         self.closed = True
-        if self.task is not None:
+        if self.task is not None and self.task is not asyncio.current_task():
             self.task.cancel()
         for pipe in self.pipes.values():
             pipe.stop()
@@ -419,8 +415,10 @@ class FaultProxy:
         self._plan: Plan | None = None
         self._buffer = memoryview(bytearray(_READ_SIZE))
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
         self._thread: threading.Thread | None = None
         self._listener: socket.socket | None = None
+        self._tarpit: tuple[socket.socket, socket.socket] | None = None
         self._adopting: set[asyncio.Task[None]] = set()
         self._accept_retry: asyncio.TimerHandle | None = None
         self._address: tuple[str, int] | None = None
@@ -455,7 +453,11 @@ class FaultProxy:
     @property
     def faults(self) -> tuple[InstalledFault, ...]:
         """The installed faults, in the order they were added."""
-        return tuple(InstalledFault(e.name, e.fault, e.direction) for e in self._entries.values())
+        return self._call(
+            lambda: tuple(
+                InstalledFault(e.name, e.fault, e.direction) for e in self._entries.values()
+            )
+        )
 
     def add(
         self,
@@ -546,6 +548,8 @@ class FaultProxy:
             for task in pending:
                 task.cancel()
             loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            # Name look-ups of a "localhost" upstream ran in the default executor.
+            loop.run_until_complete(loop.shutdown_default_executor())
 
         name = f"sockwork-proxy-{id(self):x}"
         self._thread = threading.Thread(target=run, name=name, daemon=True)
@@ -572,6 +576,7 @@ class FaultProxy:
         loop.close()
 
     def __enter__(self) -> Self:
+        """Start in a background thread (see :meth:`start`)."""
         self.start()
         return self
 
@@ -599,6 +604,7 @@ class FaultProxy:
             await self._end()
 
     async def __aenter__(self) -> Self:
+        """Start on the running loop (see :meth:`astart`)."""
         await self.astart()
         return self
 
@@ -627,6 +633,7 @@ class FaultProxy:
             self._serve(sock)
         else:
             sock.close()
+            self._sync_listener()
         await asyncio.sleep(0)
 
     # --- internals: everything below runs on the loop thread ----------------------------
@@ -644,8 +651,7 @@ class FaultProxy:
     def _call(self, fn: Callable[[], _T]) -> _T:
         """Run ``fn`` on the loop thread and return its result (directly when already there)."""
         loop = self._loop
-        thread = self._thread
-        if loop is None or thread is None or thread is threading.current_thread():
+        if loop is None or self._loop_thread is threading.current_thread():
             return fn()
         if self._closed or not loop.is_running():
             return fn()
@@ -662,6 +668,7 @@ class FaultProxy:
 
     async def _begin(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self._loop_thread = threading.current_thread()
         planned = [e.planned for e in self._entries.values() if e.planned is not None]
         self._plan = Plan(planned, rng=random.Random(self.seed), now=loop.time(), seed=self.seed)
         self._idle = asyncio.Event()
@@ -674,16 +681,19 @@ class FaultProxy:
             self._serve(sock)
         else:
             sock.close()
+            self._sync_listener()
 
-    def _bind(self, address: tuple[str, int]) -> socket.socket:
+    def _bind(self, address: tuple[str, int], *, backlog: int = 128) -> socket.socket:
         host, port = address
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        # "localhost" may resolve to ::1 first; clients mostly dial 127.0.0.1 (Go does too).
+        infos.sort(key=lambda info: info[0] != socket.AF_INET)
         family, _, _, _, sockaddr = infos[0]
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(sockaddr)
-            sock.listen(128)
+            sock.listen(backlog)
             sock.setblocking(False)
         except BaseException:
             sock.close()
@@ -732,19 +742,44 @@ class FaultProxy:
             conn.close()
             raise
 
+    def _desired_listener(self) -> Literal["serve", "refuse", "tarpit"]:
+        """What the listening address should do, from enable/disable and listener faults."""
+        planned = [e.planned for e in self._entries.values()]
+        if self._closed or not self._want_enabled or any(isinstance(f, Refuse) for f in planned):
+            return "refuse"
+        if any(isinstance(f, ConnectTimeout) for f in planned):
+            return "tarpit"
+        return "serve"
+
     def _should_listen(self) -> bool:
-        refuse = any(isinstance(e.planned, Refuse) for e in self._entries.values())
-        return self._want_enabled and not refuse and not self._closed
+        return self._desired_listener() == "serve"
 
     def _sync_listener(self) -> None:
-        """Listen or not, as ``enabled`` and Refuse faults say."""
+        """Serve, refuse or tarpit, as ``enabled`` and Refuse/ConnectTimeout faults say."""
         if not self._started or self._closed:
             return
-        if self._should_listen():
-            if self._listener is None:
-                self._serve(self._bind(self.address))
-        elif self._listener is not None:
-            self._stop_listening()
+        desired = self._desired_listener()
+        current = "serve" if self._listener else "tarpit" if self._tarpit else "refuse"
+        if desired == current:
+            return
+        self._stop_listening()
+        if desired == "serve":
+            self._serve(self._bind(self.address))
+        elif desired == "tarpit":
+            self._tarpit_now()
+
+    def _tarpit_now(self) -> None:
+        """Listen with a full accept queue that is never served: connects time out.
+
+        Linux drops a SYN while the accept queue is full; with backlog 0 it holds one
+        connection, which our own never-accepted socket takes (the reference measured
+        listen(1) + no accept: further connects raise TimeoutError).
+        """
+        listener = self._bind(self.address, backlog=0)
+        plug = socket.socket(listener.family, socket.SOCK_STREAM)
+        plug.setblocking(False)
+        plug.connect_ex(listener.getsockname())  # loopback: queued at once, or a client was
+        self._tarpit = (listener, plug)
 
     def _stop_listening(self) -> None:
         """Close the listening socket: from now on, connects get ECONNREFUSED."""
@@ -756,6 +791,10 @@ class FaultProxy:
             self._listener = None
             self._require_loop().remove_reader(sock.fileno())
             sock.close()
+        if self._tarpit is not None:
+            for held in self._tarpit:
+                held.close()
+            self._tarpit = None
 
     def _accepted(self) -> asyncio.BaseProtocol:
         self._next_id += 1
@@ -785,6 +824,9 @@ class FaultProxy:
     def _connection_closed(self, conn: _Connection) -> None:
         if self._connections.pop(conn.id, None) is None:
             return
+        for direction, pipe in conn.pipes.items():
+            self._received[direction] += pipe.received
+            self._sent[direction] += pipe.sent
         self._closed_since_prune += 1
         if self._closed_since_prune >= _PRUNE_EVERY and self._plan is not None:
             # The plan forgets closed connections only in update(); updating with the
@@ -831,6 +873,11 @@ class FaultProxy:
         await asyncio.sleep(0)
 
     def _snapshot(self) -> ProxyCounters:
+        received, sent = dict(self._received), dict(self._sent)
+        for conn in self._connections.values():  # closed ones were added as they closed
+            for direction, pipe in conn.pipes.items():
+                received[direction] += pipe.received
+                sent[direction] += pipe.sent
         fired: dict[str, int] = {}
         if self._plan is not None:
             for e in self._plan.report.events:
@@ -841,10 +888,10 @@ class FaultProxy:
             connections_total=self._next_id,
             connections_open=len(self._connections),
             connections_failed=self._failed,
-            received_upstream=self._received["upstream"],
-            received_downstream=self._received["downstream"],
-            bytes_upstream=self._sent["upstream"],
-            bytes_downstream=self._sent["downstream"],
+            received_upstream=received["upstream"],
+            received_downstream=received["downstream"],
+            bytes_upstream=sent["upstream"],
+            bytes_downstream=sent["downstream"],
             faults_fired=fired,
         )
 
@@ -946,17 +993,20 @@ def _entry_direction(fault: object, direction: str | None) -> str:
     if not isinstance(fault, Fault):
         raise TypeError(f"not a fault: {fault!r} (use the classes of sockwork.faults)")
     if isinstance(fault, DnsFault) or (
-        isinstance(fault, ConnectFault) and not isinstance(fault, Refuse)
+        isinstance(fault, ConnectFault) and not isinstance(fault, (Refuse, ConnectTimeout))
     ):
         raise ValueError(
             f"a proxy cannot produce {type(fault).__name__}: the kernel completes the "
             "client's connect before the proxy sees it; use sockwork.faults.inject "
-            "in-process, or AcceptDelay/CloseOnAccept/Refuse on the proxy"
+            "in-process, or AcceptDelay/CloseOnAccept/Refuse/ConnectTimeout on the proxy"
         )
-    if isinstance(fault, Refuse) and (fault.probability != 1.0 or fault.connections is not None):
+    if isinstance(fault, (Refuse, ConnectTimeout)) and (
+        fault.probability != 1.0 or fault.connections is not None or fault.after_seconds
+    ):
         raise ValueError(
-            "a proxy refuses by closing its listener, for every client: Refuse on a proxy "
-            "takes no probability or connections (use CloseOnAccept for those)"
+            f"a proxy applies {type(fault).__name__} to its listening socket, hence to every "
+            "new client: it takes no probability, connections or after_seconds "
+            "(use CloseOnAccept to pick connections)"
         )
     if not isinstance(fault, StreamFault):
         return ""

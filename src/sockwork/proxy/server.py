@@ -19,7 +19,7 @@ import contextlib
 import json
 import random
 import threading
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -238,6 +238,7 @@ class ToxiproxyServer:
             self._thread = None
 
     def __enter__(self) -> Self:
+        """Start in a background thread (see :meth:`start`)."""
         self.start()
         return self
 
@@ -513,7 +514,8 @@ class ToxiproxyServer:
             raise ApiError(409, "toxic already exists")
         fault = _fault(spec)
         if fault is not None:
-            managed.proxy.add(fault, direction=_direction(spec), name=spec.name)
+            with _rejected_as_400():
+                managed.proxy.add(fault, direction=_direction(spec), name=spec.name)
         managed.toxics[spec.name] = spec
         return _json(200, toxic_json(spec))
 
@@ -532,13 +534,14 @@ class ToxiproxyServer:
         spec = patch_toxic(old, self._parse_body(body) or {})
         fault = _fault(spec)
         installed = any(f.name == toxic for f in managed.proxy.faults)
-        if fault is None:
-            if installed:
-                managed.proxy.remove(toxic)
-        elif installed:
-            managed.proxy.update(toxic, fault)
-        else:
-            managed.proxy.add(fault, direction=_direction(spec), name=toxic)
+        with _rejected_as_400():
+            if fault is None:
+                if installed:
+                    managed.proxy.remove(toxic)
+            elif installed:
+                managed.proxy.update(toxic, fault)
+            else:
+                managed.proxy.add(fault, direction=_direction(spec), name=toxic)
         managed.toxics[toxic] = spec
         return _json(200, toxic_json(spec))
 
@@ -596,4 +599,16 @@ def _direction(spec: ToxicSpec) -> str:
 
 
 def _fault(spec: ToxicSpec) -> Fault | None:
-    return fault_for(spec)
+    with _rejected_as_400():
+        return fault_for(spec)
+
+
+@contextlib.contextmanager
+def _rejected_as_400() -> Iterator[None]:
+    """A toxic the fault vocabulary or the proxy rejects is a bad request, not a crash."""
+    try:
+        yield
+    except (ValueError, TypeError) as exc:
+        if isinstance(exc, ApiError):
+            raise
+        raise ApiError(400, str(exc)) from exc

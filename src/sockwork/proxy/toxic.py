@@ -51,6 +51,7 @@ EXTRA_TOXIC_TYPES: Mapping[str, Mapping[str, int]] = {
     "reset_after": {"bytes": 0},
     "shared_bandwidth": {"rate": 0},
     "accept_delay": {"delay": 0},
+    "connect_timeout": {},
 }
 
 _ALL_TYPES = {**TOXIC_TYPES, **EXTRA_TOXIC_TYPES}
