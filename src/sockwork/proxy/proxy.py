@@ -39,6 +39,7 @@ import dataclasses
 import random
 import socket
 import struct
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -97,10 +98,6 @@ _READ_SIZE = 1024 * 1024  # the most one read takes from a socket
 _ACCEPT_RETRY = 0.1
 _CLOSE_TIMEOUT = 5.0
 _LINGER_ZERO = struct.pack("ii", 1, 0)
-# "Connections from N on" is written range(N, N + _SCOPE_SPAN): the vocabulary's
-# `connections` has no open-ended form, and it validates a range with min(), which
-# walks it, so the span must stay small enough to check in a few milliseconds.
-_SCOPE_SPAN = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -977,13 +974,15 @@ class FaultProxy:
 def _from_index(connections: object, first: int) -> int | range | frozenset[int] | None:
     """Intersect a ``connections`` trigger with "index ``first`` and later"."""
     if connections is None:
-        return range(first, first + _SCOPE_SPAN)
+        return range(first, sys.maxsize)  # the vocabulary's open-ended form
     if isinstance(connections, int):
         return range(first, connections + 1) if connections >= first else None
     assert isinstance(connections, (range, frozenset))
-    if isinstance(connections, range) and connections.step == 1:
-        lo = max(first, connections.start)
-        return range(lo, connections.stop) if lo < connections.stop else None
+    if isinstance(connections, range):
+        # In O(1): the range may be open-ended. Keep its step, from its first index >= first.
+        r = connections if connections.step > 0 else connections[::-1]
+        skip = max(0, -((r.start - first) // r.step))  # ceil((first - start) / step)
+        return r[skip:] or None
     chosen = frozenset(i for i in connections if i >= first)
     return chosen or None
 
