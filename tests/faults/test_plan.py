@@ -331,3 +331,20 @@ def test_plan_stream_checks_counts() -> None:
     stream.feed(3, 0.0)
     with pytest.raises(ValueError):
         stream.passed(4, 0.0)
+
+
+def test_plan_forgets_a_connection_when_it_closes() -> None:
+    plan = make_plan(Latency(0.1), Slice(4), CloseAfter(3, direction="send"))
+    kept = plan.open(now=0.0)
+    for i in range(10_000):
+        conn = plan.open(now=float(i))
+        conn.recv.feed(10, float(i))
+        assert isinstance(conn.recv.next(float(i)), Wait)
+        conn.close()
+        conn.close()  # idempotent
+    assert plan.connections_open == 1  # only the one still open
+    plan.update([Latency(0.2)], now=1.0)  # an update still reaches the open one
+    kept.recv.feed(1, 1.0)
+    assert kept.recv.next(1.0) == Wait(1.2)
+    kept.close()
+    assert plan.connections_open == 0

@@ -157,3 +157,15 @@ def test_reliability_a_reader_that_stops_slows_the_sender_with_bounded_buffers(
                 assert proxy.counters.received_upstream <= sent
     finally:
         release.set()
+
+
+def test_reliability_closed_connections_leave_no_state_in_the_plan(echo_server: Upstream) -> None:
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        proxy.add(Latency(0.001), direction="downstream", name="lag")
+        for _ in range(300):
+            with socket.create_connection(proxy.address, timeout=5) as client:
+                client.sendall(b"c")
+                assert recv_exactly(client, 1) == b"c"
+        wait_until_idle(proxy)
+        assert proxy._require_plan().connections_open == 0  # not only after 256 closes
+        assert proxy.counters.faults_fired == {"lag": 300}

@@ -37,6 +37,7 @@ from sockwork.faults.stream import receive, send
 
 if TYPE_CHECKING:
     from sockwork.faults.patch import Handle
+    from sockwork.faults.plan import Connection
 
 __all__ = [
     "detach_all",
@@ -76,13 +77,13 @@ _real_recvmsg = kernel.recvmsg
 
 def detach_all(handle: Handle) -> None:
     """Remove ``handle``'s layers from every socket it was attached to."""
+    ended: list[Connection] = []
     with REGISTRY_LOCK:
         for state in list(STATES.values()):
             kept = [layer for layer in state.layers if layer.handle is not handle]
             if len(kept) != len(state.layers):
-                for layer in state.layers:
-                    if layer.handle is handle and layer.conn is not None:
-                        layer.conn.close()
+                ended.extend(layer.conn for layer in state.layers
+                             if layer.handle is handle and layer.conn is not None)
                 state.layers = kept
                 if not kept:
                     unwatch(state)
@@ -90,6 +91,9 @@ def detach_all(handle: Handle) -> None:
                     if state.plaintext and sock is not None:
                         tls.hand_back(sock, state.plaintext)
                         state.plaintext = bytearray()
+    with handle._lock:  # the plan is not thread-safe; never taken under REGISTRY_LOCK
+        for conn in ended:
+            conn.close()
     notify_changed()
 
 
@@ -252,7 +256,8 @@ def _d_close(self: socket.socket) -> None:
                 _later(self, due, None)
         for layer in state.layers:
             if layer.conn is not None:
-                layer.conn.close()
+                with layer.handle._lock:  # the plan forgets the connection
+                    layer.conn.close()
         unwatch(state)
         forget(state)
     kernel.close(self)

@@ -24,7 +24,10 @@ socket patching and the asyncio proxy execute the same decisions.
   the terminal action (a timeout during the wait wins).
 - Streams. :meth:`Plan.open` returns a :class:`Connection` with two
   :class:`Stream` objects, ``send`` and ``recv`` (see vocabulary for what the
-  directions mean). An executor drives each stream with this loop::
+  directions mean). When the connection ends (its socket closed, the proxied pair
+  ended) the executor calls :meth:`Connection.close`: the plan drops it at once, so
+  its per-connection state never outlives the connection. An executor drives each
+  stream with this loop::
 
       stream.feed(n, now)          # n more bytes are waiting to pass, since now
       stream.feed_eof(now)         # the source ended (EOF); nothing more to feed
@@ -271,7 +274,7 @@ class Plan:
         self._events: list[Event] = []
         self._counts = {"connect": 0, "accept": 0, "resolve": 0, "stream": 0}
         self._buckets: dict[str, _Bucket] = {}
-        self._connections: list[Connection] = []
+        self._connections: dict[int, Connection] = {}  # open ones, by index
         self.update(faults, now=now)
 
     @property
@@ -285,6 +288,11 @@ class Plan:
         return Report(self.seed, tuple(self._events))
 
     @property
+    def connections_open(self) -> int:
+        """How many connections were opened and not yet closed (the plan holds their state)."""
+        return len(self._connections)
+
+    @property
     def has_stream_faults(self) -> bool:
         """True when some fault in force can act on the bytes of a connection."""
         return any(isinstance(f, StreamFault) and f.probability > 0 for f in self._faults)
@@ -296,12 +304,8 @@ class Plan:
             if not isinstance(f, Fault):
                 raise TypeError(f"not a fault: {f!r} (use the classes of sockwork.faults)")
         self._faults = new
-        alive: list[Connection] = []
-        for conn in self._connections:
-            if not conn.closed:
-                conn._refresh(now)
-                alive.append(conn)
-        self._connections = alive
+        for conn in self._connections.values():
+            conn._refresh(now)
 
     # -- connect phase --
 
@@ -381,7 +385,7 @@ class Plan:
         """Start the two streams of a new connection (numbered from 1 per plan)."""
         self._counts["stream"] += 1
         conn = Connection(self, self._counts["stream"], now, label)
-        self._connections.append(conn)
+        self._connections[conn.index] = conn
         return conn
 
     def _bucket(self, fault: Bandwidth) -> _Bucket:
@@ -396,6 +400,7 @@ class Connection:
     """The two streams of one connection; made by :meth:`Plan.open`."""
 
     def __init__(self, plan: Plan, index: int, now: float, label: str) -> None:
+        self._plan = plan
         self.index = index
         self.label = label
         self.opened = now
@@ -409,8 +414,10 @@ class Connection:
         return self.send if direction == "send" else self.recv
 
     def close(self) -> None:
-        """Forget the connection: the plan stops updating it."""
-        self.closed = True
+        """The connection ended: the plan forgets it at once (idempotent)."""
+        if not self.closed:
+            self.closed = True
+            self._plan._connections.pop(self.index, None)
 
     def _refresh(self, now: float) -> None:
         self.send._refresh(now)

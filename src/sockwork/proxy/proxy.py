@@ -93,7 +93,6 @@ _T = TypeVar("_T")
 _WRITE_HIGH_WATER = 512 * 1024
 _CONNECT_TIMEOUT = 10.0
 _ACCEPT_BATCH = 64
-_PRUNE_EVERY = 256
 _READ_SIZE = 1024 * 1024  # the most one read takes from a socket
 _ACCEPT_RETRY = 0.1
 _CLOSE_TIMEOUT = 5.0
@@ -406,7 +405,6 @@ class FaultProxy:
         self._accepts = 0
         self._streams = 0
         self._failed = 0
-        self._closed_since_prune = 0
         self._received: dict[str, int] = {"upstream": 0, "downstream": 0}
         self._sent: dict[str, int] = {"upstream": 0, "downstream": 0}
         self._plan: Plan | None = None
@@ -824,12 +822,8 @@ class FaultProxy:
         for direction, pipe in conn.pipes.items():
             self._received[direction] += pipe.received
             self._sent[direction] += pipe.sent
-        self._closed_since_prune += 1
-        if self._closed_since_prune >= _PRUNE_EVERY and self._plan is not None:
-            # The plan forgets closed connections only in update(); updating with the
-            # same faults keeps every open stream's state and draws (plan.py's rules).
-            self._closed_since_prune = 0
-            self._plan.update(self._plan.faults, now=self._require_loop().time())
+        if conn.plan_conn is not None:
+            conn.plan_conn.close()  # the plan forgets it now (idempotent)
         if not conn.failed and conn.plan_conn is not None:
             index = conn.plan_conn.index
             fired = tuple(
