@@ -57,14 +57,18 @@ socket patching and the asyncio proxy execute the same decisions.
   Discard; otherwise Deliver the smallest cap. A fault with ``after_bytes`` caps
   delivery at its activation offset, so it starts exactly at that byte.
 - The report (:attr:`Plan.report`) lists each fault the first time it acts on a
-  connection and direction, and every close or reset, with the byte offset.
+  connection and direction, and every close or reset, with the byte offset. It keeps
+  the latest ``max_events`` events (10,000 by default) and counts the older ones it
+  dropped, so a long-lived plan stays bounded. Each :class:`Connection` also keeps its
+  own stream events (``conn.events``, freed with it), and ``on_event`` sees every
+  event as it is recorded (it must not call the plan).
 """
 
 from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -220,10 +224,15 @@ class Event:
 
 @dataclass(frozen=True)
 class Report:
-    """What the faults of one plan did, and the seed that replays it."""
+    """What the faults of one plan did, and the seed that replays it.
+
+    ``events`` are the latest ones the plan kept (see ``Plan(max_events=)``);
+    ``dropped`` counts the earlier ones it let go.
+    """
 
     seed: int | None
     events: tuple[Event, ...] = field(default=())
+    dropped: int = 0
 
     def fired(self, fault_type: type[Fault] | None = None) -> list[Event]:
         """Return the events, only those of ``fault_type`` when given."""
@@ -233,6 +242,8 @@ class Report:
 
     def __str__(self) -> str:
         lines = [f"sockwork faults report (seed={self.seed}): {len(self.events)} event(s)"]
+        if self.dropped:
+            lines[0] += f" (and {self.dropped} earlier event(s) dropped)"
         lines.extend(f"  {event}" for event in self.events)
         return "\n".join(lines)
 
@@ -257,6 +268,10 @@ class Plan:
         rng: the only source of randomness. Seed it and pass the seed as ``seed``.
         now: the scope's start on the executor's clock.
         seed: the seed of ``rng``, reported so that a run can be replayed.
+        max_events: how many of the latest events the report keeps (older ones are
+            counted in ``Report.dropped``); bounds a long-lived plan's memory.
+        on_event: called with each event as it is recorded (an incremental reader);
+            it must not call back into the plan.
     """
 
     def __init__(
@@ -266,12 +281,20 @@ class Plan:
         rng: random.Random,
         now: float,
         seed: int | None = None,
+        max_events: int = 10_000,
+        on_event: Callable[[Event], None] | None = None,
     ) -> None:
+        if isinstance(max_events, bool) or not isinstance(max_events, int):
+            raise TypeError(f"max_events must be an int, got {type(max_events).__name__}")
+        if max_events < 1:
+            raise ValueError(f"max_events must be >= 1, got {max_events}")
         self._faults: tuple[Fault, ...] = ()
         self._rng = rng
         self._start = now
         self.seed = seed
-        self._events: list[Event] = []
+        self._events: deque[Event] = deque(maxlen=max_events)
+        self._dropped = 0
+        self._on_event = on_event
         self._counts = {"connect": 0, "accept": 0, "resolve": 0, "stream": 0}
         self._buckets: dict[str, _Bucket] = {}
         self._connections: dict[int, Connection] = {}  # open ones, by index
@@ -285,7 +308,7 @@ class Plan:
     @property
     def report(self) -> Report:
         """A snapshot of what the faults did so far."""
-        return Report(self.seed, tuple(self._events))
+        return Report(self.seed, tuple(self._events), self._dropped)
 
     @property
     def connections_open(self) -> int:
@@ -331,10 +354,16 @@ class Plan:
         return index, chosen
 
     def _record(self, fault: Fault, what: str, kind: str, index: int, now: float,
-                label: str, direction: str | None = None, offset: int = 0) -> None:
-        self._events.append(
-            Event(fault, what, kind, index, direction, offset, now - self._start, label)
-        )
+                label: str, direction: str | None = None, offset: int = 0,
+                conn: Connection | None = None) -> None:
+        event = Event(fault, what, kind, index, direction, offset, now - self._start, label)
+        if len(self._events) == self._events.maxlen:
+            self._dropped += 1
+        self._events.append(event)
+        if conn is not None:
+            conn.events.append(event)
+        if self._on_event is not None:
+            self._on_event(event)
 
     def connect(self, *, now: float, label: str = "") -> tuple[Action, ...]:
         """Decide one outgoing connection attempt: ``(Wait?, Proceed|Refused|Hang)``."""
@@ -397,7 +426,11 @@ class Plan:
 
 
 class Connection:
-    """The two streams of one connection; made by :meth:`Plan.open`."""
+    """The two streams of one connection; made by :meth:`Plan.open`.
+
+    ``events`` lists what the faults did on this connection's streams, in order
+    (all of them, whatever the plan's ``max_events``).
+    """
 
     def __init__(self, plan: Plan, index: int, now: float, label: str) -> None:
         self._plan = plan
@@ -405,6 +438,7 @@ class Connection:
         self.label = label
         self.opened = now
         self.closed = False
+        self.events: list[Event] = []
         self.send = Stream(plan, self, "send")
         self.recv = Stream(plan, self, "recv")
         self._refresh(now)
@@ -770,7 +804,8 @@ class Stream:
         self._terminal = action
         if state is not None:
             self.plan._record(state.fault, "reset" if action.reset else "close", "stream",
-                              self.conn.index, now, self.conn.label, self.direction, self.offset)
+                              self.conn.index, now, self.conn.label, self.direction, self.offset,
+                              self.conn)
         return action
 
     def next(self, now: float) -> Action:
@@ -797,7 +832,7 @@ class Stream:
             if not s.reported:
                 s.reported = True
                 self.plan._record(s.fault, "fired", "stream", self.conn.index, now,
-                                  self.conn.label, self.direction, self.offset)
+                                  self.conn.label, self.direction, self.offset, self.conn)
             if isinstance(op, Close):
                 return self._close(op, s, now)
             if isinstance(op, int):

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-from sockwork.faults.plan import Close, Plan, Report, Wait
+from sockwork.faults.plan import Close, Event, Plan, Report, Wait
 from sockwork.faults.plan import Connection as PlanConnection
 from sockwork.faults.vocabulary import (
     AcceptFault,
@@ -399,6 +399,7 @@ class FaultProxy:
         self._want_enabled = enabled
         self._entries: dict[str, _Entry] = {}
         self._names: dict[int, str] = {}  # id(planned fault) -> name, for the report
+        self._fired: dict[str, int] = {}  # fault name -> firings (ProxyCounters.faults_fired)
         self._retired: list[Fault] = []  # keeps ids of removed faults valid
         self._connections: dict[int, _Connection] = {}
         self._next_id = 0
@@ -665,7 +666,9 @@ class FaultProxy:
         self._loop = loop
         self._loop_thread = threading.current_thread()
         planned = [e.planned for e in self._entries.values() if e.planned is not None]
-        self._plan = Plan(planned, rng=random.Random(self.seed), now=loop.time(), seed=self.seed)
+        self._fired = {}
+        self._plan = Plan(planned, rng=random.Random(self.seed), now=loop.time(), seed=self.seed,
+                          on_event=self._plan_event)
         self._idle = asyncio.Event()
         self._idle.set()
         sock = self._bind(self._listen)
@@ -825,11 +828,10 @@ class FaultProxy:
         if conn.plan_conn is not None:
             conn.plan_conn.close()  # the plan forgets it now (idempotent)
         if not conn.failed and conn.plan_conn is not None:
-            index = conn.plan_conn.index
-            fired = tuple(
+            fired = tuple(  # this connection's own events: O(its events), not the report's
                 self._names.get(id(e.fault), type(e.fault).__name__)
-                for e in self._require_plan().report.events
-                if e.kind == "stream" and e.connection == index and e.what == "fired"
+                for e in conn.plan_conn.events
+                if e.what == "fired"
             )
             self._emit(
                 ConnectionEvent(
@@ -869,12 +871,6 @@ class FaultProxy:
             for direction, pipe in conn.pipes.items():
                 received[direction] += pipe.received
                 sent[direction] += pipe.sent
-        fired: dict[str, int] = {}
-        if self._plan is not None:
-            for e in self._plan.report.events:
-                if e.what == "fired" or e.kind == "accept":
-                    name = self._names.get(id(e.fault), type(e.fault).__name__)
-                    fired[name] = fired.get(name, 0) + 1
         return ProxyCounters(
             connections_total=self._next_id,
             connections_open=len(self._connections),
@@ -883,8 +879,14 @@ class FaultProxy:
             received_downstream=received["downstream"],
             bytes_upstream=sent["upstream"],
             bytes_downstream=sent["downstream"],
-            faults_fired=fired,
+            faults_fired=dict(self._fired),
         )
+
+    def _plan_event(self, event: Event) -> None:
+        """Count each firing as the plan records it (the report keeps only the latest)."""
+        if event.what == "fired" or event.kind == "accept":
+            name = self._names.get(id(event.fault), type(event.fault).__name__)
+            self._fired[name] = self._fired.get(name, 0) + 1
 
     def _planned(self, fault: Fault, direction: str, scope: Scope) -> Fault | None:
         """The fault as the plan gets it: direction set, and limited to new connections."""
