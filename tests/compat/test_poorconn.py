@@ -22,7 +22,7 @@ import poorconn
 import pytest
 
 import sockwork.compat.poorconn as ours
-from sockwork.faults import executor
+from sockwork.faults import dispatch
 from tests.conftest import require_binary
 
 IMPLS = [pytest.param(poorconn, id="poorconn"), pytest.param(ours, id="sockwork")]
@@ -32,7 +32,7 @@ IMPLS = [pytest.param(poorconn, id="poorconn"), pytest.param(ours, id="sockwork"
 def _socket_class_restored() -> Iterator[None]:
     """Every test ends with its sockets closed, so socket.socket is restored."""
     yield
-    assert not executor.installed(), "a scope outlived its test"
+    assert not dispatch.installed(), "a scope outlived its test"
 
 
 T = 0.1  # the delay used throughout: long enough to measure on a loaded machine
@@ -493,9 +493,9 @@ def test_poorconn_on_a_plain_socket_raises_attribute_error(pair: list[socket.soc
 def test_faults_end_when_the_socket_is_closed(pair: list[socket.socket]) -> None:
     pair[0] = s = ours.make_socket_patchable(pair[0])
     ours.delay_before_sending(s, T, 10)
-    assert executor.installed()
+    assert dispatch.installed()
     s.close()
-    assert not executor.installed()  # socket.socket is restored exactly
+    assert not dispatch.installed()  # socket.socket is restored exactly
 
 
 @pytest.mark.parametrize("impl", IMPLS)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sockwork.faults import executor
+from sockwork.faults import dispatch, tls
 
 
 @pytest.fixture(autouse=True)
@@ -20,13 +20,13 @@ def _socket_class_restored() -> Iterator[None]:
     yield
     assert _patchable_attributes() == before, "socket.socket or ssl.SSLSocket was not restored"
     assert socket.getaddrinfo is getaddrinfo
-    assert not executor.installed()
+    assert not dispatch.installed()
 
 
 def _patchable_attributes() -> dict[str, object]:
-    found = {name: socket.socket.__dict__.get(name) for name in executor._PATCHED_NAMES}
+    found = {name: socket.socket.__dict__.get(name) for name in dispatch._PATCHED_NAMES}
     found.update((f"ssl.{name}", ssl.SSLSocket.__dict__.get(name))
-                 for name in executor._TLS_PATCHED_NAMES)
+                 for name in tls.PATCHED_NAMES)
     return found
 
 

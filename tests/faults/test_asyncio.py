@@ -30,7 +30,7 @@ from sockwork.faults import (
     SlowClose,
     Stall,
     Timeout,
-    executor,
+    dispatch,
     inject,
 )
 
@@ -331,13 +331,13 @@ def test_asyncio_coalesce_merges_writes() -> None:
 def test_asyncio_delays_do_not_poll(monkeypatch: pytest.MonkeyPatch, direction: str) -> None:
     calls = []
     for name in ("send", "receive"):
-        original = getattr(executor, name)
+        original = getattr(dispatch, name)
 
         def counting(*args: object, _original: Any = original, **kwargs: object) -> Any:
             calls.append(1)
             return _original(*args, **kwargs)
 
-        monkeypatch.setattr(executor, name, counting)
+        monkeypatch.setattr(dispatch, name, counting)
 
     async def body(port: int) -> None:
         with inject(Latency(0.3, direction=direction),  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ from sockwork.faults import (
     Match,
     Refuse,
     Target,
-    executor,
+    dispatch,
     inject,
 )
 
@@ -82,7 +82,7 @@ def test_inject_restores_on_exception(listener: socket.socket) -> None:
     with pytest.raises(ConnectionRefusedError) as info:
         with inject(Refuse(), seed=99):
             socket.create_connection(listener.getsockname(), timeout=2)
-    assert not executor.installed()
+    assert not dispatch.installed()
     if hasattr(info.value, "__notes__"):
         assert "seed=99" in info.value.__notes__[0]
     with socket.create_connection(listener.getsockname(), timeout=2):
@@ -97,7 +97,7 @@ def test_inject_scopes_nest(listener: socket.socket) -> None:
         start = time.monotonic()
         with socket.create_connection(listener.getsockname(), timeout=2):
             assert 0.09 <= elapsed(start) < 1.0
-    assert not executor.installed()
+    assert not dispatch.installed()
 
 
 def test_inject_cannot_be_entered_twice() -> None:
@@ -203,3 +203,15 @@ def test_inject_bandwidth_group_is_shared_by_connections(listener: socket.socket
     shared = transfer(Bandwidth(100_000, group="uplink", direction="send"))
     assert 0.1 <= separate < 0.6  # each connection: 20 KB at 100 KB/s
     assert 0.3 <= shared < 1.2  # both share 100 KB/s: 40 KB
+
+
+def test_inject_forgets_each_connection_when_its_socket_closes(listener: socket.socket) -> None:
+    with inject(Latency(0.001, connections=range(2, 2**62))) as handle:
+        for _ in range(300):
+            with socket.create_connection(listener.getsockname(), timeout=2) as client:
+                conn, _ = listener.accept()
+                with conn:
+                    client.sendall(b"x")
+                    assert conn.recv(1) == b"x"
+        assert handle._plan.connections_open == 0  # the plan holds no closed connection
+        assert handle.report.fired(Latency)  # the faults were on those connections

@@ -27,7 +27,8 @@ from sockwork.faults import (
     Stall,
     Timeout,
     apply,
-    executor,
+    dispatch,
+    kernel,
     make_socket_patchable,
 )
 
@@ -39,14 +40,14 @@ Pair = tuple[socket.socket, socket.socket]
 def test_patch_no_faults_passes_data_and_restores_the_class(pair: Pair) -> None:
     a, b = pair
     with apply(a) as handle:
-        assert executor.installed()
+        assert dispatch.installed()
         a.sendall(b"hello")
         assert b.recv(10) == b"hello"
         b.sendall(b"back")
         assert a.recv(10) == b"back"
         assert handle.report.events == ()
-    assert not executor.installed()
-    assert socket.socket.send is executor._real_send
+    assert not dispatch.installed()
+    assert socket.socket.send is kernel.send
 
 
 def test_patch_latency_delays_what_the_application_reads(pair: Pair) -> None:
@@ -353,7 +354,7 @@ def test_patch_layers_stack_and_undo(pair: Pair) -> None:
     finally:
         first.remove()
         second.remove()
-    assert not executor.installed()
+    assert not dispatch.installed()
 
 
 def test_patch_update_changes_a_live_socket(pair: Pair) -> None:
@@ -396,7 +397,7 @@ def test_patch_apply_rejects_bad_sockets() -> None:
         apply(s)
     with socket.socket() as s, pytest.raises(TypeError, match="not a fault"):
         apply(s, "latency")  # type: ignore[arg-type]
-    assert not executor.installed()
+    assert not dispatch.installed()
 
 
 def test_patch_make_socket_patchable_semantics(pair: Pair) -> None:

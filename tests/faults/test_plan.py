@@ -331,3 +331,57 @@ def test_plan_stream_checks_counts() -> None:
     stream.feed(3, 0.0)
     with pytest.raises(ValueError):
         stream.passed(4, 0.0)
+
+
+def test_plan_forgets_a_connection_when_it_closes() -> None:
+    plan = make_plan(Latency(0.1), Slice(4), CloseAfter(3, direction="send"))
+    kept = plan.open(now=0.0)
+    for i in range(10_000):
+        conn = plan.open(now=float(i))
+        conn.recv.feed(10, float(i))
+        assert isinstance(conn.recv.next(float(i)), Wait)
+        conn.close()
+        conn.close()  # idempotent
+    assert plan.connections_open == 1  # only the one still open
+    plan.update([Latency(0.2)], now=1.0)  # an update still reaches the open one
+    kept.recv.feed(1, 1.0)
+    assert kept.recv.next(1.0) == Wait(1.2)
+    kept.close()
+    assert plan.connections_open == 0
+
+
+def test_plan_report_keeps_the_latest_events_and_counts_the_dropped() -> None:
+    seen: list[object] = []
+    plan = Plan([CloseAfter(0, reset=True, direction="send")], rng=random.Random(1), now=0.0,
+                seed=1, max_events=5, on_event=seen.append)
+    conns = []
+    for i in range(10):
+        conn = plan.open(now=float(i), label=f"c{i}")
+        assert conn.send.next(float(i)) == Close(True)
+        conns.append(conn)
+    report = plan.report
+    assert len(seen) == 20  # "fired" then "reset" on each connection
+    assert report.events == tuple(seen[-5:])
+    assert report.dropped == 15
+    assert str(report).splitlines()[0] == (
+        "sockwork faults report (seed=1): 5 event(s) (and 15 earlier event(s) dropped)")
+    # Each connection keeps its own events, whatever the report dropped.
+    assert [(e.what, e.connection) for e in conns[0].events] == [("fired", 1), ("reset", 1)]
+    assert conns[0].events == seen[:2]
+    assert "dropped" not in str(make_plan().report)
+
+
+def test_plan_report_is_bounded_by_default() -> None:
+    plan = make_plan(CloseAfter(0, direction="send"))
+    for _ in range(6_000):
+        conn = plan.open(now=0.0)
+        conn.send.next(0.0)
+        conn.close()
+    assert len(plan.report.events) == 10_000
+    assert plan.report.dropped == 2_000
+
+
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (1.5, TypeError), (True, TypeError)])
+def test_plan_max_events_is_checked(bad: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="max_events"):
+        Plan([], rng=random.Random(1), now=0.0, max_events=bad)  # type: ignore[arg-type]

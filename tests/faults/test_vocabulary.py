@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 
 import pytest
 
@@ -110,6 +111,25 @@ def test_vocabulary_connections_trigger() -> None:
     assert [window.applies_to(i) for i in (1, 2, 3, 4)] == [False, True, True, False]
     assert all(Refuse().applies_to(i) for i in (1, 100))
     hash(third)  # a collection is normalised to a hashable frozenset
+
+
+def test_vocabulary_connections_from_the_nth_on() -> None:
+    # Open-ended ranges are checked without walking them (len() of this one overflows).
+    from_third = Refuse(connections=range(3, 2**70))
+    assert [from_third.applies_to(i) for i in (1, 2, 3, 10**12)] == [False, False, True, True]
+    usual = Refuse(connections=range(3, sys.maxsize))
+    assert usual.applies_to(3) and usual.applies_to(sys.maxsize - 1)
+    assert Refuse(connections=range(2**70, 0, -2)).applies_to(2)
+    with pytest.raises(ValueError, match="connections"):
+        Refuse(connections=range(0, 2**70))
+    with pytest.raises(ValueError, match="connections"):
+        Refuse(connections=range(2**70, -1, -1))
+    data = fault_to_dict(usual)
+    assert data["connections"] == {"start": 3, "stop": sys.maxsize, "step": 1}
+    assert fault_from_dict(json.loads(json.dumps(data))) == usual
+    assert fault_to_dict(Refuse(connections=range(1, 3)))["connections"] == [1, 2]
+    with pytest.raises(ValueError, match="start, stop"):
+        fault_from_dict({"type": "Refuse", "connections": {"stop": 3}})
 
 
 def test_vocabulary_directions() -> None:

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import os
+import queue
 import socket
 import struct
 import threading
 import time
 
+import pytest
+
+import sockwork.proxy.proxy as proxy_module
 from sockwork.faults import Latency, Stall
-from sockwork.proxy import FaultProxy
+from sockwork.faults.plan import Plan
+from sockwork.proxy import ConnectionEvent, FaultProxy
 from tests.proxy.conftest import MakeUpstream, Upstream, open_fds, recv_exactly
 
 
@@ -157,3 +163,37 @@ def test_reliability_a_reader_that_stops_slows_the_sender_with_bounded_buffers(
                 assert proxy.counters.received_upstream <= sent
     finally:
         release.set()
+
+
+def test_reliability_closed_connections_leave_no_state_in_the_plan(echo_server: Upstream) -> None:
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        proxy.add(Latency(0.001), direction="downstream", name="lag")
+        for _ in range(300):
+            with socket.create_connection(proxy.address, timeout=5) as client:
+                client.sendall(b"c")
+                assert recv_exactly(client, 1) == b"c"
+        wait_until_idle(proxy)
+        assert proxy._require_plan().connections_open == 0  # not only after 256 closes
+        assert proxy.counters.faults_fired == {"lag": 300}
+
+
+def test_reliability_counters_and_closing_events_outlive_the_bounded_report(
+    echo_server: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A plan keeping only 2 events stands for a long-lived proxy past the default 10,000.
+    monkeypatch.setattr(proxy_module, "Plan", functools.partial(Plan, max_events=2))
+    closed: queue.SimpleQueue[ConnectionEvent] = queue.SimpleQueue()
+
+    def on_event(event: ConnectionEvent) -> None:
+        if event.kind == "closed":
+            closed.put(event)
+
+    with FaultProxy(upstream=echo_server.address, on_event=on_event) as proxy:
+        proxy.add(Latency(0.001), direction="both", name="lag")
+        for _ in range(5):
+            with socket.create_connection(proxy.address, timeout=5) as client:
+                client.sendall(b"c")
+                assert recv_exactly(client, 1) == b"c"
+            assert closed.get(timeout=5).faults_fired == ("lag", "lag")
+        assert proxy.counters.faults_fired == {"lag": 10}  # 5 connections, 2 directions
+        assert len(proxy.report.events) == 2 and proxy.report.dropped == 8

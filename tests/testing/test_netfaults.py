@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from sockwork.faults import Latency, Match, Refuse, executor
+from sockwork.faults import Latency, Match, Refuse, dispatch
 from sockwork.testing.netfaults import NetFaults
 
 
@@ -19,7 +19,7 @@ def test_netfaults_scopes_end_together_and_restore_sockets() -> None:
             with pytest.raises(ConnectionRefusedError):
                 socket.create_connection(address, timeout=5)
             assert refuse.seed == 7
-        assert not executor.installed()
+        assert not dispatch.installed()
         with socket.create_connection(address, timeout=5):
             pass
     assert [h.active for h in net.handles] == [False, False]

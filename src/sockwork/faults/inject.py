@@ -23,8 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from sockwork.faults import executor
+from sockwork.faults import dispatch
+from sockwork.faults.attempt import resolve_decision
+from sockwork.faults.budget import sleep_until
 from sockwork.faults.patch import Handle
+from sockwork.faults.state import attach, lookup
 from sockwork.faults.vocabulary import Fault
 
 __all__ = ["Injection", "Match", "Target", "inject"]
@@ -90,7 +93,7 @@ def _is_stream(sock: socket.socket) -> bool:
 def _selecting(target: Target, sock: socket.socket) -> list[Injection]:
     with _SCOPES_LOCK:
         scopes = list(_SCOPES)
-    state = executor.lookup(sock)
+    state = lookup(sock)
     present = {id(layer.handle) for layer in state.layers} if state is not None else set()
     return [s for s in scopes if id(s) not in present and s._selects(target)]
 
@@ -100,7 +103,7 @@ def _client_hook(sock: socket.socket, address: object) -> None:
         return
     host, port = _split(address)
     for scope in _selecting(Target("client", host, port), sock):
-        executor.attach(sock, scope, connected=False, role="client")
+        attach(sock, scope, connected=False, role="client")
 
 
 def _server_hook(sock: socket.socket) -> None:
@@ -111,7 +114,7 @@ def _server_hook(sock: socket.socket) -> None:
     except OSError:
         host, port = None, None
     for scope in _selecting(Target("server", host, port), sock):
-        executor.attach(sock, scope, connected=False, role="server")
+        attach(sock, scope, connected=False, role="server")
 
 
 def _is_numeric(host: object) -> bool:
@@ -139,8 +142,8 @@ def _getaddrinfo(host: object, port: object, *args: object, **kwargs: object) ->
         target = Target("resolve", name, port if isinstance(port, int) else None)
         chosen = [s for s in scopes if s._selects(target)]
         if chosen:
-            until, failure = executor.resolve_decision(chosen, name)
-            executor.sleep_until(until)
+            until, failure = resolve_decision(chosen, name)
+            sleep_until(until)
             if failure is not None:
                 code, message = _GAI_ERRORS[failure.kind]
                 raise socket.gaierror(code, message)
@@ -149,10 +152,10 @@ def _getaddrinfo(host: object, port: object, *args: object, **kwargs: object) ->
 
 def _set_patches(on: bool) -> None:
     if on:
-        executor.set_hooks(_client_hook, _server_hook)
+        dispatch.set_hooks(_client_hook, _server_hook)
         socket.getaddrinfo = _getaddrinfo  # type: ignore[assignment]
     else:
-        executor.set_hooks(None, None)
+        dispatch.set_hooks(None, None)
         socket.getaddrinfo = _real_getaddrinfo
 
 

@@ -1,7 +1,7 @@
 """Per-socket faults: ``apply(sock, *faults) -> Handle``, and poorconn's patchable sockets.
 
 ``apply`` works on any ``socket.socket`` (plain, :class:`PatchableSocket`,
-``ssl.SSLSocket``, or a plain socket about to be wrapped in TLS): the executor
+``ssl.SSLSocket``, or a plain socket about to be wrapped in TLS): the engine
 dispatches at the class level and keeps each socket's faults in a registry, so
 the caller's reference stays valid. Patches
 stack (each ``apply`` is a layer with its own plan and seed) and each undoes
@@ -26,8 +26,10 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from sockwork.faults import executor
+from sockwork.faults import dispatch
 from sockwork.faults.plan import Plan, Report
+from sockwork.faults.readiness import notify_changed
+from sockwork.faults.state import attach, rekey
 from sockwork.faults.vocabulary import Fault
 
 if TYPE_CHECKING:
@@ -85,8 +87,8 @@ class Handle:
             self._plan.update(faults, now=time.monotonic())
             streams = self._plan.has_stream_faults
         if self._active:
-            executor.set_stream_faults(self, streams)
-        executor.notify_changed()
+            dispatch.set_stream_faults(self, streams)
+        notify_changed()
 
     def remove(self) -> None:
         """Remove the faults from every socket they are on; idempotent."""
@@ -94,15 +96,15 @@ class Handle:
             return
         self._active = False
         try:
-            executor.set_stream_faults(self, False)
-            executor.detach_all(self)
+            dispatch.set_stream_faults(self, False)
+            dispatch.detach_all(self)
         finally:
-            executor.uninstall()
+            dispatch.uninstall()
 
     def _start(self) -> None:
-        executor.install()
+        dispatch.install()
         self._active = True
-        executor.set_stream_faults(self, self._plan.has_stream_faults)
+        dispatch.set_stream_faults(self, self._plan.has_stream_faults)
 
     def __enter__(self) -> Self:
         return self
@@ -152,7 +154,7 @@ def apply(sock: socket.socket, *faults: Fault, seed: int | None = None) -> Handl
     handle = Handle(faults, seed=seed)
     handle._start()
     try:
-        executor.attach(sock, handle, connected=_is_connected(sock), role="socket")
+        attach(sock, handle, connected=_is_connected(sock), role="socket")
     except BaseException:
         handle.remove()
         raise
@@ -183,7 +185,7 @@ class PatchableSocket(socket.socket):
         if s.fileno() < 0:
             raise ValueError("negative file descriptor")
         new = cls(family, type_, proto, fileno=s.fileno())
-        executor.rekey(s, new)
+        rekey(s, new)
         s.detach()
         new.settimeout(timeout)
         return new

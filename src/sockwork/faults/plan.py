@@ -24,7 +24,10 @@ socket patching and the asyncio proxy execute the same decisions.
   the terminal action (a timeout during the wait wins).
 - Streams. :meth:`Plan.open` returns a :class:`Connection` with two
   :class:`Stream` objects, ``send`` and ``recv`` (see vocabulary for what the
-  directions mean). An executor drives each stream with this loop::
+  directions mean). When the connection ends (its socket closed, the proxied pair
+  ended) the executor calls :meth:`Connection.close`: the plan drops it at once, so
+  its per-connection state never outlives the connection. An executor drives each
+  stream with this loop::
 
       stream.feed(n, now)          # n more bytes are waiting to pass, since now
       stream.feed_eof(now)         # the source ended (EOF); nothing more to feed
@@ -54,14 +57,18 @@ socket patching and the asyncio proxy execute the same decisions.
   Discard; otherwise Deliver the smallest cap. A fault with ``after_bytes`` caps
   delivery at its activation offset, so it starts exactly at that byte.
 - The report (:attr:`Plan.report`) lists each fault the first time it acts on a
-  connection and direction, and every close or reset, with the byte offset.
+  connection and direction, and every close or reset, with the byte offset. It keeps
+  the latest ``max_events`` events (10,000 by default) and counts the older ones it
+  dropped, so a long-lived plan stays bounded. Each :class:`Connection` also keeps its
+  own stream events (``conn.events``, freed with it), and ``on_event`` sees every
+  event as it is recorded (it must not call the plan).
 """
 
 from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -217,10 +224,15 @@ class Event:
 
 @dataclass(frozen=True)
 class Report:
-    """What the faults of one plan did, and the seed that replays it."""
+    """What the faults of one plan did, and the seed that replays it.
+
+    ``events`` are the latest ones the plan kept (see ``Plan(max_events=)``);
+    ``dropped`` counts the earlier ones it let go.
+    """
 
     seed: int | None
     events: tuple[Event, ...] = field(default=())
+    dropped: int = 0
 
     def fired(self, fault_type: type[Fault] | None = None) -> list[Event]:
         """Return the events, only those of ``fault_type`` when given."""
@@ -230,6 +242,8 @@ class Report:
 
     def __str__(self) -> str:
         lines = [f"sockwork faults report (seed={self.seed}): {len(self.events)} event(s)"]
+        if self.dropped:
+            lines[0] += f" (and {self.dropped} earlier event(s) dropped)"
         lines.extend(f"  {event}" for event in self.events)
         return "\n".join(lines)
 
@@ -254,6 +268,10 @@ class Plan:
         rng: the only source of randomness. Seed it and pass the seed as ``seed``.
         now: the scope's start on the executor's clock.
         seed: the seed of ``rng``, reported so that a run can be replayed.
+        max_events: how many of the latest events the report keeps (older ones are
+            counted in ``Report.dropped``); bounds a long-lived plan's memory.
+        on_event: called with each event as it is recorded (an incremental reader);
+            it must not call back into the plan.
     """
 
     def __init__(
@@ -263,15 +281,23 @@ class Plan:
         rng: random.Random,
         now: float,
         seed: int | None = None,
+        max_events: int = 10_000,
+        on_event: Callable[[Event], None] | None = None,
     ) -> None:
+        if isinstance(max_events, bool) or not isinstance(max_events, int):
+            raise TypeError(f"max_events must be an int, got {type(max_events).__name__}")
+        if max_events < 1:
+            raise ValueError(f"max_events must be >= 1, got {max_events}")
         self._faults: tuple[Fault, ...] = ()
         self._rng = rng
         self._start = now
         self.seed = seed
-        self._events: list[Event] = []
+        self._events: deque[Event] = deque(maxlen=max_events)
+        self._dropped = 0
+        self._on_event = on_event
         self._counts = {"connect": 0, "accept": 0, "resolve": 0, "stream": 0}
         self._buckets: dict[str, _Bucket] = {}
-        self._connections: list[Connection] = []
+        self._connections: dict[int, Connection] = {}  # open ones, by index
         self.update(faults, now=now)
 
     @property
@@ -282,7 +308,12 @@ class Plan:
     @property
     def report(self) -> Report:
         """A snapshot of what the faults did so far."""
-        return Report(self.seed, tuple(self._events))
+        return Report(self.seed, tuple(self._events), self._dropped)
+
+    @property
+    def connections_open(self) -> int:
+        """How many connections were opened and not yet closed (the plan holds their state)."""
+        return len(self._connections)
 
     @property
     def has_stream_faults(self) -> bool:
@@ -296,12 +327,8 @@ class Plan:
             if not isinstance(f, Fault):
                 raise TypeError(f"not a fault: {f!r} (use the classes of sockwork.faults)")
         self._faults = new
-        alive: list[Connection] = []
-        for conn in self._connections:
-            if not conn.closed:
-                conn._refresh(now)
-                alive.append(conn)
-        self._connections = alive
+        for conn in self._connections.values():
+            conn._refresh(now)
 
     # -- connect phase --
 
@@ -327,10 +354,16 @@ class Plan:
         return index, chosen
 
     def _record(self, fault: Fault, what: str, kind: str, index: int, now: float,
-                label: str, direction: str | None = None, offset: int = 0) -> None:
-        self._events.append(
-            Event(fault, what, kind, index, direction, offset, now - self._start, label)
-        )
+                label: str, direction: str | None = None, offset: int = 0,
+                conn: Connection | None = None) -> None:
+        event = Event(fault, what, kind, index, direction, offset, now - self._start, label)
+        if len(self._events) == self._events.maxlen:
+            self._dropped += 1
+        self._events.append(event)
+        if conn is not None:
+            conn.events.append(event)
+        if self._on_event is not None:
+            self._on_event(event)
 
     def connect(self, *, now: float, label: str = "") -> tuple[Action, ...]:
         """Decide one outgoing connection attempt: ``(Wait?, Proceed|Refused|Hang)``."""
@@ -381,7 +414,7 @@ class Plan:
         """Start the two streams of a new connection (numbered from 1 per plan)."""
         self._counts["stream"] += 1
         conn = Connection(self, self._counts["stream"], now, label)
-        self._connections.append(conn)
+        self._connections[conn.index] = conn
         return conn
 
     def _bucket(self, fault: Bandwidth) -> _Bucket:
@@ -393,13 +426,19 @@ class Plan:
 
 
 class Connection:
-    """The two streams of one connection; made by :meth:`Plan.open`."""
+    """The two streams of one connection; made by :meth:`Plan.open`.
+
+    ``events`` lists what the faults did on this connection's streams, in order
+    (all of them, whatever the plan's ``max_events``).
+    """
 
     def __init__(self, plan: Plan, index: int, now: float, label: str) -> None:
+        self._plan = plan
         self.index = index
         self.label = label
         self.opened = now
         self.closed = False
+        self.events: list[Event] = []
         self.send = Stream(plan, self, "send")
         self.recv = Stream(plan, self, "recv")
         self._refresh(now)
@@ -409,8 +448,10 @@ class Connection:
         return self.send if direction == "send" else self.recv
 
     def close(self) -> None:
-        """Forget the connection: the plan stops updating it."""
-        self.closed = True
+        """The connection ended: the plan forgets it at once (idempotent)."""
+        if not self.closed:
+            self.closed = True
+            self._plan._connections.pop(self.index, None)
 
     def _refresh(self, now: float) -> None:
         self.send._refresh(now)
@@ -763,7 +804,8 @@ class Stream:
         self._terminal = action
         if state is not None:
             self.plan._record(state.fault, "reset" if action.reset else "close", "stream",
-                              self.conn.index, now, self.conn.label, self.direction, self.offset)
+                              self.conn.index, now, self.conn.label, self.direction, self.offset,
+                              self.conn)
         return action
 
     def next(self, now: float) -> Action:
@@ -790,7 +832,7 @@ class Stream:
             if not s.reported:
                 s.reported = True
                 self.plan._record(s.fault, "fired", "stream", self.conn.index, now,
-                                  self.conn.label, self.direction, self.offset)
+                                  self.conn.label, self.direction, self.offset, self.conn)
             if isinstance(op, Close):
                 return self._close(op, s, now)
             if isinstance(op, int):

@@ -13,7 +13,8 @@ two executors carry the actions out (socket patching in
   direction for stream faults, once per attempt for connect, accept and DNS faults;
   0 means the fault is a true no-op: no draw, no socket option, no report entry),
   ``connections`` (which connections of the scope it applies to: an int N means the
-  first N; a range or a collection of 1-based indices means exactly those; None: all),
+  first N; a range or a collection of 1-based indices means exactly those; None: all;
+  "from the Nth on" is ``range(N, sys.maxsize)``: ranges are checked in O(1)),
   ``after_seconds`` (inactive until that many seconds after the connection opened, or
   for connect/accept/DNS faults after the scope started).
 - Stream faults also take ``direction`` and ``after_bytes`` (inactive until that many
@@ -96,7 +97,8 @@ class Fault:
         probability: chance (0..1) that the fault applies to a connection (stream
             faults, drawn per direction) or to an attempt (connect, accept, DNS).
         connections: which connections it applies to: N for the first N, a range or
-            collection of 1-based indices for exactly those, None for all.
+            collection of 1-based indices for exactly those, None for all;
+            ``range(N, sys.maxsize)`` for the Nth and every later one.
         after_seconds: delay before the fault becomes active, from the connection's
             opening (stream faults) or the scope's start (others).
     """
@@ -120,7 +122,8 @@ class Fault:
             if isinstance(c, int):
                 _check_count(self, "connections", c, minimum=1)
             elif isinstance(c, range):
-                if len(c) == 0 or min(c) < 1:
+                # O(1): a range may be open-ended (range(N, sys.maxsize)); never walk it.
+                if not c or (c[0] if c.step > 0 else c[-1]) < 1:
                     raise _fail(self, "connections", "a non-empty range of indices >= 1", c)
             else:
                 items = frozenset(c)
@@ -444,17 +447,26 @@ FAULT_TYPES: dict[str, type[Fault]] = {
 }
 
 
+# A longer range (e.g. the open-ended range(N, sys.maxsize)) is written as
+# {"start", "stop", "step"} rather than listed.
+_LISTED_RANGE = 1024
+
+
 def fault_to_dict(fault: Fault) -> dict[str, object]:
     """Return ``fault`` as JSON-ready data: ``{"type": "Latency", "seconds": 0.2, ...}``.
 
-    Only values that differ from the defaults are included.
+    Only values that differ from the defaults are included. ``connections`` is a
+    sorted list, or ``{"start": N, "stop": M, "step": 1}`` for a range of more than
+    1024 indices (such as the open-ended ``range(N, sys.maxsize)``).
     """
     data: dict[str, object] = {"type": type(fault).__name__}
     for f in fields(fault):
         value = getattr(fault, f.name)
         if f.default is not MISSING and value == f.default:
             continue
-        if isinstance(value, (frozenset, range)):
+        if isinstance(value, range) and value[_LISTED_RANGE:]:
+            value = {"start": value.start, "stop": value.stop, "step": value.step}
+        elif isinstance(value, (frozenset, range)):
             value = sorted(value)
         data[f.name] = value
     return data
@@ -468,6 +480,13 @@ def fault_from_dict(data: Mapping[str, object]) -> Fault:
         raise ValueError(f"unknown fault type {kind!r}; known: {', '.join(sorted(FAULT_TYPES))}")
     names = {f.name for f in fields(cls)}
     kwargs = {k: v for k, v in data.items() if k != "type"}
+    c = kwargs.get("connections")
+    if isinstance(c, Mapping):
+        try:
+            kwargs["connections"] = range(c["start"], c["stop"], c.get("step", 1))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"{kind}: connections as a mapping needs int start, stop "
+                             f"(and step), got {c!r}") from exc
     unknown = set(kwargs) - names
     if unknown:
         raise ValueError(f"{kind}: unknown argument(s) {', '.join(sorted(unknown))}")

@@ -39,13 +39,14 @@ import dataclasses
 import random
 import socket
 import struct
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-from sockwork.faults.plan import Close, Plan, Report, Wait
+from sockwork.faults.plan import Close, Event, Plan, Report, Wait
 from sockwork.faults.plan import Connection as PlanConnection
 from sockwork.faults.vocabulary import (
     AcceptFault,
@@ -92,15 +93,10 @@ _T = TypeVar("_T")
 _WRITE_HIGH_WATER = 512 * 1024
 _CONNECT_TIMEOUT = 10.0
 _ACCEPT_BATCH = 64
-_PRUNE_EVERY = 256
 _READ_SIZE = 1024 * 1024  # the most one read takes from a socket
 _ACCEPT_RETRY = 0.1
 _CLOSE_TIMEOUT = 5.0
 _LINGER_ZERO = struct.pack("ii", 1, 0)
-# "Connections from N on" is written range(N, N + _SCOPE_SPAN): the vocabulary's
-# `connections` has no open-ended form, and it validates a range with min(), which
-# walks it, so the span must stay small enough to check in a few milliseconds.
-_SCOPE_SPAN = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -403,13 +399,13 @@ class FaultProxy:
         self._want_enabled = enabled
         self._entries: dict[str, _Entry] = {}
         self._names: dict[int, str] = {}  # id(planned fault) -> name, for the report
+        self._fired: dict[str, int] = {}  # fault name -> firings (ProxyCounters.faults_fired)
         self._retired: list[Fault] = []  # keeps ids of removed faults valid
         self._connections: dict[int, _Connection] = {}
         self._next_id = 0
         self._accepts = 0
         self._streams = 0
         self._failed = 0
-        self._closed_since_prune = 0
         self._received: dict[str, int] = {"upstream": 0, "downstream": 0}
         self._sent: dict[str, int] = {"upstream": 0, "downstream": 0}
         self._plan: Plan | None = None
@@ -670,7 +666,9 @@ class FaultProxy:
         self._loop = loop
         self._loop_thread = threading.current_thread()
         planned = [e.planned for e in self._entries.values() if e.planned is not None]
-        self._plan = Plan(planned, rng=random.Random(self.seed), now=loop.time(), seed=self.seed)
+        self._fired = {}
+        self._plan = Plan(planned, rng=random.Random(self.seed), now=loop.time(), seed=self.seed,
+                          on_event=self._plan_event)
         self._idle = asyncio.Event()
         self._idle.set()
         sock = self._bind(self._listen)
@@ -827,18 +825,13 @@ class FaultProxy:
         for direction, pipe in conn.pipes.items():
             self._received[direction] += pipe.received
             self._sent[direction] += pipe.sent
-        self._closed_since_prune += 1
-        if self._closed_since_prune >= _PRUNE_EVERY and self._plan is not None:
-            # The plan forgets closed connections only in update(); updating with the
-            # same faults keeps every open stream's state and draws (plan.py's rules).
-            self._closed_since_prune = 0
-            self._plan.update(self._plan.faults, now=self._require_loop().time())
+        if conn.plan_conn is not None:
+            conn.plan_conn.close()  # the plan forgets it now (idempotent)
         if not conn.failed and conn.plan_conn is not None:
-            index = conn.plan_conn.index
-            fired = tuple(
+            fired = tuple(  # this connection's own events: O(its events), not the report's
                 self._names.get(id(e.fault), type(e.fault).__name__)
-                for e in self._require_plan().report.events
-                if e.kind == "stream" and e.connection == index and e.what == "fired"
+                for e in conn.plan_conn.events
+                if e.what == "fired"
             )
             self._emit(
                 ConnectionEvent(
@@ -878,12 +871,6 @@ class FaultProxy:
             for direction, pipe in conn.pipes.items():
                 received[direction] += pipe.received
                 sent[direction] += pipe.sent
-        fired: dict[str, int] = {}
-        if self._plan is not None:
-            for e in self._plan.report.events:
-                if e.what == "fired" or e.kind == "accept":
-                    name = self._names.get(id(e.fault), type(e.fault).__name__)
-                    fired[name] = fired.get(name, 0) + 1
         return ProxyCounters(
             connections_total=self._next_id,
             connections_open=len(self._connections),
@@ -892,8 +879,14 @@ class FaultProxy:
             received_downstream=received["downstream"],
             bytes_upstream=sent["upstream"],
             bytes_downstream=sent["downstream"],
-            faults_fired=fired,
+            faults_fired=dict(self._fired),
         )
+
+    def _plan_event(self, event: Event) -> None:
+        """Count each firing as the plan records it (the report keeps only the latest)."""
+        if event.what == "fired" or event.kind == "accept":
+            name = self._names.get(id(event.fault), type(event.fault).__name__)
+            self._fired[name] = self._fired.get(name, 0) + 1
 
     def _planned(self, fault: Fault, direction: str, scope: Scope) -> Fault | None:
         """The fault as the plan gets it: direction set, and limited to new connections."""
@@ -977,13 +970,15 @@ class FaultProxy:
 def _from_index(connections: object, first: int) -> int | range | frozenset[int] | None:
     """Intersect a ``connections`` trigger with "index ``first`` and later"."""
     if connections is None:
-        return range(first, first + _SCOPE_SPAN)
+        return range(first, sys.maxsize)  # the vocabulary's open-ended form
     if isinstance(connections, int):
         return range(first, connections + 1) if connections >= first else None
     assert isinstance(connections, (range, frozenset))
-    if isinstance(connections, range) and connections.step == 1:
-        lo = max(first, connections.start)
-        return range(lo, connections.stop) if lo < connections.stop else None
+    if isinstance(connections, range):
+        # In O(1): the range may be open-ended. Keep its step, from its first index >= first.
+        r = connections if connections.step > 0 else connections[::-1]
+        skip = max(0, -((r.start - first) // r.step))  # ceil((first - start) / step)
+        return r[skip:] or None
     chosen = frozenset(i for i in connections if i >= first)
     return chosen or None
 

@@ -1,0 +1,82 @@
+"""Cutting a connection as the network does: FIN, or RST (an abort).
+
+# Rules:
+- A cut with FIN is ``shutdown(SHUT_RDWR)`` (the peer reads EOF, local sends get
+  EPIPE, local receives EOF). A cut with RST (RFC 793 abort) is ``connect()`` with
+  ``AF_UNSPEC`` on Linux: ``tcp_disconnect`` sends RST and the socket stays the same
+  file, so a selector or asyncio sees the hang-up on the fd it registered.
+  Elsewhere ``SO_LINGER`` 0 and ``dup2`` of an unconnected socket over the fd make
+  the connection's last reference close (an RST) while the fd number stays valid.
+  Either way the next call raises ``ConnectionResetError`` (ECONNRESET), later sends
+  ``BrokenPipeError`` and receives EOF, as Linux does after an RST.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import socket
+import struct
+import sys
+
+from sockwork.faults import kernel
+from sockwork.faults.readiness import notify_changed
+from sockwork.faults.state import SocketState
+
+__all__ = ["cut", "raise_if_cut"]
+
+
+def raise_if_cut(state: SocketState, sending: bool) -> None:
+    """Raise what the application sees on a cut connection (the first call after an RST)."""
+    if state.cut == "reset":
+        state.cut = "reset-seen"
+        raise kernel.oserror(ConnectionResetError, errno.ECONNRESET)
+    if state.cut == "reset-seen" and sending:
+        raise kernel.oserror(BrokenPipeError, errno.EPIPE)
+
+
+def cut(sock: socket.socket, state: SocketState, reset: bool) -> None:
+    """End the connection of ``sock`` with FIN, or RST when ``reset``; once."""
+    if state.cut is not None:
+        return
+    if not reset:
+        state.cut = "fin"
+        kernel.shutdown_quietly(sock, socket.SHUT_RDWR)
+        notify_changed()
+        return
+    state.cut = "reset"
+    if not _disconnect(sock):
+        kernel.shutdown_quietly(sock, socket.SHUT_RD)  # wake local readers; sends nothing
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            placeholder = kernel.Socket(sock.family, sock.type)
+            try:
+                os.dup2(placeholder.fileno(), sock.fileno(), inheritable=False)
+            finally:
+                placeholder.close()
+        except OSError:
+            pass
+    notify_changed()
+
+
+_libc: ctypes.CDLL | None = None
+
+
+def _disconnect(sock: socket.socket) -> bool:
+    """Abort a TCP connection in place with ``connect(AF_UNSPEC)`` (Linux): the kernel
+    sends RST (tcp_disconnect) and the file stays the same, so selectors and asyncio
+    see the hang-up on the fd they registered. Returns False where unsupported."""
+    global _libc
+    if not sys.platform.startswith("linux") or sock.family not in (socket.AF_INET,
+                                                                    socket.AF_INET6):
+        return False
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        address = ctypes.create_string_buffer(16)  # sa_family = AF_UNSPEC (0)
+        return int(_libc.connect(sock.fileno(), address, 16)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
