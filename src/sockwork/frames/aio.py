@@ -316,7 +316,7 @@ class MessageStream(Generic[T]):
                 protocol.read_waiter = None
 
     def __aiter__(self) -> AsyncIterator[T]:
-        """Iterate over messages until the peer closes cleanly (like the blocking one)."""
+        """Iterate over messages until the connection closes cleanly (peer's EOF, or close())."""
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[T]:
