@@ -199,6 +199,53 @@ def sockwork_asyncio_receiver(size: int, count: int, ready: Callable[[int], None
     return asyncio.run(main())
 
 
+# -- sockwork background (Endpoint): one shared I/O thread, select() on fileno() --------------
+
+
+def _background_sender(port: int, size: int, count: int, done: Event, *, batch: bool) -> None:
+    from sockwork.frames import Endpoint
+
+    with Endpoint(socket.create_connection((HOST, port))) as endpoint:
+        payload = b"x" * size
+        if batch and size == SMALL:
+            messages = [payload] * BATCH
+            for _ in range(count // BATCH):
+                endpoint.write_many(messages)
+        else:
+            write = endpoint.write
+            for _ in range(_batched(count) if size == SMALL else count):
+                write(payload)  # one call per message: the I/O thread batches the sends
+        done.wait(60)
+
+
+def sockwork_background_sender(port: int, size: int, count: int, done: Event) -> None:
+    _background_sender(port, size, count, done, batch=True)
+
+
+def sockwork_background_single_sender(port: int, size: int, count: int, done: Event) -> None:
+    _background_sender(port, size, count, done, batch=False)
+
+
+def sockwork_background_receiver(size: int, count: int, ready: Callable[[int], None]) -> float:
+    from sockwork.frames import Endpoint
+
+    with _listen() as listener:
+        ready(listener.getsockname()[1])
+        sock, _ = listener.accept()
+    with Endpoint(sock) as endpoint:
+        expected = _batched(count) if size == SMALL else count
+        read = endpoint.read
+        got = 0
+        start = 0.0
+        while got < expected:
+            select.select([endpoint], [], [], 10)
+            while got < expected and read() is not None:
+                got += 1
+                if got == 1:
+                    start = time.perf_counter()
+        return time.perf_counter() - start
+
+
 # -- asyncio streams with readexactly: the common hand-written peer ---------------------------
 
 
@@ -349,8 +396,18 @@ register(
     sockwork_asyncio_receiver,
     (150_000, 0),
 )
-# sockwork background (Endpoint): its row is registered here by the endpoint front end's
-# author, with register("sockwork background", sender, receiver, counts).
+register(
+    "sockwork background",
+    sockwork_background_sender,
+    sockwork_background_receiver,
+    (300_000, 600),
+)
+register(
+    "sockwork background, write() per message",
+    sockwork_background_single_sender,
+    sockwork_background_receiver,
+    (150_000, 0),
+)
 register(READEXACTLY, streams_sender, streams_receiver, (60_000, 200))
 register(STOCKINGS, stockings_sender, stockings_receiver, (30_000, 100))
 try:
@@ -474,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {ratio(small, readexactly)} | {fmt(large)} | {ratio(large, plain)} |"
         )
     print()
-    for name in (BLOCKING, ASYNCIO):
+    for name in (BLOCKING, ASYNCIO, "sockwork background"):
         if any(key[0] == name for key in rates):
             small, large = median(name, SMALL), mbps(name)
             print(

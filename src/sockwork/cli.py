@@ -16,7 +16,11 @@ from typing import cast
 __all__ = ["main"]
 
 # Modules whose register() adds sub-commands, in the order of the help text.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = (
+    "sockwork.faults.command",
+    "sockwork.proxy.command",
+    "sockwork.console.command",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

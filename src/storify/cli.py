@@ -1,16 +1,312 @@
-"""The ``storify`` command."""
+"""The ``storify`` command: ``storify serve`` runs a store, ``storify simulate`` shops in it."""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import errno
+import logging
+import signal
+import sqlite3
+import sys
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import cast
 
-__all__ = ["main"]
+from storify.conditions import DEFAULT_CONDITIONS, NetworkConditions
+from storify.money import format_price
+from storify.repl import StoreREPL
+from storify.service import DEFAULT_API_PORT, DEFAULT_POOR_PORT, DEFAULT_PORT, StoreService
+from storify.simulate import SimulationResult, progress_stream, run_simulation
+from storify.store import Store
+
+__all__ = ["build_parser", "exposure_warning", "listen_host", "main"]
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0 picks a free one), not {port}")
+    return port
+
+
+def _address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:65433)")
+    number = _port(port)
+    if number == 0:
+        raise argparse.ArgumentTypeError("the API port to connect to cannot be 0")
+    return host.strip("[]"), number
+
+
+def _conditions(text: str) -> NetworkConditions:
+    try:
+        return NetworkConditions.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        """Return the number in ``text`` if it is more than 0."""
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of the whole ``storify`` command."""
+    parser = argparse.ArgumentParser(
+        prog="storify",
+        description="A store whose manager works at the console while customers shop over "
+        "telnet and programs shop through a framed JSON API.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the store: manager console here, customers over telnet, programs over the API",
+        description="Run the store. The manager's console runs in this terminal (type help); "
+        "customers connect with telnet; programs use the API.",
+    )
+    serve.add_argument("--name", default="OPEN", help="the store's name (OPEN)")
+    serve.add_argument("--db", default="store.db", help="SQLite database file (store.db)")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help='address to listen on (127.0.0.1); "" or 0.0.0.0 opens the store to the network',
+    )
+    serve.add_argument(
+        "--port", type=_port, default=DEFAULT_PORT, help=f"telnet port ({DEFAULT_PORT}; 0: any)"
+    )
+    serve.add_argument(
+        "--api-port",
+        type=_port,
+        default=DEFAULT_API_PORT,
+        help=f"API port ({DEFAULT_API_PORT}; 0: any)",
+    )
+    serve.add_argument(
+        "--demo", action="store_true", help="put a small catalog on sale if the store is empty"
+    )
+    serve.add_argument(
+        "--poor-network",
+        type=_conditions,
+        metavar="SPEC",
+        help=f"open a rehearsal port with these conditions, e.g. {DEFAULT_CONDITIONS!r}",
+    )
+    serve.add_argument(
+        "--poor-port",
+        type=_port,
+        metavar="PORT",
+        help=f"rehearsal port, forwarding to the telnet port ({DEFAULT_POOR_PORT}); "
+        f"alone it means --poor-network {DEFAULT_CONDITIONS!r}",
+    )
+    serve.add_argument(
+        "--no-console",
+        action="store_true",
+        help="no manager console: serve until interrupted (SIGINT or SIGTERM)",
+    )
+    serve.add_argument(
+        "--durable",
+        action="store_true",
+        help="fsync every checkout (SQLite synchronous=FULL): orders survive power loss too",
+    )
+    serve.set_defaults(run=_run_serve)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="run simulated customers against the API and check the books",
+        description="Drive simulated customers through the API concurrently, then report "
+        "purchases/s, latency and retries, and check that no stock was lost or oversold.",
+    )
+    simulate.add_argument(
+        "--customers", type=int, default=10, help="customers shopping at once (10)"
+    )
+    simulate.add_argument(
+        "--duration", type=_positive(float), default=5.0, help="seconds of shopping (5)"
+    )
+    simulate.add_argument(
+        "--api",
+        type=_address,
+        default=("127.0.0.1", DEFAULT_API_PORT),
+        metavar="HOST:PORT",
+        help=f"the store's API (127.0.0.1:{DEFAULT_API_PORT})",
+    )
+    simulate.add_argument("--seed", type=int, help="makes the customers' choices reproducible")
+    simulate.add_argument(
+        "--timeout", type=_positive(float), default=5.0, help="seconds per attempt (5)"
+    )
+    simulate.add_argument("--attempts", type=int, default=5, help="tries per checkout (5)")
+    simulate.add_argument(
+        "--reconnect-every",
+        type=int,
+        metavar="N",
+        help="each customer opens a new connection after N checkouts (default: never)",
+    )
+    simulate.add_argument(
+        "--poor-network",
+        type=_conditions,
+        metavar="SPEC",
+        help="shop through an embedded sockwork proxy with these conditions, "
+        "e.g. 'latency=20ms,reset=5%%'",
+    )
+    simulate.set_defaults(run=_run_simulate)
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``storify`` command line; returns the exit status."""
-    parser = argparse.ArgumentParser(prog="storify", description=__doc__)
-    parser.add_subparsers(dest="command", required=True)
-    parser.parse_args(argv)
-    return 0
+    args = build_parser().parse_args(argv)
+    run = cast(Callable[[argparse.Namespace], int], args.run)
+    return run(args)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def exposure_warning(host: str) -> str | None:
+    """Return the warning printed when ``host`` is not loopback (None when it is)."""
+    if host in _LOOPBACK or host.startswith("127."):
+        return None
+    shown = "every interface" if host in ("", "0.0.0.0", "::") else host
+    return (
+        f"storify: warning: --host {host!r} opens the store to the network ({shown}); telnet "
+        "and the API are cleartext, without passwords. Use it only on a network you trust."
+    )
+
+
+def listen_host(host: str) -> str:
+    """Return the address to bind for ``--host``: ``""`` (every interface) becomes 0.0.0.0."""
+    return "0.0.0.0" if host == "" else host
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="storify: %(message)s")
+    conditions: NetworkConditions | None = args.poor_network
+    if conditions is None and args.poor_port is not None:
+        conditions = NetworkConditions.parse(DEFAULT_CONDITIONS)
+    warning = exposure_warning(args.host)
+    if warning is not None:
+        print(warning, file=sys.stderr, flush=True)
+    try:
+        store = Store(args.db, synchronous="FULL" if args.durable else "NORMAL")
+    except sqlite3.Error as error:
+        print(f"storify: cannot open the database {args.db!r}: {error}", file=sys.stderr)
+        return 1
+    try:
+        if args.demo and store.seed_demo():
+            _say(f"Put the demo catalog on sale in {args.db}.")
+        service = StoreService(
+            store,
+            name=args.name,
+            host=listen_host(args.host),
+            port=args.port,
+            api_port=args.api_port,
+            poor_network=conditions,
+            poor_port=DEFAULT_POOR_PORT if args.poor_port is None else args.poor_port,
+        )
+        try:
+            service.start()
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                print(
+                    f"storify: a port is already in use ({error}); is another store running? "
+                    "Choose others with --port, --api-port (and --poor-port), or 0 for any.",
+                    file=sys.stderr,
+                )
+                return 1
+            raise
+        _announce(service, args.name, args.db)
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            if args.no_console:
+                service.wait()
+            else:
+                StoreREPL(store, front=service, name=args.name).cmdloop()
+        except KeyboardInterrupt:
+            _say("")
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            service.stop()
+        count, revenue = store.totals()
+        _say(f"{args.name} is closed: {count} order(s), {format_price(revenue)} in total.")
+        return 0
+    finally:
+        store.close()
+
+
+def _program() -> str:
+    """Return how this command was invoked, to print commands the user can paste."""
+    invoked = sys.argv[0] if sys.argv and sys.argv[0] else "storify"
+    return "python -m storify" if invoked.endswith("__main__.py") else invoked
+
+
+def _announce(service: StoreService, name: str, db: str) -> None:
+    host, port = service.telnet_address
+    api_host, api_port = service.api_address
+    _say(f"{name} store is open ({db}). From another terminal:")
+    _say(f"  customers: telnet {host} {port}")
+    _say(f"  programs:  {_program()} simulate --api {api_host}:{api_port}  (framed JSON API)")
+    poor = service.poor_address
+    if poor is not None and service.poor_network is not None:
+        _say(f"  poor link: telnet {poor[0]} {poor[1]}  ({service.poor_network.describe()})")
+
+
+def _run_simulate(args: argparse.Namespace) -> int:
+    if args.customers < 1 or args.attempts < 1:
+        print("storify simulate: --customers and --attempts must be at least 1", file=sys.stderr)
+        return 2
+    if args.reconnect_every is not None and args.reconnect_every < 1:
+        print("storify simulate: --reconnect-every must be at least 1", file=sys.stderr)
+        return 2
+    address: tuple[str, int] = args.api
+    conditions: NetworkConditions | None = args.poor_network
+    try:
+        if conditions is None:
+            result = _simulate(args, address)
+        else:
+            from sockwork.proxy import FaultProxy
+
+            with FaultProxy(upstream=address, seed=args.seed) as proxy:
+                for fault, direction in conditions.faults():
+                    proxy.add(fault, direction=direction)
+                _say(f"Shopping through a proxy: {conditions.describe()}.")
+                result = _simulate(args, proxy.address)
+    except OSError as error:
+        print(
+            f"storify simulate: cannot reach the store's API at {address[0]}:{address[1]} "
+            f"({error}); is `storify serve` running?",
+            file=sys.stderr,
+        )
+        return 1
+    _say(result.summary())
+    return 0 if result.ok else 1
+
+
+def _simulate(args: argparse.Namespace, address: tuple[str, int]) -> SimulationResult:
+    return run_simulation(
+        address,
+        customers=args.customers,
+        duration=args.duration,
+        seed=args.seed,
+        timeout=args.timeout,
+        attempts=args.attempts,
+        reconnect_every=args.reconnect_every,
+        progress=progress_stream(),
+    )

@@ -1,3 +1,20 @@
 """Console programs (``cmd.Cmd``, ``print``/``input`` code) served to telnet users."""
 
-__all__: list[str] = []
+from __future__ import annotations
+
+from sockwork.console.routing import Streams, bind, current_streams, wrap
+from sockwork.console.server import App, ConsoleServer, Session, adapt_cmd, current_session
+from sockwork.console.telnet import TelnetConnection
+
+__all__ = [
+    "App",
+    "ConsoleServer",
+    "Session",
+    "Streams",
+    "TelnetConnection",
+    "adapt_cmd",
+    "bind",
+    "current_session",
+    "current_streams",
+    "wrap",
+]

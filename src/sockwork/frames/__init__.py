@@ -45,3 +45,8 @@ __all__ = [
     "open_connection",
     "start_server",
 ]
+
+# The background front end (added by the endpoint helper; kept at the end for easy merges).
+from sockwork.frames.endpoint import DEFAULT_MAX_QUEUE, Endpoint  # noqa: E402
+
+__all__ += ["DEFAULT_MAX_QUEUE", "Endpoint"]

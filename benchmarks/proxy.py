@@ -1,0 +1,206 @@
+"""Benchmark: sockwork's FaultProxy (no fault) vs a direct connection vs a socat relay.
+
+Run: .venv/bin/python benchmarks/proxy.py [--mib 64] [--trials 7] [--rounds 2000]
+
+Each path carries (1) bulk transfers: the client pushes ``--mib`` MiB in 1 MiB
+``sendall`` calls to a sink that acknowledges the EOF, and (2) 64-byte ping-pong round
+trips to an echo server (TCP_NODELAY everywhere). The proxy and socat each run in their
+own process, as a user would run them; the servers and the client share this process.
+Targets (issue 4): proxy >= 0.5x direct throughput and within 2x of socat; added median
+round trip <= 100 us.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+CHUNK = 1 << 20
+
+
+def serve(handler: Callable[[socket.socket], None]) -> tuple[socket.socket, tuple[str, int]]:
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def loop() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            threading.Thread(target=handler, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return listener, listener.getsockname()[:2]
+
+
+def sink(conn: socket.socket) -> None:
+    buf = bytearray(CHUNK)
+    with conn:
+        while conn.recv_into(buf):
+            pass
+        conn.sendall(b"k")
+
+
+def echo(conn: socket.socket) -> None:
+    with conn:
+        while data := conn.recv(65536):
+            conn.sendall(data)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_connectable(address: tuple[str, int]) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(address, timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+@contextmanager
+def sockwork_proxy(upstream: tuple[str, int]) -> Iterator[tuple[str, int]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sockwork", "proxy", "--upstream", f"{upstream[0]}:{upstream[1]}"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()
+        match = re.search(r"proxy (127\.0\.0\.1):(\d+)", banner)
+        assert match, banner
+        # Drain the per-connection lines so the pipe never fills up.
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        yield match.group(1), int(match.group(2))
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextmanager
+def socat_relay(upstream: tuple[str, int]) -> Iterator[tuple[str, int]]:
+    port = free_port()
+    proc = subprocess.Popen(
+        ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
+         f"TCP:{upstream[0]}:{upstream[1]},nodelay"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_connectable(("127.0.0.1", port))
+        yield "127.0.0.1", port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextmanager
+def direct(upstream: tuple[str, int]) -> Iterator[tuple[str, int]]:
+    yield upstream
+
+
+def bulk(address: tuple[str, int], mib: int) -> float:
+    """Seconds to push ``mib`` MiB and get the sink's acknowledgement."""
+    payload = os.urandom(CHUNK)
+    with socket.create_connection(address) as conn:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        started = time.perf_counter()
+        for _ in range(mib):
+            conn.sendall(payload)
+        conn.shutdown(socket.SHUT_WR)
+        assert conn.recv(1) == b"k"
+        return time.perf_counter() - started
+
+
+def ping_pong(address: tuple[str, int], rounds: int) -> list[float]:
+    """Round-trip times (seconds) of 64-byte messages."""
+    message = b"p" * 64
+    times = []
+    with socket.create_connection(address) as conn:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(rounds):
+            started = time.perf_counter()
+            conn.sendall(message)
+            got = 0
+            while got < 64:
+                got += len(conn.recv(64 - got))
+            times.append(time.perf_counter() - started)
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mib", type=int, default=64, help="MiB per bulk trial (default 64)")
+    parser.add_argument("--trials", type=int, default=7, help="interleaved rounds (default 7)")
+    parser.add_argument("--rounds", type=int, default=2000, help="ping-pong rounds (default 2000)")
+    args = parser.parse_args()
+
+    sink_listener, sink_address = serve(sink)
+    echo_listener, echo_address = serve(echo)
+    Relay = Callable[[tuple[str, int]], contextlib.AbstractContextManager[tuple[str, int]]]
+    paths: list[tuple[str, Relay]] = [("direct", direct)]
+    paths.append(("sockwork FaultProxy", sockwork_proxy))
+    if shutil.which("socat"):
+        paths.append(("socat relay", socat_relay))
+    else:
+        print("socat is not installed: its row is skipped", file=sys.stderr)
+
+    # Every path is measured once per round, rounds interleaved, so that the load of
+    # this shared machine falls on all of them alike; figures are medians of rounds.
+    results: dict[str, tuple[float, float, float]] = {}
+    with contextlib.ExitStack() as stack:
+        relays = {
+            name: (stack.enter_context(make(sink_address)), stack.enter_context(make(echo_address)))
+            for name, make in paths
+        }
+        seconds: dict[str, list[float]] = {name: [] for name in relays}
+        rtts: dict[str, list[float]] = {name: [] for name in relays}
+        for bulk_address, echo_at in relays.values():
+            bulk(bulk_address, 4)  # warm up
+            ping_pong(echo_at, 100)
+        for _ in range(args.trials):
+            for name, (bulk_address, echo_at) in relays.items():
+                seconds[name].append(bulk(bulk_address, args.mib))
+                rtts[name].extend(ping_pong(echo_at, args.rounds // args.trials))
+    for name in relays:
+        times = sorted(rtts[name])
+        mbps = args.mib * CHUNK / statistics.median(seconds[name]) / 1e6
+        p99 = times[int(len(times) * 0.99) - 1] * 1e6
+        results[name] = (mbps, statistics.median(times) * 1e6, p99)
+    sink_listener.close()
+    echo_listener.close()
+
+    base_mbps, base_rtt, _ = results["direct"]
+    socat = results.get("socat relay")
+    print(f"proxy benchmark: {args.trials} interleaved rounds of {args.mib} MiB per path "
+          f"(median) and {args.rounds} x 64 B round trips in all; "
+          f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    print(f"{'path':<22}{'MB/s':>9}{'x direct':>10}{'x socat':>9}"
+          f"{'RTT med us':>12}{'p99 us':>9}{'added us':>10}")
+    for name, (mbps, median, p99) in results.items():
+        vs_socat = f"{mbps / socat[0]:.2f}" if socat else "-"
+        print(f"{name:<22}{mbps:>9.0f}{mbps / base_mbps:>10.2f}{vs_socat:>9}"
+              f"{median:>12.1f}{p99:>9.1f}{median - base_rtt:>10.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

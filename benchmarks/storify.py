@@ -1,0 +1,182 @@
+"""Checkouts per second through storify's API with 1, 10 and 100 simulated customers.
+
+The store runs as ``storify serve --no-console`` in its own process (SQLite in WAL
+mode, one transaction per checkout); the customers are ``storify.simulate`` in this
+process, each on its own connection, each checkout one request with a fresh request
+id. Side by side: the same store with ``--durable`` (fsync per checkout), and the
+ceiling of the database layer alone (``Store.checkout`` in-process, no network).
+
+Target (issue 6): at least 1,000 checkouts/s at 10 customers with p99 under 50 ms.
+
+Run: ``.venv/bin/python benchmarks/storify.py [--duration 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+# Run as a script, this file's directory comes first on sys.path and its name would
+# shadow the storify package: drop it before importing.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != _HERE]
+
+from storify.simulate import run_simulation  # noqa: E402
+from storify.store import Store  # noqa: E402
+from storify.tally import percentile  # noqa: E402
+
+TARGET_RATE = 1000.0
+TARGET_P99 = 0.050
+PRODUCTS = 10
+STOCK = 100_000_000
+
+
+@dataclass
+class Row:
+    setup: str
+    customers: int
+    rate: float
+    p50: float
+    p99: float
+    note: str
+
+
+def _make_db(path: str) -> None:
+    with Store(path) as store:
+        for number in range(PRODUCTS):
+            store.add_product(f"Product {number}", 100 + number, STOCK)
+
+
+def _serve(db: str, *extra: str) -> tuple[subprocess.Popen[str], tuple[str, int]]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "storify",
+            "serve",
+            "--no-console",
+            "--db",
+            db,
+            "--port",
+            "0",
+            "--api-port",
+            "0",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    text = ""
+    while "--api" not in text:
+        line = process.stdout.readline()
+        if not line:
+            raise RuntimeError("storify serve did not start")
+        text += line
+    found = re.search(r"--api (127\.0\.0\.1):(\d+)", text)
+    assert found is not None
+    return process, (found.group(1), int(found.group(2)))
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    process.terminate()
+    process.communicate(timeout=30)
+
+
+def _through_api(setup: str, customers: int, duration: float, *extra: str) -> Row:
+    with tempfile.TemporaryDirectory() as directory:
+        db = os.path.join(directory, "bench.db")
+        _make_db(db)
+        process, address = _serve(db, *extra)
+        try:
+            result = run_simulation(address, customers=customers, duration=duration, seed=1)
+        finally:
+            _stop(process)
+    tally = result.tally
+    note = "books ok" if result.ok else "BOOKS BROKEN"
+    if tally.retried or tally.failed:
+        note += f", {tally.retried} retried, {tally.failed} failed"
+    return Row(
+        setup,
+        customers,
+        result.purchases_per_second,
+        percentile(tally.latencies, 0.5),
+        percentile(tally.latencies, 0.99),
+        note,
+    )
+
+
+def _in_process(duration: float) -> Row:
+    with tempfile.TemporaryDirectory() as directory:
+        db = os.path.join(directory, "bench.db")
+        _make_db(db)
+        latencies: list[float] = []
+        with Store(db) as store:
+            started = time.perf_counter()
+            deadline = started + duration
+            number = 0
+            while time.perf_counter() < deadline:
+                number += 1
+                before = time.perf_counter()
+                store.checkout(
+                    {1 + number % PRODUCTS: 1 + number % 3},
+                    customer="bench",
+                    request_id=f"b{number}",
+                )
+                latencies.append(time.perf_counter() - before)
+            elapsed = time.perf_counter() - started
+    return Row(
+        "Store.checkout in-process (no network)",
+        1,
+        len(latencies) / elapsed,
+        percentile(latencies, 0.5),
+        percentile(latencies, 0.99),
+        "ceiling of the database layer",
+    )
+
+
+def main() -> int:
+    """Run every setup once and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (5)")
+    args = parser.parse_args()
+    rows = [
+        _through_api("API, SQLite WAL synchronous=NORMAL", 1, args.duration),
+        _through_api("API, SQLite WAL synchronous=NORMAL", 10, args.duration),
+        _through_api("API, SQLite WAL synchronous=NORMAL", 100, args.duration),
+        _through_api("API, --durable (synchronous=FULL)", 10, args.duration, "--durable"),
+        _in_process(args.duration),
+    ]
+    load = os.getloadavg()
+    print(
+        f"storify checkouts/s, {args.duration:g} s per run, {os.cpu_count()} CPUs, "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
+    header = (
+        f"| {'setup':<40} | customers | checkouts/s | vs target | p50 ms | p99 ms | {'notes':<30} |"
+    )
+    print(header)
+    print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
+    for row in rows:
+        ratio = row.rate / TARGET_RATE
+        print(
+            f"| {row.setup:<40} | {row.customers:>9} | {row.rate:>11,.0f} | {ratio:>8.2f}x "
+            f"| {row.p50 * 1000:>6.2f} | {row.p99 * 1000:>6.2f} | {row.note:<30} |"
+        )
+    ten = rows[1]
+    met = ten.rate >= TARGET_RATE and ten.p99 < TARGET_P99
+    print(
+        f"target at 10 customers (>= {TARGET_RATE:,.0f}/s, p99 < {TARGET_P99 * 1000:.0f} ms): "
+        f"{'met' if met else 'NOT met'} ({ten.rate:,.0f}/s, p99 {ten.p99 * 1000:.1f} ms)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

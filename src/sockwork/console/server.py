@@ -1,0 +1,839 @@
+"""Serve a console program (a ``cmd.Cmd`` class or any function) to telnet users.
+
+One thread per session runs a fresh instance of the program; the telnet layer
+(:mod:`sockwork.console.telnet`) sits between it and the socket, and the routing of
+standard streams (:mod:`sockwork.console.routing`) makes bare ``print()``/``input()``
+reach the right user while unbound threads keep the local console.
+"""
+
+# Strategy:
+# - Accept loop: one thread (or the caller of serve_forever) waits on the listening
+#   socket and a wake-up socketpair with a selector; stop() writes to the pair.
+# - Session thread: password, then the program; it alone reads the socket. Writes come
+#   from it and from other threads (broadcast, bound helper threads) under the session
+#   lock, which also guards the TelnetConnection.
+# - stop() and Session.close() unblock a session by shutting down the socket's fd (the
+#   socketserver "hang" fix: recv() then returns EOF at once); only the session thread
+#   closes it, and a small lock keeps shutdown and close from racing on a reused fd.
+# - TLS: OpenSSL objects must not be read and written at once from two threads, so
+#   with TLS the reader waits for readability without the lock and reads under it.
+
+from __future__ import annotations
+
+import cmd
+import hmac
+import io
+import itertools
+import logging
+import selectors
+import socket
+import ssl as _ssl
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal, TextIO, cast
+
+from sockwork.console import routing
+from sockwork.console.telnet import (
+    NEED_DATA,
+    EndOfInput,
+    Interrupt,
+    Line,
+    LineTooLong,
+    TelnetConnection,
+)
+from sockwork.errors import ConnectionClosed
+
+if TYPE_CHECKING:
+    from typing import Self
+
+__all__ = ["App", "ConsoleServer", "Session", "adapt_cmd", "current_session"]
+
+_log = logging.getLogger("sockwork.console")
+
+App = Callable[[], object]
+"""What a server runs per session: a Cmd subclass, a factory returning a Cmd, or a function."""
+
+_RECV_SIZE = 4096
+_OUTPUT_FLUSH_AT = 8192  # characters buffered before a write goes out without a newline
+
+
+class _SessionInput:
+    """The session's standard input: lines typed by the telnet user."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    @property
+    def encoding(self) -> str:
+        return self._session._conn.encoding
+
+    @property
+    def name(self) -> str:
+        return f"<telnet {self._session.peer_text}>"
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    @property
+    def errors(self) -> str:
+        return "replace"
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        pass
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._session._read_line, "")
+
+    def readlines(self, hint: int = -1) -> list[str]:
+        return list(self)
+
+    def isatty(self) -> bool:
+        # False on purpose: pydoc would start a pager on the server's terminal.
+        return False
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("a telnet session has no file descriptor")
+
+    def readline(self, size: int | None = -1) -> str:
+        return self._session._read_line()
+
+    def read(self, size: int | None = -1) -> str:
+        if size is not None and size >= 0:
+            return self._session._read_line()
+        return "".join(iter(self._session._read_line, ""))
+
+    def close(self) -> None:
+        pass  # the session owns the socket
+
+
+class _SessionOutput:
+    """The session's standard output and error: line-buffered text to the telnet user."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    @property
+    def encoding(self) -> str:
+        return self._session._conn.encoding
+
+    @property
+    def errors(self) -> str:
+        return "replace"
+
+    @property
+    def name(self) -> str:
+        return f"<telnet {self._session.peer_text}>"
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("a telnet session has no file descriptor")
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._session._write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._session._flush()
+
+    def close(self) -> None:
+        pass  # the session owns the socket
+
+
+class Session:
+    """One connected telnet user: who, since when, how many bytes; close or message them.
+
+    Attributes:
+        id: a number unique within the server, counting from 1.
+        peer: the client's address as ``(host, port)``.
+        started_at: when the client connected (``time.time()``).
+        streams: the session's standard streams (bind a thread to them with
+            :func:`sockwork.console.routing.bind`).
+    """
+
+    def __init__(
+        self,
+        server: ConsoleServer,
+        sock: socket.socket,
+        peer: tuple[str, int],
+        session_id: int,
+    ) -> None:
+        self.id = session_id
+        self.peer = peer
+        self.started_at = time.time()
+        self._server = server
+        self._sock = sock
+        self._tls = isinstance(sock, _ssl.SSLSocket)
+        self._conn = TelnetConnection(max_line=server.max_line, encoding=server.encoding)
+        self._lock = threading.RLock()  # the TelnetConnection, the socket's send side
+        self._read_lock = threading.Lock()
+        self._close_lock = threading.Lock()
+        self._pending: list[str] = []
+        self._pending_size = 0
+        self._bytes_in = 0
+        self._bytes_out = 0
+        self._closed = False  # the socket is gone or shut down: no more I/O
+        self._eof_delivered = False
+        self._close_reason: str | None = None
+        self._thread: threading.Thread | None = None
+        output = _SessionOutput(self)
+        self.stdin: TextIO = cast(TextIO, _SessionInput(self))
+        self.stdout: TextIO = cast(TextIO, output)
+        self.streams = routing.Streams(
+            stdin=self.stdin,
+            stdout=self.stdout,
+            stderr=self.stdout,
+            getpass=self.read_secret,
+            session=self,
+        )
+
+    # -- facts ---------------------------------------------------------------------
+
+    @property
+    def bytes_received(self) -> int:
+        """Bytes received from the client so far (telnet commands included)."""
+        return self._bytes_in
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes sent to the client so far."""
+        return self._bytes_out
+
+    @property
+    def peer_text(self) -> str:
+        """The peer as ``host:port``."""
+        return f"{self.peer[0]}:{self.peer[1]}"
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is shut down (the program may still be finishing)."""
+        return self._closed
+
+    def __repr__(self) -> str:
+        return (
+            f"<Session {self.id} {self.peer_text} in={self._bytes_in} out={self._bytes_out}"
+            f"{' closed' if self._closed else ''}>"
+        )
+
+    # -- control from any thread ---------------------------------------------------
+
+    def send(self, text: str) -> None:
+        """Show ``text`` to this user on its own line(s), then redraw the unfinished line (prompt).
+
+        Safe from any thread; ``ConnectionClosed`` if the session is gone.
+        """
+        self._notify(text, redraw=True)
+
+    def _notify(self, text: str, *, redraw: bool) -> None:
+        with self._lock:
+            self._flush_locked()
+            shown = self._conn.pending_output_line
+            message = text if text.endswith("\n") else text + "\n"
+            if shown:
+                message = "\n" + message
+            # Whatever was on the line (the prompt, a progress line) is shown again
+            # below the message, whether or not the program is reading yet.
+            if redraw:
+                message += shown
+            self._send_text_locked(message)
+
+    def close(self, message: str | None = None) -> None:
+        """End the session: optionally tell the user why, then disconnect (any thread).
+
+        The program sees end of input at its next read; returns at once.
+        """
+        if message is not None:
+            try:
+                self._notify(message, redraw=False)
+            except (ConnectionClosed, OSError):
+                pass
+        self._shutdown()
+
+    def read_secret(self, prompt: str = "Password: ") -> str:
+        """Ask for a line without showing it (telnet ``WILL ECHO``); used by getpass.
+
+        Raises:
+            EOFError: the user ended input instead of answering.
+        """
+        with self._lock:
+            self._flush_locked()
+            self._send_raw_locked(self._conn.echo_off())
+        try:
+            self._write(prompt)
+            line = self._read_line()
+        finally:
+            with self._lock:
+                if not self._closed:
+                    restore = self._conn.echo_on()
+                    # The client did not echo the Enter key either: end the line for it.
+                    if self._conn.peer_speaks_telnet:
+                        self._send_text_locked("\n")
+                    self._send_raw_locked(restore)
+        if not line:
+            raise EOFError
+        return line.rstrip("\n")
+
+    # -- I/O used by the streams ---------------------------------------------------
+
+    def _write(self, text: str) -> None:
+        with self._lock:
+            self._pending.append(text)
+            self._pending_size += len(text)
+            if "\n" in text or self._pending_size > _OUTPUT_FLUSH_AT:
+                self._flush_locked()
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        if not self._pending:
+            return
+        text = "".join(self._pending)
+        self._pending.clear()
+        self._pending_size = 0
+        self._send_text_locked(text)
+
+    def _send_text_locked(self, text: str) -> None:
+        self._send_raw_locked(self._conn.send(text))
+
+    def _send_raw_locked(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._closed:
+            raise ConnectionClosed("the telnet session is closed", address=self.peer, by_peer=False)
+        try:
+            self._sock.sendall(data)
+        except OSError as error:
+            self._mark_closed("send failed")
+            self._shutdown()  # wake the session's reader: the connection is unusable
+            raise ConnectionClosed(
+                f"telnet client {self.peer_text} is gone ({error})", address=self.peer
+            ) from error
+        self._bytes_out += len(data)
+
+    def _read_line(self) -> str:
+        """Return the next line with its newline, or "" at end of input."""
+        with self._read_lock:
+            if self._eof_delivered:
+                # The program already saw end of input and asks again: stop it here
+                # rather than let a loop without do_EOF spin forever.
+                raise ConnectionClosed(f"telnet client {self.peer_text} is gone", address=self.peer)
+            self._flush()
+            while True:
+                with self._lock:
+                    prompt = self._conn.pending_output_line
+                    event = self._conn.next_event()
+                    reply = self._conn.data_to_send()
+                    if reply and not self._closed:
+                        self._send_raw_locked(reply)
+                if event is NEED_DATA:
+                    self._receive()
+                    continue
+                if isinstance(event, Line):
+                    return event.text + "\n"
+                if isinstance(event, EndOfInput):
+                    self._eof_delivered = event.closed
+                    return ""
+                with self._lock:
+                    if isinstance(event, Interrupt):
+                        self._send_text_locked("\n" + prompt)
+                    elif isinstance(event, LineTooLong):
+                        self._send_text_locked(
+                            f"*** line too long ({event.size} bytes; the limit is "
+                            f"{event.limit}); it was ignored\n{prompt}"
+                        )
+
+    def _receive(self) -> None:
+        """Wait for bytes from the client and feed them (or EOF) to the telnet layer."""
+        if self._closed:
+            self._conn.receive_eof()
+            return
+        timeout = self._server.idle_timeout
+        try:
+            if self._tls:
+                data = self._receive_tls(timeout)
+            else:
+                data = self._sock.recv(_RECV_SIZE)
+        except TimeoutError:
+            self._idle_out()
+            return
+        except OSError:  # reset, or TLS broken: nothing more either way
+            self._mark_closed("receive failed")
+            data = b""
+        with self._lock:
+            if data:
+                self._bytes_in += len(data)
+                self._conn.receive_data(data)
+            else:
+                # The client may only have closed its sending side (nc -N, a script):
+                # answers to its last lines can still go out.
+                self._conn.receive_eof()
+
+    def _receive_tls(self, timeout: float | None) -> bytes:
+        sock = cast(_ssl.SSLSocket, self._sock)
+        with selectors.DefaultSelector() as selector:
+            selector.register(sock, selectors.EVENT_READ)
+            while True:
+                with self._lock:
+                    if sock.pending() or self._closed:
+                        return sock.recv(_RECV_SIZE) if not self._closed else b""
+                if not selector.select(timeout):
+                    raise TimeoutError
+                with self._lock:
+                    try:
+                        return sock.recv(_RECV_SIZE)
+                    except _ssl.SSLWantReadError:
+                        continue  # a partial record: wait for the rest
+
+    def _idle_out(self) -> None:
+        timeout = self._server.idle_timeout
+        with self._lock:
+            try:
+                self._flush_locked()
+                self._send_text_locked(f"\n*** idle for {timeout:g} s; disconnecting\n")
+            except (ConnectionClosed, OSError):
+                pass
+            self._mark_closed("idle timeout")
+            self._conn.receive_eof()
+        self._shutdown()
+
+    def _mark_closed(self, reason: str) -> None:
+        if not self._closed:
+            self._closed = True
+            self._close_reason = reason
+
+    def _shutdown(self) -> None:
+        """Shut the socket down so that a blocked recv() returns (from any thread)."""
+        with self._close_lock:
+            self._closed = True
+            if self._sock.fileno() < 0:
+                return
+            try:
+                # The base method: SSLSocket.shutdown would drop its SSL object under a
+                # reader that may be using it.
+                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+            except OSError:
+                pass  # already disconnected
+
+    def _close_socket(self) -> None:
+        with self._close_lock:
+            self._closed = True
+            self._sock.close()
+
+
+def current_session() -> Session | None:
+    """Return the session the calling thread serves (or is bound to), or None on the console."""
+    streams = routing.current_streams()
+    if streams is not None and isinstance(streams.session, Session):
+        return streams.session
+    return None
+
+
+class ConsoleServer:
+    """Serve a console program to telnet clients, one fresh instance per session.
+
+    Args:
+        app: a ``cmd.Cmd`` subclass (instantiated without arguments per session), a
+            factory returning a ``cmd.Cmd`` instance, or a function run once per
+            session that talks with ``print()``/``input()``.
+        host: address to listen on; loopback unless told otherwise ("" for all interfaces).
+        port: port to listen on; 0 picks a free one (see :attr:`address`).
+        intro: greeting shown at the start of each session (default: the Cmd's own).
+        prompt: prompt for Cmd programs (default: the Cmd's own).
+        max_clients: sessions served at once; the next client is told the server is
+            busy and disconnected. None for no limit.
+        idle_timeout: seconds a session may wait for its user before it is closed;
+            None waits forever.
+        max_line: the longest input line in bytes; longer lines get an error message.
+        password: when set, each client must type it (echo off, compared in constant
+            time) within ``password_tries`` attempts.
+        ssl: a server-side ``ssl.SSLContext`` to speak TLS instead of plain telnet.
+        stdio: ``"streams"`` routes ``sys.stdin``/``stdout``/``stderr`` per session
+            while the server runs, ``"builtins"`` patches ``print``/``input`` instead,
+            ``"none"`` leaves them alone (the program must use ``self.stdout``).
+        backlog: the listen queue length.
+        encoding: text encoding on the wire.
+
+    Raises:
+        ValueError: a limit is out of range.
+        OSError: the address cannot be bound.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        intro: str | None = None,
+        prompt: str | None = None,
+        max_clients: int | None = 100,
+        idle_timeout: float | None = 900.0,
+        max_line: int = 4096,
+        password: str | None = None,
+        password_tries: int = 3,
+        ssl: _ssl.SSLContext | None = None,
+        stdio: Literal["streams", "builtins", "none"] = "streams",
+        backlog: int = 128,
+        encoding: str = "utf-8",
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"app must be a cmd.Cmd subclass or a callable, got {app!r}")
+        if max_clients is not None and max_clients < 1:
+            raise ValueError(f"max_clients must be None or >= 1, got {max_clients!r}")
+        if idle_timeout is not None and not idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be None or > 0 seconds, got {idle_timeout!r}")
+        if max_line < 1:
+            raise ValueError(f"max_line must be >= 1 byte, got {max_line!r}")
+        if password is not None and not password:
+            raise ValueError("password must be None or a non-empty string")
+        if password_tries < 1:
+            raise ValueError(f"password_tries must be >= 1, got {password_tries!r}")
+        if stdio not in ("streams", "builtins", "none"):
+            raise ValueError(f"stdio must be 'streams', 'builtins' or 'none', got {stdio!r}")
+        "".encode(encoding)
+        self.app = app
+        self.intro = intro
+        self.prompt = prompt
+        self.max_clients = max_clients
+        self.idle_timeout = idle_timeout
+        self.max_line = max_line
+        self.encoding = encoding
+        self._password = password.encode("utf-8") if password is not None else None
+        self._password_tries = password_tries
+        self._ssl = ssl
+        self._stdio = stdio
+        self._lock = threading.Lock()
+        self._sessions: dict[int, Session] = {}
+        self._threads: set[threading.Thread] = set()
+        self._ids = itertools.count(1)
+        self._stopping = threading.Event()
+        self._loop_done = threading.Event()
+        self._loop_done.set()
+        self._loop_thread: threading.Thread | None = None
+        self._loop_ident: int | None = None
+        self._routing_installed = False
+        # "" means every interface, as for socket.bind(); IPv4 first when both exist.
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        infos.sort(key=lambda info: info[0] != socket.AF_INET)
+        family, kind, proto, _, sockaddr = infos[0]
+        self._listener = socket.socket(family, kind, proto)
+        try:
+            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self._listener.bind(sockaddr)
+            self._listener.listen(backlog)
+            self._listener.setblocking(False)
+        except BaseException:
+            self._listener.close()
+            raise
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.address: tuple[str, int] = cast(tuple[str, int], self._listener.getsockname()[:2])
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Accept clients in a background thread and return at once (the server itself)."""
+        with self._lock:
+            if self._stopping.is_set():
+                raise RuntimeError("the server is stopped; create a new one")
+            if self._loop_thread is not None or not self._loop_done.is_set():
+                raise RuntimeError("the server is already running")
+            self._loop_done.clear()
+            self._loop_thread = threading.Thread(
+                target=self._serve, name=f"sockwork-console-accept-{self.address[1]}", daemon=True
+            )
+            self._install_routing()
+        self._loop_thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Accept clients in the calling thread until :meth:`stop` is called."""
+        with self._lock:
+            if self._stopping.is_set():
+                raise RuntimeError("the server is stopped; create a new one")
+            if not self._loop_done.is_set():
+                raise RuntimeError("the server is already running")
+            self._loop_done.clear()
+            self._install_routing()
+        try:
+            self._serve()
+        finally:
+            self.stop()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Stop accepting, end every session and wait up to ``timeout`` s for them.
+
+        Safe from any thread, including a session's own command or the console; idle
+        clients are disconnected at once. Calling it again does nothing more.
+        """
+        deadline = time.monotonic() + timeout
+        self._stopping.set()
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass  # already woken or closed
+        for session in self.sessions:  # _admit() admits nobody once _stopping is set
+            session._shutdown()
+        me = threading.current_thread()
+        if threading.get_ident() != self._loop_ident:
+            self._loop_done.wait(max(0.0, deadline - time.monotonic()))
+            if self._loop_thread is not None and self._loop_thread is not me:
+                self._loop_thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            if thread is not me:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            if self._loop_done.is_set():  # else the loop closes it when it ends
+                self._close_listener()
+            self._uninstall_routing()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def sessions(self) -> list[Session]:
+        """The sessions connected now, oldest first (a snapshot)."""
+        with self._lock:
+            return list(self._sessions.values())
+
+    def broadcast(self, text: str) -> int:
+        """Show ``text`` to every connected user; returns how many got it."""
+        sent = 0
+        for session in self.sessions:
+            try:
+                session.send(text)
+                sent += 1
+            except (ConnectionClosed, OSError):
+                pass
+        return sent
+
+    @property
+    def running(self) -> bool:
+        """True while the server accepts clients."""
+        return not self._loop_done.is_set() and not self._stopping.is_set()
+
+    # -- internals -----------------------------------------------------------------
+
+    def _install_routing(self) -> None:
+        if self._stdio != "none" and not self._routing_installed:
+            routing.install(self._stdio)
+            self._routing_installed = True
+
+    def _uninstall_routing(self) -> None:
+        if self._routing_installed and self._stdio != "none":
+            self._routing_installed = False
+            routing.uninstall(self._stdio)
+
+    def _close_listener(self) -> None:
+        self._listener.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _serve(self) -> None:
+        self._loop_ident = threading.get_ident()
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self._listener, selectors.EVENT_READ)
+                selector.register(self._wake_r, selectors.EVENT_READ)
+                while not self._stopping.is_set():
+                    for key, _ in selector.select():
+                        if key.fileobj is self._listener:
+                            self._accept_ready()
+        finally:
+            with self._lock:
+                self._loop_done.set()
+                if self._stopping.is_set():
+                    self._close_listener()
+
+    def _accept_ready(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                sock, peer = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                # EMFILE and friends: the pending client stays queued and the listener
+                # stays readable; pause instead of spinning, keep serving the others.
+                _log.warning("accept failed (%s); retrying in 0.1 s", error)
+                self._stopping.wait(0.1)
+                return
+            try:
+                self._admit(sock, (str(peer[0]), int(peer[1])))
+            except (OSError, RuntimeError) as error:  # reset already, or no thread left
+                _log.warning("could not start a session for %s: %s", peer, error)
+                sock.close()
+
+    def _admit(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        sock.setblocking(True)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            if self._stopping.is_set():  # stop() has taken its snapshot of the sessions
+                sock.close()
+                return
+            busy = self.max_clients is not None and len(self._sessions) >= self.max_clients
+            if not busy:
+                if self._ssl is not None:
+                    sock = self._ssl.wrap_socket(
+                        sock, server_side=True, do_handshake_on_connect=False
+                    )
+                sock.settimeout(self.idle_timeout)
+                session = Session(self, sock, peer, next(self._ids))
+                thread = threading.Thread(
+                    target=self._run_session,
+                    args=(session,),
+                    name=f"sockwork-console-session-{session.id}",
+                    daemon=True,
+                )
+                session._thread = thread
+                # Started under the lock: stop() must never join an unstarted thread.
+                thread.start()
+                self._sessions[session.id] = session
+                self._threads.add(thread)
+        if busy:
+            self._refuse(sock)
+
+    def _refuse(self, sock: socket.socket) -> None:
+        with sock:
+            try:
+                sock.settimeout(0.5)
+                sock.sendall(
+                    f"*** server busy ({self.max_clients} sessions); try again later\r\n".encode()
+                )
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def _run_session(self, session: Session) -> None:
+        failure: BaseException | None = None
+        try:
+            with routing.bind(session.streams):
+                try:
+                    self._session_body(session)
+                except (ConnectionClosed, EOFError, OSError):
+                    pass  # the client left or the server stops: nothing to report
+                except BaseException as error:  # the program crashed: log it, not the client
+                    failure = error
+                    try:
+                        session._notify("*** internal error; the session ends", redraw=False)
+                    except (ConnectionClosed, OSError):
+                        pass
+                try:
+                    session._flush()
+                except (ConnectionClosed, OSError):
+                    pass
+            if failure is not None:  # logged unbound: the traceback is for the operator
+                _log.error(
+                    "session %d (%s) crashed", session.id, session.peer_text, exc_info=failure
+                )
+        finally:
+            session._close_socket()
+            with self._lock:
+                self._sessions.pop(session.id, None)
+                self._threads.discard(threading.current_thread())
+
+    def _session_body(self, session: Session) -> None:
+        if isinstance(session._sock, _ssl.SSLSocket):
+            session._sock.do_handshake()
+        if self._password is not None and not self._authenticate(session):
+            return
+        app = self.app
+        if isinstance(app, type) and issubclass(app, cmd.Cmd):
+            program: object = app()
+            intro = self.intro
+        else:
+            # A function is the program itself: greet before it starts.
+            if self.intro:
+                session._write(self.intro + "\n")
+            program = app()
+            intro = "" if self.intro else None
+        if isinstance(program, cmd.Cmd):
+            self._prepare(program, session)
+            program.cmdloop(intro)
+
+    def _authenticate(self, session: Session) -> bool:
+        assert self._password is not None
+        for _ in range(self._password_tries):
+            try:
+                typed = session.read_secret("Password: ")
+            except EOFError:
+                return False
+            if hmac.compare_digest(typed.encode("utf-8"), self._password):
+                return True
+            session._write("Wrong password.\n")
+        session._write("*** too many wrong passwords; disconnecting\n")
+        return False
+
+    def _prepare(self, program: cmd.Cmd, session: Session) -> None:
+        # A Cmd reads sys.stdin at construction; give it the session explicitly so that
+        # it works without routing too, and keep it off the process-wide readline.
+        program.stdin = session.stdin
+        program.stdout = session.stdout
+        program.use_rawinput = False
+        if self.prompt is not None:
+            program.prompt = self.prompt
+        adapt_cmd(program)
+
+
+def adapt_cmd(program: cmd.Cmd) -> cmd.Cmd:
+    """Make a Cmd safe to serve: an empty line does nothing, ``exit`` and EOF end it.
+
+    Only what the program does not define itself is added; returns the same object.
+    """
+    # An empty line must not repeat the last command (a stray CR LF would rerun it).
+    if type(program).emptyline is cmd.Cmd.emptyline:
+        setattr(program, "emptyline", _no_command)  # noqa: B010
+    # exit and EOF end a session even if the program forgot them.
+    if not hasattr(program, "do_EOF"):
+        setattr(program, "do_EOF", _end_session)  # noqa: B010
+    if not hasattr(program, "do_exit"):
+        setattr(program, "do_exit", _end_session)  # noqa: B010
+    return program
+
+
+def _no_command() -> bool:
+    return False
+
+
+def _end_session(arg: str) -> bool:
+    return True

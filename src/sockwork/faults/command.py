@@ -1,0 +1,222 @@
+"""``sockwork run [FAULT OPTIONS] -- python script.py ...``: a program under faults.
+
+The fault options are shared with other commands (the proxy): use
+:func:`add_fault_options` and :func:`faults_from_options`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from sockwork.faults.startup import ENVIRONMENT_VARIABLE
+from sockwork.faults.units import parse_duration, parse_int_range, parse_rate, parse_size
+from sockwork.faults.vocabulary import (
+    AcceptDelay,
+    Bandwidth,
+    Blackhole,
+    CloseAfter,
+    CloseOnAccept,
+    ConnectDelay,
+    ConnectTimeout,
+    DnsFailure,
+    Fault,
+    Latency,
+    Refuse,
+    Slice,
+    SlowClose,
+    Stall,
+    fault_to_dict,
+)
+
+__all__ = ["add_fault_options", "faults_from_options", "register", "run"]
+
+T = TypeVar("T")
+
+_EPILOG = """\
+examples:
+  sockwork run --latency 200ms --slice 1..64 --reset-after 10KB --seed 7 -- python client.py
+  sockwork run --refuse 2 --report -- python -m myservice.healthcheck
+  sockwork run --bandwidth 100KB/s --direction recv -- python download.py
+
+units: durations 200ms, 1.5s; sizes 64, 10KB (1000 B), 1MiB (1024*1024 B);
+rates 1MiB/s, 100KB/s, 8Mbit/s; ranges 1..64.
+"""
+
+
+def _typed(parse: Callable[[str], T]) -> Callable[[str], T]:
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except (TypeError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid probability {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"probability must be between 0 and 1, got {text}")
+    return value
+
+
+def add_fault_options(parser: argparse.ArgumentParser) -> None:
+    """Add the fault options (``--latency``, ``--slice``, ``--reset-after``...) to ``parser``."""
+    duration, size, rate = _typed(parse_duration), _typed(parse_size), _typed(parse_rate)
+    g = parser.add_argument_group("stream faults")
+    g.add_argument("--latency", type=duration, metavar="DURATION",
+                   help="delay each chunk (e.g. 200ms)")
+    g.add_argument("--jitter", type=duration, default=0.0, metavar="DURATION",
+                   help="random +/- variation of --latency")
+    g.add_argument("--bandwidth", type=rate, metavar="RATE",
+                   help="limit each connection to RATE (e.g. 1MiB/s)")
+    g.add_argument("--slice", type=_typed(parse_int_range), metavar="MIN..MAX",
+                   help="short reads and writes of MIN..MAX bytes (e.g. 1..64)")
+    g.add_argument("--slice-delay", type=duration, default=0.0, metavar="DURATION",
+                   help="pause after each slice")
+    g.add_argument("--close-after", type=size, metavar="SIZE",
+                   help="close the connection (FIN) after SIZE bytes")
+    g.add_argument("--reset-after", type=size, metavar="SIZE",
+                   help="reset the connection (RST) after SIZE bytes")
+    g.add_argument("--stall-after", type=size, metavar="SIZE",
+                   help="stop reading after SIZE bytes (the peer gets back-pressure)")
+    g.add_argument("--blackhole", action="store_true", help="discard every byte")
+    g.add_argument("--slow-close", type=duration, metavar="DURATION",
+                   help="hold the end of stream (FIN) back")
+    g.add_argument("--direction", choices=("send", "recv", "both"),
+                   help="direction of the stream faults (default: each fault's own)")
+    c = parser.add_argument_group("connection faults")
+    c.add_argument("--refuse", type=int, nargs="?", const=0, metavar="N",
+                   help="refuse connection attempts (the first N, or all)")
+    c.add_argument("--connect-delay", type=duration, metavar="DURATION",
+                   help="slow connection attempts")
+    c.add_argument("--connect-timeout", action="store_true",
+                   help="connection attempts never complete")
+    c.add_argument("--accept-delay", type=duration, metavar="DURATION",
+                   help="hand accepted connections out late")
+    c.add_argument("--close-on-accept", action="store_true",
+                   help="close accepted connections at once")
+    c.add_argument("--dns-failure", choices=("noname", "again"),
+                   help="fail name look-ups with EAI_NONAME or EAI_AGAIN")
+    o = parser.add_argument_group("all faults")
+    o.add_argument("--probability", type=_probability, default=1.0, metavar="P",
+                   help="chance that each fault applies to a connection (0..1)")
+    o.add_argument("--seed", type=int, help="seed of the random choices (printed with --report)")
+
+
+def faults_from_options(args: argparse.Namespace) -> list[Fault]:
+    """Return the faults that :func:`add_fault_options`' options describe."""
+    common: dict[str, object] = {"probability": args.probability}
+    stream: dict[str, object] = dict(common)
+    if args.direction is not None:
+        stream["direction"] = args.direction
+    faults: list[Fault] = []
+    if args.latency is not None:
+        faults.append(Latency(args.latency, jitter=args.jitter, **stream))  # type: ignore[arg-type]
+    if args.bandwidth is not None:
+        faults.append(Bandwidth(args.bandwidth, **stream))  # type: ignore[arg-type]
+    if args.slice is not None:
+        low, high = args.slice
+        faults.append(Slice(high, min_bytes=low, delay=args.slice_delay,
+                            **stream))  # type: ignore[arg-type]
+    if args.close_after is not None:
+        faults.append(CloseAfter(args.close_after, **stream))  # type: ignore[arg-type]
+    if args.reset_after is not None:
+        faults.append(CloseAfter(args.reset_after, reset=True, **stream))  # type: ignore[arg-type]
+    if args.stall_after is not None:
+        faults.append(Stall(after_bytes=args.stall_after, **stream))  # type: ignore[arg-type]
+    if args.blackhole:
+        faults.append(Blackhole(**stream))  # type: ignore[arg-type]
+    if args.slow_close is not None:
+        faults.append(SlowClose(args.slow_close, **stream))  # type: ignore[arg-type]
+    if args.refuse is not None:
+        faults.append(Refuse(connections=args.refuse or None, **common))  # type: ignore[arg-type]
+    if args.connect_delay is not None:
+        faults.append(ConnectDelay(args.connect_delay, **common))  # type: ignore[arg-type]
+    if args.connect_timeout:
+        faults.append(ConnectTimeout(**common))  # type: ignore[arg-type]
+    if args.accept_delay is not None:
+        faults.append(AcceptDelay(args.accept_delay, **common))  # type: ignore[arg-type]
+    if args.close_on_accept:
+        faults.append(CloseOnAccept(**common))  # type: ignore[arg-type]
+    if args.dns_failure is not None:
+        faults.append(DnsFailure(args.dns_failure, **common))  # type: ignore[arg-type]
+    return faults
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``run`` sub-command."""
+    parser = subparsers.add_parser(
+        "run",
+        help="run a Python program with network faults injected from start-up",
+        description="Run COMMAND (a Python program) with its sockets under the given faults.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_fault_options(parser)
+    m = parser.add_argument_group("selection")
+    m.add_argument("--match-host", metavar="HOST", help="only connections to/from HOST")
+    m.add_argument("--match-port", type=int, metavar="PORT", help="only connections on PORT")
+    m.add_argument("--match-role", choices=("client", "server", "resolve"),
+                   help="only outgoing (client), accepted (server) or look-ups (resolve)")
+    parser.add_argument("--report", action="store_true",
+                        help="print which faults fired, and the seed, on exit (stderr)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
+                        help="the program to run, after --")
+    parser.set_defaults(run=run)
+
+
+def _spec(args: argparse.Namespace) -> dict[str, object]:
+    match = {k: v for k, v in (("host", args.match_host), ("port", args.match_port),
+                               ("role", args.match_role)) if v is not None}
+    spec: dict[str, object] = {
+        "faults": [fault_to_dict(f) for f in faults_from_options(args)],
+        "report": bool(args.report),
+    }
+    if args.seed is not None:
+        spec["seed"] = args.seed
+    if match:
+        spec["match"] = match
+    return spec
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the command under the faults; return its exit status."""
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        sys.stderr.write("sockwork run: give the program to run after --, "
+                         "e.g. sockwork run --latency 200ms -- python app.py\n")
+        return 2
+    try:
+        spec = _spec(args)
+    except (TypeError, ValueError) as exc:
+        sys.stderr.write(f"sockwork run: {exc}\n")
+        return 2
+    env = dict(os.environ)
+    site = Path(__file__).resolve().parent / "_site"
+    package_root = Path(__file__).resolve().parents[2]  # the directory holding sockwork/
+    paths = [str(site), str(package_root)]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env[ENVIRONMENT_VARIABLE] = json.dumps(spec)
+    try:
+        return subprocess.call(command, env=env)
+    except FileNotFoundError:
+        sys.stderr.write(f"sockwork run: command not found: {command[0]}\n")
+        return 127
+    except KeyboardInterrupt:
+        return 130

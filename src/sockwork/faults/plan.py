@@ -1,0 +1,818 @@
+"""The plan: the sans-IO decisions that turn faults into actions.
+
+A :class:`Plan` belongs to one scope (one ``inject``, one ``apply``, one proxy). It
+is fed events ("this connection attempt", "these n bytes became available", "the
+source ended") with the time ``now`` and hands back actions ("wait until t",
+"deliver n bytes", "close with RST"). It never touches a socket or a clock, so
+socket patching and the asyncio proxy execute the same decisions.
+
+# Rules:
+- Time is whatever clock the executor passes as ``now`` (``time.monotonic()`` in
+  practice), always the same clock for one plan; every ``Wait.until`` is on it.
+- All randomness comes from the one ``random.Random`` given to the plan (seed it;
+  report ``plan.seed`` on failure). Probability 0 never draws.
+- The plan is not thread-safe: an executor calls it under one lock per plan. It
+  never blocks, so the lock is held only for a call; executors wait outside it.
+- Connect phase. Call :meth:`Plan.connect` once per attempt, :meth:`Plan.accept`
+  once per incoming connection (``now`` = when it arrived), :meth:`Plan.resolve`
+  once per look-up. Each returns a tuple of actions: zero or one :class:`Wait`,
+  then exactly one terminal action: :class:`Proceed`, :class:`Refused` (raise
+  ECONNREFUSED), :class:`Hang` (the attempt never completes: time out at the
+  socket's timeout, or at ``Hang.until`` with ETIMEDOUT), :class:`Close` (accept:
+  close the new connection, FIN or RST, and do not hand it out) or :class:`Fail`
+  (DNS: raise ``socket.gaierror`` of that kind). A Wait comes first: do it, then
+  the terminal action (a timeout during the wait wins).
+- Streams. :meth:`Plan.open` returns a :class:`Connection` with two
+  :class:`Stream` objects, ``send`` and ``recv`` (see vocabulary for what the
+  directions mean). An executor drives each stream with this loop::
+
+      stream.feed(n, now)          # n more bytes are waiting to pass, since now
+      stream.feed_eof(now)         # the source ended (EOF); nothing more to feed
+      action = stream.next(now)    # decision about the head of what was fed
+      stream.passed(k, now)        # after Deliver(n)/Discard(n): k <= n bytes went
+      stream.unfeed()              # take back what was fed and not passed (a short send)
+
+  ``next`` returns one of:
+    * ``Read(max_bytes, until)``: nothing is pending; fetch at most ``max_bytes``
+      (None: any amount) from the source and feed it; if nothing comes by
+      ``until`` (None: no deadline), call ``next`` again.
+    * ``Wait(until)``: pass nothing and read nothing before ``until``, then call
+      ``next`` again (feeding whatever arrived meanwhile is allowed).
+    * ``Deliver(n)``: pass the next ``n`` pending bytes (``n >= 1``), then call
+      ``passed`` with what really went.
+    * ``Discard(n)``: drop the next ``n`` pending bytes; the writer believes they
+      went. Call ``passed(n)``.
+    * ``Stalled()``: neither pass nor read, with no deadline: block until the
+      caller's own timeout, or until :meth:`Plan.update` changes the faults.
+    * ``Close(reset)``: end the connection now: FIN (``reset=False``: the reader sees
+      EOF, the writer EPIPE) or RST (``reset=True``: ECONNRESET). Once a stream
+      returns Close it returns it forever. After ``feed_eof`` and once every byte
+      has passed, ``Close(False)`` means "forward the EOF".
+  After ``passed``, call ``next`` again even with nothing pending: a Close may be
+  due at once (``CloseAfter`` cuts the connection right after its last byte).
+- Stream faults combine: any Close wins, then Stalled, then the latest Wait, then
+  Discard; otherwise Deliver the smallest cap. A fault with ``after_bytes`` caps
+  delivery at its activation offset, so it starts exactly at that byte.
+- The report (:attr:`Plan.report`) lists each fault the first time it acts on a
+  connection and direction, and every close or reset, with the byte offset.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sockwork.faults.vocabulary import (
+    AcceptDelay,
+    AcceptFault,
+    Bandwidth,
+    Blackhole,
+    CloseAfter,
+    CloseOnAccept,
+    Coalesce,
+    ConnectDelay,
+    ConnectFault,
+    ConnectTimeout,
+    DnsFailure,
+    DnsFault,
+    Fault,
+    Latency,
+    Refuse,
+    ResetPeer,
+    Slice,
+    SlowClose,
+    Stall,
+    StreamFault,
+    Timeout,
+)
+
+__all__ = [
+    "Action",
+    "Close",
+    "Connection",
+    "Deliver",
+    "Discard",
+    "Event",
+    "Fail",
+    "Hang",
+    "Plan",
+    "Proceed",
+    "Read",
+    "Refused",
+    "Report",
+    "Stalled",
+    "Stream",
+    "Wait",
+]
+
+# --- actions ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Proceed:
+    """Go on normally (terminal action of connect, accept and resolve)."""
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Do nothing before ``until`` (the executor's clock), then ask again."""
+
+    until: float
+
+
+@dataclass(frozen=True)
+class Read:
+    """Nothing is pending: fetch at most ``max_bytes`` (None: any), come back by ``until``."""
+
+    max_bytes: int | None = None
+    until: float | None = None
+
+
+@dataclass(frozen=True)
+class Deliver:
+    """Pass the next ``n`` pending bytes."""
+
+    n: int
+
+
+@dataclass(frozen=True)
+class Discard:
+    """Drop the next ``n`` pending bytes as if they had passed."""
+
+    n: int
+
+
+@dataclass(frozen=True)
+class Stalled:
+    """Pass nothing and read nothing, with no deadline of the plan's own."""
+
+
+@dataclass(frozen=True)
+class Close:
+    """End the connection: FIN, or RST when ``reset`` is True."""
+
+    reset: bool = False
+
+
+@dataclass(frozen=True)
+class Refused:
+    """Refuse the connection attempt (ECONNREFUSED)."""
+
+
+@dataclass(frozen=True)
+class Hang:
+    """The attempt never completes; the kernel would give up at ``until`` (ETIMEDOUT)."""
+
+    until: float
+
+
+@dataclass(frozen=True)
+class Fail:
+    """Fail the name look-up with ``socket.gaierror`` of this kind."""
+
+    kind: Literal["noname", "again"]
+
+
+Action = Proceed | Wait | Read | Deliver | Discard | Stalled | Close | Refused | Hang | Fail
+
+# --- report -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing a fault did: which fault, on which connection, where and when.
+
+    Attributes:
+        fault: the fault that acted.
+        what: ``"fired"`` (first action on this connection and direction),
+            ``"close"``, ``"reset"``, ``"refuse"``, ``"delay"``, ``"timeout"``, ``"fail"``.
+        kind: ``"stream"``, ``"connect"``, ``"accept"`` or ``"resolve"``.
+        connection: index of the connection (per kind, from 1).
+        direction: ``"send"``/``"recv"`` for streams, None otherwise.
+        offset: bytes that had passed in that direction (0 outside streams).
+        at: seconds since the plan started.
+        label: what the executor said about the connection (address, role).
+    """
+
+    fault: Fault
+    what: str
+    kind: str
+    connection: int
+    direction: str | None
+    offset: int
+    at: float
+    label: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.kind} #{self.connection}"
+        if self.label:
+            where += f" ({self.label})"
+        if self.direction is not None:
+            where += f" {self.direction} at byte {self.offset}"
+        return f"+{self.at:.3f}s {self.what}: {self.fault!r} on {where}"
+
+
+@dataclass(frozen=True)
+class Report:
+    """What the faults of one plan did, and the seed that replays it."""
+
+    seed: int | None
+    events: tuple[Event, ...] = field(default=())
+
+    def fired(self, fault_type: type[Fault] | None = None) -> list[Event]:
+        """Return the events, only those of ``fault_type`` when given."""
+        if fault_type is None:
+            return list(self.events)
+        return [e for e in self.events if isinstance(e.fault, fault_type)]
+
+    def __str__(self) -> str:
+        lines = [f"sockwork faults report (seed={self.seed}): {len(self.events)} event(s)"]
+        lines.extend(f"  {event}" for event in self.events)
+        return "\n".join(lines)
+
+
+# --- the plan -----------------------------------------------------------------------
+
+
+class _Bucket:
+    """A token bucket: the time when the next byte may pass."""
+
+    __slots__ = ("free_at",)
+
+    def __init__(self) -> None:
+        self.free_at = float("-inf")
+
+
+class Plan:
+    """The decisions of one scope: fed attempts, bytes and time; hands back actions.
+
+    Args:
+        faults: the faults in force (any mix of kinds; the order breaks ties).
+        rng: the only source of randomness. Seed it and pass the seed as ``seed``.
+        now: the scope's start on the executor's clock.
+        seed: the seed of ``rng``, reported so that a run can be replayed.
+    """
+
+    def __init__(
+        self,
+        faults: Iterable[Fault] = (),
+        *,
+        rng: random.Random,
+        now: float,
+        seed: int | None = None,
+    ) -> None:
+        self._faults: tuple[Fault, ...] = ()
+        self._rng = rng
+        self._start = now
+        self.seed = seed
+        self._events: list[Event] = []
+        self._counts = {"connect": 0, "accept": 0, "resolve": 0, "stream": 0}
+        self._buckets: dict[str, _Bucket] = {}
+        self._connections: list[Connection] = []
+        self.update(faults, now=now)
+
+    @property
+    def faults(self) -> tuple[Fault, ...]:
+        """The faults in force."""
+        return self._faults
+
+    @property
+    def report(self) -> Report:
+        """A snapshot of what the faults did so far."""
+        return Report(self.seed, tuple(self._events))
+
+    @property
+    def has_stream_faults(self) -> bool:
+        """True when some fault in force can act on the bytes of a connection."""
+        return any(isinstance(f, StreamFault) and f.probability > 0 for f in self._faults)
+
+    def update(self, faults: Iterable[Fault], *, now: float) -> None:
+        """Replace the faults in force; open connections keep the state of unchanged ones."""
+        new = tuple(faults)
+        for f in new:
+            if not isinstance(f, Fault):
+                raise TypeError(f"not a fault: {f!r} (use the classes of sockwork.faults)")
+        self._faults = new
+        alive: list[Connection] = []
+        for conn in self._connections:
+            if not conn.closed:
+                conn._refresh(now)
+                alive.append(conn)
+        self._connections = alive
+
+    # -- connect phase --
+
+    def _draw(self, fault: Fault) -> bool:
+        if fault.probability >= 1.0:
+            return True
+        if fault.probability <= 0.0:
+            return False
+        return self._rng.random() < fault.probability
+
+    def _selected(self, kind: str, cls: type[Fault], now: float) -> tuple[int, list[Fault]]:
+        self._counts[kind] += 1
+        index = self._counts[kind]
+        chosen = [
+            f
+            for f in self._faults
+            if isinstance(f, cls)
+            and f.probability > 0
+            and f.applies_to(index)
+            and now >= self._start + f.after_seconds
+            and self._draw(f)
+        ]
+        return index, chosen
+
+    def _record(self, fault: Fault, what: str, kind: str, index: int, now: float,
+                label: str, direction: str | None = None, offset: int = 0) -> None:
+        self._events.append(
+            Event(fault, what, kind, index, direction, offset, now - self._start, label)
+        )
+
+    def connect(self, *, now: float, label: str = "") -> tuple[Action, ...]:
+        """Decide one outgoing connection attempt: ``(Wait?, Proceed|Refused|Hang)``."""
+        index, chosen = self._selected("connect", ConnectFault, now)
+        delay = 0.0
+        terminal: Action = Proceed()
+        for f in chosen:
+            if isinstance(f, ConnectDelay):
+                delay += f.seconds
+                self._record(f, "delay", "connect", index, now, label)
+            elif isinstance(f, Refuse) and isinstance(terminal, Proceed):
+                terminal = Refused()
+                self._record(f, "refuse", "connect", index, now, label)
+            elif isinstance(f, ConnectTimeout) and isinstance(terminal, Proceed):
+                terminal = Hang(now + f.kernel_timeout)
+                self._record(f, "timeout", "connect", index, now, label)
+        return (Wait(now + delay), terminal) if delay > 0 else (terminal,)
+
+    def accept(self, *, now: float, label: str = "") -> tuple[Action, ...]:
+        """Decide one incoming connection that arrived at ``now``: ``(Wait?, Proceed|Close)``."""
+        index, chosen = self._selected("accept", AcceptFault, now)
+        delay = 0.0
+        terminal: Action = Proceed()
+        for f in chosen:
+            if isinstance(f, AcceptDelay):
+                delay += f.seconds
+                self._record(f, "delay", "accept", index, now, label)
+            elif isinstance(f, CloseOnAccept) and isinstance(terminal, Proceed):
+                terminal = Close(f.reset)
+                self._record(f, "reset" if f.reset else "close", "accept", index, now, label)
+        return (Wait(now + delay), terminal) if delay > 0 else (terminal,)
+
+    def resolve(self, *, now: float, label: str = "") -> tuple[Action, ...]:
+        """Decide one name look-up: ``(Wait?, Proceed|Fail)``."""
+        index, chosen = self._selected("resolve", DnsFault, now)
+        delay = 0.0
+        terminal: Action = Proceed()
+        for f in chosen:
+            if isinstance(f, DnsFailure) and isinstance(terminal, Proceed):
+                delay += f.delay
+                terminal = Fail(f.kind)
+                self._record(f, "fail", "resolve", index, now, label)
+        return (Wait(now + delay), terminal) if delay > 0 else (terminal,)
+
+    # -- streams --
+
+    def open(self, *, now: float, label: str = "") -> Connection:
+        """Start the two streams of a new connection (numbered from 1 per plan)."""
+        self._counts["stream"] += 1
+        conn = Connection(self, self._counts["stream"], now, label)
+        self._connections.append(conn)
+        return conn
+
+    def _bucket(self, fault: Bandwidth) -> _Bucket:
+        assert fault.group is not None
+        bucket = self._buckets.get(fault.group)
+        if bucket is None:
+            bucket = self._buckets[fault.group] = _Bucket()
+        return bucket
+
+
+class Connection:
+    """The two streams of one connection; made by :meth:`Plan.open`."""
+
+    def __init__(self, plan: Plan, index: int, now: float, label: str) -> None:
+        self.index = index
+        self.label = label
+        self.opened = now
+        self.closed = False
+        self.send = Stream(plan, self, "send")
+        self.recv = Stream(plan, self, "recv")
+        self._refresh(now)
+
+    def stream(self, direction: Literal["send", "recv"]) -> Stream:
+        """Return the stream of that direction."""
+        return self.send if direction == "send" else self.recv
+
+    def close(self) -> None:
+        """Forget the connection: the plan stops updating it."""
+        self.closed = True
+
+    def _refresh(self, now: float) -> None:
+        self.send._refresh(now)
+        self.recv._refresh(now)
+
+
+# --- per-fault stream states --------------------------------------------------------
+#
+# A state gives an opinion about the head of the stream: None (no constraint), an int
+# (a cap on how many bytes may pass now), or an action (Wait, Read, Stalled, Close,
+# Discard). Stream.next combines the opinions.
+
+_Opinion = int | Wait | Read | Stalled | Close | Discard | None
+
+
+class _State:
+    def __init__(self, fault: StreamFault, stream: Stream) -> None:
+        self.fault = fault
+        self.stream = stream
+        self.start_offset: int | None = None  # offset at activation
+        self.reported = False
+
+    def active(self, now: float) -> bool:
+        if self.start_offset is not None:
+            return True
+        s = self.stream
+        if s.offset >= self.fault.after_bytes and now >= s.conn.opened + self.fault.after_seconds:
+            self.start_offset = s.offset
+            self.activated(now)
+            return True
+        return False
+
+    def activated(self, now: float) -> None:
+        """Hook: the fault just became active."""
+
+    def opinion(self, now: float) -> _Opinion:
+        return None
+
+    def fed(self, n: int, now: float) -> None:
+        """Hook: n bytes were fed (only called while active)."""
+
+    def passed(self, n: int, now: float) -> None:
+        """Hook: n bytes passed (only called while active)."""
+
+    def unfed(self) -> None:
+        """Hook: the pending bytes were taken back."""
+
+
+class _LatencyState(_State):
+    fault: Latency
+
+    def __init__(self, fault: Latency, stream: Stream) -> None:
+        super().__init__(fault, stream)
+        self.due: deque[list[float]] = deque()  # [remaining bytes, due time]
+        self.last_due = float("-inf")
+
+    def fed(self, n: int, now: float) -> None:
+        f = self.fault
+        delay = f.seconds
+        if f.jitter:
+            delay = max(0.0, delay + self.stream.plan._rng.uniform(-f.jitter, f.jitter))
+        due = max(now + delay, self.last_due)  # FIFO: never overtake an earlier chunk
+        self.last_due = due
+        self.due.append([float(n), due])
+
+    def opinion(self, now: float) -> _Opinion:
+        if not self.due:
+            return None
+        remaining, due = self.due[0]
+        if due > now:
+            return Wait(due)
+        return int(remaining)
+
+    def passed(self, n: int, now: float) -> None:
+        while n > 0 and self.due:
+            head = self.due[0]
+            take = min(n, int(head[0]))
+            head[0] -= take
+            n -= take
+            if head[0] <= 0:
+                self.due.popleft()
+
+    def unfed(self) -> None:
+        self.due.clear()
+
+
+class _BandwidthState(_State):
+    fault: Bandwidth
+
+    def __init__(self, fault: Bandwidth, stream: Stream) -> None:
+        super().__init__(fault, stream)
+        self.bucket = stream.plan._bucket(fault) if fault.group is not None else _Bucket()
+        self.slice = max(1, int(fault.bytes_per_second / 20))
+
+    def opinion(self, now: float) -> _Opinion:
+        if self.bucket.free_at > now:
+            return Wait(self.bucket.free_at)
+        return self.slice
+
+    def passed(self, n: int, now: float) -> None:
+        b = self.bucket
+        b.free_at = max(b.free_at, now) + n / self.fault.bytes_per_second
+
+
+class _SliceState(_State):
+    fault: Slice
+
+    def __init__(self, fault: Slice, stream: Stream) -> None:
+        super().__init__(fault, stream)
+        self.piece = 0
+        self.next_at = float("-inf")
+
+    def opinion(self, now: float) -> _Opinion:
+        if self.next_at > now:
+            return Wait(self.next_at)
+        if self.piece <= 0:
+            f = self.fault
+            self.piece = self.stream.plan._rng.randint(f.min_bytes, f.max_bytes)
+        return self.piece
+
+    def passed(self, n: int, now: float) -> None:
+        self.piece -= n
+        if self.piece <= 0:
+            self.piece = 0
+            if self.fault.delay:
+                self.next_at = now + self.fault.delay
+
+    def unfed(self) -> None:
+        self.piece = 0
+
+
+class _CoalesceState(_State):
+    fault: Coalesce
+
+    def opinion(self, now: float) -> _Opinion:
+        s = self.stream
+        if s.pending == 0:
+            return None
+        if s.pending < self.fault.max_bytes and not s.eof:
+            until = s.head_arrival + self.fault.window
+            if until > now:
+                return Wait(until)
+        return self.fault.max_bytes
+
+
+class _CloseAfterState(_State):
+    fault: CloseAfter
+
+    def opinion(self, now: float) -> _Opinion:
+        assert self.start_offset is not None
+        left = self.fault.bytes - (self.stream.offset - self.start_offset)
+        if left <= 0:
+            return Close(self.fault.reset)
+        return left
+
+
+class _StallState(_State):
+    def opinion(self, now: float) -> _Opinion:
+        return Stalled()
+
+
+class _BlackholeState(_State):
+    def opinion(self, now: float) -> _Opinion:
+        pending = self.stream.pending
+        return Discard(pending) if pending else None
+
+
+class _TimeoutState(_State):
+    fault: Timeout
+
+    def __init__(self, fault: Timeout, stream: Stream) -> None:
+        super().__init__(fault, stream)
+        self.deadline = float("inf")
+
+    def activated(self, now: float) -> None:
+        if self.fault.seconds > 0:
+            self.deadline = now + self.fault.seconds
+
+    def fed(self, n: int, now: float) -> None:
+        if self.fault.seconds > 0:
+            self.deadline = now + self.fault.seconds
+
+    def opinion(self, now: float) -> _Opinion:
+        if now >= self.deadline:
+            return Close(self.fault.reset)
+        pending = self.stream.pending
+        if pending:
+            return Discard(pending)
+        return Read(None, None if self.deadline == float("inf") else self.deadline)
+
+
+class _ResetPeerState(_State):
+    fault: ResetPeer
+
+    def __init__(self, fault: ResetPeer, stream: Stream) -> None:
+        super().__init__(fault, stream)
+        self.reset_at: float | None = None
+
+    def fed(self, n: int, now: float) -> None:
+        if self.reset_at is None:
+            self.reset_at = now + self.fault.seconds
+
+    def opinion(self, now: float) -> _Opinion:
+        if self.reset_at is None:
+            return None
+        if now >= self.reset_at:
+            return Close(True)
+        pending = self.stream.pending
+        if pending:
+            return Discard(pending)
+        return Wait(self.reset_at)
+
+
+class _SlowCloseState(_State):
+    fault: SlowClose
+
+    def opinion(self, now: float) -> _Opinion:
+        s = self.stream
+        if s.eof_at is None or s.pending:
+            return None
+        until = s.eof_at + self.fault.seconds
+        return Wait(until) if until > now else None
+
+
+_STATES: dict[type[StreamFault], type[_State]] = {
+    Latency: _LatencyState,
+    Bandwidth: _BandwidthState,
+    Slice: _SliceState,
+    Coalesce: _CoalesceState,
+    CloseAfter: _CloseAfterState,
+    Stall: _StallState,
+    Blackhole: _BlackholeState,
+    Timeout: _TimeoutState,
+    ResetPeer: _ResetPeerState,
+    SlowClose: _SlowCloseState,
+}
+
+
+def _state_class(fault: StreamFault) -> type[_State]:
+    for cls in type(fault).__mro__:
+        state = _STATES.get(cls)
+        if state is not None:
+            return state
+    return _State  # an unknown stream fault (a user subclass of StreamFault): no effect
+
+
+class Stream:
+    """One direction of a connection: fed bytes and time, hands back the next action.
+
+    See the module's ``# Rules:`` for the loop an executor runs.
+    """
+
+    def __init__(self, plan: Plan, conn: Connection, direction: Literal["send", "recv"]) -> None:
+        self.plan = plan
+        self.conn = conn
+        self.direction = direction
+        self.offset = 0  # bytes passed (delivered or discarded)
+        self.pending = 0  # bytes fed and not passed
+        self.eof_at: float | None = None
+        self._arrivals: deque[list[float]] = deque()  # [remaining, arrival time]
+        self._decided: list[tuple[Fault, _State | None]] = []
+        self._states: list[_State] = []
+        self._terminal: Close | None = None
+
+    @property
+    def eof(self) -> bool:
+        """True once :meth:`feed_eof` was called."""
+        return self.eof_at is not None
+
+    @property
+    def head_arrival(self) -> float:
+        """When the oldest pending byte was fed (``inf`` when nothing is pending)."""
+        return self._arrivals[0][1] if self._arrivals else float("inf")
+
+    @property
+    def idle(self) -> bool:
+        """True when no fault acts on this stream: executors may take a fast path."""
+        return not self._states and self._terminal is None
+
+    @property
+    def closed(self) -> Close | None:
+        """The Close this stream returned, if any."""
+        return self._terminal
+
+    def _refresh(self, now: float) -> None:
+        # Faults kept across an update keep their state and their probability draw;
+        # only new faults are drawn.
+        previous = list(self._decided)
+        decided: list[tuple[Fault, _State | None]] = []
+        for f in self.plan.faults:
+            if not isinstance(f, StreamFault) or f.probability <= 0:
+                continue
+            if not f.acts_on(self.direction) or not f.applies_to(self.conn.index):
+                continue
+            match = next((i for i, (g, _) in enumerate(previous) if g is f), None)
+            if match is None:
+                match = next((i for i, (g, _) in enumerate(previous) if g == f), None)
+            if match is not None:
+                decided.append(previous.pop(match))
+            else:
+                decided.append((f, _state_class(f)(f, self) if self.plan._draw(f) else None))
+        self._decided = decided
+        self._states = [state for _, state in decided if state is not None]
+
+    def feed(self, n: int, now: float) -> None:
+        """Record that ``n`` more bytes are waiting to pass, since ``now``."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        if n == 0:
+            return
+        self.pending += n
+        self._arrivals.append([float(n), now])
+        for s in self._states:
+            if s.active(now):
+                s.fed(n, now)
+
+    def feed_eof(self, now: float) -> None:
+        """Record that the source ended: nothing more will be fed."""
+        if self.eof_at is None:
+            self.eof_at = now
+
+    def unfeed(self) -> int:
+        """Take back every pending byte (the executor will not pass them); return how many."""
+        n = self.pending
+        self.pending = 0
+        self._arrivals.clear()
+        for s in self._states:
+            s.unfed()
+        return n
+
+    def passed(self, n: int, now: float) -> None:
+        """Record that ``n`` pending bytes passed (delivered or discarded)."""
+        if n < 0 or n > self.pending:
+            raise ValueError(f"passed n must be between 0 and pending={self.pending}, got {n}")
+        self.pending -= n
+        self.offset += n
+        left = n
+        while left > 0 and self._arrivals:
+            head = self._arrivals[0]
+            take = min(left, int(head[0]))
+            head[0] -= take
+            left -= take
+            if head[0] <= 0:
+                self._arrivals.popleft()
+        for s in self._states:
+            if s.start_offset is not None:
+                s.passed(n, now)
+
+    def _close(self, action: Close, state: _State | None, now: float) -> Close:
+        self._terminal = action
+        if state is not None:
+            self.plan._record(state.fault, "reset" if action.reset else "close", "stream",
+                              self.conn.index, now, self.conn.label, self.direction, self.offset)
+        return action
+
+    def next(self, now: float) -> Action:
+        """Return what to do now with the head of the pending bytes (see ``# Rules:``)."""
+        if self._terminal is not None:
+            return self._terminal
+        caps: list[int] = []
+        waits: list[float] = []
+        untils: list[float] = []
+        discard: Discard | None = None
+        stalled = False
+        for s in self._states:
+            if not s.active(now):
+                f = s.fault
+                if self.offset < f.after_bytes:
+                    caps.append(f.after_bytes - self.offset)
+                start = self.conn.opened + f.after_seconds
+                if now < start:
+                    untils.append(start)
+                continue
+            op = s.opinion(now)
+            if op is None:
+                continue
+            if not s.reported:
+                s.reported = True
+                self.plan._record(s.fault, "fired", "stream", self.conn.index, now,
+                                  self.conn.label, self.direction, self.offset)
+            if isinstance(op, Close):
+                return self._close(op, s, now)
+            if isinstance(op, int):
+                caps.append(op)
+            elif isinstance(op, Wait):
+                waits.append(op.until)
+            elif isinstance(op, Read):
+                if op.until is not None:
+                    untils.append(op.until)
+            elif isinstance(op, Stalled):
+                stalled = True
+            elif isinstance(op, Discard) and discard is None:
+                discard = op
+        if stalled:
+            return Stalled()
+        if waits:
+            return Wait(max(waits))
+        cap = min(caps) if caps else None
+        if self.pending == 0:
+            if self.eof_at is not None:
+                return self._close(Close(False), None, now)
+            return Read(cap, min(untils) if untils else None)
+        if discard is not None:
+            return Discard(min(self.pending, cap) if cap is not None else self.pending)
+        return Deliver(min(self.pending, cap) if cap is not None else self.pending)

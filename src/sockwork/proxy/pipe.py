@@ -1,0 +1,249 @@
+"""One direction of a proxied connection: the fast path, and the executor of the fault plan.
+
+# Rules:
+# - The decisions are the plan's (``sockwork.faults.plan.Stream``); this module only
+#   carries them out, so a fault behaves the same here as in socket patching.
+# - Every chunk read from the source is fed to the plan stream at once, with the loop's
+#   clock as ``now`` (Latency counts from arrival, as Toxiproxy's does). Then ``step()``
+#   asks ``next(now)`` until the answer is to wait: Deliver/Discard pass bytes and loop;
+#   Wait/Read arm one timer; Stalled stops reading the source (back-pressure); Close
+#   ends the direction (EOF passed on) or the connection (FIN, or RST).
+# - Fast path: while the plan stream is idle (no fault acts on it) and nothing is
+#   buffered, a chunk is written straight to the destination. The plan still counts the
+#   bytes (``feed`` + ``passed``) so ``after_bytes`` triggers see every byte.
+# - The source is paused while any hold is active: destination backpressure, too many
+#   bytes buffered here, or a stall ordered by the plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from sockwork.faults.plan import Close, Deliver, Discard, Read, Stalled, Stream, Wait
+
+if TYPE_CHECKING:
+    from sockwork.proxy.proxy import Direction
+
+__all__ = ["Pipe", "PipeOwner"]
+
+# Bytes held here (waiting for a fault's decision) before the source is paused. Latency
+# holds a bandwidth-delay product: 2 MiB keeps 20 MB/s flowing under 100 ms of latency
+# (Toxiproxy holds up to 1024 chunks) while bounding memory per connection.
+_BUFFER_LIMIT = 2 * 1024 * 1024
+
+HoldReason = Literal["backpressure", "buffer", "stall"]
+
+
+class PipeOwner(Protocol):
+    """What a pipe needs from the connection it belongs to."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop the connection runs on."""
+
+    def source(self, direction: Direction) -> asyncio.Transport | None:
+        """The transport the direction reads from."""
+
+    def destination(self, direction: Direction) -> asyncio.Transport | None:
+        """The transport the direction writes to."""
+
+    def pipe_finished(self, direction: Direction) -> None:
+        """Called once the direction has passed its EOF on."""
+
+    def close(self, *, reset: bool = False) -> None:
+        """Close the whole connection (FIN, or RST with reset=True)."""
+
+
+class Pipe:
+    """One direction of a connection: forwards chunks, through the fault plan's decisions."""
+
+    def __init__(self, owner: PipeOwner, direction: Direction, stream: Stream) -> None:
+        self.owner = owner
+        self.direction = direction
+        self.stream = stream
+        self.sent = 0
+        self.received = 0
+        self.finished = False
+        self._loop = owner.loop
+        self._buffer: collections.deque[memoryview] = collections.deque()
+        self._buffered = 0
+        self._holds: set[HoldReason] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._started = False
+        self._stopped = False
+        self._fast = False
+        self._dst: asyncio.Transport | None = None
+        self._unsynced = 0  # bytes passed on the fast path that the plan has not seen
+
+    # --- life cycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Both sockets are connected: start reading the source."""
+        self._started = True
+        self._dst = self.owner.destination(self.direction)
+        src = self.owner.source(self.direction)
+        if src is not None and not self._holds:
+            src.resume_reading()
+        self.step()
+
+    def stop(self) -> None:
+        """The connection is closing: drop buffered data and cancel the timer."""
+        self._stopped = True
+        self._fast = False
+        self._buffer.clear()
+        self._buffered = 0
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def faults_changed(self) -> None:
+        """The plan's faults changed: decide again at once."""
+        if not self._stopped:
+            self.step()
+
+    # --- input from the source --------------------------------------------------------
+
+    def feed(self, data: memoryview) -> None:
+        """A chunk arrived from the source (a view valid only during this call)."""
+        n = len(data)
+        self.received += n
+        if self._fast:
+            # The hot path: no fault acts on this direction. The plan is told about
+            # these bytes later, in one go (_sync), before it is asked anything.
+            self._dst.write(data)  # type: ignore[union-attr]
+            self.sent += n
+            self._unsynced += n
+            return
+        if self._stopped:
+            return
+        self._sync()
+        self._buffer.append(memoryview(bytes(data)))  # the view is reused after we return
+        self._buffered += n
+        if self._buffered >= _BUFFER_LIMIT:
+            self.hold("buffer")
+        self.stream.feed(n, self._loop.time())
+        self.step()
+
+    def feed_eof(self) -> None:
+        """The source shut down its sending side (FIN)."""
+        if self._stopped:
+            return
+        self._sync()
+        self.stream.feed_eof(self._loop.time())
+        self.step()
+
+    # --- holds (pausing the source) ---------------------------------------------------
+
+    def hold(self, reason: HoldReason) -> None:
+        """Stop reading the source for ``reason`` (until released)."""
+        if reason in self._holds:
+            return
+        if not self._holds:
+            src = self.owner.source(self.direction)
+            if src is not None and self._started and not src.is_closing():
+                src.pause_reading()
+        self._holds.add(reason)
+
+    def release(self, reason: HoldReason) -> None:
+        """Drop one reason to stop reading; reading resumes when none is left."""
+        if reason not in self._holds:
+            return
+        self._holds.discard(reason)
+        if not self._holds:
+            src = self.owner.source(self.direction)
+            if src is not None and self._started and not src.is_closing():
+                src.resume_reading()
+
+    # --- the executor -----------------------------------------------------------------
+
+    def _take(self, n: int) -> list[memoryview]:
+        """Remove the next n buffered bytes, as views (no copy)."""
+        pieces: list[memoryview] = []
+        while n > 0:
+            head = self._buffer[0]
+            if len(head) <= n:
+                pieces.append(self._buffer.popleft())
+                n -= len(head)
+            else:
+                pieces.append(head[:n])
+                self._buffer[0] = head[n:]
+                n = 0
+        return pieces
+
+    def _pass(self, n: int, deliver: bool) -> None:
+        pieces = self._take(n)
+        self._buffered -= n
+        if deliver:
+            dst = self.owner.destination(self.direction)
+            if dst is not None and not dst.is_closing():
+                # One write per decision: Coalesce and Latency may release several
+                # chunks at once, and the receiver should get them in one segment.
+                dst.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+                self.sent += n
+        if self._buffered < _BUFFER_LIMIT // 2:
+            self.release("buffer")
+
+    def _sync(self) -> None:
+        """Tell the plan about the bytes the fast path passed (offsets count every byte)."""
+        n = self._unsynced
+        if n:
+            self._unsynced = 0
+            now = self._loop.time()
+            self.stream.feed(n, now)
+            self.stream.passed(n, now)
+
+    def step(self) -> None:
+        """Ask the plan what to do and do it, until the answer is to wait."""
+        if self._stopped or not self._started:
+            return
+        self._sync()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._fast = False  # only an idle stream with nothing buffered takes the fast path
+        stream = self.stream
+        while True:
+            now = self._loop.time()
+            action = stream.next(now)
+            if isinstance(action, Deliver):
+                self._pass(action.n, deliver=True)
+                stream.passed(action.n, now)
+                continue
+            if isinstance(action, Discard):
+                self._pass(action.n, deliver=False)
+                stream.passed(action.n, now)
+                continue
+            if isinstance(action, Stalled):
+                self.hold("stall")
+                return
+            self.release("stall")
+            if isinstance(action, Read):
+                self._fast = stream.idle and not self._buffer and self._dst is not None
+                if action.until is not None:
+                    self._timer = self._loop.call_at(action.until, self.step)
+                return
+            if isinstance(action, Wait):
+                self._timer = self._loop.call_at(action.until, self.step)
+                return
+            if isinstance(action, Close):
+                self._close(action)
+                return
+            raise AssertionError(f"unexpected action for a stream: {action!r}")
+
+    def _close(self, action: Close) -> None:
+        self._stopped = True
+        self._fast = False
+        if action.reset:
+            self.owner.close(reset=True)
+            return
+        if self.stream.eof and self.stream.pending == 0:
+            # The source ended and everything passed: pass the EOF on (a half-close).
+            dst = self.owner.destination(self.direction)
+            if dst is not None and dst.can_write_eof() and not dst.is_closing():
+                dst.write_eof()
+            self.finished = True
+            self.owner.pipe_finished(self.direction)
+            return
+        self.owner.close(reset=False)  # a fault cut the connection (FIN both ways)

@@ -1,0 +1,232 @@
+"""The store's API as plain data: one request (a decoded JSON object) in, one reply out.
+
+No sockets here: the server (``storify.server``) decodes frames into objects, hands
+them to :meth:`ApiSession.handle` and encodes what it returns.
+
+Request: ``{"id": 7, "op": "add", "product": "mug", "quantity": 2}``. ``id`` is any
+JSON string, number or null; it is echoed so a client can match replies.
+
+Reply: ``{"id": 7, "ok": true, "result": {...}}`` or
+``{"id": 7, "ok": false, "error": {"code": "out_of_stock", "message": "...", ...facts}}``.
+
+Operations (``op``) and their fields:
+
+==============  ==============================================  ================================
+op              fields                                          result
+==============  ==============================================  ================================
+list            (none)                                          ``products``: id, name, price, stock
+catalog         (none)                                          ``products`` with ``stocked`` and
+                                                                ``sold``; ``orders``, ``revenue``
+show            ``product`` (name or number)                    ``product``
+add             ``product``, ``quantity`` (default 1)           ``product``, ``in_cart``, ``cart``
+remove          ``product``, ``quantity`` (default: all)        ``product``, ``in_cart``, ``cart``
+cart            (none)                                          ``lines``, ``total``, ``units``
+checkout        ``request_id`` (optional, makes it idempotent), ``order``, ``replayed``
+                ``items`` (optional ``{product: quantity}``,
+                bought instead of the session's cart)
+order_status    ``order_id`` or ``request_id``                  ``status`` ("committed"), ``order``
+==============  ==============================================  ================================
+
+Prices are whole cents. A checkout retried with the same ``request_id`` (after a
+lost reply or a reset) returns the first order with ``replayed: true`` and charges
+nothing; ``order_status`` with that request id answers ``not_found`` when the
+checkout did not commit, so it is safe to retry.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping
+
+from storify.errors import InvalidValue, StoreError
+from storify.shop import CartView, CustomerSession
+from storify.store import Order, Product, Store
+
+__all__ = ["OPERATIONS", "ApiSession", "Reply", "error_reply"]
+
+Reply = dict[str, object]
+
+OPERATIONS = ("list", "catalog", "show", "add", "remove", "cart", "checkout", "order_status")
+
+
+def error_reply(reply_to: object, code: str, message: str, /, **facts: object) -> Reply:
+    """Return an error reply: ``{"id", "ok": false, "error": {"code", "message", ...facts}}``."""
+    return {"id": reply_to, "ok": False, "error": {"code": code, "message": message, **facts}}
+
+
+class _BadRequest(Exception):
+    """The request is malformed; answered as ``bad_request`` without touching the store."""
+
+
+def _product(product: Product) -> Reply:
+    return {"id": product.id, "name": product.name, "price": product.price, "stock": product.stock}
+
+
+def _order(order: Order) -> Reply:
+    return {
+        "id": order.id,
+        "request_id": order.request_id,
+        "customer": order.customer,
+        "total": order.total,
+        "units": order.units,
+        "created": order.created,
+        "lines": [
+            {
+                "product_id": line.product_id,
+                "name": line.name,
+                "price": line.price,
+                "quantity": line.quantity,
+            }
+            for line in order.lines
+        ],
+    }
+
+
+def _cart(view: CartView) -> Reply:
+    return {
+        "lines": [
+            {
+                "id": line.product_id,
+                "name": None if line.product is None else line.product.name,
+                "price": None if line.product is None else line.product.price,
+                "quantity": line.quantity,
+                "subtotal": line.subtotal,
+            }
+            for line in view.lines
+        ],
+        "total": view.total,
+        "units": view.units,
+    }
+
+
+def _ref(request: Mapping[str, object], field: str = "product") -> str | int:
+    value = request.get(field)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise _BadRequest(f"{field!r} is required: a product name or number")
+    return value
+
+
+def _quantity(request: Mapping[str, object], *, default: int | None) -> int | None:
+    value = request.get("quantity", default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _BadRequest("'quantity' is a whole number")
+    return value
+
+
+class ApiSession:
+    """The API side of one connection: a customer session answering requests.
+
+    Args:
+        store: the store.
+        customer: recorded on this connection's orders (``api 127.0.0.1:50412``).
+    """
+
+    def __init__(self, store: Store, customer: str) -> None:
+        self.shop = CustomerSession(store, customer)
+        self._handlers: dict[str, Callable[[Mapping[str, object]], Reply]] = {
+            "list": self._list,
+            "catalog": self._catalog,
+            "show": self._show,
+            "add": self._add,
+            "remove": self._remove,
+            "cart": self._cart,
+            "checkout": self._checkout,
+            "order_status": self._order_status,
+        }
+
+    def handle(self, request: object) -> Reply:
+        """Answer one request; never raises for anything a client can send.
+
+        Domain errors become structured replies with the error's ``code`` and facts;
+        a malformed request becomes ``bad_request`` (or ``unknown_op``); a database
+        that stays locked beyond its busy timeout becomes ``unavailable`` with
+        ``retryable: true``.
+        """
+        if not isinstance(request, dict):
+            return error_reply(None, "bad_request", "a request is a JSON object with an 'op'")
+        request_id = request.get("id")
+        if request_id is not None and (
+            isinstance(request_id, bool) or not isinstance(request_id, (str, int, float))
+        ):
+            return error_reply(None, "bad_request", "'id' is a string, a number or null")
+        op = request.get("op")
+        handler = self._handlers.get(op) if isinstance(op, str) else None
+        if handler is None:
+            return error_reply(
+                request_id,
+                "unknown_op",
+                f"unknown op {op!r}; one of {', '.join(OPERATIONS)}",
+                operations=list(OPERATIONS),
+            )
+        try:
+            result = handler(request)
+        except _BadRequest as error:
+            return error_reply(request_id, "bad_request", str(error))
+        except StoreError as error:
+            return error_reply(request_id, error.code, str(error), **error.facts())
+        except sqlite3.OperationalError as error:
+            # Locked beyond busy_timeout (another process holds the write lock) or I/O
+            # trouble: nothing was committed, so the client may retry.
+            return error_reply(
+                request_id, "unavailable", f"the store is busy ({error}); retry", retryable=True
+            )
+        return {"id": request_id, "ok": True, "result": result}
+
+    def _list(self, request: Mapping[str, object]) -> Reply:
+        return {"products": [_product(product) for product in self.shop.list()]}
+
+    def _catalog(self, request: Mapping[str, object]) -> Reply:
+        store = self.shop.store
+        books = {line.product_id: line for line in store.audit()}
+        products = []
+        for product in store.products():
+            line = books[product.id]
+            products.append({**_product(product), "stocked": line.stocked, "sold": line.sold})
+        orders, revenue = store.totals()
+        return {"products": products, "orders": orders, "revenue": revenue}
+
+    def _show(self, request: Mapping[str, object]) -> Reply:
+        return {"product": _product(self.shop.show(_ref(request)))}
+
+    def _add(self, request: Mapping[str, object]) -> Reply:
+        quantity = _quantity(request, default=1)
+        product, held = self.shop.add(_ref(request), 1 if quantity is None else quantity)
+        return {"product": _product(product), "in_cart": held, "cart": _cart(self.shop.view())}
+
+    def _remove(self, request: Mapping[str, object]) -> Reply:
+        name, left = self.shop.remove(_ref(request), _quantity(request, default=None))
+        return {"product": name, "in_cart": left, "cart": _cart(self.shop.view())}
+
+    def _cart(self, request: Mapping[str, object]) -> Reply:
+        return _cart(self.shop.view())
+
+    def _checkout(self, request: Mapping[str, object]) -> Reply:
+        request_id = request.get("request_id")
+        if request_id is not None and not isinstance(request_id, str):
+            raise _BadRequest("'request_id' is a string (a fresh one per checkout)")
+        raw_items = request.get("items")
+        items: dict[str | int, int] | None = None
+        if raw_items is not None:
+            if not isinstance(raw_items, dict):
+                raise _BadRequest("'items' is an object {product: quantity}")
+            items = {}
+            for ref, quantity in raw_items.items():
+                if isinstance(quantity, bool) or not isinstance(quantity, int):
+                    raise InvalidValue("quantity", "a quantity is a whole number")
+                items[ref] = quantity
+        receipt = self.shop.checkout(request_id=request_id, items=items)
+        return {"order": _order(receipt.order), "replayed": receipt.replayed}
+
+    def _order_status(self, request: Mapping[str, object]) -> Reply:
+        order_id = request.get("order_id")
+        request_id = request.get("request_id")
+        store = self.shop.store
+        if isinstance(order_id, int) and not isinstance(order_id, bool):
+            order = store.order(order_id)
+        elif isinstance(request_id, str):
+            order = store.order_for_request(request_id)
+        else:
+            raise _BadRequest("'order_id' (a number) or 'request_id' (a string) is required")
+        return {"status": "committed", "order": _order(order)}

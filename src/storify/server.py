@@ -1,0 +1,277 @@
+"""The store's framed JSON API server: ``sockwork.frames`` (U32, JSON) on an asyncio loop.
+
+# Rules:
+# - One asyncio loop in one background thread serves every API connection. Each
+#   connection is an ApiSession (its own cart); each request is answered in order.
+# - Store calls run inline on the loop: each is one short SQLite transaction (well
+#   under a millisecond), cheaper than a hop to a thread pool. Telnet customers use
+#   the same Store from their own threads; its lock serialises them.
+# - A connection that breaks the framing (bad header, a frame above MAX_MESSAGE,
+#   EOF inside a frame) or sends a payload that is not JSON is closed, after a
+#   ``bad_frame`` error reply when one can still be sent. Other connections go on.
+# - Bounded: at most ``max_connections`` at once (the next one gets a ``busy``
+#   reply and is closed), messages of at most MAX_MESSAGE bytes, and connections
+#   idle for ``idle_timeout`` seconds are closed by a sweeper task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from sockwork.errors import ConnectionClosed, SockworkError
+from sockwork.frames import JSON, Format
+from sockwork.frames.aio import MessageStream, start_server
+from storify.api import ApiSession, error_reply
+from storify.client import MAX_MESSAGE
+from storify.repl import Visitor
+from storify.store import Store
+
+if TYPE_CHECKING:
+    from typing import Self
+
+__all__ = ["ApiServer", "format_address"]
+
+log = logging.getLogger("storify.api")
+
+
+def format_address(address: object) -> str:
+    """Return ``host:port`` for a socket address (``[::1]:80`` for IPv6)."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)
+
+
+@dataclass
+class _Connection:
+    visitor: Visitor
+    stream: MessageStream[object]
+    last_active: float
+
+
+class ApiServer:
+    """Serves the store's API to programs, in a background thread.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+
+    Args:
+        store: the store.
+        host: the address to listen on (loopback by default; ``""`` means every interface).
+        port: the port; 0 picks a free one (see :attr:`address`).
+        max_connections: connections served at once.
+        idle_timeout: seconds a connection may stay silent before it is closed.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 65433,
+        max_connections: int = 1000,
+        idle_timeout: float = 600.0,
+    ) -> None:
+        if not 0 <= port <= 65535:
+            raise ValueError(f"port must be 0..65535, not {port}")
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, not {max_connections}")
+        if not idle_timeout > 0:
+            raise ValueError(f"idle_timeout must be more than 0 seconds, not {idle_timeout}")
+        self.store = store
+        self.host = host
+        self.port = port
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self._lock = threading.Lock()
+        self._connections: dict[str, _Connection] = {}
+        self._ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._address: tuple[str, int] | None = None
+        self._closing = False
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The ``(host, port)`` the API listens on (the real port when 0 was asked)."""
+        if self._address is None:
+            raise RuntimeError("the API server is not started")
+        return self._address
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Bind and start serving in a background thread; returns once listening.
+
+        Raises:
+            OSError: the address cannot be bound (``EADDRINUSE``...).
+            RuntimeError: already started.
+        """
+        if self._thread is not None:
+            raise RuntimeError("the API server is already started")
+        loop = asyncio.new_event_loop()
+        try:
+            self._server = loop.run_until_complete(self._listen())
+        except BaseException:
+            loop.close()
+            raise
+        self._loop = loop
+        self._thread = threading.Thread(target=self._run, name="storify-api", daemon=True)
+        self._thread.start()
+        return self
+
+    async def _listen(self) -> asyncio.Server:
+        server = await start_server(
+            self._serve,
+            self.host,
+            self.port,
+            format=Format.U32,
+            codec=JSON,
+            max_size=MAX_MESSAGE,
+        )
+        host, port = server.sockets[0].getsockname()[:2]
+        self._address = (str(host), int(port))
+        self._tasks.add(asyncio.get_running_loop().create_task(self._sweep()))
+        return server
+
+    def _run(self) -> None:
+        assert self._loop is not None
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close every connection and the listening socket, and end the thread. Idempotent."""
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        self._loop = None
+        if thread.is_alive():
+            future = asyncio.run_coroutine_threadsafe(self._close(timeout), loop)
+            try:
+                future.result(timeout + 1.0)
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(timeout + 1.0)
+        loop.close()
+
+    async def _close(self, timeout: float) -> None:
+        self._closing = True
+        server = self._server
+        if server is not None:
+            server.close()
+        # Connections accepted just before close() may not have reached _serve yet: give
+        # them a few loop turns; _serve closes any that arrive while _closing is set.
+        for _ in range(3):
+            await asyncio.sleep(0)
+        with self._lock:
+            connections = list(self._connections.values())
+        for connection in connections:
+            connection.stream.close()
+        for task in self._tasks:
+            task.cancel()
+        deadline = time.monotonic() + timeout
+        while self._connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # handlers see ConnectionClosed and unregister
+        await asyncio.sleep(0.01)  # let closed transports run connection_lost
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=max(0.0, deadline - time.monotonic()))
+        if server is not None:
+            await server.wait_closed()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- who is connected -------------------------------------------------------------------
+
+    def visitors(self) -> list[Visitor]:
+        """Return the API connections open now, oldest first."""
+        with self._lock:
+            return [connection.visitor for connection in self._connections.values()]
+
+    def kick(self, visitor_id: str) -> bool:
+        """Close one API connection; returns False if there is none with that id."""
+        with self._lock:
+            connection = self._connections.get(visitor_id)
+        loop = self._loop
+        if connection is None or loop is None:
+            return False
+        loop.call_soon_threadsafe(connection.stream.close)
+        return True
+
+    # -- serving ----------------------------------------------------------------------------
+
+    async def _serve(self, stream: MessageStream[object]) -> None:
+        peer = format_address(stream.address)
+        visitor = Visitor(f"api{next(self._ids)}", "api", peer, time.time())
+        connection = _Connection(visitor, stream, time.monotonic())
+        if self._closing:
+            return  # the server is stopping; start_server closes the stream
+        with self._lock:
+            full = len(self._connections) >= self.max_connections
+            if not full:
+                self._connections[visitor.id] = connection
+        if full:
+            log.warning("API connection from %s refused: at %d connections", peer, len(self))
+            await stream.send(
+                error_reply(None, "busy", "the store serves too many programs; retry later")
+            )
+            return
+        try:
+            await self._converse(stream, ApiSession(self.store, f"api {peer}"), connection)
+        finally:
+            with self._lock:
+                del self._connections[visitor.id]
+
+    def __len__(self) -> int:
+        """Return the number of API connections open now."""
+        with self._lock:
+            return len(self._connections)
+
+    async def _converse(
+        self, stream: MessageStream[object], session: ApiSession, connection: _Connection
+    ) -> None:
+        while True:
+            try:
+                request = await stream.recv()
+            except ConnectionClosed:
+                return  # the client left (or we closed): nothing to answer
+            except SockworkError as error:
+                # Broken framing: the stream is closed already; nothing can be answered.
+                log.info("API connection %s closed: %s", connection.visitor.address, error)
+                return
+            except (ValueError, RecursionError) as error:
+                # A whole frame that is not JSON: say so, then close this connection only.
+                log.info("API connection %s: bad frame: %s", connection.visitor.address, error)
+                message = f"a request is one JSON object per frame ({error})"
+                await stream.send(error_reply(None, "bad_frame", message))
+                return
+            connection.last_active = time.monotonic()
+            await stream.send(session.handle(request))
+
+    async def _sweep(self) -> None:
+        """Close connections silent for longer than ``idle_timeout``."""
+        period = min(self.idle_timeout / 4, 30.0)
+        while True:
+            await asyncio.sleep(period)
+            cutoff = time.monotonic() - self.idle_timeout
+            with self._lock:
+                idle = [c for c in self._connections.values() if c.last_active < cutoff]
+            for connection in idle:
+                log.info("API connection %s idle, closed", connection.visitor.address)
+                connection.stream.close()

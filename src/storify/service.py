@@ -1,0 +1,217 @@
+"""Everything ``storify serve`` runs: telnet customers, the API, and a poor-network port.
+
+# Rules:
+# - Telnet customers are served by ``sockwork.console.ConsoleServer``, one
+#   CustomerREPL (and one cart) per session, in the session's own thread. The REPLs
+#   write to ``self.stdout`` only, so no process-wide stdio routing is installed
+#   (``stdio="none"``): the manager's console keeps the real terminal untouched.
+# - The API is a storify.server.ApiServer (asyncio, its own thread); both share one
+#   thread-safe Store.
+# - With poor network conditions, a ``sockwork.proxy.FaultProxy`` listens on the poor
+#   port and forwards to the telnet port through those faults.
+# - ``stop()`` may be called from any thread, more than once (the manager's ``close``,
+#   a signal, the end of a test): it stops the proxy, the telnet server and the API.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from sockwork.console import ConsoleServer, current_session
+from sockwork.proxy import FaultProxy
+from storify.conditions import NetworkConditions
+from storify.repl import CustomerREPL, Visitor
+from storify.server import ApiServer
+from storify.shop import CustomerSession
+from storify.store import Store
+
+if TYPE_CHECKING:
+    from typing import Self
+
+__all__ = ["DEFAULT_API_PORT", "DEFAULT_POOR_PORT", "DEFAULT_PORT", "StoreService"]
+
+DEFAULT_PORT = 65432
+DEFAULT_API_PORT = 65433
+DEFAULT_POOR_PORT = 65434
+
+log = logging.getLogger("storify")
+
+
+class StoreService:
+    """The running store: telnet customers, the API and the rehearsal port around one Store.
+
+    Args:
+        store: the store (thread-safe; closed by the caller, not by the service).
+        name: the store's name, in the customers' greeting.
+        host: address to listen on (loopback by default).
+        port: telnet port for customers (0 picks a free one).
+        api_port: port of the framed JSON API (0 picks a free one).
+        poor_network: faults for the rehearsal port (None: no rehearsal port).
+        poor_port: the rehearsal port, forwarding to the telnet port through the faults.
+        max_clients: telnet sessions at once.
+        idle_timeout: seconds a telnet customer or API program may stay silent.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        name: str = "OPEN",
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        api_port: int = DEFAULT_API_PORT,
+        poor_network: NetworkConditions | None = None,
+        poor_port: int = DEFAULT_POOR_PORT,
+        max_clients: int = 100,
+        idle_timeout: float = 900.0,
+    ) -> None:
+        self.store = store
+        self.name = name
+        self.host = host
+        self.port = port
+        self.api_port = api_port
+        self.poor_network = poor_network
+        self.poor_port = poor_port
+        self.max_clients = max_clients
+        self.idle_timeout = idle_timeout
+        self.telnet: ConsoleServer | None = None
+        self.api: ApiServer | None = None
+        self.proxy: FaultProxy | None = None
+        self._stopped = threading.Event()
+        self._lock = threading.Lock()
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Bind every port and start serving; on failure nothing is left running.
+
+        Raises:
+            OSError: a port cannot be bound (``EADDRINUSE``: another store is running?).
+        """
+        try:
+            self.telnet = ConsoleServer(
+                self._customer_console,
+                self.host,
+                self.port,
+                max_clients=self.max_clients,
+                idle_timeout=self.idle_timeout,
+                stdio="none",
+            ).start()
+            self.api = ApiServer(
+                self.store, host=self.host, port=self.api_port, idle_timeout=self.idle_timeout
+            ).start()
+            if self.poor_network is not None:
+                telnet_host = self.telnet.address[0]
+                if telnet_host in ("0.0.0.0", "::", ""):
+                    telnet_host = "127.0.0.1"
+                proxy = FaultProxy(
+                    upstream=(telnet_host, self.telnet.address[1]),
+                    listen=(self.host, self.poor_port),
+                )
+                self.proxy = proxy
+                proxy.start()
+                for fault, direction in self.poor_network.faults():
+                    proxy.add(fault, direction=direction)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Disconnect everyone and stop listening; safe from any thread, idempotent."""
+        with self._lock:
+            if self._stopped.is_set():
+                return
+            self._stopped.set()
+        if self.proxy is not None:
+            self.proxy.close()
+        if self.telnet is not None:
+            self.telnet.stop(timeout=2.0)
+        if self.api is not None:
+            self.api.stop()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until :meth:`stop` was called; returns False if ``timeout`` ran out first."""
+        return self._stopped.wait(timeout)
+
+    @property
+    def stopped(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stopped.is_set()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- addresses --------------------------------------------------------------------------
+
+    @property
+    def telnet_address(self) -> tuple[str, int]:
+        """Where customers connect with telnet."""
+        if self.telnet is None:
+            raise RuntimeError("the store is not started")
+        return self.telnet.address
+
+    @property
+    def api_address(self) -> tuple[str, int]:
+        """Where programs connect to the API."""
+        if self.api is None:
+            raise RuntimeError("the store is not started")
+        return self.api.address
+
+    @property
+    def poor_address(self) -> tuple[str, int] | None:
+        """Where customers connect through the poor network (None without one)."""
+        return None if self.proxy is None else self.proxy.address
+
+    # -- the manager's view (storify.repl.Storefront) ---------------------------------------
+
+    def visitors(self) -> list[Visitor]:
+        """Return every telnet customer and API program connected now."""
+        visitors = []
+        if self.telnet is not None:
+            for session in self.telnet.sessions:
+                visitors.append(
+                    Visitor(f"t{session.id}", "telnet", session.peer_text, session.started_at)
+                )
+        if self.api is not None:
+            visitors.extend(self.api.visitors())
+        return visitors
+
+    def kick(self, visitor_id: str) -> bool:
+        """Disconnect one visitor (``t3`` for telnet session 3, ``api2`` for an API program)."""
+        if visitor_id.startswith("api"):
+            return self.api is not None and self.api.kick(visitor_id)
+        if self.telnet is not None and visitor_id.startswith("t"):
+            for session in self.telnet.sessions:
+                if f"t{session.id}" == visitor_id:
+                    session.close("*** The manager closed your session. Goodbye.")
+                    return True
+        return False
+
+    def broadcast(self, message: str) -> int:
+        """Show ``message`` to every telnet customer; returns how many got it."""
+        if self.telnet is None:
+            return 0
+        return self.telnet.broadcast(f"*** {self.name}: {message}")
+
+    # -- one customer -----------------------------------------------------------------------
+
+    def _customer_console(self) -> CustomerREPL:
+        """Make the console of one telnet customer (called in the session's thread)."""
+        session = current_session()
+        if session is None:  # only when called outside a session, e.g. in a test
+            return CustomerREPL(CustomerSession(self.store, "telnet"), name=self.name)
+        shopper = CustomerSession(self.store, f"telnet {session.peer_text}")
+        log.info("telnet customer %s connected (session t%d)", session.peer_text, session.id)
+        return CustomerREPL(shopper, name=self.name, stdin=session.stdin, stdout=session.stdout)

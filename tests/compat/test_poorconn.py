@@ -1,0 +1,671 @@
+"""sockwork.compat.poorconn against the real poorconn 0.2.1: same behaviour, and where they differ.
+
+Tests parametrized over ``impl`` run the same scenario on both packages and
+assert what an application sees. Tests named ``test_poorconn_*`` pin down what
+real poorconn does where sockwork deliberately differs (docs/compat-poorconn.md),
+next to a test of what sockwork does instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import types
+from collections.abc import Iterator
+
+import poorconn
+import pytest
+
+import sockwork.compat.poorconn as ours
+from sockwork.faults import executor
+from tests.conftest import require_binary
+
+IMPLS = [pytest.param(poorconn, id="poorconn"), pytest.param(ours, id="sockwork")]
+
+
+@pytest.fixture(autouse=True)
+def _socket_class_restored() -> Iterator[None]:
+    """Every test ends with its sockets closed, so socket.socket is restored."""
+    yield
+    assert not executor.installed(), "a scope outlived its test"
+
+
+T = 0.1  # the delay used throughout: long enough to measure on a loaded machine
+SLACK = 0.6  # generous upper tolerance: seven agents share two cores
+
+
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """Return a connected (client, server) pair of TCP sockets on loopback."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname()[:2])
+        server, _ = listener.accept()
+    return client, server
+
+
+@pytest.fixture
+def pair() -> Iterator[list[socket.socket]]:
+    """A connected [client, server] pair; tests replace items with patchable copies."""
+    sockets = list(tcp_pair())
+    yield sockets
+    for s in sockets:
+        s.close()
+
+
+def recv_exactly(s: socket.socket, n: int) -> bytes:
+    """Read exactly n bytes (or fewer at EOF)."""
+    data = bytearray()
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
+
+
+def timed_sendall(s: socket.socket, data: bytes, peer: socket.socket) -> tuple[float, bytes]:
+    """sendall data on s while a thread reads it from peer; return (seconds, bytes read)."""
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(recv_exactly(peer, len(data))))
+    reader.start()
+    start = time.monotonic()
+    s.sendall(data)
+    elapsed = time.monotonic() - start
+    reader.join()
+    return elapsed, received[0]
+
+
+# --- make_socket_patchable and PatchableSocket ---------------------------------------
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_make_socket_patchable_returns_a_new_socket_on_the_same_fd(
+    impl: types.ModuleType, pair: list[socket.socket]
+) -> None:
+    original = pair[1]
+    original.settimeout(2.5)
+    fd = original.fileno()
+    patchable = impl.make_socket_patchable(original)
+    pair[1] = patchable
+    assert patchable is not original
+    assert isinstance(patchable, impl.PatchableSocket)
+    assert isinstance(patchable, socket.socket)
+    assert patchable.fileno() == fd
+    assert original.fileno() == -1
+    assert patchable.gettimeout() == 2.5
+    pair[0].sendall(b"still connected")
+    assert recv_exactly(patchable, 15) == b"still connected"
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_make_socket_patchable_is_idempotent(
+    impl: types.ModuleType, pair: list[socket.socket]
+) -> None:
+    pair[1] = impl.make_socket_patchable(pair[1])
+    assert impl.make_socket_patchable(pair[1]) is pair[1]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_make_socket_patchable_on_a_closed_socket_raises_value_error(
+    impl: types.ModuleType,
+) -> None:
+    s = socket.socket()
+    s.close()
+    with pytest.raises(ValueError):
+        impl.make_socket_patchable(s)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_patchable_socket_allows_instance_attributes(impl: types.ModuleType) -> None:
+    with impl.PatchableSocket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.send = lambda *args: 0  # type: ignore[method-assign]
+        assert s.send(b"x") == 0
+
+
+# --- delay_before_sending -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_delay_before_sending_send_is_a_delayed_short_write(
+    impl: types.ModuleType, pair: list[socket.socket]
+) -> None:
+    pair[0] = s = impl.make_socket_patchable(pair[0])
+    impl.delay_before_sending(s, T, 4)
+    start = time.monotonic()
+    sent = s.send(b"0123456789")
+    elapsed = time.monotonic() - start
+    assert sent == 4
+    assert recv_exactly(pair[1], 4) == b"0123"
+    assert T * 0.9 <= elapsed < T + SLACK
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_delay_before_sending_sendall_waits_before_each_chunk(
+    impl: types.ModuleType, pair: list[socket.socket]
+) -> None:
+    pair[0] = s = impl.make_socket_patchable(pair[0])
+    impl.delay_before_sending(s, T, 100)
+    data = bytes(range(250))
+    elapsed, received = timed_sendall(s, data, pair[1])
+    assert received == data
+    expected = math.ceil(250 / 100) * T
+    assert expected * 0.9 <= elapsed < expected + SLACK
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_delay_before_sending_controller_is_read_at_call_time(
+    impl: types.ModuleType, pair: list[socket.socket]
+) -> None:
+    pair[0] = s = impl.make_socket_patchable(pair[0])
+    controller = impl.delay_before_sending(s, 5.0, 4)
+    assert (controller.t, controller.length) == (5.0, 4)
+    controller.t = 0
+    controller.length = 6
+    start = time.monotonic()
+    assert s.send(b"0123456789") == 6
+    assert time.monotonic() - start < SLACK
+    assert recv_exactly(pair[1], 6) == b"012345"
+
+
+# --- delay_before_sending_once --------------------------------------------------------
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_delay_before_sending_once_delays_the_first_send_only(
+    impl: types.ModuleType, pair: list[socket.socket]
+) -> None:
+    pair[0] = s = impl.make_socket_patchable(pair[0])
+    controller = impl.delay_before_sending_once(s, T)
+    start = time.monotonic()
+    assert s.send(b"0123456789") == 10  # no chopping
+    first = time.monotonic() - start
+    start = time.monotonic()
+    s.sendall(b"abc")
+    second = time.monotonic() - start
+    assert recv_exactly(pair[1], 13) == b"0123456789abc"
+    assert T * 0.9 <= first < T + SLACK
+    assert second < T * 0.9
+    controller.reset()
+    start = time.monotonic()
+    s.sendall(b"again")
+    assert T * 0.9 <= time.monotonic() - start < T + SLACK
+    assert recv_exactly(pair[1], 5) == b"again"
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_delay_before_sending_once_controller_t_is_read_at_call_time(
+    impl: types.ModuleType, pair: list[socket.socket]
+) -> None:
+    pair[0] = s = impl.make_socket_patchable(pair[0])
+    controller = impl.delay_before_sending_once(s, 5.0)
+    assert controller.t == 5.0
+    controller.t = T
+    start = time.monotonic()
+    s.sendall(b"x")
+    assert T * 0.9 <= time.monotonic() - start < T + SLACK
+    assert recv_exactly(pair[1], 1) == b"x"
+
+
+# --- accept-side functions ------------------------------------------------------------
+
+
+@pytest.fixture
+def listener() -> Iterator[list[socket.socket]]:
+    """A [listening socket] on 127.0.0.1:0; tests replace it with a patchable copy."""
+    holder = [socket.create_server(("127.0.0.1", 0))]
+    yield holder
+    holder[0].close()
+
+
+def _close_upon_acceptance_run(impl: types.ModuleType, listener: list[socket.socket]) -> object:
+    """Apply close_upon_acceptance, connect once; return what the server's accept() gave."""
+    listener[0] = s = impl.make_socket_patchable(listener[0])
+    assert impl.close_upon_acceptance(s) is None
+    s.settimeout(0.3)
+    accepted: list[object] = []
+    server = threading.Thread(target=lambda: accepted.append(_accept_once(s)))
+    server.start()
+    with socket.create_connection(s.getsockname()[:2], timeout=5) as client:
+        assert client.recv(10) == b""  # what the client sees: EOF
+    server.join()
+    return accepted[0]
+
+
+def _accept_once(s: socket.socket) -> object:
+    try:
+        conn, _ = s.accept()
+    except OSError as exc:  # TimeoutError included
+        return exc
+    conn.close()
+    return conn
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_close_upon_acceptance_client_sees_eof(
+    impl: types.ModuleType, listener: list[socket.socket]
+) -> None:
+    _close_upon_acceptance_run(impl, listener)
+
+
+def test_poorconn_close_upon_acceptance_hands_out_the_closed_connection(
+    listener: list[socket.socket],
+) -> None:
+    accepted = _close_upon_acceptance_run(poorconn, listener)
+    assert isinstance(accepted, socket.socket)
+    assert accepted.fileno() == -1
+
+
+def test_close_upon_acceptance_accept_waits_for_the_next_connection(
+    listener: list[socket.socket],
+) -> None:
+    accepted = _close_upon_acceptance_run(ours, listener)
+    assert isinstance(accepted, TimeoutError)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_delay_before_sending_upon_acceptance_slows_each_connection(
+    impl: types.ModuleType, listener: list[socket.socket]
+) -> None:
+    listener[0] = s = impl.make_socket_patchable(listener[0])
+    controller = impl.delay_before_sending_upon_acceptance(s, T, 100)
+    assert (controller.t, controller.length) == (T, 100)
+    address = s.getsockname()[:2]
+    for _ in range(2):
+        with socket.create_connection(address, timeout=5) as client:
+            conn, _ = s.accept()
+            with conn:
+                assert conn.send(bytes(300)) == 100  # a short write of one chunk
+                elapsed, received = timed_sendall(conn, bytes(250), client)
+        assert received == bytes(250)
+        assert 3 * T * 0.9 <= elapsed < 3 * T + SLACK
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_delay_before_sending_upon_acceptance_controller_affects_later_connections(
+    impl: types.ModuleType, listener: list[socket.socket]
+) -> None:
+    listener[0] = s = impl.make_socket_patchable(listener[0])
+    controller = impl.delay_before_sending_upon_acceptance(s, 5.0, 100)
+    address = s.getsockname()[:2]
+    with socket.create_connection(address, timeout=5) as client:
+        controller.t = 0
+        controller.length = 3
+        conn, _ = s.accept()
+        with conn:
+            start = time.monotonic()
+            assert conn.send(b"0123456789") == 3
+            assert time.monotonic() - start < SLACK
+            assert recv_exactly(client, 3) == b"012"
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_delay_before_sending_upon_acceptance_once_delays_each_connection_once(
+    impl: types.ModuleType, listener: list[socket.socket]
+) -> None:
+    listener[0] = s = impl.make_socket_patchable(listener[0])
+    controller = impl.delay_before_sending_upon_acceptance_once(s, T)
+    assert controller.t == T
+    address = s.getsockname()[:2]
+    for _ in range(2):
+        with socket.create_connection(address, timeout=5) as client:
+            conn, _ = s.accept()
+            with conn:
+                start = time.monotonic()
+                conn.sendall(b"first")
+                first = time.monotonic() - start
+                start = time.monotonic()
+                conn.sendall(b"second")
+                second = time.monotonic() - start
+            assert recv_exactly(client, 11) == b"firstsecond"
+        assert T * 0.9 <= first < T + SLACK
+        assert second < T * 0.9
+
+
+# --- where sockwork differs: validation ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("t", "error", "message"),
+    [
+        (-1, ValueError, "t must be a finite number of seconds >= 0, got -1"),
+        (float("nan"), ValueError, "t must be a finite number"),
+        (float("inf"), ValueError, "t must be a finite number"),
+        ("1", TypeError, "t must be a number of seconds, got str"),
+        (True, TypeError, "t must be a number of seconds, got bool"),
+    ],
+)
+def test_bad_t_is_rejected_when_given(
+    pair: list[socket.socket], t: object, error: type[Exception], message: str
+) -> None:
+    s = pair[0]
+    with pytest.raises(error, match=message):
+        ours.delay_before_sending(s, t, 10)
+    with pytest.raises(error, match=message):
+        ours.delay_before_sending_upon_acceptance(s, t, 10)
+    pair[0] = s = ours.make_socket_patchable(s)
+    with pytest.raises(error, match=message):
+        ours.delay_before_sending_once(s, t)
+    with pytest.raises(error, match=message):
+        ours.delay_before_sending_upon_acceptance_once(s, t)
+
+
+@pytest.mark.parametrize(
+    ("length", "error", "message"),
+    [
+        (0, ValueError, "length must be at least 1 byte, got 0"),
+        (-5, ValueError, "length must be at least 1 byte, got -5"),
+        (1.5, TypeError, "length must be an int number of bytes, got float"),
+    ],
+)
+def test_bad_length_is_rejected_when_given(
+    pair: list[socket.socket], length: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        ours.delay_before_sending(pair[0], 0.1, length)
+    with pytest.raises(error, match=message):
+        ours.delay_before_sending_upon_acceptance(pair[0], 0.1, length)
+
+
+def test_controller_setters_validate(pair: list[socket.socket]) -> None:
+    pair[0] = s = ours.make_socket_patchable(pair[0])
+    controller = ours.delay_before_sending(s, 0, 4)
+    with pytest.raises(ValueError, match="t must be"):
+        controller.t = -0.5
+    with pytest.raises(ValueError, match="length must be"):
+        controller.length = 0
+    assert (controller.t, controller.length) == (0, 4)  # unchanged, still usable
+    assert s.send(b"0123456789") == 4
+    once = ours.delay_before_sending_once(s, 0)
+    with pytest.raises(ValueError, match="t must be"):
+        once.t = float("nan")
+    for upon in (
+        ours.delay_before_sending_upon_acceptance(s, 0, 4),
+        ours.delay_before_sending_upon_acceptance_once(s, 0),
+    ):
+        with pytest.raises(ValueError, match="t must be"):
+            upon.t = -1
+        assert upon.t == 0
+
+
+def test_poorconn_accepts_bad_t_and_fails_later(pair: list[socket.socket]) -> None:
+    pair[0] = s = poorconn.make_socket_patchable(pair[0])
+    poorconn.delay_before_sending(s, -1, 10)  # no error here...
+    with pytest.raises(ValueError, match="sleep length must be non-negative"):
+        s.send(b"x")  # ...but at send time
+
+
+def test_poorconn_length_zero_sends_nothing(pair: list[socket.socket]) -> None:
+    pair[0] = s = poorconn.make_socket_patchable(pair[0])
+    poorconn.delay_before_sending(s, 0, 0)
+    assert s.send(b"data") == 0  # a caller's send loop would spin forever
+
+
+def test_poorconn_negative_length_sendall_silently_sends_nothing(
+    pair: list[socket.socket],
+) -> None:
+    pair[0] = s = poorconn.make_socket_patchable(pair[0])
+    poorconn.delay_before_sending(s, 0, -1)
+    s.sendall(b"data")
+    pair[1].settimeout(0.1)
+    with pytest.raises(TimeoutError):
+        pair[1].recv(10)
+
+
+# --- where sockwork differs: coverage ---------------------------------------------------
+
+
+def _timed(call: object, *args: object) -> tuple[float, object]:
+    start = time.monotonic()
+    result = call(*args)  # type: ignore[operator]
+    return time.monotonic() - start, result
+
+
+@pytest.mark.parametrize("method", ["sendmsg", "sendto"])
+def test_sendmsg_and_sendto_are_delayed(pair: list[socket.socket], method: str) -> None:
+    pair[0] = s = ours.make_socket_patchable(pair[0])
+    ours.delay_before_sending(s, T, 4)
+    args: tuple[object, ...] = ([b"0123456789"],) if method == "sendmsg" else (b"0123456789",)
+    if method == "sendto":
+        args = (*args, s.getpeername())
+    elapsed, sent = _timed(getattr(s, method), *args)
+    assert sent == 4
+    assert recv_exactly(pair[1], 4) == b"0123"
+    assert T * 0.9 <= elapsed < T + SLACK
+
+
+@pytest.mark.parametrize("method", ["sendmsg", "sendto"])
+def test_poorconn_sendmsg_and_sendto_bypass_the_delay(
+    pair: list[socket.socket], method: str
+) -> None:
+    pair[0] = s = poorconn.make_socket_patchable(pair[0])
+    poorconn.delay_before_sending(s, 1.0, 4)
+    args: tuple[object, ...] = ([b"0123456789"],) if method == "sendmsg" else (b"0123456789",)
+    if method == "sendto":
+        args = (*args, s.getpeername())
+    elapsed, sent = _timed(getattr(s, method), *args)
+    assert sent == 10
+    assert elapsed < 0.5
+
+
+def test_delay_respects_the_socket_timeout(pair: list[socket.socket]) -> None:
+    pair[0] = s = ours.make_socket_patchable(pair[0])
+    s.settimeout(0.05)
+    ours.delay_before_sending(s, 0.3, 100)
+    elapsed, _ = _timed(lambda: pytest.raises(TimeoutError, s.send, b"late"))
+    assert elapsed < 0.3
+
+
+def test_poorconn_delay_ignores_the_socket_timeout(pair: list[socket.socket]) -> None:
+    pair[0] = s = poorconn.make_socket_patchable(pair[0])
+    s.settimeout(0.05)
+    poorconn.delay_before_sending(s, 0.2, 100)
+    elapsed, sent = _timed(s.send, b"late")
+    assert sent == 4
+    assert elapsed >= 0.18
+
+
+@pytest.mark.parametrize(
+    ("function", "args"),
+    [
+        ("close_upon_acceptance", ()),
+        ("delay_before_sending", (T, 10)),
+        ("delay_before_sending_once", (T,)),
+        ("delay_before_sending_upon_acceptance", (T, 10)),
+        ("delay_before_sending_upon_acceptance_once", (T,)),
+    ],
+)
+def test_functions_on_a_plain_socket_say_what_to_do(
+    pair: list[socket.socket], function: str, args: tuple[object, ...]
+) -> None:
+    with pytest.raises(AttributeError, match=r"call s = make_socket_patchable\(s\) first"):
+        getattr(ours, function)(pair[0], *args)
+
+
+def test_poorconn_on_a_plain_socket_raises_attribute_error(pair: list[socket.socket]) -> None:
+    with pytest.raises(AttributeError, match="read-only"):
+        poorconn.delay_before_sending(pair[0], T, 10)
+
+
+def test_faults_end_when_the_socket_is_closed(pair: list[socket.socket]) -> None:
+    pair[0] = s = ours.make_socket_patchable(pair[0])
+    ours.delay_before_sending(s, T, 10)
+    assert executor.installed()
+    s.close()
+    assert not executor.installed()  # socket.socket is restored exactly
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_upon_acceptance_controller_ignores_open_connections(
+    impl: types.ModuleType, listener: list[socket.socket]
+) -> None:
+    listener[0] = s = impl.make_socket_patchable(listener[0])
+    controller = impl.delay_before_sending_upon_acceptance(s, 0, 100)
+    with socket.create_connection(s.getsockname()[:2], timeout=5) as client:
+        conn, _ = s.accept()
+        with conn:
+            controller.t = 5.0
+            controller.length = 3
+            elapsed, sent = _timed(conn.send, b"0123456789")
+            assert sent == 10
+            assert recv_exactly(client, 10) == b"0123456789"
+    assert elapsed < 0.5
+
+
+def test_package_exports_poorconns_public_names() -> None:
+    public = {n for n in dir(poorconn) if n.isidentifier() and not n.startswith("_")}
+    public -= {"pytest_plugin"}  # poorconn's plugin module; ours is sockwork.testing.plugin
+    assert public <= set(ours.__all__)
+    assert set(ours.__all__) - public == {"Server"}
+    assert ours.make_socket_patchable is __import__("sockwork.faults").faults.make_socket_patchable
+    assert ours.PatchableSocket is __import__("sockwork.faults").faults.PatchableSocket
+
+
+# --- where sockwork differs: SSL ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_contexts(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A (server, client) pair of TLS contexts with a throw-away self-signed certificate."""
+    openssl = require_binary("openssl")
+    directory = tmp_path_factory.mktemp("tls")
+    key, cert = directory / "key.pem", directory / "cert.pem"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert, key)
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname = False
+    client.verify_mode = ssl.CERT_NONE
+    return server, client
+
+
+def _tls_sendall_seconds(
+    impl: types.ModuleType, contexts: tuple[ssl.SSLContext, ssl.SSLContext]
+) -> float:
+    """Time a 250-byte sendall over TLS under delay_before_sending(T, 100)."""
+    client_raw, server_raw = tcp_pair()
+    received: list[bytes] = []
+
+    def serve() -> None:
+        with contexts[0].wrap_socket(server_raw, server_side=True) as tls:
+            received.append(recv_exactly(tls, 250))
+
+    server = threading.Thread(target=serve)
+    server.start()
+    with contexts[1].wrap_socket(client_raw) as tls:
+        patchable = impl.make_socket_patchable(tls)
+        assert patchable is tls  # SSLSocket is patchable as it is
+        impl.delay_before_sending(tls, T, 100)
+        start = time.monotonic()
+        tls.sendall(bytes(250))
+        elapsed = time.monotonic() - start
+        server.join()
+    assert received == [bytes(250)]
+    return elapsed
+
+
+def test_poorconn_delays_ssl_sendall_twice_per_chunk(
+    tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    assert _tls_sendall_seconds(poorconn, tls_contexts) >= 6 * T * 0.9
+
+
+def test_ssl_sendall_is_delayed_once_per_chunk(
+    tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    elapsed = _tls_sendall_seconds(ours, tls_contexts)
+    assert 3 * T * 0.9 <= elapsed < 3 * T + SLACK
+
+
+def test_empty_send_returns_at_once(pair: list[socket.socket]) -> None:
+    pair[0] = s = ours.make_socket_patchable(pair[0])
+    ours.delay_before_sending(s, 1.0, 10)
+    elapsed, sent = _timed(s.send, b"")
+    assert sent == 0
+    assert elapsed < 0.5
+
+
+def test_poorconn_empty_send_waits(pair: list[socket.socket]) -> None:
+    pair[0] = s = poorconn.make_socket_patchable(pair[0])
+    poorconn.delay_before_sending(s, T, 10)
+    elapsed, sent = _timed(s.send, b"")
+    assert sent == 0
+    assert elapsed >= T * 0.9
+
+
+# --- where sockwork differs: asyncio ------------------------------------------------------
+
+
+def _asyncio_sendall(impl: types.ModuleType) -> tuple[float, int, bytes]:
+    """sock_sendall 300 B under delay_before_sending(T, 100) on asyncio with a 10 ms ticker.
+
+    Returns (seconds until the peer has read everything, ticks meanwhile, bytes read).
+    """
+    client, server = tcp_pair()
+
+    async def main() -> tuple[float, int, bytes]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0)
+        start = time.monotonic()
+        try:
+            receiving = asyncio.create_task(asyncio.to_thread(recv_exactly, client, 300))
+            sending = asyncio.get_running_loop().sock_sendall(patchable, bytes(300))
+            await asyncio.wait_for(sending, 2)
+            received = await asyncio.wait_for(receiving, 2)
+        finally:
+            task.cancel()
+        return time.monotonic() - start, ticks, received
+
+    with client:
+        client.settimeout(3)
+        patchable = impl.make_socket_patchable(server)
+        with patchable:
+            patchable.setblocking(False)
+            impl.delay_before_sending(patchable, T, 100)
+            return asyncio.run(main())
+
+
+def test_asyncio_loop_keeps_running_during_delays() -> None:
+    elapsed, ticks, received = _asyncio_sendall(ours)
+    assert received == bytes(300)
+    assert 3 * T * 0.9 <= elapsed < 3 * T + SLACK  # the bytes arrive late...
+    assert ticks >= 10  # ...and the loop kept running meanwhile (about 30 when idle)
+
+
+def test_poorconn_blocks_the_asyncio_loop() -> None:
+    elapsed, ticks, received = _asyncio_sendall(poorconn)
+    assert received == bytes(300)
+    assert elapsed >= 3 * T * 0.9
+    assert ticks <= 3  # the loop slept in time.sleep

@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from sockwork.cli import main
+from sockwork.console.command import load_app
+from tests.console.conftest import Client, Shop
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGET = "tests.console.conftest:Shop"
+
+
+def test_command_load_app_finds_the_class() -> None:
+    assert load_app(TARGET) is Shop
+
+
+@pytest.mark.parametrize(
+    ("target", "error"),
+    [
+        ("tests.console.conftest", ValueError),
+        ("tests.console.conftest:Nope", ValueError),
+        ("tests.console.conftest:TIMEOUT", ValueError),
+        ("no_such_module_here:Thing", ImportError),
+    ],
+)
+def test_command_load_app_errors(target: str, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        load_app(target)
+
+
+def test_command_serve_bad_target_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "nothing"]) == 2
+    assert "expected package.module:Thing" in capsys.readouterr().err
+
+
+def test_command_serve_missing_password_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SOCKWORK_TEST_PW", raising=False)
+    assert main(["serve", TARGET, "--password-env", "SOCKWORK_TEST_PW"]) == 2
+    assert "SOCKWORK_TEST_PW is not set" in capsys.readouterr().err
+
+
+def _port_from(line: str) -> int:
+    match = re.search(r"port (\d+)", line)
+    assert match, line
+    return int(match.group(1))
+
+
+def test_command_serve_no_console_until_interrupted() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sockwork", "serve", TARGET, "--no-console", "--max-clients", "1"],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        port = _port_from(process.stderr.readline())
+        with Client(("127.0.0.1", port)) as client:
+            client.read_until(b"shop> ")
+            client.line("hello cli")
+            assert client.read_until(b"shop> ") == b"hello cli\r\nshop> "
+            with Client(("127.0.0.1", port)) as second:
+                assert b"busy" in second.read_all()
+            process.send_signal(signal.SIGINT)
+            assert client.read_all() == b""
+        assert process.wait(10) == 0
+    finally:
+        process.kill()
+        process.wait()
+        for stream in (process.stdout, process.stderr):
+            assert stream is not None
+            stream.close()
+
+
+def test_command_serve_keeps_the_local_console() -> None:
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "sockwork", "serve", TARGET],
+        cwd=str(ROOT),
+        timeout=10,
+        encoding="utf-8",
+    )
+    try:
+        child.expect(r"port (\d+)")
+        port = int(child.match.group(1))
+        child.expect_exact("shop> ")
+        with Client(("127.0.0.1", port)) as client:
+            client.read_until(b"shop> ")
+            client.line("hello remote")
+            assert client.read_until(b"shop> ") == b"hello remote\r\nshop> "
+            child.sendline("hello local")
+            child.expect_exact("hello local\r\nhello local\r\n")  # echo, then the output
+            child.expect_exact("shop> ")
+            assert "remote" not in child.before
+            child.sendline("exit")  # the console ends: the server stops with it
+            assert client.read_all() == b""
+        child.expect(pexpect.EOF)
+        child.close()
+        assert child.exitstatus == 0
+    finally:
+        child.close(force=True)
+
+
+def test_command_serve_tls_with_certfile(certificate: Path) -> None:
+    import socket
+    import ssl
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sockwork", "serve", TARGET, "--no-console",
+         "--certfile", str(certificate)],
+        cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        port = _port_from(process.stderr.readline())
+        context = ssl.create_default_context(cafile=str(certificate))
+        context.check_hostname = False
+        with context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10)) as tls:
+            received = b""
+            while not received.endswith(b"shop> "):
+                received += tls.recv(4096)
+            assert received == b"Welcome to the shop.\r\nshop> "
+        process.send_signal(signal.SIGTERM)  # ends like Ctrl-C: a clean stop
+        assert process.wait(10) == 0
+    finally:
+        process.kill()
+        process.wait()
+        assert process.stderr is not None
+        process.stderr.close()

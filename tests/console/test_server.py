@@ -1,0 +1,499 @@
+from __future__ import annotations
+
+import cmd
+import errno
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from sockwork.console import ConsoleServer, current_session
+from sockwork.errors import ConnectionClosed
+from tests.console.conftest import Client, Shop
+
+IAC, DONT, DO, WONT, WILL = 255, 254, 253, 252, 251
+IP, ECHO, TM = 244, 1, 6
+
+
+# Servers start inside the test body, never in a fixture: pytest puts its own capture
+# object back into sys.stdout between setup and call, which would replace the routing.
+@contextmanager
+def serving(**options: object) -> Iterator[ConsoleServer]:
+    options.setdefault("idle_timeout", 30)
+    with ConsoleServer(Shop, **options) as srv:  # type: ignore[arg-type]
+        yield srv
+
+
+@contextmanager
+def shop(**options: object) -> Iterator[tuple[ConsoleServer, Client]]:
+    with serving(**options) as srv, Client(srv.address) as c:
+        assert c.read_until(b"shop> ") == b"Welcome to the shop.\r\nshop> "
+        yield srv, c
+
+
+def wait_until(predicate: object, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_server_binds_loopback_by_default() -> None:
+    with serving() as server:
+        assert server.address[0] == "127.0.0.1"
+        assert server.address[1] > 0
+
+
+def test_server_runs_commands_with_bare_print() -> None:
+    with shop() as (server, client):
+        client.line("hello world")
+        assert client.read_until(b"shop> ") == b"hello world\r\nshop> "
+        client.line("write x")
+        assert client.read_until(b"shop> ") == b"written x\r\nshop> "
+        client.line("error y")
+        assert client.read_until(b"shop> ") == b"oops y\r\nshop> "
+
+
+def test_server_input_and_getpass_ask_the_session() -> None:
+    with shop() as (server, client):
+        client.line("ask")
+        assert client.read_until(b"name? ") == b"name? "
+        client.line("Ann")
+        assert client.read_until(b"shop> ") == b"hi Ann\r\nshop> "
+        client.line("secret")
+        # nc-like client: the echo offer is the only telnet it sees, and nothing after.
+        assert client.read_until(b"secret? ") == bytes([IAC, WILL, ECHO]) + b"secret? "
+        client.line("abcd")
+        assert client.read_until(b"shop> ") == b"secret has 4 letters\r\nshop> "
+
+
+def test_server_getpass_with_a_telnet_client_turns_echo_off_and_back() -> None:
+    with shop() as (server, client):
+        client.line("secret")
+        assert client.read_until(b"secret? ") == bytes([IAC, WILL, ECHO]) + b"secret? "
+        client.send(bytes([IAC, DO, ECHO]) + b"abc\r\n")
+        # The Enter key was not echoed by the client: the server ends the line for it.
+        assert client.read_until(b"shop> ") == (
+            b"\r\n" + bytes([IAC, WONT, ECHO]) + b"secret has 3 letters\r\nshop> "
+        )
+
+
+def test_server_streams_report_a_non_tty() -> None:
+    with shop() as (server, client):
+        client.line("tty")
+        assert client.read_until(b"shop> ") == b"isatty=False fileno=none encoding=utf-8\r\nshop> "
+
+
+def test_server_empty_line_does_not_repeat_the_last_command() -> None:
+    with shop() as (server, client):
+        client.line("buy")
+        first = client.read_until(b"shop> ")
+        client.send(b"\r\n\n\r")
+        client.line("buy")
+        second = client.read_until(b")\r\nshop> ")
+        count = int(first.split(b"(")[1].split(b")")[0])
+        assert second == b"shop> " * 3 + f"bought ({count + 1})\r\nshop> ".encode()
+
+
+def test_server_exit_ends_the_session() -> None:
+    with shop() as (server, client):
+        client.line("exit")
+        assert client.read_all() == b""
+        wait_until(lambda: server.sessions == [])
+
+
+def test_server_eof_ends_the_session() -> None:
+    with shop() as (server, client):
+        client.sock.shutdown(socket.SHUT_WR)
+        assert client.read_all() == b""
+        wait_until(lambda: server.sessions == [])
+
+
+def test_server_ctrl_d_on_empty_line_ends_the_session() -> None:
+    with shop() as (server, client):
+        client.send(b"\x04")
+        assert client.read_all() == b""
+
+
+def test_server_ctrl_c_cancels_the_line_and_answers_timing_mark() -> None:
+    with shop() as (server, client):
+        client.send(b"hello there" + bytes([IAC, IP, IAC, DO, TM]))
+        # The timing-mark answer comes first: BSD telnet hides output until it arrives.
+        assert client.read_until(b"shop> ") == bytes([IAC, WONT, TM]) + b"\r\nshop> "
+        client.line("hello again")
+        assert client.read_until(b"shop> ") == b"hello again\r\nshop> "
+
+
+def test_server_raw_ctrl_c_cancels_the_line() -> None:
+    with shop() as (server, client):
+        client.send(b"buy\x03")
+        assert client.read_until(b"shop> ") == b"\r\nshop> "
+        client.line("hello you")
+        assert client.read_until(b"shop> ") == b"hello you\r\nshop> "
+
+
+def test_server_long_line_gets_an_error_and_the_session_goes_on() -> None:
+    with ConsoleServer(Shop, max_line=64) as server, Client(server.address) as client:
+        client.read_until(b"shop> ")
+        client.send(b"x" * 100_000 + b"\r\n")
+        assert client.read_until(b"shop> ") == (
+            b"*** line too long (100000 bytes; the limit is 64); it was ignored\r\nshop> "
+        )
+        client.line("hello you")
+        assert client.read_until(b"shop> ") == b"hello you\r\nshop> "
+
+
+def test_server_telnet_negotiation_is_refused_and_stripped() -> None:
+    with shop() as (server, client):
+        client.send(bytes([IAC, WILL, 24, IAC, DO, 3]) + b"hel" + bytes([IAC, IAC]) + b"lo\r\n")
+        got = client.read_until(b"shop> ")
+        assert got == bytes([IAC, DONT, 24, IAC, WONT, 3]) + b"hello \xef\xbf\xbd\r\nshop> "[:0] + (
+            b"*** Unknown syntax: hel\xef\xbf\xbdlo\r\nshop> "
+        )
+
+
+def test_server_sessions_are_isolated_under_concurrency() -> None:
+    clients = 20
+    barrier = threading.Barrier(clients, timeout=10)
+
+    class Racer(Shop):
+        def do_race(self, arg: str) -> None:
+            barrier.wait()  # every session is inside a command at the same time
+            for i in range(20):
+                print(f"{arg}:{i}")
+                sys.stdout.write(f"{arg}+{i}\n")
+
+    results: dict[int, bytes] = {}
+    with ConsoleServer(Racer, max_clients=clients) as server:
+
+        def one(n: int) -> None:
+            with Client(server.address) as c:
+                c.read_until(b"shop> ")
+                c.line(f"race t{n}")
+                results[n] = c.read_until(b"shop> ")
+
+        threads = [threading.Thread(target=one, args=(n,)) for n in range(clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert len(results) == clients
+    for n, got in results.items():
+        expected = "".join(f"t{n}:{i}\r\nt{n}+{i}\r\n" for i in range(20)) + "shop> "
+        assert got.decode() == expected
+
+
+def test_server_unbound_thread_goes_to_the_console_bound_one_to_the_session(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with shop() as (server, client):
+        client.line("thread bound")
+        assert client.read_until(b"shop> ") == b"from thread bound\r\nshop> "
+        client.line("thread loose")
+        assert client.read_until(b"shop> ") == b"shop> "
+        assert capsys.readouterr().out == "from thread loose\n"
+
+
+def test_server_max_clients_turns_the_next_one_away() -> None:
+    with ConsoleServer(Shop, max_clients=2) as server:
+        with Client(server.address) as a, Client(server.address) as b:
+            a.read_until(b"shop> ")
+            b.read_until(b"shop> ")
+            with Client(server.address) as c:
+                assert c.read_all() == b"*** server busy (2 sessions); try again later\r\n"
+            assert len(server.sessions) == 2
+        wait_until(lambda: server.sessions == [])
+        with Client(server.address) as d:
+            assert d.read_until(b"shop> ").endswith(b"shop> ")
+
+
+def test_server_idle_timeout_disconnects() -> None:
+    with ConsoleServer(Shop, idle_timeout=0.3) as server, Client(server.address) as client:
+        client.read_until(b"shop> ")
+        started = time.monotonic()
+        assert client.read_all() == b"\r\n*** idle for 0.3 s; disconnecting\r\n"
+        assert 0.25 < time.monotonic() - started < 3.0
+        wait_until(lambda: server.sessions == [])
+
+
+def test_server_password_right() -> None:
+    with ConsoleServer(Shop, password="s3cret") as server, Client(server.address) as client:
+        assert client.read_until(b"Password: ") == bytes([IAC, WILL, ECHO]) + b"Password: "
+        client.line("s3cret")
+        assert client.read_until(b"shop> ") == b"Welcome to the shop.\r\nshop> "
+
+
+def test_server_password_wrong_three_times_disconnects() -> None:
+    with ConsoleServer(Shop, password="s3cret") as server, Client(server.address) as client:
+        client.read_until(b"Password: ")
+        client.line("nope")
+        assert client.read_until(b"Password: ") == b"Wrong password.\r\nPassword: "
+        client.line("s3cre")
+        client.read_until(b"Password: ")
+        client.line("s3crett")
+        assert client.read_all() == (
+            b"Wrong password.\r\n*** too many wrong passwords; disconnecting\r\n"
+        )
+
+
+def test_server_lists_kicks_and_broadcasts() -> None:
+    with serving() as server:
+        with Client(server.address) as a, Client(server.address) as b:
+            a.read_until(b"shop> ")
+            b.read_until(b"shop> ")
+            a.line("hello")
+            a.read_until(b"shop> ")
+            first, second = server.sessions
+            assert first.id < second.id
+            assert first.peer == a.sock.getsockname()
+            assert abs(first.started_at - time.time()) < 10
+            assert first.bytes_received == len(b"hello\r\n")
+            # Counted just after the send returns, so maybe after the client saw it.
+            sent = len(b"Welcome to the shop.\r\nshop> hello \r\nshop> ")
+            wait_until(lambda: first.bytes_sent == sent)
+            assert server.broadcast("closing soon") == 2
+            # Shown on its own line, then the prompt is redrawn.
+            assert a.read_until(b"shop> ") == b"\r\nclosing soon\r\nshop> "
+            assert b.read_until(b"shop> ") == b"\r\nclosing soon\r\nshop> "
+            second.close("bye")
+            assert b.read_all() == b"\r\nbye\r\n"
+            wait_until(lambda: server.sessions == [first])
+            a.line("hello")
+            assert a.read_until(b"shop> ") == b"hello \r\nshop> "
+
+
+def test_server_function_app_uses_print_and_input() -> None:
+    def greet() -> None:
+        name = input("who? ")
+        print(f"hello {name}, you are session {current_session().id}")  # type: ignore[union-attr]
+
+    with ConsoleServer(greet, intro="hi there") as server, Client(server.address) as client:
+        assert client.read_until(b"who? ") == b"hi there\r\nwho? "
+        client.line("Bo")
+        assert client.read_all() == b"hello Bo, you are session 1\r\n"
+
+
+def test_server_factory_app_gets_a_fresh_instance_per_session() -> None:
+    made: list[cmd.Cmd] = []
+
+    def factory() -> cmd.Cmd:
+        made.append(Shop())
+        return made[-1]
+
+    with ConsoleServer(factory, prompt="$ ") as server:
+        with Client(server.address) as a, Client(server.address) as b:
+            a.read_until(b"$ ")
+            b.read_until(b"$ ")
+    assert len(made) == 2 and made[0] is not made[1]
+
+
+def test_server_stdio_none_still_serves_cmd_programs() -> None:
+    class Polite(cmd.Cmd):
+        prompt = "> "
+
+        def do_hi(self, arg: str) -> None:
+            self.stdout.write("hi\n")
+
+    before = sys.stdout
+    with ConsoleServer(Polite, stdio="none") as server, Client(server.address) as client:
+        assert sys.stdout is before
+        client.read_until(b"> ")
+        client.line("hi")
+        assert client.read_until(b"> ") == b"hi\r\n> "
+
+
+def test_server_builtins_mode_routes_print_and_input() -> None:
+    import builtins
+
+    real_print = builtins.print
+    with ConsoleServer(Shop, stdio="builtins") as server, Client(server.address) as client:
+        assert builtins.print is not real_print
+        client.read_until(b"shop> ")
+        client.line("ask")
+        client.read_until(b"name? ")
+        client.line("Cy")
+        assert client.read_until(b"shop> ") == b"hi Cy\r\nshop> "
+    assert builtins.print is real_print
+
+
+def test_server_crash_is_logged_not_shown(caplog: pytest.LogCaptureFixture) -> None:
+    with shop() as (server, client):
+        with caplog.at_level(logging.ERROR, logger="sockwork.console"):
+            client.line("crash")
+            assert client.read_all() == b"*** internal error; the session ends\r\n"
+            wait_until(lambda: server.sessions == [])
+        assert "boom" in caplog.text or any(
+            "boom" in str(r.exc_info[1]) for r in caplog.records if r.exc_info
+        )
+
+
+def test_server_stop_with_idle_clients_is_quick_and_leaks_nothing() -> None:
+    threads_before = set(threading.enumerate())
+    fds_before = len(os.listdir("/proc/self/fd"))
+    server = ConsoleServer(Shop, idle_timeout=None).start()
+    clients = [Client(server.address) for _ in range(10)]
+    for c in clients:
+        c.read_until(b"shop> ")
+    assert len(server.sessions) == 10
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < 1.0 + 1.0  # 1 s promised; a loaded 2-core machine
+    for c in clients:
+        assert c.read_all() == b""
+        c.close()
+    wait_until(lambda: server.sessions == [], timeout=2)
+    assert set(threading.enumerate()) - threads_before == set()
+    assert len(os.listdir("/proc/self/fd")) <= fds_before
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(server.address, timeout=2).close()
+
+
+def test_server_stop_from_inside_a_session_command() -> None:
+    class Admin(Shop):
+        def do_shutdown(self, arg: str) -> None:
+            print("stopping")
+            server.stop()
+
+    server = ConsoleServer(Admin).start()
+    with Client(server.address) as a, Client(server.address) as other:
+        a.read_until(b"shop> ")
+        other.read_until(b"shop> ")
+        a.line("shutdown")
+        assert other.read_all() == b""
+        assert a.read_all() == b"stopping\r\n"
+    wait_until(lambda: server.sessions == [])
+    assert not server.running
+
+
+def test_server_serve_forever_until_stop_from_another_thread() -> None:
+    server = ConsoleServer(Shop)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    with Client(server.address) as c:
+        c.read_until(b"shop> ")
+        server.stop()
+        assert c.read_all() == b""
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_server_restores_the_standard_streams(capsys: pytest.CaptureFixture[str]) -> None:
+    before = (sys.stdin, sys.stdout, sys.stderr)
+    with ConsoleServer(Shop):
+        assert sys.stdout is not before[1]
+        print("console line")
+    assert (sys.stdin, sys.stdout, sys.stderr) == before
+    assert capsys.readouterr().out == "console line\n"
+
+
+def test_server_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="max_clients"):
+        ConsoleServer(Shop, max_clients=0)
+    with pytest.raises(ValueError, match="idle_timeout"):
+        ConsoleServer(Shop, idle_timeout=0)
+    with pytest.raises(ValueError, match="max_line"):
+        ConsoleServer(Shop, max_line=0)
+    with pytest.raises(ValueError, match="stdio"):
+        ConsoleServer(Shop, stdio="magic")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="app"):
+        ConsoleServer("Shop")  # type: ignore[arg-type]
+
+
+def test_server_send_to_a_closed_session_raises() -> None:
+    with serving() as server:
+        with Client(server.address) as c:
+            c.read_until(b"shop> ")
+            (session,) = server.sessions
+            session.close()
+            assert c.read_all() == b""
+        with pytest.raises(ConnectionClosed):
+            session.send("anyone?")
+
+
+def test_server_address_in_use_is_an_oserror() -> None:
+    with serving() as server:
+        with pytest.raises(OSError) as info:
+            ConsoleServer(Shop, port=server.address[1], stdio="none")
+        assert info.value.errno == errno.EADDRINUSE
+
+
+def test_server_speaks_tls(certificate: Path) -> None:
+    import ssl
+
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(certificate)
+    client_context = ssl.create_default_context(cafile=str(certificate))
+    client_context.check_hostname = False
+    with ConsoleServer(Shop, ssl=server_context) as server:
+        raw = socket.create_connection(server.address, timeout=10)
+        with client_context.wrap_socket(raw) as tls:
+            received = b""
+            while not received.endswith(b"shop> "):
+                received += tls.recv(4096)
+            tls.sendall(b"hello tls\r\n")
+            received = b""
+            while not received.endswith(b"shop> "):
+                received += tls.recv(4096)
+            assert received == b"hello tls\r\nshop> "
+            server.broadcast("note")  # written from another thread than the reader
+            received = b""
+            while not received.endswith(b"shop> "):
+                received += tls.recv(4096)
+            assert received == b"\r\nnote\r\nshop> "
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_server_random_bytes_never_break_the_session(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    noise = bytes(rng.choice([b for b in range(256) if b != 0x04]) for _ in range(20_000))
+    with shop(max_line=256) as (server, client):
+        # Whatever state the noise leaves the parser in, IAC SE twice closes any
+        # subnegotiation and CR LF any line; then the session must still answer.
+        client.send(noise + bytes([IAC, 240, IAC, 240]) + b"\r\nhello after noise\r\n")
+        client.read_until(b"hello after noise\r\nshop> ")
+        assert len(server.sessions) == 1
+
+
+def test_server_serves_a_python_repl_with_tracebacks() -> None:
+    import code
+
+    def python() -> None:
+        code.interact(banner="python over telnet", local={}, exitmsg="bye")
+
+    with ConsoleServer(python) as server, Client(server.address) as client:
+        assert client.read_until(b">>> ") == b"python over telnet\r\n>>> "
+        client.line("6 * 7")
+        assert client.read_until(b">>> ") == b"42\r\n>>> "
+        client.line("1 / 0")
+        # The traceback goes through the routed sys.stderr to this user only.
+        assert b"ZeroDivisionError: division by zero\r\n>>> " in client.read_until(b">>> ")
+        client.send(b"\x04")
+        assert client.read_all() == b"\r\nbye\r\n"
+
+
+def test_server_client_that_stops_reading_is_dropped_after_idle_timeout() -> None:
+    class Flood(Shop):
+        def do_flood(self, arg: str) -> None:
+            for _ in range(100_000):
+                print("x" * 99)  # 10 MB: far more than the socket buffers hold
+
+    with ConsoleServer(Flood, idle_timeout=0.5) as server, Client(server.address) as client:
+        client.read_until(b"shop> ")
+        client.line("flood")  # ...and never read again
+        wait_until(lambda: server.sessions == [], timeout=10)
+        assert server.broadcast("anyone?") == 0
+
+
+def test_server_builtin_help_reaches_the_session() -> None:
+    with ConsoleServer(lambda: help(len)) as server, Client(server.address) as client:
+        text = client.read_all()
+    assert b"len(obj, /)\r\n" in text and b"\x08" not in text

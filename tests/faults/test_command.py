@@ -1,0 +1,111 @@
+"""``sockwork run``: a Python program under faults from start-up."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+
+import pytest
+
+from sockwork.cli import build_parser, main
+from sockwork.faults import (
+    Bandwidth,
+    CloseAfter,
+    DnsFailure,
+    Latency,
+    Refuse,
+    Slice,
+    Stall,
+)
+from sockwork.faults.command import add_fault_options, faults_from_options
+
+PROGRAM = textwrap.dedent(
+    """
+    import socket, sys, time
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.create_connection(server.getsockname(), timeout=5)
+        conn, _ = server.accept()
+        with client, conn:
+            start = time.monotonic()
+            client.sendall(b"abcdefgh")
+            sizes = []
+            while sum(sizes) < 8:
+                sizes.append(len(conn.recv(100)))
+            print("sizes", sizes, "elapsed", round(time.monotonic() - start, 3))
+    """
+)
+
+
+def test_command_runs_a_program_under_latency_and_slices(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    status = main(["run", "--latency", "200ms", "--slice", "1..4", "--direction", "recv",
+                   "--seed", "7", "--report", "--", sys.executable, "-c", PROGRAM])
+    out, err = capfd.readouterr()
+    assert status == 0, err
+    words = out.split("elapsed")
+    sizes = eval(words[0].split("sizes", 1)[1])  # a printed list of ints
+    assert all(1 <= s <= 4 for s in sizes) and sum(sizes) == 8
+    assert 0.19 <= float(words[1]) < 3.0
+    assert "seed=7" in err and "Latency" in err
+
+
+def test_command_refuses_and_passes_the_exit_status(capfd: pytest.CaptureFixture[str]) -> None:
+    program = textwrap.dedent(
+        """
+        import socket
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            try:
+                socket.create_connection(server.getsockname(), timeout=5)
+            except ConnectionRefusedError as exc:
+                print("refused", exc.errno)
+                raise SystemExit(3)
+        """
+    )
+    status = main(["run", "--refuse", "--", sys.executable, "-c", program])
+    out, _ = capfd.readouterr()
+    assert status == 3
+    assert out.strip() == "refused 111"
+
+
+def test_command_dns_failure(capfd: pytest.CaptureFixture[str]) -> None:
+    program = "import socket\ntry:\n socket.getaddrinfo('localhost', 80)\n" \
+              "except socket.gaierror as e:\n print(e.errno)"
+    assert main(["run", "--dns-failure", "again", "--", sys.executable, "-c", program]) == 0
+    assert capfd.readouterr().out.strip() == str(-3)
+
+
+def test_command_needs_a_program(capfd: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--latency", "1s"]) == 2
+    assert "after --" in capfd.readouterr().err
+    assert main(["run", "--", "no-such-program-sockwork"]) == 127
+
+
+def test_command_rejects_bad_units(capfd: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["run", "--latency", "fast", "--", "true"])
+    assert info.value.code == 2
+    assert "invalid duration 'fast'" in capfd.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["run", "--probability", "2", "--", "true"])
+
+
+def test_command_fault_options_build_the_vocabulary() -> None:
+    parser = argparse.ArgumentParser()
+    add_fault_options(parser)
+    args = parser.parse_args(["--latency", "200ms", "--jitter", "10ms", "--slice", "1..64",
+                              "--reset-after", "10KB", "--bandwidth", "1MiB/s",
+                              "--refuse", "2", "--stall-after", "1KiB", "--close-after", "5",
+                              "--dns-failure", "noname", "--direction", "send"])
+    assert faults_from_options(args) == [
+        Latency(0.2, jitter=0.01, direction="send"),
+        Bandwidth(1024 * 1024, direction="send"),
+        Slice(64, min_bytes=1, direction="send"),
+        CloseAfter(5, direction="send"),
+        CloseAfter(10_000, reset=True, direction="send"),
+        Stall(after_bytes=1024, direction="send"),
+        Refuse(connections=2),
+        DnsFailure("noname"),
+    ]
+    assert faults_from_options(parser.parse_args([])) == []

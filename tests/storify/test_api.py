@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from storify.api import OPERATIONS, ApiSession
+from storify.store import Store
+
+
+@pytest.fixture
+def store() -> Iterator[Store]:
+    with Store(clock=lambda: 5.0) as store:
+        store.seed_demo()
+        yield store
+
+
+@pytest.fixture
+def api(store: Store) -> ApiSession:
+    return ApiSession(store, "api test")
+
+
+def ok(api: ApiSession, **request: object) -> dict[str, object]:
+    reply = api.handle(request)
+    assert reply["ok"] is True, reply
+    json.dumps(reply)  # every reply is plain JSON
+    result = reply["result"]
+    assert isinstance(result, dict)
+    return result
+
+
+def error(api: ApiSession, request: object) -> dict[str, object]:
+    reply = api.handle(request)
+    assert reply["ok"] is False, reply
+    json.dumps(reply)
+    detail = reply["error"]
+    assert isinstance(detail, dict)
+    return detail
+
+
+def test_api_echoes_request_ids(api: ApiSession) -> None:
+    assert api.handle({"id": 7, "op": "cart"})["id"] == 7
+    assert api.handle({"id": "a", "op": "cart"})["id"] == "a"
+    assert api.handle({"op": "cart"})["id"] is None
+    assert api.handle({"id": 3, "op": "nope"})["id"] == 3
+
+
+def test_api_list_show_catalog(api: ApiSession) -> None:
+    products = ok(api, op="list")["products"]
+    assert isinstance(products, list) and len(products) == 5
+    assert products[0] == {"id": 1, "name": "Mug", "price": 850, "stock": 20}
+    assert ok(api, op="show", product="lamp")["product"] == {
+        "id": 5,
+        "name": "Lamp",
+        "price": 4200,
+        "stock": 1,
+    }
+    assert ok(api, op="show", product=2)["product"]["name"] == "T-shirt"  # type: ignore[index]
+    catalog = ok(api, op="catalog")
+    assert catalog["products"][0] == {  # type: ignore[index]
+        "id": 1,
+        "name": "Mug",
+        "price": 850,
+        "stock": 20,
+        "stocked": 20,
+        "sold": 0,
+    }
+    assert (catalog["orders"], catalog["revenue"]) == (0, 0)
+
+
+def test_api_cart_and_checkout(api: ApiSession, store: Store) -> None:
+    added = ok(api, op="add", product="mug", quantity=2)
+    assert added["in_cart"] == 2
+    assert ok(api, op="add", product="stickers")["in_cart"] == 1
+    removed = ok(api, op="remove", product="stickers")
+    assert removed == {
+        "product": "Stickers",
+        "in_cart": 0,
+        "cart": {
+            "lines": [{"id": 1, "name": "Mug", "price": 850, "quantity": 2, "subtotal": 1700}],
+            "total": 1700,
+            "units": 2,
+        },
+    }
+    result = ok(api, op="checkout", request_id="r1")
+    assert result["replayed"] is False
+    assert result["order"] == {
+        "id": 1,
+        "request_id": "r1",
+        "customer": "api test",
+        "total": 1700,
+        "units": 2,
+        "created": 5.0,
+        "lines": [{"product_id": 1, "name": "Mug", "price": 850, "quantity": 2}],
+    }
+    assert ok(api, op="cart") == {"lines": [], "total": 0, "units": 0}
+    # The reply was lost; the client retries the same request id on a new connection.
+    retry = ApiSession(store, "api test 2")
+    again = ok(retry, op="checkout", request_id="r1", items={"mug": 2})
+    assert again["replayed"] is True and again["order"] == result["order"]
+    assert store.product("mug").stock == 18
+    status = ok(retry, op="order_status", request_id="r1")
+    assert status == {"status": "committed", "order": result["order"]}
+    assert ok(retry, op="order_status", order_id=1)["order"] == result["order"]
+
+
+def test_api_checkout_items_without_cart(api: ApiSession, store: Store) -> None:
+    result = ok(api, op="checkout", items={"lamp": 1, "2": 1})
+    assert result["order"]["total"] == 5700  # type: ignore[index]
+    detail = error(api, {"op": "checkout", "items": {"lamp": 1}, "id": 9})
+    assert detail == {
+        "code": "out_of_stock",
+        "message": "Lamp is sold out (1 requested)",
+        "product": "Lamp",
+        "requested": 1,
+        "available": 0,
+    }
+    assert store.totals() == (1, 5700)
+
+
+@pytest.mark.parametrize(
+    ("request_", "code"),
+    [
+        ([], "bad_request"),
+        ("list", "bad_request"),
+        ({"id": [1], "op": "list"}, "bad_request"),
+        ({"id": True, "op": "list"}, "bad_request"),
+        ({}, "unknown_op"),
+        ({"op": "restock", "product": "mug", "quantity": 5}, "unknown_op"),
+        ({"op": "__init__"}, "unknown_op"),
+        ({"op": "show"}, "bad_request"),
+        ({"op": "show", "product": True}, "bad_request"),
+        ({"op": "show", "product": "ghost"}, "unknown_product"),
+        ({"op": "show", "product": 2**70}, "unknown_product"),
+        ({"op": "add", "product": "mug", "quantity": "2"}, "bad_request"),
+        ({"op": "add", "product": "mug", "quantity": 0}, "invalid_value"),
+        ({"op": "add", "product": "lamp", "quantity": 2}, "out_of_stock"),
+        ({"op": "remove", "product": "mug"}, "unknown_product"),
+        ({"op": "checkout"}, "empty_cart"),
+        ({"op": "checkout", "items": {}}, "empty_cart"),
+        ({"op": "checkout", "items": [1]}, "bad_request"),
+        ({"op": "checkout", "items": {"mug": "1"}}, "invalid_value"),
+        ({"op": "checkout", "items": {"mug": 1}, "request_id": 5}, "bad_request"),
+        ({"op": "checkout", "items": {"mug": 1}, "request_id": ""}, "invalid_value"),
+        ({"op": "order_status"}, "bad_request"),
+        ({"op": "order_status", "order_id": 99}, "not_found"),
+        ({"op": "order_status", "order_id": -1}, "not_found"),
+        ({"op": "order_status", "order_id": 2**80}, "not_found"),
+        ({"op": "order_status", "request_id": "never"}, "not_found"),
+    ],
+)
+def test_api_errors_are_structured(api: ApiSession, request_: object, code: str) -> None:
+    detail = error(api, request_)
+    assert detail["code"] == code
+    assert isinstance(detail["message"], str) and detail["message"]
+
+
+def test_api_unknown_op_lists_operations(api: ApiSession) -> None:
+    assert error(api, {"op": "x"})["operations"] == list(OPERATIONS)
+
+
+def test_api_request_conflict(api: ApiSession) -> None:
+    ok(api, op="checkout", items={"mug": 1}, request_id="k")
+    detail = error(api, {"op": "checkout", "items": {"mug": 2}, "request_id": "k"})
+    assert (detail["code"], detail["order_id"]) == ("request_conflict", 1)
+
+
+def test_result_of_rejects_what_is_no_reply() -> None:
+    from sockwork.errors import ProtocolError
+    from storify.client import ApiError, result_of
+
+    for bad in ([], {"ok": "yes"}, {"ok": True}, {"ok": False}):
+        with pytest.raises(ProtocolError):
+            result_of(bad)
+    with pytest.raises(ApiError) as info:
+        result_of({"ok": False, "error": {"code": "x", "message": "m", "extra": 1}})
+    assert (info.value.code, str(info.value), info.value.facts()) == ("x", "m", {"extra": 1})
