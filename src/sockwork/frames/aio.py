@@ -209,8 +209,12 @@ class MessageStream(Generic[T]):
         size = len(payload) if isinstance(payload, (bytes, bytearray)) else payload.nbytes
         if size >= _COPY_LIMIT:
             self._flush()
-            self._transport.write(header)
-            self._transport.write(payload)
+            # The header travels with the first _COPY_LIMIT bytes (one small copy), not as
+            # a 4-byte segment of its own that would wake the peer for nothing.
+            # No `with`: on 3.12+ the transport may keep the slice without copying it.
+            view = memoryview(payload)
+            self._transport.write(header + view[:_COPY_LIMIT].tobytes())
+            self._transport.write(view[_COPY_LIMIT:])
         else:
             self._queue(header + payload if isinstance(payload, bytes) else header + bytes(payload))
         if self._protocol.write_paused:
