@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
@@ -68,6 +69,42 @@ def tcp_pair() -> tuple[socket.socket, socket.socket]:
     return client, server
 
 
+@contextlib.contextmanager
+def stockings_closing_itself(real: Any) -> Iterator[list[BaseException | None]]:
+    """Around a real stocking's own ``close()``: collect what its I/O thread raises.
+
+    Stockings' ``close()`` closes the socket and pipes under its running I/O thread,
+    which now and then dies with ValueError/TypeError (reference section 4, defect 8).
+    That is its defect, not ours; only exceptions of that thread are collected, any
+    other thread's still fail the test. Yields the collected exceptions.
+    """
+    errors: list[BaseException | None] = []
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if args.thread is real:
+            errors.append(args.exc_value)
+        else:
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield errors
+    finally:
+        real.join(5)
+        threading.excepthook = previous
+
+
+def close_pair(real: Any, ours: compat.PollStocking) -> None:
+    """Close ours first and let the real stocking's thread end on the EOF by itself.
+
+    Calling the real ``close()`` while its thread runs races that thread (see above).
+    """
+    ours.close()
+    real.join(5)
+    real.close()  # a no-op once its thread has torn the connection down
+
+
 @pytest.fixture
 def real_and_ours() -> Iterator[tuple[Any, compat.PollStocking]]:
     """A real Stockings stocking connected over TCP loopback to one of ours."""
@@ -76,9 +113,7 @@ def real_and_ours() -> Iterator[tuple[Any, compat.PollStocking]]:
     ours = compat.Stocking(right)
     wait_until(lambda: real.handshakeComplete)  # Stockings may raise NotReady right away
     yield real, ours
-    ours.close()
-    real.close()
-    real.join(5)
+    close_pair(real, ours)
 
 
 # -- interop with the real package -----------------------------------------------------------
@@ -129,8 +164,8 @@ def test_stockings_real_peer_and_a_plain_endpoint() -> None:
             b"\x01bytes",
         ]
         assert receive(real, 2) == ["from sockwork", b"\x02bytes"]
-        real.close()
-        real.join(5)
+        with stockings_closing_itself(real):
+            real.close()
         select.select([endpoint], [], [], 5)
         with pytest.raises(ConnectionClosed):
             endpoint.read()
@@ -153,7 +188,8 @@ def test_stockings_real_peer_closing_ends_ours_with_eof(
     real, ours = real_and_ours
     real.write("last words")
     wait_until(lambda: not real.writeDataQueued())
-    real.close()
+    with stockings_closing_itself(real):
+        real.close()
     assert receive(ours, 1) == ["last words"]
     wait_until(lambda: not ours.active)
     with pytest.raises(EOFError) as info:  # what Stockings raises, so old loops still end
@@ -218,9 +254,7 @@ def test_stockings_handshakes_with_a_real_peer() -> None:
     assert (real.peer, ours.peer) == ("HELLO ours", "HELLO real")
     ours.write("after the handshake")
     assert receive(real, 1) == ["after the handshake"]
-    ours.close()
-    real.close()
-    real.join(5)
+    close_pair(real, ours)
 
 
 # -- the API ---------------------------------------------------------------------------------

@@ -868,8 +868,13 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
             except OSError as exc:  # a reset: what arrived before still counts, as at EOF
                 count = 0
                 cause = exc
+            drained = count < len(buffer) and not (self._tls and sock.pending())  # type: ignore[attr-defined]
             if count:
                 decoder.buffer_updated(count)
+                if decoder.missing:  # inside a frame: nothing can be complete yet
+                    if drained:
+                        return
+                    continue
             else:
                 decoder.receive_eof()
             messages, size, error = self._take_messages(cause)
@@ -891,7 +896,7 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
                         self._flag.set()
                 if error is not None or self._paused:
                     return
-            if count < len(buffer) and not (self._tls and sock.pending()):  # type: ignore[attr-defined]
+            if drained:
                 return  # the kernel buffer is drained
 
     def _take_messages(
