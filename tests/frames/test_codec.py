@@ -241,6 +241,19 @@ def test_decoder_large_message_grows_buffer_and_get_buffer_covers_it() -> None:
     assert decoder.buffered == 0
 
 
+def test_decoder_missing_counts_the_rest_of_a_pending_frame() -> None:
+    decoder = FrameDecoder()
+    assert decoder.missing == 0
+    decoder.receive_data(b"\x00\x00\x00\x0aabc")
+    assert decoder.missing == 0  # the header is parsed by next_message()
+    assert decoder.next_message() is NEED_DATA
+    assert decoder.missing == 7
+    decoder.receive_data(b"defghij" + b"\x00")
+    assert decoder.missing == 0
+    assert decoder.next_message() == b"abcdefghij"
+    assert decoder.missing == 0
+
+
 def test_decoder_many_small_messages_stay_linear() -> None:
     # 200k messages through a 64 KiB buffer: compaction must keep this fast and exact.
     encoder = FrameEncoder()

@@ -84,8 +84,11 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         return self.decoder.get_buffer(sizehint)
 
     def buffer_updated(self, nbytes: int) -> None:
-        self.decoder.buffer_updated(nbytes)
-        if self.decoder.buffered > _READ_HIGH and not self.read_paused:
+        decoder = self.decoder
+        decoder.buffer_updated(nbytes)
+        if decoder.missing:
+            return  # the pending frame is still incomplete: waking the reader is wasted work
+        if decoder.buffered > _READ_HIGH and not self.read_paused:
             assert self.transport is not None
             self.read_paused = True
             self.transport.pause_reading()
@@ -313,7 +316,7 @@ class MessageStream(Generic[T]):
                 protocol.read_waiter = None
 
     def __aiter__(self) -> AsyncIterator[T]:
-        """Iterate over messages until the peer closes cleanly (like the blocking one)."""
+        """Iterate over messages until the connection closes cleanly (peer's EOF, or close())."""
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[T]:

@@ -318,7 +318,7 @@ class MessageSocket(Generic[T]):
             decoder.receive_eof()
 
     def __iter__(self) -> Iterator[T]:
-        """Yield messages until the peer closes cleanly.
+        """Yield messages until the connection closes cleanly (peer's EOF, or our close()).
 
         Raises the errors of :meth:`recv` other than a clean close: IncompleteMessage,
         a reset (ConnectionClosed with a ``__cause__``), protocol faults, timeouts.

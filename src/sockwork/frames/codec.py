@@ -285,6 +285,7 @@ class FrameDecoder:
         self._text = False  # current frame is STOCKINGS text
         self._eof = False
         self._error: Exception | None = None
+        self._u32 = self.format is Format.U32
         self._parse_header = {
             Format.U32: self._parse_u32,
             Format.VARINT: self._parse_varint,
@@ -301,6 +302,19 @@ class FrameDecoder:
     def buffered(self) -> int:
         """Number of received bytes not yet returned as messages."""
         return self._end - self._start
+
+    @property
+    def missing(self) -> int:
+        """Bytes still to receive to complete the frame whose header was parsed, else 0.
+
+        A front end can skip waking its reader while this is positive: no message can
+        be complete yet. It is 0 while no header is pending (including before
+        :meth:`next_message` has parsed the next one).
+        """
+        if not self._hlen:
+            return 0
+        missing = self._start + self._hlen + self._plen - self._end
+        return missing if missing > 0 else 0
 
     @property
     def eof(self) -> bool:
@@ -468,16 +482,33 @@ class FrameDecoder:
         """
         if self._error is not None:
             raise self._error
-        if not self._hlen:
+        hlen = self._hlen
+        if hlen:
+            plen = self._plen
+        elif self._u32:
+            # Hot path for the default format: the header parsed inline.
+            start = self._start
+            if self._end - start < 4:
+                return self._need_data()
+            plen = _unpack_u32(self._buf, start)[0]
+            if plen > self.max_size:
+                self._error = MessageTooLarge(plen, self.max_size)
+                raise self._error
+            hlen = 4
+        else:
             try:
                 if not self._parse_header():
                     return self._need_data()
             except (ProtocolError, MessageTooLarge) as exc:
                 self._error = exc
                 raise
-        start = self._start + self._hlen
-        end = start + self._plen
+            hlen = self._hlen
+            plen = self._plen
+        start = self._start + hlen
+        end = start + plen
         if end > self._end:
+            self._hlen = hlen
+            self._plen = plen
             return self._need_data()
         self._hlen = 0
         if self._end == end:
