@@ -233,11 +233,13 @@ def _run_serve(args: argparse.Namespace) -> int:
                 )
                 return 1
             raise
-        _announce(service, args.name, args.db)
         # SIGTERM closes the store like Ctrl-C (signal handlers live in the main thread).
+        # The handler is in place before the addresses are announced: whoever reads them
+        # may send SIGTERM at once.
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
         try:
+            _announce(service, args.name, args.db)
             if args.no_console:
                 service.wait()
             else:

@@ -108,15 +108,17 @@ def run_serve(args: argparse.Namespace) -> int:
         password=password,
         ssl=context,
     )
-    host, port = server.address
-    print(
-        f"sockwork: serving {args.target} on {host} port {port} (telnet {host} {port})",
-        file=sys.stderr,
-        flush=True,
-    )
+    # The handler is in place before the address is announced: whoever reads it may
+    # send SIGTERM at once.
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
     try:
+        host, port = server.address
+        print(
+            f"sockwork: serving {args.target} on {host} port {port} (telnet {host} {port})",
+            file=sys.stderr,
+            flush=True,
+        )
         if args.no_console:
             server.serve_forever()
         else:

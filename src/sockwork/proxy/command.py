@@ -8,6 +8,7 @@ import contextlib
 import json
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from sockwork.faults.units import parse_duration, parse_int_range, parse_rate, parse_size
@@ -107,14 +108,20 @@ def _describe(event: ConnectionEvent) -> str:
     )
 
 
-async def _until_signal() -> None:
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[asyncio.Event]:
+    """Set the yielded event on SIGINT or SIGTERM while the block runs.
+
+    The handlers are in place before the caller announces its address: whoever reads
+    it may send a signal at once.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        yield stop
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -144,12 +151,13 @@ def _run_proxy(args: argparse.Namespace) -> int:
             for fault, _ in faults:
                 proxy.add(fault, direction=args.direction)
             names = ", ".join(text for _, text in faults) or "no faults"
-            print(
-                f"proxy {format_address(proxy.address)} -> {format_address(upstream)} "
-                f"(seed {proxy.seed}; {args.direction}: {names}); Ctrl-C stops",
-                flush=True,
-            )
-            await _until_signal()
+            with _stop_on_signals() as stop:
+                print(
+                    f"proxy {format_address(proxy.address)} -> {format_address(upstream)} "
+                    f"(seed {proxy.seed}; {args.direction}: {names}); Ctrl-C stops",
+                    flush=True,
+                )
+                await stop.wait()
         finally:
             await proxy.aclose()
         return 0
@@ -184,8 +192,10 @@ def _run_server(args: argparse.Namespace) -> int:
             print(f"sockwork toxiproxy-server: error: {exc}", file=sys.stderr)
             return 1
         try:
-            print(f"toxiproxy API on {server.url} (seed {args.seed}); Ctrl-C stops", flush=True)
-            await _until_signal()
+            with _stop_on_signals() as stop:
+                print(f"toxiproxy API on {server.url} (seed {args.seed}); Ctrl-C stops",
+                      flush=True)
+                await stop.wait()
         finally:
             await server.aclose()
         return 0
