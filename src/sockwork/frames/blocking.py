@@ -24,13 +24,8 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Generic, TypeVar, overload
 
-from sockwork.errors import (
-    ConnectionClosed,
-    IncompleteMessage,
-    MessageTooLarge,
-    ProtocolError,
-    TimedOut,
-)
+from sockwork.errors import ConnectionClosed, MessageTooLarge, ProtocolError, TimedOut
+from sockwork.frames._ending import closed_error, end_error, is_clean_close
 from sockwork.frames.codec import (
     DEFAULT_MAX_SIZE,
     NEED_DATA,
@@ -179,9 +174,7 @@ class MessageSocket(Generic[T]):
     # -- plumbing ------------------------------------------------------------------------
 
     def _closed_error(self) -> ConnectionClosed:
-        return ConnectionClosed(
-            "this MessageSocket was closed", address=self.address, by_peer=False
-        )
+        return closed_error("MessageSocket", self.address)
 
     def _check_open(self) -> None:
         if self._fault is not None:
@@ -276,24 +269,17 @@ class MessageSocket(Generic[T]):
             while True:
                 try:
                     message = decoder.next_message()
-                except (IncompleteMessage, ProtocolError, MessageTooLarge) as exc:
-                    if self._recv_error is not None and exc.__cause__ is None:
-                        exc.__cause__ = self._recv_error
-                    if isinstance(exc, IncompleteMessage):
-                        exc.address = self.address
-                    self._fail(exc)
-                    raise
-                except ConnectionClosed as exc:
-                    if self._closed:
-                        raise self._closed_error() from None
-                    if self._recv_error is not None:
-                        raise ConnectionClosed(
-                            f"connection lost: {self._recv_error}",
-                            address=self.address,
-                            by_peer=True,
-                        ) from self._recv_error
-                    exc.address = self.address
-                    raise
+                except (ConnectionClosed, ProtocolError, MessageTooLarge) as exc:
+                    error, fatal = end_error(
+                        exc,
+                        what="MessageSocket",
+                        address=self.address,
+                        closed=self._closed,
+                        lost=self._recv_error,
+                    )
+                    if fatal:
+                        self._fail(error)
+                    raise error  # noqa: B904 (end_error set __cause__ as the policy wants)
                 if message is not NEED_DATA:
                     decode = self._decode
                     return message if decode is None else decode(message)  # type: ignore[return-value]
@@ -327,7 +313,7 @@ class MessageSocket(Generic[T]):
             try:
                 yield self.recv()
             except ConnectionClosed as exc:
-                if type(exc) is ConnectionClosed and exc.__cause__ is None:
+                if is_clean_close(exc):
                     return
                 raise
 
