@@ -37,7 +37,7 @@ from sockwork.frames.codec import (
     FrameEncoder,
     Payload,
 )
-from sockwork.frames.codecs import BYTES, Codec
+from sockwork.frames.codecs import BYTES, Codec, _maybe_decode
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -145,9 +145,7 @@ class MessageStream(Generic[T]):
         self.format = encoder.format
         self.max_size = encoder.max_size
         self.codec = codec
-        self._decode = (
-            None if codec is BYTES and self.format is not Format.STOCKINGS else codec.decode
-        )
+        self._decode = _maybe_decode(codec, self.format)
         self._raw = codec is BYTES  # bytes go to the encoder as they are
         self._loop = protocol.loop
         self._pending: list[Payload] = []

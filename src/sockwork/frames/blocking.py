@@ -34,7 +34,7 @@ from sockwork.frames.codec import (
     FrameEncoder,
     Payload,
 )
-from sockwork.frames.codecs import BYTES, Codec
+from sockwork.frames.codecs import BYTES, Codec, _maybe_decode
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -154,9 +154,7 @@ class MessageSocket(Generic[T]):
         self._closed = False
         self._fault: BaseException | None = None  # sticky error that closed the connection
         self._recv_error: OSError | None = None  # why the receive side ended, if not EOF
-        self._decode = (
-            None if codec is BYTES and self.format is not Format.STOCKINGS else codec.decode
-        )
+        self._decode = _maybe_decode(self.codec, self.format)
         self._raw = codec is BYTES  # bytes go to the encoder as they are
         self._send_errors = _TranslateErrors(self, "send")  # type: ignore[arg-type]
         self._recv_errors = _TranslateErrors(self, "recv")  # type: ignore[arg-type]

@@ -56,7 +56,7 @@ from sockwork.frames.codec import (
     FrameEncoder,
     Message,
 )
-from sockwork.frames.codecs import BYTES, Codec
+from sockwork.frames.codecs import BYTES, Codec, _maybe_decode
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -226,9 +226,7 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
             self.address: object = sock.getpeername()
         except OSError as exc:
             raise ValueError(f"sock must be connected: {exc}") from exc
-        self._decode = (
-            None if codec is BYTES and self.format is not Format.STOCKINGS else codec.decode
-        )
+        self._decode = _maybe_decode(self.codec, self.format)
         self._sock = sock
         self._tls = isinstance(sock, ssl.SSLSocket)
         sock.setblocking(False)
