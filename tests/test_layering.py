@@ -26,6 +26,7 @@ CORE_MODULES = [
     "storify/errors.py",
     "storify/money.py",
     "storify/tally.py",
+    "sockwork/frames/_ending.py",
 ]
 
 FORBIDDEN = {"socket", "selectors", "ssl", "asyncio", "threading", "time", "select"}

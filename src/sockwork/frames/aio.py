@@ -27,13 +27,8 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Generic, TypeVar, cast, overload
 
-from sockwork.errors import (
-    ConnectionClosed,
-    IncompleteMessage,
-    MessageTooLarge,
-    ProtocolError,
-    SockworkError,
-)
+from sockwork.errors import ConnectionClosed, MessageTooLarge, ProtocolError, SockworkError
+from sockwork.frames._ending import closed_error, end_error, is_clean_close
 from sockwork.frames.codec import (
     DEFAULT_MAX_SIZE,
     NEED_DATA,
@@ -42,7 +37,7 @@ from sockwork.frames.codec import (
     FrameEncoder,
     Payload,
 )
-from sockwork.frames.codecs import BYTES, Codec
+from sockwork.frames.codecs import BYTES, Codec, _maybe_decode
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -150,9 +145,7 @@ class MessageStream(Generic[T]):
         self.format = encoder.format
         self.max_size = encoder.max_size
         self.codec = codec
-        self._decode = (
-            None if codec is BYTES and self.format is not Format.STOCKINGS else codec.decode
-        )
+        self._decode = _maybe_decode(codec, self.format)
         self._raw = codec is BYTES  # bytes go to the encoder as they are
         self._loop = protocol.loop
         self._pending: list[Payload] = []
@@ -168,9 +161,7 @@ class MessageStream(Generic[T]):
     # -- errors --------------------------------------------------------------------------
 
     def _closed_error(self) -> ConnectionClosed:
-        return ConnectionClosed(
-            "this MessageStream was closed", address=self.address, by_peer=False
-        )
+        return closed_error("MessageStream", self.address)
 
     def _check_can_send(self) -> None:
         if self._fault is not None:
@@ -282,24 +273,17 @@ class MessageStream(Generic[T]):
         while True:
             try:
                 message = decoder.next_message()
-            except (IncompleteMessage, ProtocolError, MessageTooLarge) as exc:
-                if protocol.lost_error is not None and exc.__cause__ is None:
-                    exc.__cause__ = protocol.lost_error
-                if isinstance(exc, IncompleteMessage):
-                    exc.address = self.address
-                self._fail(exc)
-                raise
-            except ConnectionClosed as exc:
-                if self._closing:
-                    raise self._closed_error() from None
-                if protocol.lost_error is not None:
-                    raise ConnectionClosed(
-                        f"connection lost: {protocol.lost_error}",
-                        address=self.address,
-                        by_peer=True,
-                    ) from protocol.lost_error
-                exc.address = self.address
-                raise
+            except (ConnectionClosed, ProtocolError, MessageTooLarge) as exc:
+                error, fatal = end_error(
+                    exc,
+                    what="MessageStream",
+                    address=self.address,
+                    closed=self._closing,
+                    lost=protocol.lost_error,
+                )
+                if fatal:
+                    self._fail(error)
+                raise error  # noqa: B904 (end_error set __cause__ as the policy wants)
             if message is not NEED_DATA:
                 decode = self._decode
                 return message if decode is None else decode(message)  # type: ignore[return-value]
@@ -328,7 +312,7 @@ class MessageStream(Generic[T]):
             try:
                 message = await self.recv()
             except ConnectionClosed as exc:
-                if type(exc) is ConnectionClosed and exc.__cause__ is None:
+                if is_clean_close(exc):
                     return
                 raise
             yield message

@@ -24,13 +24,8 @@ import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Generic, TypeVar, overload
 
-from sockwork.errors import (
-    ConnectionClosed,
-    IncompleteMessage,
-    MessageTooLarge,
-    ProtocolError,
-    TimedOut,
-)
+from sockwork.errors import ConnectionClosed, MessageTooLarge, ProtocolError, TimedOut
+from sockwork.frames._ending import closed_error, end_error, is_clean_close
 from sockwork.frames.codec import (
     DEFAULT_MAX_SIZE,
     NEED_DATA,
@@ -39,7 +34,7 @@ from sockwork.frames.codec import (
     FrameEncoder,
     Payload,
 )
-from sockwork.frames.codecs import BYTES, Codec
+from sockwork.frames.codecs import BYTES, Codec, _maybe_decode
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -159,9 +154,7 @@ class MessageSocket(Generic[T]):
         self._closed = False
         self._fault: BaseException | None = None  # sticky error that closed the connection
         self._recv_error: OSError | None = None  # why the receive side ended, if not EOF
-        self._decode = (
-            None if codec is BYTES and self.format is not Format.STOCKINGS else codec.decode
-        )
+        self._decode = _maybe_decode(self.codec, self.format)
         self._raw = codec is BYTES  # bytes go to the encoder as they are
         self._send_errors = _TranslateErrors(self, "send")  # type: ignore[arg-type]
         self._recv_errors = _TranslateErrors(self, "recv")  # type: ignore[arg-type]
@@ -179,9 +172,7 @@ class MessageSocket(Generic[T]):
     # -- plumbing ------------------------------------------------------------------------
 
     def _closed_error(self) -> ConnectionClosed:
-        return ConnectionClosed(
-            "this MessageSocket was closed", address=self.address, by_peer=False
-        )
+        return closed_error("MessageSocket", self.address)
 
     def _check_open(self) -> None:
         if self._fault is not None:
@@ -276,24 +267,17 @@ class MessageSocket(Generic[T]):
             while True:
                 try:
                     message = decoder.next_message()
-                except (IncompleteMessage, ProtocolError, MessageTooLarge) as exc:
-                    if self._recv_error is not None and exc.__cause__ is None:
-                        exc.__cause__ = self._recv_error
-                    if isinstance(exc, IncompleteMessage):
-                        exc.address = self.address
-                    self._fail(exc)
-                    raise
-                except ConnectionClosed as exc:
-                    if self._closed:
-                        raise self._closed_error() from None
-                    if self._recv_error is not None:
-                        raise ConnectionClosed(
-                            f"connection lost: {self._recv_error}",
-                            address=self.address,
-                            by_peer=True,
-                        ) from self._recv_error
-                    exc.address = self.address
-                    raise
+                except (ConnectionClosed, ProtocolError, MessageTooLarge) as exc:
+                    error, fatal = end_error(
+                        exc,
+                        what="MessageSocket",
+                        address=self.address,
+                        closed=self._closed,
+                        lost=self._recv_error,
+                    )
+                    if fatal:
+                        self._fail(error)
+                    raise error  # noqa: B904 (end_error set __cause__ as the policy wants)
                 if message is not NEED_DATA:
                     decode = self._decode
                     return message if decode is None else decode(message)  # type: ignore[return-value]
@@ -327,7 +311,7 @@ class MessageSocket(Generic[T]):
             try:
                 yield self.recv()
             except ConnectionClosed as exc:
-                if type(exc) is ConnectionClosed and exc.__cause__ is None:
+                if is_clean_close(exc):
                     return
                 raise
 

@@ -46,6 +46,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 
 from sockwork.errors import ConnectionClosed, MessageTooLarge, NotReady, ProtocolError, TimedOut
+from sockwork.frames._ending import closed_error, end_error
 from sockwork.frames._reactor import Reactor, attach
 from sockwork.frames.codec import (
     DEFAULT_MAX_SIZE,
@@ -55,7 +56,7 @@ from sockwork.frames.codec import (
     FrameEncoder,
     Message,
 )
-from sockwork.frames.codecs import BYTES, Codec
+from sockwork.frames.codecs import BYTES, Codec, _maybe_decode
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -225,9 +226,7 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
             self.address: object = sock.getpeername()
         except OSError as exc:
             raise ValueError(f"sock must be connected: {exc}") from exc
-        self._decode = (
-            None if codec is BYTES and self.format is not Format.STOCKINGS else codec.decode
-        )
+        self._decode = _maybe_decode(self.codec, self.format)
         self._sock = sock
         self._tls = isinstance(sock, ssl.SSLSocket)
         sock.setblocking(False)
@@ -547,7 +546,7 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
                     break
                 self._arrived.wait(remaining)
         if self._closing:
-            raise ConnectionClosed("this endpoint was closed", address=self.address, by_peer=False)
+            raise closed_error("endpoint", self.address)
         if self._inbox:
             return True
         if self._error is not None:
@@ -572,9 +571,7 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
     def _raise_not_ready(self) -> None:
         with self._lock:
             if self._closing:
-                raise ConnectionClosed(
-                    "this endpoint was closed", address=self.address, by_peer=False
-                )
+                raise closed_error("endpoint", self.address)
             if self._error is not None and self._settled.is_set():
                 raise self._end_error()
         raise NotReady(
@@ -719,9 +716,7 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
         deadline: float | None = None
         while True:
             if self._closing:
-                raise ConnectionClosed(
-                    "this endpoint was closed", address=self.address, by_peer=False
-                )
+                raise closed_error("endpoint", self.address)
             if self._error is not None:
                 raise self._end_error()
             queued = self._queued_total - self._sent_total
@@ -913,13 +908,13 @@ class Endpoint(Generic[T], metaclass=_StartAfterInit):
                     break
                 messages.append(message)
                 size += len(message)
-        except ConnectionClosed as exc:  # EOF: clean, or inside a frame (IncompleteMessage)
-            exc.address = self.address
-            if cause is not None:
-                exc.__cause__ = cause
-            return messages, size, exc
-        except (MessageTooLarge, ProtocolError) as exc:
-            return messages, size, exc
+        except (ConnectionClosed, MessageTooLarge, ProtocolError) as exc:
+            # Whether the end is hard (drops the outbox) is the caller's decision, not
+            # ``fatal``: after EOF inside a frame, queued writes are still sent.
+            error, _ = end_error(
+                exc, what="endpoint", address=self.address, closed=False, lost=cause
+            )
+            return messages, size, error
         return messages, size, None
 
     def _flush(self) -> None:
