@@ -5,8 +5,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-test
 
-# Debian packages the end-to-end tests drive as real peers: binary -> package.
-SYSTEM_TOOLS := telnet:telnet nc:netcat-openbsd socat:socat
+# Debian packages the end-to-end tests drive as real peers (and openssl, which makes
+# their test certificates): binary -> package.
+SYSTEM_TOOLS := telnet:telnet nc:netcat-openbsd socat:socat openssl:openssl
 
 .PHONY: demo test lint typecheck pytest system-tools bench clean
 
