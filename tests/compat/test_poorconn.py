@@ -12,7 +12,6 @@ import asyncio
 import math
 import socket
 import ssl
-import subprocess
 import threading
 import time
 import types
@@ -23,7 +22,6 @@ import pytest
 
 import sockwork.compat.poorconn as ours
 from sockwork.faults import dispatch
-from tests.conftest import require_binary
 
 IMPLS = [pytest.param(poorconn, id="poorconn"), pytest.param(ours, id="sockwork")]
 
@@ -527,42 +525,6 @@ def test_package_exports_poorconns_public_names() -> None:
 # --- where sockwork differs: SSL ----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tls_contexts(tmp_path_factory: pytest.TempPathFactory) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """A (server, client) pair of TLS contexts with a throw-away self-signed certificate."""
-    openssl = require_binary("openssl")
-    directory = tmp_path_factory.mktemp("tls")
-    key, cert = directory / "key.pem", directory / "cert.pem"
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(cert, key)
-    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client.check_hostname = False
-    client.verify_mode = ssl.CERT_NONE
-    return server, client
-
-
 def _tls_sendall_seconds(
     impl: types.ModuleType, contexts: tuple[ssl.SSLContext, ssl.SSLContext]
 ) -> float:
@@ -576,7 +538,7 @@ def _tls_sendall_seconds(
 
     server = threading.Thread(target=serve)
     server.start()
-    with contexts[1].wrap_socket(client_raw) as tls:
+    with contexts[1].wrap_socket(client_raw, server_hostname="localhost") as tls:
         patchable = impl.make_socket_patchable(tls)
         assert patchable is tls  # SSLSocket is patchable as it is
         impl.delay_before_sending(tls, T, 100)

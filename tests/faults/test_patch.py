@@ -447,25 +447,26 @@ def test_patch_half_close_still_lets_the_faulted_side_reply(pair: Pair) -> None:
 def test_patch_timeout_on_send_closes_while_the_app_waits_elsewhere(pair: Pair) -> None:
     a, b = pair
     with apply(a, Timeout(0.2, direction="send")):
+        start = time.monotonic()  # before the send: its bytes start the idle timer
         a.sendall(b"request")  # discarded
-        start = time.monotonic()
         assert a.recv(10) == b""  # no reply: the idle timer closes the connection
         assert 0.18 <= elapsed(start) < 1.5
         assert b.recv(10) == b""  # the peer sees the close, never the request
 
 
 def test_patch_deadline_timers_end_with_the_socket() -> None:
+    # Watch the timer thread itself: counting every thread of the process raced with
+    # threads of earlier tests still ending. Both sockets are closed on every path.
     a, b = tcp_pair()
-    before = threading.active_count()
-    with b, apply(a, Timeout(30, direction="send")):
+    with a, b, apply(a, Timeout(30, direction="send")):
+        before = set(threading.enumerate())
         a.sendall(b"x")  # arms the 30 s idle timer
-        assert threading.active_count() == before + 1
+        timers = [t for t in threading.enumerate()
+                  if t not in before and isinstance(t, threading.Timer)]
+        assert len(timers) == 1
         a.close()
-    for _ in range(100):
-        if threading.active_count() == before:
-            break
-        time.sleep(0.01)
-    assert threading.active_count() == before
+        timers[0].join(timeout=5)  # the close cancelled it: it ends at once
+        assert not timers[0].is_alive()
 
 
 def test_patch_nonblocking_send_hands_bytes_over_and_flushes_on_close(pair: Pair) -> None:

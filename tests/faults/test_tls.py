@@ -4,40 +4,19 @@ from __future__ import annotations
 
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
 from sockwork.faults import CloseAfter, Latency, Match, Slice, apply, inject
-from tests.conftest import require_binary
 
 from .conftest import elapsed, tcp_pair
 
 T = 0.4  # a delay long enough to tell one wait from two on a loaded machine
 
 Contexts = tuple[ssl.SSLContext, ssl.SSLContext]
-
-
-@pytest.fixture(scope="module")
-def contexts(tmp_path_factory: pytest.TempPathFactory) -> Contexts:
-    """(server, client) TLS contexts with a throw-away self-signed certificate for localhost."""
-    openssl = require_binary("openssl")
-    directory: Path = tmp_path_factory.mktemp("tls")
-    key, cert = directory / "key.pem", directory / "cert.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost"],
-        check=True, capture_output=True,
-    )
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(cert, key)
-    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    client.load_verify_locations(cert)
-    return server, client
 
 
 def handshake(contexts: Contexts, client: socket.socket, server: socket.socket,
@@ -55,8 +34,8 @@ def handshake(contexts: Contexts, client: socket.socket, server: socket.socket,
 
 
 @pytest.fixture
-def tls(contexts: Contexts) -> Iterator[tuple[ssl.SSLSocket, ssl.SSLSocket]]:
-    client, server = handshake(contexts, *tcp_pair())
+def tls(tls_contexts: Contexts) -> Iterator[tuple[ssl.SSLSocket, ssl.SSLSocket]]:
+    client, server = handshake(tls_contexts, *tcp_pair())
     with client, server:
         yield client, server
 
@@ -180,26 +159,26 @@ def test_tls_nonblocking_recv_not_due_wants_read(tls: tuple[ssl.SSLSocket, ssl.S
     assert elapsed(start) >= T * 0.9
 
 
-def test_tls_faults_applied_before_wrapping_follow_the_fd(contexts: Contexts) -> None:
+def test_tls_faults_applied_before_wrapping_follow_the_fd(tls_contexts: Contexts) -> None:
     raw_client, raw_server = tcp_pair()
     handle = apply(raw_client, Slice(2))
-    client, server = handshake(contexts, raw_client, raw_server)  # the handshake is untouched
+    client, server = handshake(tls_contexts, raw_client, raw_server)  # the handshake is untouched
     with handle, client, server:
         server.sendall(b"abcdef")
         assert client.recv(100) in (b"a", b"ab")
     assert raw_client.fileno() == -1
 
 
-def test_tls_inject_reaches_client_and_accepted_sockets(contexts: Contexts) -> None:
+def test_tls_inject_reaches_client_and_accepted_sockets(tls_contexts: Contexts) -> None:
     with socket.create_server(("127.0.0.1", 0)) as raw_listener:
         port = raw_listener.getsockname()[1]
-        with contexts[0].wrap_socket(raw_listener, server_side=True) as listener, \
+        with tls_contexts[0].wrap_socket(raw_listener, server_side=True) as listener, \
                 inject(Slice(4, min_bytes=4), match=Match(port=port)) as handle:
             accepted: list[ssl.SSLSocket] = []
             thread = threading.Thread(target=lambda: accepted.append(listener.accept()[0]))
             thread.start()
             raw = socket.create_connection(("127.0.0.1", port), timeout=5.0)
-            client = contexts[1].wrap_socket(raw, server_hostname="localhost")
+            client = tls_contexts[1].wrap_socket(raw, server_hostname="localhost")
             thread.join()
             server = accepted[0]
             with client, server:
