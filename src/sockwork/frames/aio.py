@@ -458,7 +458,7 @@ async def start_server(
         raise TypeError(f"codec must be a sockwork.frames.Codec, not {codec!r}")
     FrameEncoder(format, max_size=max_size)  # validate the arguments now, not per connection
     loop = asyncio.get_running_loop()
-    server = MessageServer(loop)
+    server = MessageServer()
 
     def factory() -> _FrameProtocol:
         return _ServerProtocol(
@@ -483,8 +483,7 @@ class MessageServer:
     on every Python version (``asyncio.Server.close()`` leaves them running on 3.11).
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    def __init__(self) -> None:
         self._server: asyncio.Server | None = None
         self._streams: set[MessageStream[object]] = set()
         self._lost: set[asyncio.Future[None]] = set()  # closed_future of each live connection
