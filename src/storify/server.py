@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from sockwork.errors import ConnectionClosed, SockworkError
 from sockwork.frames import JSON, Format
-from sockwork.frames.aio import MessageStream, start_server
+from sockwork.frames.aio import MessageServer, MessageStream, start_server
 from storify.api import ApiSession, error_reply
 from storify.client import MAX_MESSAGE
 from storify.repl import Visitor
@@ -94,10 +94,9 @@ class ApiServer:
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._server: asyncio.Server | None = None
+        self._server: MessageServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._address: tuple[str, int] | None = None
-        self._closing = False
         self._stop_lock = threading.Lock()
 
     @property
@@ -129,7 +128,7 @@ class ApiServer:
         self._thread.start()
         return self
 
-    async def _listen(self) -> asyncio.Server:
+    async def _listen(self) -> MessageServer:
         server = await start_server(
             self._serve,
             self.host,
@@ -165,32 +164,18 @@ class ApiServer:
         loop.close()
 
     async def _close(self, timeout: float) -> None:
-        self._closing = True
-        server = self._server
-        if server is not None:
-            server.close()
-        # Connections accepted just before close() may not have reached _serve yet: give
-        # them a few loop turns; _serve closes any that arrive while _closing is set.
-        for _ in range(3):
-            await asyncio.sleep(0)
-        with self._lock:
-            connections = list(self._connections.values())
-        for connection in connections:
-            connection.stream.close()
         for task in self._tasks:
             task.cancel()
-        deadline = time.monotonic() + timeout
-        while self._connections and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)  # handlers see ConnectionClosed and unregister
-        with self._lock:
-            stuck = list(self._connections.values())
-        for connection in stuck:
-            connection.stream.abort()  # a peer that does not read cannot hold us up
-        await asyncio.sleep(0.01)  # let closed transports run connection_lost
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=max(0.0, deadline - time.monotonic()))
+        server = self._server
         if server is not None:
-            await server.wait_closed()
+            server.close()  # also closes every API connection and cancels its handler
+            try:
+                await asyncio.wait_for(server.wait_closed(), timeout)
+            except asyncio.TimeoutError:
+                server.abort()  # a client that does not read cannot hold us up
+                await server.wait_closed()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -226,8 +211,6 @@ class ApiServer:
         peer = format_address(stream.address)
         visitor = Visitor(f"api{next(self._ids)}", "api", peer, time.time())
         connection = _Connection(visitor, stream, time.monotonic())
-        if self._closing:
-            return  # the server is stopping; start_server closes the stream
         with self._lock:
             full = len(self._connections) >= self.max_connections
             if not full:

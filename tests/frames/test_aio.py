@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TypeVar
 
@@ -16,8 +18,8 @@ from sockwork.errors import (
     ProtocolError,
     SockworkError,
 )
-from sockwork.frames import BYTES_OR_TEXT, JSON, Format, FrameEncoder
-from sockwork.frames.aio import MessageStream, open_connection, start_server
+from sockwork.frames import BYTES_OR_TEXT, JSON, Format, FrameEncoder, MessageSocket
+from sockwork.frames.aio import MessageServer, MessageStream, open_connection, start_server
 from tests.frames.conftest import reset
 
 R = TypeVar("R")
@@ -35,7 +37,7 @@ async def echo(stream: MessageStream[bytes]) -> None:
 
 async def serve(
     handler: Callable[[MessageStream[bytes]], Awaitable[None]], **kw: object
-) -> tuple[asyncio.Server, int]:
+) -> tuple[MessageServer, int]:
     server = await start_server(handler, **kw)  # type: ignore[call-overload]
     return server, server.sockets[0].getsockname()[1]
 
@@ -439,3 +441,144 @@ def test_start_server_reports_handler_bugs_and_goes_on() -> None:
         assert len(reported) == 1 and isinstance(reported[0], KeyError)
 
     run(main())
+
+
+# -- MessageServer: close() owns the connections ---------------------------------------------
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else -1
+
+
+def test_server_close_closes_idle_clients_and_cancels_handlers() -> None:
+    async def main() -> None:
+        fds_before = _open_fds()
+        tasks_before = asyncio.all_tasks()
+        connected = asyncio.Semaphore(0)
+        cancelled: list[str] = []
+
+        async def idle(stream: MessageStream[bytes]) -> None:
+            connected.release()
+            try:
+                await stream.recv()  # the clients never send
+            except asyncio.CancelledError:
+                cancelled.append("recv")
+                raise
+
+        server, port = await serve(idle)
+        clients = [await open_connection("127.0.0.1", port) for _ in range(3)]
+        for _ in clients:
+            await connected.acquire()
+        assert server.connections == 3 and server.is_serving()
+
+        started = time.monotonic()
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 1.0)
+        for client in clients:
+            with pytest.raises(ConnectionClosed) as info:
+                await asyncio.wait_for(client.recv(), 1.0)
+            assert info.value.by_peer
+        assert time.monotonic() - started < 1.0
+        assert cancelled == ["recv"] * 3
+        assert server.connections == 0 and not server.is_serving() and server.sockets == ()
+        with pytest.raises(ConnectionRefusedError):
+            await open_connection("127.0.0.1", port)
+        for client in clients:
+            client.close()
+            await client.wait_closed()
+        assert asyncio.all_tasks() == tasks_before  # no handler task left behind
+        assert _open_fds() == fds_before
+
+    run(main())
+
+
+def test_server_close_flushes_queued_frames_then_eof() -> None:
+    async def main() -> None:
+        async def greet(stream: MessageStream[bytes]) -> None:
+            await stream.send(b"bye")  # queued (coalesced), not yet written
+            await asyncio.Event().wait()
+
+        async with await start_server(greet) as server:
+            port = server.sockets[0].getsockname()[1]
+            client = await open_connection("127.0.0.1", port)
+            while server.connections < 1:
+                await asyncio.sleep(0.001)
+        # The async with exit closed the server: the queued frame still arrived, then EOF.
+        assert await asyncio.wait_for(client.recv(), 1.0) == b"bye"
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(client.recv(), 1.0)
+        client.close()
+        await client.wait_closed()
+
+    run(main())
+
+
+def test_server_abort_ends_a_close_held_up_by_a_peer_that_does_not_read() -> None:
+    async def main() -> None:
+        flooding = asyncio.Event()
+
+        async def flood(stream: MessageStream[bytes]) -> None:
+            flooding.set()
+            await stream.send(b"x" * (4 * 1024 * 1024))  # more than the socket buffers hold
+
+        server, port = await serve(flood)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        try:
+            await flooding.wait()
+            server.close()
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 0.3)  # still flushing
+            server.abort()
+            await asyncio.wait_for(server.wait_closed(), 1.0)
+            assert server.connections == 0
+        finally:
+            sock.close()
+
+    run(main())
+
+
+def test_server_serve_forever_cancelled_closes_connections() -> None:
+    async def main() -> None:
+        server, port = await serve(echo)
+        serving = asyncio.get_running_loop().create_task(server.serve_forever())
+        client = await open_connection("127.0.0.1", port)
+        await client.send(b"ping")
+        assert await client.recv() == b"ping"
+        serving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(client.recv(), 1.0)
+        assert server.connections == 0
+        client.close()
+        await client.wait_closed()
+
+    run(main())
+
+
+def test_stream_and_socket_local_address() -> None:
+    async def main() -> None:
+        seen: asyncio.Future[tuple[object, object]] = asyncio.get_running_loop().create_future()
+
+        async def handler(stream: MessageStream[bytes]) -> None:
+            seen.set_result((stream.address, stream.local_address))
+
+        async with await start_server(handler) as server:
+            port = server.sockets[0].getsockname()[1]
+            client = await open_connection("127.0.0.1", port)
+            peer, local = await seen
+            assert local == ("127.0.0.1", port) == client.address
+            assert peer == client.local_address
+            assert client.local_address != client.address
+            client.close()
+            await client.wait_closed()
+
+    run(main())
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        with MessageSocket(socket.create_connection(listener.getsockname())) as conn:
+            accepted, peer = listener.accept()
+            with accepted:
+                assert conn.local_address == peer
+                assert conn.address == listener.getsockname()

@@ -3,12 +3,13 @@
 - :mod:`sockwork.frames.codec`: ``FrameEncoder``/``FrameDecoder`` (sans-IO) and ``Format``.
 - :mod:`sockwork.frames.codecs`: payload codecs ``BYTES``, ``TEXT``, ``JSON``, ``MSGPACK``...
 - :mod:`sockwork.frames.blocking`: ``MessageSocket`` and ``connect``.
-- :mod:`sockwork.frames.aio`: ``open_connection``, ``start_server``, ``MessageStream``.
+- :mod:`sockwork.frames.aio`: ``open_connection``, ``start_server``, ``MessageStream``,
+  ``MessageServer``.
 """
 
 from __future__ import annotations
 
-from sockwork.frames.aio import MessageStream, open_connection, start_server
+from sockwork.frames.aio import MessageServer, MessageStream, open_connection, start_server
 from sockwork.frames.blocking import MessageSocket, connect
 from sockwork.frames.codec import (
     DEFAULT_MAX_SIZE,
@@ -37,6 +38,7 @@ __all__ = [
     "FrameDecoder",
     "FrameEncoder",
     "Message",
+    "MessageServer",
     "MessageSocket",
     "MessageStream",
     "NeedData",

@@ -2,9 +2,10 @@
 
 ``open_connection`` and ``start_server`` give a :class:`MessageStream` with the same
 method names and errors as the blocking ``MessageSocket`` (``send``, ``send_many``,
-``recv``, iteration, ``close``), plus ``wait_closed``. It sits on an
-``asyncio.BufferedProtocol`` whose ``get_buffer`` is the decoder's own buffer, so
-bytes are received straight into it; no ``readexactly``.
+``recv``, iteration, ``close``), plus ``wait_closed``. ``start_server`` returns a
+:class:`MessageServer`, whose ``close()`` also closes the connections it accepted.
+Streams sit on an ``asyncio.BufferedProtocol`` whose ``get_buffer`` is the decoder's
+own buffer, so bytes are received straight into it; no ``readexactly``.
 """
 
 # Rules:
@@ -19,6 +20,9 @@ bytes are received straight into it; no ``readexactly``.
 #   our buffer without bound (beyond one frame of at most max_size).
 # - A reset is EOF plus a cause: messages already buffered are still returned, then
 #   IncompleteMessage/ConnectionClosed is raised ``from`` the OSError.
+# - A MessageServer owns what it accepted: every live stream and handler task is in
+#   its sets from connection_made until connection_lost / task end, so close() can
+#   close them all (asyncio.Server.close() on 3.11 leaves accepted connections open).
 
 from __future__ import annotations
 
@@ -43,7 +47,7 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import Self
 
-__all__ = ["MessageStream", "open_connection", "start_server"]
+__all__ = ["MessageServer", "MessageStream", "open_connection", "start_server"]
 
 T = TypeVar("T")
 
@@ -153,6 +157,7 @@ class MessageStream(Generic[T]):
         self._closing = False
         self._fault: BaseException | None = None
         self.address: object = transport.get_extra_info("peername")
+        self.local_address: object = transport.get_extra_info("sockname")
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"
@@ -416,7 +421,7 @@ async def start_server(
     *,
     format: Format | str = ...,
     max_size: int = ...,
-) -> asyncio.Server: ...
+) -> MessageServer: ...
 
 
 @overload
@@ -428,7 +433,7 @@ async def start_server(
     format: Format | str = ...,
     max_size: int = ...,
     codec: Codec[T],
-) -> asyncio.Server: ...
+) -> MessageServer: ...
 
 
 async def start_server(
@@ -439,20 +444,21 @@ async def start_server(
     format: Format | str = Format.U32,
     max_size: int = DEFAULT_MAX_SIZE,
     codec: Codec[T] | Codec[bytes] = BYTES,
-) -> asyncio.Server:
+) -> MessageServer:
     """Serve TCP connections, calling ``await handler(stream)`` for each in its own task.
 
     Binds 127.0.0.1 and a free port by default (``server.sockets[0].getsockname()``).
     The stream is closed when the handler returns. A sockwork error escaping the
     handler (a peer that closed or broke the format) ends that connection only;
     any other exception is reported to the loop's exception handler. Either way the
-    server keeps serving its other connections.
+    server keeps serving its other connections. Closing the returned
+    :class:`MessageServer` also closes every connection and cancels every handler.
     """
     if not isinstance(codec, Codec):
         raise TypeError(f"codec must be a sockwork.frames.Codec, not {codec!r}")
     FrameEncoder(format, max_size=max_size)  # validate the arguments now, not per connection
     loop = asyncio.get_running_loop()
-    tasks: set[asyncio.Task[None]] = set()
+    server = MessageServer()
 
     def factory() -> _FrameProtocol:
         return _ServerProtocol(
@@ -461,10 +467,111 @@ async def start_server(
             FrameEncoder(format, max_size=max_size),
             cast("Codec[object]", codec),
             cast("Handler[object]", handler),
-            tasks,
+            server,
         )
 
-    return await loop.create_server(factory, host, port)
+    server._server = await loop.create_server(factory, host, port)
+    return server
+
+
+class MessageServer:
+    """A listening server made by :func:`start_server`; owns the connections it accepted.
+
+    Has the useful surface of ``asyncio.Server`` (``sockets``, ``is_serving()``,
+    ``serve_forever()``, ``close()``, ``wait_closed()``, ``async with``), but
+    ``close()`` also closes every accepted connection and cancels every handler task,
+    on every Python version (``asyncio.Server.close()`` leaves them running on 3.11).
+    """
+
+    def __init__(self) -> None:
+        self._server: asyncio.Server | None = None
+        self._streams: set[MessageStream[object]] = set()
+        self._lost: set[asyncio.Future[None]] = set()  # closed_future of each live connection
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closing else "serving"
+        return f"<MessageServer {state} connections={len(self._streams)} at {self.sockets!r}>"
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        """The listening sockets (``sockets[0].getsockname()`` gives the port); () once closed."""
+        return () if self._server is None else tuple(self._server.sockets)
+
+    @property
+    def connections(self) -> int:
+        """The number of accepted connections not yet closed."""
+        return len(self._streams)
+
+    def is_serving(self) -> bool:
+        """Return True while the server accepts new connections."""
+        return self._server is not None and self._server.is_serving()
+
+    async def serve_forever(self) -> None:
+        """Serve until cancelled; then close the server and its connections, and wait."""
+        assert self._server is not None
+        try:
+            await self._server.serve_forever()
+        finally:
+            self.close()
+            await self.wait_closed()
+
+    def close(self) -> None:
+        """Stop listening, close every connection and cancel every handler task; idempotent.
+
+        Each stream is closed as by :meth:`MessageStream.close`: frames already queued
+        are flushed, then the peer sees EOF. Handlers get ``CancelledError``.
+        """
+        self._shut(abort=False)
+
+    def abort(self) -> None:
+        """Like :meth:`close`, but connections are aborted: queued frames are dropped.
+
+        Use it when :meth:`wait_closed` takes too long because a peer does not read.
+        """
+        self._shut(abort=True)
+
+    def _shut(self, *, abort: bool) -> None:
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        for stream in list(self._streams):
+            if abort:
+                stream.abort()
+            else:
+                stream.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def wait_closed(self) -> None:
+        """Wait until the server, every connection and every handler task have ended.
+
+        Call it after :meth:`close` or :meth:`abort`. A peer that does not read can keep
+        a closing connection open (its queued frames are still being flushed): bound the
+        wait with ``asyncio.wait_for`` and call :meth:`abort` if it times out.
+        """
+        if self._server is not None:
+            await self._server.wait_closed()
+        await asyncio.sleep(0)  # connections accepted just before close() reach connection_made
+        while True:
+            pending = {t for t in self._tasks if not t.done()}
+            pending.update(f for f in self._lost if not f.done())  # type: ignore[misc]
+            if not pending:
+                return
+            await asyncio.wait(pending)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+        await self.wait_closed()
 
 
 class _ServerProtocol(_FrameProtocol):
@@ -477,20 +584,35 @@ class _ServerProtocol(_FrameProtocol):
         encoder: FrameEncoder,
         codec: Codec[object],
         handler: Handler[object],
-        tasks: set[asyncio.Task[None]],
+        server: MessageServer,
     ) -> None:
         super().__init__(decoder, loop)
         self._encoder = encoder
         self._codec = codec
         self._handler = handler
-        self._tasks = tasks
+        self._server = server
+        self._stream: MessageStream[object] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        stream = MessageStream(cast(asyncio.Transport, transport), self, self._encoder, self._codec)
+        server = self._server
+        tcp = cast(asyncio.Transport, transport)
+        if server._closing:
+            tcp.abort()  # accepted in the instant the server closed: never served
+            return
+        stream = MessageStream(tcp, self, self._encoder, self._codec)
+        self._stream = stream
+        server._streams.add(stream)
+        server._lost.add(self.closed_future)
         task = self.loop.create_task(self._run(stream))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        server._tasks.add(task)
+        task.add_done_callback(server._tasks.discard)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self._stream is not None:
+            self._server._streams.discard(self._stream)
+        self._server._lost.discard(self.closed_future)
 
     async def _run(self, stream: MessageStream[object]) -> None:
         try:

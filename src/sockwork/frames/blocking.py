@@ -160,6 +160,7 @@ class MessageSocket(Generic[T]):
         self._recv_errors = _TranslateErrors(self, "recv")  # type: ignore[arg-type]
         try:
             self.address: object = sock.getpeername()
+            self.local_address: object = sock.getsockname()
         except OSError as exc:
             raise ValueError(f"sock must be connected: {exc}") from exc
         if nodelay and sock.family in (socket.AF_INET, socket.AF_INET6):
