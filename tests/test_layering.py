@@ -13,20 +13,19 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 CORE_MODULES = [
     "sockwork/errors.py",
     "sockwork/frames/codec.py",
+    "sockwork/frames/_ending.py",
     "sockwork/faults/vocabulary.py",
     "sockwork/faults/plan.py",
     "sockwork/faults/units.py",
     "sockwork/proxy/toxic.py",
     "sockwork/proxy/fault.py",
     "sockwork/console/telnet.py",
-    "sockwork/frames/codec.py",
     "storify/api.py",
     "storify/cart.py",
     "storify/conditions.py",
     "storify/errors.py",
     "storify/money.py",
     "storify/tally.py",
-    "sockwork/frames/_ending.py",
 ]
 
 FORBIDDEN = {"socket", "selectors", "ssl", "asyncio", "threading", "time", "select"}
