@@ -25,9 +25,8 @@ def _ipv6_loopback_works() -> bool:
 
 
 # CI machines have IPv6 loopback: there a missing one fails the tests instead of skipping them.
-needs_ipv6 = pytest.mark.skipif(
-    not IN_CI and not _ipv6_loopback_works(), reason="no IPv6 loopback here"
-)
+_NO_IPV6 = not _ipv6_loopback_works()
+needs_ipv6 = pytest.mark.skipif(not IN_CI and _NO_IPV6, reason="no IPv6 loopback here")
 
 
 def get(server: Server, path: str, *, timeout: float = 5) -> tuple[int, bytes]:
