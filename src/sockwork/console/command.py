@@ -14,7 +14,7 @@ import threading
 from typing import cast
 
 from sockwork.console.server import App, ConsoleServer, adapt_cmd
-from sockwork.console.ssh import DEFAULT_HOST_KEY, SshConsoleServer
+from sockwork.console.ssh import DEFAULT_HOST_KEY, PasswordCheck, SshConsoleServer
 
 __all__ = ["load_app", "register", "run_serve"]
 
@@ -168,12 +168,14 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def _ssh_server(app: App, args: argparse.Namespace, password: str | None) -> SshConsoleServer:
-    check = None
+    check: PasswordCheck | None = None
     if password is not None:
         secret = password.encode("utf-8")
 
-        def check(username: str, typed: str) -> bool:
+        def same(username: str, typed: str) -> bool:
             return hmac.compare_digest(typed.encode("utf-8"), secret)
+
+        check = same
 
     return SshConsoleServer(
         app,
