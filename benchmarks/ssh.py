@@ -37,6 +37,7 @@ PROMPT = "bench> "
 # move, so the space is not in its output.
 PROMPT_MARK = "bench>"
 PROMPT_WAIT = 900.0  # seconds for every session to get its first prompt
+GRACE = 30.0  # seconds after the measured time for the last round trips
 
 
 class BenchShop(cmd.Cmd):
@@ -126,6 +127,12 @@ def serve_prompt_toolkit(directory: Path) -> None:
 # -- the client (this process) ---------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -158,9 +165,10 @@ async def converse(
     await go.wait()
     await asyncio.sleep(rng.uniform(0, think))  # spread the sessions out
     n = 0
+    task = asyncio.current_task()
     while time.monotonic() < until[0]:
         n += 1
-        started = time.perf_counter()
+        started = task.sent = time.perf_counter()  # type: ignore[union-attr]
         session.process.stdin.write(f"ping {n}\r")
         await session.process.stdout.readuntil(f"pong {n}")
         await session.process.stdout.readuntil(PROMPT_MARK)
@@ -190,9 +198,18 @@ async def drive(
     go = asyncio.Event()
     until = [time.monotonic() + think + seconds]
     samples: list[float] = []
+    server_cpu, client_cpu = cpu_seconds(pid), time.process_time()
     tasks = [asyncio.create_task(converse(s, go, until, think, samples, rng)) for s in opened]
     go.set()
-    await asyncio.gather(*tasks)
+    # A server that cannot keep up would hold the run forever: round trips still
+    # waiting GRACE seconds after the end count at the time they waited (a lower bound).
+    done, late = await asyncio.wait(tasks, timeout=think + seconds + GRACE)
+    for task in late:
+        task.cancel()
+        samples.append(time.perf_counter() - task.sent)  # type: ignore[attr-defined]
+    server_cpu = cpu_seconds(pid) - server_cpu
+    client_cpu = time.process_time() - client_cpu
+    commands = len(samples)
     for session in opened:
         session.conn.close()
     await asyncio.gather(*(s.conn.wait_closed() for s in opened), return_exceptions=True)
@@ -204,6 +221,9 @@ async def drive(
         "p99": samples[int(len(samples) * 0.99) - 1] * 1000,
         "rate": len(samples) / (seconds + think),
         "kib": (full_rss - idle_rss) / sessions,
+        "late": len(late),
+        "server_ms": server_cpu / max(commands, 1) * 1000,
+        "client_ms": client_cpu / max(commands, 1) * 1000,
     }
 
 
@@ -268,8 +288,9 @@ def main() -> None:
             f"servers in their own process; load average {os.getloadavg()[0]:.2f}"
         )
         print(
-            f"{'sessions':>8}  {'server':<15} {'served':>6} {'handshakes/s':>12} {'p50 ms':>7} "
-            f"{'p99 ms':>8} {'cmd/s':>6} {'KiB/session':>11}"
+            f"{'sessions':>8}  {'server':<15} {'served':>6} {'handshakes/s':>12} {'p50 ms':>8} "
+            f"{'p99 ms':>8} {'cmd/s':>6} {'late':>5} {'KiB/session':>11} {'server CPU ms/cmd':>17} "
+            f"{'client CPU ms/cmd':>17}"
         )
         for n in args.sessions:
             results = {}
@@ -279,7 +300,8 @@ def main() -> None:
                 )
                 print(
                     f"{n:>8}  {name:<15} {r['served']:>6.0f} {r['handshakes']:>12.1f} "
-                    f"{r['p50']:>7.2f} {r['p99']:>8.2f} {r['rate']:>6.0f} {r['kib']:>11.1f}",
+                    f"{r['p50']:>8.2f} {r['p99']:>8.2f} {r['rate']:>6.0f} {r['late']:>5.0f} "
+                    f"{r['kib']:>11.1f} {r['server_ms']:>17.2f} {r['client_ms']:>17.2f}",
                     flush=True,
                 )
             if len(results) < 2:
@@ -288,8 +310,9 @@ def main() -> None:
             print(
                 f"{n:>8}  {'ratio':<15} {'':>6} "
                 f"{ours['handshakes'] / theirs['handshakes']:>11.2f}x "
-                f"{theirs['p50'] / ours['p50']:>6.1f}x {theirs['p99'] / ours['p99']:>7.1f}x "
-                f"{'':>6} {theirs['kib'] / ours['kib']:>10.1f}x"
+                f"{theirs['p50'] / ours['p50']:>7.1f}x {theirs['p99'] / ours['p99']:>7.1f}x "
+                f"{'':>6} {'':>5} {theirs['kib'] / ours['kib']:>10.1f}x "
+                f"{theirs['server_ms'] / ours['server_ms']:>16.1f}x"
                 "   (handshakes: sockwork / prompt_toolkit; the rest: prompt_toolkit / sockwork)",
                 flush=True,
             )

@@ -552,3 +552,34 @@ def test_importing_sockwork_console_does_not_import_asyncssh() -> None:
     code = "import sys, sockwork.console; print('asyncssh' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_logged_in_connection_without_a_session_is_closed(keys: Keys) -> None:
+    async def scenario() -> float:
+        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
+            started = time.monotonic()
+            await asyncio.wait_for(conn.wait_closed(), 10)
+            return time.monotonic() - started
+
+    with serve(keys, login_timeout=0.5) as server:
+        waited = run(scenario)
+    assert 0.3 < waited < 5.0
+
+
+def test_connection_is_closed_when_its_last_session_ends(keys: Keys) -> None:
+    async def scenario() -> None:
+        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
+            first = await Terminal.open(conn)
+            second = await Terminal.open(conn)
+            await first.expect("shop> ")
+            await second.expect("shop> ")
+            first.send("exit\r")
+            await first.rest()
+            second.send("hello still open\r")
+            assert "hello still open" in await second.expect("shop> ")
+            second.send("exit\r")
+            await second.rest()
+            await asyncio.wait_for(conn.wait_closed(), 10)
+
+    with serve(keys) as server:
+        run(scenario)

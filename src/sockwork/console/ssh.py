@@ -23,10 +23,14 @@ Ctrl-C as a break, and the client's window size.
 #   reading (SSH flow control then stops the client); it resumes when they are read.
 # - Bounded output: a writer waits while asyncssh's send buffer is above its high
 #   water mark (pause_writing) or _OUTPUT_LIMIT characters are on their way to the
-#   loop; after ``idle_timeout`` seconds of waiting the session is closed.
+#   loop; after ``idle_timeout`` seconds of waiting the session is closed. Output
+#   handed over before the loop runs is written in one batch (one SSH packet); any
+#   other call into the loop (echo, close) starts a new batch, so order is kept.
 # - TAB: the line editor calls our key handler in the loop; the request goes to the
 #   program's own thread (which is waiting for a line, as readline completes inside
 #   input()), and the answer is put back into the editor by the loop.
+# - asyncssh's line editor spends ~0.1 s of CPU building a regex for every session;
+#   _cache_line_editor_patterns makes that once per process (same result).
 # - Limits at connect: connections in all and per address; after auth, sessions in
 #   all (a busy message, as telnet). The login (handshake and auth) must finish within
 #   ``login_timeout``; failed passwords are answered after a growing delay.
@@ -109,6 +113,40 @@ def _asyncssh() -> Any:
             "serving over SSH needs asyncssh: pip install 'sockwork[ssh]'", name="asyncssh"
         ) from error
     return asyncssh
+
+
+_editor_lock = threading.Lock()
+_editor_patched = False
+
+
+def _cache_line_editor_patterns(asyncssh: Any) -> None:
+    """Make asyncssh's line editor build its pattern of printable keys once per key set.
+
+    ``SSHLineEditor._build_printable`` walks the first 65,536 code points on every
+    editor created and every key registered: about 0.1 s of CPU per session (measured),
+    during which the loop serves nobody. Its result depends only on the keymap's first
+    characters, so it is cached by them; the editor's behaviour is unchanged.
+    """
+    global _editor_patched
+    with _editor_lock:
+        if _editor_patched:
+            return
+        editor_class = asyncssh.editor.SSHLineEditor
+        build = editor_class._build_printable
+        patterns: dict[frozenset[str], object] = {}
+
+        def build_once(editor: Any) -> None:
+            keys = frozenset(editor._keymap)
+            pattern = patterns.get(keys)
+            if pattern is None:
+                build(editor)
+                patterns[keys] = editor._printable
+            else:
+                editor._printable = pattern
+
+        build_once.__doc__ = build.__doc__
+        editor_class._build_printable = build_once
+        _editor_patched = True
 
 
 # -- host key --------------------------------------------------------------------------
@@ -229,6 +267,7 @@ class SshSession(Session):
         term_type: str | None,
         terminal_size: tuple[int, int],
         loop: asyncio.AbstractEventLoop,
+        connection: _Connection | None = None,
     ) -> None:
         # Session.__init__ is not called: it wraps a socket; the shared state is set here.
         self.id = session_id
@@ -240,6 +279,7 @@ class SshSession(Session):
         self._ssh = server
         self._channel = channel
         self._loop = loop
+        self._connection = connection
         self._conn = TelnetConnection(max_line=server.max_line, encoding="utf-8")
         self._read_lock = threading.Lock()
         self._lock = threading.RLock()  # output: pending text, what the line shows
@@ -250,6 +290,8 @@ class SshSession(Session):
         self._waiting = False  # the program waits for a line (TAB may be answered)
         self._writing_paused = False
         self._in_flight = 0
+        self._batch_lock = threading.Lock()
+        self._batch: list[str] | None = None  # output handed to the loop, not written yet
         self._pending: list[str] = []
         self._pending_size = 0
         self._shown = ""  # what the user's current line shows (the prompt), after the last \n
@@ -354,6 +396,7 @@ class SshSession(Session):
             raise ConnectionClosed("the SSH session is closed", address=self.peer, by_peer=False)
         timeout = self._ssh.idle_timeout
         deadline = None if timeout is None else time.monotonic() + timeout
+        stuck = False
         with self._flow:
             while not self._closed and (
                 self._writing_paused or self._in_flight + len(text) > _OUTPUT_LIMIT
@@ -362,15 +405,14 @@ class SshSession(Session):
                     break  # one oversized chunk may go when nothing else is on its way
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
+                    stuck = True
                     break
                 self._flow.wait(left)
-            stuck = not self._closed and (self._writing_paused or self._in_flight > 0)
-            stuck = stuck and deadline is not None and time.monotonic() >= deadline
-            if self._closed or stuck:
-                closed = self._closed
-            else:
-                closed = False
+            closed = self._closed
+            if not closed and not stuck:
                 self._in_flight += len(text)
+        if closed:
+            raise ConnectionClosed(f"SSH client {self.peer_text} is gone", address=self.peer)
         if stuck:
             _log.info("session %d (%s): client does not read; closing", self.id, self.peer_text)
             self._mark_closed("send timeout")
@@ -378,13 +420,25 @@ class SshSession(Session):
             raise ConnectionClosed(
                 f"SSH client {self.peer_text} did not read for {timeout:g} s", address=self.peer
             )
-        if closed:
-            raise ConnectionClosed(f"SSH client {self.peer_text} is gone", address=self.peer)
         newline = text.rfind("\n")
         self._shown = text[newline + 1 :] if newline >= 0 else (self._shown + text)[-256:]
-        self._call_soon(self._write_in_loop, text)
+        # Texts handed over before the loop gets to them go out together: the answer
+        # and the prompt after it make one SSH packet, not two.
+        with self._batch_lock:
+            batch = self._batch
+            scheduled = batch is not None
+            if batch is None:
+                batch = self._batch = []
+            batch.append(text)
+        if not scheduled:
+            self._schedule(self._write_batch, batch)
 
-    def _write_in_loop(self, text: str) -> None:
+    def _write_batch(self, batch: list[str]) -> None:
+        """Write one batch of output (in the loop): texts handed over since it was scheduled."""
+        with self._batch_lock:
+            if self._batch is batch:
+                self._batch = None
+            text = "".join(batch)
         try:
             if not self._gone:
                 # The editor turns "\n" into CR LF itself; without a terminal the
@@ -400,6 +454,12 @@ class SshSession(Session):
                 self._flow.notify_all()
 
     def _call_soon(self, function: Callable[..., object], *args: object) -> None:
+        """Run ``function`` in the loop after the output handed over so far."""
+        with self._batch_lock:
+            self._batch = None  # later output goes after it, in a batch of its own
+        self._schedule(function, *args)
+
+    def _schedule(self, function: Callable[..., object], *args: object) -> None:
         try:
             self._loop.call_soon_threadsafe(function, *args)
         except RuntimeError:  # the loop is closed: the server stopped
@@ -456,7 +516,7 @@ class SshSession(Session):
                         self._inbox_bytes -= len(item)
                         if self._reading_paused and self._inbox_bytes < _INPUT_LIMIT // 2:
                             self._reading_paused = False
-                            self._call_soon(self._resume_reading)
+                            self._schedule(self._resume_reading)
                     return item
                 if self._closed:
                     return _HARD_EOF
@@ -487,6 +547,8 @@ class SshSession(Session):
 
     def _put(self, item: _Input) -> None:
         with self._flow:
+            if isinstance(item, _Marker) and self._inbox and self._inbox[-1] is item:
+                return  # repeated Ctrl-C or EOF while the program is busy: one is enough
             self._inbox.append(item)
             if isinstance(item, bytes):
                 self._bytes_in += len(item)
@@ -689,7 +751,9 @@ def _make_channel_session(server: SshConsoleServer, connection: _Connection) -> 
                 self.session._set_writing_paused(False)
 
         def connection_lost(self, exc: BaseException | None) -> None:
+            # The channel is closed on both sides: the client has its exit status.
             if self.session is not None:
+                connection.session_ended()
                 self.session._gone = True
                 self.session._mark_closed("disconnected")
                 self.session._put(_HARD_EOF)
@@ -706,6 +770,20 @@ class _Connection:
         self.peer = peer
         self.username = ""
         self.failures = 0
+        self.sessions = 0  # open now (changed in the loop only)
+        self.had_session = False
+
+    def session_ended(self) -> None:
+        """One session ended (in the loop): a connection left without any is closed."""
+        self.sessions -= 1
+        if self.sessions <= 0:
+            self.conn.close()
+
+    def close_if_unused(self) -> None:
+        """Close a logged-in connection that opened no session (in the loop)."""
+        if not self.had_session:
+            _log.info("SSH connection from %s opened no session; closed", self.peer[0])
+            self.conn.close()
 
 
 def _make_server_factory(server: SshConsoleServer) -> Callable[[], Any]:
@@ -730,6 +808,12 @@ def _make_server_factory(server: SshConsoleServer) -> Callable[[], Any]:
         def connection_lost(self, exc: BaseException | None) -> None:
             if self.connection is not None:
                 server._forget_connection(self.connection)
+
+        def auth_completed(self) -> None:
+            # A logged-in connection must open its session soon, as it had to log in.
+            if self.connection is not None:
+                loop = asyncio.get_running_loop()
+                loop.call_later(server.login_timeout, self.connection.close_if_unused)
 
         def begin_auth(self, username: str) -> bool:
             if self.connection is not None:
@@ -874,6 +958,7 @@ class SshConsoleServer:
                 raise ValueError(
                     f"{os.fspath(authorized_keys)!r} is not an authorized_keys file: {error}"
                 ) from error
+        _cache_line_editor_patterns(asyncssh)
         key, created = load_host_key(host_key)
         self.host_key_path = Path(host_key)
         self.host_key_created = created
@@ -1100,7 +1185,10 @@ class SshConsoleServer:
                     term_type=chan_session.term_type,
                     terminal_size=chan_session.size,
                     loop=self._loop,
+                    connection=connection,
                 )
+                connection.sessions += 1
+                connection.had_session = True
                 thread = threading.Thread(
                     target=self._run_session,
                     args=(session,),
@@ -1113,7 +1201,8 @@ class SshConsoleServer:
                 self._threads.add(thread)
                 return session
         channel.write(refusal)
-        channel.exit(1)
+        channel.exit(1)  # the client closes the connection, or opens another session
+        connection.had_session = True
         return None
 
     def _run_session(self, session: SshSession) -> None:
