@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import cmd
+import re
 import shlex
 import sqlite3
 import time
@@ -53,8 +54,13 @@ def _words(arg: str) -> list[str]:
         return [word for word in (part.strip('"') for part in arg.split()) if word]
 
 
+# A whole number typed by a person: ASCII digits only. str.isdigit() is also true
+# for "²" or "①" (int() refuses them) and for "٣" (int() reads 3): neither may pass.
+_WHOLE = re.compile(r"[+-]?[0-9]{1,11}", re.ASCII)
+
+
 def _is_number(word: str) -> bool:
-    return word.lstrip("+-").isdigit() and len(word) < 12
+    return _WHOLE.fullmatch(word) is not None
 
 
 def _product_and_quantity(arg: str) -> tuple[str, int | None]:
@@ -336,7 +342,7 @@ class StoreREPL(_Console):
     def do_orders(self, arg: str) -> None:
         """orders [N]: show the last N orders (10 by default) and the store's totals."""
         text = arg.strip()
-        if text and not text.isdigit():
+        if text and not (_is_number(text) and int(text) >= 0):
             self.say("Usage: orders [N]")
             return
         orders = self.store.orders(limit=int(text) if text else 10)

@@ -238,3 +238,31 @@ def test_customer_repl_busy_database_is_a_sentence(tmp_path: Path) -> None:
             blocker.close()
         assert "Sorry, the store is busy right now; nothing was changed. Try again." in text
         assert store.product("mug").stock == 5
+
+
+def test_customer_repl_unicode_digits_are_not_numbers(store: Store) -> None:
+    # "²" and "①" pass str.isdigit() but not int(); "٣" would be read as 3.
+    text = shop(store, "show ²\nadd mug ²\nadd ① 1\nshow ٣\nremove ²\nadd mug +-5\ncart\n")
+    assert "Sorry, no product '²'; " in text
+    assert "Sorry, no product 'mug ²'; " in text
+    assert "Sorry, no product '①'; " in text
+    assert "Sorry, no product '٣'; " in text
+    assert "Stickers" not in text  # product #3 was not shown
+    assert "Sorry, no product 'mug +-5'; " in text
+    assert "Your cart is empty.\n" in text
+    assert text.endswith("Store> Goodbye.\n")  # the session went on to the end
+
+
+def test_store_repl_unicode_digits_are_not_numbers(store: Store) -> None:
+    text = manage(
+        store,
+        "orders ²\norders ٣\norders 99999999999999999999999\nprice mug ٣\n"
+        "restock mug ²\nadd Cup 1 ³\nproducts\n",
+    )
+    assert text.count("Usage: orders [N]") == 3
+    assert "Sorry, price '٣' is not an amount like 12, 12.5 or 12.50 (dollars).\n" in text
+    assert "Usage: restock <product> <quantity>" in text
+    assert "Sorry, price '³' is not an amount" in text
+    assert store.product("mug") == store.product(1) and store.product(1).price == 850
+    assert store.product(1).stock == 20
+    assert text.endswith("Manager> \nClosing OPEN...\n")
