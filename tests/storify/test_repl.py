@@ -266,3 +266,34 @@ def test_store_repl_unicode_digits_are_not_numbers(store: Store) -> None:
     assert store.product("mug") == store.product(1) and store.product(1).price == 850
     assert store.product(1).stock == 20
     assert text.endswith("Manager> \nClosing OPEN...\n")
+
+
+def test_customer_repl_commands_are_case_insensitive(store: Store) -> None:
+    text = shop(store, "LIST\nShow MUG\nADD mug 2\nCart\nHELP ADD\nCHECKOUT\nExit\nlist\n")
+    assert "  1  Mug           $8.50  20\n" in text
+    assert "#1 Mug: $8.50, 20 in stock.\n" in text
+    assert "Added 2 x Mug (2 in cart).\n" in text
+    assert "Total: $17.00 for 2 item(s).\n" in text
+    assert "add <product> [quantity]: put a product in your cart" in text
+    assert "Order #1 confirmed: 2 item(s), $17.00. Thank you!\n" in text
+    assert "Unknown command" not in text
+    assert text.endswith("Store> Goodbye.\n")  # Exit left: the last list never ran
+    assert text.count("Stickers") == 1
+
+
+def test_store_repl_commands_are_case_insensitive(store: Store) -> None:
+    front = FakeFront()
+    text = manage(store, "PRODUCTS\nRestock Mug 5\nAUDIT\nOrders\nKICK t1\nCLOSE\n", front)
+    assert "Mug: 25 in stock.\n" in text
+    assert "All books balance.\n" in text
+    assert "0 order(s), $0.00 in total.\n" in text
+    assert front.kicked == ["t1"] and front.stopped
+    assert "Unknown command" not in text
+
+
+def test_hints_name_the_commands_of_their_console(store: Store) -> None:
+    managed = manage(store, "price ghost 5\nrestock ghost 1\nremove ghost\nrename ghost x\n")
+    assert managed.count("; type 'products' to see what is on sale.\n") == 4
+    assert "'list'" not in managed
+    shopped = shop(store, "show ghost\nadd ghost\n")
+    assert shopped.count("Sorry, no product 'ghost'; type 'list' to see what is on sale.\n") == 2
