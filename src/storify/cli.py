@@ -17,6 +17,7 @@ from typing import cast
 
 from storify.conditions import DEFAULT_CONDITIONS, NetworkConditions
 from storify.money import format_price
+from storify.notice import Notices
 from storify.repl import StoreREPL
 from storify.service import DEFAULT_API_PORT, DEFAULT_POOR_PORT, DEFAULT_PORT, StoreService
 from storify.simulate import SimulationResult, progress_stream, run_simulation
@@ -129,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="no manager console: serve until interrupted (SIGINT or SIGTERM)",
     )
     serve.add_argument(
+        "--quiet",
+        action="store_true",
+        help="do not show customers as they connect and leave ('quiet off' at the console "
+        "shows them again)",
+    )
+    serve.add_argument(
         "--durable",
         action="store_true",
         help="fsync every checkout (SQLite synchronous=FULL): orders survive power loss too",
@@ -216,6 +223,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     except sqlite3.Error as error:
         print(f"storify: cannot open the database {args.db!r}: {error}", file=sys.stderr)
         return 1
+    notices = Notices(sys.stdout, quiet=args.quiet)
     try:
         if args.demo and store.seed_demo():
             _say(f"Put the demo catalog on sale in {args.db}.")
@@ -227,6 +235,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             api_port=args.api_port,
             poor_network=conditions,
             poor_port=DEFAULT_POOR_PORT if args.poor_port is None else args.poor_port,
+            notices=notices,
         )
         try:
             service.start()
@@ -249,17 +258,19 @@ def _run_serve(args: argparse.Namespace) -> int:
             if args.no_console:
                 service.wait()
             else:
-                StoreREPL(store, front=service, name=args.name).cmdloop()
+                StoreREPL(store, front=service, name=args.name, notices=notices).cmdloop()
         except KeyboardInterrupt:
             _say("")
         finally:
             if in_main:
                 signal.signal(signal.SIGTERM, previous)
             service.stop()
+        notices.close()  # the last customers' goodbyes, before the totals
         count, revenue = store.totals()
         _say(f"{args.name} is closed: {count} order(s), {format_price(revenue)} in total.")
         return 0
     finally:
+        notices.close()
         store.close()
 
 

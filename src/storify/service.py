@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from sockwork.console import ConsoleServer, current_session
 from sockwork.proxy import FaultProxy
 from storify.conditions import NetworkConditions
+from storify.notice import Notices
 from storify.repl import CustomerREPL, Visitor
 from storify.server import ApiServer
 from storify.shop import CustomerSession
@@ -53,6 +54,10 @@ class StoreService:
         poor_port: the rehearsal port, forwarding to the telnet port through the faults.
         max_clients: telnet sessions at once.
         idle_timeout: seconds a telnet customer or API program may stay silent.
+        notices: where ``Customer connected ('127.0.0.1', 33360) [t3]`` and
+            ``Customer disconnected ...`` go as telnet customers come and go (None:
+            nowhere). API programs are not announced (a simulation opens hundreds);
+            :meth:`visitors` lists them.
     """
 
     def __init__(
@@ -67,8 +72,10 @@ class StoreService:
         poor_port: int = DEFAULT_POOR_PORT,
         max_clients: int = 100,
         idle_timeout: float = 900.0,
+        notices: Notices | None = None,
     ) -> None:
         self.store = store
+        self.notices = notices
         self.name = name
         self.host = host
         self.port = port
@@ -214,4 +221,16 @@ class StoreService:
             return CustomerREPL(CustomerSession(self.store, "telnet"), name=self.name)
         shopper = CustomerSession(self.store, f"telnet {session.peer_text}")
         log.info("telnet customer %s connected (session t%d)", session.peer_text, session.id)
-        return CustomerREPL(shopper, name=self.name, stdin=session.stdin, stdout=session.stdout)
+        notices = self.notices
+        who = f"{session.peer!r} [t{session.id}]"  # the lab's ('127.0.0.1', 33360)
+        if notices is not None:
+            notices.post(f"Customer connected {who}")
+
+        def leave() -> None:
+            log.info("telnet customer %s left (session t%d)", session.peer_text, session.id)
+            if notices is not None:
+                notices.post(f"Customer disconnected {who}")
+
+        return CustomerREPL(
+            shopper, name=self.name, stdin=session.stdin, stdout=session.stdout, on_leave=leave
+        )

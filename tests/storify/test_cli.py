@@ -57,10 +57,13 @@ def spawn_telnet(port: int) -> pexpect.spawn:
 
 def test_serve_with_real_telnet_customer_and_manager_console(tmp_path: Path) -> None:
     manager, telnet_port, _ = spawn_store(tmp_path, "--demo")
+    manager.expect_exact("Manager> ")
     customer = spawn_telnet(telnet_port)
     try:
-        manager.expect_exact("Manager> ")
         customer.expect_exact("Welcome to OPEN store. Type help or ? to list commands.")
+        # The manager sees the customer come in; the prompt is redrawn under the notice.
+        manager.expect(r"\r\x1b\[KCustomer connected \('127\.0\.0\.1', \d+\) \[t1\]\r\n")
+        manager.expect_exact("Manager> ")
         customer.expect_exact("Store> ")
         customer.sendline("list")
         customer.expect(r"1  Mug\s+\$8\.50  20")
@@ -85,10 +88,17 @@ def test_serve_with_real_telnet_customer_and_manager_console(tmp_path: Path) -> 
         manager.sendline("orders")
         manager.expect(r"#1 .* telnet 127\.0\.0\.1:\d+ .*\$17\.00  2 x Mug")
         manager.expect_exact("1 order(s), $17.00 in total.")
+        manager.expect_exact("Manager> ")
+        manager.send("CUSTO")  # half a command, when the customer leaves
+        manager.expect_exact("CUSTO")
         customer.sendline("exit")
         customer.expect_exact("Goodbye.")
         customer.expect_exact("Connection closed by foreign host.")
         customer.expect(pexpect.EOF)
+        manager.expect(r"Customer disconnected \('127\.0\.0\.1', \d+\) \[t1\]\r\n")
+        manager.expect_exact("Manager> CUSTO")  # what was typed is redrawn, and kept
+        manager.sendline("MERS")
+        manager.expect_exact("Nobody is connected.")
         manager.sendline("close")
         manager.expect_exact("OPEN is closed: 1 order(s), $17.00 in total.")
         manager.expect(pexpect.EOF)
