@@ -33,7 +33,30 @@ from storify.notice import Notices
 from storify.shop import CustomerSession
 from storify.store import Store
 
-__all__ = ["CustomerREPL", "StoreREPL", "Storefront", "Visitor", "greeting"]
+__all__ = [
+    "MAX_STORE_NAME",
+    "CustomerREPL",
+    "StoreREPL",
+    "Storefront",
+    "Visitor",
+    "check_store_name",
+    "greeting",
+]
+
+MAX_STORE_NAME = 40
+
+
+def check_store_name(name: str) -> str:
+    """Return the store's name without outer spaces, or raise ValueError saying what is accepted.
+
+    The name is in every customer's greeting and broadcast: 1 to 40 printable characters.
+    """
+    text = name.strip()
+    if not 1 <= len(text) <= MAX_STORE_NAME or not text.isprintable():
+        raise ValueError(
+            f"the store's name is 1 to {MAX_STORE_NAME} printable characters, not {name!r}"
+        )
+    return text
 
 
 def greeting(name: str) -> str:

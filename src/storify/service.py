@@ -24,7 +24,7 @@ from sockwork.console import ConsoleServer, current_session
 from sockwork.proxy import FaultProxy
 from storify.conditions import NetworkConditions
 from storify.notice import Notices
-from storify.repl import CustomerREPL, Visitor
+from storify.repl import CustomerREPL, Visitor, check_store_name
 from storify.server import ApiServer
 from storify.shop import CustomerSession
 from storify.store import Store
@@ -46,7 +46,7 @@ class StoreService:
 
     Args:
         store: the store (thread-safe; closed by the caller, not by the service).
-        name: the store's name, in the customers' greeting.
+        name: the store's name, in the customers' greeting (1 to 40 printable characters).
         host: address to listen on (loopback by default).
         port: telnet port for customers (0 picks a free one).
         api_port: port of the framed JSON API (0 picks a free one).
@@ -58,6 +58,9 @@ class StoreService:
             ``Customer disconnected ...`` go as telnet customers come and go (None:
             nowhere). API programs are not announced (a simulation opens hundreds);
             :meth:`visitors` lists them.
+
+    Raises:
+        ValueError: the name is empty, too long or not printable.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class StoreService:
         idle_timeout: float = 900.0,
         notices: Notices | None = None,
     ) -> None:
+        name = check_store_name(name)
         self.store = store
         self.notices = notices
         self.name = name
