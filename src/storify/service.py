@@ -35,7 +35,8 @@ from sockwork.console import (
 from sockwork.console.ssh import DEFAULT_HOST_KEY, PasswordCheck
 from sockwork.proxy import FaultProxy
 from storify.conditions import NetworkConditions
-from storify.repl import CustomerREPL, Visitor
+from storify.notice import Notices
+from storify.repl import CustomerREPL, Visitor, check_store_name
 from storify.server import ApiServer
 from storify.shop import CustomerSession
 from storify.store import Store
@@ -85,7 +86,7 @@ class StoreService:
 
     Args:
         store: the store (thread-safe; closed by the caller, not by the service).
-        name: the store's name, in the customers' greeting.
+        name: the store's name, in the customers' greeting (1 to 40 printable characters).
         host: address to listen on (loopback by default).
         port: telnet port for customers (0 picks a free one).
         api_port: port of the framed JSON API (0 picks a free one).
@@ -94,6 +95,13 @@ class StoreService:
         max_clients: telnet sessions at once.
         idle_timeout: seconds a telnet customer or API program may stay silent.
         ssh: serve customers over SSH too (None: telnet only).
+        notices: where ``Customer connected ('127.0.0.1', 33360) [t3]`` and
+            ``Customer disconnected ...`` go as telnet and SSH customers (``[s1]``)
+            come and go (None: nowhere). API programs are not announced (a simulation
+            opens hundreds); :meth:`visitors` lists them.
+
+    Raises:
+        ValueError: the name is empty, too long or not printable.
     """
 
     def __init__(
@@ -109,8 +117,11 @@ class StoreService:
         max_clients: int = 100,
         idle_timeout: float = 900.0,
         ssh: SshOptions | None = None,
+        notices: Notices | None = None,
     ) -> None:
+        name = check_store_name(name)
         self.store = store
+        self.notices = notices
         self.name = name
         self.host = host
         self.port = port
@@ -292,5 +303,18 @@ class StoreService:
         else:
             kind, label = "telnet", session.peer_text
         shopper = CustomerSession(self.store, f"{kind} {label}")
-        log.info("%s customer %s connected (session %s%d)", kind, label, kind[0], session.id)
-        return CustomerREPL(shopper, name=self.name, stdin=session.stdin, stdout=session.stdout)
+        code = f"{kind[0]}{session.id}"
+        log.info("%s customer %s connected (session %s)", kind, label, code)
+        notices = self.notices
+        who = f"{session.peer!r} [{code}]"  # the lab's ('127.0.0.1', 33360)
+        if notices is not None:
+            notices.post(f"Customer connected {who}")
+
+        def leave() -> None:
+            log.info("%s customer %s left (session %s)", kind, label, code)
+            if notices is not None:
+                notices.post(f"Customer disconnected {who}")
+
+        return CustomerREPL(
+            shopper, name=self.name, stdin=session.stdin, stdout=session.stdout, on_leave=leave
+        )
