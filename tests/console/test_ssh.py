@@ -583,3 +583,23 @@ def test_connection_is_closed_when_its_last_session_ends(keys: Keys) -> None:
 
     with serve(keys) as server:
         run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("line", "pos", "begin", "matches"),
+    [
+        ("pai", 3, 0, ["paint"]),
+        ("he", 2, 0, ["hello", "help"]),
+        ("paint g", 7, 6, ["green", "grey"]),
+        ("  paint r", 9, 8, ["red"]),
+        ("paint ", 6, 6, ["green", "grey", "red"]),
+        ("hello x", 7, 6, []),  # no complete_hello: completedefault, which offers nothing
+        ("paint gr and", 8, 6, ["green", "grey"]),  # the cursor, not the end, decides
+    ],
+)
+def test_completions_follow_cmd_complete(
+    line: str, pos: int, begin: int, matches: list[str]
+) -> None:
+    from sockwork.console.ssh import _completions
+
+    assert _completions(Completing(), line, pos) == (begin, matches)
