@@ -541,9 +541,8 @@ def test_200_concurrent_sessions_are_isolated(keys: Keys) -> None:
         await asyncio.gather(*(user(i) for i in range(count)))
 
     with serve(keys, max_clients=count, max_per_address=None, idle_timeout=60) as server:
-        started = time.monotonic()
         run(scenario, timeout=55)
-        assert time.monotonic() - started < 55
+    assert server.sessions == []
 
 
 def test_importing_sockwork_console_does_not_import_asyncssh() -> None:
