@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 from sockwork.errors import ConnectionClosed, TimedOut
 from sockwork.frames._channel import Channel
 from sockwork.frames._ending import is_clean_close
-from sockwork.frames._queue import frame_buffers
+from sockwork.frames._queue import COPY_LIMIT, frame_buffers
 from sockwork.frames._sock import Flag, prepare
 from sockwork.frames.codec import DEFAULT_MAX_SIZE, Format, FrameDecoder, FrameEncoder
 from sockwork.frames.codecs import BYTES, Codec, _maybe_decode
@@ -353,14 +353,18 @@ class Endpoint(Channel, Generic[T]):
         if not (self._raw and type(message) is bytes):
             message = self.codec.encode(message)  # type: ignore[assignment]
         header, payload = self._encoder.send_parts(message)  # type: ignore[arg-type]
-        buffers = frame_buffers(header, payload)
         size = len(header) + len(payload)
+        if type(payload) is bytes and size < COPY_LIMIT:
+            buffers: tuple[bytes | memoryview, ...] = (header + payload,)
+        else:
+            buffers = frame_buffers(header, payload)
+        outbox = self._outbox
         with self._lock:
-            if self._error is not None or self._closing or not self._outbox.room(size):
+            waiting = outbox.size  # not room(): this is the hot path of every send
+            full = waiting and waiting + size > outbox.limit
+            if full or self._error is not None or self._closing:
                 self._wait_for_room(size)
-            was_empty = not self._outbox
-            self._outbox.append_one(buffers, size)
-            if was_empty:
+            if outbox.push(buffers, size):
                 # The reactor sends: messages sent meanwhile go out in the same syscall.
                 self._poke()
 
@@ -375,25 +379,19 @@ class Endpoint(Channel, Generic[T]):
             what :meth:`send` raises; when a message cannot be encoded or is too large,
             nothing of the batch is queued.
         """
-        raw = self._raw
         encode = self.codec.encode
-        send_parts = self._encoder.send_parts
-        frames: list[tuple[bytes | memoryview, ...]] = []
-        total = 0
-        for message in messages:
-            if not (raw and type(message) is bytes):
-                message = encode(message)  # type: ignore[assignment]
-            header, payload = send_parts(message)  # type: ignore[arg-type]
-            frames.append(frame_buffers(header, payload))
-            total += len(header) + len(payload)
-        if not frames:
+        if self._raw:  # bytes go to the encoder as they are
+            batch = [m if type(m) is bytes else encode(m) for m in messages]
+        else:
+            batch = [encode(m) for m in messages]
+        buffers, ends = self._encoder.send_batch(batch)  # type: ignore[arg-type]
+        if not ends:
             return
+        total = ends[-1]
         with self._lock:
             if self._error is not None or self._closing or not self._outbox.room(total):
                 self._wait_for_room(total)
-            was_empty = not self._outbox
-            self._outbox.append(frames)
-            if was_empty:
+            if self._outbox.append(buffers, ends):
                 self._poke()
 
     def pending_sends(self) -> int:
