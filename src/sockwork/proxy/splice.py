@@ -76,6 +76,9 @@ class Splicer:
         self._dst = dst
         self._r, self._w = pipe
         self._pending = 0  # bytes in the kernel pipe
+        # A read shorter than this emptied the socket: wait for the next readiness event
+        # rather than pay a failing call (as asyncio reads once per event).
+        self._full_read = min(_CHUNK, fcntl.fcntl(self._w, fcntl.F_GETPIPE_SZ))
         self._reading = False
         self._waiting = False  # for the destination to become writable
         self.active = False
@@ -104,6 +107,8 @@ class Splicer:
         with contextlib.suppress(OSError):  # a smaller pipe only means more calls
             fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
         return cls(loop, owner, fds[0], fds[1], (r, w))
+
+
 
     def start(self) -> None:
         """Start moving bytes (the source transport must not be reading)."""
@@ -154,7 +159,7 @@ class Splicer:
                 self._owner.spliced_eof()
                 return
             self._pending = n
-            if not self._drain(received=n):
+            if not self._drain(received=n) or n < self._full_read:
                 return
 
     def _writable(self) -> None:
