@@ -414,7 +414,9 @@ def test_poorconn_marker_errors_are_fixture_errors(
 
 
 def test_poorconn_defaults_are_poorconns(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sockwork.compat.poorconn import server as server_module
     from sockwork.compat.poorconn.pytest_plugin import _impl
+    from sockwork.testing.plugin import poorconn_server
 
     calls: list[dict[str, object]] = []
 
@@ -423,10 +425,10 @@ def test_poorconn_defaults_are_poorconns(monkeypatch: pytest.MonkeyPatch) -> Non
         calls.append(kwargs)
         yield "server"
 
-    monkeypatch.setattr(_impl, "serve", fake_serve)
+    monkeypatch.setattr(server_module, "serve", fake_serve)
     node = types.SimpleNamespace(get_closest_marker=lambda name: None)  # no marker
     request = types.SimpleNamespace(node=node)
-    with _impl.server_for(request, Path(".")) as server:  # type: ignore[arg-type]
+    with poorconn_server(request, Path(".")) as server:  # type: ignore[arg-type]
         assert server == "server"
     (kwargs,) = calls
     assert (kwargs["host"], kwargs["port"], kwargs["threaded"]) == ("localhost", 8080, False)

@@ -40,6 +40,7 @@ import random
 import sys
 import types
 from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -52,11 +53,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "POORCONN_MARKER",
+    "PoorconnDefaults",
     "PoorconnFixtures",
     "ProxyFactory",
     "add_poorconn_marker",
     "fault_proxy",
     "netfaults",
+    "poorconn_server",
     "pytest_addoption",
     "pytest_configure",
     "pytest_report_header",
@@ -233,6 +236,41 @@ def _sockwork_netfaults_marker(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("netfaults")
 
 
+class PoorconnDefaults:
+    """Defaults of ``poorconn_http_server``: poorconn's values (``_PoorConnHTTPServerDefault``)."""
+
+    ADDRESS: str = "localhost"
+    PORT: int = 8080
+    T: float = 1
+    LENGTH: int = 1024
+
+
+@contextmanager
+def poorconn_server(request: pytest.FixtureRequest, directory: Path) -> Iterator[Server]:
+    """Serve ``directory`` as poorconn's fixture does, configured by the test's marker.
+
+    Only keyword arguments of ``poorconn_http_server_config`` are read, as in
+    poorconn; missing ones take :class:`PoorconnDefaults`. The server handles one
+    request at a time and logs an access line per request to stderr.
+    """
+    from sockwork.compat.poorconn.server import serve, simulation_of
+    from sockwork.compat.poorconn.simulation import delay_before_sending_upon_acceptance
+
+    marker = request.node.get_closest_marker("poorconn_http_server_config")
+    options = dict(marker.kwargs) if marker is not None else {}
+    t = options.get("t", PoorconnDefaults.T)
+    length = options.get("length", PoorconnDefaults.LENGTH)
+    with serve(
+        directory,
+        host=options.get("address", PoorconnDefaults.ADDRESS),
+        port=options.get("port", PoorconnDefaults.PORT),
+        simulation=simulation_of(delay_before_sending_upon_acceptance, t, length),
+        threaded=False,
+        log_requests=True,
+    ) as server:
+        yield server
+
+
 class PoorconnFixtures:
     """Holder of the poorconn-compatible fixture, registered after poorconn's own plugin."""
 
@@ -249,7 +287,5 @@ class PoorconnFixtures:
         ``length=1024`` (``port=0``: a free port). Yields a frozen
         ``Server(server, url)``; the server stops after the test.
         """
-        from sockwork.compat.poorconn.pytest_plugin._impl import server_for
-
-        with server_for(request, tmp_path) as server:
+        with poorconn_server(request, tmp_path) as server:
             yield server
