@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed-test
 # their test certificates): binary -> package.
 SYSTEM_TOOLS := telnet:telnet nc:netcat-openbsd socat:socat openssl:openssl
 
-.PHONY: demo test lint typecheck pytest system-tools bench clean
+.PHONY: demo test lint typecheck pytest peer-poorconn system-tools bench clean
 
 demo: $(STAMP)
 	$(BIN)/storify serve --demo
@@ -24,6 +24,13 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP) system-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) peer-poorconn
+
+# poorconn 0.2.1's own, unmodified test suite, run against sockwork.compat.poorconn
+# (pip downloads the sdist once; see the script). Its own pytest process: the suite
+# maps the name poorconn and binds fixed ports.
+peer-poorconn: $(STAMP)
+	$(BIN)/python tests/peers/run_poorconn_suite.py
 
 bench: $(STAMP) system-tools
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
