@@ -6,7 +6,6 @@ import argparse
 import errno
 import logging
 import signal
-import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -14,6 +13,8 @@ from types import FrameType
 from typing import cast
 
 from storify.conditions import DEFAULT_CONDITIONS, NetworkConditions
+from storify.database import redact
+from storify.errors import SchemaTooNew, StoreUnavailable
 from storify.money import format_price
 from storify.repl import StoreREPL
 from storify.service import DEFAULT_API_PORT, DEFAULT_POOR_PORT, DEFAULT_PORT, StoreService
@@ -66,6 +67,16 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
     return parse
 
 
+def _whole(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the whole ``storify`` command."""
     parser = argparse.ArgumentParser(
@@ -82,7 +93,20 @@ def build_parser() -> argparse.ArgumentParser:
         "customers connect with telnet; programs use the API.",
     )
     serve.add_argument("--name", default="OPEN", help="the store's name (OPEN)")
-    serve.add_argument("--db", default="store.db", help="SQLite database file (store.db)")
+    serve.add_argument(
+        "--db",
+        default="store.db",
+        metavar="PATH|URL",
+        help="the database: a SQLite file or sqlite:///PATH (store.db), or "
+        "postgresql://USER@HOST/DBNAME, which several store servers can share",
+    )
+    serve.add_argument(
+        "--db-pool",
+        type=_whole,
+        default=10,
+        metavar="N",
+        help="PostgreSQL: connections this server opens at most (10)",
+    )
     serve.add_argument(
         "--host",
         default="127.0.0.1",
@@ -205,14 +229,12 @@ def _run_serve(args: argparse.Namespace) -> int:
     warning = exposure_warning(args.host)
     if warning is not None:
         print(warning, file=sys.stderr, flush=True)
-    try:
-        store = Store(args.db, synchronous="FULL" if args.durable else "NORMAL")
-    except sqlite3.Error as error:
-        print(f"storify: cannot open the database {args.db!r}: {error}", file=sys.stderr)
+    store = _open_store(args)
+    if store is None:
         return 1
     try:
         if args.demo and store.seed_demo():
-            _say(f"Put the demo catalog on sale in {args.db}.")
+            _say(f"Put the demo catalog on sale in {store.database}.")
         service = StoreService(
             store,
             name=args.name,
@@ -239,7 +261,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
         try:
-            _announce(service, args.name, args.db)
+            _announce(service, args.name, store.database)
             if args.no_console:
                 service.wait()
             else:
@@ -255,6 +277,22 @@ def _run_serve(args: argparse.Namespace) -> int:
         return 0
     finally:
         store.close()
+
+
+def _open_store(args: argparse.Namespace) -> Store | None:
+    """Open ``--db``; on failure print one line saying why and return None."""
+    try:
+        return Store(
+            args.db,
+            synchronous="FULL" if args.durable else "NORMAL",
+            pool_size=args.db_pool,
+        )
+    except StoreUnavailable as error:
+        reason = error.reason
+    except (SchemaTooNew, ValueError, ImportError, RuntimeError) as error:
+        reason = " ".join(str(error).split())
+    print(f"storify: cannot open the database {redact(args.db)!r}: {reason}", file=sys.stderr)
+    return None
 
 
 def _program() -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import cmd
 import shlex
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import IO, Protocol
@@ -92,10 +91,6 @@ class _Console(cmd.Cmd):
             return bool(super().onecmd(line))
         except StoreError as error:
             self.say(f"Sorry, {error}.")
-            return False
-        except sqlite3.OperationalError:
-            # Locked by another process beyond the busy timeout: nothing was changed.
-            self.say("Sorry, the store is busy right now; nothing was changed. Try again.")
             return False
 
 
@@ -370,14 +365,13 @@ class StoreREPL(_Console):
         return self.front
 
     def do_customers(self, arg: str) -> None:
-        """customers: list who is connected (telnet customers and API programs)."""
+        """customers: list who is connected to this server (telnet customers and API programs)."""
         front = self._front()
         if front is None:
             return
         visitors = front.visitors()
         if not visitors:
             self.say("Nobody is connected.")
-            return
         now = time.time()
         for visitor in visitors:
             minutes, seconds = divmod(int(now - visitor.since), 60)
@@ -385,6 +379,9 @@ class StoreREPL(_Console):
                 f"{visitor.id:<8} {visitor.kind:<7} {visitor.address:<22} "
                 f"connected {minutes}m{seconds:02d}s"
             )
+        if self.store.kind == "postgresql":
+            # Orders are shared through the database; sessions live in each server's process.
+            self.say("(this server only: each store server on the database lists its own)")
 
     def do_kick(self, arg: str) -> None:
         """kick <id>: disconnect a customer (ids are in customers)."""
