@@ -17,7 +17,8 @@ Where Stockings is wrong, this layer is not (see docs/compat.md):
 - ``close()`` sends what was queued (up to 5 s, then ``TimedOut``) instead of dropping it;
 - a failed handshake makes ``read``/``write`` raise ``ConnectionClosed``, not ``NotReady``
   forever; the handshake starts only after the whole constructor (a subclass's too) ran;
-- empty messages are sent (a real Stockings peer skips them, as it always did);
+- ``write("")`` sends an empty message (Stockings sends nothing); a real Stockings
+  peer delivers it as ``""``/``b""``;
   ``bytearray`` and ``memoryview`` are sent as bytes instead of raising AttributeError;
 - a header declaring more than ``max_size`` (16 MiB) bytes raises ``MessageTooLarge``
   from ``read()`` instead of exhausting memory; bad UTF-8 raises ``ProtocolError``.
