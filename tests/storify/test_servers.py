@@ -14,14 +14,16 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pexpect
 import pytest
 
 from storify.cli import main
 from storify.client import ApiError, StoreClient
+from storify.errors import StoreUnavailable
 from storify.repl import StoreREPL
 from storify.service import StoreService
 from storify.store import Store
@@ -295,6 +297,80 @@ def test_postgres_stopped_while_customers_shop(outage_postgres: TemporaryPostgre
                 program.close()
         assert [order.units for order in store.orders()] == [2, 1]
         assert all(line.balanced for line in store.audit())
+
+
+@pytest.mark.postgres
+def test_store_recovers_when_postgres_returns(outage_postgres: TemporaryPostgres) -> None:
+    url = outage_postgres.create_database()
+    with Store(url, pool_size=4) as store:
+        mug = store.add_product("Mug", 850, 100)
+        _fill_pool(store, 4)  # four pooled connections, all cut by the restart below
+        outage_postgres.pause()
+        outage_postgres.resume()
+        # Nobody saw the outage: each dead connection is replaced before anything is sent.
+        assert store.checkout({mug.id: 1}, customer="c", request_id="after").order.id == 1
+        assert [p.stock for p in store.products()] == [99]
+        with pytest.raises(StoreUnavailable):  # down again: told at once, not hung
+            outage_postgres.pause()
+            try:
+                store.checkout({mug.id: 1}, customer="c", request_id="down")
+            finally:
+                outage_postgres.resume()
+        assert store.checkout({mug.id: 1}, customer="c", request_id="down").replayed is False
+
+
+@pytest.mark.postgres
+def test_store_pool_bounds_the_connections(postgres_url: str, postgres: TemporaryPostgres) -> None:
+    dbname = postgres_url.rsplit("/", 1)[1]
+    with Store(postgres_url, pool_size=3) as store:
+        mug = store.add_product("Mug", 850, 1000)
+        peak = _fill_pool(store, 20, work=lambda: store.checkout({mug.id: 1}, customer="c"))
+        connected = postgres.execute(
+            f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{dbname}'"
+        )[0][0]
+        assert connected == 3
+        assert peak == 3
+        assert store.totals()[0] == 20
+
+
+def _fill_pool(store: Store, threads: int, work: Callable[[], object] | None = None) -> int:
+    """Run ``work`` (by default a product list) in ``threads`` threads at once, holding each
+    connection until all threads are in; returns how many held a connection at the peak."""
+    inside = threading.Semaphore(0)
+    held = [0]
+    peak = [0]
+    guard = threading.Lock()
+    original = store._db.run
+
+    def slow_run(body: Callable[[Any], Any], **options: bool) -> Any:
+        def held_body(db: Any) -> Any:
+            with guard:
+                held[0] += 1
+                peak[0] = max(peak[0], held[0])
+            inside.release()
+            start.wait()
+            with guard:
+                held[0] -= 1
+            return body(db)
+
+        return original(held_body, **options)
+
+    start = threading.Event()
+    store._db.run = slow_run  # type: ignore[method-assign]
+    try:
+        runners = [
+            threading.Thread(target=work or store.products) for _ in range(threads)
+        ]
+        for runner in runners:
+            runner.start()
+        for _ in range(min(threads, store._db.pool_size)):  # type: ignore[attr-defined]
+            assert inside.acquire(timeout=TIMEOUT)
+        start.set()
+        for runner in runners:
+            runner.join(TIMEOUT)
+    finally:
+        store._db.run = original  # type: ignore[method-assign]
+    return peak[0]
 
 
 def _console(repl: StoreREPL, line: str) -> str:
