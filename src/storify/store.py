@@ -593,13 +593,14 @@ class Store:
             # Sorted by id, so concurrent writers lock rows in one order (no deadlock).
             for product_id, quantity in sorted(wanted.items()):
                 taken = db.execute(
-                    "UPDATE products SET stock = stock - ? WHERE id = ? AND active AND stock >= ?",
+                    "UPDATE products SET stock = stock - ? WHERE id = ? AND active AND stock >= ?"
+                    " RETURNING id, name, price",
                     (quantity, product_id, quantity),
-                ).rowcount
-                product = self._find(db, product_id)  # raises UnknownProduct when off sale
-                if taken != 1:
+                ).fetchone()
+                if taken is None:
+                    product = self._find(db, product_id)  # raises UnknownProduct when off sale
                     raise OutOfStock(product.name, requested=quantity, available=product.stock)
-                lines.append(OrderLine(product.id, product.name, product.price, quantity))
+                lines.append(OrderLine(int(taken[0]), taken[1], int(taken[2]), quantity))
             total = sum(line.subtotal for line in lines)
             created = self._clock()
             # The same request id committing at this moment on another server (PostgreSQL)
