@@ -64,6 +64,8 @@ _SQLITE_PREFIX = "sqlite://"
 # among store servers starting at once on one PostgreSQL database.
 _SCHEMA_LOCK_KEY = 0x53544F52  # "STOR"
 _RETRIES = 3  # deadlocks and serialisation failures retried this many times
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+               "keepalives_count": 3}  # fmt: skip
 
 
 class Cursor(Protocol):
@@ -339,13 +341,18 @@ class PostgresDatabase(Database):
         self._psycopg = psycopg
         self.description = redact(url)
         try:
-            port = str(conninfo_to_dict(url).get("port") or "5432")
+            given = conninfo_to_dict(url)
+            port = str(given.get("port") or "5432")
         except psycopg.ProgrammingError as error:
             message = f"bad PostgreSQL URL {self.description!r}: {_one_line(error)}"
             raise ValueError(message) from None
         if not all(part.isdigit() for part in port.split(",")):
             raise ValueError(f"bad PostgreSQL URL {self.description!r}: port {port!r}")
         self.url = url
+        # A database host that vanishes without a reset (power, network) is noticed by
+        # TCP keepalives within about 25 s instead of the kernel's two hours; the URL may
+        # say otherwise.
+        self._options = {key: value for key, value in _KEEPALIVES.items() if key not in given}
         self.busy_timeout = busy_timeout
         self.pool_size = pool_size
         self._connect_timeout = max(2, round(busy_timeout))  # libpq takes whole seconds, >= 2
@@ -366,7 +373,7 @@ class PostgresDatabase(Database):
         pg = self._psycopg
         try:
             connection: psycopg.Connection[Any] = pg.connect(
-                self.url, autocommit=True, connect_timeout=self._connect_timeout
+                self.url, autocommit=True, connect_timeout=self._connect_timeout, **self._options
             )
         except pg.Error as error:
             raise StoreUnavailable(_one_line(error)) from error
