@@ -316,7 +316,6 @@ class Store:
         )
         self.database = self._db.description
         self._clock = clock
-        self._closed = False
         try:
             self._db.run(self._set_up_schema, write=True)
         except BaseException:
@@ -366,7 +365,6 @@ class Store:
 
     def close(self) -> None:
         """Close the database; further calls raise RuntimeError. Idempotent."""
-        self._closed = True
         self._db.close()
 
     def __enter__(self) -> Self:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from storify import store as store_module
 from storify.errors import (
     DuplicateProduct,
     EmptyCart,
@@ -193,6 +194,26 @@ def test_store_refuses_a_newer_schema(database: str) -> None:
     assert info.value.facts() == {"found": SCHEMA_VERSION + 1, "supported": SCHEMA_VERSION}
     assert "upgrade storify" in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_store_migrates_an_older_schema_once(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Store(database) as store:
+        store.add_product("Mug", 850, 5)
+    # A storify whose version 2 adds a column: opening the version 1 database migrates it.
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    step = ("ALTER TABLE products ADD COLUMN colour TEXT",)
+    monkeypatch.setitem(store_module._MIGRATIONS["sqlite"], SCHEMA_VERSION + 1, step)
+    monkeypatch.setitem(store_module._MIGRATIONS["postgresql"], SCHEMA_VERSION + 1, step)
+    for _ in range(2):  # the second start finds version 2 and changes nothing
+        with Store(database) as store:
+            assert store.schema_version() == SCHEMA_VERSION + 1
+            assert store.product("mug").stock == 5
+            colours = store._db.run(
+                lambda db: db.execute("SELECT colour FROM products").fetchall(), write=False
+            )
+            assert colours == [(None,)]
 
 
 def test_store_marks_a_sqlite_file_from_before_the_version_table(tmp_path: Path) -> None:
