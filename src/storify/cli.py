@@ -235,6 +235,12 @@ def _run_serve(args: argparse.Namespace) -> int:
     store = _open_store(args)
     if store is None:
         return 1
+    if args.durable and store.kind == "postgresql":
+        print(
+            "storify: note: --durable is SQLite's; on PostgreSQL every commit is as durable "
+            "as the server's synchronous_commit makes it (on by default)",
+            file=sys.stderr,
+        )
     try:
         if args.demo and store.seed_demo():
             _say(f"Put the demo catalog on sale in {store.database}.")
