@@ -19,6 +19,7 @@ from storify.errors import (
     StoreUnavailable,
     UnknownProduct,
 )
+from storify.notice import Notices
 from storify.repl import CustomerREPL, Storefront, StoreREPL, Visitor
 from storify.server import ApiServer
 from storify.service import StoreService
@@ -39,6 +40,7 @@ __all__ = [
     "EmptyCart",
     "InvalidValue",
     "NetworkConditions",
+    "Notices",
     "Order",
     "OrderLine",
     "OrderNotFound",
