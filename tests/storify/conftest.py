@@ -38,13 +38,20 @@ def postgres() -> Iterator[TemporaryPostgres]:
 
 
 @pytest.fixture
-def postgres_url(postgres: TemporaryPostgres) -> Iterator[str]:
-    """The URL of a new, empty PostgreSQL database, dropped after the test."""
-    url = postgres.create_database()
-    try:
-        yield url
-    finally:
-        postgres.drop_database(url.rsplit("/", 1)[1])
+def postgres_url(postgres: TemporaryPostgres) -> str:
+    """The URL of an empty PostgreSQL database (storify's tables dropped before the test).
+
+    One database for every test: dropping four tables takes milliseconds where creating
+    a database takes up to seconds on a busy disk.
+    """
+    if not postgres.execute(f"SELECT 1 FROM pg_database WHERE datname = '{_SHARED}'"):
+        postgres.create_database(_SHARED)
+    postgres.execute("SET lock_timeout = '10s'; " + _DROP, _SHARED)
+    return postgres.url(_SHARED)
+
+
+_SHARED = "storify_tests"
+_DROP = "DROP TABLE IF EXISTS order_lines, orders, products, storify_schema"
 
 
 @pytest.fixture(params=BACK_ENDS)
