@@ -14,17 +14,20 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pexpect
+import psycopg
 import pytest
 
 from storify.cli import main
 from storify.client import ApiError, StoreClient
 from storify.errors import StoreUnavailable
 from storify.repl import StoreREPL
+from storify.server import ApiServer
 from storify.service import StoreService
 from storify.store import Store
 from storify.testing import PostgresNotAvailable, TemporaryPostgres
@@ -371,6 +374,52 @@ def _fill_pool(store: Store, threads: int, work: Callable[[], object] | None = N
     finally:
         store._db.run = original  # type: ignore[method-assign]
     return peak[0]
+
+
+@pytest.mark.postgres
+def test_api_checkout_waiting_on_a_row_lock_blocks_no_other_program(
+    postgres_url: str, postgres: TemporaryPostgres
+) -> None:
+    with Store(postgres_url, busy_timeout=20) as store, ApiServer(store, port=0) as server:
+        mug = store.add_product("Mug", 850, 5)
+        # Another store server's checkout holds the mug's row (as if its process hung).
+        with psycopg.connect(postgres_url, autocommit=True) as other:
+            other.execute("BEGIN")
+            other.execute("UPDATE products SET stock = stock WHERE id = %s", (mug.id,))
+            waiting = StoreClient.connect(server.address, timeout=TIMEOUT)
+            replies: list[object] = []
+            buyer = threading.Thread(
+                target=lambda: replies.append(
+                    waiting.request("checkout", items={"mug": 1}, request_id="w")
+                )
+            )
+            buyer.start()
+            try:
+                _wait_for_lock_wait(postgres, postgres_url.rsplit("/", 1)[1])
+                # The checkout waits for the row; another program is answered meanwhile.
+                with StoreClient.connect(server.address, timeout=5) as browser:
+                    assert browser.request("list")["products"][0]["stock"] == 5  # type: ignore[index]
+                assert buyer.is_alive() and not replies
+            finally:
+                other.execute("ROLLBACK")
+                buyer.join(TIMEOUT)
+                waiting.close()
+        assert replies and replies[0]["replayed"] is False  # type: ignore[index]
+        assert store.product("mug").stock == 4
+
+
+def _wait_for_lock_wait(postgres: TemporaryPostgres, dbname: str) -> None:
+    """Return once a session of ``dbname`` waits for a lock (polled: no event to await)."""
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        rows = postgres.execute(
+            "SELECT count(*) FROM pg_stat_activity"
+            f" WHERE datname = '{dbname}' AND wait_event_type = 'Lock'"
+        )
+        if rows[0][0]:
+            return
+        time.sleep(0.02)
+    raise AssertionError("no checkout ever waited for the row lock")
 
 
 def _console(repl: StoreREPL, line: str) -> str:
