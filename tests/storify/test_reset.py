@@ -20,8 +20,8 @@ REQUEST_SIZE = 4 + len(
 
 
 @pytest.fixture
-def store() -> Iterator[Store]:
-    with Store() as store:
+def store(database: str) -> Iterator[Store]:
+    with Store(database) as store:
         store.seed_demo()
         yield store
 
