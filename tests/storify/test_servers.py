@@ -303,6 +303,25 @@ def test_postgres_stopped_while_customers_shop(outage_postgres: TemporaryPostgre
 
 
 @pytest.mark.postgres
+def test_serve_closes_cleanly_while_postgres_is_down(outage_postgres: TemporaryPostgres) -> None:
+    server = Server(outage_postgres.create_database(), "--demo")
+    try:
+        outage_postgres.pause()
+        try:
+            with StoreClient.connect(server.api, timeout=TIMEOUT) as client:
+                with pytest.raises(ApiError) as info:
+                    client.request("list")
+                assert info.value.code == "unavailable"
+            out = server.stop()
+        finally:
+            outage_postgres.resume()
+    finally:
+        server.kill()
+    assert server.process.returncode == 0
+    assert "OPEN is closed (the database is unavailable: no totals).\n" in out
+
+
+@pytest.mark.postgres
 def test_store_recovers_when_postgres_returns(outage_postgres: TemporaryPostgres) -> None:
     url = outage_postgres.create_database()
     with Store(url, pool_size=4) as store:
