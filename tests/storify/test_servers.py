@@ -477,6 +477,18 @@ def test_serve_start_errors_are_one_line(
     assert "wrong" not in errors[0]
 
 
+def test_serve_postgres_url_without_psycopg(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the extra were not installed
+    monkeypatch.setitem(sys.modules, "psycopg.conninfo", None)
+    assert main(["serve", "--db", "postgresql://clerk:pw@db/shop", "--port", "0"]) == 1
+    assert capsys.readouterr().err == (
+        "storify: cannot open the database 'postgresql://clerk:***@db/shop': PostgreSQL "
+        "needs psycopg 3: pip install 'sockwork[postgres]'\n"
+    )
+
+
 def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
