@@ -329,8 +329,12 @@ def _run_serve(args: argparse.Namespace) -> int:
         )
     notices = Notices(sys.stdout, quiet=args.quiet)
     try:
-        if args.demo and store.seed_demo():
-            _say(f"Put the demo catalog on sale in {store.database}.")
+        try:
+            if args.demo and store.seed_demo():
+                _say(f"Put the demo catalog on sale in {store.database}.")
+        except StoreUnavailable as error:
+            print(f"storify: cannot seed the demo catalog: {error.reason}", file=sys.stderr)
+            return 1
         service = StoreService(
             store,
             name=name,
@@ -371,7 +375,11 @@ def _run_serve(args: argparse.Namespace) -> int:
                 signal.signal(signal.SIGTERM, previous)
             service.stop()
         notices.close()  # the last customers' goodbyes, before the totals
-        count, revenue = store.totals()
+        try:
+            count, revenue = store.totals()
+        except StoreUnavailable:
+            _say(f"{name} is closed (the database is unavailable: no totals).")
+            return 0
         _say(f"{name} is closed: {count} order(s), {format_price(revenue)} in total.")
         return 0
     finally:

@@ -303,6 +303,25 @@ def test_postgres_stopped_while_customers_shop(outage_postgres: TemporaryPostgre
 
 
 @pytest.mark.postgres
+def test_serve_closes_cleanly_while_postgres_is_down(outage_postgres: TemporaryPostgres) -> None:
+    server = Server(outage_postgres.create_database(), "--demo")
+    try:
+        outage_postgres.pause()
+        try:
+            with StoreClient.connect(server.api, timeout=TIMEOUT) as client:
+                with pytest.raises(ApiError) as info:
+                    client.request("list")
+                assert info.value.code == "unavailable"
+            out = server.stop()
+        finally:
+            outage_postgres.resume()
+    finally:
+        server.kill()
+    assert server.process.returncode == 0
+    assert "OPEN is closed (the database is unavailable: no totals).\n" in out
+
+
+@pytest.mark.postgres
 def test_store_recovers_when_postgres_returns(outage_postgres: TemporaryPostgres) -> None:
     url = outage_postgres.create_database()
     with Store(url, pool_size=4) as store:
@@ -456,6 +475,18 @@ def test_serve_start_errors_are_one_line(
     # The password is not printed.
     assert f"'postgresql://clerk:***@127.0.0.1:{outage_postgres.port}/{dbname}'" in errors[0]
     assert "wrong" not in errors[0]
+
+
+def test_serve_postgres_url_without_psycopg(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the extra were not installed
+    monkeypatch.setitem(sys.modules, "psycopg.conninfo", None)
+    assert main(["serve", "--db", "postgresql://clerk:pw@db/shop", "--port", "0"]) == 1
+    assert capsys.readouterr().err == (
+        "storify: cannot open the database 'postgresql://clerk:***@db/shop': PostgreSQL "
+        "needs psycopg 3: pip install 'sockwork[postgres]'\n"
+    )
 
 
 def _closed_port() -> int:
