@@ -101,7 +101,8 @@ def test_no_way_to_log_in_is_refused(keys: Keys) -> None:
 @pytest.mark.parametrize(
     ("option", "value"),
     [("max_clients", 0), ("max_per_address", 0), ("idle_timeout", 0), ("max_line", 0),
-     ("login_timeout", 0), ("history", -1), ("stdio", "sometimes")],
+     ("login_timeout", 0), ("history", -1), ("stdio", "sometimes"), ("first_line_timeout", 0),
+     ("write_timeout", 0), ("max_output", 100), ("login_delay", -1)],
 )  # fmt: skip
 def test_bad_limits_are_refused(keys: Keys, option: str, value: object) -> None:
     with pytest.raises(ValueError, match=option):
@@ -136,7 +137,7 @@ def test_authorized_key_logs_in_and_a_stranger_key_is_refused(keys: Keys) -> Non
         run(scenario)
 
 
-def test_password_checked_by_the_callable_and_wrong_one_refused_after_a_delay(
+def test_password_checked_by_the_callable_and_wrong_ones_refused_after_growing_delays(
     keys: Keys,
 ) -> None:
     seen: list[tuple[str, str]] = []
@@ -145,20 +146,25 @@ def test_password_checked_by_the_callable_and_wrong_one_refused_after_a_delay(
         seen.append((username, password))
         return check_sesame(username, password)
 
-    async def scenario() -> float:
-        async with connect(server.address, username="ann", password="sesame") as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+    async def refused_after() -> float:
         started = time.monotonic()
         with pytest.raises(asyncssh.PermissionDenied):
             async with connect(server.address, username="ann", password="open"):
                 pass
         return time.monotonic() - started
 
-    with serve(keys, authorized_keys=None, check_password=check) as server:
-        refused_after = run(scenario)
+    async def scenario() -> tuple[float, float]:
+        async with connect(server.address, username="ann", password="sesame") as conn:
+            terminal = await Terminal.open(conn)
+            await terminal.expect("shop> ")
+        # Counted per address, across connections: a new connection does not reset it.
+        return await refused_after(), await refused_after()
+
+    with serve(keys, authorized_keys=None, check_password=check, login_delay=0.3) as server:
+        first, second = run(scenario)
     assert ("ann", "sesame") in seen and ("ann", "open") in seen
-    assert refused_after >= 0.45  # the first failure is answered after 0.5 s
+    assert first >= 0.25  # 0.3 s after the first failure
+    assert second >= 0.55  # then 0.6 s
 
 
 def test_key_only_server_refuses_passwords(keys: Keys) -> None:
@@ -431,16 +437,73 @@ def test_max_clients_tells_the_next_session_the_server_is_busy(keys: Keys) -> No
         run(scenario)
 
 
-def test_max_per_address_refuses_further_connections(keys: Keys) -> None:
+def test_max_per_address_tells_the_next_session_and_caps_connections(keys: Keys) -> None:
+    async def scenario() -> None:
+        key = [str(keys.client_key)]
+        async with connect(server.address, client_keys=key) as conn:
+            terminal = await Terminal.open(conn)
+            await terminal.expect("shop> ")
+            async with connect(server.address, client_keys=key) as second:
+                refused = await Terminal.open(second)
+                rest = await refused.rest()
+                assert "*** too many sessions from 127.0.0.1 (1); try again later" in rest
+                assert refused.process.exit_status == 1
+            async with connect(server.address, client_keys=key):
+                async with connect(server.address, client_keys=key):
+                    # A fourth connection from the address (the limit + 2) is cut at once.
+                    with pytest.raises((ConnectionError, asyncssh.Error, OSError)):
+                        async with connect(server.address, client_keys=key):
+                            pass
+
+    with serve(keys, max_per_address=1) as server:
+        run(scenario)
+
+
+def test_max_per_address_auto_is_a_tenth_of_max_clients(keys: Keys) -> None:
+    for clients, expected in ((100, 10), (5, 1), (None, None)):
+        server = serve(keys, max_clients=clients)
+        server.stop()
+        assert server.max_per_address == expected
+
+
+def test_first_line_must_come_within_first_line_timeout(keys: Keys) -> None:
+    async def scenario() -> str:
+        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
+            terminal = await Terminal.open(conn)
+            await terminal.expect("shop> ")
+            return await terminal.rest()
+
+    with serve(keys, first_line_timeout=0.5) as server:
+        rest = run(scenario)
+    assert "*** nothing typed within 0.5 s; disconnecting" in rest
+
+
+def test_a_client_that_does_not_read_never_blocks_broadcast(keys: Keys) -> None:
+    class Flood(Shop):
+        def do_flood(self, arg: str) -> None:
+            for i in range(100_000):
+                print(f"line {i} " + "x" * 60)
+
     async def scenario() -> None:
         async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
             terminal = await Terminal.open(conn)
             await terminal.expect("shop> ")
-            with pytest.raises((ConnectionError, asyncssh.Error, OSError)):
-                async with connect(server.address, client_keys=[str(keys.client_key)]):
-                    pass
+            terminal.process.stdout.channel.pause_reading()  # read nothing more
+            terminal.send("flood\r")
+            [session] = server.sessions
+            deadline = time.monotonic() + 20
+            while session.output_buffered < 4096:  # the program waits for room now
+                assert time.monotonic() < deadline, session.output_buffered
+                await asyncio.sleep(0.05)
+            started = time.monotonic()
+            for _ in range(50):
+                await asyncio.to_thread(server.broadcast, "news " + "y" * 500)
+            # Well under write_timeout (the program's wait): broadcast never waited.
+            assert time.monotonic() - started < 5.0
+            # Messages beyond twice max_output: the session is dropped, not waited for.
+            await asyncio.wait_for(conn.wait_closed(), 5)
 
-    with serve(keys, max_per_address=1) as server:
+    with serve(keys, app=Flood, write_timeout=10.0, max_output=4096) as server:
         run(scenario)
 
 

@@ -93,8 +93,8 @@ _INPUT_LIMIT = 65536  # unread bytes before the channel stops reading
 _OUTPUT_LIMIT = 65536  # characters handed to the loop and not yet written to the channel
 _OUTPUT_FLUSH_AT = 8192
 _COMPLETION_WAIT = 0.25  # seconds the loop waits for a program to answer TAB
-_FAILED_PASSWORD_DELAY = 0.5  # seconds after the first wrong password; doubles each time
-_FAILED_PASSWORD_DELAY_MAX = 4.0
+_FORGET_FAILURES_AFTER = 900.0  # seconds without a wrong password that clear an address
+_MAX_FAILING_ADDRESSES = 4096  # addresses remembered at most (the oldest go first)
 
 
 class MissingExtra(SockworkError, ImportError):
@@ -290,6 +290,7 @@ class SshSession(Session):
         self._waiting = False  # the program waits for a line (TAB may be answered)
         self._writing_paused = False
         self._in_flight = 0
+        self._channel_buffered = 0  # (loop) what asyncssh holds for the client, in bytes
         self._batch_lock = threading.Lock()
         self._batch: list[str] | None = None  # output handed to the loop, not written yet
         self._pending: list[str] = []
@@ -303,6 +304,8 @@ class SshSession(Session):
         self._close_reason: str | None = None
         self._program: cmd.Cmd | None = None
         self._thread: threading.Thread | None = None
+        first = server.first_line_timeout
+        self._first_line_deadline = None if first is None else time.monotonic() + first
         output = _SshOutput(self)
         self.stdin: TextIO = cast(TextIO, _SshInput(self))
         self.stdout: TextIO = cast(TextIO, output)
@@ -313,6 +316,12 @@ class SshSession(Session):
             getpass=self.read_secret,
             session=self,
         )
+
+    @property
+    def output_buffered(self) -> int:
+        """Output waiting for the client: handed to the loop or held by asyncssh."""
+        with self._flow:
+            return self._in_flight + self._channel_buffered
 
     @property
     def line_editing(self) -> bool:
@@ -328,15 +337,16 @@ class SshSession(Session):
     # -- control from any thread -------------------------------------------------------
 
     def _notify(self, text: str, *, redraw: bool) -> None:
+        # Another thread's message never waits for the client (see _deliver_locked).
         with self._lock:
-            self._flush_locked()
+            self._flush_locked(wait=False)
             shown = self._shown
             message = text if text.endswith("\n") else text + "\n"
             if shown:
                 message = "\n" + message
             if redraw:
                 message += shown
-            self._deliver_locked(message)
+            self._deliver(message, wait=False)
 
     def close(self, message: str | None = None) -> None:
         """End the session: optionally tell the user why, then disconnect (any thread)."""
@@ -373,55 +383,72 @@ class SshSession(Session):
         with self._lock:
             self._pending.append(text)
             self._pending_size += len(text)
-            if "\n" in text or self._pending_size > _OUTPUT_FLUSH_AT:
-                self._flush_locked()
+            if "\n" not in text and self._pending_size <= _OUTPUT_FLUSH_AT:
+                return
+            chunk = self._take_pending()
+        # Outside the lock: while the program waits for room, send() and broadcast()
+        # from other threads go on.
+        self._deliver(chunk)
 
     def _flush(self) -> None:
         with self._lock:
-            self._flush_locked()
+            chunk = self._take_pending()
+        self._deliver(chunk)
 
-    def _flush_locked(self) -> None:
-        if not self._pending:
-            return
+    def _flush_locked(self, *, wait: bool = True) -> None:
+        self._deliver(self._take_pending(), wait=wait)
+
+    def _take_pending(self) -> str:
         text = "".join(self._pending)
         self._pending.clear()
         self._pending_size = 0
-        self._deliver_locked(text)
+        return text
 
-    def _deliver_locked(self, text: str) -> None:
-        """Hand ``text`` to the loop, waiting while the client does not read (bounded)."""
+    def _deliver(self, text: str, *, wait: bool = True) -> None:
+        """Hand ``text`` to the loop; the program waits for room, other threads never do.
+
+        The program's writes wait while asyncssh's buffer for this channel is above
+        ``max_output`` (pause_writing) or that much is on its way to the loop, at most
+        ``write_timeout`` s. A message from another thread (``send``, ``broadcast``)
+        goes at once and may use as much again; beyond that the client is too far
+        behind and the session is disconnected.
+        """
         if not text:
             return
         if self._closed:
             raise ConnectionClosed("the SSH session is closed", address=self.peer, by_peer=False)
-        timeout = self._ssh.idle_timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
-        stuck = False
+        limit = self._ssh.max_output
+        timeout = self._ssh.write_timeout
+        deadline = time.monotonic() + timeout
+        behind = ""
         with self._flow:
-            while not self._closed and (
-                self._writing_paused or self._in_flight + len(text) > _OUTPUT_LIMIT
-            ):
-                if self._in_flight == 0 and not self._writing_paused:
-                    break  # one oversized chunk may go when nothing else is on its way
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    stuck = True
-                    break
-                self._flow.wait(left)
+            if wait:
+                while not self._closed and (
+                    self._writing_paused or self._in_flight + len(text) > limit
+                ):
+                    if self._in_flight == 0 and not self._writing_paused:
+                        break  # one oversized chunk may go when nothing else is on its way
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        behind = f"did not read for {timeout:g} s"
+                        break
+                    self._flow.wait(left)
+            elif self._channel_buffered + self._in_flight + len(text) > 2 * limit:
+                behind = f"is more than {2 * limit} characters behind"
             closed = self._closed
-            if not closed and not stuck:
+            if not closed and not behind:
                 self._in_flight += len(text)
         if closed:
             raise ConnectionClosed(f"SSH client {self.peer_text} is gone", address=self.peer)
-        if stuck:
-            _log.info("session %d (%s): client does not read; closing", self.id, self.peer_text)
+        if behind:
+            _log.info("session %d (%s): client %s; closing", self.id, self.peer_text, behind)
             self._mark_closed("send timeout")
-            self._shutdown()
-            raise ConnectionClosed(
-                f"SSH client {self.peer_text} did not read for {timeout:g} s", address=self.peer
-            )
+            # A graceful close would queue behind the output the client does not take.
+            self._schedule(self._abort_connection)
+            raise ConnectionClosed(f"SSH client {self.peer_text} {behind}", address=self.peer)
         newline = text.rfind("\n")
-        self._shown = text[newline + 1 :] if newline >= 0 else (self._shown + text)[-256:]
+        with self._lock:
+            self._shown = text[newline + 1 :] if newline >= 0 else (self._shown + text)[-256:]
         # Texts handed over before the loop gets to them go out together: the answer
         # and the prompt after it make one SSH packet, not two.
         with self._batch_lock:
@@ -451,7 +478,14 @@ class SshSession(Session):
         finally:
             with self._flow:
                 self._in_flight -= len(text)
+                self._channel_buffered = self._buffered_in_channel()
                 self._flow.notify_all()
+
+    def _buffered_in_channel(self) -> int:
+        try:
+            return int(self._channel.get_write_buffer_size())
+        except Exception:  # noqa: BLE001 - closed: nothing waits any more
+            return 0
 
     def _call_soon(self, function: Callable[..., object], *args: object) -> None:
         """Run ``function`` in the loop after the output handed over so far."""
@@ -489,6 +523,7 @@ class SshSession(Session):
                         self._complete(item)
                     continue
                 if isinstance(event, Line):
+                    self._first_line_deadline = None
                     return event.text + "\n"
                 if isinstance(event, EndOfInput):
                     self._eof_delivered = event.closed
@@ -503,8 +538,8 @@ class SshSession(Session):
                     self._flush()
 
     def _next_input(self) -> _Input:
-        """Wait for the next chunk or marker from the loop (bounded by the idle timeout)."""
-        timeout = self._ssh.idle_timeout
+        """Wait for the next chunk or marker from the loop (bounded by the read timeouts)."""
+        timeout, notice = self._read_timeout()
         with self._flow:
             self._waiting = True
             try:
@@ -522,8 +557,22 @@ class SshSession(Session):
                     return _HARD_EOF
             finally:
                 self._waiting = False
-        self._idle_out()
+        self._time_out(notice)
         return _HARD_EOF
+
+    def _read_timeout(self) -> tuple[float | None, str]:
+        """How long to wait for input, and what to tell the user when it runs out."""
+        idle = self._ssh.idle_timeout
+        timeout, notice = idle, ""
+        if idle is not None:
+            notice = f"*** idle for {idle:g} s; disconnecting"
+        if self._first_line_deadline is not None:
+            left = max(0.0, self._first_line_deadline - time.monotonic())
+            if timeout is None or left < timeout:
+                first = self._ssh.first_line_timeout
+                timeout = left
+                notice = f"*** nothing typed within {first:g} s; disconnecting"
+        return timeout, notice
 
     def _resume_reading(self) -> None:
         if not self._gone:
@@ -534,13 +583,13 @@ class SshSession(Session):
         self._write("^C\n" + self._shown if self.line_editing else "\n" + self._shown)
         self._flush()
 
-    def _idle_out(self) -> None:
-        timeout = self._ssh.idle_timeout
+    def _time_out(self, notice: str) -> None:
+        _log.info("session %d (%s) disconnected: %s", self.id, self.peer_text, notice)
         try:
-            self._notify(f"*** idle for {timeout:g} s; disconnecting", redraw=False)
+            self._notify(notice, redraw=False)
         except (ConnectionClosed, OSError):
             pass
-        self._mark_closed("idle timeout")
+        self._mark_closed("timeout")
         self._shutdown()
 
     # -- called by the loop ------------------------------------------------------------
@@ -584,6 +633,7 @@ class SshSession(Session):
     def _set_writing_paused(self, paused: bool) -> None:
         with self._flow:
             self._writing_paused = paused
+            self._channel_buffered = self._buffered_in_channel()
             self._flow.notify_all()
 
     # -- TAB completion (in the session's thread) -------------------------------------
@@ -635,6 +685,13 @@ class SshSession(Session):
         """Disconnect (any thread): the program sees end of input at its next read."""
         self._mark_closed("closed")
         self._call_soon(self._close_channel)
+
+    def _abort_connection(self) -> None:
+        self._gone = True
+        if self._connection is not None:
+            self._connection.conn.abort()
+        else:
+            self._channel.close()
 
     def _close_socket(self) -> None:
         # The program ended: send its exit status and close the channel.
@@ -695,6 +752,8 @@ def _make_channel_session(server: SshConsoleServer, connection: _Connection) -> 
 
         def connection_made(self, chan: Any) -> None:
             self.channel = chan
+            # pause_writing above max_output: the program's writes then wait for room.
+            chan.set_write_buffer_limits(high=server.max_output)
 
         def pty_requested(self, term_type: str, term_size: Any, term_modes: Any) -> bool:
             self.term_type = term_type or None
@@ -769,7 +828,6 @@ class _Connection:
         self.conn = conn
         self.peer = peer
         self.username = ""
-        self.failures = 0
         self.sessions = 0  # open now (changed in the loop only)
         self.had_session = False
 
@@ -827,24 +885,23 @@ def _make_server_factory(server: SshConsoleServer) -> Callable[[], Any]:
             check = server.check_password
             if check is None or self.connection is None:
                 return False
+            # An address that failed recently waits before any verdict, whatever the
+            # connection: reconnecting does not reset the count.
+            wait = server._login_wait(self.connection.peer[0])
+            if wait > 0:
+                await asyncio.sleep(wait)
             try:
                 # The check may block (a database, PAM): never in the loop.
                 ok = bool(await asyncio.to_thread(check, username, password))
             except Exception:
                 _log.exception("the password check failed for user %r", username)
                 ok = False
-            if not ok:
-                self.connection.failures += 1
-                delay = min(
-                    _FAILED_PASSWORD_DELAY * 2 ** (self.connection.failures - 1),
-                    _FAILED_PASSWORD_DELAY_MAX,
-                )
-                _log.info(
-                    "wrong password for %r from %s (%d)",
-                    username,
-                    self.connection.peer[0],
-                    self.connection.failures,
-                )
+            address = self.connection.peer[0]
+            if ok:
+                server._login_failures.pop(address, None)
+            else:
+                delay = server._login_failed(address)
+                _log.info("wrong password for %r from %s; answer in %g s", username, address, delay)
                 await asyncio.sleep(delay)
             return ok
 
@@ -871,16 +928,26 @@ class SshConsoleServer:
             missing. Its fingerprint is :attr:`host_key_fingerprint`.
         authorized_keys: an OpenSSH ``authorized_keys`` file: those keys may log in.
         check_password: ``check(username, password) -> bool``, run in a worker thread;
-            wrong passwords are answered after a growing delay (0.5 s, 1 s, ... 4 s).
+            wrong passwords are answered after a growing delay (``login_delay``).
         allow_anonymous: let anyone in without authentication (logged as a warning).
             Without it, ``authorized_keys`` or ``check_password`` is required.
         intro, prompt: as for ``ConsoleServer``.
-        max_clients: sessions (and connections) at once; the next session is told the
-            server is busy. None for no limit.
-        max_per_address: connections at once from one client address; None for no limit.
-        idle_timeout: seconds a session may wait for its user, and a write for a client
-            that does not read; then the session is closed. None waits forever.
-        login_timeout: seconds a client has to finish the handshake and log in.
+        max_clients: sessions at once; the next session is told the server is busy.
+            Connections are capped at ``max_clients + 8``. None for no limit.
+        max_per_address: sessions at once from one client address (``"auto"``: a tenth
+            of ``max_clients``, at least 1; connections: two more); None for no limit.
+        first_line_timeout: seconds a new session may take to send its first line.
+        idle_timeout: seconds a session may wait for its user; None waits forever.
+        write_timeout: seconds the program's output may wait for a client that does
+            not read before the session is disconnected.
+        max_output: characters of output that may wait for the client; the program's
+            writes wait beyond it, messages from other threads never wait but may use
+            only as much again, else the session is disconnected.
+        login_timeout: seconds a client has to finish the handshake and log in, and a
+            logged-in connection to open its session.
+        login_delay, max_login_delay: after the n-th wrong password in a row from an
+            address (across connections), its next answers wait
+            ``login_delay * 2**(n-1)`` seconds, at most ``max_login_delay``.
         max_line: the longest input line (characters in the line editor, bytes without it).
         history: lines of history the line editor keeps per session.
         stdio: ``"streams"``, ``"builtins"`` or ``"none"``, as for ``ConsoleServer``.
@@ -904,9 +971,14 @@ class SshConsoleServer:
         intro: str | None = None,
         prompt: str | None = None,
         max_clients: int | None = 100,
-        max_per_address: int | None = 20,
+        max_per_address: int | None | Literal["auto"] = "auto",
+        first_line_timeout: float | None = 60.0,
         idle_timeout: float | None = 900.0,
+        write_timeout: float = 30.0,
+        max_output: int = 65536,
         login_timeout: float = 30.0,
+        login_delay: float = 1.0,
+        max_login_delay: float = 30.0,
         max_line: int = 4096,
         history: int = 100,
         stdio: Literal["streams", "builtins", "none"] = "streams",
@@ -917,10 +989,32 @@ class SshConsoleServer:
             raise TypeError(f"app must be a cmd.Cmd subclass or a callable, got {app!r}")
         if max_clients is not None and max_clients < 1:
             raise ValueError(f"max_clients must be None or >= 1, got {max_clients!r}")
-        if max_per_address is not None and max_per_address < 1:
-            raise ValueError(f"max_per_address must be None or >= 1, got {max_per_address!r}")
-        if idle_timeout is not None and not idle_timeout > 0:
-            raise ValueError(f"idle_timeout must be None or > 0 seconds, got {idle_timeout!r}")
+        if max_per_address == "auto":
+            # As telnet: a tenth of the seats (at least 1); no limit without max_clients.
+            per_address = None if max_clients is None else max(1, max_clients // 10)
+        elif max_per_address is None or (
+            isinstance(max_per_address, int) and max_per_address >= 1
+        ):
+            per_address = max_per_address
+        else:
+            raise ValueError(
+                f"max_per_address must be None, 'auto' or >= 1, got {max_per_address!r}"
+            )
+        for name, value in (
+            ("first_line_timeout", first_line_timeout),
+            ("idle_timeout", idle_timeout),
+        ):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be None or > 0 seconds, got {value!r}")
+        if not write_timeout > 0:
+            raise ValueError(f"write_timeout must be > 0 seconds, got {write_timeout!r}")
+        if max_output < 1024:
+            raise ValueError(f"max_output must be >= 1024 characters, got {max_output!r}")
+        if not 0 <= login_delay <= max_login_delay:
+            raise ValueError(
+                f"login_delay must be >= 0 and max_login_delay >= login_delay, got "
+                f"{login_delay!r} and {max_login_delay!r}"
+            )
         if not login_timeout > 0:
             raise ValueError(f"login_timeout must be > 0 seconds, got {login_timeout!r}")
         if max_line < 1:
@@ -940,8 +1034,13 @@ class SshConsoleServer:
         self.intro = intro
         self.prompt = prompt
         self.max_clients = max_clients
-        self.max_per_address = max_per_address
+        self.max_per_address = per_address
+        self.first_line_timeout = first_line_timeout
         self.idle_timeout = idle_timeout
+        self.write_timeout = write_timeout
+        self.max_output = max_output
+        self.login_delay = login_delay
+        self.max_login_delay = max_login_delay
         self.login_timeout = login_timeout
         self.max_line = max_line
         self.check_password = check_password
@@ -968,7 +1067,10 @@ class SshConsoleServer:
         self._sessions: dict[int, SshSession] = {}
         self._threads: set[threading.Thread] = set()
         self._connections: set[_Connection] = set()
-        self._per_address: collections.Counter[str] = collections.Counter()
+        self._per_address: collections.Counter[str] = collections.Counter()  # connections
+        self._sessions_from: collections.Counter[str] = collections.Counter()
+        # address -> (failures in a row, answer not before, last failure); loop only.
+        self._login_failures: dict[str, tuple[int, float, float]] = {}
         self._ids = itertools.count(1)
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -1148,14 +1250,40 @@ class SshConsoleServer:
             # that are ending), so unauthenticated clients cannot pile up.
             if self.max_clients is not None and len(self._connections) >= self.max_clients + 8:
                 return f"{len(self._connections)} connections open"
+            # Two more connections than sessions per address: the one over the limit
+            # is told why (at its session) rather than cut off at connect.
             if (
                 self.max_per_address is not None
-                and self._per_address[address] >= self.max_per_address
+                and self._per_address[address] >= self.max_per_address + 2
             ):
                 return f"{self._per_address[address]} connections from this address"
             self._connections.add(connection)
             self._per_address[address] += 1
         return None
+
+    def _login_wait(self, address: str) -> float:
+        """Seconds ``address`` must still wait before its next password is checked (loop)."""
+        now = time.monotonic()
+        failures = self._login_failures.get(address)
+        if failures is None:
+            return 0.0
+        if now - failures[2] > _FORGET_FAILURES_AFTER:
+            del self._login_failures[address]
+            return 0.0
+        return max(0.0, failures[1] - now)
+
+    def _login_failed(self, address: str) -> float:
+        """Count a wrong password from ``address``; return the seconds before the answer (loop)."""
+        now = time.monotonic()
+        previous = self._login_failures.pop(address, None)
+        count = 1
+        if previous is not None and now - previous[2] <= _FORGET_FAILURES_AFTER:
+            count = previous[0] + 1
+        delay = min(self.login_delay * float(2 ** min(count - 1, 64)), self.max_login_delay)
+        self._login_failures[address] = (count, now + delay, now)  # last: oldest stay first
+        while len(self._login_failures) > _MAX_FAILING_ADDRESSES:
+            del self._login_failures[next(iter(self._login_failures))]
+        return delay
 
     def _forget_connection(self, connection: _Connection) -> None:
         with self._lock:
@@ -1175,6 +1303,14 @@ class SshConsoleServer:
                 refusal = "*** the server is stopping\n"
             elif self.max_clients is not None and len(self._sessions) >= self.max_clients:
                 refusal = f"*** server busy ({self.max_clients} sessions); try again later\n"
+            elif (
+                self.max_per_address is not None
+                and self._sessions_from[connection.peer[0]] >= self.max_per_address
+            ):
+                refusal = (
+                    f"*** too many sessions from {connection.peer[0]} "
+                    f"({self.max_per_address}); try again later\n"
+                )
             if refusal is None:
                 session = SshSession(
                     self,
@@ -1198,6 +1334,7 @@ class SshConsoleServer:
                 session._thread = thread
                 thread.start()  # under the lock: stop() never joins an unstarted thread
                 self._sessions[session.id] = session
+                self._sessions_from[connection.peer[0]] += 1
                 self._threads.add(thread)
                 return session
         channel.write(refusal)
@@ -1230,5 +1367,8 @@ class SshConsoleServer:
         finally:
             session._close_socket()
             with self._lock:
-                self._sessions.pop(session.id, None)
+                if self._sessions.pop(session.id, None) is not None:
+                    self._sessions_from[session.peer[0]] -= 1
+                    if self._sessions_from[session.peer[0]] <= 0:
+                        del self._sessions_from[session.peer[0]]
                 self._threads.discard(threading.current_thread())
