@@ -14,6 +14,7 @@ CORE_MODULES = [
     "sockwork/errors.py",
     "sockwork/frames/codec.py",
     "sockwork/frames/_ending.py",
+    "sockwork/frames/_queue.py",
     "sockwork/faults/vocabulary.py",
     "sockwork/faults/plan.py",
     "sockwork/faults/units.py",

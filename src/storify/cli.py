@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import math
+import re
 import signal
 import sqlite3
 import sys
@@ -25,11 +27,23 @@ __all__ = ["build_parser", "exposure_warning", "listen_host", "main"]
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+# Numbers on the command line are ASCII: int() and float() also read "٣" (3) or
+# "６５４３２", and float() reads "inf" and "nan"; none of them is what a user means.
+_WHOLE = re.compile(r"[+-]?[0-9]{1,30}", re.ASCII)
+_DECIMAL = re.compile(r"(?:[0-9]{1,30}(?:\.[0-9]{0,30})?|\.[0-9]{1,30})", re.ASCII)
+
+
+def _whole(text: str) -> int:
+    """Return the whole number written in ASCII digits in ``text`` (``-3``, ``10``)."""
+    if _WHOLE.fullmatch(text.strip()) is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number like 10")
+    return int(text)
+
+
 def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if _WHOLE.fullmatch(text.strip()) is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number")
+    port = int(text)
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"a port is 0..65535 (0 picks a free one), not {port}")
     return port
@@ -52,18 +66,14 @@ def _conditions(text: str) -> NetworkConditions:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        """Return the number in ``text`` if it is more than 0."""
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
-        return value
-
-    return parse
+def _seconds(text: str) -> float:
+    """Return the positive, finite number of seconds written in ``text`` (``5``, ``0.5``)."""
+    if _DECIMAL.fullmatch(text.strip()) is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds like 5 or 0.5")
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,11 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
         "purchases/s, latency and retries, and check that no stock was lost or oversold.",
     )
     simulate.add_argument(
-        "--customers", type=int, default=10, help="customers shopping at once (10)"
+        "--customers", type=_whole, default=10, help="customers shopping at once (10)"
     )
-    simulate.add_argument(
-        "--duration", type=_positive(float), default=5.0, help="seconds of shopping (5)"
-    )
+    simulate.add_argument("--duration", type=_seconds, default=5.0, help="seconds of shopping (5)")
     simulate.add_argument(
         "--api",
         type=_address,
@@ -144,14 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help=f"the store's API (127.0.0.1:{DEFAULT_API_PORT})",
     )
-    simulate.add_argument("--seed", type=int, help="makes the customers' choices reproducible")
-    simulate.add_argument(
-        "--timeout", type=_positive(float), default=5.0, help="seconds per attempt (5)"
-    )
-    simulate.add_argument("--attempts", type=int, default=5, help="tries per checkout (5)")
+    simulate.add_argument("--seed", type=_whole, help="makes the customers' choices reproducible")
+    simulate.add_argument("--timeout", type=_seconds, default=5.0, help="seconds per attempt (5)")
+    simulate.add_argument("--attempts", type=_whole, default=5, help="tries per checkout (5)")
     simulate.add_argument(
         "--reconnect-every",
-        type=int,
+        type=_whole,
         metavar="N",
         help="each customer opens a new connection after N checkouts (default: never)",
     )

@@ -10,18 +10,22 @@
 #   terminal escape sequences to themselves or to the manager's console.
 # - An empty line does nothing (cmd.Cmd would repeat the last command: a stray
 #   newline must not buy twice).
+# - Command words are case-insensitive (``LIST`` is ``list``, ``help ADD`` is
+#   ``help add``); only ``EOF``, which cmd.Cmd itself passes at end of input, keeps
+#   its case. Hints name the commands of the console they appear on.
 """
 
 from __future__ import annotations
 
 import cmd
+import re
 import shlex
 import sqlite3
 import time
 from dataclasses import dataclass
 from typing import IO, Protocol
 
-from storify.errors import StoreError
+from storify.errors import StoreError, UnknownProduct
 from storify.money import format_price, parse_price
 from storify.shop import CustomerSession
 from storify.store import Store
@@ -53,8 +57,13 @@ def _words(arg: str) -> list[str]:
         return [word for word in (part.strip('"') for part in arg.split()) if word]
 
 
+# A whole number typed by a person: ASCII digits only. str.isdigit() is also true
+# for "²" or "①" (int() refuses them) and for "٣" (int() reads 3): neither may pass.
+_WHOLE = re.compile(r"[+-]?[0-9]{1,11}", re.ASCII)
+
+
 def _is_number(word: str) -> bool:
-    return word.lstrip("+-").isdigit() and len(word) < 12
+    return _WHOLE.fullmatch(word) is not None
 
 
 def _product_and_quantity(arg: str) -> tuple[str, int | None]:
@@ -67,6 +76,8 @@ def _product_and_quantity(arg: str) -> tuple[str, int | None]:
 
 class _Console(cmd.Cmd):
     """What both REPLs share: errors shown as sentences, no repeat on empty lines."""
+
+    catalog_command = "list"  # the command that lists the products, named in hints
 
     def __init__(self, stdin: IO[str] | None, stdout: IO[str] | None) -> None:
         super().__init__(stdin=stdin, stdout=stdout)
@@ -81,6 +92,17 @@ class _Console(cmd.Cmd):
         """Do nothing on an empty line (cmd.Cmd would repeat the previous command)."""
         return False
 
+    def parseline(self, line: str) -> tuple[str | None, str | None, str]:
+        """Split a line into command, argument and line; the command in lower case."""
+        command, arg, line = super().parseline(line)
+        if command is not None and command != "EOF":
+            command = command.lower()
+        return command, arg, line
+
+    def do_help(self, arg: str) -> bool | None:
+        """help [command]: list the commands, or explain one (``help add``)."""
+        return super().do_help(arg.strip().lower())
+
     def default(self, line: str) -> None:
         """Answer a line that is no command."""
         word = line.split()[0] if line.split() else line
@@ -90,6 +112,12 @@ class _Console(cmd.Cmd):
         """Run one command line; a domain error is shown as ``Sorry, ...`` and the loop goes on."""
         try:
             return bool(super().onecmd(line))
+        except UnknownProduct as error:
+            self.say(
+                f"Sorry, no product {_clean(error.product)!r}; "
+                f"type {self.catalog_command!r} to see what is on sale."
+            )
+            return False
         except StoreError as error:
             self.say(f"Sorry, {error}.")
             return False
@@ -247,6 +275,7 @@ class StoreREPL(_Console):
 
     prompt = "Manager> "
     doc_header = "Manager commands (type help <command> for details):"
+    catalog_command = "products"
 
     def __init__(
         self,
@@ -336,7 +365,7 @@ class StoreREPL(_Console):
     def do_orders(self, arg: str) -> None:
         """orders [N]: show the last N orders (10 by default) and the store's totals."""
         text = arg.strip()
-        if text and not text.isdigit():
+        if text and not (_is_number(text) and int(text) >= 0):
             self.say("Usage: orders [N]")
             return
         orders = self.store.orders(limit=int(text) if text else 10)

@@ -211,7 +211,8 @@ def product_number(ref: object) -> int | None:
     elif isinstance(ref, str):
         text = ref.strip()
         text = text[1:] if text.startswith("#") else text
-        if not text.isdigit() or len(text) > 19:
+        # ASCII digits only: "²".isdigit() is true but int() refuses it, and "٣" is not #3.
+        if not (text.isascii() and text.isdigit()) or len(text) > 19:
             return None
         number = int(text)
     else:

@@ -29,6 +29,13 @@ from sockwork.frames._reactor import Reactor, current_thread_count
 from sockwork.frames.codec import Format
 from sockwork.frames.codecs import JSON, TEXT
 from sockwork.frames.endpoint import Endpoint
+from tests.frames.conftest import (
+    HOSTILE_BUDGET,
+    HOSTILE_CONNECTIONS,
+    HOSTILE_HEADER,
+    TracedMemory,
+    wait_until,
+)
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -951,3 +958,33 @@ def test_endpoint_is_exported_from_sockwork_frames_and_documented() -> None:
         assert f"`{name}" in doc, f"Endpoint.{name} is not in docs/frames.md"
         docstring = getattr(Endpoint, name).__doc__
         assert docstring and docstring.splitlines()[0].endswith("."), name
+
+
+def test_endpoint_hostile_headers_commit_no_memory() -> None:
+    # Issue 9: `00 ff ff ff` + one byte made each endpoint allocate the 16 MiB announced.
+    pairs = [socket.socketpair() for _ in range(HOSTILE_CONNECTIONS)]
+    endpoints: list[Endpoint[bytes]] = []
+    try:
+        with TracedMemory() as traced:
+            endpoints = [Endpoint(a) for a, _ in pairs]
+            for _, peer in pairs:
+                peer.sendall(HOSTILE_HEADER)
+            wait_until(lambda: all(e._decoder.missing == 0xFFFFFF for e in endpoints))
+            for _, peer in pairs:
+                peer.sendall(b"x")
+            wait_until(lambda: all(e._decoder.missing == 0xFFFFFE for e in endpoints))
+            held = traced.now()
+            assert held < HOSTILE_CONNECTIONS * HOSTILE_BUDGET, held
+            assert all(e.read() is None for e in endpoints)
+            for _, peer in pairs:
+                peer.close()
+            for endpoint in endpoints:
+                with pytest.raises(IncompleteMessage) as caught:
+                    next_message(endpoint)  # type: ignore[arg-type]
+                assert (caught.value.received, caught.value.expected) == (1, 0xFFFFFF)
+    finally:
+        for endpoint in endpoints:
+            endpoint.abort()
+        for a, b in pairs:
+            a.close()
+            b.close()

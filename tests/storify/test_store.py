@@ -313,6 +313,10 @@ def test_store_survives_kill_minus_nine_mid_checkout(tmp_path: Path) -> None:
         ("9" * 20, None),
         (True, None),
         (1.0, None),
+        ("²", None),  # str.isdigit() is true, int() refuses it
+        ("#①", None),
+        ("٣", None),  # int() reads 3, but it is no product number
+        ("３", None),
     ],
 )
 def test_product_number(ref: object, number: int | None) -> None:

@@ -9,7 +9,13 @@
 
 from __future__ import annotations
 
-from sockwork.frames.aio import MessageServer, MessageStream, open_connection, start_server
+from sockwork.frames.aio import (
+    DEFAULT_MAX_BUFFERED,
+    MessageServer,
+    MessageStream,
+    open_connection,
+    start_server,
+)
 from sockwork.frames.blocking import MessageSocket, connect
 from sockwork.frames.codec import (
     DEFAULT_MAX_SIZE,
@@ -27,6 +33,7 @@ from sockwork.frames.codecs import BYTES, BYTES_OR_TEXT, JSON, MSGPACK, TEXT, Co
 __all__ = [
     "BYTES",
     "BYTES_OR_TEXT",
+    "DEFAULT_MAX_BUFFERED",
     "DEFAULT_MAX_SIZE",
     "JSON",
     "MAX_HEADER_SIZE",

@@ -242,7 +242,15 @@ class Pipe:
             # The source ended and everything passed: pass the EOF on (a half-close).
             dst = self.owner.destination(self.direction)
             if dst is not None and dst.can_write_eof() and not dst.is_closing():
-                dst.write_eof()
+                try:
+                    dst.write_eof()
+                except OSError:
+                    # asyncio calls shutdown(SHUT_WR) at once when nothing is buffered,
+                    # and does not catch its error: ENOTCONN when the destination peer
+                    # reset the connection (a closed client answers our data with RST)
+                    # before the transport saw it. The peer is gone: pass the reset on.
+                    self.owner.close(reset=True)
+                    return
             self.finished = True
             self.owner.pipe_finished(self.direction)
             return

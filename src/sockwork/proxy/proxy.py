@@ -41,7 +41,7 @@ import socket
 import struct
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, TypeVar
@@ -97,6 +97,8 @@ _READ_SIZE = 1024 * 1024  # the most one read takes from a socket
 _ACCEPT_RETRY = 0.1
 _CLOSE_TIMEOUT = 5.0
 _LINGER_ZERO = struct.pack("ii", 1, 0)
+
+_Resolved = tuple[int, tuple[object, ...]]  # (family, sockaddr) as getaddrinfo gives them
 
 
 @dataclass(frozen=True)
@@ -518,7 +520,12 @@ class FaultProxy:
         self._call(self._disable)
 
     def enable(self) -> None:
-        """Accept connections again on the same address."""
+        """Accept connections again on the same address.
+
+        Raises:
+            OSError: the address cannot be bound again (another socket took it while
+                the proxy was disabled); the proxy stays disabled.
+        """
         self._call(self._enable)
 
     # --- background-thread life cycle ---------------------------------------------------
@@ -613,23 +620,33 @@ class FaultProxy:
         await self.aclose()
 
     async def restart(self, *, listen: tuple[str, int], upstream: tuple[str, int]) -> None:
-        """Move a proxy started on the running loop: drop connections, listen anew.
+        """Move a proxy started on the running loop: listen anew, forward anew.
 
-        The Toxiproxy server uses it when a PATCH changes ``listen`` or ``upstream``.
+        Open connections are dropped (as Toxiproxy does). The new address is bound
+        before the old listener is closed, so a failure changes nothing: the proxy
+        keeps its address, its upstream and its connections. The Toxiproxy server uses
+        it when a PATCH changes ``listen`` or ``upstream``.
+
+        Raises:
+            OSError: the new address cannot be bound (in use, not local...).
         """
-        self._stop_listening()
+        sock = None
+        wanted = await self._aresolve(listen)
+        if wanted != self._resolve(self.address):  # numeric: no look-up
+            sock = self._bind_to(wanted)  # may raise: nothing has changed yet
         for conn in list(self._connections.values()):
             conn.abort()
-        sock = self._bind(listen)
         self.upstream = upstream
-        self._listen = listen
-        host, port = sock.getsockname()[:2]
-        self._address = (str(host), int(port))
-        if self._should_listen():
-            self._serve(sock)
-        else:
-            sock.close()
-            self._sync_listener()
+        if sock is not None:
+            self._stop_listening()
+            self._listen = listen
+            host, port = sock.getsockname()[:2]
+            self._address = (str(host), int(port))
+            if self._should_listen():
+                self._serve(sock)
+            else:
+                sock.close()
+                self._sync_listener()
         await asyncio.sleep(0)
 
     # --- internals: everything below runs on the loop thread ----------------------------
@@ -671,7 +688,7 @@ class FaultProxy:
                           on_event=self._plan_event)
         self._idle = asyncio.Event()
         self._idle.set()
-        sock = self._bind(self._listen)
+        sock = self._bind_to(await self._aresolve(self._listen))
         host, port = sock.getsockname()[:2]
         self._address = (str(host), int(port))
         self._started = True
@@ -681,12 +698,33 @@ class FaultProxy:
             sock.close()
             self._sync_listener()
 
-    def _bind(self, address: tuple[str, int], *, backlog: int = 128) -> socket.socket:
-        host, port = address
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    @staticmethod
+    def _pick(infos: Sequence[tuple[object, ...]]) -> _Resolved:
         # "localhost" may resolve to ::1 first; clients mostly dial 127.0.0.1 (Go does too).
-        infos.sort(key=lambda info: info[0] != socket.AF_INET)
-        family, _, _, _, sockaddr = infos[0]
+        family, _, _, _, sockaddr = min(infos, key=lambda info: info[0] != socket.AF_INET)
+        assert isinstance(family, int) and isinstance(sockaddr, tuple)
+        return family, sockaddr
+
+    def _resolve(self, address: tuple[str, int]) -> _Resolved:
+        """The family and socket address to bind (blocks on a name: numeric only)."""
+        host, port = address
+        flags = socket.AI_PASSIVE
+        return self._pick(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=flags))
+
+    async def _aresolve(self, address: tuple[str, int]) -> _Resolved:
+        """The family and socket address to bind, looked up without blocking the loop."""
+        host, port = address
+        infos = await self._require_loop().getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+        return self._pick(infos)
+
+    def _bind(self, address: tuple[str, int], *, backlog: int = 128) -> socket.socket:
+        """Listen on a numeric address (the one already in use, to listen again)."""
+        return self._bind_to(self._resolve(address), backlog=backlog)
+
+    def _bind_to(self, resolved: _Resolved, *, backlog: int = 128) -> socket.socket:
+        family, sockaddr = resolved
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -914,8 +952,18 @@ class FaultProxy:
         planned = [e.planned for e in self._entries.values() if e.planned is not None]
         plan.update(planned, now=self._require_loop().time())
         for conn in list(self._connections.values()):
-            for pipe in list(conn.pipes.values()):
-                pipe.faults_changed()
+            try:
+                for pipe in list(conn.pipes.values()):
+                    pipe.faults_changed()
+            except Exception as exc:
+                # A fault change must never fail because of one connection's state:
+                # report it as the loop reports a failed callback, and drop that one.
+                self._require_loop().call_exception_handler({
+                    "message": f"sockwork proxy: connection #{conn.id} failed when its "
+                               "faults changed; it is closed",
+                    "exception": exc,
+                })
+                conn.close(reset=True)
         self._sync_listener()
 
     def _install(self, entry: _Entry) -> None:
@@ -964,7 +1012,11 @@ class FaultProxy:
 
     def _enable(self) -> None:
         self._want_enabled = True
-        self._sync_listener()
+        try:
+            self._sync_listener()
+        except OSError:
+            self._want_enabled = False  # still refusing: say so, and stay disabled
+            raise
 
 
 def _from_index(connections: object, first: int) -> int | range | frozenset[int] | None:
