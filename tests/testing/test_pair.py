@@ -84,6 +84,14 @@ def test_message_stream_pair_is_connected_and_cleans_up() -> None:
     assert open_fds() <= before
 
 
+def test_message_stream_pair_accepts_a_limit_over_the_server_default_budget() -> None:
+    async def main() -> None:
+        async with message_stream_pair(max_size=100 << 20) as (left, right):
+            assert right.max_size == 100 << 20
+
+    asyncio.run(main())
+
+
 def test_message_stream_pair_cleans_up_when_the_body_raises() -> None:
     async def main() -> None:
         with pytest.raises(KeyError):

@@ -29,7 +29,12 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from typing import TypeVar, cast, overload
 
-from sockwork.frames.aio import MessageStream, open_connection, start_server
+from sockwork.frames.aio import (
+    DEFAULT_MAX_BUFFERED,
+    MessageStream,
+    open_connection,
+    start_server,
+)
 from sockwork.frames.blocking import MessageSocket
 from sockwork.frames.codec import DEFAULT_MAX_SIZE, Format
 from sockwork.frames.codecs import BYTES, Codec
@@ -267,7 +272,13 @@ async def _stream_pair(
         await released
 
     server = await start_server(
-        hold, "127.0.0.1", 0, format=format, max_size=peer_max_size, codec=codec
+        hold,
+        "127.0.0.1",
+        0,
+        format=format,
+        max_size=peer_max_size,
+        codec=codec,
+        max_buffered=max(DEFAULT_MAX_BUFFERED, peer_max_size),  # one connection: no sharing
     )
     client: MessageStream[T] | None = None
     try:
