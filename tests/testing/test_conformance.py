@@ -140,6 +140,12 @@ class SwallowsExceptions(MessageSocket[bytes]):
         return True
 
 
+class NoTimeoutAtAll(MessageSocket[bytes]):
+    """Offers neither recv(timeout=) nor settimeout()."""
+
+    settimeout = None  # type: ignore[assignment]
+
+
 class DeafToSelect(MessageSocket[bytes]):
     """Hands select() a pipe nobody writes to."""
 
@@ -164,6 +170,7 @@ BROKEN = [
     (InterleavesFrames, "concurrent senders", ""),
     (PlainTimeout, "recv timeout", "expected TimedOut, got TimeoutError"),
     (IgnoresTimeouts, "recv timeout", "did not finish within 2"),
+    (NoTimeoutAtAll, "recv timeout", "offers no receive timeout"),
     (NoisyIteration, "peer close", "ConnectionClosed"),
     # The first check that closes an end twice is "peer close" (then the runner closes it).
     (CloseTwiceFails, "peer close", "RuntimeError: already closed"),
@@ -193,9 +200,9 @@ def test_check_message_stream_closes_every_pair_even_when_a_check_fails() -> Non
     made: list[MessageSocket[bytes]] = []
 
     def make(*, max_size: int, peer_max_size: int) -> tuple[Any, Any]:
-        pair = pair_of(ReordersBatches)(max_size=max_size, peer_max_size=peer_max_size)
-        made.extend(pair)
-        return pair
+        left, right = pair_of(ReordersBatches)(max_size=max_size, peer_max_size=peer_max_size)
+        made.extend((left, right))
+        return left, right
 
     with pytest.raises(AssertionError):
         check_message_stream(make)

@@ -42,7 +42,7 @@ def test_testing_dir_lists_every_export() -> None:
 
 def test_testing_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no_such_thing"):
-        _ = sockwork.testing.no_such_thing  # type: ignore[attr-defined]
+        _ = sockwork.testing.no_such_thing
 
 
 def test_loading_the_plugin_does_not_import_the_front_ends() -> None:
