@@ -230,44 +230,42 @@ def _same(got: object, expected: bytes, what: str) -> None:
     )
 
 
-def _raises(
-    expected: type[BaseException] | tuple[type[BaseException], ...],
-    call: Callable[[], object],
-    what: str,
-) -> BaseException:
+_Expected = type[BaseException] | tuple[type[BaseException], ...]
+
+
+def _raises(expected: _Expected, call: Callable[[], object], what: str) -> BaseException:
     """Call ``call``; return what it raised if it is ``expected``, else fail naming ``what``."""
-    names = (
-        expected.__name__
-        if isinstance(expected, type)
-        else " or ".join(e.__name__ for e in expected)
-    )
     try:
         result = call()
     except expected as exc:
         return exc
     except Exception as exc:
-        raise AssertionError(f"{what}: expected {names}, got {type(exc).__name__}: {exc}") from exc
-    raise AssertionError(f"{what}: expected {names}, but it returned {_show(result)}")
+        raise _unexpected(expected, what, exc, raised=True) from exc
+    raise _unexpected(expected, what, result)
 
 
 async def _araises(
-    expected: type[BaseException] | tuple[type[BaseException], ...],
-    call: Callable[[], Awaitable[object]],
-    what: str,
+    expected: _Expected, call: Callable[[], Awaitable[object]], what: str
 ) -> BaseException:
     """The async :func:`_raises`."""
-    names = (
-        expected.__name__
-        if isinstance(expected, type)
-        else " or ".join(e.__name__ for e in expected)
-    )
     try:
         result = await call()
     except expected as exc:
         return exc
     except Exception as exc:
-        raise AssertionError(f"{what}: expected {names}, got {type(exc).__name__}: {exc}") from exc
-    raise AssertionError(f"{what}: expected {names}, but it returned {_show(result)}")
+        raise _unexpected(expected, what, exc, raised=True) from exc
+    raise _unexpected(expected, what, result)
+
+
+def _unexpected(
+    expected: _Expected, what: str, outcome: object, *, raised: bool = False
+) -> AssertionError:
+    """The failure of a call that should have raised ``expected`` but did ``outcome``."""
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    names = " or ".join(kind.__name__ for kind in kinds)
+    if raised:
+        return AssertionError(f"{what}: expected {names}, got {type(outcome).__name__}: {outcome}")
+    return AssertionError(f"{what}: expected {names}, but it returned {_show(outcome)}")
 
 
 def _closed_by_us(error: BaseException, what: str) -> None:
