@@ -113,7 +113,7 @@ def test_server_exit_ends_the_session() -> None:
 
 def test_server_eof_ends_the_session() -> None:
     with shop() as (server, client):
-        client.socket.shutdown(socket.SHUT_WR)
+        client.shutdown_write()
         assert client.read_all() == b""
         wait_until(lambda: server.sessions == [])
 

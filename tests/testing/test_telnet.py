@@ -279,6 +279,39 @@ def test_client_context_manager_closes(wire: tuple[socket.socket, socket.socket]
     client.close()  # idempotent
 
 
+def test_client_calls_after_close_raise_connection_closed(
+    wire: tuple[socket.socket, socket.socket],
+) -> None:
+    mine, server = wire
+    client = TelnetClient(mine)
+    client.close()
+    for call in (
+        lambda: client.send(b"x"),
+        lambda: client.send_line("x"),
+        lambda: client.read_until("x"),
+        client.read_all,
+        client.shutdown_write,
+    ):
+        with pytest.raises(ConnectionClosed) as info:
+            call()
+        assert info.value.by_peer is False
+
+
+def test_client_send_to_a_vanished_server_raises_connection_closed(
+    wire: tuple[socket.socket, socket.socket],
+) -> None:
+    mine, server = wire
+    client = TelnetClient(mine)
+    server.close()
+    deadline = time.monotonic() + 5
+    with pytest.raises(ConnectionClosed) as info:  # the first send may still be accepted
+        while time.monotonic() < deadline:
+            client.send_line("anyone?")
+            time.sleep(0.01)
+    assert info.value.by_peer is True
+    assert isinstance(info.value.__cause__, (BrokenPipeError, ConnectionResetError))
+
+
 def test_client_rejects_bad_arguments(wire: tuple[socket.socket, socket.socket]) -> None:
     mine, _ = wire
     with pytest.raises(ValueError, match="timeout"):

@@ -238,8 +238,19 @@ class TelnetClient:
     # -- writing -------------------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
-        """Send ``data`` exactly as given (IAC bytes too: a script may negotiate by hand)."""
-        self._sock.sendall(data)
+        """Send ``data`` exactly as given (IAC bytes too: a script may negotiate by hand).
+
+        Raises:
+            ConnectionClosed: the server is gone (``by_peer=True``), or this client was
+                closed (``by_peer=False``).
+        """
+        self._check_open()
+        try:
+            self._sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:
+            raise ConnectionClosed(
+                f"send failed, the server is gone: {exc}", address=self.address
+            ) from exc
 
     def send_line(self, text: str = "") -> None:
         """Send ``text`` and CR LF, as a user typing it and pressing Enter.
@@ -249,11 +260,18 @@ class TelnetClient:
         data = text.encode(self.encoding)
         if self._reader is not None:
             data = data.replace(b"\xff", b"\xff\xff")
-        self._sock.sendall(data + b"\r\n")
+        self.send(data + b"\r\n")
 
     def shutdown_write(self) -> None:
         """Close the sending side (the server sees end of input); reading goes on."""
+        self._check_open()
         self._sock.shutdown(socket.SHUT_WR)
+
+    def _check_open(self) -> None:
+        if self._sock.fileno() == -1:
+            raise ConnectionClosed(
+                "this TelnetClient was closed", address=self.address, by_peer=False
+            )
 
     # -- reading -------------------------------------------------------------------------
 
@@ -338,6 +356,7 @@ class TelnetClient:
         self, deadline: tuple[float, float], waiting_for: str, *, eof_ok: bool = False
     ) -> None:
         """Receive once (before ``deadline``) into the buffer, answering negotiation."""
+        self._check_open()
         if self._eof:
             raise ConnectionClosed(
                 f"the server closed the connection before {waiting_for}; "
@@ -378,7 +397,7 @@ class TelnetClient:
         if self._reader is not None:
             chunk, replies = self._reader.feed(chunk)
             if replies:
-                self._sock.sendall(replies)
+                self.send(replies)
         self._buffer += chunk
 
     def _timed_out(self, waiting_for: str, seconds: float) -> TimedOut:
