@@ -1,10 +1,10 @@
-"""Tests of the sans-IO accounting in sockwork.frames._queue."""
+"""Tests of the sans-IO queues and accounting in sockwork.frames._queue."""
 
 from __future__ import annotations
 
 import pytest
 
-from sockwork.frames._queue import MemoryBudget
+from sockwork.frames._queue import MemoryBudget, ReceiveQueue, SendQueue, frame_buffers
 
 BASE = 100
 
@@ -83,3 +83,83 @@ def test_budget_forget_drops_a_waiter() -> None:
 def test_budget_rejects_a_bad_limit(limit: object) -> None:
     with pytest.raises(ValueError, match="max_buffered"):
         MemoryBudget(limit, base=0)  # type: ignore[arg-type]
+
+
+# -- SendQueue ---------------------------------------------------------------------------
+
+
+def test_send_queue_joins_small_frames_and_counts_messages() -> None:
+    queue = SendQueue(1000)
+    assert not queue
+    big = b"B" * 20_000
+    added = queue.append([(b"h1",), (b"h2",), (b"HH", big), (b"h3",)])
+    assert added == 2 + 2 + 2 + 20_000 + 2
+    assert queue.messages == 4
+    buffers, total = queue.gather()
+    assert buffers == [b"h1h2HH", big, b"h3"]  # small items joined again for one sendmsg
+    assert total == added
+    queue.consume(3)  # the first frame and half of the second
+    assert queue.messages == 3
+    buffers, _ = queue.gather()
+    assert bytes(buffers[0]) == b"2HH"
+    queue.consume(queue.size)
+    assert not queue
+    assert queue.messages == 0
+
+
+def test_send_queue_room_takes_anything_when_empty() -> None:
+    queue = SendQueue(10)
+    assert queue.room(1_000)
+    queue.append_one((b"12345678",), 8)
+    assert queue.room(2)
+    assert not queue.room(3)
+    queue.consume(8)
+    assert queue.room(1_000)
+
+
+def test_send_queue_clear_keeps_counting_unsent_messages() -> None:
+    queue = SendQueue(100)
+    queue.append([(b"a",), (b"b",)])
+    queue.clear()
+    assert not queue
+    assert queue.messages == 2
+
+
+def test_frame_buffers_joins_small_and_copies_mutable_large() -> None:
+    assert frame_buffers(b"H", b"p") == (b"Hp",)
+    assert frame_buffers(b"H", bytearray(b"p")) == (b"Hp",)
+    large = bytearray(20_000)
+    header, payload = frame_buffers(b"H", large)
+    large[0] = 1  # changed after the call: the queued copy must not see it
+    assert payload == bytes(20_000)
+    assert type(payload) is bytes
+
+
+# -- ReceiveQueue ------------------------------------------------------------------------
+
+
+def test_receive_queue_pauses_at_high_and_resumes_at_low() -> None:
+    calls: list[str] = []
+    queue: ReceiveQueue[bytes] = ReceiveQueue(
+        10, 4, pause=lambda: calls.append("pause"), resume=lambda: calls.append("resume")
+    )
+    queue.put([b"aaa", b"bbb"], 6)
+    assert calls == []
+    queue.put([b"cccc"], 4)
+    assert calls == ["pause"] and queue.paused
+    queue.put([b"d"], 1)  # already paused: no second call
+    assert queue.get() == b"aaa"  # 8 left: still above low
+    assert calls == ["pause"]
+    assert queue.get() == b"bbb"  # 5 left
+    assert queue.get() == b"cccc"  # 1 left: resume
+    assert calls == ["pause", "resume"] and not queue.paused
+    assert len(queue) == 1
+    queue.clear()
+    assert not queue and queue.size == 0
+    with pytest.raises(IndexError):
+        queue.get()
+
+
+def test_receive_queue_rejects_bad_marks() -> None:
+    with pytest.raises(ValueError, match="low"):
+        ReceiveQueue(4, 4, pause=lambda: None, resume=lambda: None)

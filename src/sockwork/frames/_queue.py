@@ -1,9 +1,16 @@
 """Queue and memory accounting for the front ends (sans-IO: no sockets, threads or clocks).
 
-:class:`MemoryBudget` bounds the receive memory of all the connections of one server:
-each connection reserves what its decoder holds or has committed to (a large frame
-counts at its announced size from its header on) and stops reading while its
-reservation does not fit.
+- :class:`SendQueue`: framed bytes waiting to be sent, with per-message accounting
+  (append, gather, consume, room), as the background Endpoint's outbox.
+- :class:`ReceiveQueue`: decoded messages waiting to be taken, with high/low water
+  marks that call ``pause``/``resume`` (websockets' ``sync.messages.Assembler`` does the
+  same), as the Endpoint's inbox.
+- :class:`MemoryBudget`: bounds the receive memory of all the connections of one
+  server: each connection reserves what its decoder holds or has committed to (a large
+  frame counts at its announced size from its header on) and stops reading while its
+  reservation does not fit.
+
+None of them locks: the front end that owns one guards it.
 """
 
 # Rules:
@@ -21,10 +28,17 @@ reservation does not fit.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Iterable, Sequence
+from typing import Final, Generic, TypeVar
 
-__all__ = ["DEFAULT_MAX_BUFFERED", "MemoryBudget"]
+__all__ = ["DEFAULT_MAX_BUFFERED", "MemoryBudget", "ReceiveQueue", "SendQueue", "frame_buffers"]
+
+M = TypeVar("M")
+Buffer = bytes | memoryview
+
+COPY_LIMIT: Final = 16 * 1024  # smaller payloads are joined to their header (one buffer)
+_SEND_BATCH: Final = 1024 * 1024  # bytes gathered for one send call
+_MAX_BUFFERS: Final = 64  # buffers per sendmsg call
 
 DEFAULT_MAX_BUFFERED: Final = 64 * 1024 * 1024
 """Default bound on the receive memory of all of a server's connections (64 MiB)."""
@@ -117,3 +131,197 @@ class MemoryBudget:
                 waiters.popleft()
         finally:
             self._waking = False
+
+
+def frame_buffers(header: bytes, payload: bytes | bytearray | memoryview) -> tuple[Buffer, ...]:
+    """Return a frame as buffers to queue: one joined buffer when small, else two.
+
+    A payload of COPY_LIMIT bytes or more stays a separate buffer (sent without a copy
+    by ``sendmsg``); a mutable one is copied, because the caller may change it after the
+    send call returned.
+    """
+    if len(payload) < COPY_LIMIT:
+        return (header + payload if isinstance(payload, bytes) else header + bytes(payload),)
+    return (header, payload if isinstance(payload, bytes) else bytes(payload))
+
+
+class SendQueue:
+    """Framed bytes waiting to be sent, in order, counting whole messages.
+
+    Args:
+        limit: bytes the queue holds before :meth:`room` says no (one message or batch
+            larger than this is still accepted into an empty queue).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit: Final = limit
+        self._items: deque[Buffer] = deque()
+        self._offset = 0  # bytes of _items[0] already sent
+        self._queued = 0  # bytes ever queued
+        self._sent = 0  # bytes ever consumed
+        self._ends: deque[int] = deque()  # _queued at the end of each message not yet sent
+
+    def __bool__(self) -> bool:
+        """True while bytes wait to be sent."""
+        return bool(self._items)
+
+    @property
+    def size(self) -> int:
+        """Bytes waiting to be sent."""
+        return self._queued - self._sent
+
+    @property
+    def messages(self) -> int:
+        """Messages not yet wholly sent (after :meth:`clear`: the messages never sent)."""
+        return len(self._ends)
+
+    def room(self, size: int) -> bool:
+        """Tell whether ``size`` more bytes may be queued now."""
+        waiting = self._queued - self._sent
+        return waiting == 0 or waiting + size <= self.limit
+
+    def append(self, frames: Iterable[tuple[Buffer, ...]]) -> int:
+        """Queue frames (each as :func:`frame_buffers` returns it), small ones joined.
+
+        Returns:
+            the number of bytes queued.
+        """
+        items: list[Buffer] = []
+        small: list[Buffer] = []
+        ends: list[int] = []
+        total = self._queued
+        for buffers in frames:
+            if len(buffers) == 1:
+                small.append(buffers[0])
+                total += len(buffers[0])
+            else:
+                if small:
+                    items.append(small[0] if len(small) == 1 else b"".join(small))
+                    small = []
+                items.extend(buffers)
+                total += sum(len(b) for b in buffers)
+            ends.append(total)
+        if small:
+            items.append(small[0] if len(small) == 1 else b"".join(small))
+        added = total - self._queued
+        self._items.extend(items)
+        self._ends.extend(ends)
+        self._queued = total
+        return added
+
+    def append_one(self, buffers: Sequence[Buffer], size: int) -> None:
+        """Queue one frame of ``size`` bytes (the cheap path of :meth:`append`)."""
+        self._items.extend(buffers)
+        self._queued += size
+        self._ends.append(self._queued)
+
+    def gather(self) -> tuple[list[Buffer], int]:
+        """Return the next buffers to send (small ones joined) and their total size."""
+        buffers: list[Buffer] = []
+        small: list[Buffer] = []
+        total = 0
+        offset = self._offset
+        for item in self._items:
+            if offset:
+                item = memoryview(item)[offset:]
+                offset = 0
+            size = len(item)
+            total += size
+            if size < COPY_LIMIT:
+                small.append(item)
+            else:
+                if small:
+                    buffers.append(b"".join(small) if len(small) > 1 else small[0])
+                    small = []
+                buffers.append(item)
+            if total >= _SEND_BATCH or len(buffers) >= _MAX_BUFFERS:
+                break
+        if small:
+            buffers.append(b"".join(small) if len(small) > 1 else small[0])
+        return buffers, total
+
+    def consume(self, count: int) -> None:
+        """Record that the first ``count`` waiting bytes were sent."""
+        self._sent += count
+        items = self._items
+        offset = self._offset + count
+        while items:
+            length = len(items[0])
+            if offset < length:
+                break
+            offset -= length
+            items.popleft()
+        self._offset = offset
+        ends = self._ends
+        sent = self._sent
+        while ends and ends[0] <= sent:
+            ends.popleft()
+
+    def clear(self) -> None:
+        """Drop every waiting byte (the connection ended); :attr:`messages` keeps counting them."""
+        self._items.clear()
+        self._offset = 0
+
+
+class ReceiveQueue(Generic[M]):
+    """Messages waiting to be taken, with flow-control water marks.
+
+    Args:
+        high: when the queued messages reach this many bytes, ``pause()`` is called
+            (stop reading the socket).
+        low: when a :meth:`get` brings them down to this many bytes, ``resume()`` is
+            called.
+        pause, resume: the callbacks.
+        measure: a message's size in bytes (default ``len``).
+    """
+
+    def __init__(
+        self,
+        high: int,
+        low: int,
+        pause: Callable[[], None],
+        resume: Callable[[], None],
+        measure: Callable[[M], int] = len,  # type: ignore[assignment]
+    ) -> None:
+        if not 0 <= low < high:
+            raise ValueError(f"need 0 <= low < high, not low={low}, high={high}")
+        self.high: Final = high
+        self.low: Final = low
+        self._pause = pause
+        self._resume = resume
+        self._measure = measure
+        self._messages: deque[M] = deque()
+        self.size = 0  # bytes queued
+        self.paused = False
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def __bool__(self) -> bool:
+        return bool(self._messages)
+
+    def put(self, messages: Sequence[M], size: int) -> None:
+        """Queue messages (``size`` bytes in all); pause when the high mark is reached."""
+        self._messages.extend(messages)
+        self.size += size
+        if self.size >= self.high and not self.paused:
+            self.paused = True
+            self._pause()
+
+    def get(self) -> M:
+        """Take the oldest message; resume when the low mark is reached.
+
+        Raises:
+            IndexError: the queue is empty.
+        """
+        message = self._messages.popleft()
+        self.size -= self._measure(message)
+        if self.paused and self.size <= self.low:
+            self.paused = False
+            self._resume()
+        return message
+
+    def clear(self) -> None:
+        """Drop every queued message (no callback is called)."""
+        self._messages.clear()
+        self.size = 0
