@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from sockwork.errors import ConnectionClosed, TimedOut
-from sockwork.frames import Format, MessageSocket, MessageStream
+from sockwork.frames import Endpoint, Format, MessageSocket, MessageStream
 from sockwork.testing import (
     check_async_message_stream,
     check_message_stream,
+    endpoint_pair,
     message_socket_pair,
     message_stream_pair,
     socket_pair,
@@ -36,6 +37,15 @@ def test_check_message_stream_passes_on_message_socket(format: Format) -> None:
 
 def test_check_message_stream_passes_on_message_socket_over_unix_sockets() -> None:
     check_message_stream(functools.partial(message_socket_pair, family=socket.AF_UNIX))
+
+
+@pytest.mark.parametrize("format", FORMATS, ids=lambda f: f.name)
+def test_check_message_stream_passes_on_endpoint(format: Format) -> None:
+    check_message_stream(functools.partial(endpoint_pair, format=format))
+
+
+def test_check_message_stream_passes_on_endpoint_over_unix_sockets() -> None:
+    check_message_stream(functools.partial(endpoint_pair, family=socket.AF_UNIX))
 
 
 @pytest.mark.parametrize("format", FORMATS, ids=lambda f: f.name)
@@ -189,6 +199,25 @@ def test_check_message_stream_fails_on_a_broken_front_end(
     with pytest.raises(AssertionError, match=f"^check '{check}' failed") as info:
         check_message_stream(pair_of(cls), timeout=2)
     assert detail in str(info.value)
+
+
+class EndpointDropsMessages(Endpoint[bytes]):
+    """A background endpoint that loses one message of every batch."""
+
+    def send_many(self, messages: Iterable[bytes]) -> None:
+        super().send_many(list(messages)[1:])
+
+
+def test_check_message_stream_fails_on_a_broken_endpoint() -> None:
+    def make(*, max_size: int, peer_max_size: int) -> tuple[Any, Any]:
+        a, b = socket_pair()
+        return (
+            EndpointDropsMessages(a, max_size=max_size),
+            EndpointDropsMessages(b, max_size=peer_max_size),
+        )
+
+    with pytest.raises(AssertionError, match="^check 'send_many' failed: message 0 of a"):
+        check_message_stream(make, timeout=2)
 
 
 def test_check_message_stream_fails_when_the_receiver_ignores_its_limit() -> None:

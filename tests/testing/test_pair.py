@@ -57,16 +57,13 @@ def test_message_socket_pair_bad_option_leaks_nothing() -> None:
 def test_endpoint_pair_is_connected_and_closes() -> None:
     before = open_fds()
     left, right = endpoint_pair(codec=JSON, peer_max_size=1000)
-    # TODO: call send()/recv() directly once Endpoint's new verbs (branch frames) are on
-    # main; until then this test runs with either API.
-    send = getattr(left, "send", None) or left.write
-    receive = getattr(right, "recv", None) or right.read
     with left, right:
         assert right.max_size == 1000
-        send([1, "two"])
-        assert receive(timeout=10) == [1, "two"]
+        assert left.local_address == right.address
+        left.send([1, "two"])
+        assert right.recv(timeout=10) == [1, "two"]
     with pytest.raises(ConnectionClosed):
-        send([])
+        left.send([])
     assert open_fds() <= before
 
 
