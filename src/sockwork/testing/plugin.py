@@ -37,14 +37,18 @@ from __future__ import annotations
 
 import random
 import socket
-from collections.abc import Callable, Collection, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pytest
 
 if TYPE_CHECKING:
+    # Only in annotations of the telnet_client fixture.
+    from collections.abc import Collection
+    from typing import Any
+
     from sockwork.compat.poorconn.server import Server
     from sockwork.proxy import FaultProxy
     from sockwork.testing.netfaults import NetFaults
