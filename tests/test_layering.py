@@ -20,6 +20,7 @@ CORE_MODULES = [
     "sockwork/faults/units.py",
     "sockwork/proxy/toxic.py",
     "sockwork/proxy/fault.py",
+    "sockwork/proxy/table.py",
     "sockwork/console/telnet.py",
     "storify/api.py",
     "storify/cart.py",

@@ -17,6 +17,7 @@ from storify.errors import (
     StoreError,
     UnknownProduct,
 )
+from storify.notice import Notices
 from storify.repl import CustomerREPL, Storefront, StoreREPL, Visitor
 from storify.server import ApiServer
 from storify.service import StoreService
@@ -37,6 +38,7 @@ __all__ = [
     "EmptyCart",
     "InvalidValue",
     "NetworkConditions",
+    "Notices",
     "Order",
     "OrderLine",
     "OrderNotFound",

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import logging
 import math
 import re
 import signal
+import socket
 import sqlite3
 import sys
 import threading
@@ -15,14 +17,25 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import cast
 
+from sockwork.errors import MessageTooLarge, ProtocolError
 from storify.conditions import DEFAULT_CONDITIONS, NetworkConditions
+from storify.errors import StoreError
 from storify.money import format_price
-from storify.repl import StoreREPL
+from storify.notice import Notices
+from storify.repl import StoreREPL, check_store_name
+from storify.server import format_address
 from storify.service import DEFAULT_API_PORT, DEFAULT_POOR_PORT, DEFAULT_PORT, StoreService
-from storify.simulate import SimulationResult, progress_stream, run_simulation
+from storify.simulate import NETWORK_ERRORS, SimulationResult, progress_stream, run_simulation
 from storify.store import Store
 
-__all__ = ["build_parser", "exposure_warning", "listen_host", "main"]
+__all__ = [
+    "announcement",
+    "build_parser",
+    "exposure_warning",
+    "lan_address",
+    "listen_host",
+    "main",
+]
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -91,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the store. The manager's console runs in this terminal (type help); "
         "customers connect with telnet; programs use the API.",
     )
-    serve.add_argument("--name", default="OPEN", help="the store's name (OPEN)")
+    serve.add_argument(
+        "--name", default="OPEN", help="the store's name, 1 to 40 printable characters (OPEN)"
+    )
     serve.add_argument("--db", default="store.db", help="SQLite database file (store.db)")
     serve.add_argument(
         "--host",
@@ -127,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-console",
         action="store_true",
         help="no manager console: serve until interrupted (SIGINT or SIGTERM)",
+    )
+    serve.add_argument(
+        "--quiet",
+        action="store_true",
+        help="do not show customers as they connect and leave ('quiet off' at the console "
+        "shows them again)",
     )
     serve.add_argument(
         "--durable",
@@ -203,8 +224,74 @@ def listen_host(host: str) -> str:
     return "0.0.0.0" if host == "" else host
 
 
+_WILDCARDS = ("", "0.0.0.0", "::")
+# Documentation addresses (RFC 5737, RFC 3849): connecting a UDP socket to one sends
+# nothing, but makes the kernel pick the source address of the default route.
+_PROBES = ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1"))
+
+
+def lan_address() -> str | None:
+    """Return this machine's address on its default route (what a friend can connect to).
+
+    None when there is no such route (no network, or only loopback).
+    """
+    for family, probe in _PROBES:
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as udp:
+                udp.connect((probe, 9))
+                address = str(udp.getsockname()[0])
+        except OSError:
+            continue
+        if not address.startswith("127.") and address not in ("::1", *_WILDCARDS):
+            return address
+    return None
+
+
+def announcement(
+    service: StoreService,
+    name: str,
+    db: str,
+    *,
+    program: str = "storify",
+    lan: Callable[[], str | None] = lan_address,
+) -> list[str]:
+    """Return the lines ``storify serve`` prints to say where to connect.
+
+    A store listening on every interface (``--host ""``) names this machine's address
+    (``lan()``; its host name when there is none), and the loopback address for here.
+    """
+    telnet_host, port = service.telnet_address
+    everywhere = telnet_host in _WILDCARDS
+    shared = (lan() or socket.gethostname()) if everywhere else None
+
+    def reachable(host: str) -> str:
+        return shared if shared is not None and host in _WILDCARDS else host
+
+    api_host, api_port = service.api_address
+    lines = [
+        f"{name} store is open ({db}). From another terminal:",
+        f"  customers: telnet {reachable(telnet_host)} {port}",
+        f"  programs:  {program} simulate --api "
+        f"{format_address((reachable(api_host), api_port))}  (framed JSON API)",
+    ]
+    poor = service.poor_address
+    if poor is not None and service.poor_network is not None:
+        lines.append(
+            f"  poor link: telnet {reachable(poor[0])} {poor[1]}"
+            f"  ({service.poor_network.describe()})"
+        )
+    if everywhere:
+        lines.append(f"  (listening on every interface; on this machine: telnet 127.0.0.1 {port})")
+    return lines
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="storify: %(message)s")
+    try:
+        name = check_store_name(args.name)
+    except ValueError as error:
+        print(f"storify serve: --name: {error}", file=sys.stderr)
+        return 2
     conditions: NetworkConditions | None = args.poor_network
     if conditions is None and args.poor_port is not None:
         conditions = NetworkConditions.parse(DEFAULT_CONDITIONS)
@@ -216,17 +303,19 @@ def _run_serve(args: argparse.Namespace) -> int:
     except sqlite3.Error as error:
         print(f"storify: cannot open the database {args.db!r}: {error}", file=sys.stderr)
         return 1
+    notices = Notices(sys.stdout, quiet=args.quiet)
     try:
         if args.demo and store.seed_demo():
             _say(f"Put the demo catalog on sale in {args.db}.")
         service = StoreService(
             store,
-            name=args.name,
+            name=name,
             host=listen_host(args.host),
             port=args.port,
             api_port=args.api_port,
             poor_network=conditions,
             poor_port=DEFAULT_POOR_PORT if args.poor_port is None else args.poor_port,
+            notices=notices,
         )
         try:
             service.start()
@@ -245,21 +334,24 @@ def _run_serve(args: argparse.Namespace) -> int:
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
         try:
-            _announce(service, args.name, args.db)
+            for line in announcement(service, name, args.db, program=_program()):
+                _say(line)
             if args.no_console:
                 service.wait()
             else:
-                StoreREPL(store, front=service, name=args.name).cmdloop()
+                StoreREPL(store, front=service, name=name, notices=notices).cmdloop()
         except KeyboardInterrupt:
             _say("")
         finally:
             if in_main:
                 signal.signal(signal.SIGTERM, previous)
             service.stop()
+        notices.close()  # the last customers' goodbyes, before the totals
         count, revenue = store.totals()
-        _say(f"{args.name} is closed: {count} order(s), {format_price(revenue)} in total.")
+        _say(f"{name} is closed: {count} order(s), {format_price(revenue)} in total.")
         return 0
     finally:
+        notices.close()
         store.close()
 
 
@@ -267,17 +359,6 @@ def _program() -> str:
     """Return how this command was invoked, to print commands the user can paste."""
     invoked = sys.argv[0] if sys.argv and sys.argv[0] else "storify"
     return "python -m storify" if invoked.endswith("__main__.py") else invoked
-
-
-def _announce(service: StoreService, name: str, db: str) -> None:
-    host, port = service.telnet_address
-    api_host, api_port = service.api_address
-    _say(f"{name} store is open ({db}). From another terminal:")
-    _say(f"  customers: telnet {host} {port}")
-    _say(f"  programs:  {_program()} simulate --api {api_host}:{api_port}  (framed JSON API)")
-    poor = service.poor_address
-    if poor is not None and service.poor_network is not None:
-        _say(f"  poor link: telnet {poor[0]} {poor[1]}  ({service.poor_network.describe()})")
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
@@ -300,15 +381,34 @@ def _run_simulate(args: argparse.Namespace) -> int:
                     proxy.add(fault, direction=direction)
                 _say(f"Shopping through a proxy: {conditions.describe()}.")
                 result = _simulate(args, proxy.address)
-    except OSError as error:
-        print(
-            f"storify simulate: cannot reach the store's API at {address[0]}:{address[1]} "
-            f"({error}); is `storify serve` running?",
-            file=sys.stderr,
-        )
+    except (*NETWORK_ERRORS, ValueError, StoreError) as error:
+        where = format_address(address)
+        print(f"storify simulate: {_failure(error, where, args.timeout)}", file=sys.stderr)
         return 1
     _say(result.summary())
     return 0 if result.ok else 1
+
+
+def _failure(error: BaseException, where: str, timeout: float) -> str:
+    """Return one line saying why the simulation could not shop at ``where``."""
+    if isinstance(error, StoreError):  # the store answered the catalog with an error
+        return f"the store's API at {where} refused to list its products: {error}"
+    if isinstance(error, (MessageTooLarge, ProtocolError, ValueError)):
+        if isinstance(error, MessageTooLarge):
+            detail = f"its reply announced a message of {error.size} bytes"
+        else:
+            detail = str(error)
+        return (
+            f"{where} does not answer like the store's API ({detail}); give the API port "
+            "(storify serve prints it after --api), not the telnet port"
+        )
+    if isinstance(error, (TimeoutError, asyncio.TimeoutError)) and not str(error):
+        return (
+            f"no reply from the store's API at {where} within {timeout:g} s; is it the API "
+            "port (storify serve prints it after --api)? --timeout waits longer"
+        )
+    reason = str(error) or type(error).__name__
+    return f"cannot reach the store's API at {where} ({reason}); is `storify serve` running?"
 
 
 def _simulate(args: argparse.Namespace, address: tuple[str, int]) -> SimulationResult:

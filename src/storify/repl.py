@@ -21,16 +21,42 @@ import cmd
 import re
 import shlex
 import sqlite3
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Protocol
 
 from storify.errors import StoreError, UnknownProduct
 from storify.money import format_price, parse_price
+from storify.notice import Notices
 from storify.shop import CustomerSession
 from storify.store import Store
 
-__all__ = ["CustomerREPL", "StoreREPL", "Storefront", "Visitor", "greeting"]
+__all__ = [
+    "MAX_STORE_NAME",
+    "CustomerREPL",
+    "StoreREPL",
+    "Storefront",
+    "Visitor",
+    "check_store_name",
+    "greeting",
+]
+
+MAX_STORE_NAME = 40
+
+
+def check_store_name(name: str) -> str:
+    """Return the store's name without outer spaces, or raise ValueError saying what is accepted.
+
+    The name is in every customer's greeting and broadcast: 1 to 40 printable characters.
+    """
+    text = name.strip()
+    if not 1 <= len(text) <= MAX_STORE_NAME or not text.isprintable():
+        raise ValueError(
+            f"the store's name is 1 to {MAX_STORE_NAME} printable characters, not {name!r}"
+        )
+    return text
 
 
 def greeting(name: str) -> str:
@@ -134,6 +160,8 @@ class CustomerREPL(_Console):
         session: the customer's session (cart and store).
         name: the store's name, for the greeting.
         stdin, stdout: the customer's connection (``sys.stdin``/``sys.stdout`` when None).
+        on_leave: called once when the console stops, however it stops (exit, end of
+            input, a broken connection), e.g. to tell the manager.
     """
 
     prompt = "Store> "
@@ -146,11 +174,21 @@ class CustomerREPL(_Console):
         name: str = "OPEN",
         stdin: IO[str] | None = None,
         stdout: IO[str] | None = None,
+        on_leave: Callable[[], object] | None = None,
     ) -> None:
         super().__init__(stdin, stdout)
         self.session = session
         self.name = name
         self.intro = greeting(name)
+        self.on_leave = on_leave
+
+    def cmdloop(self, intro: object | None = None) -> None:
+        """Serve the customer until they leave; then call ``on_leave`` (even on errors)."""
+        try:
+            super().cmdloop(intro)
+        finally:
+            if self.on_leave is not None:
+                self.on_leave()
 
     def do_list(self, arg: str) -> None:
         """list: show the products on sale, their prices and how many are left."""
@@ -270,6 +308,7 @@ class StoreREPL(_Console):
         store: the store to manage.
         front: the running server (None when there is none, e.g. in tests of products).
         name: the store's name.
+        notices: the customers' comings and goings, shown here (``quiet`` silences them).
         stdin, stdout: the manager's terminal (``sys.stdin``/``sys.stdout`` when None).
     """
 
@@ -283,6 +322,7 @@ class StoreREPL(_Console):
         *,
         front: Storefront | None = None,
         name: str = "OPEN",
+        notices: Notices | None = None,
         stdin: IO[str] | None = None,
         stdout: IO[str] | None = None,
     ) -> None:
@@ -290,7 +330,44 @@ class StoreREPL(_Console):
         self.store = store
         self.front = front
         self.name = name
+        self.notices = notices
         self.intro = f"Managing {name}. Type help or ? to list commands; close to stop the store."
+        self._waiting = False  # at the prompt, waiting for the manager to type a command
+        if notices is not None:
+            notices.attach(self.pending_line)
+
+    # -- the prompt, for notices ------------------------------------------------------------
+
+    def pending_line(self) -> str | None:
+        """Return the prompt and what the manager typed so far, or None when not at the prompt.
+
+        Called from the notices' thread to redraw the line a notice interrupted.
+        """
+        if not self._waiting:
+            return None
+        typed = ""
+        readline = sys.modules.get("readline")  # imported by cmdloop when it reads a terminal
+        if self.use_rawinput and readline is not None:
+            typed = readline.get_line_buffer()
+        return self.prompt + typed
+
+    def preloop(self) -> None:
+        """Mark the console as waiting at its prompt."""
+        self._waiting = True
+
+    def precmd(self, line: str) -> str:
+        """Mark the console as busy with a command."""
+        self._waiting = False
+        return line
+
+    def postcmd(self, stop: bool, line: str) -> bool:
+        """Mark the console as waiting at its prompt again, unless it stops."""
+        self._waiting = not stop
+        return stop
+
+    def postloop(self) -> None:
+        """Mark the console as no longer reading commands."""
+        self._waiting = False
 
     # -- products ---------------------------------------------------------------------------
 
@@ -438,6 +515,21 @@ class StoreREPL(_Console):
             return
         reached = front.broadcast(arg.strip())
         self.say(f"Sent to {reached} customer(s).")
+
+    def do_quiet(self, arg: str) -> None:
+        """quiet [on|off]: stop (or resume) showing customers as they connect and leave."""
+        if self.notices is None:
+            self.say("There are no connection notices here (no server is running).")
+            return
+        choice = arg.strip().lower() or "on"
+        if choice not in ("on", "off"):
+            self.say("Usage: quiet [on|off]   (quiet alone means on)")
+            return
+        self.notices.quiet = choice == "on"
+        if self.notices.quiet:
+            self.say("Quiet: customers coming and going are no longer shown (quiet off resumes).")
+        else:
+            self.say("Customers coming and going are shown again.")
 
     def do_close(self, arg: str) -> bool:
         """close: disconnect everyone, stop the server and leave."""

@@ -19,6 +19,7 @@ import sockwork.proxy.proxy as proxy_module
 from sockwork.faults import Latency, Stall
 from sockwork.faults.plan import Plan
 from sockwork.proxy import ConnectionEvent, FaultProxy
+from sockwork.proxy.pipe import Pipe
 from tests.proxy.conftest import (
     MakeUpstream,
     Upstream,
@@ -245,15 +246,15 @@ def test_reliability_a_failing_connection_does_not_fail_a_fault_change(
             for c in (doomed, steady):
                 c.sendall(b"1")
                 assert recv_exactly(c, 1) == b"1"
-            broken = proxy._connections[1]  # doomed's, the first accepted
-            original = proxy_module.Pipe.faults_changed
+            broken = proxy._require_hub().connections[1]  # doomed's, the first accepted
+            original = Pipe.faults_changed
 
-            def faults_changed(pipe: proxy_module.Pipe) -> None:
+            def faults_changed(pipe: Pipe) -> None:
                 if pipe.owner is broken:
                     raise OSError(107, "Transport endpoint is not connected")
                 original(pipe)
 
-            monkeypatch.setattr(proxy_module.Pipe, "faults_changed", faults_changed)
+            monkeypatch.setattr(Pipe, "faults_changed", faults_changed)
             proxy.remove("lag")  # does not raise
             assert proxy.faults == ()
             with pytest.raises(ConnectionResetError):

@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 from sockwork.faults.plan import Close, Deliver, Discard, Read, Stalled, Stream, Wait
-
-if TYPE_CHECKING:
-    from sockwork.proxy.proxy import Direction
+from sockwork.proxy.fault import Direction
 
 __all__ = ["Pipe", "PipeOwner"]
 
