@@ -68,10 +68,13 @@ class Listener:
         Raises:
             OSError: the address cannot be bound (in use, not local, unknown name...).
         """
-        infos = await self._loop.getaddrinfo(
-            listen[0], listen[1], type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-        wanted = _pick(infos)
+        try:
+            wanted = _resolve(listen)  # a numeric address needs no look-up
+        except socket.gaierror:
+            infos = await self._loop.getaddrinfo(
+                listen[0], listen[1], type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+            wanted = _pick(infos)
         if self.address is not None and wanted == _resolve(self.address):
             return None
         return _bind(wanted)
