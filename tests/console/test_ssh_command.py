@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from sockwork.cli import main
-from tests.console.conftest import Client
+from tests.console.conftest import nc
 from tests.console.ssh_kit import Keys, Terminal, connect, make_keys, run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,9 +74,9 @@ def test_serve_telnet_and_ssh_at_once_until_sigterm(keys: Keys) -> None:
                 assert fingerprint == match.group(2)
 
         run(scenario)
-        with Client(("127.0.0.1", telnet_port)) as client:
+        with nc(("127.0.0.1", telnet_port)) as client:
             client.read_until(b"shop> ")
-            client.line("hello over telnet")
+            client.send_line("hello over telnet")
             assert client.read_until(b"shop> ") == b"hello over telnet\r\nshop> "
             process.send_signal(signal.SIGTERM)
             assert client.read_all() == b""
