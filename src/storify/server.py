@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from sockwork.address import format_address
 from sockwork.errors import ConnectionClosed, SockworkError
 from sockwork.frames import JSON, Format
 from sockwork.frames.aio import MessageServer, MessageStream, start_server
@@ -39,14 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["ApiServer", "format_address"]
 
 log = logging.getLogger("storify.api")
-
-
-def format_address(address: object) -> str:
-    """Return ``host:port`` for a socket address (``[::1]:80`` for IPv6)."""
-    if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(address)
 
 
 @dataclass

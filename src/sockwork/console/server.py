@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, TextIO, cast
 
+from sockwork.address import bind_listener
 from sockwork.console import routing
 from sockwork.console.telnet import (
     NEED_DATA,
@@ -541,20 +542,7 @@ class ConsoleServer:
         self._loop_ident: int | None = None
         self._routing_installed = False
         # "" means every interface, as for socket.bind(); IPv4 first when both exist.
-        infos = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-        infos.sort(key=lambda info: info[0] != socket.AF_INET)
-        family, kind, proto, _, sockaddr = infos[0]
-        self._listener = socket.socket(family, kind, proto)
-        try:
-            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._listener.bind(sockaddr)
-            self._listener.listen(backlog)
-            self._listener.setblocking(False)
-        except BaseException:
-            self._listener.close()
-            raise
+        self._listener = bind_listener(host, port, backlog=backlog)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)

@@ -37,10 +37,14 @@ import random
 import socket
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import pytest
+
+from sockwork.address import parse_int
+from sockwork.cli import argument_type
 
 if TYPE_CHECKING:
     from sockwork.compat.poorconn.server import Server
@@ -68,7 +72,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("sockwork", "sockwork network faults")
     group.addoption(
         "--sockwork-seed",
-        type=int,
+        type=argument_type(partial(parse_int, what="seed")),
         default=None,
         metavar="SEED",
         help="seed of every random choice injected faults make; a failing test prints "
