@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import threading
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from sockwork._loop import LoopThread
 from sockwork.address import format_address
 from sockwork.errors import ConnectionClosed, SockworkError
 from sockwork.frames import JSON, Format
@@ -85,12 +87,10 @@ class ApiServer:
         self._lock = threading.Lock()
         self._connections: dict[str, _Connection] = {}
         self._ids = itertools.count(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._runner: LoopThread | None = None
         self._server: MessageServer | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._address: tuple[str, int] | None = None
-        self._stop_lock = threading.Lock()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -108,17 +108,11 @@ class ApiServer:
             OSError: the address cannot be bound (``EADDRINUSE``...).
             RuntimeError: already started.
         """
-        if self._thread is not None:
+        if self._runner is not None:
             raise RuntimeError("the API server is already started")
-        loop = asyncio.new_event_loop()
-        try:
-            self._server = loop.run_until_complete(self._listen())
-        except BaseException:
-            loop.close()
-            raise
-        self._loop = loop
-        self._thread = threading.Thread(target=self._run, name="storify-api", daemon=True)
-        self._thread.start()
+        runner = LoopThread("storify-api")
+        self._server = runner.start(self._listen())
+        self._runner = runner
         return self
 
     async def _listen(self) -> MessageServer:
@@ -135,26 +129,11 @@ class ApiServer:
         self._tasks.add(asyncio.get_running_loop().create_task(self._sweep()))
         return server
 
-    def _run(self) -> None:
-        assert self._loop is not None
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_forever()
-
     def stop(self, timeout: float = 5.0) -> None:
         """Close every connection and the listening socket, and end the thread. Idempotent."""
-        with self._stop_lock:
-            loop, thread = self._loop, self._thread
-            if loop is None or thread is None:
-                return
-            self._loop = None
-        if thread.is_alive():
-            future = asyncio.run_coroutine_threadsafe(self._close(timeout), loop)
-            try:
-                future.result(timeout + 1.0)
-            finally:
-                loop.call_soon_threadsafe(loop.stop)
-                thread.join(timeout + 1.0)
-        loop.close()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.stop(self._close(timeout), timeout=timeout + 1.0)
 
     async def _close(self, timeout: float) -> None:
         for task in self._tasks:
@@ -192,10 +171,11 @@ class ApiServer:
         """Close one API connection; returns False if there is none with that id."""
         with self._lock:
             connection = self._connections.get(visitor_id)
-        loop = self._loop
-        if connection is None or loop is None:
+        runner = self._runner
+        if connection is None or runner is None:
             return False
-        loop.call_soon_threadsafe(connection.stream.close)
+        with contextlib.suppress(RuntimeError):  # stopping: every connection closes anyway
+            runner.loop.call_soon_threadsafe(connection.stream.close)
         return True
 
     # -- serving ----------------------------------------------------------------------------
