@@ -11,7 +11,8 @@
 #   ``bad_frame`` error reply when one can still be sent. Other connections go on.
 # - Bounded: at most ``max_connections`` at once (the next one gets a ``busy``
 #   reply and is closed), messages of at most MAX_MESSAGE bytes, and connections
-#   idle for ``idle_timeout`` seconds are closed by a sweeper task.
+#   that send nothing for ``idle_timeout`` seconds are closed. The MessageServer
+#   enforces both (start_server's max_connections, refuse and idle_timeout).
 """
 
 from __future__ import annotations
@@ -48,7 +49,6 @@ log = logging.getLogger("storify.api")
 class _Connection:
     visitor: Visitor
     stream: MessageStream[object]
-    last_active: float
 
 
 class ApiServer:
@@ -89,7 +89,6 @@ class ApiServer:
         self._ids = itertools.count(1)
         self._runner: LoopThread | None = None
         self._server: MessageServer | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._address: tuple[str, int] | None = None
 
     @property
@@ -123,10 +122,12 @@ class ApiServer:
             format=Format.U32,
             codec=JSON,
             max_size=MAX_MESSAGE,
+            max_connections=self.max_connections,
+            idle_timeout=self.idle_timeout,
+            refuse=self._refuse,
         )
         host, port = server.sockets[0].getsockname()[:2]
         self._address = (str(host), int(port))
-        self._tasks.add(asyncio.get_running_loop().create_task(self._sweep()))
         return server
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -136,8 +137,6 @@ class ApiServer:
             runner.stop(self._close(timeout), timeout=timeout + 1.0)
 
     async def _close(self, timeout: float) -> None:
-        for task in self._tasks:
-            task.cancel()
         server = self._server
         if server is not None:
             server.close()  # also closes every API connection and cancels its handler
@@ -146,8 +145,6 @@ class ApiServer:
             except asyncio.TimeoutError:
                 server.abort()  # a client that does not read cannot hold us up
                 await server.wait_closed()
-        if self._tasks:
-            await asyncio.wait(self._tasks)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -183,22 +180,21 @@ class ApiServer:
     async def _serve(self, stream: MessageStream[object]) -> None:
         peer = format_address(stream.address)
         visitor = Visitor(f"api{next(self._ids)}", "api", peer, time.time())
-        connection = _Connection(visitor, stream, time.monotonic())
         with self._lock:
-            full = len(self._connections) >= self.max_connections
-            if not full:
-                self._connections[visitor.id] = connection
-        if full:
-            log.warning("API connection from %s refused: at %d connections", peer, len(self))
-            await stream.send(
-                error_reply(None, "busy", "the store serves too many programs; retry later")
-            )
-            return
+            self._connections[visitor.id] = _Connection(visitor, stream)
         try:
-            await self._converse(stream, ApiSession(self.store, f"api {peer}"), connection)
+            await self._converse(stream, ApiSession(self.store, f"api {peer}"), visitor)
         finally:
             with self._lock:
                 del self._connections[visitor.id]
+
+    async def _refuse(self, stream: MessageStream[object]) -> None:
+        """Tell a program beyond ``max_connections`` to come back later (then it is closed)."""
+        peer = format_address(stream.address)
+        log.warning("API connection from %s refused: at %d connections", peer, len(self))
+        await stream.send(
+            error_reply(None, "busy", "the store serves too many programs; retry later")
+        )
 
     def __len__(self) -> int:
         """Return the number of API connections open now."""
@@ -206,7 +202,7 @@ class ApiServer:
             return len(self._connections)
 
     async def _converse(
-        self, stream: MessageStream[object], session: ApiSession, connection: _Connection
+        self, stream: MessageStream[object], session: ApiSession, visitor: Visitor
     ) -> None:
         while True:
             try:
@@ -215,25 +211,12 @@ class ApiServer:
                 return  # the client left (or we closed): nothing to answer
             except SockworkError as error:
                 # Broken framing: the stream is closed already; nothing can be answered.
-                log.info("API connection %s closed: %s", connection.visitor.address, error)
+                log.info("API connection %s closed: %s", visitor.address, error)
                 return
             except (ValueError, RecursionError) as error:
                 # A whole frame that is not JSON: say so, then close this connection only.
-                log.info("API connection %s: bad frame: %s", connection.visitor.address, error)
+                log.info("API connection %s: bad frame: %s", visitor.address, error)
                 message = f"a request is one JSON object per frame ({error})"
                 await stream.send(error_reply(None, "bad_frame", message))
                 return
-            connection.last_active = time.monotonic()
             await stream.send(session.handle(request))
-
-    async def _sweep(self) -> None:
-        """Close connections silent for longer than ``idle_timeout``."""
-        period = min(self.idle_timeout / 4, 30.0)
-        while True:
-            await asyncio.sleep(period)
-            cutoff = time.monotonic() - self.idle_timeout
-            with self._lock:
-                idle = [c for c in self._connections.values() if c.last_active < cutoff]
-            for connection in idle:
-                log.info("API connection %s idle, closed", connection.visitor.address)
-                connection.stream.close()
