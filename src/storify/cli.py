@@ -318,7 +318,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         finally:
             if in_main:
                 signal.signal(signal.SIGTERM, previous)
-            service.stop()
+            service.close()
         notices.close()  # the last customers' goodbyes, before the totals
         count, revenue = store.totals()
         _say(f"{name} is closed: {count} order(s), {format_price(revenue)} in total.")

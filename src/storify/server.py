@@ -54,7 +54,7 @@ class _Connection:
 class ApiServer:
     """Serves the store's API to programs, in a background thread.
 
-    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    Use as a context manager, or call :meth:`start` and :meth:`close`.
 
     Args:
         store: the store.
@@ -130,11 +130,15 @@ class ApiServer:
         self._address = (str(host), int(port))
         return server
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def close(self, timeout: float = 5.0) -> None:
         """Close every connection and the listening socket, and end the thread. Idempotent."""
         runner, self._runner = self._runner, None
         if runner is not None:
             runner.stop(self._close(timeout), timeout=timeout + 1.0)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Deprecated alias of :meth:`close` (sockwork's servers ``start()`` and ``close()``)."""
+        self.close(timeout)
 
     async def _close(self, timeout: float) -> None:
         server = self._server
@@ -155,7 +159,7 @@ class ApiServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        self.close()
 
     # -- who is connected -------------------------------------------------------------------
 

@@ -135,7 +135,7 @@ def run_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        server.stop()
+        server.close()
         if in_main:
             signal.signal(signal.SIGTERM, previous)
     return 0
