@@ -26,7 +26,7 @@ own buffer, so bytes are received straight into it; no ``readexactly``.
 # - A MessageServer bounds what it serves: ``max_connections`` counts running handlers
 #   (a refused connection runs ``refuse`` or is aborted, uncounted); ``idle_timeout``
 #   is one timer per connection, re-armed only when it fires (a read just stores the
-#   time), so idle tracking costs the read path one attribute store.
+#   time, and only in servers that have an idle_timeout: _IdleServerProtocol).
 # - A MessageServer owns what it accepted: every live stream and handler task is in
 #   its sets from connection_made until connection_lost / task end, so close() can
 #   close them all (asyncio.Server.close() on 3.11 leaves accepted connections open).
@@ -583,8 +583,11 @@ async def start_server(
     server._idle_timeout = idle_timeout
     server._refuse = cast("Handler[object] | None", refuse)
 
+    # Only servers with an idle_timeout pay for noting the time of each read.
+    protocol = _ServerProtocol if idle_timeout is None else _IdleServerProtocol
+
     def factory() -> _FrameProtocol:
-        return _ServerProtocol(
+        return protocol(
             FrameDecoder(format, max_size=max_size),
             loop,
             budget,
@@ -774,11 +777,6 @@ class _ServerProtocol(_FrameProtocol):
         server._tasks.add(task)
         task.add_done_callback(self._done)
 
-    def buffer_updated(self, nbytes: int) -> None:
-        if self._idle_timer is not None:
-            self._last_heard = self.loop.time()
-        super().buffer_updated(nbytes)
-
     def _check_idle(self) -> None:
         """Close the stream when nothing arrived for idle_timeout; else look again then."""
         timeout = self._server._idle_timeout
@@ -817,3 +815,11 @@ class _ServerProtocol(_FrameProtocol):
             )
         finally:
             stream.close()
+
+
+class _IdleServerProtocol(_ServerProtocol):
+    """A _ServerProtocol that notes when bytes last arrived, for the idle timeout."""
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._last_heard = self.loop.time()
+        super().buffer_updated(nbytes)
