@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import math
 import re
-import sqlite3
 from collections.abc import Callable, Mapping
 
 from storify.errors import InvalidValue, StoreError
@@ -189,10 +188,11 @@ class ApiSession:
 
         Domain errors become structured replies with the error's ``code`` and facts;
         a malformed request becomes ``bad_request`` (or ``unknown_op``); a database
-        that stays locked beyond its busy timeout becomes ``unavailable`` with
-        ``retryable: true``. The reply is always encodable as strict JSON in UTF-8:
-        a request with a lone surrogate in any text, or a ``NaN``/``Infinity`` id, is
-        refused as ``bad_request`` before anything is looked up.
+        that cannot answer (stopped, unreachable, locked beyond its busy timeout) is
+        StoreUnavailable: ``unavailable`` with ``retryable: true``. The reply is always
+        encodable as strict JSON in UTF-8: a request with a lone surrogate in any text,
+        or a ``NaN``/``Infinity`` id, is refused as ``bad_request`` before anything is
+        looked up.
         """
         if not isinstance(request, dict):
             return error_reply(None, "bad_request", "a request is a JSON object with an 'op'")
@@ -228,12 +228,6 @@ class ApiSession:
             return error_reply(request_id, "bad_request", str(error))
         except StoreError as error:
             return error_reply(request_id, error.code, str(error), **error.facts())
-        except sqlite3.OperationalError as error:
-            # Locked beyond busy_timeout (another process holds the write lock) or I/O
-            # trouble: nothing was committed, so the client may retry.
-            return error_reply(
-                request_id, "unavailable", f"the store is busy ({error}); retry", retryable=True
-            )
         return {"id": request_id, "ok": True, "result": result}
 
     def _list(self, request: Mapping[str, object]) -> Reply:

@@ -8,7 +8,6 @@ import errno
 import logging
 import signal
 import socket
-import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -20,7 +19,8 @@ from sockwork.address import format_address, parse_address, parse_float, parse_i
 from sockwork.cli import argument_type
 from sockwork.errors import MessageTooLarge, ProtocolError
 from storify.conditions import DEFAULT_CONDITIONS, NetworkConditions
-from storify.errors import StoreError
+from storify.database import redact
+from storify.errors import SchemaTooNew, StoreError, StoreUnavailable
 from storify.money import format_price
 from storify.notice import Notices
 from storify.repl import StoreREPL, check_store_name
@@ -62,6 +62,13 @@ def _conditions(text: str) -> NetworkConditions:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def _pool_size(text: str) -> int:
+    value = _whole(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the parser of the whole ``storify`` command."""
     parser = argparse.ArgumentParser(
@@ -80,7 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--name", default="OPEN", help="the store's name, 1 to 40 printable characters (OPEN)"
     )
-    serve.add_argument("--db", default="store.db", help="SQLite database file (store.db)")
+    serve.add_argument(
+        "--db",
+        default="store.db",
+        metavar="PATH|URL",
+        help="the database: a SQLite file or sqlite:///PATH (store.db), or "
+        "postgresql://USER@HOST/DBNAME, which several store servers can share",
+    )
+    serve.add_argument(
+        "--db-pool",
+        type=_pool_size,
+        default=10,
+        metavar="N",
+        help="PostgreSQL: connections this server opens at most (10)",
+    )
     serve.add_argument(
         "--host",
         default="127.0.0.1",
@@ -271,15 +291,23 @@ def _run_serve(args: argparse.Namespace) -> int:
     warning = exposure_warning(args.host)
     if warning is not None:
         print(warning, file=sys.stderr, flush=True)
-    try:
-        store = Store(args.db, synchronous="FULL" if args.durable else "NORMAL")
-    except sqlite3.Error as error:
-        print(f"storify: cannot open the database {args.db!r}: {error}", file=sys.stderr)
+    store = _open_store(args)
+    if store is None:
         return 1
+    if args.durable and store.kind == "postgresql":
+        print(
+            "storify: note: --durable is SQLite's; on PostgreSQL every commit is as durable "
+            "as the server's synchronous_commit makes it (on by default)",
+            file=sys.stderr,
+        )
     notices = Notices(sys.stdout, quiet=args.quiet)
     try:
-        if args.demo and store.seed_demo():
-            _say(f"Put the demo catalog on sale in {args.db}.")
+        try:
+            if args.demo and store.seed_demo():
+                _say(f"Put the demo catalog on sale in {store.database}.")
+        except StoreUnavailable as error:
+            print(f"storify: cannot seed the demo catalog: {error.reason}", file=sys.stderr)
+            return 1
         service = StoreService(
             store,
             name=name,
@@ -307,7 +335,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
         try:
-            for line in announcement(service, name, args.db, program=_program()):
+            for line in announcement(service, name, store.database, program=_program()):
                 _say(line)
             if args.no_console:
                 service.wait()
@@ -320,12 +348,32 @@ def _run_serve(args: argparse.Namespace) -> int:
                 signal.signal(signal.SIGTERM, previous)
             service.close()
         notices.close()  # the last customers' goodbyes, before the totals
-        count, revenue = store.totals()
+        try:
+            count, revenue = store.totals()
+        except StoreUnavailable:
+            _say(f"{name} is closed (the database is unavailable: no totals).")
+            return 0
         _say(f"{name} is closed: {count} order(s), {format_price(revenue)} in total.")
         return 0
     finally:
         notices.close()
         store.close()
+
+
+def _open_store(args: argparse.Namespace) -> Store | None:
+    """Open ``--db``; on failure print one line saying why and return None."""
+    try:
+        return Store(
+            args.db,
+            synchronous="FULL" if args.durable else "NORMAL",
+            pool_size=args.db_pool,
+        )
+    except StoreUnavailable as error:
+        reason = error.reason
+    except (SchemaTooNew, ValueError, ImportError, RuntimeError) as error:
+        reason = " ".join(str(error).split())
+    print(f"storify: cannot open the database {redact(args.db)!r}: {reason}", file=sys.stderr)
+    return None
 
 
 def _program() -> str:

@@ -13,15 +13,17 @@ replies) and ``facts()`` (the fields a program needs to react)::
     ├── InvalidValue (ValueError)        a name, price, quantity or request id out of range
     ├── DuplicateProduct (ValueError)    a product by that name is already on sale
     ├── RequestConflict (ValueError)     a request id reused for a different checkout
+    ├── StoreUnavailable (ConnectionError)  the database cannot answer now; try again
+    ├── SchemaTooNew (RuntimeError)      the database was made by a newer storify
     └── ApiError                         the store's API answered a request with an error
         ├── BadRequest (ValueError)              ``bad_request``: a field missing or malformed
         ├── UnknownOperation (ValueError)        ``unknown_op``: no such ``op``
         ├── BadFrame (ValueError)                ``bad_frame``: a frame that is not JSON; closed
-        ├── Unavailable                          ``unavailable``: the database stayed locked; retry
         ├── StoreBusy (sockwork Busy)            ``busy``: too many connections; closed, retry later
         └── <Domain>Reply (<Domain>)             the domain error above with that code:
             UnknownProductReply, OrderNotFoundReply, OutOfStockReply, EmptyCartReply,
-            CartFullReply, InvalidValueReply, DuplicateProductReply, RequestConflictReply
+            CartFullReply, InvalidValueReply, DuplicateProductReply, RequestConflictReply,
+            StoreUnavailableReply (``unavailable``: nothing was committed; retry)
 
 A client (``storify.client``) raises the class of the reply's ``code`` (plain
 :class:`ApiError` for a code it does not know), so ``except OutOfStock`` catches the
@@ -43,25 +45,27 @@ __all__ = [
     "BadRequest",
     "CartFull",
     "CartFullReply",
+    "DuplicateProduct",
     "DuplicateProductReply",
+    "EmptyCart",
     "EmptyCartReply",
+    "InvalidValue",
     "InvalidValueReply",
+    "OrderNotFound",
     "OrderNotFoundReply",
+    "OutOfStock",
     "OutOfStockReply",
+    "RequestConflict",
     "RequestConflictReply",
+    "SchemaTooNew",
     "StoreBusy",
-    "Unavailable",
+    "StoreError",
+    "StoreUnavailable",
+    "StoreUnavailableReply",
     "UnknownOperation",
+    "UnknownProduct",
     "UnknownProductReply",
     "api_error",
-    "DuplicateProduct",
-    "EmptyCart",
-    "InvalidValue",
-    "OrderNotFound",
-    "OutOfStock",
-    "RequestConflict",
-    "StoreError",
-    "UnknownProduct",
 ]
 
 
@@ -194,6 +198,44 @@ class RequestConflict(StoreError, ValueError):
         return {"request_id": self.request_id, "order_id": self.order_id}
 
 
+class StoreUnavailable(StoreError, ConnectionError):
+    """The database cannot answer now (stopped, unreachable, locked too long); try again.
+
+    The driver's error is the ``__cause__``; ``reason`` is its one-line summary, for logs.
+    A checkout that fails this way with a request id can be retried with that id: it is
+    either replayed (it had committed) or committed now.
+    """
+
+    code = "unavailable"
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__("the store is unavailable, try again")
+        self.reason = reason
+
+    def facts(self) -> dict[str, object]:
+        """Return ``{"retryable": True}``: nothing a client sent was wrong."""
+        return {"retryable": True}
+
+
+class SchemaTooNew(StoreError, RuntimeError):
+    """The database's schema ``found`` is newer than the ``supported`` one of this storify."""
+
+    code = "schema_too_new"
+
+    def __init__(self, database: str, *, found: int, supported: int) -> None:
+        super().__init__(
+            f"{database} has storify schema version {found}, newer than version {supported} "
+            "that this storify knows; upgrade storify (or use another database)"
+        )
+        self.database = database
+        self.found = found
+        self.supported = supported
+
+    def facts(self) -> dict[str, object]:
+        """Return the schema version found and the newest one supported."""
+        return {"found": self.found, "supported": self.supported}
+
+
 class ApiError(StoreError):
     """The store answered a request with an error; ``code`` and ``facts()`` say which.
 
@@ -235,13 +277,6 @@ class BadFrame(ApiError, ValueError):
     """``bad_frame``: a frame's payload was not JSON; the store closed the connection."""
 
     code = "bad_frame"
-
-
-class Unavailable(ApiError):
-    """``unavailable``: the database stayed locked; nothing was committed, retry (``retryable``)."""
-
-    code = "unavailable"
-    fields = ("retryable",)
 
 
 class StoreBusy(ApiError, Busy):
@@ -305,13 +340,21 @@ class RequestConflictReply(ApiError, RequestConflict):
     fields = ("request_id", "order_id")
 
 
+class StoreUnavailableReply(ApiError, StoreUnavailable):
+    """``unavailable`` over the API: nothing was committed; retry (``retryable``)."""
+
+    code = StoreUnavailable.code
+    fields = ("retryable",)
+    reason = ""  # the server keeps the driver's reason in its log
+
+
 _BY_CODE: dict[str, type[ApiError]] = {
     cls.code: cls
     for cls in (
         BadRequest,
         UnknownOperation,
         BadFrame,
-        Unavailable,
+        StoreUnavailableReply,
         StoreBusy,
         UnknownProductReply,
         OrderNotFoundReply,

@@ -20,7 +20,6 @@ from __future__ import annotations
 import cmd
 import re
 import shlex
-import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -146,10 +145,6 @@ class _Console(cmd.Cmd):
             return False
         except StoreError as error:
             self.say(f"Sorry, {error}.")
-            return False
-        except sqlite3.OperationalError:
-            # Locked by another process beyond the busy timeout: nothing was changed.
-            self.say("Sorry, the store is busy right now; nothing was changed. Try again.")
             return False
 
 
@@ -476,14 +471,13 @@ class StoreREPL(_Console):
         return self.front
 
     def do_customers(self, arg: str) -> None:
-        """customers: list who is connected (telnet customers and API programs)."""
+        """customers: list who is connected to this server (telnet customers and API programs)."""
         front = self._front()
         if front is None:
             return
         visitors = front.visitors()
         if not visitors:
             self.say("Nobody is connected.")
-            return
         now = time.time()
         for visitor in visitors:
             minutes, seconds = divmod(int(now - visitor.since), 60)
@@ -491,6 +485,9 @@ class StoreREPL(_Console):
                 f"{visitor.id:<8} {visitor.kind:<7} {visitor.address:<22} "
                 f"connected {minutes}m{seconds:02d}s"
             )
+        if self.store.kind == "postgresql":
+            # Orders are shared through the database; sessions live in each server's process.
+            self.say("(this server only: each store server on the database lists its own)")
 
     def do_kick(self, arg: str) -> None:
         """kick <id>: disconnect a customer (ids are in customers)."""

@@ -3,9 +3,12 @@
 # Rules:
 # - One asyncio loop in one background thread serves every API connection. Each
 #   connection is an ApiSession (its own cart); each request is answered in order.
-# - Store calls run inline on the loop: each is one short SQLite transaction (well
+# - On SQLite, store calls run inline on the loop: each is one short transaction (well
 #   under a millisecond), cheaper than a hop to a thread pool. Telnet customers use
-#   the same Store from their own threads; its lock serialises them.
+#   the same Store from their own threads; its lock serialises them. On PostgreSQL
+#   (``store.remote``) each call waits on the network, and on a stopped database for
+#   up to the connect timeout: calls run in a bounded thread pool, so one slow call
+#   never holds up the other connections.
 # - A connection that breaks the framing (bad header, a frame above MAX_MESSAGE,
 #   EOF inside a frame) or sends a payload that is not JSON is closed, after a
 #   ``bad_frame`` error reply when one can still be sent. Other connections go on.
@@ -18,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import itertools
 import logging
@@ -43,6 +47,10 @@ if TYPE_CHECKING:
 __all__ = ["ApiServer", "format_address"]
 
 log = logging.getLogger("storify.api")
+
+# Threads running store calls for a remote (PostgreSQL) store; those beyond the
+# store's pool size wait for a connection, up to its busy timeout.
+_STORE_THREADS = 32
 
 
 @dataclass
@@ -90,6 +98,7 @@ class ApiServer:
         self._runner: LoopThread | None = None
         self._server: MessageServer | None = None
         self._address: tuple[str, int] | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -111,6 +120,10 @@ class ApiServer:
             raise RuntimeError("the API server is already started")
         runner = LoopThread("storify-api")
         self._server = runner.start(self._listen())
+        if self.store.remote:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                _STORE_THREADS, thread_name_prefix="storify-api-store"
+            )
         self._runner = runner
         return self
 
@@ -133,8 +146,14 @@ class ApiServer:
     def close(self, timeout: float = 5.0) -> None:
         """Close every connection and the listening socket, and end the thread. Idempotent."""
         runner, self._runner = self._runner, None
-        if runner is not None:
+        if runner is None:
+            return
+        try:
             runner.stop(self._close(timeout), timeout=timeout + 1.0)
+        finally:
+            executor, self._executor = self._executor, None
+            if executor is not None:
+                executor.shutdown(wait=True)  # no store call outlives close()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Deprecated alias of :meth:`close` (sockwork's servers ``start()`` and ``close()``)."""
@@ -223,4 +242,9 @@ class ApiServer:
                 message = f"a request is one JSON object per frame ({error})"
                 await stream.send(error_reply(None, "bad_frame", message))
                 return
-            await stream.send(session.handle(request))
+            if self._executor is None:
+                reply = session.handle(request)
+            else:
+                loop = asyncio.get_running_loop()
+                reply = await loop.run_in_executor(self._executor, session.handle, request)
+            await stream.send(reply)

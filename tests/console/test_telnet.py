@@ -179,6 +179,28 @@ def test_telnet_subnegotiation_without_end_does_not_swallow_the_session() -> Non
     assert run([cut])[0] == [Line("x")]
 
 
+def test_telnet_subnegotiation_of_escaped_iacs_hits_the_bound() -> None:
+    # Issue 9.8: IAC IAC pairs inside an SB were not counted, so IAC SB 24 followed by
+    # any number of them never reached the 1,024-byte bound and swallowed every line.
+    pairs = 600  # 1 + 1,200 bytes after SB: past the bound; 88 pairs left over as data
+    data = bytes([IAC, SB, TTYPE]) + bytes([IAC, IAC]) * pairs + b"\r\nhello\r\n"
+    for chunks in splits(data):
+        events = run(chunks)[0]
+        assert events[-1] == Line("hello"), chunks if len(chunks) < 3 else len(chunks)
+    conn = TelnetConnection()
+    conn.receive_data(bytes([IAC, SB, TTYPE]))
+    for _ in range(99):  # 198,000 pairs: still bounded, and the line after gets through
+        conn.receive_data(bytes([IAC, IAC]) * 2000)
+        while (event := conn.next_event()) is not NEED_DATA:
+            assert isinstance(event, LineTooLong)
+        assert len(conn._buf) == 0 and len(conn._line) <= conn.max_line
+    conn.receive_data(b"\r\nhello\r\n")
+    assert [conn.next_event(), conn.next_event()] == [
+        LineTooLong(size=2000 * 99 - 512, limit=4096),  # the pairs after the bound: 0xFF data
+        Line("hello"),
+    ]
+
+
 def test_telnet_interrupt_answers_timing_mark_before_the_program_reacts() -> None:
     conn = TelnetConnection()
     conn.receive_data(b"abc" + bytes([IAC, IP, IAC, DO, TM]))

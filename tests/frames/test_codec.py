@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import itertools
 import random
 from collections.abc import Iterator
 
@@ -18,6 +19,7 @@ from sockwork.frames import (
     FrameDecoder,
     FrameEncoder,
     Message,
+    Payload,
 )
 
 FORMATS = list(Format)
@@ -526,3 +528,29 @@ def test_decoder_any_split_gives_identical_result(
         ]
         assert reference[0] == expected
         assert type(reference[1]) is ConnectionClosed
+
+
+@pytest.mark.parametrize("format", list(Format))
+def test_encoder_send_batch_is_send_many_in_buffers(format: Format) -> None:
+    encoder = FrameEncoder(format)
+    big = bytearray(b"m" * 20_000)
+    messages: list[Payload | str] = [b"a", "é", big, b"", memoryview(b"xyz"), b"b" * 16_384]
+    buffers, ends = encoder.send_batch(messages)
+    assert b"".join(buffers) == encoder.send_many(messages)
+    assert ends == list(itertools.accumulate(len(encoder.send(m)) for m in messages))
+    # Small frames (and the headers of large ones) are joined; payloads of 16 KiB or
+    # more are buffers of their own.
+    assert len(buffers) == 4
+    assert buffers[1] == bytes(big) and type(buffers[1]) is bytes
+    big[0] = 0  # the caller may change it afterwards: the batch keeps its copy
+    assert buffers[1][0] == ord("m")
+    assert buffers[3] is messages[5]  # bytes: not copied
+
+
+def test_encoder_send_batch_refuses_the_whole_batch() -> None:
+    encoder = FrameEncoder(max_size=10)
+    with pytest.raises(MessageTooLarge):
+        encoder.send_batch([b"ok", b"x" * 11])
+    with pytest.raises(TypeError):
+        encoder.send_batch([b"ok", 42])  # type: ignore[list-item]
+    assert encoder.send_batch([]) == ([], [])

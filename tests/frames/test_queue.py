@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sockwork.frames._queue import MemoryBudget, ReceiveQueue, SendQueue, frame_buffers
+from sockwork.frames.codec import FrameEncoder
 
 BASE = 100
 
@@ -88,20 +89,22 @@ def test_budget_rejects_a_bad_limit(limit: object) -> None:
 # -- SendQueue ---------------------------------------------------------------------------
 
 
-def test_send_queue_joins_small_frames_and_counts_messages() -> None:
+def test_send_queue_joins_small_items_and_counts_messages() -> None:
     queue = SendQueue(1000)
     assert not queue
     big = b"B" * 20_000
-    added = queue.append([(b"h1",), (b"h2",), (b"HH", big), (b"h3",)])
-    assert added == 2 + 2 + 2 + 20_000 + 2
+    buffers, ends = FrameEncoder().send_batch([b"1", b"2", big, b"3"])
+    assert queue.append(buffers, ends) is True  # it was empty
+    assert queue.size == ends[-1] == 4 * 4 + 20_003
     assert queue.messages == 4
-    buffers, total = queue.gather()
-    assert buffers == [b"h1h2HH", big, b"h3"]  # small items joined again for one sendmsg
-    assert total == added
-    queue.consume(3)  # the first frame and half of the second
+    gathered, total = queue.gather()
+    assert gathered == [b"\0\0\0\x011\0\0\0\x012\0\0N\x20", big, b"\0\0\0\x013"]
+    assert total == queue.size
+    queue.consume(7)  # the first frame and most of the second
     assert queue.messages == 3
-    buffers, _ = queue.gather()
-    assert bytes(buffers[0]) == b"2HH"
+    gathered, _ = queue.gather()
+    assert bytes(gathered[0]) == b"\0\x012\0\0N\x20"
+    assert queue.push((b"x",), 1) is False
     queue.consume(queue.size)
     assert not queue
     assert queue.messages == 0
@@ -110,7 +113,7 @@ def test_send_queue_joins_small_frames_and_counts_messages() -> None:
 def test_send_queue_room_takes_anything_when_empty() -> None:
     queue = SendQueue(10)
     assert queue.room(1_000)
-    queue.append_one((b"12345678",), 8)
+    queue.push((b"12345678",), 8)
     assert queue.room(2)
     assert not queue.room(3)
     queue.consume(8)
@@ -119,9 +122,11 @@ def test_send_queue_room_takes_anything_when_empty() -> None:
 
 def test_send_queue_clear_keeps_counting_unsent_messages() -> None:
     queue = SendQueue(100)
-    queue.append([(b"a",), (b"b",)])
+    queue.push((b"a",), 1)
+    queue.push((b"b",), 1)
     queue.clear()
     assert not queue
+    assert queue.size == 0
     assert queue.messages == 2
 
 

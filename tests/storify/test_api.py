@@ -269,7 +269,7 @@ def test_result_of_rejects_what_is_no_reply() -> None:
         ("bad_request", {"field": "id"}, ("BadRequest", ValueError)),
         ("unknown_op", {"operations": ["list"]}, ("UnknownOperation", ValueError)),
         ("bad_frame", {}, ("BadFrame", ValueError)),
-        ("unavailable", {"retryable": True}, ("Unavailable",)),
+        ("unavailable", {"retryable": True}, ("StoreUnavailableReply", "StoreUnavailable")),
         ("busy", {}, ("StoreBusy", ConnectionError)),
         ("unknown_product", {"product": "²"}, ("UnknownProductReply", "UnknownProduct")),
         ("not_found", {"order_id": 9, "request_id": None}, ("OrderNotFoundReply", LookupError)),

@@ -353,6 +353,8 @@ def test_simulate_command_without_a_store(capsys: pytest.CaptureFixture[str]) ->
         ["serve", "--port", "²"],
         ["serve", "--port", "70000"],
         ["serve", "--poor-network", "loss=5%"],
+        ["serve", "--db-pool", "0"],
+        ["serve", "--db-pool", "٣"],
         [],
     ],
 )

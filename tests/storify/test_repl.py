@@ -236,7 +236,7 @@ def test_customer_repl_busy_database_is_a_sentence(tmp_path: Path) -> None:
             blocker.execute("ROLLBACK")
         finally:
             blocker.close()
-        assert "Sorry, the store is busy right now; nothing was changed. Try again." in text
+        assert "Sorry, the store is unavailable, try again.\n" in text
         assert store.product("mug").stock == 5
 
 

@@ -193,13 +193,10 @@ class _Stocking(metaclass=_StartAfterInit):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if exc is None:
-            self.close()
-            return
-        try:  # an exception is already on its way: do not replace it with a flush timeout
-            self.close()
-        except TimedOut:
-            pass
+        try:
+            self._endpoint.__exit__(exc_type, exc, tb)
+        finally:
+            self._join_handshake()
 
     @property
     def active(self) -> bool:
@@ -282,9 +279,12 @@ class _Stocking(metaclass=_StartAfterInit):
         try:
             self._endpoint.close()
         finally:
-            thread = self._handshake_thread
-            if thread is not None and thread is not threading.current_thread():
-                thread.join(5.0)
+            self._join_handshake()
+
+    def _join_handshake(self) -> None:
+        thread = self._handshake_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5.0)
 
 
 class PollStocking(_Stocking):

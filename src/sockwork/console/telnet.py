@@ -14,6 +14,8 @@ the bytes to write. Nothing here touches a socket or a clock.
 #   are skipped, never stored.
 # - Every IAC sequence is removed from the data: IAC IAC is a literal 0xFF; DO/DONT/
 #   WILL/WONT take one option byte; SB runs to IAC SE; the rest are two-byte commands.
+# - An SB longer than 1024 bytes (IAC IAC pairs count as 2) lost its IAC SE: parsing
+#   goes back to data there, so no peer can hide every later line inside an SB.
 # - The server never starts a negotiation at connect (nc and scripts must see no
 #   garbage and no delay) and refuses every option: WILL x -> DONT x, DO x -> WONT x,
 #   except DO TIMING-MARK -> WONT TIMING-MARK (RFC 860): BSD/netkit telnet sends
@@ -91,7 +93,7 @@ _YES: Final = 1
 _WANT_YES: Final = 2
 _WANT_NO: Final = 3
 
-_MAX_SUBNEGOTIATION: Final = 1024  # payload bytes skipped before an SB is deemed broken
+_MAX_SUBNEGOTIATION: Final = 1024  # bytes after IAC SB skipped before an SB is deemed broken
 _TAIL_KEEP: Final = 256  # characters of the last unterminated output line kept for redraw
 
 
@@ -286,7 +288,10 @@ class TelnetConnection:
                     # command inside SB is a broken peer: end the SB there (RFC 855
                     # leaves it undefined) and read that command as a command.
                     if byte == IAC:
-                        self._state = _IN_SB
+                        # Both bytes count towards the bound: a peer sending IAC IAC
+                        # forever must not keep the SB (and every later line) open.
+                        self._sb_left -= 2
+                        self._state = _IN_SB if self._sb_left >= 0 else _DATA
                     elif byte == SE:
                         self._state = _DATA
                     else:

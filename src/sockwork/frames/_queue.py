@@ -155,6 +155,8 @@ class SendQueue:
 
     def __init__(self, limit: int) -> None:
         self.limit: Final = limit
+        self.size = 0
+        """Bytes waiting to be sent (an attribute: read on every send)."""
         self._items: deque[Buffer] = deque()
         self._offset = 0  # bytes of _items[0] already sent
         self._queued = 0  # bytes ever queued
@@ -166,54 +168,38 @@ class SendQueue:
         return bool(self._items)
 
     @property
-    def size(self) -> int:
-        """Bytes waiting to be sent."""
-        return self._queued - self._sent
-
-    @property
     def messages(self) -> int:
         """Messages not yet wholly sent (after :meth:`clear`: the messages never sent)."""
         return len(self._ends)
 
     def room(self, size: int) -> bool:
         """Tell whether ``size`` more bytes may be queued now."""
-        waiting = self._queued - self._sent
-        return waiting == 0 or waiting + size <= self.limit
+        return not self.size or self.size + size <= self.limit
 
-    def append(self, frames: Iterable[tuple[Buffer, ...]]) -> int:
-        """Queue frames (each as :func:`frame_buffers` returns it), small ones joined.
-
-        Returns:
-            the number of bytes queued.
-        """
-        items: list[Buffer] = []
-        small: list[Buffer] = []
-        ends: list[int] = []
-        total = self._queued
-        for buffers in frames:
-            if len(buffers) == 1:
-                small.append(buffers[0])
-                total += len(buffers[0])
-            else:
-                if small:
-                    items.append(small[0] if len(small) == 1 else b"".join(small))
-                    small = []
-                items.extend(buffers)
-                total += sum(len(b) for b in buffers)
-            ends.append(total)
-        if small:
-            items.append(small[0] if len(small) == 1 else b"".join(small))
-        added = total - self._queued
-        self._items.extend(items)
-        self._ends.extend(ends)
-        self._queued = total
-        return added
-
-    def append_one(self, buffers: Sequence[Buffer], size: int) -> None:
-        """Queue one frame of ``size`` bytes (the cheap path of :meth:`append`)."""
-        self._items.extend(buffers)
+    def push(self, buffers: Sequence[Buffer], size: int) -> bool:
+        """Queue one message's buffers (``size`` bytes); return True if the queue was empty."""
+        items = self._items
+        was_empty = not items
+        items.extend(buffers)
         self._queued += size
+        self.size += size
         self._ends.append(self._queued)
+        return was_empty
+
+    def append(self, buffers: Iterable[Buffer], ends: Sequence[int]) -> bool:
+        """Queue several messages' buffers; return True if the queue was empty.
+
+        ``ends`` are the offsets just past each message, counted from the first buffer
+        (as ``FrameEncoder.send_batch`` returns them).
+        """
+        items = self._items
+        was_empty = not items
+        items.extend(buffers)
+        base = self._queued
+        self._ends.extend(map(base.__add__, ends))
+        self._queued = base + ends[-1]
+        self.size += ends[-1]
+        return was_empty
 
     def gather(self) -> tuple[list[Buffer], int]:
         """Return the next buffers to send (small ones joined) and their total size."""
@@ -243,6 +229,7 @@ class SendQueue:
     def consume(self, count: int) -> None:
         """Record that the first ``count`` waiting bytes were sent."""
         self._sent += count
+        self.size -= count
         items = self._items
         offset = self._offset + count
         while items:
@@ -261,6 +248,8 @@ class SendQueue:
         """Drop every waiting byte (the connection ended); :attr:`messages` keeps counting them."""
         self._items.clear()
         self._offset = 0
+        self._sent = self._queued
+        self.size = 0
 
 
 class ReceiveQueue(Generic[M]):

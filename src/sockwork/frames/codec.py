@@ -145,6 +145,7 @@ class FrameEncoder:
     ) -> None:
         self.format: Final = _check_format(format)
         self.max_size: Final = _check_max_size(max_size, self.format)
+        self._u32 = self.format is Format.U32
 
     def __repr__(self) -> str:
         return f"FrameEncoder({self.format.name}, max_size={self.max_size})"
@@ -197,6 +198,11 @@ class FrameEncoder:
             MessageTooLarge: the payload exceeds ``max_size``.
             TypeError: ``message`` is neither a str nor a bytes-like object.
         """
+        if self._u32 and type(message) is bytes:  # hot path for the default format
+            size = len(message)
+            if size > self.max_size:
+                raise MessageTooLarge(size, self.max_size)
+            return _pack_u32(size), message
         if isinstance(message, str):
             data: Payload = message.encode("utf-8")
             return self.header(len(data), text=True), data
@@ -244,6 +250,56 @@ class FrameEncoder:
                 append(header)
                 append(payload)
         return b"".join(parts)
+
+    def send_batch(
+        self, messages: Iterable[Payload | str], *, join_below: int = 16 * 1024
+    ) -> tuple[list[bytes], list[int]]:
+        """Return several framed messages as buffers for one scatter/gather send.
+
+        Consecutive frames whose payload is smaller than ``join_below`` bytes are
+        joined into one buffer; a larger payload is a buffer of its own (not copied
+        when it is ``bytes``; a mutable one is copied, as the caller may change it
+        after this returns). A queue counts whole messages with the second list.
+
+        Returns:
+            ``(buffers, ends)``: the bytes to send, in order, and for each message the
+            offset just past its last byte.
+
+        Raises:
+            MessageTooLarge: a payload exceeds ``max_size``; nothing is returned.
+            TypeError: a message is neither a str nor a bytes-like object.
+        """
+        buffers: list[bytes] = []
+        small: list[bytes] = []
+        ends: list[int] = []
+        end_at = ends.append
+        total = 0
+        u32 = self._u32
+        limit = self.max_size
+        for message in messages:
+            if u32 and type(message) is bytes:
+                # Hot path for the default format: no per-message method call.
+                size = len(message)
+                if size > limit:
+                    raise MessageTooLarge(size, limit)
+                header = _pack_u32(size)
+                payload: bytes = message
+            else:
+                header, view = self.send_parts(message)
+                payload = view if type(view) is bytes else bytes(view)
+                size = len(payload)
+            total += len(header) + size
+            end_at(total)
+            small.append(header)
+            if size < join_below:
+                small.append(payload)
+            else:
+                buffers.append(b"".join(small))
+                small = []
+                buffers.append(payload)
+        if small:
+            buffers.append(b"".join(small))
+        return buffers, ends
 
 
 def _as_byte_view(message: object) -> memoryview:

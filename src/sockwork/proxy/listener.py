@@ -70,9 +70,12 @@ class Listener:
         Raises:
             OSError: the address cannot be bound (in use, not local, unknown name...).
         """
-        infos = await self._loop.getaddrinfo(
-            listen[0], listen[1], type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
+        try:
+            infos = _numeric(listen)  # a numeric address needs no look-up
+        except socket.gaierror:
+            infos = await self._loop.getaddrinfo(
+                listen[0], listen[1], type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
         if self.address is not None and _pick(infos) == _pick(_numeric(self.address)):
             return None
         return bind_listener(*listen, infos=infos)

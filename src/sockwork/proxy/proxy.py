@@ -11,9 +11,10 @@
 # - The pieces: ``table.FaultTable`` turns named faults into the plan's faults (sans-IO);
 #   the sans-IO plan (``sockwork.faults.plan.Plan``, one per proxy, so Bandwidth groups
 #   and ``connections=`` triggers span the proxy) decides; ``pipe.Pipe`` executes one
-#   direction; ``connection.Connection`` joins two sockets by two pipes;
+#   direction; ``connection.Connection`` joins two sockets by two pipes and talks to the
+#   proxy through ``hub.Hub`` (decisions, shared buffer, bookkeeping, events);
 #   ``listener.Listener`` serves, refuses or tarpits the address. This module is the
-#   facade: life cycle, thread hand-over, counters and events.
+#   facade: life cycle, thread hand-over, fault changes.
 # - Directions: ``fault.FAULT_DIRECTION`` (Toxiproxy's ``upstream`` is the vocabulary's
 #   ``"send"``): the proxy is the client's network.
 # - Refuse closes the listening socket while it is installed: clients get a real
@@ -29,17 +30,15 @@ import concurrent.futures
 import contextlib
 import random
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sockwork._loop import LoopThread
-from sockwork.faults.plan import Action, Event, Plan, Report
-from sockwork.faults.plan import Connection as PlanConnection
+from sockwork.faults.plan import Event, Plan, Report
 from sockwork.faults.vocabulary import Fault
-from sockwork.proxy.connection import Connection, format_peer
 from sockwork.proxy.fault import DIRECTIONS, Direction
+from sockwork.proxy.hub import ConnectionEvent, Hub, ProxyCounters
 from sockwork.proxy.listener import Listener, Mode
 from sockwork.proxy.table import FaultTable, InstalledFault, Scope
 
@@ -58,131 +57,7 @@ __all__ = [
 
 _T = TypeVar("_T")
 
-_READ_SIZE = 1024 * 1024  # the most one read takes from a socket
 _CLOSE_TIMEOUT = 5.0
-
-
-@dataclass(frozen=True)
-class ProxyCounters:
-    """A snapshot of a proxy's counters since it started.
-
-    ``bytes_upstream`` counts bytes delivered to the upstream server (client -> server),
-    ``bytes_downstream`` bytes delivered to clients; ``received_*`` count bytes read
-    from each source before faults (a blackhole reads without delivering).
-    ``faults_fired`` maps a fault's name to the connections (and directions) it acted on.
-    """
-
-    connections_total: int
-    connections_open: int
-    connections_failed: int
-    received_upstream: int
-    received_downstream: int
-    bytes_upstream: int
-    bytes_downstream: int
-    faults_fired: Mapping[str, int]
-
-
-@dataclass(frozen=True)
-class ConnectionEvent:
-    """What happened to one proxied connection: ``opened``, ``failed`` (upstream) or ``closed``."""
-
-    kind: Literal["opened", "failed", "closed"]
-    connection_id: int
-    client: tuple[str, int]
-    bytes_upstream: int = 0
-    bytes_downstream: int = 0
-    faults_fired: tuple[str, ...] = ()
-    error: str | None = None
-
-
-class _Hub:
-    """The proxy as its connections see it (``connection.ConnectionOwner``): the plan's
-    decisions, the shared buffer, and the bookkeeping of open and closed connections."""
-
-    def __init__(self, proxy: FaultProxy, loop: asyncio.AbstractEventLoop, plan: Plan) -> None:
-        self._proxy = proxy
-        self._plan = plan
-        self.loop = loop
-        self.buffer = memoryview(bytearray(_READ_SIZE))
-        self.connections: dict[int, Connection] = {}
-        self.next_id = 0
-        self.failed = 0
-        self.received: dict[Direction, int] = {"upstream": 0, "downstream": 0}
-        self.sent: dict[Direction, int] = {"upstream": 0, "downstream": 0}
-        self.idle = asyncio.Event()
-        self.idle.set()
-
-    @property
-    def upstream(self) -> tuple[str, int]:
-        return self._proxy.upstream
-
-    @property
-    def closing(self) -> bool:
-        return self._proxy._closed
-
-    def accepted(self) -> asyncio.BaseProtocol:
-        """The protocol of a client socket just accepted (the listener's factory)."""
-        self.next_id += 1
-        conn = Connection(self, self.next_id)
-        self.connections[conn.id] = conn
-        self.idle.clear()
-        return conn.client
-
-    def plan_accept(self, label: str) -> tuple[Action, ...]:
-        self._proxy._table.accepted()
-        return self._plan.accept(now=self.loop.time(), label=label)
-
-    def plan_open(self, label: str) -> PlanConnection:
-        self._proxy._table.opened()
-        return self._plan.open(now=self.loop.time(), label=label)
-
-    def connection_opened(self, conn: Connection) -> None:
-        self._proxy._emit(ConnectionEvent("opened", conn.id, conn.client_address))
-
-    def connection_failed(self, conn: Connection, exc: BaseException) -> None:
-        self.failed += 1
-        text = f"upstream {format_peer(self.upstream)}: {exc!r}"
-        self._proxy._emit(ConnectionEvent("failed", conn.id, conn.client_address, error=text))
-
-    def connection_closed(self, conn: Connection) -> None:
-        if self.connections.pop(conn.id, None) is None:
-            return
-        for direction, pipe in conn.pipes.items():
-            self.received[direction] += pipe.received
-            self.sent[direction] += pipe.sent
-        if conn.plan_conn is not None:
-            conn.plan_conn.close()  # the plan forgets it now (idempotent)
-        if not conn.failed and conn.plan_conn is not None:
-            table = self._proxy._table
-            fired = tuple(  # this connection's own events: O(its events), not the report's
-                table.name_of(e.fault) for e in conn.plan_conn.events if e.what == "fired"
-            )
-            self._proxy._emit(
-                ConnectionEvent(
-                    "closed",
-                    conn.id,
-                    conn.client_address,
-                    bytes_upstream=conn.pipes["upstream"].sent,
-                    bytes_downstream=conn.pipes["downstream"].sent,
-                    faults_fired=fired,
-                )
-            )
-        if not self.connections:
-            self.idle.set()
-
-    def abort_all(self) -> None:
-        """Close every open connection at once."""
-        for conn in list(self.connections.values()):
-            conn.abort()
-
-    def totals(self) -> tuple[dict[Direction, int], dict[Direction, int]]:
-        """Bytes received and sent per direction, closed and open connections alike."""
-        received, sent = dict(self.received), dict(self.sent)
-        for conn in self.connections.values():  # closed ones were added as they closed
-            for direction, pipe in conn.pipes.items():
-                received[direction] += pipe.received
-                sent[direction] += pipe.sent
-        return received, sent
 
 
 class FaultProxy:
@@ -228,7 +103,7 @@ class FaultProxy:
         self._table = FaultTable()
         self._fired: dict[str, int] = {}  # fault name -> firings (ProxyCounters.faults_fired)
         self._plan: Plan | None = None
-        self._hub: _Hub | None = None
+        self._hub: Hub | None = None
         self._listener: Listener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
@@ -423,7 +298,7 @@ class FaultProxy:
             raise RuntimeError("the proxy is not started; use it as a context manager first")
         return self._plan
 
-    def _require_hub(self) -> _Hub:
+    def _require_hub(self) -> Hub:
         if self._hub is None:
             raise RuntimeError("the proxy is not started; use it as a context manager first")
         return self._hub
@@ -458,7 +333,10 @@ class FaultProxy:
         self._fired = {}
         self._plan = Plan(self._table.planned, rng=random.Random(self.seed), now=loop.time(),
                           seed=self.seed, on_event=self._plan_event)
-        self._hub = _Hub(self, loop, self._plan)
+        self._hub = Hub(
+            loop, self._plan, self._table,
+            upstream=lambda: self.upstream, closing=lambda: self._closed, emit=self._emit,
+        )
         self._listener = Listener(loop, self._hub.accepted)
         sock = await self._listener.prepare(self._listen)
         assert sock is not None  # nothing was bound before
@@ -495,18 +373,9 @@ class FaultProxy:
         await asyncio.sleep(0)
 
     def _snapshot(self) -> ProxyCounters:
-        hub = self._hub
-        received, sent = hub.totals() if hub else ({}, {})
-        return ProxyCounters(
-            connections_total=hub.next_id if hub else 0,
-            connections_open=len(hub.connections) if hub else 0,
-            connections_failed=hub.failed if hub else 0,
-            received_upstream=received.get("upstream", 0),
-            received_downstream=received.get("downstream", 0),
-            bytes_upstream=sent.get("upstream", 0),
-            bytes_downstream=sent.get("downstream", 0),
-            faults_fired=dict(self._fired),
-        )
+        if self._hub is None:
+            return ProxyCounters(0, 0, 0, 0, 0, 0, 0, {})
+        return self._hub.counters(self._fired)
 
     def _plan_event(self, event: Event) -> None:
         """Count each firing as the plan records it (the report keeps only the latest)."""
