@@ -30,6 +30,8 @@ own buffer, so bytes are received straight into it; no ``readexactly``.
 # - A MessageServer owns what it accepted: every live stream and handler task is in
 #   its sets from connection_made until connection_lost / task end, so close() can
 #   close them all (asyncio.Server.close() on 3.11 leaves accepted connections open).
+#   close() stops accepting at once but closes the asyncio server one loop step later:
+#   closing it between an accept and its transport leaks that socket (_stop_listening).
 
 from __future__ import annotations
 
@@ -629,7 +631,7 @@ class MessageServer:
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
         """The listening sockets (``sockets[0].getsockname()`` gives the port); () once closed."""
-        return () if self._server is None else tuple(self._server.sockets)
+        return () if self._server is None or self._closing else tuple(self._server.sockets)
 
     @property
     def connections(self) -> int:
@@ -658,7 +660,7 @@ class MessageServer:
 
     def is_serving(self) -> bool:
         """Return True while the server accepts new connections."""
-        return self._server is not None and self._server.is_serving()
+        return self._server is not None and not self._closing and self._server.is_serving()
 
     async def serve_forever(self) -> None:
         """Serve until cancelled; then close the server and its connections, and wait."""
@@ -685,9 +687,10 @@ class MessageServer:
         self._shut(abort=True)
 
     def _shut(self, *, abort: bool) -> None:
+        first = not self._closing
         self._closing = True
-        if self._server is not None:
-            self._server.close()
+        if self._server is not None and first:
+            _stop_listening(self._server)
         for stream in list(self._streams):
             if abort:
                 stream.abort()
@@ -724,6 +727,24 @@ class MessageServer:
     ) -> None:
         self.close()
         await self.wait_closed()
+
+
+def _stop_listening(server: asyncio.Server) -> None:
+    """Stop accepting now; close the asyncio server one loop step later.
+
+    asyncio.Server.close() run just after the loop accepted a socket, before the task
+    that wraps it in a transport ran, makes that task fail in Server._attach() (3.11:
+    "assert self._sockets is not None") and the accepted socket leaks, unclosed. So no
+    new socket is accepted from now on, and the server closes after those tasks made
+    their transports; _ServerProtocol.connection_made then aborts them (``_closing``).
+    """
+    loop = server.get_loop()
+    try:
+        for sock in server.sockets:
+            loop.remove_reader(sock)
+        loop.call_soon(server.close)
+    except (NotImplementedError, RuntimeError):  # a loop without readers, or closed
+        server.close()
 
 
 class _ServerProtocol(_FrameProtocol):
