@@ -1,7 +1,7 @@
 """One life-cycle vocabulary: every server starts with start() and ends with close().
 
-ConsoleServer, storify's ApiServer and StoreService used to end with stop(); it stays
-as a deprecated alias of close() (docs/index.md).
+ConsoleServer, storify's ApiServer, StoreService and TemporaryPostgres used to end with
+stop(); it stays as a deprecated alias of close() (docs/index.md).
 """
 
 from __future__ import annotations
@@ -21,8 +21,12 @@ from storify.client import StoreClient
 from storify.server import ApiServer
 from storify.service import StoreService
 from storify.store import Store
+from storify.testing import TemporaryPostgres
 
-SERVERS = [ConsoleServer, FaultProxy, ToxiproxyServer, HTTPServer, ApiServer, StoreService]
+SERVERS = [
+    ConsoleServer, FaultProxy, ToxiproxyServer, HTTPServer, ApiServer, StoreService,
+    TemporaryPostgres,
+]
 
 
 @pytest.mark.parametrize("server", SERVERS, ids=lambda cls: cls.__name__)
