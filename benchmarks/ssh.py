@@ -79,7 +79,7 @@ def serve_sockwork(directory: Path) -> None:
     server.start()
     print(server.address[1], flush=True)
     sys.stdin.read()  # until the parent closes our stdin
-    server.stop()
+    server.close()
 
 
 def serve_prompt_toolkit(directory: Path) -> None:

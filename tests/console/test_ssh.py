@@ -67,12 +67,12 @@ def test_missing_asyncssh_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 def test_host_key_is_generated_0600_once_and_reused(keys: Keys) -> None:
     first = serve(keys)
-    first.stop()
+    first.close()
     assert first.host_key_created
     assert stat.S_IMODE(keys.host_key.stat().st_mode) == 0o600
     assert first.host_key_fingerprint.startswith("SHA256:")
     second = serve(keys)
-    second.stop()
+    second.close()
     assert not second.host_key_created
     assert second.host_key_fingerprint == first.host_key_fingerprint
 
@@ -115,7 +115,7 @@ def test_default_binds_loopback_and_port_0_picks_one(keys: Keys) -> None:
         assert server.address[0] == "127.0.0.1"
         assert server.address[1] > 0
     finally:
-        server.stop()
+        server.close()
 
 
 # -- authentication --------------------------------------------------------------------
@@ -462,7 +462,7 @@ def test_max_per_address_tells_the_next_session_and_caps_connections(keys: Keys)
 def test_max_per_address_auto_is_a_tenth_of_max_clients(keys: Keys) -> None:
     for clients, expected in ((100, 10), (5, 1), (None, None)):
         server = serve(keys, max_clients=clients)
-        server.stop()
+        server.close()
         assert server.max_per_address == expected
 
 
@@ -522,7 +522,7 @@ def test_idle_session_is_disconnected_with_a_message(keys: Keys) -> None:
     assert 0.4 < waited < 5.0
 
 
-def test_stop_ends_idle_sessions_at_once_and_leaves_no_thread(keys: Keys) -> None:
+def test_close_ends_idle_sessions_at_once_and_leaves_no_thread(keys: Keys) -> None:
     before = set(threading.enumerate())
     server = serve(keys, idle_timeout=None).start()
     ready = threading.Event()
@@ -542,13 +542,13 @@ def test_stop_ends_idle_sessions_at_once_and_leaves_no_thread(keys: Keys) -> Non
     client.start()
     assert ready.wait(TIMEOUT_S)
     started = time.monotonic()
-    server.stop(timeout=2.0)
+    server.close(timeout=2.0)
     took = time.monotonic() - started
     client.join(TIMEOUT_S)
     assert took < 2.0
     assert ended == ["closed"] * 3
     assert not server.running
-    server.stop()  # again: nothing more happens
+    server.close()  # again: nothing more happens
     leftover = [t for t in set(threading.enumerate()) - before if t.name.startswith("sockwork")]
     assert leftover == []
 
@@ -556,10 +556,10 @@ def test_stop_ends_idle_sessions_at_once_and_leaves_no_thread(keys: Keys) -> Non
 TIMEOUT_S = 15.0
 
 
-def test_stop_from_a_session_command(keys: Keys) -> None:
+def test_close_from_a_session_command(keys: Keys) -> None:
     class Stopper(Shop):
         def do_shutdown(self, arg: str) -> bool:
-            server.stop()
+            server.close()
             return True
 
     async def scenario() -> None:

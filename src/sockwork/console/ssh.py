@@ -1,7 +1,7 @@
 """Serve a console program to SSH users (the ``sockwork[ssh]`` extra, built on asyncssh).
 
 :class:`SshConsoleServer` has the verbs of :class:`~sockwork.console.ConsoleServer`
-(``start``, ``serve_forever``, ``stop``, ``sessions``, ``broadcast``) and runs the
+(``start``, ``serve_forever``, ``close``, ``sessions``, ``broadcast``) and runs the
 same programs the same way: one thread per session, a fresh ``cmd.Cmd`` instance,
 bare ``print()``/``input()`` routed to the session's user. SSH adds encryption,
 authentication (authorized keys and/or a password check), asyncssh's line editor
@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import cmd
 import collections
-import concurrent.futures
 import io
 import itertools
 import logging
@@ -54,6 +53,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
 
+from sockwork._loop import LoopThread
+from sockwork.address import bind_listener
 from sockwork.console import routing
 from sockwork.console.server import (
     App,
@@ -1075,9 +1076,8 @@ class SshConsoleServer:
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._routing_installed = False
-        self._loop_thread: threading.Thread | None = None
-        self._loop = asyncio.new_event_loop()
-        options = dict(
+        self._started = False
+        self._options: dict[str, object] = dict(
             server_host_keys=[key],
             authorized_client_keys=client_keys,
             line_editor=True,
@@ -1093,44 +1093,48 @@ class SshConsoleServer:
             x11_forwarding=False,
             keepalive_interval=60,
             keepalive_count_max=3,
-            backlog=backlog,
-            reuse_address=True,
         )
-        try:
-            self._listener = self._loop.run_until_complete(
-                asyncssh.create_server(_make_server_factory(self), host, port, **options)
-            )
-        except BaseException:
-            self._loop.close()
-            raise
-        sockname = self._listener.sockets[0].getsockname()
+        # Bound now (the address is known, clients queue), served from start() on.
+        self._sock = bind_listener(host, port, backlog=backlog)
+        sockname = self._sock.getsockname()
         self.address: tuple[str, int] = (str(sockname[0]), int(sockname[1]))
+        self._loops = LoopThread(f"sockwork-ssh-{self.address[1]}")
+        self._listener: Any = None
 
     # -- lifecycle -----------------------------------------------------------------
 
     def start(self) -> Self:
         """Serve in a background thread and return at once (the server itself)."""
+        asyncssh = _asyncssh()
         with self._lock:
             if self._stopping.is_set():
                 raise RuntimeError("the server is stopped; create a new one")
-            if self._loop_thread is not None:
+            if self._started:
                 raise RuntimeError("the server is already running")
-            self._loop_thread = threading.Thread(
-                target=self._run_loop, name=f"sockwork-ssh-{self.address[1]}", daemon=True
-            )
+            self._started = True
             self._install_routing()
-        self._loop_thread.start()
+        try:
+            self._listener = self._loops.start(
+                asyncssh.create_server(
+                    _make_server_factory(self), sock=self._sock, **self._options
+                )
+            )
+        except BaseException:
+            with self._lock:
+                self._uninstall_routing()
+            raise
+        self._loop = self._loops.loop
         return self
 
     def serve_forever(self) -> None:
-        """Serve until :meth:`stop` is called (from another thread, or by Ctrl-C here)."""
+        """Serve until :meth:`close` is called (from another thread, or by Ctrl-C here)."""
         self.start()
         try:
             self._stopping.wait()
         finally:
-            self.stop()
+            self.close()
 
-    def stop(self, timeout: float = 1.0) -> None:
+    def close(self, timeout: float = 1.0) -> None:
         """Stop accepting, end every session and wait up to ``timeout`` s for them.
 
         Safe from any thread, including a session's own command; idempotent.
@@ -1142,13 +1146,11 @@ class SshConsoleServer:
             sessions = list(self._sessions.values())
         for session in sessions:
             session._shutdown()
-        loop_thread = self._loop_thread
-        if first and loop_thread is not None and loop_thread.is_alive():
-            future = asyncio.run_coroutine_threadsafe(self._close_all(), self._loop)
+        if first and self._loops.running:
             try:
-                future.result(max(0.05, deadline - time.monotonic()))
-            except (concurrent.futures.TimeoutError, RuntimeError):
-                pass
+                self._loops.run(self._close_all(), max(0.05, deadline - time.monotonic()))
+            except (TimeoutError, RuntimeError):
+                pass  # a stuck close: the loop's stop below ends it anyway
         me = threading.current_thread()
         with self._lock:
             threads = list(self._threads)
@@ -1156,17 +1158,15 @@ class SshConsoleServer:
             if thread is not me:
                 thread.join(max(0.0, deadline - time.monotonic()))
         if first:
-            if loop_thread is not None and loop_thread.is_alive():
-                self._loop.call_soon_threadsafe(self._loop.stop)
-                if loop_thread is not me:
-                    loop_thread.join(max(0.1, deadline - time.monotonic()))
-            if loop_thread is None:
-                self._loop.run_until_complete(self._close_all())
-            if not self._loop.is_running():
-                self._loop.close()
+            self._loops.stop()  # cancels what is left; the listener is closed by then
+            self._sock.close()
             with self._lock:
                 self._uninstall_routing()
             self._stopped.set()
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Deprecated alias of :meth:`close` (sockwork's servers ``start()`` and ``close()``)."""
+        self.close(timeout)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -1177,7 +1177,7 @@ class SshConsoleServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        self.close()
 
     @property
     def sessions(self) -> list[SshSession]:
@@ -1199,8 +1199,7 @@ class SshConsoleServer:
     @property
     def running(self) -> bool:
         """True while the server accepts clients."""
-        thread = self._loop_thread
-        return thread is not None and thread.is_alive() and not self._stopping.is_set()
+        return self._loops.running and not self._stopping.is_set()
 
     # -- internals -----------------------------------------------------------------
 
@@ -1214,21 +1213,9 @@ class SshConsoleServer:
             self._routing_installed = False
             routing.uninstall(self._stdio)
 
-    def _run_loop(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_forever()
-        finally:
-            # Whatever is left (connections closing) gets a last chance, then the loop goes.
-            pending = [task for task in asyncio.all_tasks(self._loop) if not task.done()]
-            for task in pending:
-                task.cancel()
-            if pending:
-                self._loop.run_until_complete(
-                    asyncio.wait(pending, timeout=0.5)  # bounded: stop() must return
-                )
-
     async def _close_all(self) -> None:
+        if self._listener is None:
+            return
         self._listener.close()
         with self._lock:
             connections = list(self._connections)
@@ -1332,7 +1319,7 @@ class SshConsoleServer:
                     daemon=True,
                 )
                 session._thread = thread
-                thread.start()  # under the lock: stop() never joins an unstarted thread
+                thread.start()  # under the lock: close() never joins an unstarted thread
                 self._sessions[session.id] = session
                 self._sessions_from[connection.peer[0]] += 1
                 self._threads.add(thread)
