@@ -64,6 +64,27 @@ def test_routing_install_restores_exactly_what_was_there() -> None:
         routing.uninstall()
 
 
+def test_routing_nested_install_puts_a_displaced_proxy_back() -> None:
+    # A second server starting while the first is still installed must route its
+    # sessions even if someone (pytest's capture, say) replaced sys.stdout meanwhile.
+    with console() as (out, _):
+        routing.install()
+        later = io.StringIO()
+        sys.stdout = later
+        routing.install()  # nested
+        streams, session_out = make_streams()
+        with routing.bind(streams):
+            print("to the session")
+        print("to the console")
+        assert session_out.getvalue() == "to the session\n"
+        assert later.getvalue() == "to the console\n"
+        assert out.getvalue() == ""
+        routing.uninstall()
+        routing.uninstall()
+        assert sys.stdout is later
+        sys.stdout = out
+
+
 def test_routing_uninstall_leaves_a_stream_installed_after_it() -> None:
     with console() as (out, _):
         routing.install()

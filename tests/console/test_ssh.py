@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import io
 import logging
 import os
 import re
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from sockwork.console import current_session
+from sockwork.console import current_session, routing
 from sockwork.console.ssh import MissingExtra, SshConsoleServer, SshSession, load_host_key
 from tests.console.conftest import Shop
 from tests.console.ssh_kit import Keys, Terminal, asyncssh, connect, make_keys, run
@@ -46,6 +47,14 @@ def check_sesame(username: str, password: str) -> bool:
 @pytest.fixture
 def keys(tmp_path: Path) -> Keys:
     return make_keys(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _no_routing_left_behind() -> object:
+    # A server still closing after its test (routing installed) once made a later test's
+    # sessions print to the console: every test here must end with its servers closed.
+    yield
+    assert not routing.is_installed("streams"), "a server of this test is still installed"
 
 
 def serve(keys: Keys, app: object = Shop, **options: object) -> SshConsoleServer:
@@ -572,39 +581,121 @@ def test_close_from_a_session_command(keys: Keys) -> None:
     server = serve(keys, app=Stopper).start()
     run(scenario)
     assert not server.running
+    # The session's close() may still be finishing: close() here waits for it.
+    server.close()
+    assert not routing.is_installed()
+    assert not isinstance(sys.stdout, type(routing._stdout))
+
+
+def test_second_close_returns_when_the_first_one_is_done(
+    keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = serve(keys).start()
+    stop_loop = server._loops.stop
+
+    def slow_stop(*args: object, **kwargs: object) -> None:
+        time.sleep(0.3)  # a loaded machine: the first close() is still busy
+        stop_loop(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(server._loops, "stop", slow_stop)
+    first = threading.Thread(target=server.close)
+    first.start()
+    while server.running:
+        time.sleep(0.001)
+    started = time.monotonic()
+    server.close()
+    waited = time.monotonic() - started
+    assert not routing.is_installed()
+    assert 0.1 < waited < 1.5
+    first.join(5)
+
+
+def test_server_started_while_another_is_closing_routes_print(
+    keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What made the 200-session test flaky: a server still closing (routing installed,
+    # count 1) while pytest swapped sys.stdout between tests; the next server's install
+    # was only counted, and its sessions' print() went to the console.
+    closing = serve(keys).start()
+    release = threading.Event()
+    stop_loop = closing._loops.stop
+
+    def held_stop(*args: object, **kwargs: object) -> None:
+        release.wait(10)
+        stop_loop(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(closing._loops, "stop", held_stop)
+    closer = threading.Thread(target=closing.close)
+    closer.start()
+    console = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", console)  # as pytest's capture does
+
+    async def scenario() -> str:
+        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
+            terminal = await Terminal.open(conn)
+            await terminal.expect("shop> ")
+            terminal.send("slowecho routed\r")
+            got = await terminal.expect("shop> ")
+            terminal.send("exit\r")
+            await terminal.rest()
+            return got
+
+    try:
+        with serve(keys) as server:
+            got = run(scenario)
+    finally:
+        release.set()
+        closer.join(5)
+    assert got.split("\r\n")[-6:] == [f"routed {i}" for i in range(5)] + ["shop> "]
+    assert console.getvalue() == ""
+    assert sys.stdout is console  # the last uninstall put back what replaced the proxy
 
 
 @pytest.mark.slow
 def test_200_concurrent_sessions_are_isolated(keys: Keys) -> None:
     count = 200
 
-    async def one(conn: object, index: int) -> None:
+    async def one(conn: object, index: int) -> list[str]:
+        # Every deviation of this session, not only the first: a failure tells which
+        # sessions lost or got what, and whether it was one session or all of them.
+        wrong: list[str] = []
         terminal = await Terminal.open(conn)
         await terminal.expect("shop> ", timeout=45)
         for round_ in range(3):
             terminal.send(f"slowecho s{index}r{round_}\r")
             got = await terminal.expect("shop> ", timeout=45)
             lines = got.split("\r\n")
-            assert lines[-6:] == [f"s{index}r{round_} {i}" for i in range(5)] + ["shop> "], got
+            if lines[-6:] != [f"s{index}r{round_} {i}" for i in range(5)] + ["shop> "]:
+                wrong.append(f"session {index} round {round_}: {got!r}")
             # Nothing of another session's output in this one.
-            assert set(re.findall(r"s(\d+)r(\d+)", got)) == {(str(index), str(round_))}
+            elif set(re.findall(r"s(\d+)r(\d+)", got)) != {(str(index), str(round_))}:
+                wrong.append(f"session {index} round {round_} got another's: {got!r}")
         terminal.send("exit\r")
         await terminal.rest(timeout=45)
+        return wrong
 
-    async def scenario() -> None:
+    async def scenario() -> list[str]:
         # One connection per session, as 200 users would; at most 50 handshakes at once.
         gate = asyncio.Semaphore(50)
 
-        async def user(index: int) -> None:
+        async def user(index: int) -> list[str]:
             async with gate:
                 conn = await connect(server.address, client_keys=[str(keys.client_key)])
             async with conn:
-                await one(conn, index)
+                return await one(conn, index)
 
-        await asyncio.gather(*(user(i) for i in range(count)))
+        results = await asyncio.gather(*(user(i) for i in range(count)), return_exceptions=True)
+        wrong: list[str] = []
+        for index, result in enumerate(results):
+            if isinstance(result, BaseException):
+                wrong.append(f"session {index}: {result!r}")
+            else:
+                wrong.extend(result)
+        return wrong
 
     with serve(keys, max_clients=count, max_per_address=None, idle_timeout=60) as server:
-        run(scenario, timeout=55)
+        wrong = run(scenario, timeout=55)
+    assert not wrong, f"{len(wrong)} deviations:\n" + "\n".join(wrong)
     assert server.sessions == []
 
 

@@ -21,6 +21,10 @@ It misses ``sys.stdout.write``, tracebacks and code that captured ``print`` earl
 #   sys.std* are at that moment (pytest's capture objects, say) as the console; the last
 #   uninstall puts back exactly those objects, and only where the proxy is still in
 #   place, so a stream someone else installed after us is left alone.
+# - A nested install("streams") puts a displaced proxy back in front of whatever replaced
+#   it (that stream becomes the console): otherwise a server started while an earlier
+#   one is still closing would serve with no routing, its sessions' print() going to
+#   the console (pytest swaps sys.std* between a test's phases, so this is not rare).
 # - isatty()/fileno()/encoding follow the current target: builtin input() uses GNU
 #   readline only when sys.stdin.fileno() == 0 and sys.stdout.fileno() == 1 and both are
 #   ttys (CPython bltinmodule.c), so the console keeps readline and sessions do not.
@@ -343,6 +347,9 @@ def _check_mode(mode: str) -> None:
 def install(mode: Mode = "streams") -> None:
     """Start routing standard I/O by thread (nested calls are counted).
 
+    A nested ``install()`` makes sure routing is in effect: a proxy that another stream
+    replaced in ``sys.std*`` goes back in front of it (that stream is the console now).
+
     Args:
         mode: ``"streams"`` installs proxies as ``sys.stdin``/``stdout``/``stderr``;
             ``"builtins"`` patches ``builtins.print``/``input`` instead. Both route
@@ -352,6 +359,8 @@ def install(mode: Mode = "streams") -> None:
     with _lock:
         _counts[mode] += 1
         if _counts[mode] > 1:
+            if mode == "streams":
+                _replace_displaced_proxies()
             return
         if mode == "streams":
             _console.stdin, _console.stdout, _console.stderr = sys.stdin, sys.stdout, sys.stderr
@@ -364,6 +373,17 @@ def install(mode: Mode = "streams") -> None:
         if sum(_counts.values()) == 1:
             _getpass_module.getpass = _routed_getpass
             _install_pager()
+
+
+def _replace_displaced_proxies() -> None:
+    # Called under _lock while routing is installed: a stream that took a proxy's place
+    # becomes the console, and the proxy goes back in front of it.
+    if sys.stdin is not _stdin:
+        _console.stdin, sys.stdin = sys.stdin, cast(TextIO, _stdin)
+    if sys.stdout is not _stdout:
+        _console.stdout, sys.stdout = sys.stdout, cast(TextIO, _stdout)
+    if sys.stderr is not _stderr:
+        _console.stderr, sys.stderr = sys.stderr, cast(TextIO, _stderr)
 
 
 def uninstall(mode: Mode = "streams") -> None:

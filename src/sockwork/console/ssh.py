@@ -1157,6 +1157,11 @@ class SshConsoleServer:
         for thread in threads:
             if thread is not me:
                 thread.join(max(0.0, deadline - time.monotonic()))
+        if not first and me not in threads and not self._loops.in_loop_thread():
+            # Another thread is closing: return when it is done (loop stopped, standard
+            # streams restored), as the first caller does. A session's thread (or the
+            # loop's) does not wait: the first caller may be waiting for it.
+            self._stopped.wait(max(0.0, deadline - time.monotonic()))
         if first:
             self._loops.stop()  # cancels what is left; the listener is closed by then
             self._sock.close()
