@@ -20,6 +20,7 @@ CORE_MODULES = [
     "sockwork/proxy/toxic.py",
     "sockwork/proxy/fault.py",
     "sockwork/console/telnet.py",
+    "sockwork/console/policy.py",
     "storify/api.py",
     "storify/cart.py",
     "storify/conditions.py",

@@ -19,8 +19,12 @@ TIMEOUT = 10.0
 class Client:
     """A raw TCP client that reads until a marker, as nc or a script would."""
 
-    def __init__(self, address: tuple[str, int], *, timeout: float = TIMEOUT) -> None:
-        self.sock = socket.create_connection(address, timeout=timeout)
+    def __init__(
+        self, address: tuple[str, int], *, timeout: float = TIMEOUT, source: str | None = None
+    ) -> None:
+        # source: another loopback address (127.0.0.2) to act as a second client host.
+        bind = None if source is None else (source, 0)
+        self.sock = socket.create_connection(address, timeout=timeout, source_address=bind)
         self.buffer = b""
 
     def send(self, data: bytes) -> None:

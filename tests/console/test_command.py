@@ -137,3 +137,47 @@ def test_command_serve_tls_with_certfile(certificate: Path) -> None:
         process.wait()
         assert process.stderr is not None
         process.stderr.close()
+
+
+def test_command_serve_port_in_use_is_one_line_and_status_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Issue 10.9: it printed a traceback.
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["serve", TARGET, "--no-console", "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"sockwork serve: cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use\n"
+    )
+
+
+def test_command_serve_rejects_a_bad_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", TARGET, "--no-console", "--write-timeout", "-1"]) == 2
+    assert "write_timeout must be > 0 seconds" in capsys.readouterr().err
+
+
+def test_command_serve_passes_the_session_limits() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sockwork", "serve", TARGET, "--no-console",
+         "--max-per-address", "1", "--first-line-timeout", "0.5"],
+        cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        port = _port_from(process.stderr.readline())
+        with Client(("127.0.0.1", port)) as first, Client(("127.0.0.1", port)) as second:
+            first.read_until(b"shop> ")
+            assert second.read_all() == (
+                b"*** too many sessions from 127.0.0.1 (1); try again later\r\n"
+            )
+            assert first.read_all().endswith(b"*** nothing typed within 0.5 s; disconnecting\r\n")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+    finally:
+        process.kill()
+        process.wait()
+        assert process.stderr is not None
+        process.stderr.close()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from sockwork.console.policy import Admission, SessionPolicy
 from sockwork.console.routing import Streams, bind, current_streams, wrap
 from sockwork.console.server import App, ConsoleServer, Session, adapt_cmd, current_session
 from sockwork.console.telnet import TelnetConnection
 
 __all__ = [
+    "Admission",
     "App",
     "ConsoleServer",
     "Session",
+    "SessionPolicy",
     "Streams",
     "TelnetConnection",
     "adapt_cmd",

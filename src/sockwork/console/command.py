@@ -35,10 +35,28 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--max-clients", type=int, default=100, help="sessions at once; 0 for no limit (100)"
     )
     parser.add_argument(
+        "--max-per-address",
+        type=int,
+        help="sessions at once from one client address; 0 for no limit "
+        "(a tenth of --max-clients)",
+    )
+    parser.add_argument(
+        "--first-line-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a new client may take to type its first line; 0 for never (60)",
+    )
+    parser.add_argument(
         "--idle-timeout",
         type=float,
         default=900.0,
         help="seconds a session may wait for its user; 0 for never (900)",
+    )
+    parser.add_argument(
+        "--write-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a client may take no output before it is disconnected (30)",
     )
     parser.add_argument(
         "--password-env",
@@ -99,15 +117,26 @@ def run_serve(args: argparse.Namespace) -> int:
     elif args.keyfile:
         print("sockwork serve: --keyfile needs --certfile", file=sys.stderr)
         return 2
-    server = ConsoleServer(
-        app,
-        args.host,
-        args.port,
-        max_clients=args.max_clients or None,
-        idle_timeout=args.idle_timeout or None,
-        password=password,
-        ssl=context,
-    )
+    per_address = args.max_per_address
+    try:
+        server = ConsoleServer(
+            app,
+            args.host,
+            args.port,
+            max_clients=args.max_clients or None,
+            max_per_address="auto" if per_address is None else per_address or None,
+            first_line_timeout=args.first_line_timeout or None,
+            idle_timeout=args.idle_timeout or None,
+            write_timeout=args.write_timeout,
+            password=password,
+            ssl=context,
+        )
+    except ValueError as error:
+        print(f"sockwork serve: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # EADDRINUSE, EACCES, an unknown host...
+        print(f"sockwork serve: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
+        return 1
     # The handler is in place before the address is announced: whoever reads it may
     # send SIGTERM at once.
     in_main = threading.current_thread() is threading.main_thread()
@@ -127,7 +156,7 @@ def run_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        server.stop()
+        server.stop()  # after serve_forever's own stop() it returns at once
         if in_main:
             signal.signal(signal.SIGTERM, previous)
     return 0
