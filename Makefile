@@ -8,8 +8,12 @@ STAMP  := $(VENV)/.installed-test
 # Debian packages the end-to-end tests drive as real peers (and openssl, which makes
 # their test certificates): binary -> package.
 SYSTEM_TOOLS := telnet:telnet nc:netcat-openbsd socat:socat openssl:openssl
+# Packages whose programs live off PATH: file pattern -> package. PostgreSQL's server
+# (initdb, pg_ctl) is in /usr/lib/postgresql/<version>/bin; the storify tests start
+# their own throwaway server with it (storify.testing.TemporaryPostgres).
+SYSTEM_FILES := /usr/lib/postgresql/*/bin/pg_ctl:postgresql
 
-.PHONY: demo test lint typecheck pytest system-tools bench clean
+.PHONY: demo test lint typecheck pytest peer-poorconn system-tools bench clean
 
 demo: $(STAMP)
 	$(BIN)/storify serve --demo
@@ -24,6 +28,13 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP) system-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) peer-poorconn
+
+# poorconn 0.2.1's own, unmodified test suite, run against sockwork.compat.poorconn
+# (pip downloads the sdist once; see the script). Its own pytest process: the suite
+# maps the name poorconn and binds fixed ports.
+peer-poorconn: $(STAMP)
+	$(BIN)/python tests/peers/run_poorconn_suite.py
 
 bench: $(STAMP) system-tools
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
@@ -41,6 +52,9 @@ system-tools:
 	@missing=""; \
 	for pair in $(SYSTEM_TOOLS); do \
 	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	for pair in $(SYSTEM_FILES); do \
+	  ls $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \

@@ -210,11 +210,11 @@ def _background_sender(port: int, size: int, count: int, done: Event, *, batch: 
         if batch and size == SMALL:
             messages = [payload] * BATCH
             for _ in range(count // BATCH):
-                endpoint.write_many(messages)
+                endpoint.send_many(messages)
         else:
-            write = endpoint.write
+            send = endpoint.send
             for _ in range(_batched(count) if size == SMALL else count):
-                write(payload)  # one call per message: the I/O thread batches the sends
+                send(payload)  # one call per message: the I/O thread batches the sends
         done.wait(60)
 
 
@@ -227,6 +227,7 @@ def sockwork_background_single_sender(port: int, size: int, count: int, done: Ev
 
 
 def sockwork_background_receiver(size: int, count: int, ready: Callable[[int], None]) -> float:
+    from sockwork.errors import TimedOut
     from sockwork.frames import Endpoint
 
     with _listen() as listener:
@@ -234,15 +235,19 @@ def sockwork_background_receiver(size: int, count: int, ready: Callable[[int], N
         sock, _ = listener.accept()
     with Endpoint(sock) as endpoint:
         expected = _batched(count) if size == SMALL else count
-        read = endpoint.read
+        recv = endpoint.recv
         got = 0
         start = 0.0
         while got < expected:
             select.select([endpoint], [], [], 10)
-            while got < expected and read() is not None:
-                got += 1
-                if got == 1:
-                    start = time.perf_counter()
+            try:
+                while got < expected:
+                    recv(0)  # does not wait: raises TimedOut once the queue is empty
+                    got += 1
+                    if got == 1:
+                        start = time.perf_counter()
+            except TimedOut:
+                pass
         return time.perf_counter() - start
 
 

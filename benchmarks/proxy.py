@@ -7,7 +7,10 @@ Each path carries (1) bulk transfers: the client pushes ``--mib`` MiB in 1 MiB
 trips to an echo server (TCP_NODELAY everywhere). The proxy and socat each run in their
 own process, as a user would run them; the servers and the client share this process.
 Targets (issue 4): proxy >= 0.5x direct throughput and within 2x of socat; added median
-round trip <= 100 us.
+round trip <= 100 us. Issue 12: >= 0.9x direct, added median round trip <= 30 us, >= socat.
+
+The last column is the relay process's CPU time (user + system, from /proc) per GB of
+bulk data: unlike throughput, it hardly depends on what else the machine is running.
 """
 
 from __future__ import annotations
@@ -27,6 +30,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 CHUNK = 1 << 20
+_PIDS: dict[tuple[str, int], int] = {}  # relay address -> its process id
+
+
+def cpu_seconds(pid: int, *, reaped: bool = False) -> float:
+    """User + system CPU time of a process so far (Linux /proc), with its reaped children's."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = [int(x) for x in f.read().rsplit(")", 1)[1].split()[11:15]]
+    ticks = sum(fields) if reaped else fields[0] + fields[1]
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def serve(handler: Callable[[socket.socket], None]) -> tuple[socket.socket, tuple[str, int]]:
@@ -90,7 +102,9 @@ def sockwork_proxy(upstream: tuple[str, int]) -> Iterator[tuple[str, int]]:
         assert match, banner
         # Drain the per-connection lines so the pipe never fills up.
         threading.Thread(target=proc.stdout.read, daemon=True).start()
-        yield match.group(1), int(match.group(2))
+        address = match.group(1), int(match.group(2))
+        _PIDS[address] = proc.pid
+        yield address
     finally:
         proc.terminate()
         proc.wait(10)
@@ -106,6 +120,7 @@ def socat_relay(upstream: tuple[str, int]) -> Iterator[tuple[str, int]]:
     )
     try:
         wait_connectable(("127.0.0.1", port))
+        _PIDS[("127.0.0.1", port)] = proc.pid  # socat forks a child per connection
         yield "127.0.0.1", port
     finally:
         proc.terminate()
@@ -115,6 +130,20 @@ def socat_relay(upstream: tuple[str, int]) -> Iterator[tuple[str, int]]:
 @contextmanager
 def direct(upstream: tuple[str, int]) -> Iterator[tuple[str, int]]:
     yield upstream
+
+
+def relay_cpu(pid: int | None) -> float:
+    """CPU seconds of a relay and its children (socat forks one per connection)."""
+    if pid is None:
+        return 0.0
+    # A child that ends between two readings moves from the live sum to the reaped one.
+    total = cpu_seconds(pid, reaped=True)
+    with contextlib.suppress(OSError):
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            for child in f.read().split():
+                with contextlib.suppress(OSError):
+                    total += cpu_seconds(int(child))
+    return total
 
 
 def bulk(address: tuple[str, int], mib: int) -> float:
@@ -166,19 +195,24 @@ def main() -> int:
     # Every path is measured once per round, rounds interleaved, so that the load of
     # this shared machine falls on all of them alike; figures are medians of rounds.
     results: dict[str, tuple[float, float, float]] = {}
+    gigabytes = args.trials * args.mib * CHUNK / 1e9
     with contextlib.ExitStack() as stack:
         relays = {
             name: (stack.enter_context(make(sink_address)), stack.enter_context(make(echo_address)))
             for name, make in paths
         }
         seconds: dict[str, list[float]] = {name: [] for name in relays}
+        cpu: dict[str, float] = {name: 0.0 for name in relays}
         rtts: dict[str, list[float]] = {name: [] for name in relays}
         for bulk_address, echo_at in relays.values():
             bulk(bulk_address, 4)  # warm up
             ping_pong(echo_at, 100)
         for _ in range(args.trials):
             for name, (bulk_address, echo_at) in relays.items():
+                pid = _PIDS.get(bulk_address)
+                before = relay_cpu(pid)
                 seconds[name].append(bulk(bulk_address, args.mib))
+                cpu[name] += relay_cpu(pid) - before
                 rtts[name].extend(ping_pong(echo_at, args.rounds // args.trials))
     for name in relays:
         times = sorted(rtts[name])
@@ -194,11 +228,12 @@ def main() -> int:
           f"(median) and {args.rounds} x 64 B round trips in all; "
           f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     print(f"{'path':<22}{'MB/s':>9}{'x direct':>10}{'x socat':>9}"
-          f"{'RTT med us':>12}{'p99 us':>9}{'added us':>10}")
+          f"{'RTT med us':>12}{'p99 us':>9}{'added us':>10}{'CPU s/GB':>10}")
     for name, (mbps, median, p99) in results.items():
         vs_socat = f"{mbps / socat[0]:.2f}" if socat else "-"
+        per_gb = f"{cpu[name] / gigabytes:.2f}" if name != "direct" else "-"
         print(f"{name:<22}{mbps:>9.0f}{mbps / base_mbps:>10.2f}{vs_socat:>9}"
-              f"{median:>12.1f}{p99:>9.1f}{median - base_rtt:>10.1f}")
+              f"{median:>12.1f}{p99:>9.1f}{median - base_rtt:>10.1f}{per_gb:>10}")
     return 0
 
 

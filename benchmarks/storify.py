@@ -8,7 +8,12 @@ ceiling of the database layer alone (``Store.checkout`` in-process, no network).
 
 Target (issue 6): at least 1,000 checkouts/s at 10 customers with p99 under 50 ms.
 
-Run: ``.venv/bin/python benchmarks/storify.py [--duration 5]``
+Second table (issue 14): 50 customers on SQLite vs PostgreSQL, against one store
+server and against three (the customers spread evenly over them, one database). The
+PostgreSQL server is a throwaway one (``storify.testing.TemporaryPostgres``) with its
+default settings: ``fsync`` and ``synchronous_commit`` on, every commit flushed.
+
+Run: ``.venv/bin/python benchmarks/storify.py [--duration 5] [--backends-only]``
 """
 
 from __future__ import annotations
@@ -27,9 +32,12 @@ from dataclasses import dataclass
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != _HERE]
 
-from storify.simulate import run_simulation  # noqa: E402
+import asyncio  # noqa: E402
+
+from storify.simulate import SimulationResult, run_simulation, simulate  # noqa: E402
 from storify.store import Store  # noqa: E402
 from storify.tally import percentile  # noqa: E402
+from storify.testing import PostgresNotAvailable, TemporaryPostgres  # noqa: E402
 
 TARGET_RATE = 1000.0
 TARGET_P99 = 0.050
@@ -141,23 +149,95 @@ def _in_process(duration: float) -> Row:
     )
 
 
-def main() -> int:
-    """Run every setup once and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (5)")
-    args = parser.parse_args()
-    rows = [
-        _through_api("API, SQLite WAL synchronous=NORMAL", 1, args.duration),
-        _through_api("API, SQLite WAL synchronous=NORMAL", 10, args.duration),
-        _through_api("API, SQLite WAL synchronous=NORMAL", 100, args.duration),
-        _through_api("API, --durable (synchronous=FULL)", 10, args.duration, "--durable"),
-        _in_process(args.duration),
-    ]
-    load = os.getloadavg()
-    print(
-        f"storify checkouts/s, {args.duration:g} s per run, {os.cpu_count()} CPUs, "
-        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+async def _spread(
+    addresses: list[tuple[str, int]], customers: int, duration: float
+) -> list[SimulationResult]:
+    """Run ``customers`` customers spread evenly over the servers at ``addresses``, at once."""
+    shares = [customers // len(addresses) + (n < customers % len(addresses)) for n in
+              range(len(addresses))]  # fmt: skip
+    return list(
+        await asyncio.gather(
+            *(
+                simulate(address, customers=share, duration=duration, seed=1 + n)
+                for n, (address, share) in enumerate(zip(addresses, shares, strict=True))
+            )
+        )
     )
+
+
+def _servers(setup: str, db: str, servers: int, customers: int, duration: float) -> Row:
+    """``servers`` store servers on the database ``db``, ``customers`` customers in all."""
+    with Store(db) as store:
+        before = {product.id: product.stock for product in store.products()}
+    processes: list[subprocess.Popen[str]] = []
+    try:
+        addresses = []
+        for _ in range(servers):
+            process, address = _serve(db)
+            processes.append(process)
+            addresses.append(address)
+        results = asyncio.run(_spread(addresses, customers, duration))
+    finally:
+        for process in processes:
+            _stop(process)
+    # Each simulation's own invariant assumes nobody else shops: check the sum instead.
+    bought: dict[int, int] = {}
+    latencies: list[float] = []
+    purchases = failed = 0
+    for result in results:
+        latencies += result.tally.latencies
+        purchases += result.tally.purchases
+        failed += result.tally.failed
+        for product_id, units in result.tally.bought.items():
+            bought[product_id] = bought.get(product_id, 0) + units
+    with Store(db) as store:
+        after = {product.id: product.stock for product in store.products()}
+        balanced = all(line.balanced for line in store.audit())
+    ok = balanced and all(before[p] == after[p] + bought.get(p, 0) for p in before)
+    seconds = max(result.seconds for result in results)
+    note = "books ok" if ok else "BOOKS BROKEN"
+    if failed:
+        note += f", {failed} failed"
+    return Row(
+        setup,
+        customers,
+        purchases / seconds,
+        percentile(latencies, 0.5),
+        percentile(latencies, 0.99),
+        note,
+    )
+
+
+def _backends(duration: float, customers: int = 50) -> list[Row]:
+    """SQLite vs PostgreSQL, one and three servers, ``customers`` customers."""
+    rows = []
+    with tempfile.TemporaryDirectory() as directory:
+        for servers in (1, 3):
+            db = os.path.join(directory, f"bench{servers}.db")
+            _make_db(db)
+            label = f"SQLite WAL NORMAL, {servers} server{'s' * (servers > 1)}"
+            rows.append(_servers(label, db, servers, customers, duration))
+    try:
+        postgres = TemporaryPostgres().start()
+    except PostgresNotAvailable as error:
+        print(f"PostgreSQL rows skipped: {error}", file=sys.stderr)
+        return rows
+    try:
+        for servers in (1, 3):
+            db = postgres.create_database()
+            _make_db(db)
+            label = f"PostgreSQL {_pg_version(postgres)}, {servers} server{'s' * (servers > 1)}"
+            rows.append(_servers(label, db, servers, customers, duration))
+    finally:
+        postgres.stop()
+    return rows
+
+
+def _pg_version(postgres: TemporaryPostgres) -> str:
+    return str(postgres.execute("SHOW server_version")[0][0]).split()[0]
+
+
+def _print(rows: list[Row]) -> None:
     header = (
         f"| {'setup':<40} | customers | checkouts/s | vs target | p50 ms | p99 ms | {'notes':<30} |"
     )
@@ -169,13 +249,44 @@ def main() -> int:
             f"| {row.setup:<40} | {row.customers:>9} | {row.rate:>11,.0f} | {ratio:>8.2f}x "
             f"| {row.p50 * 1000:>6.2f} | {row.p99 * 1000:>6.2f} | {row.note:<30} |"
         )
+
+
+def main() -> int:
+    """Run every setup once and print the tables."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (5)")
+    parser.add_argument(
+        "--backends-only", action="store_true", help="only the SQLite vs PostgreSQL table"
+    )
+    args = parser.parse_args()
+    load = os.getloadavg()
+    print(
+        f"storify checkouts/s, {args.duration:g} s per run, {os.cpu_count()} CPUs, "
+        f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
+    if not args.backends_only:
+        _targets(args.duration)
+    print("SQLite vs PostgreSQL, 50 customers, one and three store servers on one database:")
+    _print(_backends(args.duration))
+    return 0
+
+
+def _targets(duration: float) -> None:
+    """The issue 6 table: 1, 10 and 100 customers on SQLite, --durable, in-process."""
+    rows = [
+        _through_api("API, SQLite WAL synchronous=NORMAL", 1, duration),
+        _through_api("API, SQLite WAL synchronous=NORMAL", 10, duration),
+        _through_api("API, SQLite WAL synchronous=NORMAL", 100, duration),
+        _through_api("API, --durable (synchronous=FULL)", 10, duration, "--durable"),
+        _in_process(duration),
+    ]
+    _print(rows)
     ten = rows[1]
     met = ten.rate >= TARGET_RATE and ten.p99 < TARGET_P99
     print(
         f"target at 10 customers (>= {TARGET_RATE:,.0f}/s, p99 < {TARGET_P99 * 1000:.0f} ms): "
         f"{'met' if met else 'NOT met'} ({ten.rate:,.0f}/s, p99 {ten.p99 * 1000:.1f} ms)"
     )
-    return 0
 
 
 if __name__ == "__main__":

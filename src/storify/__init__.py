@@ -14,9 +14,12 @@ from storify.errors import (
     OrderNotFound,
     OutOfStock,
     RequestConflict,
+    SchemaTooNew,
     StoreError,
+    StoreUnavailable,
     UnknownProduct,
 )
+from storify.notice import Notices
 from storify.repl import CustomerREPL, Storefront, StoreREPL, Visitor
 from storify.server import ApiServer
 from storify.service import StoreService
@@ -37,6 +40,7 @@ __all__ = [
     "EmptyCart",
     "InvalidValue",
     "NetworkConditions",
+    "Notices",
     "Order",
     "OrderLine",
     "OrderNotFound",
@@ -44,12 +48,14 @@ __all__ = [
     "Product",
     "Receipt",
     "RequestConflict",
+    "SchemaTooNew",
     "SimulationResult",
     "Store",
     "StoreClient",
     "StoreError",
     "StoreREPL",
     "StoreService",
+    "StoreUnavailable",
     "Storefront",
     "UnknownProduct",
     "Visitor",

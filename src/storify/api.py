@@ -27,6 +27,12 @@ checkout        ``request_id`` (optional, makes it idempotent), ``order``, ``rep
 order_status    ``order_id`` or ``request_id``                  ``status`` ("committed"), ``order``
 ==============  ==============================================  ================================
 
+Every reply can be sent as strict JSON in UTF-8. A request holding text UTF-8 cannot
+carry (a lone surrogate, ``"\\ud800"`` in JSON) anywhere, or an ``id`` that is not a
+string, a finite number or null (``NaN``, ``Infinity``), is answered ``bad_request``
+(with ``field``) and nothing else is done; when the ``id`` itself is at fault the
+reply's ``id`` is null.
+
 Prices are whole cents. A checkout retried with the same ``request_id`` (after a
 lost reply or a reset) returns the first order with ``replayed: true`` and charges
 nothing; ``order_status`` with that request id answers ``not_found`` when the
@@ -35,7 +41,8 @@ checkout did not commit, so it is safe to retry.
 
 from __future__ import annotations
 
-import sqlite3
+import math
+import re
 from collections.abc import Callable, Mapping
 
 from storify.errors import InvalidValue, StoreError
@@ -52,6 +59,46 @@ OPERATIONS = ("list", "catalog", "show", "add", "remove", "cart", "checkout", "o
 def error_reply(reply_to: object, code: str, message: str, /, **facts: object) -> Reply:
     """Return an error reply: ``{"id", "ok": false, "error": {"code", "message", ...facts}}``."""
     return {"id": reply_to, "ok": False, "error": {"code": code, "message": message, **facts}}
+
+
+# UTF-16 surrogates: JSON's "\ud800" decodes to one, and no UTF-8 encoder takes it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _unsendable_field(request: Mapping[str, object]) -> str | None:
+    """Return the top-level field holding a lone surrogate (in a value or a key), or None.
+
+    ``""`` when a top-level field name itself holds one. Iterative, so that a deeply
+    nested request cannot exhaust the stack.
+    """
+    for field, value in request.items():
+        if _SURROGATE.search(field):
+            return ""
+        stack: list[object] = [value]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, str):
+                if _SURROGATE.search(item):
+                    return field
+            elif isinstance(item, dict):
+                for key, inner in item.items():
+                    if isinstance(key, str) and _SURROGATE.search(key):
+                        return field
+                    stack.append(inner)
+            elif isinstance(item, list):
+                stack.extend(item)
+    return None
+
+
+def _bad_id(request_id: object) -> bool:
+    """True unless ``request_id`` can be echoed as JSON: a string, a finite number or null."""
+    if request_id is None:
+        return False
+    if isinstance(request_id, bool) or not isinstance(request_id, (str, int, float)):
+        return True
+    if isinstance(request_id, float):
+        return not math.isfinite(request_id)
+    return isinstance(request_id, str) and _SURROGATE.search(request_id) is not None
 
 
 class _BadRequest(Exception):
@@ -141,16 +188,31 @@ class ApiSession:
 
         Domain errors become structured replies with the error's ``code`` and facts;
         a malformed request becomes ``bad_request`` (or ``unknown_op``); a database
-        that stays locked beyond its busy timeout becomes ``unavailable`` with
-        ``retryable: true``.
+        that cannot answer (stopped, unreachable, locked beyond its busy timeout) is
+        StoreUnavailable: ``unavailable`` with ``retryable: true``. The reply is always
+        encodable as strict JSON in UTF-8: a request with a lone surrogate in any text,
+        or a ``NaN``/``Infinity`` id, is refused as ``bad_request`` before anything is
+        looked up.
         """
         if not isinstance(request, dict):
             return error_reply(None, "bad_request", "a request is a JSON object with an 'op'")
         request_id = request.get("id")
-        if request_id is not None and (
-            isinstance(request_id, bool) or not isinstance(request_id, (str, int, float))
-        ):
-            return error_reply(None, "bad_request", "'id' is a string, a number or null")
+        if _bad_id(request_id):
+            return error_reply(
+                None,
+                "bad_request",
+                "'id' is a string of valid Unicode, a finite number or null",
+                field="id",
+            )
+        field = _unsendable_field(request)
+        if field is not None:
+            where = f"{field!r} holds" if field else "a field name is"
+            return error_reply(
+                request_id,
+                "bad_request",
+                f"{where} text that is not valid Unicode (a lone surrogate such as \\ud800)",
+                field=field,
+            )
         op = request.get("op")
         handler = self._handlers.get(op) if isinstance(op, str) else None
         if handler is None:
@@ -166,12 +228,6 @@ class ApiSession:
             return error_reply(request_id, "bad_request", str(error))
         except StoreError as error:
             return error_reply(request_id, error.code, str(error), **error.facts())
-        except sqlite3.OperationalError as error:
-            # Locked beyond busy_timeout (another process holds the write lock) or I/O
-            # trouble: nothing was committed, so the client may retry.
-            return error_reply(
-                request_id, "unavailable", f"the store is busy ({error}); retry", retryable=True
-            )
         return {"id": request_id, "ok": True, "result": result}
 
     def _list(self, request: Mapping[str, object]) -> Reply:

@@ -3,33 +3,60 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import logging
+import math
+import re
 import signal
-import sqlite3
+import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import cast
 
+from sockwork.errors import MessageTooLarge, ProtocolError
 from storify.conditions import DEFAULT_CONDITIONS, NetworkConditions
+from storify.database import redact
+from storify.errors import SchemaTooNew, StoreError, StoreUnavailable
 from storify.money import format_price
-from storify.repl import StoreREPL
+from storify.notice import Notices
+from storify.repl import StoreREPL, check_store_name
+from storify.server import format_address
 from storify.service import DEFAULT_API_PORT, DEFAULT_POOR_PORT, DEFAULT_PORT, StoreService
-from storify.simulate import SimulationResult, progress_stream, run_simulation
+from storify.simulate import NETWORK_ERRORS, SimulationResult, progress_stream, run_simulation
 from storify.store import Store
 
-__all__ = ["build_parser", "exposure_warning", "listen_host", "main"]
+__all__ = [
+    "announcement",
+    "build_parser",
+    "exposure_warning",
+    "lan_address",
+    "listen_host",
+    "main",
+]
 
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+# Numbers on the command line are ASCII: int() and float() also read "٣" (3) or
+# "６５４３２", and float() reads "inf" and "nan"; none of them is what a user means.
+_WHOLE = re.compile(r"[+-]?[0-9]{1,30}", re.ASCII)
+_DECIMAL = re.compile(r"(?:[0-9]{1,30}(?:\.[0-9]{0,30})?|\.[0-9]{1,30})", re.ASCII)
+
+
+def _whole(text: str) -> int:
+    """Return the whole number written in ASCII digits in ``text`` (``-3``, ``10``)."""
+    if _WHOLE.fullmatch(text.strip()) is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number like 10")
+    return int(text)
+
+
 def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if _WHOLE.fullmatch(text.strip()) is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number")
+    port = int(text)
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"a port is 0..65535 (0 picks a free one), not {port}")
     return port
@@ -52,18 +79,21 @@ def _conditions(text: str) -> NetworkConditions:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        """Return the number in ``text`` if it is more than 0."""
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
-        return value
+def _seconds(text: str) -> float:
+    """Return the positive, finite number of seconds written in ``text`` (``5``, ``0.5``)."""
+    if _DECIMAL.fullmatch(text.strip()) is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds like 5 or 0.5")
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
 
-    return parse
+
+def _pool_size(text: str) -> int:
+    value = _whole(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,8 +111,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the store. The manager's console runs in this terminal (type help); "
         "customers connect with telnet; programs use the API.",
     )
-    serve.add_argument("--name", default="OPEN", help="the store's name (OPEN)")
-    serve.add_argument("--db", default="store.db", help="SQLite database file (store.db)")
+    serve.add_argument(
+        "--name", default="OPEN", help="the store's name, 1 to 40 printable characters (OPEN)"
+    )
+    serve.add_argument(
+        "--db",
+        default="store.db",
+        metavar="PATH|URL",
+        help="the database: a SQLite file or sqlite:///PATH (store.db), or "
+        "postgresql://USER@HOST/DBNAME, which several store servers can share",
+    )
+    serve.add_argument(
+        "--db-pool",
+        type=_pool_size,
+        default=10,
+        metavar="N",
+        help="PostgreSQL: connections this server opens at most (10)",
+    )
     serve.add_argument(
         "--host",
         default="127.0.0.1",
@@ -119,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="no manager console: serve until interrupted (SIGINT or SIGTERM)",
     )
     serve.add_argument(
+        "--quiet",
+        action="store_true",
+        help="do not show customers as they connect and leave ('quiet off' at the console "
+        "shows them again)",
+    )
+    serve.add_argument(
         "--durable",
         action="store_true",
         help="fsync every checkout (SQLite synchronous=FULL): orders survive power loss too",
@@ -132,11 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
         "purchases/s, latency and retries, and check that no stock was lost or oversold.",
     )
     simulate.add_argument(
-        "--customers", type=int, default=10, help="customers shopping at once (10)"
+        "--customers", type=_whole, default=10, help="customers shopping at once (10)"
     )
-    simulate.add_argument(
-        "--duration", type=_positive(float), default=5.0, help="seconds of shopping (5)"
-    )
+    simulate.add_argument("--duration", type=_seconds, default=5.0, help="seconds of shopping (5)")
     simulate.add_argument(
         "--api",
         type=_address,
@@ -144,14 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help=f"the store's API (127.0.0.1:{DEFAULT_API_PORT})",
     )
-    simulate.add_argument("--seed", type=int, help="makes the customers' choices reproducible")
-    simulate.add_argument(
-        "--timeout", type=_positive(float), default=5.0, help="seconds per attempt (5)"
-    )
-    simulate.add_argument("--attempts", type=int, default=5, help="tries per checkout (5)")
+    simulate.add_argument("--seed", type=_whole, help="makes the customers' choices reproducible")
+    simulate.add_argument("--timeout", type=_seconds, default=5.0, help="seconds per attempt (5)")
+    simulate.add_argument("--attempts", type=_whole, default=5, help="tries per checkout (5)")
     simulate.add_argument(
         "--reconnect-every",
-        type=int,
+        type=_whole,
         metavar="N",
         help="each customer opens a new connection after N checkouts (default: never)",
     )
@@ -197,30 +244,106 @@ def listen_host(host: str) -> str:
     return "0.0.0.0" if host == "" else host
 
 
+_WILDCARDS = ("", "0.0.0.0", "::")
+# Documentation addresses (RFC 5737, RFC 3849): connecting a UDP socket to one sends
+# nothing, but makes the kernel pick the source address of the default route.
+_PROBES = ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1"))
+
+
+def lan_address() -> str | None:
+    """Return this machine's address on its default route (what a friend can connect to).
+
+    None when there is no such route (no network, or only loopback).
+    """
+    for family, probe in _PROBES:
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as udp:
+                udp.connect((probe, 9))
+                address = str(udp.getsockname()[0])
+        except OSError:
+            continue
+        if not address.startswith("127.") and address not in ("::1", *_WILDCARDS):
+            return address
+    return None
+
+
+def announcement(
+    service: StoreService,
+    name: str,
+    db: str,
+    *,
+    program: str = "storify",
+    lan: Callable[[], str | None] = lan_address,
+) -> list[str]:
+    """Return the lines ``storify serve`` prints to say where to connect.
+
+    A store listening on every interface (``--host ""``) names this machine's address
+    (``lan()``; its host name when there is none), and the loopback address for here.
+    """
+    telnet_host, port = service.telnet_address
+    everywhere = telnet_host in _WILDCARDS
+    shared = (lan() or socket.gethostname()) if everywhere else None
+
+    def reachable(host: str) -> str:
+        return shared if shared is not None and host in _WILDCARDS else host
+
+    api_host, api_port = service.api_address
+    lines = [
+        f"{name} store is open ({db}). From another terminal:",
+        f"  customers: telnet {reachable(telnet_host)} {port}",
+        f"  programs:  {program} simulate --api "
+        f"{format_address((reachable(api_host), api_port))}  (framed JSON API)",
+    ]
+    poor = service.poor_address
+    if poor is not None and service.poor_network is not None:
+        lines.append(
+            f"  poor link: telnet {reachable(poor[0])} {poor[1]}"
+            f"  ({service.poor_network.describe()})"
+        )
+    if everywhere:
+        lines.append(f"  (listening on every interface; on this machine: telnet 127.0.0.1 {port})")
+    return lines
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="storify: %(message)s")
+    try:
+        name = check_store_name(args.name)
+    except ValueError as error:
+        print(f"storify serve: --name: {error}", file=sys.stderr)
+        return 2
     conditions: NetworkConditions | None = args.poor_network
     if conditions is None and args.poor_port is not None:
         conditions = NetworkConditions.parse(DEFAULT_CONDITIONS)
     warning = exposure_warning(args.host)
     if warning is not None:
         print(warning, file=sys.stderr, flush=True)
-    try:
-        store = Store(args.db, synchronous="FULL" if args.durable else "NORMAL")
-    except sqlite3.Error as error:
-        print(f"storify: cannot open the database {args.db!r}: {error}", file=sys.stderr)
+    store = _open_store(args)
+    if store is None:
         return 1
+    if args.durable and store.kind == "postgresql":
+        print(
+            "storify: note: --durable is SQLite's; on PostgreSQL every commit is as durable "
+            "as the server's synchronous_commit makes it (on by default)",
+            file=sys.stderr,
+        )
+    notices = Notices(sys.stdout, quiet=args.quiet)
     try:
-        if args.demo and store.seed_demo():
-            _say(f"Put the demo catalog on sale in {args.db}.")
+        try:
+            if args.demo and store.seed_demo():
+                _say(f"Put the demo catalog on sale in {store.database}.")
+        except StoreUnavailable as error:
+            print(f"storify: cannot seed the demo catalog: {error.reason}", file=sys.stderr)
+            return 1
         service = StoreService(
             store,
-            name=args.name,
+            name=name,
             host=listen_host(args.host),
             port=args.port,
             api_port=args.api_port,
             poor_network=conditions,
             poor_port=DEFAULT_POOR_PORT if args.poor_port is None else args.poor_port,
+            notices=notices,
         )
         try:
             service.start()
@@ -239,39 +362,51 @@ def _run_serve(args: argparse.Namespace) -> int:
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _raise_interrupt) if in_main else None
         try:
-            _announce(service, args.name, args.db)
+            for line in announcement(service, name, store.database, program=_program()):
+                _say(line)
             if args.no_console:
                 service.wait()
             else:
-                StoreREPL(store, front=service, name=args.name).cmdloop()
+                StoreREPL(store, front=service, name=name, notices=notices).cmdloop()
         except KeyboardInterrupt:
             _say("")
         finally:
             if in_main:
                 signal.signal(signal.SIGTERM, previous)
             service.stop()
-        count, revenue = store.totals()
-        _say(f"{args.name} is closed: {count} order(s), {format_price(revenue)} in total.")
+        notices.close()  # the last customers' goodbyes, before the totals
+        try:
+            count, revenue = store.totals()
+        except StoreUnavailable:
+            _say(f"{name} is closed (the database is unavailable: no totals).")
+            return 0
+        _say(f"{name} is closed: {count} order(s), {format_price(revenue)} in total.")
         return 0
     finally:
+        notices.close()
         store.close()
+
+
+def _open_store(args: argparse.Namespace) -> Store | None:
+    """Open ``--db``; on failure print one line saying why and return None."""
+    try:
+        return Store(
+            args.db,
+            synchronous="FULL" if args.durable else "NORMAL",
+            pool_size=args.db_pool,
+        )
+    except StoreUnavailable as error:
+        reason = error.reason
+    except (SchemaTooNew, ValueError, ImportError, RuntimeError) as error:
+        reason = " ".join(str(error).split())
+    print(f"storify: cannot open the database {redact(args.db)!r}: {reason}", file=sys.stderr)
+    return None
 
 
 def _program() -> str:
     """Return how this command was invoked, to print commands the user can paste."""
     invoked = sys.argv[0] if sys.argv and sys.argv[0] else "storify"
     return "python -m storify" if invoked.endswith("__main__.py") else invoked
-
-
-def _announce(service: StoreService, name: str, db: str) -> None:
-    host, port = service.telnet_address
-    api_host, api_port = service.api_address
-    _say(f"{name} store is open ({db}). From another terminal:")
-    _say(f"  customers: telnet {host} {port}")
-    _say(f"  programs:  {_program()} simulate --api {api_host}:{api_port}  (framed JSON API)")
-    poor = service.poor_address
-    if poor is not None and service.poor_network is not None:
-        _say(f"  poor link: telnet {poor[0]} {poor[1]}  ({service.poor_network.describe()})")
 
 
 def _run_simulate(args: argparse.Namespace) -> int:
@@ -294,15 +429,34 @@ def _run_simulate(args: argparse.Namespace) -> int:
                     proxy.add(fault, direction=direction)
                 _say(f"Shopping through a proxy: {conditions.describe()}.")
                 result = _simulate(args, proxy.address)
-    except OSError as error:
-        print(
-            f"storify simulate: cannot reach the store's API at {address[0]}:{address[1]} "
-            f"({error}); is `storify serve` running?",
-            file=sys.stderr,
-        )
+    except (*NETWORK_ERRORS, ValueError, StoreError) as error:
+        where = format_address(address)
+        print(f"storify simulate: {_failure(error, where, args.timeout)}", file=sys.stderr)
         return 1
     _say(result.summary())
     return 0 if result.ok else 1
+
+
+def _failure(error: BaseException, where: str, timeout: float) -> str:
+    """Return one line saying why the simulation could not shop at ``where``."""
+    if isinstance(error, StoreError):  # the store answered the catalog with an error
+        return f"the store's API at {where} refused to list its products: {error}"
+    if isinstance(error, (MessageTooLarge, ProtocolError, ValueError)):
+        if isinstance(error, MessageTooLarge):
+            detail = f"its reply announced a message of {error.size} bytes"
+        else:
+            detail = str(error)
+        return (
+            f"{where} does not answer like the store's API ({detail}); give the API port "
+            "(storify serve prints it after --api), not the telnet port"
+        )
+    if isinstance(error, (TimeoutError, asyncio.TimeoutError)) and not str(error):
+        return (
+            f"no reply from the store's API at {where} within {timeout:g} s; is it the API "
+            "port (storify serve prints it after --api)? --timeout waits longer"
+        )
+    reason = str(error) or type(error).__name__
+    return f"cannot reach the store's API at {where} ({reason}); is `storify serve` running?"
 
 
 def _simulate(args: argparse.Namespace, address: tuple[str, int]) -> SimulationResult:

@@ -16,6 +16,7 @@ Keys (each at most once; units as in ``sockwork.faults.units``):
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from sockwork.faults import Bandwidth, Fault, Latency, ResetPeer
@@ -24,6 +25,9 @@ from sockwork.faults.units import format_duration, parse_duration, parse_rate
 __all__ = ["DEFAULT_CONDITIONS", "NetworkConditions"]
 
 DEFAULT_CONDITIONS = "latency=200ms,bandwidth=2KB/s"
+
+# ASCII only: float() would also read "٣", "inf" and "nan".
+_SHARE = re.compile(r"(?:[0-9]{1,9}(?:\.[0-9]{0,9})?|\.[0-9]{1,9})%?", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -95,10 +99,9 @@ class NetworkConditions:
 
 def _parse_share(value: str, text: str) -> float:
     """Return ``5%`` or ``0.05`` as a fraction in 0..1."""
-    try:
-        share = float(value[:-1]) / 100 if value.endswith("%") else float(value)
-    except ValueError:
-        raise ValueError(f"poor network {text!r}: reset={value!r} is not like 5% or 0.05") from None
+    if _SHARE.fullmatch(value) is None:
+        raise ValueError(f"poor network {text!r}: reset={value!r} is not like 5% or 0.05")
+    share = float(value[:-1]) / 100 if value.endswith("%") else float(value)
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"poor network {text!r}: reset must be 0% to 100%")
     return share

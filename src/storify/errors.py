@@ -12,7 +12,9 @@ replies) and ``facts()`` (the fields a program needs to react)::
     ├── CartFull                         the cart holds its maximum number of lines
     ├── InvalidValue (ValueError)        a name, price, quantity or request id out of range
     ├── DuplicateProduct (ValueError)    a product by that name is already on sale
-    └── RequestConflict (ValueError)     a request id reused for a different checkout
+    ├── RequestConflict (ValueError)     a request id reused for a different checkout
+    ├── StoreUnavailable (ConnectionError)  the database cannot answer now; try again
+    └── SchemaTooNew (RuntimeError)      the database was made by a newer storify
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ __all__ = [
     "OrderNotFound",
     "OutOfStock",
     "RequestConflict",
+    "SchemaTooNew",
     "StoreError",
+    "StoreUnavailable",
     "UnknownProduct",
 ]
 
@@ -157,3 +161,41 @@ class RequestConflict(StoreError, ValueError):
     def facts(self) -> dict[str, object]:
         """Return the request id and the order it committed."""
         return {"request_id": self.request_id, "order_id": self.order_id}
+
+
+class StoreUnavailable(StoreError, ConnectionError):
+    """The database cannot answer now (stopped, unreachable, locked too long); try again.
+
+    The driver's error is the ``__cause__``; ``reason`` is its one-line summary, for logs.
+    A checkout that fails this way with a request id can be retried with that id: it is
+    either replayed (it had committed) or committed now.
+    """
+
+    code = "unavailable"
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__("the store is unavailable, try again")
+        self.reason = reason
+
+    def facts(self) -> dict[str, object]:
+        """Return ``{"retryable": True}``: nothing a client sent was wrong."""
+        return {"retryable": True}
+
+
+class SchemaTooNew(StoreError, RuntimeError):
+    """The database's schema ``found`` is newer than the ``supported`` one of this storify."""
+
+    code = "schema_too_new"
+
+    def __init__(self, database: str, *, found: int, supported: int) -> None:
+        super().__init__(
+            f"{database} has storify schema version {found}, newer than version {supported} "
+            "that this storify knows; upgrade storify (or use another database)"
+        )
+        self.database = database
+        self.found = found
+        self.supported = supported
+
+    def facts(self) -> dict[str, object]:
+        """Return the schema version found and the newest one supported."""
+        return {"found": self.found, "supported": self.supported}

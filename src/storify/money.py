@@ -10,7 +10,7 @@ __all__ = ["MAX_PRICE", "check_price", "format_price", "parse_price"]
 
 MAX_PRICE = 100_000_000  # cents: one million dollars is the most a product may cost
 
-_PRICE = re.compile(r"\$?(\d{1,9})(?:\.(\d{1,2}))?")
+_PRICE = re.compile(r"\$?([0-9]{1,9})(?:\.([0-9]{1,2}))?", re.ASCII)  # not "٣" or "²"
 
 
 def parse_price(text: str) -> int:

@@ -10,23 +10,52 @@
 #   terminal escape sequences to themselves or to the manager's console.
 # - An empty line does nothing (cmd.Cmd would repeat the last command: a stray
 #   newline must not buy twice).
+# - Command words are case-insensitive (``LIST`` is ``list``, ``help ADD`` is
+#   ``help add``); only ``EOF``, which cmd.Cmd itself passes at end of input, keeps
+#   its case. Hints name the commands of the console they appear on.
 """
 
 from __future__ import annotations
 
 import cmd
+import re
 import shlex
-import sqlite3
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Protocol
 
-from storify.errors import StoreError
+from storify.errors import StoreError, UnknownProduct
 from storify.money import format_price, parse_price
+from storify.notice import Notices
 from storify.shop import CustomerSession
 from storify.store import Store
 
-__all__ = ["CustomerREPL", "StoreREPL", "Storefront", "Visitor", "greeting"]
+__all__ = [
+    "MAX_STORE_NAME",
+    "CustomerREPL",
+    "StoreREPL",
+    "Storefront",
+    "Visitor",
+    "check_store_name",
+    "greeting",
+]
+
+MAX_STORE_NAME = 40
+
+
+def check_store_name(name: str) -> str:
+    """Return the store's name without outer spaces, or raise ValueError saying what is accepted.
+
+    The name is in every customer's greeting and broadcast: 1 to 40 printable characters.
+    """
+    text = name.strip()
+    if not 1 <= len(text) <= MAX_STORE_NAME or not text.isprintable():
+        raise ValueError(
+            f"the store's name is 1 to {MAX_STORE_NAME} printable characters, not {name!r}"
+        )
+    return text
 
 
 def greeting(name: str) -> str:
@@ -53,8 +82,13 @@ def _words(arg: str) -> list[str]:
         return [word for word in (part.strip('"') for part in arg.split()) if word]
 
 
+# A whole number typed by a person: ASCII digits only. str.isdigit() is also true
+# for "²" or "①" (int() refuses them) and for "٣" (int() reads 3): neither may pass.
+_WHOLE = re.compile(r"[+-]?[0-9]{1,11}", re.ASCII)
+
+
 def _is_number(word: str) -> bool:
-    return word.lstrip("+-").isdigit() and len(word) < 12
+    return _WHOLE.fullmatch(word) is not None
 
 
 def _product_and_quantity(arg: str) -> tuple[str, int | None]:
@@ -67,6 +101,8 @@ def _product_and_quantity(arg: str) -> tuple[str, int | None]:
 
 class _Console(cmd.Cmd):
     """What both REPLs share: errors shown as sentences, no repeat on empty lines."""
+
+    catalog_command = "list"  # the command that lists the products, named in hints
 
     def __init__(self, stdin: IO[str] | None, stdout: IO[str] | None) -> None:
         super().__init__(stdin=stdin, stdout=stdout)
@@ -81,6 +117,17 @@ class _Console(cmd.Cmd):
         """Do nothing on an empty line (cmd.Cmd would repeat the previous command)."""
         return False
 
+    def parseline(self, line: str) -> tuple[str | None, str | None, str]:
+        """Split a line into command, argument and line; the command in lower case."""
+        command, arg, line = super().parseline(line)
+        if command is not None and command != "EOF":
+            command = command.lower()
+        return command, arg, line
+
+    def do_help(self, arg: str) -> bool | None:
+        """help [command]: list the commands, or explain one (``help add``)."""
+        return super().do_help(arg.strip().lower())
+
     def default(self, line: str) -> None:
         """Answer a line that is no command."""
         word = line.split()[0] if line.split() else line
@@ -90,12 +137,14 @@ class _Console(cmd.Cmd):
         """Run one command line; a domain error is shown as ``Sorry, ...`` and the loop goes on."""
         try:
             return bool(super().onecmd(line))
+        except UnknownProduct as error:
+            self.say(
+                f"Sorry, no product {_clean(error.product)!r}; "
+                f"type {self.catalog_command!r} to see what is on sale."
+            )
+            return False
         except StoreError as error:
             self.say(f"Sorry, {error}.")
-            return False
-        except sqlite3.OperationalError:
-            # Locked by another process beyond the busy timeout: nothing was changed.
-            self.say("Sorry, the store is busy right now; nothing was changed. Try again.")
             return False
 
 
@@ -106,6 +155,8 @@ class CustomerREPL(_Console):
         session: the customer's session (cart and store).
         name: the store's name, for the greeting.
         stdin, stdout: the customer's connection (``sys.stdin``/``sys.stdout`` when None).
+        on_leave: called once when the console stops, however it stops (exit, end of
+            input, a broken connection), e.g. to tell the manager.
     """
 
     prompt = "Store> "
@@ -118,11 +169,21 @@ class CustomerREPL(_Console):
         name: str = "OPEN",
         stdin: IO[str] | None = None,
         stdout: IO[str] | None = None,
+        on_leave: Callable[[], object] | None = None,
     ) -> None:
         super().__init__(stdin, stdout)
         self.session = session
         self.name = name
         self.intro = greeting(name)
+        self.on_leave = on_leave
+
+    def cmdloop(self, intro: object | None = None) -> None:
+        """Serve the customer until they leave; then call ``on_leave`` (even on errors)."""
+        try:
+            super().cmdloop(intro)
+        finally:
+            if self.on_leave is not None:
+                self.on_leave()
 
     def do_list(self, arg: str) -> None:
         """list: show the products on sale, their prices and how many are left."""
@@ -242,11 +303,13 @@ class StoreREPL(_Console):
         store: the store to manage.
         front: the running server (None when there is none, e.g. in tests of products).
         name: the store's name.
+        notices: the customers' comings and goings, shown here (``quiet`` silences them).
         stdin, stdout: the manager's terminal (``sys.stdin``/``sys.stdout`` when None).
     """
 
     prompt = "Manager> "
     doc_header = "Manager commands (type help <command> for details):"
+    catalog_command = "products"
 
     def __init__(
         self,
@@ -254,6 +317,7 @@ class StoreREPL(_Console):
         *,
         front: Storefront | None = None,
         name: str = "OPEN",
+        notices: Notices | None = None,
         stdin: IO[str] | None = None,
         stdout: IO[str] | None = None,
     ) -> None:
@@ -261,7 +325,44 @@ class StoreREPL(_Console):
         self.store = store
         self.front = front
         self.name = name
+        self.notices = notices
         self.intro = f"Managing {name}. Type help or ? to list commands; close to stop the store."
+        self._waiting = False  # at the prompt, waiting for the manager to type a command
+        if notices is not None:
+            notices.attach(self.pending_line)
+
+    # -- the prompt, for notices ------------------------------------------------------------
+
+    def pending_line(self) -> str | None:
+        """Return the prompt and what the manager typed so far, or None when not at the prompt.
+
+        Called from the notices' thread to redraw the line a notice interrupted.
+        """
+        if not self._waiting:
+            return None
+        typed = ""
+        readline = sys.modules.get("readline")  # imported by cmdloop when it reads a terminal
+        if self.use_rawinput and readline is not None:
+            typed = readline.get_line_buffer()
+        return self.prompt + typed
+
+    def preloop(self) -> None:
+        """Mark the console as waiting at its prompt."""
+        self._waiting = True
+
+    def precmd(self, line: str) -> str:
+        """Mark the console as busy with a command."""
+        self._waiting = False
+        return line
+
+    def postcmd(self, stop: bool, line: str) -> bool:
+        """Mark the console as waiting at its prompt again, unless it stops."""
+        self._waiting = not stop
+        return stop
+
+    def postloop(self) -> None:
+        """Mark the console as no longer reading commands."""
+        self._waiting = False
 
     # -- products ---------------------------------------------------------------------------
 
@@ -336,7 +437,7 @@ class StoreREPL(_Console):
     def do_orders(self, arg: str) -> None:
         """orders [N]: show the last N orders (10 by default) and the store's totals."""
         text = arg.strip()
-        if text and not text.isdigit():
+        if text and not (_is_number(text) and int(text) >= 0):
             self.say("Usage: orders [N]")
             return
         orders = self.store.orders(limit=int(text) if text else 10)
@@ -370,14 +471,13 @@ class StoreREPL(_Console):
         return self.front
 
     def do_customers(self, arg: str) -> None:
-        """customers: list who is connected (telnet customers and API programs)."""
+        """customers: list who is connected to this server (telnet customers and API programs)."""
         front = self._front()
         if front is None:
             return
         visitors = front.visitors()
         if not visitors:
             self.say("Nobody is connected.")
-            return
         now = time.time()
         for visitor in visitors:
             minutes, seconds = divmod(int(now - visitor.since), 60)
@@ -385,6 +485,9 @@ class StoreREPL(_Console):
                 f"{visitor.id:<8} {visitor.kind:<7} {visitor.address:<22} "
                 f"connected {minutes}m{seconds:02d}s"
             )
+        if self.store.kind == "postgresql":
+            # Orders are shared through the database; sessions live in each server's process.
+            self.say("(this server only: each store server on the database lists its own)")
 
     def do_kick(self, arg: str) -> None:
         """kick <id>: disconnect a customer (ids are in customers)."""
@@ -409,6 +512,21 @@ class StoreREPL(_Console):
             return
         reached = front.broadcast(arg.strip())
         self.say(f"Sent to {reached} customer(s).")
+
+    def do_quiet(self, arg: str) -> None:
+        """quiet [on|off]: stop (or resume) showing customers as they connect and leave."""
+        if self.notices is None:
+            self.say("There are no connection notices here (no server is running).")
+            return
+        choice = arg.strip().lower() or "on"
+        if choice not in ("on", "off"):
+            self.say("Usage: quiet [on|off]   (quiet alone means on)")
+            return
+        self.notices.quiet = choice == "on"
+        if self.notices.quiet:
+            self.say("Quiet: customers coming and going are no longer shown (quiet off resumes).")
+        else:
+            self.say("Customers coming and going are shown again.")
 
     def do_close(self, arg: str) -> bool:
         """close: disconnect everyone, stop the server and leave."""

@@ -3,9 +3,12 @@
 # Rules:
 # - One asyncio loop in one background thread serves every API connection. Each
 #   connection is an ApiSession (its own cart); each request is answered in order.
-# - Store calls run inline on the loop: each is one short SQLite transaction (well
+# - On SQLite, store calls run inline on the loop: each is one short transaction (well
 #   under a millisecond), cheaper than a hop to a thread pool. Telnet customers use
-#   the same Store from their own threads; its lock serialises them.
+#   the same Store from their own threads; its lock serialises them. On PostgreSQL
+#   (``store.remote``) each call waits on the network, and on a stopped database for
+#   up to the connect timeout: calls run in a bounded thread pool, so one slow call
+#   never holds up the other connections.
 # - A connection that breaks the framing (bad header, a frame above MAX_MESSAGE,
 #   EOF inside a frame) or sends a payload that is not JSON is closed, after a
 #   ``bad_frame`` error reply when one can still be sent. Other connections go on.
@@ -17,6 +20,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import logging
 import threading
@@ -39,6 +43,10 @@ if TYPE_CHECKING:
 __all__ = ["ApiServer", "format_address"]
 
 log = logging.getLogger("storify.api")
+
+# Threads running store calls for a remote (PostgreSQL) store; those beyond the
+# store's pool size wait for a connection, up to its busy timeout.
+_STORE_THREADS = 32
 
 
 def format_address(address: object) -> str:
@@ -98,6 +106,7 @@ class ApiServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._address: tuple[str, int] | None = None
         self._stop_lock = threading.Lock()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -123,6 +132,10 @@ class ApiServer:
         except BaseException:
             loop.close()
             raise
+        if self.store.remote:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                _STORE_THREADS, thread_name_prefix="storify-api-store"
+            )
         self._loop = loop
         self._thread = threading.Thread(target=self._run, name="storify-api", daemon=True)
         self._thread.start()
@@ -162,6 +175,8 @@ class ApiServer:
                 loop.call_soon_threadsafe(loop.stop)
                 thread.join(timeout + 1.0)
         loop.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)  # no store call outlives stop()
 
     async def _close(self, timeout: float) -> None:
         for task in self._tasks:
@@ -251,7 +266,12 @@ class ApiServer:
                 await stream.send(error_reply(None, "bad_frame", message))
                 return
             connection.last_active = time.monotonic()
-            await stream.send(session.handle(request))
+            if self._executor is None:
+                reply = session.handle(request)
+            else:
+                loop = asyncio.get_running_loop()
+                reply = await loop.run_in_executor(self._executor, session.handle, request)
+            await stream.send(reply)
 
     async def _sweep(self) -> None:
         """Close connections silent for longer than ``idle_timeout``."""

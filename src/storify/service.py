@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Literal
 from sockwork.console import ConsoleServer, current_session
 from sockwork.proxy import FaultProxy
 from storify.conditions import NetworkConditions
-from storify.repl import CustomerREPL, Visitor
+from storify.notice import Notices
+from storify.repl import CustomerREPL, Visitor, check_store_name
 from storify.server import ApiServer
 from storify.shop import CustomerSession
 from storify.store import Store
@@ -45,7 +46,7 @@ class StoreService:
 
     Args:
         store: the store (thread-safe; closed by the caller, not by the service).
-        name: the store's name, in the customers' greeting.
+        name: the store's name, in the customers' greeting (1 to 40 printable characters).
         host: address to listen on (loopback by default).
         port: telnet port for customers (0 picks a free one).
         api_port: port of the framed JSON API (0 picks a free one).
@@ -56,6 +57,13 @@ class StoreService:
             of ``max_clients``; None: no limit).
         first_line_timeout: seconds a new telnet customer may take to type a first line.
         idle_timeout: seconds a telnet customer or API program may stay silent.
+        notices: where ``Customer connected ('127.0.0.1', 33360) [t3]`` and
+            ``Customer disconnected ...`` go as telnet customers come and go (None:
+            nowhere). API programs are not announced (a simulation opens hundreds);
+            :meth:`visitors` lists them.
+
+    Raises:
+        ValueError: the name is empty, too long or not printable.
     """
 
     def __init__(
@@ -72,8 +80,11 @@ class StoreService:
         max_per_address: int | None | Literal["auto"] = "auto",
         first_line_timeout: float | None = 60.0,
         idle_timeout: float = 900.0,
+        notices: Notices | None = None,
     ) -> None:
+        name = check_store_name(name)
         self.store = store
+        self.notices = notices
         self.name = name
         self.host = host
         self.port = port
@@ -223,4 +234,16 @@ class StoreService:
             return CustomerREPL(CustomerSession(self.store, "telnet"), name=self.name)
         shopper = CustomerSession(self.store, f"telnet {session.peer_text}")
         log.info("telnet customer %s connected (session t%d)", session.peer_text, session.id)
-        return CustomerREPL(shopper, name=self.name, stdin=session.stdin, stdout=session.stdout)
+        notices = self.notices
+        who = f"{session.peer!r} [t{session.id}]"  # the lab's ('127.0.0.1', 33360)
+        if notices is not None:
+            notices.post(f"Customer connected {who}")
+
+        def leave() -> None:
+            log.info("telnet customer %s left (session t%d)", session.peer_text, session.id)
+            if notices is not None:
+                notices.post(f"Customer disconnected {who}")
+
+        return CustomerREPL(
+            shopper, name=self.name, stdin=session.stdin, stdout=session.stdout, on_leave=leave
+        )

@@ -106,10 +106,10 @@ class CustomerSession:
             product_id = self.store.product(ref).id
         except UnknownProduct:
             # A product taken off sale can still be removed from the cart by number.
-            text = str(ref).lstrip("#")
-            if not text.isdigit():
+            number = product_number(ref)
+            if number is None:
                 raise
-            product_id = int(text)
+            product_id = number
         if product_id not in self.cart:
             raise UnknownProduct(str(ref)) from None
         return product_id

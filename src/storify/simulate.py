@@ -12,6 +12,9 @@
 # - Invariant at the end, per product: stock before = stock after + units bought
 #   (assumes nobody else shops or restocks meanwhile), and the store's own books
 #   (stocked = stock + sold) balance.
+# - The first catalog is not retried after a timeout: a store that does not answer
+#   within the timeout at the start is reported at once, not ten timeouts later.
+#   Nor after an answer that is no API reply (a telnet port, another service).
 """
 
 from __future__ import annotations
@@ -22,14 +25,15 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Literal, TextIO
 
-from sockwork.errors import SockworkError
+from sockwork.errors import ConnectionClosed, SockworkError
 from storify.client import AsyncStoreClient
 from storify.tally import InvariantCheck, Tally, check_invariant, render_progress, summary
 
 __all__ = [
     "NETWORK_ERRORS",
+    "Ending",
     "SimulationResult",
     "progress_stream",
     "run_simulation",
@@ -39,6 +43,14 @@ __all__ = [
 # What a broken connection raises: the OS (reset, refused), sockwork (closed, cut
 # mid-message, garbage) and our own per-attempt timeout.
 NETWORK_ERRORS = (OSError, SockworkError, asyncio.TimeoutError)
+
+# What a broken connection raises, without what a peer that is not the API causes
+# (a frame too large, a reply that is not JSON or not an API reply).
+_TRANSIENT_ERRORS = (OSError, ConnectionClosed, asyncio.TimeoutError)
+
+Ending = Literal["time", "sold_out", "nothing_in_stock", "no_products"]
+"""Why a run stopped: its time was up; the store sold out during it; it had products
+but none in stock; it had no products on sale."""
 
 # Tries for the catalog and for order_status at the end: the books must be read even
 # through a poor network, whatever --attempts says about checkouts.
@@ -55,6 +67,8 @@ class SimulationResult:
     seed: int
     target: str
     invariant: InvariantCheck | None
+    ended: Ending = "time"
+    products: int = 0  # products on sale when the run started
 
     @property
     def ok(self) -> bool:
@@ -75,7 +89,28 @@ class SimulationResult:
             target=self.target,
             seed=self.seed,
             invariant=self.invariant,
+            note=self.note,
         )
+
+    @property
+    def note(self) -> str | None:
+        """Say why the run bought less than its time allowed, or None when the time was up."""
+        if self.ended == "no_products":
+            return (
+                "nothing to buy: the store has no products on sale (add some at the manager's "
+                "console, or run storify serve --demo)"
+            )
+        if self.ended == "nothing_in_stock":
+            return (
+                f"nothing to buy: the store is sold out ({self.products} product(s) on sale, "
+                "none in stock); restock at the manager's console (restock mug 100)"
+            )
+        if self.ended == "sold_out":
+            return (
+                f"everything sold out (or was taken off sale) after {self.seconds:.1f} s, "
+                "which ended the run; restock for a longer run"
+            )
+        return None
 
 
 class _Run:
@@ -190,8 +225,11 @@ class _Run:
             stream.flush()
             await asyncio.sleep(0.2)
 
-    async def catalog(self) -> list[dict[str, object]]:
-        """Return the API's catalog products, retrying on network errors."""
+    async def catalog(self, *, first: bool = False) -> list[dict[str, object]]:
+        """Return the API's catalog products, retrying on network errors.
+
+        ``first``: a timeout is not retried (the store is not answering at all).
+        """
         for attempt in range(_RESOLVE_ATTEMPTS):
             if attempt:
                 await asyncio.sleep(min(0.01 * 2**attempt, 0.5))
@@ -200,8 +238,9 @@ class _Run:
                 client = await self.connect()
                 result = await asyncio.wait_for(client.request("catalog"), self.timeout)
                 break
-            except NETWORK_ERRORS:
-                if attempt == _RESOLVE_ATTEMPTS - 1:
+            except _TRANSIENT_ERRORS as error:
+                timed_out = isinstance(error, (TimeoutError, asyncio.TimeoutError))
+                if attempt == _RESOLVE_ATTEMPTS - 1 or (first and timed_out):
                     raise
             finally:
                 if client is not None:
@@ -270,7 +309,10 @@ async def simulate(
         progress: where to draw a progress line (None: nowhere).
 
     Raises:
-        OSError, SockworkError: the store cannot be reached at the start or the end.
+        OSError, SockworkError, asyncio.TimeoutError: the store cannot be reached at the
+            start or the end (a timeout at the start is raised at once).
+        SockworkError, ValueError: the peer does not answer like the store's API.
+        storify.client.ApiError: the store refused the catalog (``busy``...).
         ValueError: an argument is out of range.
     """
     if customers < 1:
@@ -298,7 +340,7 @@ async def simulate(
         max_units=max_units,
         reconnect_every=reconnect_every,
     )
-    before = await run.catalog()
+    before = await run.catalog(first=True)
     for product in before:
         product_id, stock = product.get("id"), product.get("stock")
         if isinstance(product_id, int) and isinstance(stock, int) and stock > 0:
@@ -315,10 +357,26 @@ async def simulate(
             await asyncio.gather(drawer, return_exceptions=True)
             progress.write("\r" + render_progress(duration, duration, run.tally.purchases) + "\n")
             progress.flush()
+    ended: Ending = "time"
+    if not before:
+        ended = "no_products"
+    elif not any(isinstance(p.get("stock"), int) and p.get("stock") for p in before):
+        ended = "nothing_in_stock"
+    elif not run.in_stock:
+        ended = "sold_out"
     await run.resolve()
     after = await run.catalog()
     invariant = check_invariant(before, after, run.tally.bought)
-    return SimulationResult(run.tally, seconds, customers, seed, f"{host}:{port}", invariant)
+    return SimulationResult(
+        run.tally,
+        seconds,
+        customers,
+        seed,
+        f"{host}:{port}",
+        invariant,
+        ended=ended,
+        products=len(before),
+    )
 
 
 def run_simulation(

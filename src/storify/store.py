@@ -1,38 +1,43 @@
-"""The store's products and orders, kept in SQLite.
+"""The store's products and orders, kept in SQLite (the default) or PostgreSQL.
 
 # Strategy:
-# - One SQLite connection per Store, in autocommit mode, guarded by a lock: every
-#   change is an explicit ``BEGIN IMMEDIATE`` ... ``COMMIT`` that either commits
-#   completely or is rolled back. ``BEGIN IMMEDIATE`` takes the database's write
-#   lock at the start, so two processes (or two Store objects) on one file never
-#   interleave a read-check-write; ``busy_timeout`` makes the second one wait.
-#   Inside one process the lock serialises writers without SQLite's sleeping
-#   busy handler, which would otherwise dominate checkout latency.
+# - Every query is written once, here; storify.database runs the transactions and
+#   holds the little that differs (the schema's types, case-insensitive names).
+#   Every change is one transaction that either commits completely or is rolled
+#   back. On SQLite it is ``BEGIN IMMEDIATE`` (the file's write lock first, so two
+#   processes never interleave a read-check-write); on PostgreSQL it is ``BEGIN``
+#   at READ COMMITTED, where the conditional UPDATE below waits for a row another
+#   transaction holds and then re-checks its WHERE against the committed row.
 # - Stock is taken with ``UPDATE ... SET stock = stock - q WHERE stock >= q``: a
 #   checkout that would oversell changes nothing and rolls back; the table also
-#   has ``CHECK (stock >= 0)`` as the last line of defence.
+#   has ``CHECK (stock >= 0)`` as the last line of defence. Rows are taken in
+#   product-id order, so two checkouts never wait on each other in a circle.
 # - One checkout is one transaction: stock of every line, the order and its lines
 #   commit together or not at all. A process killed at any point leaves either the
-#   whole order or none of it (SQLite's WAL; ``synchronous=NORMAL`` keeps committed
-#   transactions across a process crash, ``FULL`` also across a power failure).
+#   whole order or none of it (SQLite's WAL, ``synchronous=NORMAL`` keeps committed
+#   transactions across a process crash, ``FULL`` also across a power failure;
+#   PostgreSQL rolls back the transactions of a connection that died).
 # - A checkout may carry a request id (UNIQUE in ``orders``): the same id again
-#   returns the committed order, marked replayed, and charges nothing.
+#   returns the committed order, marked replayed, and charges nothing. Two servers
+#   committing the same id at once: the second insert waits for the first, does
+#   nothing, and the checkout is replayed.
+# - The schema's version is in ``storify_schema``: created or migrated at start, in
+#   one transaction (on PostgreSQL under an advisory lock, so servers starting
+#   together do it once); a newer version than this code knows refuses to start.
 # - Invariant, per product: stocked (units ever put on the shelf) = stock + sold.
 #   ``audit()`` checks it from the tables.
 """
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, TypeVar
 
 from storify.cart import check_quantity
+from storify.database import Connection, Synchronous, open_database
 from storify.errors import (
     DuplicateProduct,
     EmptyCart,
@@ -40,6 +45,7 @@ from storify.errors import (
     OrderNotFound,
     OutOfStock,
     RequestConflict,
+    SchemaTooNew,
     UnknownProduct,
 )
 from storify.money import check_price
@@ -53,6 +59,7 @@ __all__ = [
     "Order",
     "OrderLine",
     "Product",
+    "SCHEMA_VERSION",
     "Receipt",
     "Store",
     "check_name",
@@ -63,7 +70,8 @@ __all__ = [
 MAX_NAME = 40
 MAX_REQUEST_ID = 128
 MAX_STOCK = 1_000_000_000
-_MAX_ID = 2**63  # SQLite integers are signed 64-bit
+_MAX_ID = 2**63  # SQLite integers and PostgreSQL BIGINT are signed 64-bit
+_T = TypeVar("_T")
 
 # (name, price in cents, stock) seeded by ``storify serve --demo`` into an empty store.
 DEMO_CATALOG: tuple[tuple[str, int, int], ...] = (
@@ -74,32 +82,68 @@ DEMO_CATALOG: tuple[tuple[str, int, int], ...] = (
     ("Lamp", 4200, 1),
 )
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS products (
-    id      INTEGER PRIMARY KEY,
-    name    TEXT    NOT NULL UNIQUE COLLATE NOCASE,
-    price   INTEGER NOT NULL CHECK (price >= 0),
-    stock   INTEGER NOT NULL CHECK (stock >= 0),
-    stocked INTEGER NOT NULL CHECK (stocked >= stock),
-    active  INTEGER NOT NULL DEFAULT 1
-);
-CREATE TABLE IF NOT EXISTS orders (
-    id         INTEGER PRIMARY KEY,
-    request_id TEXT    UNIQUE,
-    customer   TEXT    NOT NULL,
-    total      INTEGER NOT NULL CHECK (total >= 0),
-    created    REAL    NOT NULL
-);
-CREATE TABLE IF NOT EXISTS order_lines (
-    order_id   INTEGER NOT NULL REFERENCES orders (id),
-    product_id INTEGER NOT NULL REFERENCES products (id),
-    name       TEXT    NOT NULL,
-    price      INTEGER NOT NULL,
-    quantity   INTEGER NOT NULL CHECK (quantity > 0),
-    PRIMARY KEY (order_id, product_id)
-);
-CREATE INDEX IF NOT EXISTS order_lines_product ON order_lines (product_id);
-"""
+# The schema, version by version. Version 1 is the first with a version table; a SQLite
+# file made before it has version 1's tables and is marked version 1 when opened.
+SCHEMA_VERSION = 1
+
+_SCHEMA: dict[str, tuple[str, ...]] = {
+    "sqlite": (
+        """CREATE TABLE IF NOT EXISTS products (
+            id      INTEGER PRIMARY KEY,
+            name    TEXT    NOT NULL UNIQUE COLLATE NOCASE,
+            price   INTEGER NOT NULL CHECK (price >= 0),
+            stock   INTEGER NOT NULL CHECK (stock >= 0),
+            stocked INTEGER NOT NULL CHECK (stocked >= stock),
+            active  INTEGER NOT NULL DEFAULT 1
+        )""",
+        """CREATE TABLE IF NOT EXISTS orders (
+            id         INTEGER PRIMARY KEY,
+            request_id TEXT    UNIQUE,
+            customer   TEXT    NOT NULL,
+            total      INTEGER NOT NULL CHECK (total >= 0),
+            created    REAL    NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS order_lines (
+            order_id   INTEGER NOT NULL REFERENCES orders (id),
+            product_id INTEGER NOT NULL REFERENCES products (id),
+            name       TEXT    NOT NULL,
+            price      INTEGER NOT NULL,
+            quantity   INTEGER NOT NULL CHECK (quantity > 0),
+            PRIMARY KEY (order_id, product_id)
+        )""",
+        "CREATE INDEX IF NOT EXISTS order_lines_product ON order_lines (product_id)",
+    ),
+    "postgresql": (
+        """CREATE TABLE IF NOT EXISTS products (
+            id      BIGINT  GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+            name    TEXT    NOT NULL,
+            price   BIGINT  NOT NULL CHECK (price >= 0),
+            stock   BIGINT  NOT NULL CHECK (stock >= 0),
+            stocked BIGINT  NOT NULL CHECK (stocked >= stock),
+            active  BOOLEAN NOT NULL DEFAULT TRUE
+        )""",
+        "CREATE UNIQUE INDEX IF NOT EXISTS products_name ON products (lower(name))",
+        """CREATE TABLE IF NOT EXISTS orders (
+            id         BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+            request_id TEXT   UNIQUE,
+            customer   TEXT   NOT NULL,
+            total      BIGINT NOT NULL CHECK (total >= 0),
+            created    DOUBLE PRECISION NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS order_lines (
+            order_id   BIGINT NOT NULL REFERENCES orders (id),
+            product_id BIGINT NOT NULL REFERENCES products (id),
+            name       TEXT   NOT NULL,
+            price      BIGINT NOT NULL,
+            quantity   BIGINT NOT NULL CHECK (quantity > 0),
+            PRIMARY KEY (order_id, product_id)
+        )""",
+        "CREATE INDEX IF NOT EXISTS order_lines_product ON order_lines (product_id)",
+    ),
+}
+
+# Migrations: _MIGRATIONS[kind][n] takes a database from version n - 1 to n (none yet).
+_MIGRATIONS: dict[str, dict[int, tuple[str, ...]]] = {"sqlite": {}, "postgresql": {}}
 
 
 @dataclass(frozen=True)
@@ -211,7 +255,8 @@ def product_number(ref: object) -> int | None:
     elif isinstance(ref, str):
         text = ref.strip()
         text = text[1:] if text.startswith("#") else text
-        if not text.isdigit() or len(text) > 19:
+        # ASCII digits only: "²".isdigit() is true but int() refuses it, and "٣" is not #3.
+        if not (text.isascii() and text.isdigit()) or len(text) > 19:
             return None
         number = int(text)
     else:
@@ -227,66 +272,100 @@ def _check_stock(quantity: object, field: str = "stock") -> int:
     return quantity
 
 
-_Synchronous = Literal["OFF", "NORMAL", "FULL"]
+class _Replay(Exception):
+    """A concurrent checkout with the same request id committed first: replay it."""
 
 
 class Store:
-    """The products and orders of one store, in the SQLite database at ``path``.
+    """The products and orders of one store, in SQLite (default) or PostgreSQL.
 
-    Thread-safe: every method may be called from any thread. ``path=":memory:"``
-    gives a private, throwaway store (for tests and REPL experiments).
+    Thread-safe: every method may be called from any thread. Several Store objects,
+    in several processes or on several machines, may share one database (a SQLite file
+    on one machine, or a PostgreSQL database): the guarantees hold across them.
 
     Args:
-        path: the database file, created when missing.
+        database: a SQLite file path (created when missing), ``sqlite:///PATH``,
+            ``":memory:"`` (a private, throwaway store) or a PostgreSQL URL
+            ``postgresql://user@host/dbname`` (needs the ``postgres`` extra).
         synchronous: SQLite's ``synchronous`` pragma. ``NORMAL`` (default) keeps every
             committed order across a killed process; ``FULL`` also across power loss.
-        busy_timeout: seconds to wait for another process holding the write lock.
+            (PostgreSQL's durability is the server's ``synchronous_commit``.)
+        busy_timeout: seconds to wait for another writer's lock (and, on PostgreSQL, for
+            a pooled connection and to connect) before :class:`StoreUnavailable`.
+        pool_size: PostgreSQL connections this Store opens at most.
         clock: returns the time stamped on orders (Unix seconds).
+
+    Raises:
+        ValueError: a bad option, or a database URL that cannot be used.
+        ImportError: a PostgreSQL URL without psycopg installed.
+        StoreUnavailable: the database cannot be opened or reached.
+        SchemaTooNew: the database was made by a newer storify.
     """
 
     def __init__(
         self,
-        path: str = ":memory:",
+        database: str = ":memory:",
         *,
-        synchronous: _Synchronous = "NORMAL",
+        synchronous: Synchronous = "NORMAL",
         busy_timeout: float = 5.0,
+        pool_size: int = 10,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if synchronous not in ("OFF", "NORMAL", "FULL"):
-            raise ValueError(f"synchronous must be 'OFF', 'NORMAL' or 'FULL', not {synchronous!r}")
-        if busy_timeout < 0:
-            raise ValueError(f"busy_timeout must be >= 0 seconds, not {busy_timeout}")
-        self.path = path
-        self._clock = clock
-        self._lock = threading.RLock()
-        self._db = sqlite3.connect(
-            path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+        self._db = open_database(
+            database, synchronous=synchronous, busy_timeout=busy_timeout, pool_size=pool_size
         )
+        self.database = self._db.description
+        self._clock = clock
         try:
-            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            if path != ":memory:":
-                mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    raise sqlite3.OperationalError(f"{path}: cannot use WAL mode (got {mode})")
-            self._db.execute(f"PRAGMA synchronous = {synchronous}")
-            self._db.execute("PRAGMA foreign_keys = ON")
-            with self._write() as db:
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+            self._db.run(self._set_up_schema, write=True)
         except BaseException:
             self._db.close()
             raise
-        self._closed = False
+
+    @property
+    def kind(self) -> str:
+        """The database: ``"sqlite"`` or ``"postgresql"``."""
+        return self._db.kind
+
+    @property
+    def remote(self) -> bool:
+        """True when each call waits on a network round trip (run it off an event loop)."""
+        return self._db.remote
+
+    def _set_up_schema(self, db: Connection) -> None:
+        """Create the tables, or migrate them to SCHEMA_VERSION; refuse a newer schema."""
+        if self._db.lock_schema:
+            db.execute(self._db.lock_schema)
+        db.execute("CREATE TABLE IF NOT EXISTS storify_schema (version INTEGER NOT NULL)")
+        row = db.execute("SELECT MAX(version) FROM storify_schema").fetchone()
+        version = None if row is None or row[0] is None else int(row[0])
+        if version is not None and version > SCHEMA_VERSION:
+            raise SchemaTooNew(self.database, found=version, supported=SCHEMA_VERSION)
+        if version is None:
+            # A new database, or a SQLite file from before the version table (version 1).
+            for statement in _SCHEMA[self._db.kind]:
+                db.execute(statement)
+            db.execute("INSERT INTO storify_schema (version) VALUES (?)", (SCHEMA_VERSION,))
+            return
+        for step in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[self._db.kind][step]:
+                db.execute(statement)
+        if version != SCHEMA_VERSION:
+            db.execute("UPDATE storify_schema SET version = ?", (SCHEMA_VERSION,))
+
+    def schema_version(self) -> int:
+        """Return the schema version recorded in the database."""
+        row = self._db.run(
+            lambda db: db.execute("SELECT MAX(version) FROM storify_schema").fetchone(),
+            write=False,
+        )
+        return int(row[0])
 
     # -- life cycle -------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the database; further calls raise ``sqlite3.ProgrammingError``. Idempotent."""
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                self._db.close()
+        """Close the database; further calls raise RuntimeError. Idempotent."""
+        self._db.close()
 
     def __enter__(self) -> Self:
         return self
@@ -299,38 +378,23 @@ class Store:
     ) -> None:
         self.close()
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """Run the body in one write transaction: committed at the end, rolled back on error."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+    def _write(self, work: Callable[[Connection], _T]) -> _T:
+        """Run ``work`` in one write transaction: committed at the end, rolled back on error."""
+        return self._db.run(work, write=True)
 
-    @contextmanager
-    def _read(self) -> Iterator[sqlite3.Connection]:
-        """Run the body in one read transaction, so it sees a single consistent snapshot."""
-        with self._lock:
-            self._db.execute("BEGIN")
-            try:
-                yield self._db
-            finally:
-                if self._db.in_transaction:
-                    self._db.execute("COMMIT")
+    def _read(self, work: Callable[[Connection], _T], *, snapshot: bool = False) -> _T:
+        """Run ``work`` reading; ``snapshot``: several statements see one consistent state."""
+        return self._db.run(work, write=False, snapshot=snapshot)
 
     # -- products ---------------------------------------------------------------------------
 
     def products(self) -> list[Product]:
         """Return the products on sale, by number (sold-out ones included)."""
-        with self._lock:
-            rows = self._db.execute(
+        rows = self._read(
+            lambda db: db.execute(
                 "SELECT id, name, price, stock FROM products WHERE active ORDER BY id"
             ).fetchall()
+        )
         return [Product(*row) for row in rows]
 
     def product(self, ref: str | int) -> Product:
@@ -339,10 +403,11 @@ class Store:
         Raises:
             UnknownProduct: none matches.
         """
-        with self._lock:
-            return self._find(self._db, ref)
+        if isinstance(ref, bool) or not isinstance(ref, (str, int)):
+            raise InvalidValue("product", "a product is given by its name or its number")
+        return self._read(lambda db: self._find(db, ref))
 
-    def _find(self, db: sqlite3.Connection, ref: str | int) -> Product:
+    def _find(self, db: Connection, ref: str | int) -> Product:
         query = "SELECT id, name, price, stock FROM products WHERE active AND "
         if isinstance(ref, bool) or not isinstance(ref, (str, int)):
             raise InvalidValue("product", "a product is given by its name or its number")
@@ -350,7 +415,7 @@ class Store:
         if number is not None:
             row = db.execute(query + "id = ?", (number,)).fetchone()
         elif isinstance(ref, str) and not ref.strip().lstrip("#").isdigit():
-            row = db.execute(query + "name = ?", (" ".join(ref.split()),)).fetchone()
+            row = db.execute(query + self._db.name_equals, (" ".join(ref.split()),)).fetchone()
         else:
             row = None  # a number too large to be a product's
         if row is None:
@@ -370,24 +435,34 @@ class Store:
         name = check_name(name)
         check_price(price)
         _check_stock(stock)
-        with self._write() as db:
-            row = db.execute("SELECT id, active FROM products WHERE name = ?", (name,)).fetchone()
+
+        def work(db: Connection) -> Product:
+            row = db.execute(
+                "SELECT id, active FROM products WHERE " + self._db.name_equals, (name,)
+            ).fetchone()
             if row is not None and row[1]:
                 raise DuplicateProduct(name)
             if row is not None:
                 db.execute(
                     "UPDATE products SET name = ?, price = ?, stock = stock + ?,"
-                    " stocked = stocked + ?, active = 1 WHERE id = ?",
+                    " stocked = stocked + ?, active = TRUE WHERE id = ?",
                     (name, price, stock, stock, row[0]),
                 )
                 product_id = int(row[0])
             else:
-                cursor = db.execute(
-                    "INSERT INTO products (name, price, stock, stocked) VALUES (?, ?, ?, ?)",
+                # Another server may add the same name at the same moment: the unique
+                # index decides, and the loser's insert changes nothing.
+                inserted = db.execute(
+                    "INSERT INTO products (name, price, stock, stocked) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT DO NOTHING RETURNING id",
                     (name, price, stock, stock),
-                )
-                product_id = int(cursor.lastrowid or 0)
+                ).fetchone()
+                if inserted is None:
+                    raise DuplicateProduct(name)
+                product_id = int(inserted[0])
             return self._find(db, product_id)
+
+        return self._write(work)
 
     def rename_product(self, ref: str | int, new_name: str) -> Product:
         """Give a product on sale a new name; returns it. Past orders keep the old name.
@@ -396,49 +471,68 @@ class Store:
             UnknownProduct, DuplicateProduct, InvalidValue.
         """
         new_name = check_name(new_name)
-        with self._write() as db:
+
+        def work(db: Connection) -> Product:
             product = self._find(db, ref)
             clash = db.execute(
-                "SELECT id FROM products WHERE name = ? AND id != ?", (new_name, product.id)
+                f"SELECT id FROM products WHERE {self._db.name_equals} AND id != ?",
+                (new_name, product.id),
             ).fetchone()
             if clash is not None:
                 raise DuplicateProduct(new_name)
             db.execute("UPDATE products SET name = ? WHERE id = ?", (new_name, product.id))
             return self._find(db, product.id)
 
+        try:
+            return self._write(work)
+        except self._db.integrity_errors:
+            raise DuplicateProduct(new_name) from None  # another server took the name first
+
     def set_price(self, ref: str | int, price: int) -> Product:
         """Change a product's price (in cents) for checkouts from now on; returns it."""
         check_price(price)
-        with self._write() as db:
+
+        def work(db: Connection) -> Product:
             product = self._find(db, ref)
             db.execute("UPDATE products SET price = ? WHERE id = ?", (price, product.id))
             return self._find(db, product.id)
+
+        return self._write(work)
 
     def restock(self, ref: str | int, quantity: int) -> Product:
         """Put ``quantity`` more units of a product on the shelf; returns it."""
         _check_stock(quantity, "quantity")
         if quantity < 1:
             raise InvalidValue("quantity", "restock at least 1 unit")
-        with self._write() as db:
+
+        def work(db: Connection) -> Product:
             product = self._find(db, ref)
-            if product.stock + quantity > MAX_STOCK:
+            # Conditional, so two servers restocking at once cannot pass the limit together.
+            changed = db.execute(
+                "UPDATE products SET stock = stock + ?, stocked = stocked + ?"
+                " WHERE id = ? AND stock <= ?",
+                (quantity, quantity, product.id, MAX_STOCK - quantity),
+            ).rowcount
+            if changed != 1:
                 raise InvalidValue("quantity", f"a shelf holds at most {MAX_STOCK} units")
-            db.execute(
-                "UPDATE products SET stock = stock + ?, stocked = stocked + ? WHERE id = ?",
-                (quantity, quantity, product.id),
-            )
             return self._find(db, product.id)
+
+        return self._write(work)
 
     def remove_product(self, ref: str | int) -> Product:
         """Take a product off sale (its orders stay); returns it as it was."""
-        with self._write() as db:
+
+        def work(db: Connection) -> Product:
             product = self._find(db, ref)
-            db.execute("UPDATE products SET active = 0 WHERE id = ?", (product.id,))
+            db.execute("UPDATE products SET active = FALSE WHERE id = ?", (product.id,))
             return product
+
+        return self._write(work)
 
     def seed_demo(self) -> bool:
         """Fill an empty store with ``DEMO_CATALOG``; returns False if it had products already."""
-        with self._write() as db:
+
+        def work(db: Connection) -> bool:
             if db.execute("SELECT COUNT(*) FROM products").fetchone()[0]:
                 return False
             db.executemany(
@@ -446,6 +540,11 @@ class Store:
                 [(name, price, stock, stock) for name, price, stock in DEMO_CATALOG],
             )
             return True
+
+        try:
+            return self._write(work)
+        except self._db.integrity_errors:
+            return False  # another server seeded the same empty store first
 
     # -- orders -----------------------------------------------------------------------------
 
@@ -468,6 +567,7 @@ class Store:
             UnknownProduct: a product is no longer on sale (nothing is bought).
             RequestConflict: ``request_id`` committed an order with other items.
             InvalidValue: a bad quantity or request id.
+            StoreUnavailable: the database cannot answer; retry with the same request id.
         """
         if not items:
             raise EmptyCart()
@@ -477,7 +577,8 @@ class Store:
                 raise UnknownProduct(str(product_id))
         if request_id is not None:
             check_request_id(request_id)
-        with self._write() as db:
+
+        def work(db: Connection) -> Receipt:
             if request_id is not None:
                 done = db.execute(
                     "SELECT id FROM orders WHERE request_id = ?", (request_id,)
@@ -488,30 +589,40 @@ class Store:
                         raise RequestConflict(request_id, order.id)
                     return Receipt(order, replayed=True)
             lines: list[OrderLine] = []
-            # Sorted by id, so concurrent writers in other processes touch rows in one order.
+            # Sorted by id, so concurrent writers lock rows in one order (no deadlock).
             for product_id, quantity in sorted(wanted.items()):
                 taken = db.execute(
-                    "UPDATE products SET stock = stock - ? WHERE id = ? AND active AND stock >= ?",
+                    "UPDATE products SET stock = stock - ? WHERE id = ? AND active AND stock >= ?"
+                    " RETURNING id, name, price",
                     (quantity, product_id, quantity),
-                ).rowcount
-                product = self._find(db, product_id)  # raises UnknownProduct when off sale
-                if taken != 1:
+                ).fetchone()
+                if taken is None:
+                    product = self._find(db, product_id)  # raises UnknownProduct when off sale
                     raise OutOfStock(product.name, requested=quantity, available=product.stock)
-                lines.append(OrderLine(product.id, product.name, product.price, quantity))
+                lines.append(OrderLine(int(taken[0]), taken[1], int(taken[2]), quantity))
             total = sum(line.subtotal for line in lines)
             created = self._clock()
-            cursor = db.execute(
-                "INSERT INTO orders (request_id, customer, total, created) VALUES (?, ?, ?, ?)",
+            # The same request id committing at this moment on another server (PostgreSQL)
+            # makes this insert wait for it, then do nothing: roll back and replay it.
+            inserted = db.execute(
+                "INSERT INTO orders (request_id, customer, total, created) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING RETURNING id",
                 (request_id, customer, total, created),
-            )
-            order_id = int(cursor.lastrowid or 0)
+            ).fetchone()
+            if inserted is None:
+                raise _Replay()
+            order_id = int(inserted[0])
             db.executemany(
                 "INSERT INTO order_lines (order_id, product_id, name, price, quantity)"
                 " VALUES (?, ?, ?, ?, ?)",
                 [(order_id, ln.product_id, ln.name, ln.price, ln.quantity) for ln in lines],
             )
-            order = Order(order_id, request_id, customer, tuple(lines), total, created)
-        return Receipt(order)
+            return Receipt(Order(order_id, request_id, customer, tuple(lines), total, created))
+
+        try:
+            return self._write(work)
+        except _Replay:
+            return self._write(work)  # now the SELECT finds the committed order
 
     def order(self, order_id: int) -> Order:
         """Return the committed order ``order_id``.
@@ -519,8 +630,7 @@ class Store:
         Raises:
             OrderNotFound: there is none (the checkout did not commit).
         """
-        with self._read() as db:
-            return self._order(db, order_id)
+        return self._read(lambda db: self._order(db, order_id), snapshot=True)
 
     def order_for_request(self, request_id: str) -> Order:
         """Return the order committed by the checkout with ``request_id``.
@@ -528,13 +638,16 @@ class Store:
         Raises:
             OrderNotFound: none committed (it is safe to retry that checkout).
         """
-        with self._read() as db:
+
+        def work(db: Connection) -> Order:
             row = db.execute("SELECT id FROM orders WHERE request_id = ?", (request_id,)).fetchone()
             if row is None:
                 raise OrderNotFound(request_id=request_id)
             return self._order(db, int(row[0]))
 
-    def _order(self, db: sqlite3.Connection, order_id: int) -> Order:
+        return self._read(work, snapshot=True)
+
+    def _order(self, db: Connection, order_id: int) -> Order:
         if not 0 < order_id < _MAX_ID:
             raise OrderNotFound(order_id=order_id)
         row = db.execute(
@@ -553,27 +666,32 @@ class Store:
 
     def orders(self, limit: int | None = None) -> list[Order]:
         """Return committed orders, newest first; at most ``limit`` of them when given."""
-        with self._read() as db:
-            ids = db.execute(
-                "SELECT id FROM orders ORDER BY id DESC LIMIT ?",
-                (-1 if limit is None else limit,),
-            ).fetchall()
+
+        def work(db: Connection) -> list[Order]:
+            if limit is None:
+                ids = db.execute("SELECT id FROM orders ORDER BY id DESC").fetchall()
+            else:
+                ids = db.execute(
+                    "SELECT id FROM orders ORDER BY id DESC LIMIT ?", (max(limit, 0),)
+                ).fetchall()
             return [self._order(db, int(row[0])) for row in ids]
+
+        return self._read(work, snapshot=True)
 
     def totals(self) -> tuple[int, int]:
         """Return (number of orders, revenue in cents) over all committed orders."""
-        with self._lock:
-            count, revenue = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(total), 0) FROM orders"
-            ).fetchone()
+        count, revenue = self._read(
+            lambda db: db.execute("SELECT COUNT(*), COALESCE(SUM(total), 0) FROM orders").fetchone()
+        )
         return int(count), int(revenue)
 
     def audit(self) -> list[AuditLine]:
         """Return every product's books (removed ones too); each line must be ``balanced``."""
-        with self._lock:
-            rows = self._db.execute(
+        rows = self._read(
+            lambda db: db.execute(
                 "SELECT p.id, p.name, p.stocked, p.stock, COALESCE(SUM(l.quantity), 0)"
                 " FROM products p LEFT JOIN order_lines l ON l.product_id = p.id"
                 " GROUP BY p.id ORDER BY p.id"
             ).fetchall()
-        return [AuditLine(*row) for row in rows]
+        )
+        return [AuditLine(int(i), name, int(a), int(b), int(c)) for i, name, a, b, c in rows]

@@ -128,7 +128,7 @@ def check_invariant(
     lines.insert(
         0,
         f"{verdict}: initial stock {total_before} = stock {total_after} + sold {total_bought}"
-        f" ({len(before)} products)",
+        f" ({len(before)} product{'' if len(before) == 1 else 's'})",
     )
     return InvariantCheck(ok, tuple(lines))
 
@@ -168,13 +168,18 @@ def summary(
     target: str,
     seed: int,
     invariant: InvariantCheck | None,
+    note: str | None = None,
 ) -> str:
-    """Return the report printed at the end of ``storify simulate``."""
+    """Return the report printed at the end of ``storify simulate``.
+
+    ``note`` says why the run ended early or bought nothing (printed after the first line).
+    """
     rate = tally.purchases / seconds if seconds > 0 else 0.0
     ms = 1000.0
     lines = [
         f"storify simulate: {customers} customers for {seconds:.1f} s against {target}"
         f" (seed {seed})",
+        *([f"  note        {note}"] if note else []),
         f"  purchases   {tally.purchases} ({rate:.1f}/s), {tally.units} units",
         f"  latency     p50 {percentile(tally.latencies, 0.5) * ms:.1f} ms,"
         f" p99 {percentile(tally.latencies, 0.99) * ms:.1f} ms,"

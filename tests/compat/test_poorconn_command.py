@@ -1,10 +1,12 @@
-"""``python -m sockwork.compat.poorconn``: poorconn's CLI, with every command effective."""
+"""``python -m sockwork.compat.poorconn``: poorconn's CLI, as poorconn's behaves."""
 
 from __future__ import annotations
 
 import http.client
+import importlib
 import os
 import re
+import runpy
 import signal
 import socket
 import subprocess
@@ -17,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from sockwork.compat.poorconn.command import main
+from sockwork.compat.poorconn._cli import main
 from tests.compat.test_poorconn_server import needs_ipv6
 
 T = 0.1
@@ -26,8 +28,13 @@ BODY = bytes(range(256)) * 11 + bytes(184)  # 3000 bytes
 
 
 @contextmanager
-def running(directory: Path, *args: str) -> Iterator[tuple[str, int]]:
-    """Run the CLI in ``directory`` on a free port; yield (host, port); stop it with Ctrl-C."""
+def running(
+    directory: Path, *args: str, stderr: list[str] | None = None
+) -> Iterator[tuple[str, int]]:
+    """Run the CLI in ``directory`` on a free port; yield (host, port); stop it with Ctrl-C.
+
+    The server's stderr is appended to ``stderr`` once it has stopped.
+    """
     process = subprocess.Popen(
         [sys.executable, "-m", "sockwork.compat.poorconn", "-p", "0", *args],
         cwd=directory,
@@ -46,6 +53,8 @@ def running(directory: Path, *args: str) -> Iterator[tuple[str, int]]:
     finally:
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=10)
+    if stderr is not None:
+        stderr.append(err)
     assert process.returncode == 0, err
     assert "Traceback" not in err
 
@@ -69,24 +78,45 @@ def site(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize(
-    "command", ["delay_before_sending", "delay_before_sending_upon_acceptance"]
-)
-def test_delay_before_sending_commands_slow_down_responses(site: Path, command: str) -> None:
-    with running(site, "-H", "127.0.0.1", command, "--t", str(T), "--length", "1000") as address:
+def test_delay_before_sending_upon_acceptance_slows_down_responses(site: Path) -> None:
+    with running(
+        site,
+        "-H",
+        "127.0.0.1",
+        "delay_before_sending_upon_acceptance",
+        "--t",
+        str(T),
+        "--length",
+        "1000",
+    ) as address:
         elapsed, status, body = get(address, "/file.bin")
     assert (status, body) == (200, BODY)
     # headers (one short chunk) + 3000 body bytes in 1000-byte chunks, T before each
     assert 4 * T * 0.9 <= elapsed < 4 * T + SLACK
 
 
-def test_delay_before_sending_once_delays_the_first_response_only(site: Path) -> None:
-    with running(site, "delay_before_sending_once", "--t", "0.3") as address:
-        first, status, body = get(address, "/file.bin")
-        second, *_ = get(address, "/file.bin")
+@pytest.mark.parametrize(
+    ("command", "options"),
+    [("delay_before_sending", ["--length", "10"]), ("delay_before_sending_once", [])],
+)
+def test_delay_commands_on_the_listening_socket_have_no_effect(
+    site: Path, command: str, options: list[str]
+) -> None:
+    # As in poorconn: they patch the listening socket, which never sends.
+    with running(site, command, "--t", "2", *options) as address:
+        elapsed, status, body = get(address, "/file.bin")
     assert (status, body) == (200, BODY)
-    assert 0.3 * 0.9 <= first < 0.3 + SLACK
-    assert second < 0.25
+    assert elapsed < 1
+
+
+def test_each_request_prints_an_access_line(site: Path) -> None:
+    stderr: list[str] = []
+    command = ("delay_before_sending_upon_acceptance", "--t", "0")
+    with running(site, *command, stderr=stderr) as address:
+        assert get(address, "/file.bin")[1] == 200
+        assert get(address, "/missing")[1] == 404
+    assert '"GET /file.bin HTTP/1.1" 200 -' in stderr[0]
+    assert '"GET /missing HTTP/1.1" 404 -' in stderr[0]
 
 
 @needs_ipv6
@@ -109,11 +139,17 @@ def test_close_upon_acceptance_clients_see_the_connection_closed(site: Path) -> 
             assert client.recv(10) == b""
 
 
-def test_no_arguments_prints_help_on_stderr(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([]) == 1
+def test_no_arguments_prints_help_on_stderr_and_exits_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 1
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "usage: python -m sockwork.compat.poorconn" in captured.err
+    assert "Simulation commands" in captured.err
+    assert "Example" in captured.err
     assert "delay_before_sending_upon_acceptance_once" in captured.err
 
 
@@ -123,15 +159,9 @@ def test_no_arguments_prints_help_on_stderr(capsys: pytest.CaptureFixture[str]) 
         (["-p", "0"], "the following arguments are required: COMMAND"),
         (["-p", "0", "no_such_command"], "invalid choice: 'no_such_command'"),
         (["delay_before_sending"], "the following arguments are required: --t"),
-        (["delay_before_sending", "--t", "-1"], "--t: must be a finite number >= 0, got '-1'"),
-        (["delay_before_sending", "--t", "soon"], "--t: expected a number of seconds, got 'soon'"),
-        (
-            ["delay_before_sending", "--t", "1", "--length", "0"],
-            "--length: must be at least 1 byte",
-        ),
-        (["-p", "70000", "close_upon_acceptance"], "-p/--port: must be in 0..65535"),
-        (["-p", "http", "close_upon_acceptance"], "-p/--port: expected a port number, got 'http'"),
-        (["delay_before_sending", "--t", "1", "--length", "1k"], "--length: expected a whole"),
+        (["delay_before_sending", "--t", "soon"], "--t: invalid float value: 'soon'"),
+        (["delay_before_sending", "--t", "1", "--length", "1k"], "--length: invalid int value"),
+        (["-p", "http", "close_upon_acceptance"], "-p/--port: invalid int value: 'http'"),
     ],
 )
 def test_bad_arguments_are_usage_errors(
@@ -143,24 +173,42 @@ def test_bad_arguments_are_usage_errors(
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("host", "port", "message"),
+    [
+        ("no-such-host.invalid", "0", "cannot serve on 'no-such-host.invalid' port 0: "),
+        ("127.0.0.1", "70000", "cannot serve on '127.0.0.1' port 70000: "),
+    ],
+)
+def test_a_server_that_cannot_start_is_a_one_line_error(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    host: str,
+    port: str,
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["-H", host, "-p", port, "close_upon_acceptance"])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith(message)
+    assert err.count("\n") == 1
+
+
 def test_a_port_in_use_is_a_one_line_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
-        assert main(["-H", "127.0.0.1", "-p", str(port), "close_upon_acceptance"]) == 1
+        with pytest.raises(SystemExit) as exit_info:
+            main(["-H", "127.0.0.1", "-p", str(port), "close_upon_acceptance"])
+    assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith(f"cannot serve on '127.0.0.1' port {port}: ")
     assert err.count("\n") == 1
-
-
-def test_an_unknown_host_is_a_one_line_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tmp_path)
-    assert main(["-H", "no-such-host.invalid", "-p", "0", "close_upon_acceptance"]) == 1
-    assert "cannot serve on 'no-such-host.invalid'" in capsys.readouterr().err
 
 
 def test_subcommand_help_describes_the_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -168,6 +216,23 @@ def test_subcommand_help_describes_the_command(capsys: pytest.CaptureFixture[str
         main(["delay_before_sending_once", "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "wait T seconds before the first response of the server, once" in out
+    assert "--t" in out
+    assert "no effect, as in poorconn" in " ".join(out.split())
     assert "SimulationCommand" not in out
     assert os.sep not in out.splitlines()[0]  # prog is not an interpreter path
+
+
+def test_python_m_runs_under_pytests_assertion_rewriting(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # runpy is what `python -m` uses; pytest's import hook claims sockwork's modules.
+    monkeypatch.setattr(sys, "argv", ["poorconn", "--help"])
+    with pytest.raises(SystemExit) as exit_info:
+        runpy.run_module("sockwork.compat.poorconn", run_name="__main__", alter_sys=True)
+    assert exit_info.value.code == 0
+    assert "Simulation commands" in capsys.readouterr().out
+
+
+def test_importing_main_module_does_not_run_the_command_line() -> None:
+    module = importlib.import_module("sockwork.compat.poorconn.__main__")
+    assert module.main is main

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from sockwork.compat.poorconn.server import HTTPServer, Server, serve, url_of
+from sockwork.compat.poorconn import close_upon_acceptance, delay_before_sending_upon_acceptance
+from sockwork.compat.poorconn.server import HTTPServer, Server, serve, simulation_of, url_of
 from tests.conftest import IN_CI
 
 
@@ -144,16 +145,11 @@ def test_start_twice_is_an_error(site: Path) -> None:
             httpd.start()
 
 
-def test_close_cuts_a_slow_response_short(site: Path) -> None:
-    from sockwork.compat.poorconn import delay_before_sending_upon_acceptance
-    from sockwork.compat.poorconn.simulation import patched
-
+@pytest.mark.parametrize("threaded", [True, False])
+def test_close_cuts_a_slow_response_short(site: Path, threaded: bool) -> None:
     (site / "slow.bin").write_bytes(bytes(1000))  # 100 chunks, 0.3 s apart: 30 s in full
-
-    def slow(s: socket.socket) -> socket.socket:
-        return patched(s, lambda s: delay_before_sending_upon_acceptance(s, 0.3, 10))
-
-    with HTTPServer(site, simulation=slow) as httpd:
+    slow = simulation_of(delay_before_sending_upon_acceptance, 0.3, 10)
+    with HTTPServer(site, simulation=slow, threaded=threaded) as httpd:
         httpd.start()
         with socket.create_connection(httpd.server_address[:2], timeout=10) as client:
             client.sendall(b"GET /slow.bin HTTP/1.0\r\n\r\n")
@@ -168,17 +164,66 @@ def test_close_cuts_a_slow_response_short(site: Path) -> None:
     assert not received.endswith(bytes(1000))  # cut short, not served in full
 
 
+@pytest.mark.parametrize("impl", ["poorconn", "sockwork"])
 def test_connections_closed_upon_acceptance_print_no_traceback(
-    site: Path, capsys: pytest.CaptureFixture[str]
+    site: Path, capsys: pytest.CaptureFixture[str], impl: str
 ) -> None:
-    import poorconn  # its close_upon_acceptance hands the server a closed socket
+    import poorconn  # its close_upon_acceptance hands the server a closed socket, as ours does
 
-    def close_all(s: socket.socket) -> socket.socket:
-        s = poorconn.make_socket_patchable(s)
-        poorconn.close_upon_acceptance(s)
-        return s
-
-    with serve(site, simulation=close_all) as server:
+    close = poorconn.close_upon_acceptance if impl == "poorconn" else close_upon_acceptance
+    with serve(site, simulation=simulation_of(close)) as server:
         with socket.create_connection(server.server.server_address[:2], timeout=5) as client:
             assert client.recv(10) == b""
     assert capsys.readouterr().err == ""
+
+
+def test_single_threaded_server_serves_one_request_at_a_time(site: Path) -> None:
+    (site / "slow.txt").write_bytes(b"x" * 10)
+    slow = simulation_of(delay_before_sending_upon_acceptance, 0.2, 1024)
+    with serve(site, simulation=slow, threaded=False) as server:
+        threads = [threading.Thread(target=get, args=(server, "/slow.txt")) for _ in range(2)]
+        start = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - start
+    # each response waits 0.2 s twice (headers, body); served one after the other
+    assert elapsed >= 4 * 0.2 * 0.9
+
+
+def test_threaded_server_serves_requests_concurrently(site: Path) -> None:
+    (site / "slow.txt").write_bytes(b"x" * 10)
+    slow = simulation_of(delay_before_sending_upon_acceptance, 0.2, 1024)
+    with serve(site, simulation=slow) as server:
+        threads = [threading.Thread(target=get, args=(server, "/slow.txt")) for _ in range(2)]
+        start = time.monotonic()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.monotonic() - start
+    assert elapsed < 4 * 0.2 * 0.9
+
+
+def test_log_requests_writes_access_lines_to_stderr(
+    site: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with serve(site, log_requests=True) as server:
+        assert get(server, "/hello.txt")[0] == 200
+    assert '"GET /hello.txt HTTP/1.1" 200 -' in capsys.readouterr().err
+
+
+def test_a_port_out_of_range_raises_overflow_error(site: Path) -> None:
+    with pytest.raises(OverflowError, match="port must be 0-65535, got 70000"):
+        HTTPServer(site, port=70000)
+
+
+def test_simulation_of_closes_the_socket_when_the_function_fails(site: Path) -> None:
+    def broken(s: socket.socket) -> None:
+        raise ValueError("bad simulation")
+
+    listening = socket.create_server(("127.0.0.1", 0))
+    with pytest.raises(ValueError, match="bad simulation"):
+        simulation_of(broken)(listening)
+    assert listening.fileno() == -1  # detached into a patchable copy, which was closed

@@ -157,9 +157,9 @@ def test_stockings_real_peer_and_a_plain_endpoint() -> None:
         wait_until(lambda: real.handshakeComplete)
         real.write("from Stockings")
         real.write(b"\x01bytes")
-        endpoint.write("from sockwork")
-        endpoint.write(b"\x02bytes")
-        assert [endpoint.read(timeout=5), endpoint.read(timeout=5)] == [
+        endpoint.send("from sockwork")
+        endpoint.send(b"\x02bytes")
+        assert [endpoint.recv(timeout=5), endpoint.recv(timeout=5)] == [
             "from Stockings",
             b"\x01bytes",
         ]
@@ -168,7 +168,7 @@ def test_stockings_real_peer_and_a_plain_endpoint() -> None:
             real.close()
         select.select([endpoint], [], [], 5)
         with pytest.raises(ConnectionClosed):
-            endpoint.read()
+            endpoint.recv(timeout=0)
 
 
 def test_stockings_empty_messages_reach_a_real_peer(
@@ -422,6 +422,62 @@ def test_stockings_exports_are_documented() -> None:
     for name in compat.__all__:
         assert f"`{name}" in doc, f"{name} is exported but docs/compat.md does not name it"
     for name in [n for n in vars(compat._Stocking) if not n.startswith("__")]:
-        if name in ("_start", "_endpoint"):
+        if name.startswith("_") and name not in ("_read", "_write"):
             continue  # plumbing, not Stockings API
         assert f"`{name}" in doc, f"Stocking.{name} is not in docs/compat.md"
+
+
+class Greeting(compat.Stocking):
+    """Sends its name, expects the peer's; ``expect`` is set after super().__init__()."""
+
+    def __init__(self, sock: socket.socket, name: str, expect: str) -> None:
+        super().__init__(sock)
+        self.name = name
+        self.expect = expect  # set after the base __init__: handshake must still see it
+        self.peer_name: str | None = None
+
+    def handshake(self) -> bool:
+        self._write("HELLO " + self.name)
+        deadline = time.monotonic() + 5
+        reply = None
+        while reply is None and time.monotonic() < deadline:
+            select.select([self], [], [], 0.1)
+            reply = self._read()
+        self.peer_name = reply
+        return reply == "HELLO " + self.expect
+
+
+def test_stockings_handshake_sees_subclass_attributes_and_its_thread_is_joined() -> None:
+    threads_before = set(threading.enumerate())
+    a, b = socket.socketpair()
+    left = Greeting(a, "left", "right")
+    with pytest.raises(NotReady):
+        left.write("early")
+    right = Greeting(b, "right", "left")
+    wait_until(lambda: left.handshakeComplete and right.handshakeComplete)
+    assert left.peer_name == "HELLO right"
+    left.write("after")
+    assert receive(right, 1) == ["after"]
+    left.close()
+    right.close()
+    assert set(threading.enumerate()) <= threads_before  # handshake threads joined
+
+
+def test_stockings_handshake_exception_is_the_cause() -> None:
+    class Broken(compat.Stocking):
+        def handshake(self) -> bool:
+            raise RuntimeError("no such protocol")
+
+    a, b = socket.socketpair()
+    broken = Broken(a)
+    wait_until(lambda: not broken.active)
+    with pytest.raises(StockingClosed, match="handshake failed") as info:
+        broken.read()
+    assert isinstance(info.value.__cause__, ConnectionClosed)
+    assert isinstance(info.value.__cause__.__cause__, RuntimeError)
+    with pytest.raises(ConnectionClosed) as sent:
+        broken.write("x")
+    assert isinstance(sent.value.__cause__, RuntimeError)
+    assert b.recv(1) == b""  # the failed side hung up
+    broken.close()
+    b.close()

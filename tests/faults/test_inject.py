@@ -213,5 +213,5 @@ def test_inject_forgets_each_connection_when_its_socket_closes(listener: socket.
                 with conn:
                     client.sendall(b"x")
                     assert conn.recv(1) == b"x"
-        assert handle._plan.connections_open == 0  # the plan holds no closed connection
+        assert handle._scope.plan.connections_open == 0  # the plan holds no closed connection
         assert handle.report.fired(Latency)  # the faults were on those connections

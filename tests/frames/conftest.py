@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import struct
-from collections.abc import Iterator
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -32,3 +35,37 @@ def tcp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     finally:
         a.close()
         b.close()
+
+
+# Issue 9: a header announcing 16 MiB - 1 (the default max_size allows it), then one byte.
+HOSTILE_HEADER = b"\x00\xff\xff\xff"
+HOSTILE_CONNECTIONS = 20
+# What each hostile connection may cost: a 64 KiB buffer and a first 64 KiB piece, with
+# room to spare. Before the fix each one cost the 16 MiB its header announced.
+HOSTILE_BUDGET = 256 * 1024
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Poll ``predicate`` (state another thread changes) until true, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what or predicate}"
+        time.sleep(0.005)
+
+
+class TracedMemory:
+    """Bytes allocated by Python (tracemalloc) since the block was entered, in every thread."""
+
+    def __enter__(self) -> TracedMemory:
+        gc.collect()
+        tracemalloc.start()
+        self._before = tracemalloc.get_traced_memory()[0]
+        return self
+
+    def now(self) -> int:
+        """Bytes allocated since the start and still held."""
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - self._before
+
+    def __exit__(self, *exc: object) -> None:
+        tracemalloc.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import socket
 import time
@@ -20,7 +21,13 @@ from sockwork.errors import (
 )
 from sockwork.frames import BYTES_OR_TEXT, JSON, Format, FrameEncoder, MessageSocket
 from sockwork.frames.aio import MessageServer, MessageStream, open_connection, start_server
-from tests.frames.conftest import reset
+from tests.frames.conftest import (
+    HOSTILE_BUDGET,
+    HOSTILE_CONNECTIONS,
+    HOSTILE_HEADER,
+    TracedMemory,
+    reset,
+)
 
 R = TypeVar("R")
 
@@ -582,3 +589,101 @@ def test_stream_and_socket_local_address() -> None:
             with accepted:
                 assert conn.local_address == peer
                 assert conn.address == listener.getsockname()
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
+    """Poll state that the event loop changes until ``predicate`` holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.005)
+
+
+def test_server_hostile_headers_commit_no_memory_and_give_it_back() -> None:
+    # Issue 9: `00 ff ff ff` + one byte made each connection allocate 16 MiB, kept after
+    # the peers left.
+    async def handler(stream: MessageStream[bytes]) -> None:
+        await stream.recv()
+
+    async def main() -> None:
+        with TracedMemory() as traced:
+            server, port = await serve(handler)
+            async with server:
+                streams = server._streams
+                peers = []
+                for _ in range(HOSTILE_CONNECTIONS):
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.write(HOSTILE_HEADER)
+                    peers.append(writer)
+                await until(
+                    lambda: len(streams) == HOSTILE_CONNECTIONS
+                    and all(s._decoder.missing == 0xFFFFFF for s in streams),
+                    what="the headers",
+                )
+                for writer in peers:
+                    writer.write(b"x")
+                # Four 16 MiB frames fit in the default max_buffered (64 MiB): those read
+                # on; the others wait without reading until memory frees.
+                await until(
+                    lambda: sum(s._decoder.missing == 0xFFFFFE for s in streams) == 4
+                    and server.waiting == HOSTILE_CONNECTIONS - 4,
+                    what="the bytes",
+                )
+                held = traced.now()
+                assert held < HOSTILE_CONNECTIONS * HOSTILE_BUDGET, held
+                assert server.buffered <= 64 * 1024 * 1024
+                for writer in peers:
+                    writer.close()
+                await until(lambda: server.connections == 0, what="the peers to leave")
+                assert server.buffered == 0
+                assert server.waiting == 0
+                assert traced.now() < 2 * 1024 * 1024
+
+    run(main())
+
+
+def test_server_max_buffered_holds_a_connection_back_until_memory_frees() -> None:
+    async def digest(stream: MessageStream[bytes]) -> None:
+        async for message in stream:
+            await stream.send(hashlib.sha256(message).digest())
+
+    async def main() -> None:
+        limit = 1024 * 1024
+        server, port = await serve(digest, max_size=limit, max_buffered=limit)
+        async with server:
+            first = b"a" * (900 * 1024)
+            second = bytes(range(256)) * 2400  # 600 KiB
+            reader_a, writer_a = await asyncio.open_connection("127.0.0.1", port)
+            writer_a.write(FrameEncoder().send(first)[: 100 * 1024])
+            await until(lambda: server.buffered >= 800 * 1024, what="A's reservation")
+            reader_b, writer_b = await asyncio.open_connection("127.0.0.1", port)
+            writer_b.write(FrameEncoder().send(second))
+            # B's frame does not fit next to A's: B stops reading (back-pressure)...
+            await until(lambda: server.waiting == 1, what="B to wait")
+            assert server.buffered <= limit
+            # ...until A's message is complete and taken; then B's arrives whole.
+            writer_a.write(FrameEncoder().send(first)[100 * 1024 :])
+            assert await reader_a.readexactly(36) == FrameEncoder().send(
+                hashlib.sha256(first).digest()
+            )
+            assert await reader_b.readexactly(36) == FrameEncoder().send(
+                hashlib.sha256(second).digest()
+            )
+            assert server.waiting == 0
+            assert server.buffered <= limit
+            writer_a.close()
+            writer_b.close()
+            await until(lambda: server.connections == 0, what="the peers to leave")
+            assert server.buffered == 0
+
+    run(main())
+
+
+def test_server_max_buffered_must_hold_one_message() -> None:
+    async def main() -> None:
+        with pytest.raises(ValueError, match="max_buffered"):
+            await start_server(echo, max_size=2048, max_buffered=1024)
+        with pytest.raises(ValueError, match="max_buffered"):
+            await start_server(echo, max_buffered=0)
+
+    run(main())

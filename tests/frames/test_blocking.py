@@ -27,7 +27,13 @@ from sockwork.frames import (
     MessageSocket,
     connect,
 )
-from tests.frames.conftest import reset
+from tests.frames.conftest import (
+    HOSTILE_BUDGET,
+    HOSTILE_CONNECTIONS,
+    HOSTILE_HEADER,
+    TracedMemory,
+    reset,
+)
 
 Pair = tuple[socket.socket, socket.socket]
 
@@ -458,3 +464,45 @@ def test_message_socket_interoperates_with_real_stockings(tcp_pair: Pair) -> Non
         theirs.close()
         theirs.join(10)
         threading.excepthook = previous_hook
+
+
+def test_message_socket_hostile_headers_commit_no_memory() -> None:
+    # Issue 9: each connection's header announced 16 MiB and got it allocated.
+    pairs = [socket.socketpair() for _ in range(HOSTILE_CONNECTIONS)]
+    try:
+        with TracedMemory() as traced:
+            conns = [MessageSocket(a) for a, _ in pairs]
+            for conn, (_, peer) in zip(conns, pairs, strict=True):
+                conn.settimeout(0.01)
+                peer.sendall(HOSTILE_HEADER)
+                with pytest.raises(TimedOut):
+                    conn.recv()
+                peer.sendall(b"x")
+                with pytest.raises(TimedOut):
+                    conn.recv()
+            held = traced.now()
+            assert held < HOSTILE_CONNECTIONS * HOSTILE_BUDGET, held
+            for _, peer in pairs:
+                peer.close()
+            for conn in conns:
+                conn.settimeout(5)
+                with pytest.raises(IncompleteMessage) as caught:
+                    conn.recv()
+                assert (caught.value.received, caught.value.expected) == (1, 0xFFFFFF)
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
+def test_message_socket_large_message_memory_is_given_back() -> None:
+    a, b = socket.socketpair()
+    with MessageSocket(a) as conn, MessageSocket(b) as peer:
+        payload = bytes(range(256)) * 16384  # 4 MiB
+        sender = threading.Thread(target=peer.send, args=(payload,))
+        sender.start()
+        assert conn.recv() == payload
+        sender.join()
+        peer.send(b"small")
+        assert conn.recv() == b"small"
+        assert conn._decoder.capacity <= 64 * 1024

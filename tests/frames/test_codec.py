@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import array
+import itertools
+import random
 from collections.abc import Iterator
 
 import pytest
@@ -17,6 +19,7 @@ from sockwork.frames import (
     FrameDecoder,
     FrameEncoder,
     Message,
+    Payload,
 )
 
 FORMATS = list(Format)
@@ -224,28 +227,109 @@ def test_decoder_accepts_buffers_of_any_format() -> None:
     assert list(decoder) == [b"hi", b""]
 
 
-def test_decoder_large_message_grows_buffer_and_get_buffer_covers_it() -> None:
+def fill(decoder: FrameDecoder, data: bytes) -> int:
+    """Receive ``data`` through get_buffer/buffer_updated as a socket would; return the reads."""
+    reads = 0
+    while data:
+        view = decoder.get_buffer()
+        n = min(len(view), len(data))
+        view[:n] = data[:n]
+        decoder.buffer_updated(n)
+        data = data[n:]
+        reads += 1
+    return reads
+
+
+def test_decoder_large_message_arrives_whole_through_views() -> None:
     payload = bytes(range(256)) * 4096  # 1 MiB
     wire = FrameEncoder().send(payload)
     decoder = FrameDecoder()
-    view = decoder.get_buffer(100)
-    view[:100] = wire[:100]
-    decoder.buffer_updated(100)
+    fill(decoder, wire[:100])
     assert decoder.next_message() is NEED_DATA
-    view = decoder.get_buffer()
-    # Once the header is known, one view can take the whole rest of the frame.
-    assert len(view) >= len(wire) - 100
-    view[: len(wire) - 100] = wire[100:]
-    decoder.buffer_updated(len(wire) - 100)
+    reads = fill(decoder, wire[100:])
+    assert reads <= 8  # pieces double: 64, 64, 128, 256, 512 KiB
     assert decoder.next_message() == payload
     assert decoder.buffered == 0
+    assert decoder.capacity <= 64 * 1024  # the pieces were released with the message
+
+
+def test_decoder_header_alone_commits_no_memory() -> None:
+    # Issue 9: `00 ff ff ff` + one byte used to allocate the 16 MiB the header announces.
+    decoder = FrameDecoder()
+    fill(decoder, b"\x00\xff\xff\xff" + b"x")
+    assert decoder.missing == 0xFFFFFF - 1
+    view = decoder.get_buffer()
+    assert len(view) <= 64 * 1024
+    assert decoder.capacity <= 2 * 64 * 1024
+    assert decoder.commitment == decoder.capacity + 0xFFFFFF - 1 - len(view)
+
+
+def test_decoder_large_frame_memory_follows_what_arrived() -> None:
+    size = 8 * 1024 * 1024
+    wire = FrameEncoder().send(b"z" * size)
+    decoder = FrameDecoder()
+    commitment = None
+    for sent in range(0, len(wire), 300_001):
+        fill(decoder, wire[sent : sent + 300_001])
+        received = min(sent + 300_001, len(wire))
+        # At most twice what arrived, plus one 64 KiB buffer.
+        assert decoder.capacity <= 2 * received + 64 * 1024
+        if decoder.missing:
+            if commitment is None:
+                commitment = decoder.commitment
+            assert decoder.commitment == commitment  # reserved once, stable until done
+    assert decoder.next_message() == b"z" * size
+    assert decoder.capacity <= 64 * 1024
+
+
+def test_decoder_large_frames_mixed_with_receive_data_and_small_frames() -> None:
+    rng = random.Random(7)
+    for format in Format:
+        encoder = FrameEncoder(format)
+        messages: list[Message] = []
+        for i in range(12):
+            size = rng.choice([0, 5, 70_000, 300_000])
+            text = format is Format.STOCKINGS and i % 2
+            messages.append("é" * (size // 2) if text else bytes([i]) * size)
+        wire = encoder.send_many(messages)
+        decoder = FrameDecoder(format)
+        got: list[Message] = []
+        pos = 0
+        while pos < len(wire):
+            step = rng.choice([1, 3, 1000, 70_000, 200_000])
+            chunk = wire[pos : pos + step]
+            if rng.random() < 0.5:
+                decoder.receive_data(chunk)
+            else:
+                fill(decoder, chunk)
+            pos += len(chunk)
+            got.extend(decoder)
+        assert got == messages, format
+
+
+def test_decoder_eof_inside_a_large_frame_reports_what_arrived() -> None:
+    decoder = FrameDecoder()
+    fill(decoder, b"\x00\x02\x00\x00" + b"a" * 100_000)
+    decoder.receive_eof()
+    with pytest.raises(IncompleteMessage) as caught:
+        decoder.next_message()
+    assert (caught.value.received, caught.value.expected) == (100_000, 0x20000)
+
+
+def test_decoder_burst_buffer_is_given_back() -> None:
+    decoder = FrameDecoder()
+    wire = FrameEncoder().send_many([b"m" * 100] * 20_000)  # 2 MiB of small frames
+    decoder.receive_data(wire)
+    assert decoder.capacity >= len(wire)
+    assert len(list(decoder)) == 20_000
+    assert decoder.capacity <= 64 * 1024
 
 
 def test_decoder_missing_counts_the_rest_of_a_pending_frame() -> None:
     decoder = FrameDecoder()
     assert decoder.missing == 0
     decoder.receive_data(b"\x00\x00\x00\x0aabc")
-    assert decoder.missing == 0  # the header is parsed by next_message()
+    assert decoder.missing == 7  # headers are parsed as data arrives
     assert decoder.next_message() is NEED_DATA
     assert decoder.missing == 7
     decoder.receive_data(b"defghij" + b"\x00")
@@ -444,3 +528,29 @@ def test_decoder_any_split_gives_identical_result(
         ]
         assert reference[0] == expected
         assert type(reference[1]) is ConnectionClosed
+
+
+@pytest.mark.parametrize("format", list(Format))
+def test_encoder_send_batch_is_send_many_in_buffers(format: Format) -> None:
+    encoder = FrameEncoder(format)
+    big = bytearray(b"m" * 20_000)
+    messages: list[Payload | str] = [b"a", "é", big, b"", memoryview(b"xyz"), b"b" * 16_384]
+    buffers, ends = encoder.send_batch(messages)
+    assert b"".join(buffers) == encoder.send_many(messages)
+    assert ends == list(itertools.accumulate(len(encoder.send(m)) for m in messages))
+    # Small frames (and the headers of large ones) are joined; payloads of 16 KiB or
+    # more are buffers of their own.
+    assert len(buffers) == 4
+    assert buffers[1] == bytes(big) and type(buffers[1]) is bytes
+    big[0] = 0  # the caller may change it afterwards: the batch keeps its copy
+    assert buffers[1][0] == ord("m")
+    assert buffers[3] is messages[5]  # bytes: not copied
+
+
+def test_encoder_send_batch_refuses_the_whole_batch() -> None:
+    encoder = FrameEncoder(max_size=10)
+    with pytest.raises(MessageTooLarge):
+        encoder.send_batch([b"ok", b"x" * 11])
+    with pytest.raises(TypeError):
+        encoder.send_batch([b"ok", 42])  # type: ignore[list-item]
+    assert encoder.send_batch([]) == ([], [])

@@ -21,14 +21,20 @@ from sockwork.errors import (
     ConnectionClosed,
     IncompleteMessage,
     MessageTooLarge,
-    NotReady,
     ProtocolError,
     TimedOut,
 )
 from sockwork.frames._reactor import Reactor, current_thread_count
 from sockwork.frames.codec import Format
-from sockwork.frames.codecs import JSON, TEXT
+from sockwork.frames.codecs import JSON
 from sockwork.frames.endpoint import Endpoint
+from tests.frames.conftest import (
+    HOSTILE_BUDGET,
+    HOSTILE_CONNECTIONS,
+    HOSTILE_HEADER,
+    TracedMemory,
+    wait_until,
+)
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
@@ -48,9 +54,7 @@ def next_message(endpoint: Endpoint[object], timeout: float = 5.0) -> object:
         remaining = deadline - time.monotonic()
         assert remaining > 0, "no message arrived in time"
         if readable(endpoint, remaining):
-            message = endpoint.read()
-            if message is not None:
-                return message
+            return endpoint.recv(timeout=0)  # readable: recv() does not wait
 
 
 def sockwork_cpu_seconds() -> float:
@@ -110,9 +114,10 @@ def test_endpoint_round_trip_in_order_with_empty_messages(
     a, b = endpoints
     sent = [b"one", b"", b"x" * 70_000, b"last"]
     for message in sent:
-        a.write(message)
+        a.send(message)
     assert [next_message(b) for _ in sent] == sent
-    assert b.read() is None
+    with pytest.raises(TimedOut):
+        b.recv(timeout=0)
 
 
 def test_endpoint_write_many_queues_a_batch_in_order(
@@ -120,17 +125,17 @@ def test_endpoint_write_many_queues_a_batch_in_order(
 ) -> None:
     endpoint, peer = pair
     batch = [b"a", b"", b"x" * 20_000, bytearray(b"ba"), b"z"]
-    endpoint.write_many(batch)
-    endpoint.write_many([])
+    endpoint.send_many(batch)
+    endpoint.send_many([])
     expected = b"".join(frame(bytes(m)) for m in batch)
     assert recv_exactly(peer, len(expected)) == expected
     # The peer may have every byte before the I/O thread counts the batch as sent, so
-    # pending_writes() can only be compared with itself: the refused batch must not add.
-    before = endpoint.pending_writes()
+    # pending_sends() can only be compared with itself: the refused batch must not add.
+    before = endpoint.pending_sends()
     with pytest.raises(MessageTooLarge):
-        endpoint.write_many([b"fine", b"x" * (16 * 1024 * 1024 + 1)])
-    assert endpoint.pending_writes() <= before  # nothing of the refused batch was queued
-    endpoint.write(b"next")
+        endpoint.send_many([b"fine", b"x" * (16 * 1024 * 1024 + 1)])
+    assert endpoint.pending_sends() <= before  # nothing of the refused batch was queued
+    endpoint.send(b"next")
     assert recv_exactly(peer, 8) == frame(b"next")  # and b"fine" was never sent
 
 
@@ -140,7 +145,7 @@ def test_endpoint_write_many_batches_never_interleave() -> None:
 
     def write_batches(tag: int) -> None:
         for seq in range(50):
-            sender.write_many([bytes([tag, seq, i]) for i in range(20)])
+            sender.send_many([bytes([tag, seq, i]) for i in range(20)])
 
     threads = [threading.Thread(target=write_batches, args=(tag,)) for tag in range(3)]
     for thread in threads:
@@ -163,7 +168,8 @@ def test_endpoint_read_returns_none_until_the_whole_message_is_there(
     data = frame(b"hello world")
     peer.sendall(data[:7])
     assert not readable(endpoint, 0.2)
-    assert endpoint.read() is None
+    with pytest.raises(TimedOut):
+        endpoint.recv(timeout=0)
     peer.sendall(data[7:])
     assert next_message(endpoint) == b"hello world"
 
@@ -175,31 +181,36 @@ def test_endpoint_fileno_readable_exactly_while_messages_wait(
     assert not readable(endpoint)
     peer.sendall(frame(b"a") + frame(b"b"))
     assert readable(endpoint, 5)
-    assert endpoint.read() == b"a"
+    assert endpoint.recv(timeout=0) == b"a"
     assert readable(endpoint)  # one more is waiting
-    assert endpoint.read() == b"b"
+    assert endpoint.recv() == b"b"
     assert not readable(endpoint)
-    assert endpoint.read() is None
+    with pytest.raises(TimedOut):
+        endpoint.recv(timeout=0)
 
 
-def test_endpoint_read_with_timeout_waits_for_a_message(
+def test_endpoint_recv_with_timeout_waits_for_a_message(
     endpoints: tuple[Endpoint[bytes], Endpoint[bytes]],
 ) -> None:
     a, b = endpoints
     started = time.monotonic()
-    assert b.read(timeout=0.2) is None
+    with pytest.raises(TimedOut) as info:
+        b.recv(timeout=0.2)
+    assert info.value.timeout == 0.2
     assert time.monotonic() - started >= 0.15
-    threading.Timer(0.1, a.write, (b"late",)).start()
-    assert b.read(timeout=5) == b"late"
+    threading.Timer(0.1, a.send, (b"late",)).start()
+    assert b.recv(timeout=5) == b"late"
+    threading.Timer(0.1, a.send, (b"later",)).start()
+    assert b.recv() == b"later"  # no timeout: waits as long as it takes
 
 
 def test_endpoint_writes_to_a_plain_peer_in_wire_format(
     pair: tuple[Endpoint[bytes], socket.socket],
 ) -> None:
     endpoint, peer = pair
-    endpoint.write(b"abc")
-    endpoint.write(bytearray(b"de"))
-    endpoint.write(memoryview(b"xfx")[1:2])
+    endpoint.send(b"abc")
+    endpoint.send(bytearray(b"de"))
+    endpoint.send(memoryview(b"xfx")[1:2])
     assert recv_exactly(peer, 7 + 6 + 5) == frame(b"abc") + frame(b"de") + frame(b"f")
 
 
@@ -207,26 +218,8 @@ def test_endpoint_codec_and_format_options() -> None:
     a, b = socket.socketpair()
     with Endpoint(a, codec=JSON, format="varint") as left:
         with Endpoint(b, codec=JSON, format=Format.VARINT) as right:
-            left.write({"n": [1, 2], "s": "é"})
+            left.send({"n": [1, 2], "s": "é"})
             assert next_message(right) == {"n": [1, 2], "s": "é"}
-
-
-def test_endpoint_hooks_transform_messages() -> None:
-    class Upper(Endpoint[str]):
-        def pre_write(self, message: str) -> str:
-            return message.upper()
-
-        def post_read(self, message: str) -> str:
-            return f"<{message}>"
-
-    a, b = socket.socketpair()
-    with Upper(a, codec=TEXT) as left, Upper(b, codec=TEXT) as right:
-        left.write("hi")
-        assert next_message(right) == "<HI>"
-        left.write_many(["one", "two"])
-        assert [next_message(right), next_message(right)] == ["<ONE>", "<TWO>"]
-        left.write_raw("raw")
-        assert right.read_raw(timeout=5) == "raw"
 
 
 # -- the shared I/O thread -------------------------------------------------------------------
@@ -242,7 +235,7 @@ def test_endpoint_fifty_endpoints_share_one_thread_which_stops_after_the_last_cl
     assert [thread.name for thread in started] == ["sockwork-endpoints"]
     assert current_thread_count() == 1
     for index in range(0, 50, 2):
-        eps[index].write(b"%d" % index)
+        eps[index].send(b"%d" % index)
     for index in range(1, 50, 2):
         assert next_message(eps[index]) == b"%d" % (index - 1)
     for endpoint in eps:
@@ -262,7 +255,7 @@ def test_endpoint_close_releases_every_descriptor() -> None:
     left, right = Endpoint(a), Endpoint(b)
     left.fileno()
     right.fileno()
-    left.write(b"x")
+    left.send(b"x")
     next_message(right)
     left.close()
     right.close()
@@ -277,39 +270,39 @@ def test_endpoint_full_send_queue_times_out_without_spinning(
     pair: tuple[Endpoint[bytes], socket.socket],
 ) -> None:
     endpoint, peer = pair  # the peer never reads
-    endpoint.write_timeout = 0.5
+    endpoint.send_timeout = 0.5
     chunk = b"z" * 65536
     with pytest.raises(TimedOut) as info:
         for _ in range(10_000):  # kernel buffers fill, then the 4 MiB queue
-            endpoint.write(chunk)
+            endpoint.send(chunk)
     assert info.value.timeout == 0.5
-    assert endpoint.pending_writes() > 0
+    assert endpoint.pending_sends() > 0
     assert endpoint.active  # a timeout does not break the connection
     # Blocked writer + reactor waiting for writability: no CPU burnt while stuck.
     cpu = sockwork_cpu_seconds()
     wall = time.monotonic()
     with pytest.raises(TimedOut):
-        endpoint.write(chunk)
+        endpoint.send(chunk)
     assert time.monotonic() - wall >= 0.45
     assert sockwork_cpu_seconds() - cpu < 0.1
 
 
 def test_endpoint_undrained_inbox_pauses_reading_without_spinning() -> None:
     a, b = socket.socketpair()
-    sender = Endpoint(a, write_timeout=0.3)
+    sender = Endpoint(a, send_timeout=0.3)
     receiver = Endpoint(b, max_queue=256 * 1024)
     chunk = b"q" * 16384
     count = 0
     with pytest.raises(TimedOut):
         while True:
-            sender.write(chunk)
+            sender.send(chunk)
             count += 1
     assert count < 1000  # the receiver's queue is bounded: it stopped reading
     cpu = sockwork_cpu_seconds()
     time.sleep(0.5)  # nothing to wait for: we measure that nothing happens
     assert sockwork_cpu_seconds() - cpu < 0.1
     # The receiver still sends while its inbox is full (no head-of-line stall).
-    receiver.write(b"reply")
+    receiver.send(b"reply")
     assert next_message(sender) == b"reply"
     for _ in range(count):
         assert next_message(receiver) == chunk
@@ -319,8 +312,8 @@ def test_endpoint_undrained_inbox_pauses_reading_without_spinning() -> None:
 
 def test_endpoint_both_sides_writing_without_reading_time_out_instead_of_deadlocking() -> None:
     a, b = socket.socketpair()
-    left = Endpoint(a, max_queue=256 * 1024, write_timeout=0.3)
-    right = Endpoint(b, max_queue=256 * 1024, write_timeout=0.3)
+    left = Endpoint(a, max_queue=256 * 1024, send_timeout=0.3)
+    right = Endpoint(b, max_queue=256 * 1024, send_timeout=0.3)
     chunk = b"d" * 32768
     written = {}
 
@@ -328,7 +321,7 @@ def test_endpoint_both_sides_writing_without_reading_time_out_instead_of_deadloc
         count = 0
         try:
             while True:
-                endpoint.write(chunk)
+                endpoint.send(chunk)
                 count += 1
         except TimedOut:
             written[name] = count
@@ -354,8 +347,8 @@ def test_endpoint_close_flushes_queued_messages() -> None:
     endpoint = Endpoint(a)
     payload = b"p" * 100_000
     for _ in range(20):  # 2 MB: more than the kernel buffers hold
-        endpoint.write(payload)
-    assert endpoint.pending_writes() > 0
+        endpoint.send(payload)
+    assert endpoint.pending_sends() > 0
     received: list[bytes] = []
 
     def drain() -> None:
@@ -371,7 +364,7 @@ def test_endpoint_close_flushes_queued_messages() -> None:
     reader.join()
     b.close()
     assert received == [payload] * 20
-    assert endpoint.pending_writes() == 0
+    assert endpoint.pending_sends() == 0
 
 
 def test_endpoint_close_reports_unsent_messages_when_the_flush_times_out() -> None:
@@ -379,13 +372,13 @@ def test_endpoint_close_reports_unsent_messages_when_the_flush_times_out() -> No
     a, b = socket.socketpair()
     endpoint = Endpoint(a)
     for _ in range(40):
-        endpoint.write(b"u" * 100_000)
+        endpoint.send(b"u" * 100_000)
     started = time.monotonic()
     with pytest.raises(TimedOut, match="not sent") as info:
         endpoint.close(flush_timeout=0.3)
     assert 0.25 <= time.monotonic() - started < 3
     assert info.value.timeout == 0.3
-    assert endpoint.pending_writes() > 0
+    assert endpoint.pending_sends() > 0
     assert not endpoint.active
     assert current_thread_count() == 0
     b.close()
@@ -407,13 +400,13 @@ def test_endpoint_peer_close_delivers_queued_messages_then_connection_closed(
     assert readable(endpoint, 5)  # the end itself is readable: a select loop wakes and sees it
     assert not endpoint.active
     with pytest.raises(ConnectionClosed) as info:
-        endpoint.read()
+        endpoint.recv(timeout=0)
     assert info.value.by_peer
     assert type(info.value) is ConnectionClosed
     with pytest.raises(ConnectionClosed):
-        endpoint.read()
+        endpoint.recv(timeout=0)
     with pytest.raises(ConnectionClosed):
-        endpoint.write(b"too late")
+        endpoint.send(b"too late")
 
 
 def test_endpoint_eof_inside_a_frame_raises_incomplete_message(
@@ -425,7 +418,7 @@ def test_endpoint_eof_inside_a_frame_raises_incomplete_message(
     assert next_message(endpoint) == b"whole"
     readable(endpoint, 5)
     with pytest.raises(IncompleteMessage) as info:
-        endpoint.read()
+        endpoint.recv(timeout=0)
     assert (info.value.received, info.value.expected) == (2, 9)
 
 
@@ -442,7 +435,7 @@ def test_endpoint_peer_reset_is_surfaced_and_the_socket_released() -> None:
     server.close()  # RST
     readable(endpoint, 5)
     with pytest.raises(ConnectionClosed) as info:
-        endpoint.read()
+        endpoint.recv(timeout=0)
     assert info.value.by_peer
     assert isinstance(info.value.__cause__, ConnectionResetError)
     assert client.fileno() == -1  # released as soon as the end was seen, before close()
@@ -459,7 +452,7 @@ def test_endpoint_write_to_a_reset_peer_raises_connection_closed(
     readable(endpoint, 5)
     assert not endpoint.active
     with pytest.raises(ConnectionClosed) as info:
-        endpoint.write(b"into the void")
+        endpoint.send(b"into the void")
     assert info.value.by_peer
 
 
@@ -470,9 +463,9 @@ def test_endpoint_a_broken_connection_leaves_the_others_served() -> None:
     b.sendall(struct.pack(">I", 2**31))  # oversized header on the first connection
     readable(broken, 5)
     with pytest.raises(MessageTooLarge):
-        broken.read()
+        broken.recv(timeout=0)
     for index in range(100):
-        healthy.write(b"%d" % index)
+        healthy.send(b"%d" % index)
     assert [next_message(healthy_peer) for _ in range(100)] == [b"%d" % i for i in range(100)]
     for endpoint in (broken, healthy, healthy_peer):
         endpoint.close()
@@ -487,11 +480,11 @@ def test_endpoint_oversized_header_raises_message_too_large_after_earlier_messag
     assert next_message(endpoint) == b"fine"
     readable(endpoint, 5)
     with pytest.raises(MessageTooLarge) as info:
-        endpoint.read()
+        endpoint.recv(timeout=0)
     assert (info.value.size, info.value.limit) == (2**31, 16 * 1024 * 1024)
     assert not endpoint.active
     with pytest.raises(ConnectionClosed) as again:
-        endpoint.read()
+        endpoint.recv(timeout=0)
     assert again.value.__cause__ is info.value
     peer.settimeout(5)
     assert peer.recv(1) == b""  # our side closed the connection
@@ -504,7 +497,7 @@ def test_endpoint_bad_stockings_text_raises_protocol_error() -> None:
         assert next_message(endpoint) == b"a"
         readable(endpoint, 5)
         with pytest.raises(ProtocolError, match="UTF-8"):
-            endpoint.read()
+            endpoint.recv(timeout=0)
     b.close()
 
 
@@ -514,7 +507,7 @@ def test_endpoint_runaway_header_raises_protocol_error() -> None:
         b.sendall(b"\xff" * 20)
         readable(endpoint, 5)
         with pytest.raises(ProtocolError, match="header longer"):
-            endpoint.read()
+            endpoint.recv(timeout=0)
     b.close()
 
 
@@ -523,19 +516,19 @@ def test_endpoint_oversized_write_is_refused_and_the_connection_stays_usable(
 ) -> None:
     a, b = endpoints
     with pytest.raises(MessageTooLarge):
-        a.write(b"x" * (16 * 1024 * 1024 + 1))
-    a.write(b"ok")
+        a.send(b"x" * (16 * 1024 * 1024 + 1))
+    a.send(b"ok")
     assert next_message(b) == b"ok"
 
 
-def test_endpoint_after_close_read_and_write_raise_connection_closed(
+def test_endpoint_after_close_recv_and_send_raise_connection_closed(
     endpoints: tuple[Endpoint[bytes], Endpoint[bytes]],
 ) -> None:
     a, _ = endpoints
     a.close()
     a.close()
     assert not a.active
-    for call in (a.read, lambda: a.write(b"x")):
+    for call in (a.recv, lambda: a.send(b"x")):
         with pytest.raises(ConnectionClosed) as info:
             call()
         assert not info.value.by_peer
@@ -548,7 +541,7 @@ def test_endpoint_concurrent_writers_never_interleave_frames() -> None:
 
     def write_all(tag: int) -> None:
         for seq in range(per_thread):
-            sender.write(bytes([tag]) + seq.to_bytes(4, "big") + bytes([tag]) * 100_000)
+            sender.send(bytes([tag]) + seq.to_bytes(4, "big") + bytes([tag]) * 100_000)
 
     threads = [threading.Thread(target=write_all, args=(tag,)) for tag in range(4)]
     for thread in threads:
@@ -581,8 +574,8 @@ def test_endpoint_close_racing_the_peer_eof_is_safe(monkeypatch: pytest.MonkeyPa
     for _ in range(30):
         a, b = socket.socketpair()
         left, right = Endpoint(a), Endpoint(b)
-        left.write(b"x")
-        assert right.read(timeout=5) == b"x"
+        left.send(b"x")
+        assert right.recv(timeout=5) == b"x"
         left.close()  # its EOF reaches right while right.close() starts
         right.close()
     assert current_thread_count() == 0
@@ -605,10 +598,10 @@ def test_endpoint_a_failure_inside_the_io_thread_ends_only_that_connection(
     b.sendall(frame(b"x"))
     readable(victim, 5)
     with pytest.raises(ConnectionClosed, match="I/O thread failed") as info:
-        victim.read()
+        victim.recv(timeout=0)
     assert isinstance(info.value.__cause__, RuntimeError)
     assert a.fileno() == -1  # released
-    healthy.write(b"still served")
+    healthy.send(b"still served")
     assert next_message(healthy_peer) == b"still served"
     for endpoint in (victim, healthy, healthy_peer):
         endpoint.close()
@@ -617,7 +610,7 @@ def test_endpoint_a_failure_inside_the_io_thread_ends_only_that_connection(
 
 def test_endpoint_write_without_timeout_waits_until_the_peer_reads() -> None:
     a, b = socket.socketpair()
-    sender = Endpoint(a, max_queue=64 * 1024, write_timeout=None)
+    sender = Endpoint(a, max_queue=64 * 1024, send_timeout=None)
     receiver_started = threading.Event()
     received: list[object] = []
 
@@ -625,7 +618,7 @@ def test_endpoint_write_without_timeout_waits_until_the_peer_reads() -> None:
         receiver_started.wait(5)
         with Endpoint(b) as receiver:
             while len(received) < 200:
-                message = receiver.read(timeout=5)
+                message = receiver.recv(timeout=5)
                 assert message is not None
                 received.append(message)
 
@@ -634,7 +627,7 @@ def test_endpoint_write_without_timeout_waits_until_the_peer_reads() -> None:
     threading.Timer(0.3, receiver_started.set).start()  # the peer starts reading late
     started = time.monotonic()
     for index in range(200):  # 3 MB through a 64 KiB queue: write() must wait
-        sender.write(b"%03d" % index * 5000)
+        sender.send(b"%03d" % index * 5000)
     assert time.monotonic() - started >= 0.25  # it waited for the reader, without a timeout
     reader.join(10)
     assert received == [b"%03d" % index * 5000 for index in range(200)]
@@ -650,36 +643,17 @@ def test_endpoint_context_manager_does_not_mask_an_exception_with_a_flush_timeou
     with pytest.raises(KeyError):
         with Impatient(a) as endpoint:
             for _ in range(40):
-                endpoint.write(b"w" * 100_000)  # the peer never reads
+                endpoint.send(b"w" * 100_000)  # the peer never reads
             raise KeyError("the real problem")
     assert not endpoint.active
-    assert endpoint.pending_writes() > 0
+    assert endpoint.pending_sends() > 0
     b.close()
     c, d = socket.socketpair()
     with pytest.raises(TimedOut):  # without an exception in flight, the timeout is reported
         with Impatient(c) as other:
             for _ in range(40):
-                other.write(b"w" * 100_000)
+                other.send(b"w" * 100_000)
     d.close()
-
-
-def test_endpoint_wait_ready_times_out() -> None:
-    release = threading.Event()
-
-    class Slow(Endpoint[bytes]):
-        def handshake(self) -> bool:
-            return release.wait(5)
-
-    a, b = socket.socketpair()
-    endpoint = Slow(a)
-    with pytest.raises(TimedOut) as info:
-        endpoint.wait_ready(0.1)
-    assert info.value.timeout == 0.1
-    release.set()
-    endpoint.wait_ready(5)
-    assert endpoint.ready
-    endpoint.close()
-    b.close()
 
 
 def test_endpoint_rejects_bad_arguments() -> None:
@@ -694,8 +668,8 @@ def test_endpoint_rejects_bad_arguments() -> None:
         with a, b:
             with pytest.raises(ValueError, match="max_queue"):
                 Endpoint(a, max_queue=0)
-            with pytest.raises(ValueError, match="write_timeout"):
-                Endpoint(a, write_timeout=-1)
+            with pytest.raises(ValueError, match="send_timeout"):
+                Endpoint(a, send_timeout=-1)
             with pytest.raises(TypeError, match="codec"):
                 Endpoint(a, codec="json")  # type: ignore[call-overload]
     finally:
@@ -732,8 +706,8 @@ def test_endpoint_short_reads_and_writes_deliver_messages_intact() -> None:
             # 20 kB payloads go out as header + payload buffers (sendmsg), cut anywhere.
             sent = [b"", b"a", os.urandom(300), os.urandom(20_000), b"end"] * 3
             for message in sent:
-                left.write(message)
-                right.write(message)
+                left.send(message)
+                right.send(message)
             assert [next_message(right) for _ in sent] == sent
             assert [next_message(left) for _ in sent] == sent
     finally:
@@ -748,90 +722,16 @@ def test_endpoint_reset_inside_a_frame_under_faults() -> None:
         with Endpoint(client) as left, Endpoint(server) as right:
             for _ in range(4):  # 4 x 304 bytes: the reset falls inside the fourth frame
                 try:
-                    left.write(b"z" * 300)
+                    left.send(b"z" * 300)
                 except ConnectionClosed:
                     break
             assert [next_message(right) for _ in range(3)] == [b"z" * 300] * 3
             readable(right, 5)
             with pytest.raises(IncompleteMessage) as info:
-                right.read()
+                right.recv(timeout=0)
             assert isinstance(info.value.__cause__, ConnectionResetError)
     finally:
         scope.__exit__(None, None, None)  # type: ignore[attr-defined]
-
-
-# -- handshake -------------------------------------------------------------------------------
-
-
-class Greeting(Endpoint[bytes]):
-    """Sends its name, expects the peer's; ``expect`` is set after super().__init__()."""
-
-    def __init__(self, sock: socket.socket, name: bytes, expect: bytes) -> None:
-        super().__init__(sock)
-        self.name = name
-        self.expect = expect  # set after the base __init__: handshake must still see it
-        self.peer_name: bytes | None = None
-
-    def handshake(self) -> bool:
-        self.write_raw(b"HELLO " + self.name)
-        reply = self.read_raw(timeout=5)
-        self.peer_name = reply
-        return reply == b"HELLO " + self.expect
-
-
-def test_endpoint_handshake_gates_read_and_write() -> None:
-    threads_before = set(threading.enumerate())
-    a, b = socket.socketpair()
-    left = Greeting(a, b"left", b"right")
-    assert not left.ready
-    with pytest.raises(NotReady):
-        left.write(b"early")
-    with pytest.raises(NotReady):
-        left.write_many([b"early"])
-    with pytest.raises(NotReady):
-        left.read()
-    right = Greeting(b, b"right", b"left")
-    left.wait_ready(5)
-    right.wait_ready(5)
-    assert left.peer_name == b"HELLO right"
-    left.write(b"after")
-    assert next_message(right) == b"after"
-    left.close()
-    right.close()
-    assert set(threading.enumerate()) <= threads_before  # handshake threads joined
-
-
-def test_endpoint_failed_handshake_closes_with_connection_closed() -> None:
-    a, b = socket.socketpair()
-    left = Greeting(a, b"left", b"someone else")
-    right = Endpoint(b)
-    right.write(b"HELLO intruder")
-    with pytest.raises(ConnectionClosed, match="handshake failed"):
-        left.wait_ready(5)
-    for call in (left.read, lambda: left.write(b"x")):
-        with pytest.raises(ConnectionClosed):
-            call()
-    assert not left.active
-    assert next_message(right) == b"HELLO left"
-    readable(right, 5)
-    with pytest.raises(ConnectionClosed):  # the failed side hung up
-        right.read()
-    left.close()
-    right.close()
-
-
-def test_endpoint_handshake_exception_is_the_cause() -> None:
-    class Broken(Endpoint[bytes]):
-        def handshake(self) -> bool:
-            raise RuntimeError("no such protocol")
-
-    a, b = socket.socketpair()
-    endpoint = Broken(a)
-    with pytest.raises(ConnectionClosed) as info:
-        endpoint.wait_ready(5)
-    assert isinstance(info.value.__cause__, RuntimeError)
-    endpoint.close()
-    b.close()
 
 
 # -- TLS and interpreter exit ----------------------------------------------------------------
@@ -870,8 +770,8 @@ def test_endpoint_over_tls(tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext]) 
     with Endpoint(client) as left, Endpoint(result[0]) as right:
         big = os.urandom(3 * 1024 * 1024)
         for message in (b"small", big, b""):
-            left.write(message)
-        right.write(b"back")
+            left.send(message)
+        right.send(b"back")
         assert next_message(right) == b"small"
         assert next_message(right) == big
         assert next_message(right) == b""
@@ -887,8 +787,8 @@ def test_endpoint_queued_messages_are_flushed_at_interpreter_exit() -> None:
         f"sock = socket.create_connection(('127.0.0.1', {port}))\n"
         "ep = Endpoint(sock, max_queue=32 * 1024 * 1024)\n"
         "for i in range(40):\n"
-        "    ep.write(b'%03d' % i * 100_000)\n"
-        "print(ep.pending_writes(), flush=True)\n"
+        "    ep.send(b'%03d' % i * 100_000)\n"
+        "print(ep.pending_sends(), flush=True)\n"
         # no close(): the interpreter exits with messages still queued
     )
     child = subprocess.Popen(
@@ -921,8 +821,8 @@ def test_endpoint_works_in_a_forked_child_and_the_child_exits() -> None:
         "if pid == 0:\n"
         "    c, d = socket.socketpair()\n"
         "    left, right = Endpoint(c), Endpoint(d)\n"
-        "    left.write(b'child')\n"
-        "    ok = right.read(timeout=5) == b'child'\n"
+        "    left.send(b'child')\n"
+        "    ok = right.recv(timeout=5) == b'child'\n"
         "    sys.exit(0 if ok else 3)\n"  # a normal exit: atexit hooks run
         "_, status = os.waitpid(pid, 0)\n"
         "parent_side.close(); b.close()\n"
@@ -951,3 +851,35 @@ def test_endpoint_is_exported_from_sockwork_frames_and_documented() -> None:
         assert f"`{name}" in doc, f"Endpoint.{name} is not in docs/frames.md"
         docstring = getattr(Endpoint, name).__doc__
         assert docstring and docstring.splitlines()[0].endswith("."), name
+
+
+def test_endpoint_hostile_headers_commit_no_memory() -> None:
+    # Issue 9: `00 ff ff ff` + one byte made each endpoint allocate the 16 MiB announced.
+    pairs = [socket.socketpair() for _ in range(HOSTILE_CONNECTIONS)]
+    endpoints: list[Endpoint[bytes]] = []
+    try:
+        with TracedMemory() as traced:
+            endpoints = [Endpoint(a) for a, _ in pairs]
+            for _, peer in pairs:
+                peer.sendall(HOSTILE_HEADER)
+            wait_until(lambda: all(e._decoder.missing == 0xFFFFFF for e in endpoints))
+            for _, peer in pairs:
+                peer.sendall(b"x")
+            wait_until(lambda: all(e._decoder.missing == 0xFFFFFE for e in endpoints))
+            held = traced.now()
+            assert held < HOSTILE_CONNECTIONS * HOSTILE_BUDGET, held
+            for endpoint in endpoints:
+                with pytest.raises(TimedOut):
+                    endpoint.recv(timeout=0)
+            for _, peer in pairs:
+                peer.close()
+            for endpoint in endpoints:
+                with pytest.raises(IncompleteMessage) as caught:
+                    next_message(endpoint)  # type: ignore[arg-type]
+                assert (caught.value.received, caught.value.expected) == (1, 0xFFFFFF)
+    finally:
+        for endpoint in endpoints:
+            endpoint.abort()
+        for a, b in pairs:
+            a.close()
+            b.close()

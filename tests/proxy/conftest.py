@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -78,6 +79,29 @@ def echo(conn: socket.socket) -> None:
             conn.shutdown(socket.SHUT_WR)
             return
         conn.sendall(data)
+
+
+def echo_then_marker(done: threading.Event, marker: bytes = b"END") -> Callable[
+    [socket.socket], None
+]:
+    """An echo handler that, on EOF, sends ``marker``, closes, and sets ``done``."""
+
+    def handler(conn: socket.socket) -> None:
+        while data := conn.recv(65536):
+            conn.sendall(data)
+        conn.sendall(marker)
+        conn.close()
+        done.set()
+
+    return handler
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 5.0) -> None:
+    """Poll ``condition`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"still false after {timeout} s: {condition}"
+        time.sleep(0.005)
 
 
 @pytest.fixture

@@ -81,6 +81,9 @@ def test_command_proxy_rejects_bad_units(capsys: pytest.CaptureFixture[str]) -> 
     assert "invalid duration 'fast'" in capsys.readouterr().err
     assert main(["proxy", "--upstream", "nowhere"]) == 2
     assert "host:port" in capsys.readouterr().err
+    # Port 0 cannot be dialed: a usage error, not a traceback.
+    assert main(["proxy", "--upstream", "127.0.0.1:0"]) == 2
+    assert "--upstream must be host:port with a port in 1..65535" in capsys.readouterr().err
 
 
 def test_command_toxiproxy_server_serves_the_config(

@@ -69,6 +69,20 @@ def test_scope_new_spares_open_connections(echo_server: Upstream) -> None:
                 assert round_trip(new) >= 0.24
 
 
+def test_scope_new_update_keeps_open_connections_on_the_old_values(
+    echo_server: Upstream,
+) -> None:
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        proxy.add(Latency(0.25), direction="downstream", name="lag")
+        with socket.create_connection(proxy.address, timeout=5) as old:
+            assert round_trip(old) >= 0.24
+            proxy.update("lag", Latency(0.001), scope="new")
+            assert round_trip(old) >= 0.24  # still the old values
+            with socket.create_connection(proxy.address, timeout=5) as new:
+                assert round_trip(new) < 0.15
+            assert [f.fault for f in proxy.faults] == [Latency(0.001)]
+
+
 def test_bandwidth_limits_each_connection(echo_server: Upstream) -> None:
     with FaultProxy(upstream=echo_server.address) as proxy:
         proxy.add(Bandwidth(100_000), direction="downstream")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import logging
 import os
 import queue
 import socket
@@ -18,7 +19,15 @@ import sockwork.proxy.proxy as proxy_module
 from sockwork.faults import Latency, Stall
 from sockwork.faults.plan import Plan
 from sockwork.proxy import ConnectionEvent, FaultProxy
-from tests.proxy.conftest import MakeUpstream, Upstream, open_fds, recv_exactly
+from sockwork.proxy.pipe import Pipe
+from tests.proxy.conftest import (
+    MakeUpstream,
+    Upstream,
+    echo_then_marker,
+    open_fds,
+    recv_exactly,
+    wait_until,
+)
 
 
 def wait_until_idle(proxy: FaultProxy) -> None:
@@ -197,3 +206,62 @@ def test_reliability_counters_and_closing_events_outlive_the_bounded_report(
             assert closed.get(timeout=5).faults_fired == ("lag", "lag")
         assert proxy.counters.faults_fired == {"lag": 10}  # 5 connections, 2 directions
         assert len(proxy.report.events) == 2 and proxy.report.dropped == 8
+
+
+def test_reliability_held_data_released_to_a_closed_client_ends_cleanly(
+    make_upstream: MakeUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Issue 9 item 6, timer path: the latency expires by itself after the client closed.
+    # Writing the held marker makes the client's kernel answer RST; passing the EOF on
+    # then meets ENOTCONN. The connection must end, and no callback may crash.
+    done = threading.Event()
+    upstream = make_upstream(echo_then_marker(done))
+    closed: queue.SimpleQueue[ConnectionEvent] = queue.SimpleQueue()
+
+    def on_event(event: ConnectionEvent) -> None:
+        if event.kind == "closed":
+            closed.put(event)
+
+    with FaultProxy(upstream=upstream.address, on_event=on_event) as proxy:
+        proxy.add(Latency(0.1), direction="downstream", name="lag")
+        with socket.create_connection(proxy.address, timeout=5) as client:
+            client.sendall(b"r")
+            assert recv_exactly(client, 1) == b"r"
+        assert done.wait(5)
+        event = closed.get(timeout=5)
+        assert event.bytes_upstream == 1 and event.bytes_downstream in (1, 4)
+        assert proxy.counters.connections_open == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_reliability_a_failing_connection_does_not_fail_a_fault_change(
+    echo_server: Upstream, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Removing or updating a fault never fails because of one connection: a connection
+    # whose step raises is reported to the loop's exception handler and closed.
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        proxy.add(Latency(0.01), direction="downstream", name="lag")
+        with socket.create_connection(proxy.address, timeout=5) as doomed, \
+                socket.create_connection(proxy.address, timeout=5) as steady:
+            for c in (doomed, steady):
+                c.sendall(b"1")
+                assert recv_exactly(c, 1) == b"1"
+            broken = proxy._require_hub().connections[1]  # doomed's, the first accepted
+            original = Pipe.faults_changed
+
+            def faults_changed(pipe: Pipe) -> None:
+                if pipe.owner is broken:
+                    raise OSError(107, "Transport endpoint is not connected")
+                original(pipe)
+
+            monkeypatch.setattr(Pipe, "faults_changed", faults_changed)
+            proxy.remove("lag")  # does not raise
+            assert proxy.faults == ()
+            with pytest.raises(ConnectionResetError):
+                doomed.recv(1)  # closed with an RST: it ended abnormally
+            steady.sendall(b"2")
+            assert recv_exactly(steady, 1) == b"2"
+            wait_until(lambda: proxy.counters.connections_open == 1)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "faults changed" in errors[0].getMessage()
+    assert isinstance(errors[0].exc_info and errors[0].exc_info[1], OSError)

@@ -5,13 +5,21 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from sockwork.proxy.server import TOXIPROXY_VERSION, ToxiproxyServer
-from tests.proxy.conftest import Upstream, free_port, recv_exactly
+from tests.proxy.conftest import (
+    MakeUpstream,
+    Upstream,
+    echo_then_marker,
+    free_port,
+    recv_exactly,
+    wait_until,
+)
 
 
 class Api:
@@ -274,6 +282,10 @@ def test_server_survives_garbage_and_oversized_requests(server: ToxiproxyServer)
     with socket.create_connection(server.address, timeout=5) as raw:
         raw.sendall(b"GET /version HTTP/1.1\r\nHost: x\r\n" + b"X-Long: " + b"a" * 100_000)
         assert raw.recv(100).startswith(b"HTTP/1.1 400 ")
+    with socket.create_connection(server.address, timeout=5) as raw:
+        # b"\xb2" is "²" in Latin-1, the header charset: a digit to str.isdigit().
+        raw.sendall(b"POST /proxies HTTP/1.1\r\nContent-Length: \xb2\r\n\r\n")
+        assert b'"error": "bad Content-Length"' in raw.recv(1000)
     api = Api(server.address)
     try:
         assert api.call("GET", "/version")[0] == 200
@@ -334,3 +346,162 @@ def test_server_connect_timeout_toxic(api: Api, echo_server: Upstream) -> None:
     with socket.create_connection(address, timeout=5) as client:
         client.sendall(b"c")
         assert recv_exactly(client, 1) == b"c"
+
+
+def test_server_patch_to_a_port_in_use_keeps_the_old_listener(
+    api: Api, echo_server: Upstream
+) -> None:
+    api.call("POST", "/proxies", {"name": "e", "upstream": upstream_of(echo_server)})
+    old = api.call("GET", "/proxies/e")[1]
+    assert isinstance(old, dict)
+    address = ("127.0.0.1", json_port(api, "e"))
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        status, body, response = api.call("PATCH", "/proxies/e", {"listen": busy})
+        assert status == 500 and isinstance(body, dict)
+        assert body == {"error": f"listen tcp {busy}: bind: address already in use",
+                        "status": 500}
+        assert response.getheader("Content-Type", "").startswith("text/plain")
+        # Nothing changed: the API reports the old address, and it still serves.
+        assert api.call("GET", "/proxies/e")[1] == old
+        with socket.create_connection(address, timeout=5) as client:
+            client.sendall(b"still")
+            assert recv_exactly(client, 5) == b"still"
+        # A failed move of the upstream along with it changes nothing either.
+        status, _, _ = api.call("PATCH", "/proxies/e", {"listen": busy, "upstream": "x:1"})
+        assert status == 500 and api.call("GET", "/proxies/e")[1] == old
+
+
+def test_server_patch_keeps_connections_when_the_move_fails(
+    api: Api, echo_server: Upstream
+) -> None:
+    api.call("POST", "/proxies", {"name": "e", "upstream": upstream_of(echo_server)})
+    with socket.create_connection(("127.0.0.1", json_port(api, "e")), timeout=5) as client, \
+            socket.create_server(("127.0.0.1", 0)) as taken:
+        client.sendall(b"1")
+        assert recv_exactly(client, 1) == b"1"
+        busy = f"127.0.0.1:{taken.getsockname()[1]}"
+        assert api.call("PATCH", "/proxies/e", {"listen": busy})[0] == 500
+        client.sendall(b"2")
+        assert recv_exactly(client, 1) == b"2"
+
+
+def test_server_enable_on_a_port_taken_meanwhile_answers_500(
+    api: Api, echo_server: Upstream
+) -> None:
+    api.call("POST", "/proxies", {"name": "e", "upstream": upstream_of(echo_server)})
+    port = json_port(api, "e")
+    assert api.call("PATCH", "/proxies/e", {"enabled": False})[0] == 200
+    with socket.create_server(("127.0.0.1", port)):
+        status, body, _ = api.call("PATCH", "/proxies/e", {"enabled": True})
+        assert (status, body) == (500, {
+            "error": f"listen tcp 127.0.0.1:{port}: bind: address already in use",
+            "status": 500})
+        proxy = api.call("GET", "/proxies/e")[1]
+        assert isinstance(proxy, dict) and proxy["enabled"] is False
+    assert api.call("PATCH", "/proxies/e", {"enabled": True})[0] == 200
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+        client.sendall(b"back")
+        assert recv_exactly(client, 4) == b"back"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "error"),
+    [
+        ("POST", "/proxies", {"name": "n", "upstream": "127.0.0.1:²"},
+         "upstream must be host:port with a port in 0..65535, got '127.0.0.1:²'"),
+        ("POST", "/proxies", {"name": "n", "upstream": "127.0.0.1:0"},
+         "upstream must be host:port with a port in 1..65535, got '127.0.0.1:0'"),
+        ("POST", "/proxies", {"name": "n", "upstream": "127.0.0.1:1", "listen": "h:²"},
+         "listen must be host:port with a port in 0..65535, got 'h:²'"),
+        ("PATCH", "/proxies/e", {"upstream": "127.0.0.1:²"},
+         "upstream must be host:port with a port in 0..65535, got '127.0.0.1:²'"),
+        ("POST", "/populate", [{"name": "n", "upstream": "127.0.0.1:0"}],
+         "upstream must be host:port with a port in 1..65535, got '127.0.0.1:0'"),
+        ("POST", "/proxies/e/toxics", {"type": "latency", "attributes": {"latency": 10**400}},
+         f"bad request body: json: cannot unmarshal number {10**400} into Go struct field "
+         "latency.latency of type int64"),
+        ("PATCH", "/proxies/e/toxics/slicer_downstream", {"attributes": {"delay": 2**63}},
+         f"bad request body: json: cannot unmarshal number {2**63} into Go struct field "
+         "slicer.delay of type int64"),
+    ],
+    ids=["upstream ²", "upstream :0", "listen ²", "patch upstream ²", "populate :0",
+         "latency 400 digits", "patch over int64"],
+)
+def test_server_bad_input_is_400_not_500(
+    api: Api, echo_server: Upstream, method: str, path: str, body: object, error: str
+) -> None:
+    api.call("POST", "/proxies", {"name": "e", "upstream": upstream_of(echo_server)})
+    assert api.call("POST", "/proxies/e/toxics", {"type": "slicer"})[0] == 200
+    before = api.call("GET", "/proxies")[1]
+    status, answer, _ = api.call(method, path, body)
+    assert (status, answer) == (400, {"error": error, "status": 400}) or (
+        path == "/populate" and (status, answer) == (
+            400, {"error": error, "status": 400, "proxies": []}))
+    assert api.call("GET", "/proxies")[1] == before
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"[" * 100_000, b'{"name": ' + b"1" * 5000 + b"}"],
+    ids=["nested 100000 deep", "5000-digit number"],
+)
+def test_server_undecodable_json_is_400(api: Api, raw: bytes) -> None:
+    status, body, _ = api.call("POST", "/proxies", raw=raw)
+    assert status == 400 and isinstance(body, dict)
+    assert str(body["error"]).startswith("bad request body: ")
+
+
+def test_server_largest_attributes_of_every_toxic_are_served(
+    api: Api, echo_server: Upstream
+) -> None:
+    from sockwork.proxy.toxic import EXTRA_TOXIC_TYPES, TOXIC_TYPES
+
+    api.call("POST", "/proxies", {"name": "e", "upstream": upstream_of(echo_server)})
+    for kind, attributes in {**TOXIC_TYPES, **EXTRA_TOXIC_TYPES}.items():
+        biggest = {key: 2**63 - 1 for key in attributes}
+        status, body, _ = api.call("POST", "/proxies/e/toxics",
+                                   {"type": kind, "attributes": biggest})
+        assert status in (200, 400), (kind, status, body)
+        if status == 200:
+            assert api.call("DELETE", f"/proxies/e/toxics/{kind}_downstream")[0] == 204
+
+
+def metric(api: Api, name: str, **labels: str) -> int:
+    """The value of one sample of GET /metrics."""
+    text = api.call("GET", "/metrics")[1]
+    assert isinstance(text, str)
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return int(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no sample {name} {labels}")
+
+
+def test_server_delete_toxic_holding_data_for_a_closed_client(
+    api: Api, make_upstream: MakeUpstream
+) -> None:
+    # Issue 9 item 6: the client closed while the server's last bytes were still held
+    # by a latency toxic; releasing them meets a reset client socket (ENOTCONN on
+    # shutdown). The DELETE must succeed all the same, and the connection end.
+    done = threading.Event()
+    upstream = make_upstream(echo_then_marker(done))
+    api.call("POST", "/proxies", {"name": "e", "upstream": upstream_of(upstream)})
+    api.call("POST", "/proxies/e/toxics", {"type": "latency", "attributes": {"latency": 100}})
+    with socket.create_connection(("127.0.0.1", json_port(api, "e")), timeout=5) as client:
+        for i in range(10):
+            client.sendall(b"%d" % i)
+            assert recv_exactly(client, 1) == b"%d" % i
+        # Hold the server's marker long enough to DELETE while it is held.
+        api.call("PATCH", "/proxies/e/toxics/latency_downstream",
+                 {"attributes": {"latency": 30_000}})
+    assert done.wait(5)
+    wait_until(lambda: metric(api, "toxiproxy_proxy_received_bytes_total",
+                              direction="downstream", proxy="e") == 13)
+    status, body, _ = api.call("DELETE", "/proxies/e/toxics/latency_downstream")
+    assert (status, body) == (204, None)
+    assert api.call("GET", "/proxies/e/toxics")[1] == []
+    wait_until(lambda: metric(api, "sockwork_proxy_connections_open", proxy="e") == 0)
+    # The proxy still works.
+    with socket.create_connection(("127.0.0.1", json_port(api, "e")), timeout=5) as client:
+        client.sendall(b"ok")
+        assert recv_exactly(client, 2) == b"ok"

@@ -108,3 +108,42 @@ def test_address_round_trip(text: str, address: tuple[str, int]) -> None:
         assert format_address(address) == text
     with pytest.raises(ApiError):
         parse_address("127.0.0.1:99999")
+
+
+@pytest.mark.parametrize("text", ["127.0.0.1:²", "127.0.0.1:٣", "127.0.0.1:+1", "127.0.0.1: 80"])
+def test_address_port_must_be_ascii_digits(text: str) -> None:
+    # str.isdigit() accepts "²", which int() then rejects: a 400, never a crash.
+    with pytest.raises(ApiError) as info:
+        parse_address(text, "upstream")
+    assert info.value.status == 400 and "upstream" in info.value.message
+
+
+def test_proxy_upstream_port_zero_is_a_bad_request() -> None:
+    with pytest.raises(ApiError, match="upstream") as info:
+        parse_proxy({"name": "x", "upstream": "127.0.0.1:0"})
+    assert info.value.status == 400
+    spec = parse_proxy({"name": "x", "upstream": "127.0.0.1:1"})
+    with pytest.raises(ApiError, match="upstream"):
+        parse_proxy_patch(spec, {"upstream": "127.0.0.1:0"})
+
+
+@pytest.mark.parametrize(
+    "value", [10**400, 2**63, -(2**63) - 1, 1e300], ids=["400 digits", "2**63", "-2**63-1", "1e300"]
+)
+def test_toxic_attribute_outside_int64_is_a_bad_body(value: float) -> None:
+    # Go decodes attributes into int64: a larger number is a JSON error, so a 400.
+    with pytest.raises(ApiError) as info:
+        parse_toxic({"type": "latency", "attributes": {"latency": value}})
+    assert info.value.status == 400
+    assert info.value.message.startswith("bad request body: json: cannot unmarshal number")
+    assert "latency.latency of type int64" in info.value.message
+
+
+@pytest.mark.parametrize("kind", sorted(TOXIC_TYPES))
+def test_toxic_largest_int64_attributes_make_a_fault_or_a_400(kind: str) -> None:
+    biggest = {key: 2**63 - 1 for key in TOXIC_TYPES[kind]}
+    spec = parse_toxic({"type": kind, "attributes": biggest})
+    try:
+        fault_for(spec)
+    except ValueError:
+        pass  # the server answers 400 for a ValueError

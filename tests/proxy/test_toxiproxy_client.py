@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -12,7 +14,13 @@ from toxiproxy import api as toxiproxy_api
 from toxiproxy import exceptions as toxiproxy_exceptions
 
 from sockwork.proxy.server import ToxiproxyServer
-from tests.proxy.conftest import Upstream, recv_exactly
+from tests.proxy.conftest import (
+    MakeUpstream,
+    Upstream,
+    echo_then_marker,
+    recv_exactly,
+    wait_until,
+)
 
 
 @pytest.fixture
@@ -98,3 +106,34 @@ def test_toxiproxy_python_populate_and_destroy_all(
     assert tp.proxies() == {}
     with pytest.raises(toxiproxy_exceptions.NotFound):
         made[0].destroy()
+
+
+def test_toxiproxy_python_destroys_a_toxic_holding_data_for_a_closed_client(
+    client: toxiproxy.Toxiproxy, make_upstream: MakeUpstream
+) -> None:
+    # Issue 9 item 6, as reported: destroy_toxic returned False (a 500, ENOTCONN).
+    done = threading.Event()
+    upstream = make_upstream(echo_then_marker(done))
+    proxy = client.create(upstream=f"127.0.0.1:{upstream.address[1]}", name="m")
+    proxy.add_toxic(type="latency", attributes={"latency": 100})
+    with socket.create_connection(address_of(proxy), timeout=5) as conn:
+        for i in range(10):
+            conn.sendall(b"%d" % i)
+            assert recv_exactly(conn, 1) == b"%d" % i
+        # A second toxic holds the marker while both are destroyed.
+        proxy.add_toxic(type="latency", name="hold", attributes={"latency": 30_000})
+    assert done.wait(5)
+    metrics = f"http://{toxiproxy_api.APIConsumer.host}:{toxiproxy_api.APIConsumer.port}/metrics"
+    received = 'toxiproxy_proxy_received_bytes_total{direction="downstream"'
+
+    def marker_held() -> bool:
+        with urllib.request.urlopen(metrics, timeout=5) as response:
+            text = response.read().decode()
+        return any(line.startswith(received) and line.endswith(" 13")
+                   for line in text.splitlines())
+
+    wait_until(marker_held)
+    assert proxy.destroy_toxic("latency_downstream") is True
+    assert proxy.destroy_toxic("hold") is True
+    assert proxy.toxics() == {}
+    assert echo_time(address_of(proxy)) < 0.5

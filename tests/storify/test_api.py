@@ -4,6 +4,8 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from storify.api import OPERATIONS, ApiSession
 from storify.store import Store
@@ -21,10 +23,15 @@ def api(store: Store) -> ApiSession:
     return ApiSession(store, "api test")
 
 
+def strict_json(reply: object) -> bytes:
+    """Encode ``reply`` as the wire does, but strictly: no NaN, valid UTF-8 (or raise)."""
+    return json.dumps(reply, allow_nan=False, ensure_ascii=False).encode("utf-8")
+
+
 def ok(api: ApiSession, **request: object) -> dict[str, object]:
     reply = api.handle(request)
     assert reply["ok"] is True, reply
-    json.dumps(reply)  # every reply is plain JSON
+    strict_json(reply)  # every reply is plain JSON
     result = reply["result"]
     assert isinstance(result, dict)
     return result
@@ -33,7 +40,7 @@ def ok(api: ApiSession, **request: object) -> dict[str, object]:
 def error(api: ApiSession, request: object) -> dict[str, object]:
     reply = api.handle(request)
     assert reply["ok"] is False, reply
-    json.dumps(reply)
+    strict_json(reply)
     detail = reply["error"]
     assert isinstance(detail, dict)
     return detail
@@ -151,12 +158,87 @@ def test_api_checkout_items_without_cart(api: ApiSession, store: Store) -> None:
         ({"op": "order_status", "order_id": -1}, "not_found"),
         ({"op": "order_status", "order_id": 2**80}, "not_found"),
         ({"op": "order_status", "request_id": "never"}, "not_found"),
+        # Unicode digits are not product numbers: "²".isdigit() is true, int() refuses it.
+        ({"op": "show", "product": "²"}, "unknown_product"),
+        ({"op": "show", "product": "#①"}, "unknown_product"),
+        ({"op": "show", "product": "٣"}, "unknown_product"),  # not product #3
+        ({"op": "add", "product": "²"}, "unknown_product"),
+        ({"op": "remove", "product": "²"}, "unknown_product"),
+        ({"op": "checkout", "items": {"²": 1}}, "unknown_product"),
+        # Text UTF-8 cannot carry, and ids JSON cannot carry.
+        ({"op": "list", "id": "\ud800"}, "bad_request"),
+        ({"op": "list", "id": float("nan")}, "bad_request"),
+        ({"op": "list", "id": float("inf")}, "bad_request"),
+        ({"op": "show", "product": "mug\udfff"}, "bad_request"),
+        ({"op": "checkout", "items": {"\ud800": 1}}, "bad_request"),
+        ({"op": "checkout", "items": {"mug": 1}, "request_id": "r\ud800"}, "bad_request"),
+        ({"op": "order_status", "request_id": "\udc80"}, "bad_request"),
+        ({"op": "\ud800"}, "bad_request"),
+        ({"op": "list", "extra": [{"deep": ["\ud800"]}]}, "bad_request"),
+        ({"op": "list", "\ud800": 1}, "bad_request"),
     ],
 )
 def test_api_errors_are_structured(api: ApiSession, request_: object, code: str) -> None:
     detail = error(api, request_)
     assert detail["code"] == code
     assert isinstance(detail["message"], str) and detail["message"]
+
+
+@pytest.mark.parametrize(
+    ("request_", "reply_id", "field"),
+    [
+        ({"id": "\ud800", "op": "list"}, None, "id"),
+        ({"id": float("nan"), "op": "list"}, None, "id"),
+        ({"id": float("-inf"), "op": "list"}, None, "id"),
+        ({"id": 4, "op": "show", "product": "\ud800"}, 4, "product"),
+        ({"id": "x", "op": "checkout", "items": {"mug\udc00": 1}}, "x", "items"),
+        ({"id": 1.5, "op": "list", "\ud800": 0}, 1.5, ""),
+    ],
+)
+def test_api_refuses_what_cannot_be_echoed_as_json(
+    api: ApiSession, store: Store, request_: dict[str, object], reply_id: object, field: str
+) -> None:
+    reply = api.handle(request_)
+    strict_json(reply)
+    assert reply["id"] == reply_id
+    detail = reply["error"]
+    assert isinstance(detail, dict)
+    assert (detail["code"], detail["field"]) == ("bad_request", field)
+    assert store.totals() == (0, 0)
+
+
+def test_api_unicode_digit_is_not_product_number(api: ApiSession) -> None:
+    assert error(api, {"op": "show", "product": "٣"})["product"] == "٣"
+    assert ok(api, op="show", product="3")["product"] == {  # ASCII still works
+        "id": 3,
+        "name": "Stickers",
+        "price": 300,
+        "stock": 50,
+    }
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    op=st.sampled_from([*OPERATIONS, "nope"]),
+    fields=st.dictionaries(
+        st.sampled_from(["id", "product", "quantity", "items", "request_id", "order_id", "x"]),
+        _json_values | st.sampled_from(["mug", "2", "²", "٣", "#1", "\ud800"]),
+        max_size=4,
+    ),
+)
+def test_api_every_reply_is_strict_json(op: str, fields: dict[str, object]) -> None:
+    with Store() as store:
+        store.seed_demo()
+        reply = ApiSession(store, "api property").handle({"op": op, **fields})
+    strict_json(reply)  # raises on NaN/Infinity or a lone surrogate anywhere in the reply
+    assert isinstance(reply["ok"], bool)
 
 
 def test_api_unknown_op_lists_operations(api: ApiSession) -> None:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import re
 import signal
 import socket
@@ -9,13 +11,16 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pexpect
 import pytest
 
-from storify.cli import exposure_warning, listen_host, main
+from storify.cli import announcement, exposure_warning, lan_address, listen_host, main
 from storify.client import StoreClient
+from storify.conditions import NetworkConditions
 from storify.server import ApiServer
+from storify.service import StoreService
 from storify.store import Store
 from tests.conftest import require_binary
 
@@ -57,10 +62,13 @@ def spawn_telnet(port: int) -> pexpect.spawn:
 
 def test_serve_with_real_telnet_customer_and_manager_console(tmp_path: Path) -> None:
     manager, telnet_port, _ = spawn_store(tmp_path, "--demo")
+    manager.expect_exact("Manager> ")
     customer = spawn_telnet(telnet_port)
     try:
-        manager.expect_exact("Manager> ")
         customer.expect_exact("Welcome to OPEN store. Type help or ? to list commands.")
+        # The manager sees the customer come in; the prompt is redrawn under the notice.
+        manager.expect(r"\r\x1b\[KCustomer connected \('127\.0\.0\.1', \d+\) \[t1\]\r\n")
+        manager.expect_exact("Manager> ")
         customer.expect_exact("Store> ")
         customer.sendline("list")
         customer.expect(r"1  Mug\s+\$8\.50  20")
@@ -85,10 +93,17 @@ def test_serve_with_real_telnet_customer_and_manager_console(tmp_path: Path) -> 
         manager.sendline("orders")
         manager.expect(r"#1 .* telnet 127\.0\.0\.1:\d+ .*\$17\.00  2 x Mug")
         manager.expect_exact("1 order(s), $17.00 in total.")
+        manager.expect_exact("Manager> ")
+        manager.send("CUSTO")  # half a command, when the customer leaves
+        manager.expect_exact("CUSTO")
         customer.sendline("exit")
         customer.expect_exact("Goodbye.")
         customer.expect_exact("Connection closed by foreign host.")
         customer.expect(pexpect.EOF)
+        manager.expect(r"Customer disconnected \('127\.0\.0\.1', \d+\) \[t1\]\r\n")
+        manager.expect_exact("Manager> CUSTO")  # what was typed is redrawn, and kept
+        manager.sendline("MERS")
+        manager.expect_exact("Nobody is connected.")
         manager.sendline("close")
         manager.expect_exact("OPEN is closed: 1 order(s), $17.00 in total.")
         manager.expect(pexpect.EOF)
@@ -328,8 +343,18 @@ def test_simulate_command_without_a_store(capsys: pytest.CaptureFixture[str]) ->
         ["simulate", "--api", "nowhere"],
         ["simulate", "--api", "127.0.0.1:0"],
         ["simulate", "--duration", "0"],
+        ["simulate", "--duration", "inf"],
+        ["simulate", "--duration", "nan"],
+        ["simulate", "--timeout", "٣"],
+        ["simulate", "--customers", "٣"],
+        ["simulate", "--customers", "²"],
+        ["simulate", "--seed", "1_000"],
+        ["simulate", "--api", "127.0.0.1:６５４３３"],
+        ["serve", "--port", "²"],
         ["serve", "--port", "70000"],
         ["serve", "--poor-network", "loss=5%"],
+        ["serve", "--db-pool", "0"],
+        ["serve", "--db-pool", "٣"],
         [],
     ],
 )
@@ -338,6 +363,122 @@ def test_cli_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -
         main(argv)
     assert info.value.code == 2
     assert "usage: storify" in capsys.readouterr().err
+
+
+def test_simulate_command_against_a_port_that_never_answers(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as silent:  # accepts (the kernel's backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        status = main(["simulate", "--api", f"127.0.0.1:{port}", "--timeout", "0.2"])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err == (
+        f"storify simulate: no reply from the store's API at 127.0.0.1:{port} within 0.2 s; "
+        "is it the API port (storify serve prints it after --api)? --timeout waits longer\n"
+    )
+
+
+def test_simulate_command_against_a_port_that_is_not_the_api(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as telnet_like:
+        telnet_like.bind(("127.0.0.1", 0))
+        telnet_like.listen()
+        port = telnet_like.getsockname()[1]
+
+        def greet() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    conn, _ = telnet_like.accept()
+                    with conn:  # telnet negotiation, then a greeting
+                        conn.sendall(b"\xff\xfb\x01\xff\xfb\x03Welcome\r\n")
+                        conn.recv(1024)
+
+        threading.Thread(target=greet, daemon=True).start()
+        status = main(["simulate", "--api", f"127.0.0.1:{port}", "--timeout", "5"])
+        telnet_like.shutdown(socket.SHUT_RDWR)
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err == (
+        f"storify simulate: 127.0.0.1:{port} does not answer like the store's API (its reply "
+        f"announced a message of {0xFFFB01FF} bytes); give the API port (storify serve prints "
+        "it after --api), not the telnet port\n"
+    )
+
+
+@pytest.mark.parametrize("name", ["", "   ", "\x1b[2J", "x" * 41])
+def test_serve_rejects_a_bad_store_name(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "store.db"
+    argv = [
+        "serve",
+        "--name",
+        name,
+        "--db",
+        str(db),
+        "--no-console",
+        "--port",
+        "0",
+        "--api-port",
+        "0",
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    rule = "the store's name is 1 to 40 printable characters"
+    assert err == f"storify serve: --name: {rule}, not {name!r}\n"
+    assert not db.exists()  # refused before anything was opened
+    with Store() as store, pytest.raises(ValueError, match="store's name"):
+        StoreService(store, name=name)
+
+
+class _FakeService:
+    def __init__(self, host: str, *, poor: bool = False) -> None:
+        self.telnet_address = (host, 65432)
+        self.api_address = (host, 65433)
+        self.poor_address = (host, 65434) if poor else None
+        self.poor_network = NetworkConditions.parse("latency=200ms") if poor else None
+
+
+def fake_service(host: str, *, poor: bool = False) -> StoreService:
+    """A started service's addresses, as announcement() reads them."""
+    return cast(StoreService, _FakeService(host, poor=poor))
+
+
+def test_announcement_on_loopback() -> None:
+    service = fake_service("127.0.0.1")
+    assert announcement(service, "OPEN", "s.db", lan=lambda: "192.0.2.7") == [
+        "OPEN store is open (s.db). From another terminal:",
+        "  customers: telnet 127.0.0.1 65432",
+        "  programs:  storify simulate --api 127.0.0.1:65433  (framed JSON API)",
+    ]
+
+
+def test_announcement_on_every_interface_names_an_address_a_friend_can_use() -> None:
+    service = fake_service("0.0.0.0", poor=True)
+    lines = announcement(service, "OPEN", "s.db", program="x", lan=lambda: "192.0.2.7")
+    assert lines[1:] == [
+        "  customers: telnet 192.0.2.7 65432",
+        "  programs:  x simulate --api 192.0.2.7:65433  (framed JSON API)",
+        "  poor link: telnet 192.0.2.7 65434  (latency 200ms)",
+        "  (listening on every interface; on this machine: telnet 127.0.0.1 65432)",
+    ]
+    assert "0.0.0.0" not in "\n".join(lines)
+    v6 = announcement(fake_service("::"), "OPEN", "s.db", lan=lambda: "2001:db8::7")
+    assert "  programs:  storify simulate --api [2001:db8::7]:65433  (framed JSON API)" in v6
+    # No route to anywhere: the host name is the best a friend can be told.
+    named = announcement(fake_service("0.0.0.0"), "OPEN", "s.db", lan=lambda: None)
+    assert f"  customers: telnet {socket.gethostname()} 65432" in named
+
+
+def test_lan_address_is_not_loopback() -> None:
+    address = lan_address()
+    if address is not None:  # None is right on a machine without a default route
+        assert not ipaddress.ip_address(address).is_loopback
+        assert not ipaddress.ip_address(address).is_unspecified
 
 
 def test_exposure_warning() -> None:

@@ -42,6 +42,9 @@ def test_conditions_parse_reset() -> None:
         "bandwidth=0",
         "reset=lots",
         "reset=150%",
+        "reset=٥%",
+        "reset=nan",
+        "reset=inf%",
     ],
 )
 def test_conditions_parse_rejects(text: str) -> None:

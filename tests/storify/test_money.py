@@ -14,7 +14,9 @@ def test_parse_price_reads_dollars_as_cents(text: str, cents: int) -> None:
     assert parse_price(text) == cents
 
 
-@pytest.mark.parametrize("text", ["", "-1", "1.234", "abc", "1e3", "$", "12.", "1,000"])
+@pytest.mark.parametrize(
+    "text", ["", "-1", "1.234", "abc", "1e3", "$", "12.", "1,000", "٣", "١٢.٥٠", "²"]
+)
 def test_parse_price_rejects_what_is_not_an_amount(text: str) -> None:
     with pytest.raises(InvalidValue) as info:
         parse_price(text)

@@ -236,5 +236,64 @@ def test_customer_repl_busy_database_is_a_sentence(tmp_path: Path) -> None:
             blocker.execute("ROLLBACK")
         finally:
             blocker.close()
-        assert "Sorry, the store is busy right now; nothing was changed. Try again." in text
+        assert "Sorry, the store is unavailable, try again.\n" in text
         assert store.product("mug").stock == 5
+
+
+def test_customer_repl_unicode_digits_are_not_numbers(store: Store) -> None:
+    # "²" and "①" pass str.isdigit() but not int(); "٣" would be read as 3.
+    text = shop(store, "show ²\nadd mug ²\nadd ① 1\nshow ٣\nremove ²\nadd mug +-5\ncart\n")
+    assert "Sorry, no product '²'; " in text
+    assert "Sorry, no product 'mug ²'; " in text
+    assert "Sorry, no product '①'; " in text
+    assert "Sorry, no product '٣'; " in text
+    assert "Stickers" not in text  # product #3 was not shown
+    assert "Sorry, no product 'mug +-5'; " in text
+    assert "Your cart is empty.\n" in text
+    assert text.endswith("Store> Goodbye.\n")  # the session went on to the end
+
+
+def test_store_repl_unicode_digits_are_not_numbers(store: Store) -> None:
+    text = manage(
+        store,
+        "orders ²\norders ٣\norders 99999999999999999999999\nprice mug ٣\n"
+        "restock mug ²\nadd Cup 1 ³\nproducts\n",
+    )
+    assert text.count("Usage: orders [N]") == 3
+    assert "Sorry, price '٣' is not an amount like 12, 12.5 or 12.50 (dollars).\n" in text
+    assert "Usage: restock <product> <quantity>" in text
+    assert "Sorry, price '³' is not an amount" in text
+    assert store.product("mug") == store.product(1) and store.product(1).price == 850
+    assert store.product(1).stock == 20
+    assert text.endswith("Manager> \nClosing OPEN...\n")
+
+
+def test_customer_repl_commands_are_case_insensitive(store: Store) -> None:
+    text = shop(store, "LIST\nShow MUG\nADD mug 2\nCart\nHELP ADD\nCHECKOUT\nExit\nlist\n")
+    assert "  1  Mug           $8.50  20\n" in text
+    assert "#1 Mug: $8.50, 20 in stock.\n" in text
+    assert "Added 2 x Mug (2 in cart).\n" in text
+    assert "Total: $17.00 for 2 item(s).\n" in text
+    assert "add <product> [quantity]: put a product in your cart" in text
+    assert "Order #1 confirmed: 2 item(s), $17.00. Thank you!\n" in text
+    assert "Unknown command" not in text
+    assert text.endswith("Store> Goodbye.\n")  # Exit left: the last list never ran
+    assert text.count("Stickers") == 1
+
+
+def test_store_repl_commands_are_case_insensitive(store: Store) -> None:
+    front = FakeFront()
+    text = manage(store, "PRODUCTS\nRestock Mug 5\nAUDIT\nOrders\nKICK t1\nCLOSE\n", front)
+    assert "Mug: 25 in stock.\n" in text
+    assert "All books balance.\n" in text
+    assert "0 order(s), $0.00 in total.\n" in text
+    assert front.kicked == ["t1"] and front.stopped
+    assert "Unknown command" not in text
+
+
+def test_hints_name_the_commands_of_their_console(store: Store) -> None:
+    managed = manage(store, "price ghost 5\nrestock ghost 1\nremove ghost\nrename ghost x\n")
+    assert managed.count("; type 'products' to see what is on sale.\n") == 4
+    assert "'list'" not in managed
+    shopped = shop(store, "show ghost\nadd ghost\n")
+    assert shopped.count("Sorry, no product 'ghost'; type 'list' to see what is on sale.\n") == 2

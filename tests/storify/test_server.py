@@ -130,6 +130,53 @@ def test_api_server_bad_frames_close_only_that_connection(server: ApiServer) -> 
         assert good.request("cart")["units"] == 1  # the good connection never noticed
 
 
+def read_strict(sock: socket.socket) -> dict[str, object]:
+    """Read one reply frame: strict UTF-8 JSON without NaN or Infinity, else fail."""
+    data = b""
+    while len(data) < 4 or len(data) < 4 + struct.unpack(">I", data[:4])[0]:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {data!r}"
+        data += chunk
+
+    def no_constant(name: str) -> object:
+        raise AssertionError(f"{name} in a reply: not JSON")
+
+    reply = json.loads(data[4:].decode("utf-8"), parse_constant=no_constant)
+    assert isinstance(reply, dict)
+    return reply
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (rb'{"op": "list", "id": "\ud800"}', "id"),
+        (rb'{"op": "show", "product": "\udfff", "id": 2}', "product"),
+        (b'{"op": "list", "id": NaN}', "id"),
+        (b'{"op": "list", "id": Infinity}', "id"),
+        (b'{"op": "list", "id": -Infinity}', "id"),
+    ],
+)
+def test_api_server_answers_unencodable_requests_and_goes_on(
+    server: ApiServer, payload: bytes, field: str
+) -> None:
+    with raw(server) as sock:
+        sock.sendall(frame(payload))
+        reply = read_strict(sock)
+        assert reply["ok"] is False
+        error = reply["error"]
+        assert isinstance(error, dict)
+        assert (error["code"], error["field"]) == ("bad_request", field)
+        sock.sendall(frame(b'{"op": "show", "product": "\xc2\xb2", "id": 3}'))  # "²"
+        reply = read_strict(sock)
+        assert reply["id"] == 3 and reply["error"]["code"] == "unknown_product"  # type: ignore[index]
+        sock.sendall(frame(b'{"op": "cart", "id": 4}'))
+        assert read_strict(sock) == {
+            "id": 4,
+            "ok": True,
+            "result": {"lines": [], "total": 0, "units": 0},
+        }
+
+
 def test_api_server_is_bounded(store: Store) -> None:
     with ApiServer(store, port=0, max_connections=1) as server:
         with StoreClient.connect(server.address) as first:

@@ -15,8 +15,8 @@ TIMEOUT = 15
 
 
 @pytest.fixture
-def store() -> Iterator[Store]:
-    with Store() as store:
+def store(database: str) -> Iterator[Store]:
+    with Store(database) as store:
         store.seed_demo()
         store.restock("lamp", 9)  # 10 lamps
         yield store

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +13,8 @@ from storify.store import Store
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    with Store(str(tmp_path / "sim.db")) as store:
+def store(database: str) -> Iterator[Store]:
+    with Store(database) as store:
         yield store
 
 
@@ -114,3 +113,46 @@ def test_simulate_resolves_checkouts_that_failed_every_attempt(store: Store) -> 
     assert tally.unresolved == []
     assert store.totals()[0] == tally.purchases + tally.recovered
     assert "found committed afterwards" in result.summary()
+
+
+def test_simulate_against_a_sold_out_store_says_so(store: Store) -> None:
+    store.add_product("Mug", 850, 0)
+    store.add_product("Pen", 120, 0)
+    with ApiServer(store, port=0) as server:
+        result = run_simulation(server.address, customers=2, duration=5.0, seed=1)
+    assert (result.ended, result.products) == ("nothing_in_stock", 2)
+    assert result.tally.purchases == 0 and result.seconds < 5.0
+    text = result.summary()
+    assert (
+        "  note        nothing to buy: the store is sold out (2 product(s) on sale, none in "
+        "stock); restock at the manager's console (restock mug 100)\n"
+    ) in text
+    assert "no products on sale" not in text
+
+
+def test_simulate_against_a_store_without_products_says_so(store: Store) -> None:
+    with ApiServer(store, port=0) as server:
+        result = run_simulation(server.address, customers=2, duration=5.0, seed=1)
+    assert (result.ended, result.products) == ("no_products", 0)
+    assert "  note        nothing to buy: the store has no products on sale" in result.summary()
+    assert "sold out" not in result.summary()
+
+
+def test_simulate_that_sells_out_says_when(store: Store) -> None:
+    store.add_product("Lamp", 4200, 3)
+    with ApiServer(store, port=0) as server:
+        result = run_simulation(server.address, customers=4, duration=30.0, seed=2)
+    assert result.ended == "sold_out" and result.tally.units == 3
+    assert result.seconds < 30.0
+    assert f"everything sold out (or was taken off sale) after {result.seconds:.1f} s" in (
+        result.summary()
+    )
+    assert result.ok
+
+
+def test_simulate_whose_time_is_up_has_no_note(store: Store) -> None:
+    store.add_product("Mug", 850, 100_000)
+    with ApiServer(store, port=0) as server:
+        result = run_simulation(server.address, customers=1, duration=0.3, seed=2)
+    assert result.ended == "time" and result.note is None
+    assert "note" not in result.summary()

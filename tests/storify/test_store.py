@@ -5,10 +5,12 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from storify import store as store_module
 from storify.errors import (
     DuplicateProduct,
     EmptyCart,
@@ -16,10 +18,12 @@ from storify.errors import (
     OrderNotFound,
     OutOfStock,
     RequestConflict,
+    SchemaTooNew,
     UnknownProduct,
 )
 from storify.store import (
     DEMO_CATALOG,
+    SCHEMA_VERSION,
     Order,
     Product,
     Store,
@@ -30,9 +34,9 @@ from storify.store import (
 
 
 @pytest.fixture
-def store() -> Store:
-    with Store(clock=lambda: 1000.0) as store:
-        yield store  # type: ignore[misc]
+def store(database: str) -> Iterator[Store]:
+    with Store(database, clock=lambda: 1000.0) as store:
+        yield store
 
 
 def test_store_products_add_find_rename_price_restock_remove(store: Store) -> None:
@@ -162,19 +166,72 @@ def test_store_seed_demo_only_when_empty(store: Store) -> None:
     assert store.seed_demo() is False
 
 
-def test_store_reopens_with_committed_orders(tmp_path: Path) -> None:
-    path = str(tmp_path / "store.db")
-    with Store(path) as store:
+def test_store_reopens_with_committed_orders(database: str) -> None:
+    with Store(database) as store:
         mug = store.add_product("Mug", 850, 5)
         order = store.checkout({mug.id: 2}, customer="a", request_id="x").order
-    with Store(path) as store:
+    with Store(database) as store:
         assert store.orders() == [order]
         assert store.product("mug").stock == 3
-        mode = sqlite3.connect(path)
+        assert store.schema_version() == SCHEMA_VERSION
+    if store.kind == "sqlite":
+        mode = sqlite3.connect(database)
         try:
             assert mode.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         finally:
             mode.close()
+
+
+def test_store_refuses_a_newer_schema(database: str) -> None:
+    with Store(database) as store:
+        store.add_product("Mug", 850, 5)
+        store._db.run(  # as a newer storify would leave it
+            lambda db: db.execute("UPDATE storify_schema SET version = ?", (SCHEMA_VERSION + 1,)),
+            write=True,
+        )
+    with pytest.raises(SchemaTooNew) as info:
+        Store(database)
+    assert info.value.facts() == {"found": SCHEMA_VERSION + 1, "supported": SCHEMA_VERSION}
+    assert "upgrade storify" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_store_migrates_an_older_schema_once(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Store(database) as store:
+        store.add_product("Mug", 850, 5)
+    # A storify whose version 2 adds a column: opening the version 1 database migrates it.
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    step = ("ALTER TABLE products ADD COLUMN colour TEXT",)
+    monkeypatch.setitem(store_module._MIGRATIONS["sqlite"], SCHEMA_VERSION + 1, step)
+    monkeypatch.setitem(store_module._MIGRATIONS["postgresql"], SCHEMA_VERSION + 1, step)
+    for _ in range(2):  # the second start finds version 2 and changes nothing
+        with Store(database) as store:
+            assert store.schema_version() == SCHEMA_VERSION + 1
+            assert store.product("mug").stock == 5
+            colours = store._db.run(
+                lambda db: db.execute("SELECT colour FROM products").fetchall(), write=False
+            )
+            assert colours == [(None,)]
+
+
+def test_store_marks_a_sqlite_file_from_before_the_version_table(tmp_path: Path) -> None:
+    path = str(tmp_path / "old.db")
+    old = sqlite3.connect(path)
+    try:  # the tables as storify made them before schema versions
+        old.executescript(
+            "CREATE TABLE products (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE COLLATE"
+            " NOCASE, price INTEGER NOT NULL, stock INTEGER NOT NULL, stocked INTEGER NOT NULL,"
+            " active INTEGER NOT NULL DEFAULT 1);"
+            "INSERT INTO products (name, price, stock, stocked) VALUES ('Mug', 850, 4, 5);"
+        )
+    finally:
+        old.close()
+    with Store(path) as store:
+        assert store.schema_version() == SCHEMA_VERSION
+        assert store.product("mug") == Product(1, "Mug", 850, 4)
+        assert store.orders() == []
 
 
 def test_store_rejects_bad_arguments() -> None:
@@ -182,13 +239,29 @@ def test_store_rejects_bad_arguments() -> None:
         Store(synchronous="SOMETIMES")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="busy_timeout"):
         Store(busy_timeout=-1)
+    with pytest.raises(ValueError, match="pool_size"):
+        Store(pool_size=0)
+    with pytest.raises(ValueError, match="unsupported database URL scheme 'mysql'"):
+        Store("mysql://shop@db/store")
+    with pytest.raises(ValueError, match="bad PostgreSQL URL"):
+        Store("postgresql://shop:secret@db:notaport/store")
 
 
-def test_store_close_is_idempotent() -> None:
-    store = Store()
+def test_store_opens_sqlite_urls(tmp_path: Path) -> None:
+    with Store(f"sqlite:///{tmp_path}/store.db") as store:
+        store.add_product("Mug", 850, 5)
+        assert store.database == f"{tmp_path}/store.db"
+    with Store(str(tmp_path / "store.db")) as store:
+        assert store.product("mug").stock == 5
+    with Store("sqlite://") as store:
+        assert store.kind == "sqlite" and store.database == ":memory:"
+
+
+def test_store_close_is_idempotent(database: str) -> None:
+    store = Store(database)
     store.close()
     store.close()
-    with pytest.raises(sqlite3.ProgrammingError):
+    with pytest.raises(RuntimeError, match="closed"):
         store.products()
 
 
@@ -219,8 +292,8 @@ def _race(stores: list[Store], product_id: int, customers: int) -> tuple[list[Or
     return bought, len(refused)
 
 
-def test_store_fifty_customers_race_for_ten_units(tmp_path: Path) -> None:
-    with Store(str(tmp_path / "race.db")) as store:
+def test_store_fifty_customers_race_for_ten_units(database: str) -> None:
+    with Store(database) as store:
         lamp = store.add_product("Lamp", 4200, 10)
         bought, refused = _race([store], lamp.id, 50)
         assert len(bought) == 10
@@ -230,11 +303,10 @@ def test_store_fifty_customers_race_for_ten_units(tmp_path: Path) -> None:
         assert all(line.balanced for line in store.audit())
 
 
-def test_store_race_across_connections_never_oversells(tmp_path: Path) -> None:
-    # Five Store objects = five SQLite connections, as if five processes shared the file:
-    # only BEGIN IMMEDIATE and the conditional UPDATE keep them apart.
-    path = str(tmp_path / "race.db")
-    stores = [Store(path, busy_timeout=30) for _ in range(5)]
+def test_store_race_across_connections_never_oversells(database: str) -> None:
+    # Five Store objects, as if five processes shared the database: only the
+    # transactions and the conditional UPDATE keep them apart.
+    stores = [Store(database, busy_timeout=30) for _ in range(5)]
     try:
         lamp = stores[0].add_product("Lamp", 4200, 10)
         bought, refused = _race(stores, lamp.id, 50)
@@ -260,8 +332,8 @@ while True:
 """
 
 
-def test_store_survives_kill_minus_nine_mid_checkout(tmp_path: Path) -> None:
-    path = str(tmp_path / "store.db")
+def test_store_survives_kill_minus_nine_mid_checkout(database: str) -> None:
+    path = database
     with Store(path) as store:
         store.add_product("Mug", 850, 1_000_000)
     acknowledged: dict[int, str] = {}
@@ -313,6 +385,10 @@ def test_store_survives_kill_minus_nine_mid_checkout(tmp_path: Path) -> None:
         ("9" * 20, None),
         (True, None),
         (1.0, None),
+        ("²", None),  # str.isdigit() is true, int() refuses it
+        ("#①", None),
+        ("٣", None),  # int() reads 3, but it is no product number
+        ("３", None),
     ],
 )
 def test_product_number(ref: object, number: int | None) -> None:

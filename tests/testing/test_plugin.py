@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+import types
+from collections.abc import Iterator
+from pathlib import Path
 
 import hypothesis  # noqa: F401 - see below
 import pytest
@@ -312,7 +316,7 @@ def fetch(server, path):
     return time.monotonic() - start, body
 
 
-@pytest.mark.poorconn_http_server_config(t=0.1, length=100)
+@pytest.mark.poorconn_http_server_config(port=0, t=0.1, length=100)
 def test_slowed_down(poorconn_http_server, tmp_path):
     (tmp_path / "f.txt").write_bytes(b"x" * 250)
     elapsed, body = fetch(poorconn_http_server, "/f.txt")
@@ -323,12 +327,13 @@ def test_slowed_down(poorconn_http_server, tmp_path):
     print("SERVER", type(poorconn_http_server.server).__module__, poorconn_http_server.url)
 
 
-@pytest.mark.poorconn_http_server_config("127.0.0.1", 0, 0, 1024)
-def test_positional_marker(poorconn_http_server, tmp_path):
+@pytest.mark.poorconn_http_server_config("::1", 1, 5, 5, port=0, t=0)
+def test_positional_marker_arguments_are_ignored(poorconn_http_server, tmp_path):
     (tmp_path / "f.txt").write_bytes(b"fast")
     elapsed, body = fetch(poorconn_http_server, "/f.txt")
     assert body == b"fast"
     assert elapsed < 0.5
+    assert poorconn_http_server.url.startswith("http://127.0.0.1:")
 """
 
 
@@ -386,14 +391,11 @@ def test_poorconn_http_server_on_ipv6(pytester: pytest.Pytester) -> None:
 @pytest.mark.parametrize(
     ("marker", "message"),
     [
-        ("tt=1", "unexpected keyword argument 'tt'; it takes address, port, t, length"),
-        ("port=-1000", "port must be an int in 0..65535"),
-        ("address=1", "address must be a str, got 1"),
-        ("t=-1", "t must be a finite number of seconds >= 0, got -1"),
-        ("length=0", "length must be at least 1 byte, got 0"),
+        ("port=-1000", "OverflowError: port must be 0-65535, got -1000"),
+        ("address='no-such-host.invalid', port=0", "gaierror"),
     ],
 )
-def test_poorconn_marker_errors_name_the_problem(
+def test_poorconn_marker_errors_are_fixture_errors(
     pytester: pytest.Pytester, marker: str, message: str
 ) -> None:
     pytester.makepyfile(
@@ -409,6 +411,67 @@ def test_poorconn_marker_errors_name_the_problem(
     result = pytester.runpytest()
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines([f"*{message}*"])
+
+
+def test_poorconn_defaults_are_poorconns(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sockwork.compat.poorconn import server as server_module
+    from sockwork.compat.poorconn.pytest_plugin import _impl
+    from sockwork.testing.plugin import poorconn_server
+
+    calls: list[dict[str, object]] = []
+
+    @contextlib.contextmanager
+    def fake_serve(directory: object, **kwargs: object) -> Iterator[str]:
+        calls.append(kwargs)
+        yield "server"
+
+    monkeypatch.setattr(server_module, "serve", fake_serve)
+    node = types.SimpleNamespace(get_closest_marker=lambda name: None)  # no marker
+    request = types.SimpleNamespace(node=node)
+    with poorconn_server(request, Path(".")) as server:  # type: ignore[arg-type]
+        assert server == "server"
+    (kwargs,) = calls
+    assert (kwargs["host"], kwargs["port"], kwargs["threaded"]) == ("localhost", 8080, False)
+    assert kwargs["log_requests"] is True
+    defaults = _impl._PoorConnHTTPServerDefault
+    assert (defaults.ADDRESS, defaults.PORT, defaults.T, defaults.LENGTH) == (
+        "localhost",
+        8080,
+        1,
+        1024,
+    )
+
+
+@pytest.mark.parametrize("entry_points", [True, False], ids=["entry-points", "no-entry-points"])
+def test_poorconn_pytest_plugins_line_keeps_working(
+    pytester: pytest.Pytester, entry_points: bool
+) -> None:
+    # Without poorconn's and sockwork's entry-point plugins, the module named in
+    # pytest_plugins alone provides the fixture and the marker.
+    name = "sockwork.compat.poorconn.pytest_plugin"
+    pytester.makepyfile(
+        f"""
+        pytest_plugins = [{name!r}]
+
+        import pytest
+
+
+        @pytest.mark.poorconn_http_server_config(port=0, t=0)
+        def test_it(poorconn_http_server, tmp_path):
+            print("SERVER", type(poorconn_http_server.server).__module__)
+        """
+    )
+    args = () if entry_points else ("-p", "no:sockwork", "-p", "no:poorconn")
+    result = pytester.runpytest("-s", "--strict-markers", *args)
+    result.assert_outcomes(passed=1)
+    assert _server_lines(result) == ["SERVER sockwork.compat.poorconn.server"]
+
+
+def test_the_marker_is_listed_once_with_both_plugins(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest('pytest_plugins = ["sockwork.compat.poorconn.pytest_plugin"]')
+    result = pytester.runpytest("--markers", "-p", "no:poorconn")
+    lines = [line for line in result.stdout.lines if "poorconn_http_server_config(" in line]
+    assert len(lines) == 1
 
 
 def test_markers_are_registered(pytester: pytest.Pytester) -> None:

@@ -17,7 +17,8 @@ Where Stockings is wrong, this layer is not (see docs/compat.md):
 - ``close()`` sends what was queued (up to 5 s, then ``TimedOut``) instead of dropping it;
 - a failed handshake makes ``read``/``write`` raise ``ConnectionClosed``, not ``NotReady``
   forever; the handshake starts only after the whole constructor (a subclass's too) ran;
-- empty messages are sent (a real Stockings peer skips them, as it always did);
+- ``write("")`` sends an empty message (Stockings sends nothing); a real Stockings
+  peer delivers it as ``""``/``b""``;
   ``bytearray`` and ``memoryview`` are sent as bytes instead of raising AttributeError;
 - a header declaring more than ``max_size`` (16 MiB) bytes raises ``MessageTooLarge``
   from ``read()`` instead of exhausting memory; bad UTF-8 raises ``ProtocolError``.
@@ -28,12 +29,14 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import threading
 from typing import TYPE_CHECKING, Any, Final
 
-from sockwork.errors import ConnectionClosed, NotReady
+from sockwork.errors import ConnectionClosed, NotReady, TimedOut
+from sockwork.frames._ending import closed_error
 from sockwork.frames.codec import DEFAULT_MAX_SIZE, Format
 from sockwork.frames.codecs import BYTES_OR_TEXT
-from sockwork.frames.endpoint import Endpoint, _StartAfterInit
+from sockwork.frames.endpoint import Endpoint
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -68,52 +71,24 @@ class StockingClosed(ConnectionClosed, EOFError):
     """The connection has ended: sockwork's ``ConnectionClosed`` and Stockings' ``EOFError``."""
 
 
-class _Call:
-    """The arguments of one ``write(*args, **kwargs)``, carried to ``preWrite``."""
-
-    __slots__ = ("args", "kwargs")
-
-    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self.args = args
-        self.kwargs = kwargs
-
-
-class _Engine(Endpoint[Any]):
-    """The Endpoint under a stocking: routes the hooks to the stocking's camelCase ones."""
-
-    def __init__(
-        self, owner: _Stocking, sock: socket.socket, max_size: int, write_timeout: float | None
-    ) -> None:
-        super().__init__(
-            sock,
-            format=Format.STOCKINGS,
-            codec=BYTES_OR_TEXT,
-            max_size=max_size,
-            write_timeout=write_timeout,
-        )
-        self._owner = owner
-        owner._engine = self  # before the handshake thread starts and uses it
-
-    def _has_handshake(self) -> bool:
-        return type(self._owner).handshake is not _Stocking.handshake
-
-    def handshake(self) -> object:
-        result = self._owner.handshake()
-        self._owner.handshakeComplete = result
-        return result
-
-    def pre_write(self, message: Any) -> Any:
-        call: _Call = message
-        return self._owner.preWrite(*call.args, **call.kwargs)
-
-    def post_read(self, message: Any) -> Any:
-        return self._owner.postRead(message)
-
-
 def _eof(error: ConnectionClosed) -> StockingClosed:
     closed = StockingClosed(str(error), address=error.address, by_peer=error.by_peer)
     closed.__cause__ = error
     return closed
+
+
+class _StartAfterInit(type):
+    """Metaclass: start a stocking only once the most derived ``__init__`` has returned.
+
+    A subclass's ``handshake()`` may use attributes its ``__init__`` sets after calling
+    ``super().__init__()``; Stockings starts its thread inside the base ``__init__`` and
+    races them (defect 12).
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        stocking = super().__call__(*args, **kwargs)
+        stocking._start()
+        return stocking
 
 
 class _Stocking(metaclass=_StartAfterInit):
@@ -125,6 +100,14 @@ class _Stocking(metaclass=_StartAfterInit):
         write_timeout: seconds ``write`` waits for room in a full send queue before
             raising ``TimedOut`` (Stockings blocked forever); None waits forever.
     """
+
+    # Rules:
+    # - The Endpoint (``_engine``) moves the bytes; this class adds what Stockings has and
+    #   the Endpoint has not: the preWrite/postRead hooks, the handshake gate, None from
+    #   an empty read(), EOFError.
+    # - The handshake runs in its own thread, started after the whole constructor. Until
+    #   it returns a true value read()/write() raise NotReady; if it fails, the endpoint
+    #   is aborted and read()/write() raise ConnectionClosed from the failure (``_failure``).
 
     def __init__(
         self,
@@ -138,18 +121,65 @@ class _Stocking(metaclass=_StartAfterInit):
         self.handshakeComplete: object = False
         self._max_size = max_size
         self._write_timeout = write_timeout
-        self._engine: _Engine | None = None
+        self._engine: Endpoint[Any] | None = None
+        self._ready = False
+        self._failure: ConnectionClosed | None = None  # why the handshake failed
+        self._handshake_thread: threading.Thread | None = None
 
     def _start(self) -> None:
         # Called once the most derived __init__ has returned (see _StartAfterInit).
-        engine = _Engine(self, self.sock, self._max_size, self._write_timeout)
-        if engine.ready:  # handshake() not overridden: ready at once, no thread
+        self._engine = Endpoint(
+            self.sock,
+            format=Format.STOCKINGS,
+            codec=BYTES_OR_TEXT,
+            max_size=self._max_size,
+            send_timeout=self._write_timeout,
+        )
+        if type(self).handshake is _Stocking.handshake:
+            self._ready = True  # nothing to wait for: ready before the caller gets it
             self.handshakeComplete = True
+            return
+        self._handshake_thread = threading.Thread(
+            target=self._run_handshake,
+            name=f"sockwork-handshake-{self.sock.fileno()}",
+            daemon=True,
+        )
+        self._handshake_thread.start()
+
+    def _run_handshake(self) -> None:
+        try:
+            result = self.handshake()
+        except Exception as exc:  # noqa: BLE001 - the failure becomes the connection's end
+            self._handshake_failed(f"handshake() raised {exc!r}", exc)
+            return
+        self.handshakeComplete = result
+        if not result:
+            self._handshake_failed(f"handshake() returned {result!r}", None)
+            return
+        self._ready = True
+
+    def _handshake_failed(self, why: str, cause: BaseException | None) -> None:
+        error = ConnectionClosed(
+            f"the handshake failed ({why}); the connection was closed",
+            address=self.addr,
+            by_peer=False,
+        )
+        error.__cause__ = cause
+        self._failure = error
+        self._endpoint.abort()
 
     @property
-    def _endpoint(self) -> _Engine:
+    def _endpoint(self) -> Endpoint[Any]:
         assert self._engine is not None
         return self._engine
+
+    def _check_ready(self) -> None:
+        """Raise why read()/write() cannot go on yet: NotReady, or how the connection ended."""
+        if self._failure is not None:
+            raise self._failure
+        if self._endpoint.closed:
+            raise closed_error("endpoint", self.addr)
+        raise NotReady("the handshake has not completed yet: wait for handshakeComplete")
 
     def __repr__(self) -> str:
         return f"<Stocking ({type(self).__name__}) [{self.addr}]>"
@@ -163,12 +193,15 @@ class _Stocking(metaclass=_StartAfterInit):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._endpoint.__exit__(exc_type, exc, tb)
+        try:
+            self._endpoint.__exit__(exc_type, exc, tb)
+        finally:
+            self._join_handshake()
 
     @property
     def active(self) -> bool:
         """True until the connection is torn down by either side."""
-        return self._engine is None or self._engine.active
+        return self._engine is None or (self._engine.active and self._failure is None)
 
     def read(self) -> Any:
         """Return the next message passed through ``postRead``, or None if none is waiting.
@@ -177,10 +210,13 @@ class _Stocking(metaclass=_StartAfterInit):
             NotReady: the handshake has not completed.
             StockingClosed: every message received before the connection ended was read.
         """
-        try:
-            return self._endpoint.read()
-        except ConnectionClosed as exc:
-            raise _eof(exc) from exc
+        if not self._ready:
+            try:
+                self._check_ready()
+            except ConnectionClosed as exc:
+                raise _eof(exc) from exc
+        message = self._read()
+        return None if message is None else self.postRead(message)
 
     def write(self, *args: Any, **kwargs: Any) -> None:
         """Queue ``preWrite(*args, **kwargs)`` (a str or bytes-like message) to be sent.
@@ -190,18 +226,25 @@ class _Stocking(metaclass=_StartAfterInit):
             ConnectionClosed: the connection has ended.
             TimedOut: the send queue stayed full for 30 s (the peer is not reading).
         """
-        self._endpoint.write(_Call(args, kwargs))
+        if not self._ready:
+            self._check_ready()
+        self._write(self.preWrite(*args, **kwargs))
 
     def _read(self) -> Any:
         """Like :meth:`read` without ``postRead`` or the handshake check: for ``handshake``."""
         try:
-            return self._endpoint.read_raw()
+            return self._endpoint.recv(timeout=0.0)
+        except TimedOut:
+            return None
         except ConnectionClosed as exc:
-            raise _eof(exc) from exc
+            failure = self._failure or exc  # after a failed handshake, say why
+            raise _eof(failure) from failure
 
     def _write(self, msg: Any) -> None:
         """Like :meth:`write` without ``preWrite`` or the handshake check: for ``handshake``."""
-        self._endpoint.write_raw(msg)
+        if self._failure is not None:
+            raise self._failure
+        self._endpoint.send(msg)
 
     def preWrite(self, *args: Any, **kwargs: Any) -> Any:
         """Hook: build the message from ``write``'s arguments (default: the first one)."""
@@ -221,7 +264,7 @@ class _Stocking(metaclass=_StartAfterInit):
 
     def writeDataQueued(self) -> bool:
         """Return True while written messages are not yet all handed to the kernel."""
-        return self._endpoint.pending_writes() > 0
+        return self._endpoint.pending_sends() > 0
 
     def fileno(self) -> int:
         """Return a descriptor that is readable while ``read`` has something to return."""
@@ -233,7 +276,15 @@ class _Stocking(metaclass=_StartAfterInit):
         Raises:
             TimedOut: the peer stopped reading and queued messages were not sent.
         """
-        self._endpoint.close()
+        try:
+            self._endpoint.close()
+        finally:
+            self._join_handshake()
+
+    def _join_handshake(self) -> None:
+        thread = self._handshake_thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5.0)
 
 
 class PollStocking(_Stocking):

@@ -24,20 +24,19 @@ from sockwork.faults.plan import Action, Close, Fail, Hang, Plan, Proceed, Refus
 from sockwork.faults.state import SocketState, address_label, open_layers
 
 if TYPE_CHECKING:
-    from sockwork.faults.patch import Handle
+    from sockwork.faults.scope import Scope
 
 __all__ = ["accept", "connect", "pending_connect_error", "resolve_decision"]
 
 
-def _decide(handles: Iterable[Handle], call: Callable[[Plan, float], tuple[Action, ...]]
+def _decide(scopes: Iterable[Scope], call: Callable[[Plan, float], tuple[Action, ...]]
             ) -> tuple[float, Action]:
-    """Decide one attempt over every handle: (latest wait end, first non-Proceed)."""
+    """Decide one attempt over every scope: (latest wait end, first non-Proceed)."""
     until = 0.0
     terminal: Action = Proceed()
     at = now()
-    for handle in handles:
-        with handle._lock:
-            actions = call(handle._plan, at)
+    for scope in scopes:
+        actions = scope.decide(call, at)
         for a in actions:
             if isinstance(a, Wait):
                 until = max(until, a.until)
@@ -46,8 +45,8 @@ def _decide(handles: Iterable[Handle], call: Callable[[Plan, float], tuple[Actio
     return until, terminal
 
 
-def _handles(state: SocketState) -> list[Handle]:
-    return [layer.handle for layer in state.layers]
+def _scopes(state: SocketState) -> list[Scope]:
+    return [layer.scope for layer in state.layers]
 
 
 def connect(sock: socket.socket, state: SocketState, address: object, *, ex: bool) -> int | None:
@@ -56,7 +55,7 @@ def connect(sock: socket.socket, state: SocketState, address: object, *, ex: boo
     if budget.nonblocking:
         return _connect_nonblocking(sock, state, address, ex=ex)
     label = address_label("client", address)
-    until, terminal = _decide(_handles(state), lambda p, now: p.connect(now=now, label=label))
+    until, terminal = _decide(_scopes(state), lambda p, now: p.connect(now=now, label=label))
     try:
         if until:
             budget.wait(until)
@@ -85,7 +84,7 @@ def connect(sock: socket.socket, state: SocketState, address: object, *, ex: boo
 def _connect_nonblocking(sock: socket.socket, state: SocketState, address: object, *,
                          ex: bool) -> int | None:
     label = address_label("client", address)
-    until, terminal = _decide(_handles(state), lambda p, now: p.connect(now=now, label=label))
+    until, terminal = _decide(_scopes(state), lambda p, now: p.connect(now=now, label=label))
     if isinstance(terminal, Refused):
         if ex:
             return errno.ECONNREFUSED
@@ -147,7 +146,7 @@ def accept(sock: socket.socket, state: SocketState,
                     raise kernel.timeout_error()
             elif not kernel.wait_readable(sock, None):
                 continue
-            decision = _decide(_handles(state), lambda p, at: p.accept(now=at, label="server"))
+            decision = _decide(_scopes(state), lambda p, at: p.accept(now=at, label="server"))
             state.accept_decision = decision
         until, terminal = decision
         budget.wait(until)  # raises TimeoutError/BlockingIOError and keeps the decision
@@ -166,7 +165,7 @@ def accept(sock: socket.socket, state: SocketState,
         return conn, address
 
 
-def resolve_decision(handles: Iterable[Handle], host: str) -> tuple[float, Fail | None]:
-    """Decide one name look-up over ``handles``: (wait end, failure or None)."""
-    until, terminal = _decide(handles, lambda p, at: p.resolve(now=at, label=host))
+def resolve_decision(scopes: Iterable[Scope], host: str) -> tuple[float, Fail | None]:
+    """Decide one name look-up over ``scopes``: (wait end, failure or None)."""
+    until, terminal = _decide(scopes, lambda p, at: p.resolve(now=at, label=host))
     return until, terminal if isinstance(terminal, Fail) else None

@@ -36,8 +36,8 @@ from sockwork.faults.state import REGISTRY_LOCK, STATES, SocketState, attach, lo
 from sockwork.faults.stream import receive, send
 
 if TYPE_CHECKING:
-    from sockwork.faults.patch import Handle
     from sockwork.faults.plan import Connection
+    from sockwork.faults.scope import Scope
 
 __all__ = [
     "detach_all",
@@ -75,15 +75,15 @@ _real_recvfrom_into = kernel.recvfrom_into
 _real_recvmsg = kernel.recvmsg
 
 
-def detach_all(handle: Handle) -> None:
-    """Remove ``handle``'s layers from every socket it was attached to."""
+def detach_all(scope: Scope) -> None:
+    """Remove ``scope``'s layers from every socket it was attached to."""
     ended: list[Connection] = []
     with REGISTRY_LOCK:
         for state in list(STATES.values()):
-            kept = [layer for layer in state.layers if layer.handle is not handle]
+            kept = [layer for layer in state.layers if layer.scope is not scope]
             if len(kept) != len(state.layers):
                 ended.extend(layer.conn for layer in state.layers
-                             if layer.handle is handle and layer.conn is not None)
+                             if layer.scope is scope and layer.conn is not None)
                 state.layers = kept
                 if not kept:
                     unwatch(state)
@@ -91,9 +91,7 @@ def detach_all(handle: Handle) -> None:
                     if state.plaintext and sock is not None:
                         tls.hand_back(sock, state.plaintext)
                         state.plaintext = bytearray()
-    with handle._lock:  # the plan is not thread-safe; never taken under REGISTRY_LOCK
-        for conn in ended:
-            conn.close()
+    scope.forget(ended)  # outside REGISTRY_LOCK (see scope.py)
     notify_changed()
 
 
@@ -256,8 +254,7 @@ def _d_close(self: socket.socket) -> None:
                 _later(self, due, None)
         for layer in state.layers:
             if layer.conn is not None:
-                with layer.handle._lock:  # the plan forgets the connection
-                    layer.conn.close()
+                layer.scope.forget([layer.conn])  # the plan forgets the connection
         unwatch(state)
         forget(state)
     kernel.close(self)
@@ -312,7 +309,7 @@ def _maybe_attach_server(sock: socket.socket) -> SocketState | None:
 
 def _wrap_accepted(conn: socket.socket, listener: SocketState) -> None:
     for layer in listener.layers:
-        attach(conn, layer.handle, connected=True, role="server")
+        attach(conn, layer.scope, connected=True, role="server")
 
 
 _DISPATCHERS: dict[str, object] = {
@@ -388,14 +385,14 @@ def install() -> None:
             _put("connection")
 
 
-def set_stream_faults(handle: object, present: bool) -> None:
-    """Say whether ``handle`` has stream faults; byte dispatchers follow the total."""
+def set_stream_faults(scope: Scope, present: bool) -> None:
+    """Say whether ``scope`` has stream faults; byte dispatchers follow the total."""
     with REGISTRY_LOCK:
         before = bool(_STREAM_USERS)
         if present:
-            _STREAM_USERS.add(id(handle))
+            _STREAM_USERS.add(id(scope))
         else:
-            _STREAM_USERS.discard(id(handle))
+            _STREAM_USERS.discard(id(scope))
         after = bool(_STREAM_USERS)
         if after and not before:
             _put("stream")

@@ -94,8 +94,8 @@ def _selecting(target: Target, sock: socket.socket) -> list[Injection]:
     with _SCOPES_LOCK:
         scopes = list(_SCOPES)
     state = lookup(sock)
-    present = {id(layer.handle) for layer in state.layers} if state is not None else set()
-    return [s for s in scopes if id(s) not in present and s._selects(target)]
+    present = {id(layer.scope) for layer in state.layers} if state is not None else set()
+    return [s for s in scopes if id(s._scope) not in present and s._selects(target)]
 
 
 def _client_hook(sock: socket.socket, address: object) -> None:
@@ -103,7 +103,7 @@ def _client_hook(sock: socket.socket, address: object) -> None:
         return
     host, port = _split(address)
     for scope in _selecting(Target("client", host, port), sock):
-        attach(sock, scope, connected=False, role="client")
+        attach(sock, scope._scope, connected=False, role="client")
 
 
 def _server_hook(sock: socket.socket) -> None:
@@ -114,7 +114,7 @@ def _server_hook(sock: socket.socket) -> None:
     except OSError:
         host, port = None, None
     for scope in _selecting(Target("server", host, port), sock):
-        attach(sock, scope, connected=False, role="server")
+        attach(sock, scope._scope, connected=False, role="server")
 
 
 def _is_numeric(host: object) -> bool:
@@ -142,7 +142,7 @@ def _getaddrinfo(host: object, port: object, *args: object, **kwargs: object) ->
         target = Target("resolve", name, port if isinstance(port, int) else None)
         chosen = [s for s in scopes if s._selects(target)]
         if chosen:
-            until, failure = resolve_decision(chosen, name)
+            until, failure = resolve_decision([s._scope for s in chosen], name)
             sleep_until(until)
             if failure is not None:
                 code, message = _GAI_ERRORS[failure.kind]

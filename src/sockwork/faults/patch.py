@@ -17,18 +17,16 @@ are returned as they are. Faults applied to the old object move to the new one.
 from __future__ import annotations
 
 import os
-import random
 import socket
-import threading
 import time
-import weakref
 from collections.abc import Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from sockwork.faults import dispatch
-from sockwork.faults.plan import Plan, Report
+from sockwork.faults.plan import Report
 from sockwork.faults.readiness import notify_changed
+from sockwork.faults.scope import Scope
 from sockwork.faults.state import attach, rekey
 from sockwork.faults.vocabulary import Fault
 
@@ -58,23 +56,20 @@ class Handle:
         self.seed = new_seed() if seed is None else seed
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
-        self._lock = threading.Lock()
-        self._plan = Plan(faults, rng=random.Random(self.seed), now=time.monotonic(),
-                          seed=self.seed)
-        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self._scope = Scope(faults, seed=self.seed)  # what the executor modules see
         self._active = False
 
     @property
     def faults(self) -> tuple[Fault, ...]:
         """The faults in force."""
-        with self._lock:
-            return self._plan.faults
+        with self._scope.lock:
+            return self._scope.plan.faults
 
     @property
     def report(self) -> Report:
         """Which faults fired, on which connection, at which byte offset (with the seed)."""
-        with self._lock:
-            return self._plan.report
+        with self._scope.lock:
+            return self._scope.plan.report
 
     @property
     def active(self) -> bool:
@@ -83,11 +78,11 @@ class Handle:
 
     def update(self, *faults: Fault) -> None:
         """Replace the faults; open connections keep the state of faults that stay."""
-        with self._lock:
-            self._plan.update(faults, now=time.monotonic())
-            streams = self._plan.has_stream_faults
+        with self._scope.lock:
+            self._scope.plan.update(faults, now=time.monotonic())
+            streams = self._scope.plan.has_stream_faults
         if self._active:
-            dispatch.set_stream_faults(self, streams)
+            dispatch.set_stream_faults(self._scope, streams)
         notify_changed()
 
     def remove(self) -> None:
@@ -96,15 +91,17 @@ class Handle:
             return
         self._active = False
         try:
-            dispatch.set_stream_faults(self, False)
-            dispatch.detach_all(self)
+            dispatch.set_stream_faults(self._scope, False)
+            dispatch.detach_all(self._scope)
         finally:
             dispatch.uninstall()
 
     def _start(self) -> None:
         dispatch.install()
         self._active = True
-        dispatch.set_stream_faults(self, self._plan.has_stream_faults)
+        with self._scope.lock:
+            streams = self._scope.plan.has_stream_faults
+        dispatch.set_stream_faults(self._scope, streams)
 
     def __enter__(self) -> Self:
         return self
@@ -154,7 +151,7 @@ def apply(sock: socket.socket, *faults: Fault, seed: int | None = None) -> Handl
     handle = Handle(faults, seed=seed)
     handle._start()
     try:
-        attach(sock, handle, connected=_is_connected(sock), role="socket")
+        attach(sock, handle._scope, connected=_is_connected(sock), role="socket")
     except BaseException:
         handle.remove()
         raise

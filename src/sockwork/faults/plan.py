@@ -56,6 +56,8 @@ socket patching and the asyncio proxy execute the same decisions.
 - Stream faults combine: any Close wins, then Stalled, then the latest Wait, then
   Discard; otherwise Deliver the smallest cap. A fault with ``after_bytes`` caps
   delivery at its activation offset, so it starts exactly at that byte.
+  :func:`combine` applies the same rule to the actions of stacked plans (an
+  executor layering several scopes on one socket).
 - The report (:attr:`Plan.report`) lists each fault the first time it acts on a
   connection and direction, and every close or reset, with the byte offset. It keeps
   the latest ``max_events`` events (10,000 by default) and counts the older ones it
@@ -68,7 +70,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -113,6 +115,7 @@ __all__ = [
     "Stalled",
     "Stream",
     "Wait",
+    "combine",
 ]
 
 # --- actions ------------------------------------------------------------------------
@@ -184,6 +187,38 @@ class Fail:
 
 
 Action = Proceed | Wait | Read | Deliver | Discard | Stalled | Close | Refused | Hang | Fail
+
+
+def combine(actions: Sequence[Action]) -> Action:
+    """Combine the actions of stacked plans (layers on one socket) for one stream.
+
+    The rule is the one :meth:`Stream.next` applies to the faults of one plan (see
+    ``# Rules:``): any Close wins, then Stalled, then the latest Wait, then Read
+    (smallest cap, earliest deadline), then Discard; otherwise Deliver the
+    smallest amount. No action at all means nothing acts: ``Read(None, None)``.
+    """
+    if len(actions) == 1:
+        return actions[0]
+    if not actions:
+        return Read(None, None)
+    for a in actions:
+        if isinstance(a, Close):
+            return a
+    if any(isinstance(a, Stalled) for a in actions):
+        return Stalled()
+    waits = [a.until for a in actions if isinstance(a, Wait)]
+    if waits:
+        return Wait(max(waits))
+    reads = [a for a in actions if isinstance(a, Read)]
+    if reads:
+        caps = [r.max_bytes for r in reads if r.max_bytes is not None]
+        untils = [r.until for r in reads if r.until is not None]
+        return Read(min(caps) if caps else None, min(untils) if untils else None)
+    sizes = [a.n for a in actions if isinstance(a, (Deliver, Discard))]
+    if any(isinstance(a, Discard) for a in actions):
+        return Discard(min(sizes))
+    return Deliver(min(sizes))
+
 
 # --- report -------------------------------------------------------------------------
 

@@ -5,10 +5,9 @@
   ``STATES`` keyed by ``id()``, with a weak reference to check identity (an id can
   be reused once a socket is gone).
 - One socket may carry several layers (stacked ``apply``/``inject`` scopes). Each
-  layer has its own plan and connection; their decisions combine with the plan's
-  own rule (Close, then Stalled, then the latest Wait, then Discard, then the
-  smallest Deliver).
-- A layer's plan is called only under its handle's lock (plans are not
+  layer has its own plan and connection; their decisions combine with
+  ``plan.combine``, the plan's own rule for the faults of one stream.
+- A layer's plan is called only under its scope's lock (plans are not
   thread-safe); ``REGISTRY_LOCK`` guards the registries of every executor module.
 """
 
@@ -18,29 +17,24 @@ import socket
 import threading
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from sockwork.faults import kernel
-from sockwork.faults.budget import now
 from sockwork.faults.plan import (
     Action,
-    Close,
     Connection,
-    Deliver,
-    Discard,
-    Read,
-    Stalled,
     Wait,
+    combine,
 )
 
 if TYPE_CHECKING:
-    from sockwork.faults.outbox import Outbox
-    from sockwork.faults.patch import Handle
+    from sockwork.faults.scope import Scope
 
 __all__ = [
     "REGISTRY_LOCK",
     "STATES",
     "Layer",
+    "PendingSends",
     "SocketState",
     "address_label",
     "attach",
@@ -51,13 +45,36 @@ __all__ = [
 
 T = TypeVar("T")
 
+class PendingSends(Protocol):
+    """A socket's outbox (:class:`sockwork.faults.outbox.Outbox`), as the executor uses it."""
+
+    busy: bool
+    """True while earlier bytes are still waiting to be sent."""
+
+    def raise_error(self) -> None:
+        """Raise the error a background send met, once."""
+        ...
+
+    def adopt(self, view: memoryview, *, whole: bool) -> int:
+        """Take bytes that are not due yet; return how many were taken."""
+        ...
+
+    def put(self, data: object, *, whole: bool) -> int:
+        """Queue bytes behind earlier ones; return how many were taken."""
+        ...
+
+    def finish_with(self, how: int | None) -> bool:
+        """Send the rest, then shut down (``how``) or close (None); False if empty."""
+        ...
+
+
 class Layer:
-    """One scope's faults on one socket: the handle, and the plan's connection once open."""
+    """One scope's faults on one socket: the scope, and the plan's connection once open."""
 
-    __slots__ = ("handle", "conn")
+    __slots__ = ("scope", "conn")
 
-    def __init__(self, handle: Handle, conn: Connection | None) -> None:
-        self.handle = handle
+    def __init__(self, scope: Scope, conn: Connection | None) -> None:
+        self.scope = scope
         self.conn = conn
 
 
@@ -72,7 +89,7 @@ class SocketState:
         self.connect_address: object = None
         self.connect_hang = False
         self.accept_decision: tuple[float, Action] | None = None  # kept across a timeout
-        self.outbox: Outbox | None = None  # non-blocking sends handed over early
+        self.outbox: PendingSends | None = None  # non-blocking sends handed over early
         self.plaintext = bytearray()  # TLS: decrypted bytes the plan saw, not yet delivered
 
     # -- streams over all layers --
@@ -96,7 +113,7 @@ class SocketState:
         for layer in self._live():
             assert layer.conn is not None
             stream = layer.conn.send if direction == "send" else layer.conn.recv
-            with layer.handle._lock:
+            with layer.scope.lock:
                 results.append(call(stream, *args))
         return results
 
@@ -123,7 +140,7 @@ class SocketState:
 
     def next(self, direction: str, now: float) -> Action:
         """What to do next in ``direction``, over all layers."""
-        return _combine(self._each(direction, lambda s, *a: s.next(*a), now))
+        return combine(self._each(direction, lambda s, *a: s.next(*a), now))
 
     def eof_reached(self) -> bool:
         """True when the receiving stream has seen the peer's end of stream."""
@@ -140,31 +157,6 @@ class SocketState:
         self.feed_eof("send", now)
         action = self.next("send", now)
         return action.until if isinstance(action, Wait) else None
-
-
-def _combine(actions: list[Action]) -> Action:
-    """Combine the actions of stacked layers with the plan's own rule."""
-    if len(actions) == 1:
-        return actions[0]
-    if not actions:
-        return Read(None, None)
-    for a in actions:
-        if isinstance(a, Close):
-            return a
-    if any(isinstance(a, Stalled) for a in actions):
-        return Stalled()
-    waits = [a.until for a in actions if isinstance(a, Wait)]
-    if waits:
-        return Wait(max(waits))
-    reads = [a for a in actions if isinstance(a, Read)]
-    if reads:
-        caps = [r.max_bytes for r in reads if r.max_bytes is not None]
-        untils = [r.until for r in reads if r.until is not None]
-        return Read(min(caps) if caps else None, min(untils) if untils else None)
-    sizes = [a.n for a in actions if isinstance(a, (Deliver, Discard))]
-    if any(isinstance(a, Discard) for a in actions):
-        return Discard(min(sizes))
-    return Deliver(min(sizes))
 
 
 # -- registry ----------------------------------------------------------------------
@@ -210,7 +202,7 @@ def rekey(old: socket.socket, new: socket.socket) -> None:
         state.ref = weakref.ref(new, lambda r, key=key: _forget(key, r))  # type: ignore[misc]
         STATES[key] = state
         for layer in state.layers:
-            layer.handle._sockets.add(new)
+            layer.scope.sockets.add(new)
 
 
 def address_label(role: str, address: object) -> str:
@@ -228,21 +220,17 @@ def _label(sock: socket.socket, role: str) -> str:
     return role if peer is None else address_label(role, peer)
 
 
-def attach(sock: socket.socket, handle: Handle, *, connected: bool, role: str = "") -> None:
-    """Add ``handle``'s layer to ``sock``; open its connection when already connected."""
+def attach(sock: socket.socket, scope: Scope, *, connected: bool, role: str = "") -> None:
+    """Add ``scope``'s layer to ``sock``; open its connection when already connected."""
     state = _state_for(sock)
-    conn = None
-    if connected:
-        with handle._lock:
-            conn = handle._plan.open(now=now(), label=_label(sock, role))
+    conn = scope.open(_label(sock, role)) if connected else None
     with REGISTRY_LOCK:
-        state.layers.append(Layer(handle, conn))
-    handle._sockets.add(sock)
+        state.layers.append(Layer(scope, conn))
+    scope.sockets.add(sock)
 
 
 def open_layers(sock: socket.socket, state: SocketState, role: str) -> None:
     """``sock`` is connected now: open the plan's connection of every layer."""
     for layer in state.layers:
         if layer.conn is None:
-            with layer.handle._lock:
-                layer.conn = layer.handle._plan.open(now=now(), label=_label(sock, role))
+            layer.conn = layer.scope.open(_label(sock, role))

@@ -5,11 +5,18 @@
 - :mod:`sockwork.frames.blocking`: ``MessageSocket`` and ``connect``.
 - :mod:`sockwork.frames.aio`: ``open_connection``, ``start_server``, ``MessageStream``,
   ``MessageServer``.
+- :mod:`sockwork.frames.endpoint`: ``Endpoint``, moved by one shared background thread.
 """
 
 from __future__ import annotations
 
-from sockwork.frames.aio import MessageServer, MessageStream, open_connection, start_server
+from sockwork.frames.aio import (
+    DEFAULT_MAX_BUFFERED,
+    MessageServer,
+    MessageStream,
+    open_connection,
+    start_server,
+)
 from sockwork.frames.blocking import MessageSocket, connect
 from sockwork.frames.codec import (
     DEFAULT_MAX_SIZE,
@@ -23,10 +30,13 @@ from sockwork.frames.codec import (
     Payload,
 )
 from sockwork.frames.codecs import BYTES, BYTES_OR_TEXT, JSON, MSGPACK, TEXT, Codec
+from sockwork.frames.endpoint import DEFAULT_MAX_QUEUE, Endpoint
 
 __all__ = [
     "BYTES",
     "BYTES_OR_TEXT",
+    "DEFAULT_MAX_BUFFERED",
+    "DEFAULT_MAX_QUEUE",
     "DEFAULT_MAX_SIZE",
     "JSON",
     "MAX_HEADER_SIZE",
@@ -34,6 +44,7 @@ __all__ = [
     "NEED_DATA",
     "TEXT",
     "Codec",
+    "Endpoint",
     "Format",
     "FrameDecoder",
     "FrameEncoder",
@@ -47,8 +58,3 @@ __all__ = [
     "open_connection",
     "start_server",
 ]
-
-# The background front end (added by the endpoint helper; kept at the end for easy merges).
-from sockwork.frames.endpoint import DEFAULT_MAX_QUEUE, Endpoint  # noqa: E402
-
-__all__ += ["DEFAULT_MAX_QUEUE", "Endpoint"]

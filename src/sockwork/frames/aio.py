@@ -17,7 +17,10 @@ own buffer, so bytes are received straight into it; no ``readexactly``.
 #   (pause_writing/resume_writing: asyncio's write water marks).
 # - Reading is paused when more than _READ_HIGH bytes sit unread in the decoder and is
 #   resumed when ``recv()`` runs out of complete messages, so a fast peer cannot grow
-#   our buffer without bound (beyond one frame of at most max_size).
+#   our buffer without bound. The decoder's memory follows the bytes that arrive (a
+#   header alone commits nothing), and a server's connections share a MemoryBudget
+#   (``max_buffered``): a connection whose reservation does not fit stops reading until
+#   memory frees. Reading is paused while either reason holds (``_update_reading``).
 # - A reset is EOF plus a cause: messages already buffered are still returned, then
 #   IncompleteMessage/ConnectionClosed is raised ``from`` the OSError.
 # - A MessageServer owns what it accepted: every live stream and handler task is in
@@ -33,7 +36,9 @@ from typing import TYPE_CHECKING, Generic, TypeVar, cast, overload
 
 from sockwork.errors import ConnectionClosed, MessageTooLarge, ProtocolError, SockworkError
 from sockwork.frames._ending import closed_error, end_error, is_clean_close
+from sockwork.frames._queue import DEFAULT_MAX_BUFFERED, MemoryBudget
 from sockwork.frames.codec import (
+    _CHUNK,
     DEFAULT_MAX_SIZE,
     NEED_DATA,
     Format,
@@ -47,7 +52,13 @@ if TYPE_CHECKING:
     from types import TracebackType
     from typing import Self
 
-__all__ = ["MessageServer", "MessageStream", "open_connection", "start_server"]
+__all__ = [
+    "DEFAULT_MAX_BUFFERED",
+    "MessageServer",
+    "MessageStream",
+    "open_connection",
+    "start_server",
+]
 
 T = TypeVar("T")
 
@@ -60,9 +71,18 @@ _WRITE_HIGH = 1024 * 1024  # send() waits while more than this is queued in the 
 class _FrameProtocol(asyncio.BufferedProtocol):
     """Feeds the decoder and signals the stream; no policy lives here."""
 
-    def __init__(self, decoder: FrameDecoder, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        decoder: FrameDecoder,
+        loop: asyncio.AbstractEventLoop,
+        budget: MemoryBudget | None = None,
+    ) -> None:
         self.decoder = decoder
         self.loop = loop
+        self.budget = budget
+        self.charged = 0  # this connection's share of the budget
+        self.budget_paused = False  # waiting for the budget to have room
+        self.reading_paused = False  # the transport's actual state
         self.transport: asyncio.Transport | None = None
         self.read_waiter: asyncio.Future[None] | None = None
         self.drain_waiters: list[asyncio.Future[None]] = []
@@ -85,13 +105,56 @@ class _FrameProtocol(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         decoder = self.decoder
         decoder.buffer_updated(nbytes)
+        if self.budget is not None:
+            self.account()
         if decoder.missing:
             return  # the pending frame is still incomplete: waking the reader is wasted work
         if decoder.buffered > _READ_HIGH and not self.read_paused:
-            assert self.transport is not None
             self.read_paused = True
-            self.transport.pause_reading()
+            self.update_reading()
         self._wake_reader()
+
+    def update_reading(self) -> None:
+        """Pause or resume the transport: paused while either limit holds."""
+        paused = self.read_paused or self.budget_paused
+        transport = self.transport
+        if paused is self.reading_paused or transport is None or self.lost:
+            return
+        self.reading_paused = paused
+        if paused:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+
+    def account(self) -> None:
+        """Bring this connection's budget charge up to date; stop reading if it does not fit."""
+        budget = self.budget
+        assert budget is not None
+        decoder = self.decoder
+        self.charged, fits = budget.charge(
+            self.charged,
+            waiting=self.budget_paused,
+            commitment=decoder.commitment,
+            allocated=decoder.capacity,
+        )
+        if not fits and not self.budget_paused:
+            self.budget_paused = True
+            budget.wait(self._retry_budget)
+            self.update_reading()
+
+    def _retry_budget(self) -> bool:
+        budget = self.budget
+        assert budget is not None
+        if self.lost:
+            return True  # gone: leave the queue
+        decoder = self.decoder
+        self.charged, fits = budget.charge(
+            self.charged, waiting=False, commitment=decoder.commitment, allocated=decoder.capacity
+        )
+        if fits:
+            self.budget_paused = False
+            self.update_reading()
+        return fits
 
     def eof_received(self) -> bool:
         self.decoder.receive_eof()
@@ -101,6 +164,13 @@ class _FrameProtocol(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.lost_error = exc
+        budget = self.budget
+        if budget is not None:
+            if self.budget_paused:
+                self.budget_paused = False
+                budget.forget(self._retry_budget)
+            budget.release(self.charged)
+            self.charged = 0
         if not self.decoder.eof:
             self.decoder.receive_eof()
         self._wake_reader()
@@ -290,15 +360,19 @@ class MessageStream(Generic[T]):
                     self._fail(error)
                 raise error  # noqa: B904 (end_error set __cause__ as the policy wants)
             if message is not NEED_DATA:
+                if protocol.charged:
+                    protocol.account()  # the message's memory may be free now
                 decode = self._decode
                 return message if decode is None else decode(message)  # type: ignore[return-value]
             if self._fault is not None:
                 raise self._fault
             if self._closing:
                 raise self._closed_error()
+            if protocol.charged:
+                protocol.account()  # a burst's buffer was given back
             if protocol.read_paused:
                 protocol.read_paused = False
-                self._transport.resume_reading()
+                protocol.update_reading()
             if protocol.read_waiter is not None:
                 raise RuntimeError("recv() called while another task is already waiting in recv()")
             waiter = self._loop.create_future()
@@ -421,6 +495,7 @@ async def start_server(
     *,
     format: Format | str = ...,
     max_size: int = ...,
+    max_buffered: int = ...,
 ) -> MessageServer: ...
 
 
@@ -433,6 +508,7 @@ async def start_server(
     format: Format | str = ...,
     max_size: int = ...,
     codec: Codec[T],
+    max_buffered: int = ...,
 ) -> MessageServer: ...
 
 
@@ -444,6 +520,7 @@ async def start_server(
     format: Format | str = Format.U32,
     max_size: int = DEFAULT_MAX_SIZE,
     codec: Codec[T] | Codec[bytes] = BYTES,
+    max_buffered: int = DEFAULT_MAX_BUFFERED,
 ) -> MessageServer:
     """Serve TCP connections, calling ``await handler(stream)`` for each in its own task.
 
@@ -453,17 +530,31 @@ async def start_server(
     any other exception is reported to the loop's exception handler. Either way the
     server keeps serving its other connections. Closing the returned
     :class:`MessageServer` also closes every connection and cancels every handler.
+
+    ``max_buffered`` (default 64 MiB, at least ``max_size``) bounds the receive memory
+    of all connections together, beyond a 64 KiB buffer each: a frame larger than
+    64 KiB reserves its announced size when its header arrives, and a connection whose
+    reservation does not fit stops reading (back-pressure) until other connections'
+    messages are taken; none is refused.
     """
     if not isinstance(codec, Codec):
         raise TypeError(f"codec must be a sockwork.frames.Codec, not {codec!r}")
     FrameEncoder(format, max_size=max_size)  # validate the arguments now, not per connection
+    budget = MemoryBudget(max_buffered, base=_CHUNK)
+    if max_buffered < max_size:
+        raise ValueError(
+            f"max_buffered must be >= max_size ({max_size} bytes) so that one message of "
+            f"max_size fits, not {max_buffered}"
+        )
     loop = asyncio.get_running_loop()
     server = MessageServer()
+    server._budget = budget
 
     def factory() -> _FrameProtocol:
         return _ServerProtocol(
             FrameDecoder(format, max_size=max_size),
             loop,
+            budget,
             FrameEncoder(format, max_size=max_size),
             cast("Codec[object]", codec),
             cast("Handler[object]", handler),
@@ -485,6 +576,7 @@ class MessageServer:
 
     def __init__(self) -> None:
         self._server: asyncio.Server | None = None
+        self._budget: MemoryBudget | None = None
         self._streams: set[MessageStream[object]] = set()
         self._lost: set[asyncio.Future[None]] = set()  # closed_future of each live connection
         self._tasks: set[asyncio.Task[None]] = set()
@@ -503,6 +595,16 @@ class MessageServer:
     def connections(self) -> int:
         """The number of accepted connections not yet closed."""
         return len(self._streams)
+
+    @property
+    def buffered(self) -> int:
+        """Receive memory reserved by the connections now, in bytes (bounded by max_buffered)."""
+        return 0 if self._budget is None else self._budget.used
+
+    @property
+    def waiting(self) -> int:
+        """Connections that stopped reading until their reservation fits in max_buffered."""
+        return 0 if self._budget is None else self._budget.waiting
 
     def is_serving(self) -> bool:
         """Return True while the server accepts new connections."""
@@ -581,12 +683,13 @@ class _ServerProtocol(_FrameProtocol):
         self,
         decoder: FrameDecoder,
         loop: asyncio.AbstractEventLoop,
+        budget: MemoryBudget,
         encoder: FrameEncoder,
         codec: Codec[object],
         handler: Handler[object],
         server: MessageServer,
     ) -> None:
-        super().__init__(decoder, loop)
+        super().__init__(decoder, loop, budget)
         self._encoder = encoder
         self._codec = codec
         self._handler = handler

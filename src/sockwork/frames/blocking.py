@@ -2,7 +2,8 @@
 
 ``MessageSocket`` is a read loop around :class:`~sockwork.frames.codec.FrameDecoder`,
 a lock around :class:`~sockwork.frames.codec.FrameEncoder`, and one place
-(``_TranslateErrors``) that turns ``OSError`` into sockwork errors.
+(``_sock.TranslateErrors``, shared with the Endpoint) that turns ``OSError`` into
+sockwork errors.
 """
 
 # Rules:
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar, overload
 
 from sockwork.errors import ConnectionClosed, MessageTooLarge, ProtocolError, TimedOut
 from sockwork.frames._ending import closed_error, end_error, is_clean_close
+from sockwork.frames._sock import COPY_LIMIT, HAS_SENDMSG, RECV_SIZE, TranslateErrors, prepare
 from sockwork.frames.codec import (
     DEFAULT_MAX_SIZE,
     NEED_DATA,
@@ -43,54 +45,6 @@ if TYPE_CHECKING:
 __all__ = ["MessageSocket", "connect"]
 
 T = TypeVar("T")
-
-_RECV_SIZE = 256 * 1024  # bytes asked of each recv_into
-_COPY_LIMIT = 16 * 1024  # payloads smaller than this are joined with the header and sent once
-_HAS_SENDMSG = hasattr(socket.socket, "sendmsg")
-
-
-class _TranslateErrors:
-    """Context manager turning the socket's OSError into sockwork errors (``__cause__`` kept).
-
-    The one place where the blocking front end catches OSError. One instance per
-    direction is reused for every call (a generator-based context manager costs more
-    than the send of a small message).
-    """
-
-    def __init__(self, owner: MessageSocket[object], action: str) -> None:
-        self._owner = owner
-        self._action = action
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None or not isinstance(exc, OSError):
-            return
-        owner = self._owner
-        if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError since 3.10
-            timeout = owner.gettimeout() if not owner.closed else None
-            error = TimedOut(
-                f"{self._action} timed out after {timeout} s; raise the timeout with settimeout()",
-                timeout=timeout,
-            )
-            if self._action == "send":
-                # Part of a frame may have been written: the stream is unusable.
-                owner._fail(error)
-            raise error from exc
-        if owner.closed:
-            raise owner._closed_error() from exc
-        raise ConnectionClosed(
-            f"{self._action} failed, connection lost: {exc}",
-            address=owner.address,
-            by_peer=True,
-        ) from exc
-
 
 class MessageSocket(Generic[T]):
     """Whole messages over a connected stream socket, blocking with optional timeouts.
@@ -139,8 +93,7 @@ class MessageSocket(Generic[T]):
         codec: Codec[T] | Codec[bytes] = BYTES,
         nodelay: bool = True,
     ) -> None:
-        if not isinstance(sock, socket.socket) or sock.type != socket.SOCK_STREAM:
-            raise TypeError(f"sock must be a connected SOCK_STREAM socket, not {sock!r}")
+        self.address, self.local_address = prepare(sock, nodelay=nodelay)
         if not isinstance(codec, Codec):
             raise TypeError(f"codec must be a sockwork.frames.Codec, not {codec!r}")
         self._encoder = FrameEncoder(format, max_size=max_size)
@@ -156,15 +109,10 @@ class MessageSocket(Generic[T]):
         self._recv_error: OSError | None = None  # why the receive side ended, if not EOF
         self._decode = _maybe_decode(self.codec, self.format)
         self._raw = codec is BYTES  # bytes go to the encoder as they are
-        self._send_errors = _TranslateErrors(self, "send")  # type: ignore[arg-type]
-        self._recv_errors = _TranslateErrors(self, "recv")  # type: ignore[arg-type]
-        try:
-            self.address: object = sock.getpeername()
-            self.local_address: object = sock.getsockname()
-        except OSError as exc:
-            raise ValueError(f"sock must be connected: {exc}") from exc
-        if nodelay and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._send_errors = TranslateErrors(
+            self, "send", timeout=self.gettimeout, fail_on_timeout=True
+        )
+        self._recv_errors = TranslateErrors(self, "recv", timeout=self.gettimeout)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -204,17 +152,17 @@ class MessageSocket(Generic[T]):
             if self._closed:
                 self._check_open()
             with self._send_errors:
-                if type(payload) is bytes and len(payload) < _COPY_LIMIT:
+                if type(payload) is bytes and len(payload) < COPY_LIMIT:
                     self._sock.sendall(header + payload)
                 else:
                     self._send_parts(header, payload)
 
     def _send_parts(self, header: bytes, payload: Payload) -> None:
         size = len(payload) if isinstance(payload, (bytes, bytearray)) else payload.nbytes
-        if size < _COPY_LIMIT or not _HAS_SENDMSG:
+        if size < COPY_LIMIT or not HAS_SENDMSG:
             if isinstance(payload, bytes):
                 self._sock.sendall(header + payload)
-            elif _HAS_SENDMSG:
+            elif HAS_SENDMSG:
                 self._sock.sendall(b"".join((header, payload)))
             else:
                 self._sock.sendall(header)
@@ -290,7 +238,7 @@ class MessageSocket(Generic[T]):
         decoder = self._decoder
         with self._recv_errors:
             try:
-                nbytes = self._sock.recv_into(decoder.get_buffer(_RECV_SIZE))
+                nbytes = self._sock.recv_into(decoder.get_buffer(RECV_SIZE))
             except (ConnectionResetError, ConnectionAbortedError) as exc:
                 if self._closed:
                     raise

@@ -68,7 +68,8 @@ MAX_HEADER_SIZE: Final = 10
 """Longest variable-length header accepted (VARINT, STOCKINGS): enough for 2**63 bytes."""
 
 _U32_LIMIT: Final = 2**32 - 1
-_CHUNK: Final = 64 * 1024  # default size of a get_buffer() view and of the initial buffer
+_CHUNK: Final = 64 * 1024  # default size of a get_buffer() view and of the buffer
+_LARGE: Final = _CHUNK  # payloads larger than this are received in pieces
 _MAX_VIEW: Final = 256 * 1024  # largest view get_buffer() offers beyond what was asked
 _U32 = struct.Struct(">I")
 _pack_u32 = _U32.pack
@@ -144,6 +145,7 @@ class FrameEncoder:
     ) -> None:
         self.format: Final = _check_format(format)
         self.max_size: Final = _check_max_size(max_size, self.format)
+        self._u32 = self.format is Format.U32
 
     def __repr__(self) -> str:
         return f"FrameEncoder({self.format.name}, max_size={self.max_size})"
@@ -196,6 +198,11 @@ class FrameEncoder:
             MessageTooLarge: the payload exceeds ``max_size``.
             TypeError: ``message`` is neither a str nor a bytes-like object.
         """
+        if self._u32 and type(message) is bytes:  # hot path for the default format
+            size = len(message)
+            if size > self.max_size:
+                raise MessageTooLarge(size, self.max_size)
+            return _pack_u32(size), message
         if isinstance(message, str):
             data: Payload = message.encode("utf-8")
             return self.header(len(data), text=True), data
@@ -244,6 +251,56 @@ class FrameEncoder:
                 append(payload)
         return b"".join(parts)
 
+    def send_batch(
+        self, messages: Iterable[Payload | str], *, join_below: int = 16 * 1024
+    ) -> tuple[list[bytes], list[int]]:
+        """Return several framed messages as buffers for one scatter/gather send.
+
+        Consecutive frames whose payload is smaller than ``join_below`` bytes are
+        joined into one buffer; a larger payload is a buffer of its own (not copied
+        when it is ``bytes``; a mutable one is copied, as the caller may change it
+        after this returns). A queue counts whole messages with the second list.
+
+        Returns:
+            ``(buffers, ends)``: the bytes to send, in order, and for each message the
+            offset just past its last byte.
+
+        Raises:
+            MessageTooLarge: a payload exceeds ``max_size``; nothing is returned.
+            TypeError: a message is neither a str nor a bytes-like object.
+        """
+        buffers: list[bytes] = []
+        small: list[bytes] = []
+        ends: list[int] = []
+        end_at = ends.append
+        total = 0
+        u32 = self._u32
+        limit = self.max_size
+        for message in messages:
+            if u32 and type(message) is bytes:
+                # Hot path for the default format: no per-message method call.
+                size = len(message)
+                if size > limit:
+                    raise MessageTooLarge(size, limit)
+                header = _pack_u32(size)
+                payload: bytes = message
+            else:
+                header, view = self.send_parts(message)
+                payload = view if type(view) is bytes else bytes(view)
+                size = len(payload)
+            total += len(header) + size
+            end_at(total)
+            small.append(header)
+            if size < join_below:
+                small.append(payload)
+            else:
+                buffers.append(b"".join(small))
+                small = []
+                buffers.append(payload)
+        if small:
+            buffers.append(b"".join(small))
+        return buffers, ends
+
 
 def _as_byte_view(message: object) -> memoryview:
     try:
@@ -269,6 +326,12 @@ class FrameDecoder:
     Feed it with :meth:`receive_data` (or :meth:`get_buffer` + :meth:`buffer_updated`)
     and :meth:`receive_eof`; take messages with :meth:`next_message` or by iterating.
     Decoded messages are ``bytes``, or ``str`` for a STOCKINGS text frame.
+
+    Memory follows the bytes that arrive, not the sizes that headers announce: a frame
+    larger than 64 KiB is received into pieces allocated as it arrives (each at most
+    the size received so far, so at most about twice what arrived), joined once when
+    it is complete and released when it is returned. :attr:`capacity` tells what is
+    allocated, :attr:`commitment` what the pending frame may still add.
     """
 
     def __init__(
@@ -276,7 +339,7 @@ class FrameDecoder:
     ) -> None:
         self.format: Final = _check_format(format)
         self.max_size: Final = _check_max_size(max_size, self.format)
-        self._buf = bytearray(_CHUNK)
+        self._buf = bytearray()  # allocated on first use: an idle connection costs nothing
         self._view = memoryview(self._buf)
         self._start = 0  # first byte of the current frame (header included)
         self._end = 0  # end of received data
@@ -291,6 +354,15 @@ class FrameDecoder:
             Format.VARINT: self._parse_varint,
             Format.STOCKINGS: self._parse_stockings,
         }[self.format]
+        # A large frame's payload, received piece by piece (see _enter_large).
+        self._large = False  # the current frame's payload goes to _pieces, not _buf
+        self._pieces: list[bytearray | memoryview] = []  # filled pieces, in order
+        self._pieces_size = 0  # bytes allocated for _pieces
+        self._piece: bytearray | None = None  # the piece being filled
+        self._piece_view = memoryview(b"")
+        self._piece_fill = 0
+        self._got = 0  # payload bytes of the large frame received so far
+        self._into_piece = False  # the last get_buffer() view was into _piece
 
     def __repr__(self) -> str:
         return (
@@ -301,20 +373,46 @@ class FrameDecoder:
     @property
     def buffered(self) -> int:
         """Number of received bytes not yet returned as messages."""
-        return self._end - self._start
+        return self._end - self._start + self._got
 
     @property
     def missing(self) -> int:
         """Bytes still to receive to complete the frame whose header was parsed, else 0.
 
         A front end can skip waking its reader while this is positive: no message can
-        be complete yet. It is 0 while no header is pending (including before
-        :meth:`next_message` has parsed the next one).
+        be complete yet. Headers are parsed as data arrives, so this is up to date
+        after every :meth:`receive_data` or :meth:`buffer_updated`.
         """
         if not self._hlen:
             return 0
+        if self._large:
+            return self._plen - self._got
         missing = self._start + self._hlen + self._plen - self._end
         return missing if missing > 0 else 0
+
+    @property
+    def capacity(self) -> int:
+        """Bytes allocated for received data now (buffer and pieces of a large frame)."""
+        piece = self._piece
+        return len(self._buf) + self._pieces_size + (len(piece) if piece is not None else 0)
+
+    @property
+    def commitment(self) -> int:
+        """:attr:`capacity` plus what the large frame being received will still allocate.
+
+        A server bounding the memory of all its connections reserves this much before
+        reading on (see ``start_server(max_buffered=...)``); it stays constant while a
+        large frame arrives and drops when the message is returned.
+        """
+        capacity = self.capacity
+        if not self._hlen or self._plen <= _LARGE:
+            return capacity
+        if self._large:
+            piece = self._piece
+            spare = len(piece) - self._piece_fill if piece is not None else 0
+            return capacity + self._plen - self._got - spare
+        missing = self._start + self._hlen + self._plen - self._end
+        return capacity + missing if missing > 0 else capacity
 
     @property
     def eof(self) -> bool:
@@ -331,55 +429,99 @@ class FrameDecoder:
         """
         if self._eof:
             raise RuntimeError("receive_data() called after receive_eof()")
-        size = len(data) if isinstance(data, (bytes, bytearray)) else _as_byte_view(data).nbytes
+        if not isinstance(data, (bytes, bytearray)):
+            data = _as_byte_view(data)
+        size = len(data)
         if not size:
             return
+        if self._large and self._got < self._plen:
+            take = min(size, self._plen - self._got)
+            self._close_piece()
+            self._pieces.append(bytearray(data[:take]))
+            self._pieces_size += take
+            self._got += take
+            if take == size:
+                return
+            data = data[take:]
+            size -= take
         self._reserve(size)
         end = self._end
-        if isinstance(data, (bytes, bytearray)):
-            self._view[end : end + size] = data
-        else:
-            self._view[end : end + size] = _as_byte_view(data)
+        self._view[end : end + size] = data
         self._end = end + size
+        if not self._hlen:
+            self._parse_head()
 
     def get_buffer(self, sizehint: int = -1) -> memoryview:
         """Return a writable view to receive into directly (``socket.recv_into``).
 
         Same contract as ``asyncio.BufferedProtocol.get_buffer``: write up to
         ``len(view)`` bytes into it, then call :meth:`buffer_updated` with the count,
-        before any other call. While a frame is pending, the view has room for at
-        least the rest of that frame; otherwise it is at least ``sizehint`` bytes
-        (64 KiB when ``sizehint`` <= 0). Beyond that it offers at most 256 KiB.
+        before any other call. The view is at least ``min(sizehint, 64 KiB)`` bytes
+        (64 KiB when ``sizehint`` <= 0), or the rest of a pending frame if that is
+        less; it offers at most 256 KiB beyond that. Memory grows only with the bytes
+        that arrive: a large frame's next piece is at most what it received so far.
 
         Raises:
             RuntimeError: called after :meth:`receive_eof`.
         """
         if self._eof:
             raise RuntimeError("get_buffer() called after receive_eof()")
-        want = sizehint if sizehint > 0 else _CHUNK
-        if self._hlen:
+        want = sizehint if 0 < sizehint < _CHUNK else _CHUNK
+        if self._large:
+            if self._got < self._plen:
+                return self._piece_buffer()
+        elif self._hlen:
             missing = self._start + self._hlen + self._plen - self._end
             if missing > 0:
-                # Room for exactly the rest of the current frame: a large frame then
-                # arrives in one piece, and one that fits in the tail finishes in place
-                # instead of being moved to the front first.
-                want = missing
+                if self._plen > _LARGE:
+                    self._enter_large()
+                    return self._piece_buffer()
+                # Room for the whole rest of the current (small) frame: it then finishes
+                # in place instead of being moved to the front first.
+                want = max(want, missing)
+        self._into_piece = False
         self._reserve(want)
         end = self._end
         # Offer spare room too (fewer, larger reads) but bounded, so a caller pausing at a
         # buffered-bytes limit overshoots it by at most _MAX_VIEW.
-        size = max(want, min(len(self._buf) - end, _MAX_VIEW))
-        return self._view[end : end + size]
+        return self._view[end : end + max(want, min(len(self._buf) - end, _MAX_VIEW))]
 
     def buffer_updated(self, nbytes: int) -> None:
         """Record that ``nbytes`` bytes were written into the last :meth:`get_buffer` view."""
+        if self._into_piece:
+            fill = self._piece_fill + nbytes
+            piece = self._piece
+            assert piece is not None
+            if nbytes < 0 or fill > len(piece):
+                raise ValueError(f"nbytes must be between 0 and the view's length, not {nbytes}")
+            self._piece_fill = fill
+            self._got += nbytes
+            if fill == len(piece):
+                self._pieces.append(piece)
+                self._pieces_size += fill
+                self._piece = None
+            return
         if nbytes < 0 or self._end + nbytes > len(self._buf):
             raise ValueError(f"nbytes must be between 0 and the view's length, not {nbytes}")
         self._end += nbytes
+        if not self._hlen:
+            self._parse_head()
 
     def receive_eof(self) -> None:
         """Record that the peer closed its side: no more data will come."""
         self._eof = True
+
+    def _parse_head(self) -> None:
+        """Parse the first frame's header if it is complete, so ``missing`` is known.
+
+        An error is kept (sticky) and raised by :meth:`next_message`.
+        """
+        if self._error is not None or self._end == self._start:
+            return
+        try:
+            self._parse_header()
+        except (ProtocolError, MessageTooLarge) as exc:
+            self._error = exc
 
     def _reserve(self, size: int) -> None:
         """Make room for ``size`` more bytes after ``_end``."""
@@ -392,13 +534,78 @@ class FrameDecoder:
             # Compact in place (same-size assignment; memoryview copies with memmove).
             self._view[0:live] = self._view[start:end]
         else:
-            new_len = max(buf_len * 2, live + size)
-            new = bytearray(new_len)
+            new = bytearray(max(buf_len * 2, live + size, _CHUNK))
             new[0:live] = self._view[start:end]
             self._buf = new
             self._view = memoryview(new)
         self._start = 0
         self._end = live
+
+    def _shrink(self) -> None:
+        """Give back a buffer grown by a burst once little of it is in use."""
+        live = self._end - self._start
+        if live > _CHUNK // 2:
+            return
+        new = bytearray(_CHUNK if live else 0)
+        new[0:live] = self._view[self._start : self._end]
+        self._buf = new
+        self._view = memoryview(new)
+        self._start = 0
+        self._end = live
+
+    # -- large frames: the payload in pieces allocated as it arrives ----------------------
+
+    def _enter_large(self) -> None:
+        """Receive the pending frame's payload into pieces instead of the buffer."""
+        payload = self._start + self._hlen
+        have = self._end - payload
+        if have:
+            # The buffer itself becomes the first piece (no copy); a fresh one is
+            # allocated for what follows the frame, once the frame is complete.
+            self._pieces.append(self._view[payload : self._end])
+            self._pieces_size += len(self._buf)
+            self._buf = bytearray()
+            self._view = memoryview(self._buf)
+        self._start = self._end = 0
+        self._got = have
+        self._large = True
+
+    def _piece_buffer(self) -> memoryview:
+        piece = self._piece
+        if piece is None:
+            # Each piece is at most what the frame received so far: memory grows by
+            # doubling with the bytes that arrive, and stops exactly at the frame's end.
+            size = min(self._plen - self._got, max(_CHUNK, self._got))
+            piece = self._piece = bytearray(size)
+            self._piece_view = memoryview(piece)
+            self._piece_fill = 0
+        self._into_piece = True
+        return self._piece_view[self._piece_fill :]
+
+    def _close_piece(self) -> None:
+        """Keep the filled part of the piece being filled (receive_data goes around it)."""
+        piece = self._piece
+        if piece is None:
+            return
+        if self._piece_fill:
+            self._pieces.append(self._piece_view[: self._piece_fill])
+            self._pieces_size += len(piece)
+        self._piece = None
+
+    def _take_large(self) -> Message:
+        """Return the completed large frame's message and release its pieces."""
+        self._close_piece()
+        pieces = self._pieces
+        data = b"".join(pieces)
+        self._pieces = []
+        self._pieces_size = 0
+        self._piece_view = memoryview(b"")
+        self._got = 0
+        self._large = False
+        self._hlen = 0
+        text = self._text
+        self._parse_head()  # bytes after the frame may already hold the next header
+        return self._decode_text(data) if text else data
 
     # -- header parsers: return True when the header of the frame at _start is complete --
 
@@ -482,6 +689,8 @@ class FrameDecoder:
         """
         if self._error is not None:
             raise self._error
+        if self._large:
+            return self._take_large() if self._got == self._plen else self._need_data()
         hlen = self._hlen
         if hlen:
             plen = self._plen
@@ -489,7 +698,7 @@ class FrameDecoder:
             # Hot path for the default format: the header parsed inline.
             start = self._start
             if self._end - start < 4:
-                return self._need_data()
+                return self._need_data() if len(self._buf) <= _CHUNK else self._shrink_need()
             plen = _unpack_u32(self._buf, start)[0]
             if plen > self.max_size:
                 self._error = MessageTooLarge(plen, self.max_size)
@@ -509,31 +718,45 @@ class FrameDecoder:
         if end > self._end:
             self._hlen = hlen
             self._plen = plen
-            return self._need_data()
+            return self._need_data() if len(self._buf) <= _CHUNK else self._shrink_need()
         self._hlen = 0
         if self._end == end:
             # Buffer drained: restart at offset 0 so it never needs compacting.
             self._start = self._end = 0
+            if len(self._buf) > _CHUNK:
+                message = self._decode_text(self._view[start:end]) if self._text else bytes(
+                    self._view[start:end]
+                )
+                self._shrink()  # a burst is over: give its memory back
+                return message
         else:
             self._start = end
         if self._text:
-            try:
-                return str(self._view[start:end], "utf-8")
-            except UnicodeDecodeError as exc:
-                error = ProtocolError(
-                    f"a STOCKINGS text frame of {end - start} bytes is not valid UTF-8 "
-                    f"({exc.reason} at byte {exc.start})"
-                )
-                error.__cause__ = exc
-                self._error = error
-                raise error from exc
+            return self._decode_text(self._view[start:end])
         return bytes(self._view[start:end])
+
+    def _decode_text(self, data: bytes | memoryview) -> str:
+        try:
+            return str(data, "utf-8")
+        except UnicodeDecodeError as exc:
+            error = ProtocolError(
+                f"a STOCKINGS text frame of {len(data)} bytes is not valid UTF-8 "
+                f"({exc.reason} at byte {exc.start})"
+            )
+            error.__cause__ = exc
+            self._error = error
+            raise error from exc
+
+    def _shrink_need(self) -> NeedData:
+        """NEED_DATA after giving back most of a buffer that a burst grew."""
+        self._shrink()
+        return self._need_data()
 
     def _need_data(self) -> NeedData:
         if not self._eof:
             return NEED_DATA
         if self._hlen:
-            received = self._end - self._start - self._hlen
+            received = self._got if self._large else self._end - self._start - self._hlen
             self._error = IncompleteMessage(received, self._plen)
         elif self._end > self._start:
             self._error = IncompleteMessage(self._end - self._start, None)

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from sockwork.proxy.proxy import (
-    DIRECTIONS,
-    ConnectionEvent,
-    Direction,
-    FaultProxy,
-    InstalledFault,
-    ProxyCounters,
-    Scope,
-)
+from sockwork.proxy.fault import DIRECTIONS, Direction
+from sockwork.proxy.proxy import ConnectionEvent, FaultProxy, ProxyCounters
 from sockwork.proxy.server import ToxiproxyServer
+from sockwork.proxy.table import InstalledFault, Scope
 
 __all__ = [
     "DIRECTIONS",

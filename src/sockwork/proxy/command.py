@@ -132,6 +132,10 @@ def _run_proxy(args: argparse.Namespace) -> int:
     try:
         listen = parse_address(args.listen, "--listen")
         upstream = parse_address(args.upstream, "--upstream")
+        if upstream[1] == 0:
+            raise ValueError(
+                f"--upstream must be host:port with a port in 1..65535, got {args.upstream!r}"
+            )
         faults = _faults(args)
     except (ApiError, ValueError, TypeError) as exc:
         print(f"sockwork proxy: error: {exc}", file=sys.stderr)

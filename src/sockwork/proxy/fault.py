@@ -1,9 +1,10 @@
-"""Toxiproxy toxics as sockwork faults, and proxy directions as fault directions (sans-IO).
+"""Proxy directions, and Toxiproxy toxics as sockwork faults (sans-IO).
 
 # Rules:
 # - Toxiproxy's ``upstream`` stream (client -> server) is the client's ``"send"``
 #   direction in the fault vocabulary; ``downstream`` (server -> client) is ``"recv"``.
 #   A proxy is the client's network, so a fault means the same thing in both executors.
+#   FAULT_DIRECTION below is the only place that says so.
 # - ``toxicity`` is the fault's ``probability``: drawn once per connection and direction,
 #   as Toxiproxy draws it when a link starts.
 # - Units: Toxiproxy's ms become seconds, KB/s (1000 B/s) become bytes per second, the
@@ -12,6 +13,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 from sockwork.faults.vocabulary import (
@@ -30,13 +32,35 @@ from sockwork.faults.vocabulary import (
 )
 from sockwork.proxy.toxic import ToxicSpec
 
-__all__ = ["STREAM_TO_FAULT_DIRECTION", "fault_for"]
+__all__ = [
+    "DIRECTIONS",
+    "FAULT_DIRECTION",
+    "PROXY_DIRECTION",
+    "Direction",
+    "fault_for",
+    "other_direction",
+]
 
-#: Toxiproxy stream -> fault vocabulary direction (seen from the client).
-STREAM_TO_FAULT_DIRECTION: dict[str, Literal["send", "recv"]] = {
+#: One direction of a proxied connection: Toxiproxy's stream names.
+Direction = Literal["upstream", "downstream"]
+
+#: ``upstream`` is client -> server, ``downstream`` server -> client.
+DIRECTIONS: tuple[Direction, ...] = ("upstream", "downstream")
+
+#: Proxy direction (or ``"both"``) -> the fault vocabulary's direction, seen from the client.
+FAULT_DIRECTION: Mapping[str, Literal["send", "recv", "both"]] = {
     "upstream": "send",
     "downstream": "recv",
+    "both": "both",
 }
+
+#: The fault vocabulary's direction -> the proxy direction (the inverse of FAULT_DIRECTION).
+PROXY_DIRECTION: Mapping[str, str] = {v: k for k, v in FAULT_DIRECTION.items()}
+
+
+def other_direction(direction: Direction) -> Direction:
+    """The opposite direction of the same connection."""
+    return "downstream" if direction == "upstream" else "upstream"
 
 
 def fault_for(spec: ToxicSpec) -> Fault | None:
@@ -46,7 +70,7 @@ def fault_for(spec: ToxicSpec) -> Fault | None:
         ValueError: an attribute is out of the fault's range.
     """
     a = spec.attributes
-    d = STREAM_TO_FAULT_DIRECTION[spec.stream]
+    d = FAULT_DIRECTION[spec.stream]
     p = spec.toxicity
     kind = spec.type
     if kind == "latency":

@@ -11,6 +11,11 @@
 # - Fast path: while the plan stream is idle (no fault acts on it) and nothing is
 #   buffered, a chunk is written straight to the destination. The plan still counts the
 #   bytes (``feed`` + ``passed``) so ``after_bytes`` triggers see every byte.
+# - Faster path (Linux): on top of that, while the destination transport has nothing
+#   buffered and nothing holds the source, the bytes move in the kernel with os.splice
+#   (``splice.Splicer``), never copied into Python. ``step()`` stops splicing as soon as
+#   a fault acts on the direction: the bytes still in the kernel pipe are written to the
+#   destination first (they were read before the fault), then the plan decides.
 # - The source is paused while any hold is active: destination backpressure, too many
 #   bytes buffered here, or a stall ordered by the plan.
 """
@@ -19,12 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 from sockwork.faults.plan import Close, Deliver, Discard, Read, Stalled, Stream, Wait
-
-if TYPE_CHECKING:
-    from sockwork.proxy.proxy import Direction
+from sockwork.proxy import splice
+from sockwork.proxy.fault import Direction
 
 __all__ = ["Pipe", "PipeOwner"]
 
@@ -76,6 +80,9 @@ class Pipe:
         self._fast = False
         self._dst: asyncio.Transport | None = None
         self._unsynced = 0  # bytes passed on the fast path that the plan has not seen
+        self._splicer: splice.Splicer | None = None
+        self._splice_later = False  # fast, but the destination had bytes buffered
+        self._source_ended = False  # the Splicer read the source's EOF
 
     # --- life cycle -------------------------------------------------------------------
 
@@ -92,11 +99,20 @@ class Pipe:
         """The connection is closing: drop buffered data and cancel the timer."""
         self._stopped = True
         self._fast = False
+        self._splice_later = False
         self._buffer.clear()
         self._buffered = 0
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._splicer is not None:
+            self._splicer.close()
+            self._splicer = None
+
+    @property
+    def splicing(self) -> bool:
+        """True while the bytes move in the kernel (os.splice), not through Python."""
+        return self._splicer is not None and self._splicer.active
 
     def faults_changed(self) -> None:
         """The plan's faults changed: decide again at once."""
@@ -112,9 +128,12 @@ class Pipe:
         if self._fast:
             # The hot path: no fault acts on this direction. The plan is told about
             # these bytes later, in one go (_sync), before it is asked anything.
-            self._dst.write(data)  # type: ignore[union-attr]
+            dst: asyncio.Transport = self._dst  # type: ignore[assignment]
+            dst.write(data)
             self.sent += n
             self._unsynced += n
+            if self._splice_later and not dst.get_write_buffer_size():
+                self._splice()  # the destination caught up: move to the kernel path
             return
         if self._stopped:
             return
@@ -140,6 +159,7 @@ class Pipe:
         """Stop reading the source for ``reason`` (until released)."""
         if reason in self._holds:
             return
+        self._unsplice()  # holds apply to the transport's reading
         if not self._holds:
             src = self.owner.source(self.direction)
             if src is not None and self._started and not src.is_closing():
@@ -198,6 +218,11 @@ class Pipe:
         """Ask the plan what to do and do it, until the answer is to wait."""
         if self._stopped or not self._started:
             return
+        if self.splicing:
+            self._sync()
+            if self.stream.idle:
+                return  # still no fault on this direction: keep splicing
+            self._unsplice()
         self._sync()
         if self._timer is not None:
             self._timer.cancel()
@@ -221,6 +246,8 @@ class Pipe:
             self.release("stall")
             if isinstance(action, Read):
                 self._fast = stream.idle and not self._buffer and self._dst is not None
+                if self._fast:
+                    self._splice()
                 if action.until is not None:
                     self._timer = self._loop.call_at(action.until, self.step)
                 return
@@ -232,6 +259,75 @@ class Pipe:
                 return
             raise AssertionError(f"unexpected action for a stream: {action!r}")
 
+    # --- the kernel path (os.splice) ----------------------------------------------------
+
+    def _splice(self) -> None:
+        """Move this direction's bytes in the kernel from now on, if it can be done."""
+        self._splice_later = False
+        if not splice.AVAILABLE or self._holds or self._source_ended or self.splicing:
+            return
+        src, dst = self.owner.source(self.direction), self._dst
+        if src is None or dst is None or src.is_closing() or dst.is_closing():
+            return
+        if dst.get_write_buffer_size():
+            self._splice_later = True  # bytes written earlier must go first
+            return
+        splicer = self._splicer
+        if splicer is None:
+            src_sock, dst_sock = src.get_extra_info("socket"), dst.get_extra_info("socket")
+            if src_sock is None or dst_sock is None:
+                return
+            try:
+                splicer = splice.Splicer.open(self._loop, self, src_sock.fileno(),
+                                              dst_sock.fileno())
+            except OSError:
+                return  # out of descriptors: the ordinary path does the job
+            self._splicer = splicer
+        if splicer.failed:
+            return
+        src.pause_reading()
+        splicer.start()
+
+    def _unsplice(self) -> None:
+        """Back to the transports: what the kernel pipe holds is written first."""
+        splicer = self._splicer
+        if splicer is None or not splicer.active:
+            return
+        data = splicer.stop()
+        if data:
+            dst = self._dst
+            if dst is not None and not dst.is_closing():
+                dst.write(data)
+                self.sent += len(data)
+                self._unsynced += len(data)
+        src = self.owner.source(self.direction)
+        if src is not None and not self._holds and not src.is_closing():
+            src.resume_reading()
+
+    def spliced(self, received: int, sent: int) -> None:
+        """The Splicer moved bytes (``splice.SplicerOwner``)."""
+        self.received += received
+        self.sent += sent
+        self._unsynced += sent
+
+    def spliced_eof(self) -> None:
+        """The Splicer read the source's EOF (``splice.SplicerOwner``)."""
+        self._source_ended = True
+        self.feed_eof()
+
+    def splice_failed(self, exc: OSError) -> None:
+        """A splice call failed (``splice.SplicerOwner``).
+
+        The socket reported its error to the splice call, not to its transport, so the
+        connection ends here as ``Connection.side_lost`` would end it: a reset passed on
+        as a reset, any other error as a close. Splice refusing the descriptors is no
+        error: the transports take over.
+        """
+        if exc.errno in splice.UNSUPPORTED:
+            self._unsplice()
+        else:
+            self.owner.close(reset=isinstance(exc, ConnectionResetError))
+
     def _close(self, action: Close) -> None:
         self._stopped = True
         self._fast = False
@@ -242,7 +338,15 @@ class Pipe:
             # The source ended and everything passed: pass the EOF on (a half-close).
             dst = self.owner.destination(self.direction)
             if dst is not None and dst.can_write_eof() and not dst.is_closing():
-                dst.write_eof()
+                try:
+                    dst.write_eof()
+                except OSError:
+                    # asyncio calls shutdown(SHUT_WR) at once when nothing is buffered,
+                    # and does not catch its error: ENOTCONN when the destination peer
+                    # reset the connection (a closed client answers our data with RST)
+                    # before the transport saw it. The peer is gone: pass the reset on.
+                    self.owner.close(reset=True)
+                    return
             self.finished = True
             self.owner.pipe_finished(self.direction)
             return

@@ -299,7 +299,7 @@ class ToxiproxyServer:
             await self._write(writer, refusal, False)
             return False
         length_text = headers.get("content-length", "0") or "0"
-        if not length_text.isdigit():
+        if not (length_text.isascii() and length_text.isdigit()):
             await self._write(writer, _error(400, "bad Content-Length"), False)
             return False
         length = int(length_text)
@@ -398,7 +398,9 @@ class ToxiproxyServer:
     def _parse_body(body: bytes) -> object:
         try:
             return json.loads(body.decode("utf-8")) if body.strip() else None
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:
+            # ValueError covers bad UTF-8, bad JSON and integers over Python's digit
+            # limit; RecursionError, arrays nested too deep. All are the client's fault.
             raise ApiError(400, f"bad request body: {exc}") from exc
 
     async def _list(self) -> _Response:
@@ -432,7 +434,7 @@ class ToxiproxyServer:
         try:
             await proxy.astart()
         except OSError as exc:
-            raise ApiError(500, f"listen tcp {spec.listen}: bind: {exc.strerror or exc}") from exc
+            raise _bind_error(spec.listen, exc) from exc
         managed = _Managed(spec, proxy)
         self._proxies[spec.name] = managed
         return managed
@@ -474,13 +476,17 @@ class ToxiproxyServer:
             if new.listen == old.listen:
                 listen = managed.proxy.address  # keep the port that was picked for :0
             try:
+                # Binds the new address before closing the old one: a failure changes nothing.
                 await managed.proxy.restart(listen=listen, upstream=parse_address(new.upstream))
             except OSError as exc:
-                message = f"listen tcp {new.listen}: bind: {exc.strerror or exc}"
-                raise ApiError(500, message) from exc
+                raise _bind_error(new.listen, exc) from exc
+            managed.spec = replace(old, listen=new.listen, upstream=new.upstream)
         if new.enabled != managed.proxy.enabled:
             if new.enabled:
-                managed.proxy.enable()
+                try:
+                    managed.proxy.enable()
+                except OSError as exc:  # the port was taken while disabled; still disabled
+                    raise _bind_error(managed.listen, exc) from exc
             else:
                 managed.proxy.disable()
         managed.spec = new
@@ -588,6 +594,12 @@ class ToxiproxyServer:
             lines.extend(f"{metric}{{{pre}{labels}}} {value}" for pre, labels, value in samples)
         body = ("\n".join(lines) + "\n").encode()
         return _Response(200, body, "text/plain; version=0.0.4; charset=utf-8")
+
+
+def _bind_error(listen: str, exc: OSError) -> ApiError:
+    """Toxiproxy's 500 for an address that cannot be listened on (Go's wording, lower case)."""
+    reason = exc.strerror or str(exc)
+    return ApiError(500, f"listen tcp {listen}: bind: {reason[:1].lower()}{reason[1:]}")
 
 
 def _label(value: str) -> str:

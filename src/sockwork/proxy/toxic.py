@@ -56,6 +56,7 @@ EXTRA_TOXIC_TYPES: Mapping[str, Mapping[str, int]] = {
 
 _ALL_TYPES = {**TOXIC_TYPES, **EXTRA_TOXIC_TYPES}
 _STREAMS = ("upstream", "downstream")
+_INT64 = range(-(2**63), 2**63)  # Go decodes attributes into int64
 
 
 class ApiError(SockworkError, ValueError):
@@ -143,7 +144,7 @@ def _attributes(
                 f"json: cannot unmarshal {_json_kind(value)} into Go struct field "
                 f"{kind}.{key} of type int64"
             )
-        if isinstance(value, float) and not value.is_integer():
+        if (isinstance(value, float) and not value.is_integer()) or int(value) not in _INT64:
             raise _bad_body(
                 f"json: cannot unmarshal number {value} into Go struct field "
                 f"{kind}.{key} of type int64"
@@ -232,7 +233,7 @@ def parse_proxy(body: object, *, index: int | None = None) -> ProxySpec:
             f"json: cannot unmarshal {_json_kind(enabled)} into Go struct field "
             "Proxy.enabled of type bool"
         )
-    parse_address(upstream, "upstream")
+    _check_upstream(upstream)
     parse_address(listen, "listen")
     return ProxySpec(name, listen, upstream, enabled)
 
@@ -252,9 +253,14 @@ def parse_proxy_patch(spec: ProxySpec, body: object) -> ProxySpec:
             f"json: cannot unmarshal {_json_kind(enabled)} into Go struct field "
             "Proxy.enabled of type bool"
         )
-    parse_address(upstream, "upstream")
+    _check_upstream(upstream)
     parse_address(listen, "listen")
     return ProxySpec(spec.name, listen, upstream, enabled)
+
+
+def _check_upstream(text: str) -> None:
+    if parse_address(text, "upstream")[1] == 0:
+        raise ApiError(400, f"upstream must be host:port with a port in 1..65535, got {text!r}")
 
 
 def parse_address(text: str, what: str = "address") -> tuple[str, int]:
@@ -264,7 +270,8 @@ def parse_address(text: str, what: str = "address") -> tuple[str, int]:
         ApiError: 400 when there is no valid port.
     """
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
+    # isascii(): str.isdigit() also accepts digits int() refuses, such as "²".
+    if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise ApiError(400, f"{what} must be host:port with a port in 0..65535, got {text!r}")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]

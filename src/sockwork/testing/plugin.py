@@ -7,8 +7,10 @@ Fixtures, each cleaned up after its test:
 - ``fault_proxy``: a factory, ``fault_proxy(upstream)``, that starts a
   :class:`sockwork.proxy.FaultProxy` to ``upstream``; closed after the test.
 - ``poorconn_http_server``: poorconn's fixture (a static-file HTTP server slowed
-  down by ``delay_before_sending_upon_acceptance``), configured by the marker
-  ``poorconn_http_server_config(address, port, t, length)``.
+  down by ``delay_before_sending_upon_acceptance``, on ``localhost:8080`` with
+  ``t=1``, ``length=1024`` as in poorconn), configured by the marker
+  ``poorconn_http_server_config(address=, port=, t=, length=)``; it is the one
+  of :mod:`sockwork.compat.poorconn.pytest_plugin`.
 
 When a test that used ``netfaults`` or ``fault_proxy`` fails, what the faults did
 and the seed are printed in a "sockwork" section of its report.
@@ -33,10 +35,12 @@ in the header.
 
 from __future__ import annotations
 
+import importlib.machinery
 import random
-import socket
+import sys
+import types
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -48,10 +52,14 @@ if TYPE_CHECKING:
     from sockwork.testing.netfaults import NetFaults
 
 __all__ = [
+    "POORCONN_MARKER",
+    "PoorconnDefaults",
     "PoorconnFixtures",
     "ProxyFactory",
+    "add_poorconn_marker",
     "fault_proxy",
     "netfaults",
+    "poorconn_server",
     "pytest_addoption",
     "pytest_configure",
     "pytest_report_header",
@@ -80,21 +88,54 @@ _NETFAULTS_MARKER = (
     "netfaults(*faults, match=None): inject these sockwork.faults faults into the "
     "sockets of the whole test (see the netfaults fixture)"
 )
-_POORCONN_MARKER = (
+POORCONN_MARKER = (
     "poorconn_http_server_config(address, port, t, length): configure the fixture "
-    "poorconn_http_server (defaults: address='localhost', port=0, t=1, length=1024)"
+    "poorconn_http_server (keyword arguments; defaults as in poorconn: "
+    "address='localhost', port=8080, t=1, length=1024; port=0 picks a free port)"
 )
+
+
+def add_poorconn_marker(config: pytest.Config) -> None:
+    """Register the ``poorconn_http_server_config`` marker unless a plugin already did."""
+    if POORCONN_MARKER not in config.getini("markers"):
+        config.addinivalue_line("markers", POORCONN_MARKER)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the markers, choose the run's seed, install the poorconn fixture."""
     config.addinivalue_line("markers", _NETFAULTS_MARKER)
-    config.addinivalue_line("markers", _POORCONN_MARKER)
+    add_poorconn_marker(config)
     seed = config.getoption("sockwork_seed")
     if seed is None:
         seed = random.SystemRandom().randrange(2**32)
     config.stash[_SEED] = seed
     config.pluginmanager.register(PoorconnFixtures(), "sockwork-poorconn")
+    _let_runpy_run_sockwork_modules()
+
+
+def _let_runpy_run_sockwork_modules() -> None:
+    """Give pytest's assertion-rewriting import hook the ``get_code`` that runpy needs.
+
+    As an installed pytest plugin, sockwork has all its modules claimed by that
+    hook, which lacks ``get_code`` (pytest-dev/pytest#9007): ``runpy.run_module``
+    (what ``python -m`` runs) then fails with AttributeError inside a test, e.g.
+    for ``sockwork.compat.poorconn.__main__``. Modules run that way get their
+    plain (not rewritten) code; imports are not affected.
+    """
+    for finder in sys.meta_path:
+        if type(finder).__name__ == "AssertionRewritingHook" and not hasattr(finder, "get_code"):
+            finder.get_code = _plain_code  # type: ignore[attr-defined]
+
+
+def _plain_code(fullname: str) -> types.CodeType | None:
+    """Return the code object of the sockwork module ``fullname``, read from its source."""
+    if not fullname.startswith("sockwork."):
+        raise AttributeError(f"get_code: {fullname!r} is not a sockwork module")
+    parent = sys.modules.get(fullname.rpartition(".")[0])
+    spec = importlib.machinery.PathFinder.find_spec(fullname, getattr(parent, "__path__", None))
+    if spec is None or not isinstance(spec.loader, importlib.machinery.SourceFileLoader):
+        raise ImportError(f"no source file for {fullname!r}", name=fullname)
+    return spec.loader.get_code(fullname)
 
 
 def seed_of(config: pytest.Config) -> int:
@@ -195,6 +236,41 @@ def _sockwork_netfaults_marker(request: pytest.FixtureRequest) -> None:
         request.getfixturevalue("netfaults")
 
 
+class PoorconnDefaults:
+    """Defaults of ``poorconn_http_server``: poorconn's values (``_PoorConnHTTPServerDefault``)."""
+
+    ADDRESS: str = "localhost"
+    PORT: int = 8080
+    T: float = 1
+    LENGTH: int = 1024
+
+
+@contextmanager
+def poorconn_server(request: pytest.FixtureRequest, directory: Path) -> Iterator[Server]:
+    """Serve ``directory`` as poorconn's fixture does, configured by the test's marker.
+
+    Only keyword arguments of ``poorconn_http_server_config`` are read, as in
+    poorconn; missing ones take :class:`PoorconnDefaults`. The server handles one
+    request at a time and logs an access line per request to stderr.
+    """
+    from sockwork.compat.poorconn.server import serve, simulation_of
+    from sockwork.compat.poorconn.simulation import delay_before_sending_upon_acceptance
+
+    marker = request.node.get_closest_marker("poorconn_http_server_config")
+    options = dict(marker.kwargs) if marker is not None else {}
+    t = options.get("t", PoorconnDefaults.T)
+    length = options.get("length", PoorconnDefaults.LENGTH)
+    with serve(
+        directory,
+        host=options.get("address", PoorconnDefaults.ADDRESS),
+        port=options.get("port", PoorconnDefaults.PORT),
+        simulation=simulation_of(delay_before_sending_upon_acceptance, t, length),
+        threaded=False,
+        log_requests=True,
+    ) as server:
+        yield server
+
+
 class PoorconnFixtures:
     """Holder of the poorconn-compatible fixture, registered after poorconn's own plugin."""
 
@@ -202,63 +278,14 @@ class PoorconnFixtures:
     def poorconn_http_server(
         self, tmp_path: Path, request: pytest.FixtureRequest
     ) -> Iterator[Server]:
-        """A static-file HTTP server on ``tmp_path``, slowed down as poorconn's fixture is.
+        """An HTTP server on ``tmp_path``, slowed down as poorconn's fixture is.
 
         Each accepted connection waits ``t`` seconds before each ``length``-byte chunk
         it sends (``delay_before_sending_upon_acceptance``). The marker
-        ``poorconn_http_server_config(address, port, t, length)`` (keyword or
-        positional) overrides the defaults ``address="localhost"``, ``port=0`` (a
-        free port; poorconn's 8080 clashes between concurrent runs), ``t=1`` and
-        ``length=1024``. Yields a frozen ``Server(server, url)``; the server and its
-        threads are stopped after the test.
+        ``poorconn_http_server_config(address=, port=, t=, length=)`` overrides
+        poorconn's defaults ``address="localhost"``, ``port=8080``, ``t=1`` and
+        ``length=1024`` (``port=0``: a free port). Yields a frozen
+        ``Server(server, url)``; the server stops after the test.
         """
-        from sockwork.compat.poorconn.server import serve
-        from sockwork.compat.poorconn.simulation import (
-            delay_before_sending_upon_acceptance,
-            patched,
-        )
-
-        config = _ServerConfig.from_marker(
-            request.node.get_closest_marker("poorconn_http_server_config")
-        )
-
-        def simulate(s: socket.socket) -> socket.socket:
-            return patched(
-                s, lambda s: delay_before_sending_upon_acceptance(s, config.t, config.length)
-            )
-
-        with serve(tmp_path, host=config.address, port=config.port, simulation=simulate) as server:
+        with poorconn_server(request, tmp_path) as server:
             yield server
-
-
-@dataclass(frozen=True)
-class _ServerConfig:
-    """The arguments of the ``poorconn_http_server_config`` marker, in its order."""
-
-    address: str = "localhost"
-    port: int = 0
-    t: float = 1.0
-    length: int = 1024
-
-    @classmethod
-    def from_marker(cls, marker: pytest.Mark | None) -> _ServerConfig:
-        """Read the marker (None: the defaults); a bad argument is an error naming it."""
-        if marker is None:
-            return cls()
-        try:
-            config = cls(*marker.args, **marker.kwargs)
-        except TypeError as exc:
-            raise TypeError(
-                f"poorconn_http_server_config: {exc}; it takes address, port, t, length"
-            ) from None
-        if not isinstance(config.address, str):
-            raise TypeError(
-                f"poorconn_http_server_config: address must be a str, got {config.address!r}"
-            )
-        port = config.port
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ValueError(
-                "poorconn_http_server_config: port must be an int in 0..65535 "
-                f"(0 picks a free port), got {port!r}"
-            )
-        return config

@@ -1,11 +1,15 @@
-"""poorconn 0.2.1's API, command line and pytest fixture, on sockwork's fault engine.
+"""poorconn 0.2.1's API, command line and pytest fixture, behaving as poorconn does.
 
-Replace ``import poorconn`` with ``import sockwork.compat.poorconn as poorconn``;
-the differences (all fixes) are listed in ``docs/compat-poorconn.md``.
+Replace ``import poorconn`` with ``import sockwork.compat.poorconn as poorconn``
+(and ``poorconn.pytest_plugin`` / ``poorconn._cli`` with the same names under
+``sockwork.compat.poorconn``); nothing else changes. The native API,
+:mod:`sockwork.faults`, does the same things better; ``docs/compat-poorconn.md``
+maps each function to it.
 """
 
 from __future__ import annotations
 
+from sockwork.compat.poorconn._version import version as __version__
 from sockwork.compat.poorconn.server import Server
 from sockwork.compat.poorconn.simulation import (
     DelayBeforeSendingController,
@@ -33,5 +37,6 @@ __all__ = [
     "delay_before_sending_once",
     "delay_before_sending_upon_acceptance",
     "delay_before_sending_upon_acceptance_once",
+    "__version__",
     "make_socket_patchable",
 ]

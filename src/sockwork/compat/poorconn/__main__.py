@@ -1,9 +1,10 @@
-"""``python -m sockwork.compat.poorconn``: poorconn's command line on sockwork's engine."""
+"""``python -m sockwork.compat.poorconn``: poorconn's command line on sockwork."""
 
 from __future__ import annotations
 
-from sockwork.compat.poorconn.command import main
+from sockwork.compat.poorconn._cli import main
 
 __all__: list[str] = []
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,10 +1,13 @@
 """A static-file HTTP server whose listening socket can be made to behave poorly.
 
-It is what poorconn's pytest fixture and CLI serve, rebuilt without their traps:
-it takes IPv4 or IPv6 hosts, binds port 0 for an ephemeral port, serves requests
-on threads (a slow response does not hold up the next client), does not print a
-traceback when a client gives up, and stops every thread it started on close.
-It works without pytest; the ``poorconn_http_server`` fixture is a thin layer on it.
+It is what poorconn's pytest fixture and CLI serve. By default it serves each
+connection on its own thread and logs nothing; the fixture and the CLI ask for
+poorconn's server instead (``threaded=False``: one request at a time, so a
+slowed-down response holds up the next client; ``log_requests=True``: an access
+line per request on stderr). Either way it takes IPv4 or IPv6 hosts, binds port 0
+for an ephemeral port, does not print a traceback when a client gives up, and
+stops every thread it started on close. It works without pytest; the
+``poorconn_http_server`` fixture is a thin layer on it.
 """
 
 # Rules:
@@ -12,6 +15,8 @@ It works without pytest; the ``poorconn_http_server`` fixture is a thin layer on
 #   patchable may return a new object and detach the old one.
 # - close() shuts down the connections still being served, so a response slowed
 #   down by a long delay ends at its next send instead of holding up teardown.
+# - ``threaded=False`` keeps socketserver's one-request-at-a-time loop (poorconn's
+#   server); the connection is still tracked so close() can cut it.
 
 from __future__ import annotations
 
@@ -27,15 +32,37 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from sockwork.faults.patch import make_socket_patchable
+
 if TYPE_CHECKING:
     from typing import Self
 
-__all__ = ["HTTPServer", "Server", "Simulation", "serve", "url_of"]
+__all__ = ["HTTPServer", "Server", "Simulation", "serve", "simulation_of", "url_of"]
 
 Simulation = Callable[[socket.socket], socket.socket]
 """Applied to the listening socket; returns the socket to listen on (maybe a patchable copy)."""
 
 _POLL_INTERVAL = 0.05
+
+
+def simulation_of(function: Callable[..., object], *args: object) -> Simulation:
+    """Return a :data:`Simulation` that applies ``function(s, *args)`` to a patchable ``s``.
+
+    The listening socket is made patchable (poorconn's first step; it may become a
+    new object), then ``function`` (one of poorconn's simulation functions) is
+    applied to it. If ``function`` raises, the patchable socket is closed.
+    """
+
+    def simulate(s: socket.socket) -> socket.socket:
+        s = make_socket_patchable(s)
+        try:
+            function(s, *args)
+        except BaseException:
+            s.close()
+            raise
+        return s
+
+    return simulate
 
 
 @dataclass(frozen=True)
@@ -66,7 +93,11 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 class HTTPServer(http.server.ThreadingHTTPServer):
     """Serve ``directory`` over HTTP on ``host``:``port`` (IPv4 or IPv6; port 0 picks one).
 
-    ``host`` is resolved with ``getaddrinfo`` and the first address is bound, so
+    ``threaded=False`` serves one request at a time (as ``http.server.HTTPServer``
+    and poorconn do); ``log_requests=True`` writes the standard access line of each
+    request to stderr.
+
+    ``host`` is resolved with ``getaddrinfo`` and the first address (IPv4 first) is bound, so
     ``"::1"`` and ``"localhost"`` work as well as ``"127.0.0.1"``. The listening
     socket is :attr:`socket`; ``simulation`` is called with it and returns the
     socket to listen on (typically ``make_socket_patchable(s)`` with a poorconn
@@ -74,6 +105,7 @@ class HTTPServer(http.server.ThreadingHTTPServer):
     :meth:`start` and :meth:`close`.
 
     Raises:
+        OverflowError: ``port`` is not in 0..65535 (as ``socket.bind`` says).
         socket.gaierror: ``host`` does not resolve.
         OSError: the address cannot be bound (in use, not local...).
     """
@@ -88,15 +120,25 @@ class HTTPServer(http.server.ThreadingHTTPServer):
         host: str = "127.0.0.1",
         port: int = 0,
         simulation: Simulation | None = None,
+        threaded: bool = True,
+        log_requests: bool = False,
     ) -> None:
+        self.threaded = threaded
+        if not 0 <= port <= 65535:
+            # getaddrinfo would wrap it around (70000 -> 4464); bind() raises this.
+            raise OverflowError(f"port must be 0-65535, got {port}")
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        # IPv4 first, as http.server (and poorconn) bind "localhost" to 127.0.0.1.
+        infos.sort(key=lambda info: info[0] != socket.AF_INET)
         family, _, _, _, sockaddr = infos[0]
         self.address_family = family
         root = os.fspath(directory)
 
-        class Handler(_QuietHandler):
+        base = http.server.SimpleHTTPRequestHandler if log_requests else _QuietHandler
+
+        class Handler(base):  # type: ignore[valid-type,misc]
             def __init__(self, *args: object, **kwargs: object) -> None:
-                super().__init__(*args, directory=root, **kwargs)  # type: ignore[arg-type]
+                super().__init__(*args, directory=root, **kwargs)
 
         super().__init__((str(sockaddr[0]), int(sockaddr[1])), Handler)
         self._active: set[socket.socket] = set()
@@ -130,10 +172,16 @@ class HTTPServer(http.server.ThreadingHTTPServer):
 
     def close(self) -> None:
         """Stop serving, cut the connections still being served, and join every thread."""
+        # Cut first: a single-threaded server only sees shutdown() between requests.
+        self._cut_active()
         if self._thread is not None:
             self.shutdown()
             self._thread.join()
             self._thread = None
+        self._cut_active()
+        self.server_close()
+
+    def _cut_active(self) -> None:
         with self._active_lock:
             active = list(self._active)
         for conn in active:
@@ -141,7 +189,6 @@ class HTTPServer(http.server.ThreadingHTTPServer):
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass  # already closed by its handler, or never connected
-        self.server_close()
 
     def __exit__(
         self,
@@ -152,10 +199,13 @@ class HTTPServer(http.server.ThreadingHTTPServer):
         self.close()
 
     def process_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
-        """Serve one connection on its own thread, remembering it so close() can cut it."""
+        """Serve one connection (on a thread if threaded), remembering it so close() can cut it."""
         with self._active_lock:
             self._active.add(request)
-        super().process_request(request, client_address)
+        if self.threaded:
+            super().process_request(request, client_address)
+        else:
+            socketserver.BaseServer.process_request(self, request, client_address)
 
     def shutdown_request(self, request: socket.socket) -> None:  # type: ignore[override]
         """Close a served connection and forget it."""
@@ -180,12 +230,21 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 0,
     simulation: Simulation | None = None,
+    threaded: bool = True,
+    log_requests: bool = False,
 ) -> Iterator[Server]:
     """Serve ``directory`` in a background thread for the duration of the block.
 
     Yields a frozen :class:`Server` ``(server, url)``; on exit the server stops and
     every thread it started is joined. Arguments as for :class:`HTTPServer`.
     """
-    with HTTPServer(directory, host=host, port=port, simulation=simulation) as httpd:
+    with HTTPServer(
+        directory,
+        host=host,
+        port=port,
+        simulation=simulation,
+        threaded=threaded,
+        log_requests=log_requests,
+    ) as httpd:
         httpd.start()
         yield Server(server=httpd, url=httpd.url)

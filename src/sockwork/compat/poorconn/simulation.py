@@ -1,53 +1,45 @@
-"""poorconn's simulation functions and controllers, as a thin layer over sockwork.faults.
+"""poorconn's simulation functions and controllers, with poorconn 0.2.1's exact semantics.
 
-Each function turns its arguments into faults of :mod:`sockwork.faults` and
-applies them with :func:`sockwork.faults.apply`; the engine does the waiting,
-the chunking and the closing. What is left here is poorconn's shape: which
-socket the faults go on, which controller is returned, and when "once" is over.
+Each function replaces methods of one socket object (``send``/``sendall`` or
+``accept``) with wrappers that wait, chop or close and then call what was there
+before. That is poorconn's model, and code written for poorconn relies on it:
 
-- ``delay_before_sending(s, t, length)`` = ``Latency(t)`` + ``Slice(length,
-  min_bytes=length, delay=t)`` on the send direction: wait ``t`` before each
-  call, pass at most ``length`` bytes at a time, ``t`` apart.
-- ``delay_before_sending_once(s, t)`` = ``Latency(t)`` until the first sending
-  call returns.
-- ``close_upon_acceptance(s)`` = ``CloseOnAccept()`` on the listening socket.
-- The ``*_upon_acceptance*`` variants apply the matching function to each
-  connection ``s.accept()`` returns (a patchable copy), with the controller's
-  values at that time.
+- the wait is a plain ``time.sleep`` in the calling thread, before the call: a
+  socket timeout shorter than ``t`` does not turn it into ``TimeoutError``, and a
+  non-blocking socket (or an asyncio loop) waits too;
+- wrappers stack: two simulations on one socket add their delays, and a wrapper
+  the application installed before (``s.send = my_send``) is delayed too;
+- only ``send``, ``sendall`` and ``accept`` are touched (``sendmsg``, ``sendto``
+  and ``recv*`` pass unchanged); on an ``SSLSocket``, whose ``sendall`` loops over
+  ``self.send``, ``delay_before_sending`` delays each chunk twice;
+- ``close_upon_acceptance`` makes ``accept()`` return the connection it has just
+  shut down and closed;
+- arguments are not checked: ``t < 0`` fails at send time (``time.sleep``), and
+  ``length <= 0`` behaves as in poorconn.
 
-Unlike poorconn, ``t`` and ``length`` are checked when given (also when set on a
-controller), and the engine covers ``sendmsg`` and ``sendto`` and respects
-socket timeouts.
+The fault engine (:mod:`sockwork.faults`) does better on each point (timeouts,
+asyncio, every sending method, TLS once per chunk, validation, undo); it is the
+native API, and ``docs/compat-poorconn.md`` maps each function to it.
 """
 
 # Rules:
-# - No waiting, slicing or closing here: only faults handed to the engine. A
-#   controller's setters call Handle.update, so a new value applies to the next call.
-# - poorconn has no undo, so each scope ends when its socket is closed: close() is
-#   wrapped to remove the handle. That is why every function needs a patchable socket
-#   (as poorconn's do): an instance attribute can only be set on one.
-# - Wrappers installed here (close, the accept hook, the end of "once") call the
-#   method that was in place, so they stack with each other and with the engine's
-#   class-level dispatch.
+# - Every wrapper is an instance attribute installed with setattr on the socket
+#   object (so a plain socket.socket raises poorconn's AttributeError "...is read-only")
+#   and calls the attribute it replaced, read at install time.
+# - Controllers are read when a call happens (t, length) or, for the
+#   *_upon_acceptance* functions, when a connection is accepted.
+# - No other state lives here: nothing to undo, as in poorconn (the patches go
+#   with the socket object).
 
 from __future__ import annotations
 
-import math
 import socket
 import threading
+import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any
 
-from sockwork.faults import (
-    CloseOnAccept,
-    Fault,
-    Handle,
-    Latency,
-    PatchableSocket,
-    Slice,
-    apply,
-    make_socket_patchable,
-)
+from sockwork.faults.patch import PatchableSocket, make_socket_patchable
 
 __all__ = [
     "DelayBeforeSendingController",
@@ -61,210 +53,138 @@ __all__ = [
     "delay_before_sending_upon_acceptance",
     "delay_before_sending_upon_acceptance_once",
     "make_socket_patchable",
-    "on_each_accept",
-    "patched",
 ]
 
-_SENDING = ("send", "sendall", "sendmsg", "sendto")
-
-_F = TypeVar("_F", bound=Callable[..., object])
-
-
-def _check_t(t: object) -> float:
-    if isinstance(t, bool) or not isinstance(t, (int, float)):
-        raise TypeError(f"t must be a number of seconds, got {type(t).__name__} {t!r}")
-    if not math.isfinite(t) or t < 0:
-        raise ValueError(f"t must be a finite number of seconds >= 0, got {t!r}")
-    return float(t)
+_Accept = Callable[[], tuple[socket.socket, Any]]
+_Data = bytes | bytearray | memoryview
 
 
-def _check_length(length: object) -> int:
-    if isinstance(length, bool) or not isinstance(length, int):
-        raise TypeError(
-            f"length must be an int number of bytes, got {type(length).__name__} {length!r}"
-        )
-    if length < 1:
-        raise ValueError(
-            f"length must be at least 1 byte, got {length!r} (poorconn would send nothing "
-            "or loop forever)"
-        )
-    return length
-
-
-def _require_patchable(s: socket.socket, function: str) -> None:
-    if not hasattr(s, "__dict__"):
-        raise AttributeError(
-            f"{function}() needs a patchable socket: call s = make_socket_patchable(s) first"
-        )
-
-
-def _then(method: _F, after: Callable[[], None]) -> _F:
-    """Return ``method`` followed by ``after()``, also when it raises."""
-
-    def call(*args: object, **kwargs: object) -> object:
-        try:
-            return method(*args, **kwargs)
-        finally:
-            after()
-
-    return call  # type: ignore[return-value]
-
-
-def _apply_until_closed(s: socket.socket, function: str, *faults: Fault) -> Handle:
-    """Apply ``faults`` to the patchable socket ``s``; they are removed when it is closed."""
-    _require_patchable(s, function)
-    handle = apply(s, *faults)
-    s.close = _then(s.close, handle.remove)  # type: ignore[method-assign]
-    return handle
-
-
-def _delays(t: float, length: int) -> tuple[Fault, ...]:
-    # Latency: each call's first piece waits t; Slice: pieces of exactly `length`
-    # bytes, t apart. Together: wait t before each length-byte chunk.
-    return (
-        Latency(t, direction="send"),
-        Slice(length, min_bytes=length, delay=t, direction="send"),
-    )
+def _install(s: socket.socket, name: str, wrapper: Callable[..., Any]) -> None:
+    """Set ``wrapper`` as ``s.<name>`` (AttributeError on a socket without ``__dict__``)."""
+    setattr(s, name, wrapper)
 
 
 class DelayBeforeSendingController:
-    """Controls :func:`delay_before_sending`: a new ``t`` or ``length`` applies to the next call."""
+    """Controls :func:`delay_before_sending`: ``t`` and ``length`` are read at every call."""
 
-    def __init__(self, handle: Handle, t: float, length: int) -> None:
-        self._handle = handle
-        self._t = t
-        self._length = length
+    __slots__ = ("t", "length")
 
-    @property
-    def t(self) -> float:
-        """Seconds to wait before each chunk."""
-        return self._t
-
-    @t.setter
-    def t(self, value: float) -> None:
-        self._t = _check_t(value)
-        self._handle.update(*_delays(self._t, self._length))
-
-    @property
-    def length(self) -> int:
-        """Bytes per chunk (a ``send`` passes at most this many)."""
-        return self._length
-
-    @length.setter
-    def length(self, value: int) -> None:
-        self._length = _check_length(value)
-        self._handle.update(*_delays(self._t, self._length))
+    def __init__(self, t: float, length: int) -> None:
+        self.t = t
+        self.length = length
 
 
 def delay_before_sending(
     s: socket.socket, t: float, length: int = 1024
 ) -> DelayBeforeSendingController:
-    """Wait ``t`` seconds before each ``length``-byte chunk ``s`` sends, until ``s`` is closed.
+    """Wait ``t`` seconds before sending each ``length``-byte chunk on ``s``.
 
-    ``send`` waits, then sends at most ``length`` bytes (a short write);
-    ``sendall``, ``sendmsg`` and ``sendto`` wait before each chunk. ``s`` must be
-    patchable (see :func:`make_socket_patchable`).
+    ``s.send(data)`` sleeps ``t``, then sends at most ``length`` bytes and returns
+    how many were sent (a short write). ``s.sendall(data)`` sleeps ``t`` before
+    each ``length``-byte slice. ``s`` must be patchable (see
+    :func:`make_socket_patchable`); the returned controller's ``t`` and ``length``
+    can be changed at any time.
 
     Raises:
-        ValueError: ``t`` is negative or not finite, or ``length`` is below 1.
-        TypeError: ``t`` is not a number or ``length`` not an int.
-        AttributeError: ``s`` is not patchable.
+        AttributeError: ``s`` is a plain socket (its methods are read-only).
     """
-    t = _check_t(t)
-    length = _check_length(length)
-    handle = _apply_until_closed(s, "delay_before_sending", *_delays(t, length))
-    return DelayBeforeSendingController(handle, t, length)
+    controller = DelayBeforeSendingController(t, length)
+    send = s.send
+    sendall = s.sendall
+
+    def delayed_send(data: _Data, *args: Any) -> int:
+        time.sleep(controller.t)
+        return send(data[: controller.length], *args)
+
+    def delayed_sendall(data: _Data, *args: Any) -> None:
+        t, step = controller.t, controller.length
+        for start in range(0, len(data), step):
+            time.sleep(t)
+            sendall(data[start : start + step], *args)
+
+    _install(s, "send", delayed_send)
+    _install(s, "sendall", delayed_sendall)
+    return controller
 
 
 class DelayBeforeSendingOnceController:
     """Controls :func:`delay_before_sending_once`: ``t`` is read at call time; reset() re-arms."""
 
-    def __init__(self, handle: Handle, t: float) -> None:
-        self._handle = handle
-        self._t = t
-        self._armed = True
+    __slots__ = ("t", "_first_time", "_lock")
+
+    def __init__(self, t: float) -> None:
+        self.t = t
+        self._first_time = True
         self._lock = threading.Lock()
 
-    @property
-    def t(self) -> float:
-        """Seconds the first sending call waits."""
-        return self._t
-
-    @t.setter
-    def t(self, value: float) -> None:
-        with self._lock:
-            self._t = _check_t(value)
-            if self._armed:
-                self._handle.update(Latency(self._t, direction="send"))
-
     def reset(self) -> None:
-        """Make the next sending call wait ``t`` again."""
+        """Make the next ``send`` or ``sendall`` wait ``t`` again."""
         with self._lock:
-            self._armed = True
-            self._handle.update(Latency(self._t, direction="send"))
+            self._first_time = True
 
-    def _disarm(self) -> None:
+    def _use(self) -> bool:
+        """True once after construction or :meth:`reset`: the caller must wait."""
         with self._lock:
-            if self._armed:
-                self._armed = False
-                self._handle.update()
+            first, self._first_time = self._first_time, False
+            return first
 
 
 def delay_before_sending_once(s: socket.socket, t: float) -> DelayBeforeSendingOnceController:
-    """Wait ``t`` seconds before the first sending call on ``s``, once; data is not chopped.
+    """Wait ``t`` seconds before the first ``send`` or ``sendall`` on ``s``; data is not chopped.
 
     ``s`` must be patchable (see :func:`make_socket_patchable`).
 
     Raises:
-        ValueError: ``t`` is negative or not finite.
-        TypeError: ``t`` is not a number.
-        AttributeError: ``s`` is not patchable.
+        AttributeError: ``s`` is a plain socket (its methods are read-only).
     """
-    t = _check_t(t)
-    handle = _apply_until_closed(s, "delay_before_sending_once", Latency(t, direction="send"))
-    controller = DelayBeforeSendingOnceController(handle, t)
-    # The engine has no "first call only" trigger: end the delay when a call returns.
-    for name in _SENDING:
-        setattr(s, name, _then(getattr(s, name), controller._disarm))
+    controller = DelayBeforeSendingOnceController(t)
+    for name in ("send", "sendall"):
+        _install(s, name, _waiting_once(getattr(s, name), controller))
     return controller
 
 
-def close_upon_acceptance(s: socket.socket) -> None:
-    """Close every connection the listening socket ``s`` accepts, as soon as it arrives.
+def _waiting_once(
+    method: Callable[..., Any], controller: DelayBeforeSendingOnceController
+) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if controller._use():
+            time.sleep(controller.t)
+        return method(*args, **kwargs)
 
-    Clients see their connect succeed, then EOF. Unlike poorconn, ``s.accept()``
-    does not return the closed connection: it waits for the next one.
+    return call
+
+
+def close_upon_acceptance(s: socket.socket) -> None:
+    """Shut down and close every connection the listening socket ``s`` accepts.
+
+    ``s.accept()`` returns ``(conn, address)`` as usual, but ``conn`` has been shut
+    down and closed (``conn.fileno() == -1``); the client sees its connect
+    succeed, then EOF (or a reset when it sends). ``s`` must be patchable.
 
     Raises:
-        AttributeError: ``s`` is not patchable.
+        AttributeError: ``s`` is a plain socket (its methods are read-only).
     """
-    _apply_until_closed(s, "close_upon_acceptance", CloseOnAccept())
+    accept: _Accept = s.accept
+
+    def accept_and_close() -> tuple[socket.socket, Any]:
+        conn, address = accept()
+        try:
+            conn.shutdown(socket.SHUT_RDWR)
+        finally:
+            conn.close()
+        return conn, address
+
+    _install(s, "accept", accept_and_close)
 
 
 class DelayBeforeSendingUponAcceptanceController:
-    """Controls :func:`delay_before_sending_upon_acceptance`; values are read at each accept."""
+    """Controls :func:`delay_before_sending_upon_acceptance`; read at each accept."""
+
+    __slots__ = ("t", "length")
 
     def __init__(self, t: float, length: int) -> None:
-        self._t = t
-        self._length = length
-
-    @property
-    def t(self) -> float:
-        """Seconds each connection accepted from now on waits before each chunk."""
-        return self._t
-
-    @t.setter
-    def t(self, value: float) -> None:
-        self._t = _check_t(value)
-
-    @property
-    def length(self) -> int:
-        """Bytes per chunk for connections accepted from now on."""
-        return self._length
-
-    @length.setter
-    def length(self, value: int) -> None:
-        self._length = _check_length(value)
+        self.t = t
+        self.length = length
 
 
 def delay_before_sending_upon_acceptance(
@@ -272,82 +192,51 @@ def delay_before_sending_upon_acceptance(
 ) -> DelayBeforeSendingUponAcceptanceController:
     """Apply :func:`delay_before_sending` to every connection the listening socket ``s`` accepts.
 
-    ``s.accept()`` returns patchable connections; ``t`` and ``length`` are read from
-    the controller at each accept.
+    ``s.accept()`` returns a patchable copy of each connection, delayed with the
+    controller's ``t`` and ``length`` at the time of the accept (later changes
+    affect later connections only). ``s`` must be patchable.
 
     Raises:
-        ValueError: ``t`` is negative or not finite, or ``length`` is below 1.
-        TypeError: ``t`` is not a number or ``length`` not an int.
-        AttributeError: ``s`` is not patchable.
+        AttributeError: ``s`` is a plain socket (its methods are read-only).
     """
-    controller = DelayBeforeSendingUponAcceptanceController(_check_t(t), _check_length(length))
-    _require_patchable(s, "delay_before_sending_upon_acceptance")
-    on_each_accept(s, lambda conn: delay_before_sending(conn, controller.t, controller.length))
+    controller = DelayBeforeSendingUponAcceptanceController(t, length)
+    _on_each_accept(s, lambda conn: delay_before_sending(conn, controller.t, controller.length))
     return controller
 
 
 class DelayBeforeSendingUponAcceptanceOnceController:
     """Controls :func:`delay_before_sending_upon_acceptance_once`; ``t`` is read at each accept."""
 
+    __slots__ = ("t",)
+
     def __init__(self, t: float) -> None:
-        self._t = t
-
-    @property
-    def t(self) -> float:
-        """Seconds the first sending call of each connection accepted from now on waits."""
-        return self._t
-
-    @t.setter
-    def t(self, value: float) -> None:
-        self._t = _check_t(value)
+        self.t = t
 
 
 def delay_before_sending_upon_acceptance_once(
     s: socket.socket, t: float
 ) -> DelayBeforeSendingUponAcceptanceOnceController:
-    """Apply :func:`delay_before_sending_once` to every connection ``s`` accepts.
+    """Apply :func:`delay_before_sending_once` to every connection the listening ``s`` accepts.
+
+    Each connection waits ``t`` (the controller's value at accept time) before its
+    first ``send`` or ``sendall``. ``s`` must be patchable.
 
     Raises:
-        ValueError: ``t`` is negative or not finite.
-        TypeError: ``t`` is not a number.
-        AttributeError: ``s`` is not patchable.
+        AttributeError: ``s`` is a plain socket (its methods are read-only).
     """
-    controller = DelayBeforeSendingUponAcceptanceOnceController(_check_t(t))
-    _require_patchable(s, "delay_before_sending_upon_acceptance_once")
-    on_each_accept(s, lambda conn: delay_before_sending_once(conn, controller.t))
+    controller = DelayBeforeSendingUponAcceptanceOnceController(t)
+    _on_each_accept(s, lambda conn: delay_before_sending_once(conn, controller.t))
     return controller
 
 
-def on_each_accept(s: socket.socket, simulate: Callable[[socket.socket], object]) -> None:
-    """Make ``s.accept()`` return patchable connections with ``simulate(conn)`` applied.
+def _on_each_accept(s: socket.socket, simulate: Callable[[socket.socket], object]) -> None:
+    """Make ``s.accept()`` return a patchable copy of each connection, with ``simulate`` applied."""
+    accept: _Accept = s.accept
 
-    ``s`` must be patchable. Used by the ``*_upon_acceptance*`` functions and the CLI.
-    """
-    accept = s.accept
-
-    def accept_and_simulate() -> tuple[socket.socket, object]:
+    def accept_and_simulate() -> tuple[socket.socket, Any]:
         conn, address = accept()
-        try:
-            conn = make_socket_patchable(conn)
-            simulate(conn)
-        except BaseException:
-            conn.close()
-            raise
+        conn = make_socket_patchable(conn, (":sending",))
+        simulate(conn)
         return conn, address
 
-    s.accept = accept_and_simulate  # type: ignore[method-assign]
-
-
-def patched(s: socket.socket, simulate: Callable[[socket.socket], object]) -> socket.socket:
-    """Return ``make_socket_patchable(s)`` with ``simulate`` applied to it.
-
-    If ``simulate`` raises, the patchable socket is closed (``s`` itself is detached
-    by then), so nothing leaks. Used by the pytest fixture and the CLI.
-    """
-    s = make_socket_patchable(s)
-    try:
-        simulate(s)
-    except BaseException:
-        s.close()
-        raise
-    return s
+    _install(s, "accept", accept_and_simulate)

@@ -1,0 +1,471 @@
+"""Where the store keeps its tables: a SQLite file (the default) or a PostgreSQL server.
+
+# Rules:
+# - storify.store holds every query once, written with ``?`` placeholders in the SQL
+#   that both databases accept (``INSERT ... RETURNING``, ``ON CONFLICT DO NOTHING``,
+#   ``TRUE``/``FALSE``). A Database only runs transactions: ``run(work, write=...)``
+#   calls ``work(connection)`` inside one transaction, commits when it returns and
+#   rolls back when it raises. The few words that differ (the schema's types, how a
+#   name is compared ignoring case) are Database attributes.
+# - Errors: a driver error meaning "the database cannot answer now" (locked beyond the
+#   timeout, server stopped or unreachable, connection lost, pool exhausted) leaves as
+#   storify.errors.StoreUnavailable with the driver's error as ``__cause__``; a broken
+#   constraint leaves as the driver's integrity error (``integrity_errors``), for the
+#   store to turn into a domain error; anything else is a bug and propagates.
+# - SQLite: one connection per Database, in autocommit mode, guarded by a lock; a write
+#   transaction is ``BEGIN IMMEDIATE`` (takes the file's write lock first, so two
+#   processes never interleave a read-check-write; ``busy_timeout`` makes the second wait).
+# - PostgreSQL (psycopg 3, imported only when used): a bounded pool of autocommit
+#   connections; a write transaction is ``BEGIN`` (READ COMMITTED: the conditional
+#   UPDATE re-checks its WHERE after waiting on a row another transaction holds), a
+#   consistent read is ``BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY``. A deadlock
+#   or serialisation failure is retried (the server rolled the whole transaction back).
+#   A pooled connection found dead (the server restarted) is thrown away and the work
+#   retried on another when nothing can have been committed: the failure came at BEGIN,
+#   or the work only reads.
+# - The pool is ours, not psycopg_pool's, to fail fast: with the server down a
+#   connection attempt is refused at once and the customer is told so, where
+#   psycopg_pool's getconn waits out its whole timeout while it reconnects in the
+#   background with backoff. A connection is opened on demand (at most ``pool_size``),
+#   so the first request after the server returns reconnects: recovery needs nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import urllib.parse
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+from storify.errors import StoreUnavailable
+
+if TYPE_CHECKING:
+    import psycopg
+
+__all__ = [
+    "Connection",
+    "Cursor",
+    "Database",
+    "PostgresDatabase",
+    "SqliteDatabase",
+    "open_database",
+    "redact",
+]
+
+T = TypeVar("T")
+
+Synchronous = Literal["OFF", "NORMAL", "FULL"]
+
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
+_SQLITE_PREFIX = "sqlite://"
+# An arbitrary constant: the key of the advisory lock that serialises schema set-up
+# among store servers starting at once on one PostgreSQL database.
+_SCHEMA_LOCK_KEY = 0x53544F52  # "STOR"
+_RETRIES = 3  # deadlocks and serialisation failures retried this many times
+_KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+               "keepalives_count": 3}  # fmt: skip
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor the store uses."""
+
+    @property
+    def rowcount(self) -> int:
+        """Rows changed by the statement."""
+
+    def fetchone(self) -> Any:
+        """Return the next row (a tuple), or None."""
+
+    def fetchall(self) -> list[Any]:
+        """Return the remaining rows (tuples)."""
+
+
+class Connection(Protocol):
+    """A connection inside a transaction, taking SQL with ``?`` placeholders."""
+
+    def execute(self, sql: str, parameters: Sequence[object] = (), /) -> Cursor:
+        """Run one statement; returns its cursor."""
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[object]], /) -> object:
+        """Run one statement once per row of parameters."""
+
+
+class Database(ABC):
+    """A store's database: runs transactions; see the module's rules.
+
+    Attributes:
+        kind: ``"sqlite"`` or ``"postgresql"``.
+        description: where the data lives, safe to print (no password).
+        remote: True when every call waits on a network round trip (callers on an
+            event loop should run store calls in a thread).
+        name_equals: the condition matching ``products.name`` to ``?`` ignoring case.
+        lock_schema: statement serialising schema set-up across servers ('' if none needed).
+    """
+
+    kind: str
+    description: str
+    remote: bool
+    name_equals: str
+    lock_schema: str = ""
+
+    @property
+    @abstractmethod
+    def integrity_errors(self) -> tuple[type[Exception], ...]:
+        """The driver's exceptions for a broken constraint (unique, check, foreign key)."""
+
+    @abstractmethod
+    def run(self, work: Callable[[Connection], T], *, write: bool, snapshot: bool = False) -> T:
+        """Run ``work`` in one transaction and return what it returns.
+
+        Args:
+            work: called with a connection; may be called again after a transient
+                conflict, so it must not keep state across calls.
+            write: a read-write transaction (else read-only).
+            snapshot: for reads of several statements: one consistent snapshot.
+
+        Raises:
+            StoreUnavailable: the database cannot answer now (nothing was committed,
+                except when the connection broke during COMMIT: then it is unknown).
+            RuntimeError: the database is closed.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close every connection. Idempotent."""
+
+
+def redact(database: str) -> str:
+    """Return ``database`` (a path or URL) safe to print: a password becomes ``***``."""
+    parts = urllib.parse.urlsplit(database)
+    if parts.scheme not in _POSTGRES_SCHEMES:
+        return database
+    netloc = parts.netloc
+    user, at, host = netloc.rpartition("@")
+    if at and ":" in user:
+        netloc = f"{user.split(':', 1)[0]}:***@{host}"
+    query = "&".join(
+        f"{key}=***" if key == "password" else f"{key}={value}" if value else key
+        for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+    )
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def open_database(
+    database: str,
+    *,
+    synchronous: Synchronous = "NORMAL",
+    busy_timeout: float = 5.0,
+    pool_size: int = 10,
+) -> Database:
+    """Open the database ``database`` names: a file path, ``sqlite:///PATH`` or a PostgreSQL URL.
+
+    ``":memory:"`` (or ``sqlite://``) is a private, throwaway SQLite database.
+    ``postgresql://user:password@host:port/dbname?sslmode=...`` (or ``postgres://``) is
+    anything libpq accepts as a URI.
+
+    Raises:
+        ValueError: an unknown URL scheme, a malformed URL, or a bad option.
+        ImportError: a PostgreSQL URL without psycopg installed.
+        StoreUnavailable: the database cannot be reached (refused, bad password, no
+            such database); ``str(error.__cause__)`` says why.
+    """
+    if synchronous not in ("OFF", "NORMAL", "FULL"):
+        raise ValueError(f"synchronous must be 'OFF', 'NORMAL' or 'FULL', not {synchronous!r}")
+    if busy_timeout < 0:
+        raise ValueError(f"busy_timeout must be >= 0 seconds, not {busy_timeout}")
+    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+        raise ValueError(f"pool_size must be a whole number >= 1, not {pool_size!r}")
+    scheme = database.partition("://")[0].lower() if "://" in database else ""
+    if scheme in _POSTGRES_SCHEMES:
+        return PostgresDatabase(database, busy_timeout=busy_timeout, pool_size=pool_size)
+    if scheme == "sqlite":
+        path = database[len(_SQLITE_PREFIX) :]
+        path = path[1:] if path.startswith("/") else path  # sqlite:///x.db is x.db
+        path = path or ":memory:"
+        return SqliteDatabase(path, synchronous=synchronous, busy_timeout=busy_timeout)
+    if scheme:
+        raise ValueError(
+            f"unsupported database URL scheme {scheme!r}: use a file path, sqlite:///PATH "
+            "or postgresql://USER@HOST/DBNAME"
+        )
+    return SqliteDatabase(database, synchronous=synchronous, busy_timeout=busy_timeout)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+# -- SQLite ---------------------------------------------------------------------------------
+
+
+class SqliteDatabase(Database):
+    """A SQLite file in WAL mode (or ``":memory:"``), one locked connection.
+
+    Args:
+        path: the file, created when missing.
+        synchronous: ``NORMAL`` keeps committed transactions across a killed process,
+            ``FULL`` also across power loss.
+        busy_timeout: seconds to wait for another process holding the write lock.
+    """
+
+    kind = "sqlite"
+    remote = False
+    name_equals = "name = ?"  # the column is COLLATE NOCASE
+
+    def __init__(
+        self, path: str, *, synchronous: Synchronous = "NORMAL", busy_timeout: float = 5.0
+    ) -> None:
+        if sqlite3.sqlite_version_info < (3, 35):
+            raise RuntimeError(
+                f"storify needs SQLite 3.35 or later (RETURNING); this Python has "
+                f"{sqlite3.sqlite_version}"
+            )
+        self.path = path
+        self.description = path
+        self._lock = threading.RLock()
+        self._closed = False
+        try:
+            self._db = sqlite3.connect(
+                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as error:
+            raise StoreUnavailable(_one_line(error)) from error
+        try:
+            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            if path != ":memory:":
+                mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":
+                    raise sqlite3.OperationalError(f"{path}: cannot use WAL mode (got {mode})")
+            self._db.execute(f"PRAGMA synchronous = {synchronous}")
+            self._db.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as error:
+            self._db.close()
+            raise StoreUnavailable(_one_line(error)) from error
+
+    @property
+    def integrity_errors(self) -> tuple[type[Exception], ...]:
+        """``sqlite3.IntegrityError``."""
+        return (sqlite3.IntegrityError,)
+
+    def run(self, work: Callable[[Connection], T], *, write: bool, snapshot: bool = False) -> T:
+        """Run ``work`` in one transaction (see :meth:`Database.run`)."""
+        begin = "BEGIN IMMEDIATE" if write else "BEGIN" if snapshot else None
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the store is closed")
+            db = self._db
+            try:
+                if begin is not None:
+                    db.execute(begin)
+                try:
+                    result = work(db)
+                    if begin is not None:
+                        db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as error:
+                # Locked beyond busy_timeout by another process, or I/O trouble.
+                raise StoreUnavailable(_one_line(error)) from error
+            return result
+
+    def close(self) -> None:
+        """Close the connection. Idempotent."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._db.close()
+
+
+# -- PostgreSQL -----------------------------------------------------------------------------
+
+
+class _Placeholders:
+    """A psycopg connection taking ``?`` placeholders (turned into ``%s``, cached)."""
+
+    _cache: dict[str, str] = {}
+
+    def __init__(self, connection: psycopg.Connection[Any]) -> None:
+        self._connection = connection
+
+    @classmethod
+    def _sql(cls, sql: str) -> str:
+        converted = cls._cache.get(sql)
+        if converted is None:
+            # Our SQL has no literal '%' or '?' in strings: a plain replace is exact.
+            converted = sql.replace("%", "%%").replace("?", "%s")
+            if len(cls._cache) < 1000:
+                cls._cache[sql] = converted
+        return converted
+
+    def execute(self, sql: str, parameters: Sequence[object] = (), /) -> Cursor:
+        return self._connection.execute(self._sql(sql), parameters)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[object]], /) -> object:
+        with self._connection.cursor() as cursor:
+            cursor.executemany(self._sql(sql), rows)
+        return None
+
+
+class PostgresDatabase(Database):
+    """A PostgreSQL database reached through a pool of at most ``pool_size`` connections.
+
+    Args:
+        url: a libpq URI, ``postgresql://user:password@host:port/dbname``.
+        busy_timeout: seconds to wait for a free pooled connection, for a row another
+            transaction holds (``lock_timeout``), and to connect.
+        pool_size: connections open at most, shared by every thread of the process.
+
+    Raises:
+        ValueError: the URL is malformed.
+        ImportError: psycopg is not installed.
+        StoreUnavailable: the first connection fails (refused, bad password, no database).
+    """
+
+    kind = "postgresql"
+    remote = True
+    name_equals = "lower(name) = lower(?)"  # a unique index on lower(name) backs it
+    lock_schema = f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})"
+
+    def __init__(self, url: str, *, busy_timeout: float = 5.0, pool_size: int = 10) -> None:
+        try:
+            import psycopg
+            from psycopg.conninfo import conninfo_to_dict
+        except ImportError as error:
+            raise ImportError(
+                "PostgreSQL needs psycopg 3: pip install 'sockwork[postgres]'"
+            ) from error
+        self._psycopg = psycopg
+        self.description = redact(url)
+        try:
+            given = conninfo_to_dict(url)
+            port = str(given.get("port") or "5432")
+        except psycopg.ProgrammingError as error:
+            message = f"bad PostgreSQL URL {self.description!r}: {_one_line(error)}"
+            raise ValueError(message) from None
+        if not all(part.isdigit() for part in port.split(",")):
+            raise ValueError(f"bad PostgreSQL URL {self.description!r}: port {port!r}")
+        self.url = url
+        # A database host that vanishes without a reset (power, network) is noticed by
+        # TCP keepalives within about 25 s instead of the kernel's two hours; the URL may
+        # say otherwise.
+        self._options = {key: value for key, value in _KEEPALIVES.items() if key not in given}
+        self.busy_timeout = busy_timeout
+        self.pool_size = pool_size
+        self._connect_timeout = max(2, round(busy_timeout))  # libpq takes whole seconds, >= 2
+        self._slots = threading.BoundedSemaphore(pool_size)
+        self._idle: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._put(self._connect())  # fails here, at start, on a bad URL or password
+
+    @property
+    def integrity_errors(self) -> tuple[type[Exception], ...]:
+        """``psycopg.IntegrityError``."""
+        return (self._psycopg.IntegrityError,)
+
+    # -- the pool -------------------------------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        pg = self._psycopg
+        try:
+            connection: psycopg.Connection[Any] = pg.connect(
+                self.url, autocommit=True, connect_timeout=self._connect_timeout, **self._options
+            )
+        except pg.Error as error:
+            raise StoreUnavailable(_one_line(error)) from error
+        try:
+            # Waiting on another server's row lock is bounded like SQLite's busy_timeout.
+            connection.execute(f"SET lock_timeout = {int(self.busy_timeout * 1000)}")
+        except pg.Error as error:
+            connection.close()
+            raise StoreUnavailable(_one_line(error)) from error
+        return connection
+
+    def _get(self) -> psycopg.Connection[Any]:
+        if not self._slots.acquire(timeout=self.busy_timeout):
+            raise StoreUnavailable(
+                f"all {self.pool_size} connections busy for {self.busy_timeout} s"
+            )
+        try:
+            with self._lock:
+                if self._closed:
+                    raise RuntimeError("the store is closed")
+                connection = self._idle.pop() if self._idle else None
+            return self._connect() if connection is None else connection
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _put(self, connection: psycopg.Connection[Any]) -> None:
+        """Give back a connection taken by :meth:`_get` (or the first one)."""
+        status = connection.info.transaction_status
+        healthy = not connection.closed and status == self._psycopg.pq.TransactionStatus.IDLE
+        with self._lock:
+            keep = healthy and not self._closed
+            if keep:
+                self._idle.append(connection)
+        if not keep:
+            connection.close()
+
+    def _release(self, connection: psycopg.Connection[Any]) -> None:
+        self._put(connection)
+        self._slots.release()
+
+    # -- transactions ---------------------------------------------------------------------
+
+    def run(self, work: Callable[[Connection], T], *, write: bool, snapshot: bool = False) -> T:
+        """Run ``work`` in one transaction (see :meth:`Database.run`)."""
+        psycopg = self._psycopg
+        if write:
+            begin: str | None = "BEGIN"
+        elif snapshot:
+            begin = "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+        else:
+            begin = None  # one statement is its own consistent transaction
+        conflicts = 0
+        dead = 0
+        while True:
+            connection = self._get()
+            began = False
+            try:
+                try:
+                    if begin is not None:
+                        connection.execute(begin)
+                        began = True
+                    result = work(_Placeholders(connection))
+                    if begin is not None:
+                        connection.execute("COMMIT")
+                    return result
+                except BaseException:
+                    if began and not connection.closed:
+                        try:
+                            connection.execute("ROLLBACK")
+                        except psycopg.Error:
+                            connection.close()
+                    raise
+                finally:
+                    self._release(connection)
+            except psycopg.errors.TransactionRollback as error:
+                # Deadlock or serialisation failure: the server rolled it all back.
+                conflicts += 1
+                if conflicts > _RETRIES:
+                    raise StoreUnavailable(_one_line(error)) from error
+            except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+                # A pooled connection killed by a server restart fails at its first use;
+                # retry on another while nothing can have been committed.
+                safe = not began or not write
+                dead += 1
+                if not (connection.closed and safe and dead <= self.pool_size):
+                    raise StoreUnavailable(_one_line(error)) from error
+
+    def close(self) -> None:
+        """Close the idle connections now, the busy ones when they come back. Idempotent."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()

@@ -1,0 +1,89 @@
+"""Run poorconn 0.2.1's own test suite against sockwork.compat.poorconn.
+
+``python tests/peers/run_poorconn_suite.py [PYTEST ARGS]`` (``make test`` runs it):
+
+1. downloads poorconn's sdist with pip (``pip download --no-deps --no-binary :all:
+   poorconn==0.2.1``) into ``.venv/peer-suites/`` unless it is already there;
+2. unpacks it into a temporary directory and deletes its ``poorconn/`` package, so
+   that nothing but the shim can answer ``import poorconn``; the tests themselves
+   are not modified;
+3. runs ``python -m pytest tests`` there, with ``tests/peers/poorconn_shim`` first
+   on ``PYTHONPATH`` (its ``poorconn`` package is ``sockwork.compat.poorconn``), in
+   a separate pytest process, so the aliasing cannot touch sockwork's own suite.
+
+poorconn's tests bind fixed ports (7999, 8000, 8080, 8380, 10009 on localhost), so
+runs on one machine are serialized with a lock file in the temporary directory
+of the system; the exit status is pytest's.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+VERSION = "0.2.1"
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+CACHE = Path(os.environ.get("SOCKWORK_PEER_CACHE", REPO / ".venv" / "peer-suites"))
+SHIM = HERE / "poorconn_shim"
+LOCK = Path(tempfile.gettempdir()) / "sockwork-poorconn-suite.lock"
+
+
+def sdist() -> Path:
+    """Return the path of poorconn's sdist, downloading it with pip if needed."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    name = f"poorconn-{VERSION}.tar.gz"
+    path = CACHE / name
+    if not path.exists():
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+             "--no-binary", ":all:", f"poorconn=={VERSION}", "--dest", str(CACHE)],
+            check=True,
+        )
+    if not path.exists():
+        raise SystemExit(f"pip download did not produce {path}")
+    return path
+
+
+def unpack(archive: Path, into: Path) -> Path:
+    """Unpack the sdist into ``into``; return its root with the poorconn package removed."""
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    root = into / f"poorconn-{VERSION}"
+    shutil.rmtree(root / "poorconn")
+    shutil.rmtree(root / "poorconn.egg-info", ignore_errors=True)
+    return root
+
+
+def main(args: list[str]) -> int:
+    """Run the suite; return pytest's exit status."""
+    archive = sdist()
+    with tempfile.TemporaryDirectory(prefix="poorconn-suite-") as tmp:
+        root = unpack(archive, Path(tmp))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SHIM), env.get("PYTHONPATH")]))
+        env.pop("PYTEST_ADDOPTS", None)
+        command = [
+            sys.executable, "-m", "pytest", "tests",
+            "-c", str(root / "tox.ini"), "--rootdir", str(root),
+            "-p", "no:cacheprovider", "--timeout", "300", "-q", *args,
+        ]
+        with LOCK.open("w") as lock:
+            start = time.monotonic()
+            fcntl.flock(lock, fcntl.LOCK_EX)  # poorconn's tests use fixed ports
+            waited = time.monotonic() - start
+            if waited > 1:
+                print(f"waited {waited:.0f} s for another run of poorconn's suite", flush=True)
+            print(f"poorconn {VERSION}'s test suite against sockwork.compat.poorconn:", flush=True)
+            return subprocess.run(command, cwd=root, env=env).returncode
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

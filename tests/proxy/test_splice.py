@@ -1,0 +1,231 @@
+"""The kernel path (os.splice): same bytes, same endings, live switches to and from faults."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from sockwork.faults import Bandwidth, Coalesce, Latency, Slice
+from sockwork.proxy import FaultProxy, splice
+from sockwork.proxy.pipe import Pipe
+from tests.conftest import IN_CI
+from tests.proxy.conftest import MakeUpstream, Upstream, recv_all, recv_exactly, wait_until
+
+pytestmark = pytest.mark.skipif(
+    not splice.AVAILABLE and not IN_CI,  # CI runs on Linux: there it must not be skipped
+    reason="os.splice is Linux-only; the ordinary path is tested by every other test",
+)
+
+
+@pytest.fixture(params=[True, False], ids=["splice", "no-splice"])
+def kernel_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[bool]:
+    """Run the test with the kernel path, and again with it forced off."""
+    monkeypatch.setattr(splice, "AVAILABLE", request.param)
+    yield request.param
+
+
+def pipes(proxy: FaultProxy) -> dict[str, Pipe]:
+    """The two pipes of the proxy's only open connection."""
+    (conn,) = proxy._require_hub().connections.values()
+    return dict(conn.pipes)
+
+
+def exchange(client: socket.socket, payload: bytes) -> bytes:
+    """Send ``payload`` from a thread while reading as many bytes back."""
+    sender = threading.Thread(target=client.sendall, args=(payload,))
+    sender.start()
+    try:
+        return recv_exactly(client, len(payload))
+    finally:
+        sender.join()
+
+
+def test_splice_bytes_are_identical_and_counted(echo_server: Upstream, kernel_path: bool) -> None:
+    payload = os.urandom(8_000_000)
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=10) as client:
+            assert exchange(client, payload[:1000]) == payload[:1000]
+            assert {d: p.splicing for d, p in pipes(proxy).items()} == {
+                "upstream": kernel_path, "downstream": kernel_path}
+            assert exchange(client, payload) == payload
+        counters = proxy.counters
+    size = len(payload) + 1000
+    assert (counters.received_upstream, counters.bytes_upstream) == (size, size)
+    assert (counters.received_downstream, counters.bytes_downstream) == (size, size)
+
+
+def test_splice_half_close_and_reply_after_it(
+    make_upstream: MakeUpstream, kernel_path: bool
+) -> None:
+    def reply_after_eof(conn: socket.socket) -> None:
+        got = recv_all(conn)
+        conn.sendall(struct.pack("!I", len(got)) + got[::-1])
+        conn.shutdown(socket.SHUT_WR)
+
+    server = make_upstream(reply_after_eof)
+    payload = os.urandom(300_000)
+    with FaultProxy(upstream=server.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=10) as client:
+            client.sendall(payload)
+            client.shutdown(socket.SHUT_WR)
+            assert recv_all(client) == struct.pack("!I", len(payload)) + payload[::-1]
+
+
+def test_splice_resets_are_passed_on(make_upstream: MakeUpstream, kernel_path: bool) -> None:
+    def reset_after_a_byte(conn: socket.socket) -> None:
+        conn.recv(1)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    server = make_upstream(reset_after_a_byte)
+    with FaultProxy(upstream=server.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=5) as client:
+            client.sendall(b"x")
+            with pytest.raises(ConnectionResetError):
+                client.recv(1)
+
+
+def test_splice_faults_switched_live_under_load_lose_and_reorder_nothing(
+    echo_server: Upstream,
+) -> None:
+    # Both directions carry 12 MB while byte-level faults come and go, each change made
+    # when another 256 KiB came back: splice -> fault -> splice, live, on this connection.
+    payload = random.Random(3).randbytes(12_000_000)
+    faults = [
+        ("slice", Slice(5000, min_bytes=700)),
+        ("lag", Latency(0.002)),
+        ("coalesce", Coalesce(window=0.001)),
+        ("cap", Bandwidth(200_000_000)),
+    ]
+    seen_splicing = seen_faulted = 0
+    with FaultProxy(upstream=echo_server.address, seed=11) as proxy:
+        with socket.create_connection(proxy.address, timeout=10) as client:
+            sender = threading.Thread(target=client.sendall, args=(payload,))
+            sender.start()
+            received = bytearray()
+            toggles = 0
+            active: str | None = None
+            try:
+                while len(received) < len(payload):
+                    chunk = client.recv(min(1 << 18, len(payload) - len(received)))
+                    assert chunk, "the proxy closed the connection"
+                    received += chunk
+                    if len(received) < (toggles + 1) << 18:
+                        continue
+                    toggles += 1
+                    if active is None:
+                        seen_splicing += any(p.splicing for p in pipes(proxy).values())
+                        active, fault = faults[(toggles // 2) % len(faults)]
+                        proxy.add(fault, direction="both", name=active)
+                        seen_faulted += not any(p.splicing for p in pipes(proxy).values())
+                    else:
+                        proxy.remove(active)
+                        active = None
+            finally:
+                sender.join()
+            assert bytes(received) == payload
+    assert seen_faulted >= 10
+    assert seen_splicing >= 5  # the kernel path came back after faults were removed
+
+
+def test_splice_refused_by_the_kernel_falls_back(
+    echo_server: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = 0
+
+    def refusing(*args: object, **kwargs: object) -> int:
+        nonlocal calls
+        calls += 1
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    monkeypatch.setattr(os, "splice", refusing)
+    payload = os.urandom(2_000_000)
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=10) as client:
+            assert exchange(client, payload) == payload
+            assert not any(p.splicing for p in pipes(proxy).values())
+    assert calls == 2  # each direction tried once, then used the transports
+
+
+def test_splice_without_descriptors_uses_the_transports(
+    echo_server: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_fds(*args: object, **kwargs: object) -> splice.Splicer:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(splice.Splicer, "open", no_fds)
+    payload = os.urandom(1_000_000)
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=10) as client:
+            assert exchange(client, payload) == payload
+            assert not any(p.splicing for p in pipes(proxy).values())
+
+
+def test_splice_a_fault_after_bytes_counts_spliced_bytes(
+    echo_server: Upstream, kernel_path: bool
+) -> None:
+    from sockwork.faults import CloseAfter
+
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=10) as client:
+            assert exchange(client, b"a" * 50_000) == b"a" * 50_000
+            # after_bytes counts every byte of the direction, spliced ones too.
+            proxy.add(CloseAfter(0, after_bytes=60_000), direction="downstream")
+            client.sendall(b"b" * 20_000)
+            got = recv_all(client)
+    assert got == b"b" * 10_000
+
+
+def test_splice_bytes_held_in_the_kernel_pipe_go_first_when_a_fault_arrives(
+    make_upstream: MakeUpstream,
+) -> None:
+    # The server does not read: the upstream direction's kernel pipe fills and stays
+    # full. Adding a fault then writes those bytes to the server first, in order.
+    release, done = threading.Event(), threading.Event()
+    got: list[bytes] = []
+
+    def slow_reader(conn: socket.socket) -> None:
+        release.wait(10)
+        got.append(recv_all(conn))
+        done.set()
+
+    server = make_upstream(slow_reader)
+    payload = random.Random(5).randbytes(6_000_000)
+    with FaultProxy(upstream=server.address) as proxy:
+        client = socket.create_connection(proxy.address, timeout=10)
+        with client:
+            sent = 0
+            client.settimeout(0.5)
+            try:
+                while sent < len(payload):  # until back-pressure stops the client
+                    sent += client.send(payload[sent:sent + 65536])
+            except TimeoutError:
+                pass
+            upstream = pipes(proxy)["upstream"]
+            splicer = upstream._splicer
+            assert upstream.splicing and splicer is not None
+
+            def held() -> int:  # bytes in the kernel pipe, read on the proxy's loop
+                return proxy._call(lambda: splicer._pending)
+
+            wait_until(lambda: held() > 0)  # stuck: the server's buffers are full
+
+            def add_now() -> int:  # the check and the change in one loop step
+                pending = splicer._pending
+                proxy.add(Slice(1000), direction="upstream", name="cut")
+                return pending
+
+            assert proxy._call(add_now) > 0
+            assert not upstream.splicing
+            release.set()
+            client.settimeout(10)
+            client.sendall(payload[sent:])
+            client.shutdown(socket.SHUT_WR)
+            assert done.wait(20)
+    assert got == [payload]
