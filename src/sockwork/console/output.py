@@ -202,6 +202,7 @@ class Outbox:
         if self._buf:
             self._last_progress = time.monotonic()
             self._watch()
+        self._check_open()  # the send failed, or nobody is left to drain the rest
 
     def _wait_for_room(self) -> None:
         deadline = self._last_progress + self.write_timeout

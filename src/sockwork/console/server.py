@@ -485,7 +485,9 @@ class Session:
                 ) from None
 
     def _time_out(self, notice: str, reason: str) -> None:
-        _log.info("session %d (%s) disconnected: %s", self.id, self.peer_text, reason)
+        _log_unbound(
+            logging.INFO, "session %d (%s) disconnected: %s", self.id, self.peer_text, reason
+        )
         with self._lock:
             try:
                 self._flush_locked(wait=False)
@@ -551,7 +553,9 @@ class Session:
     def output_failed(self, reason: str, *, log: bool) -> None:
         """Disconnect a session whose output cannot be delivered."""
         if log:
-            _log.warning("session %d (%s) disconnected: %s", self.id, self.peer_text, reason)
+            _log_unbound(
+                logging.WARNING, "session %d (%s) disconnected: %s", self.id, self.peer_text, reason
+            )
         self._mark_closed(reason)
         self._shutdown(socket.SHUT_RDWR)
 
@@ -564,6 +568,13 @@ class Session:
         if not self._sock_closed:
             self._sock_closed = True
             self._sock.close()
+
+
+def _log_unbound(level: int, message: str, *args: object) -> None:
+    # Unbound: a handler writing to the routed sys.stderr must reach the operator, not
+    # the session the record is about (which may be the one that cannot take output).
+    with routing.bind(None):
+        _log.log(level, message, *args)
 
 
 class _Silent(Exception):
@@ -979,7 +990,8 @@ class ConsoleServer:
                 return True
             with self._lock:
                 delay = self._admission.login_failed(address, time.monotonic())
-            _log.info(
+            _log_unbound(
+                logging.INFO,
                 "session %d (%s): wrong password; %s waits %g s",
                 session.id,
                 session.peer_text,
