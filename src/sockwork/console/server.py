@@ -226,7 +226,7 @@ class Session:
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
         self._outbox = Outbox(
-            self,
+            _SessionChannel(self),
             sock.fileno(),
             lock=self._lock,
             pump=server._pump,
@@ -531,7 +531,7 @@ class Session:
 
     # -- the outbox's channel (called with the lock held) ----------------------------
 
-    def send_now(self, data: memoryview) -> int:
+    def _send_now(self, data: memoryview) -> int:
         """Send what the socket takes without blocking; 0 when it takes nothing."""
         if self._sock_closed:
             raise ConnectionClosed("the telnet session is closed", address=self.peer, by_peer=False)
@@ -550,7 +550,7 @@ class Session:
         except BlockingIOError:
             return 0
 
-    def output_failed(self, reason: str, *, log: bool) -> None:
+    def _output_failed(self, reason: str, *, log: bool) -> None:
         """Disconnect a session whose output cannot be delivered."""
         if log:
             _log_unbound(
@@ -559,15 +559,34 @@ class Session:
         self._mark_closed(reason)
         self._shutdown(socket.SHUT_RDWR)
 
-    def output_drained(self) -> None:
+    def _output_drained(self) -> None:
         """Everything queued before the end was sent: disconnect."""
         self._shutdown(socket.SHUT_RDWR)
 
-    def close_transport(self) -> None:
+    def _close_transport(self) -> None:
         """Close the socket (once)."""
         if not self._sock_closed:
             self._sock_closed = True
             self._sock.close()
+
+
+class _SessionChannel:
+    """The session as its outbox sees it (sockwork.console.output.Channel)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def send_now(self, data: memoryview) -> int:
+        return self._session._send_now(data)
+
+    def output_failed(self, reason: str, *, log: bool) -> None:
+        self._session._output_failed(reason, log=log)
+
+    def output_drained(self) -> None:
+        self._session._output_drained()
+
+    def close_transport(self) -> None:
+        self._session._close_transport()
 
 
 def _log_unbound(level: int, message: str, *args: object) -> None:
