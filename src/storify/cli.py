@@ -89,6 +89,13 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _at_least_zero(text: str) -> int:
+    value = _whole(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def _pool_size(text: str) -> int:
     value = _whole(text)
     if value < 1:
@@ -173,6 +180,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--durable",
         action="store_true",
         help="fsync every checkout (SQLite synchronous=FULL): orders survive power loss too",
+    )
+    serve.add_argument(
+        "--max-per-address",
+        type=_at_least_zero,
+        metavar="N",
+        help="telnet customers at once from one address; 0 for no limit (10)",
+    )
+    serve.add_argument(
+        "--first-line-timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="a telnet customer who types nothing for this long after connecting is "
+        "disconnected (60)",
     )
     serve.set_defaults(run=_run_serve)
 
@@ -344,6 +365,10 @@ def _run_serve(args: argparse.Namespace) -> int:
             poor_network=conditions,
             poor_port=DEFAULT_POOR_PORT if args.poor_port is None else args.poor_port,
             notices=notices,
+            max_per_address=(
+                "auto" if args.max_per_address is None else args.max_per_address or None
+            ),
+            first_line_timeout=args.first_line_timeout,
         )
         try:
             service.start()

@@ -4,15 +4,19 @@ import io
 import json
 import logging
 import select
+import signal
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import pexpect
 import pytest
 
 from sockwork.frames import JSON, connect
+from storify.cli import main
 from storify.client import ApiError, StoreClient
 from storify.repl import StoreREPL
 from storify.server import ApiServer, format_address
@@ -377,3 +381,52 @@ def _send_quietly(sock: socket.socket, data: bytes) -> None:
         sock.sendall(data)
     except OSError:
         pass  # disconnected by the store, or closed by the test
+
+
+def test_serve_passes_the_telnet_limits(tmp_path: Path) -> None:
+    from tests.storify.test_cli import spawn_store
+
+    child, port, _ = spawn_store(
+        tmp_path, "--no-console", "--max-per-address", "1", "--first-line-timeout", "0.5"
+    )
+    try:
+        first = customer_at(port)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as second:
+            assert read_all(second) == (
+                b"*** too many sessions from 127.0.0.1 (1); try again later\r\n"
+            )
+        assert read_all(first) == b"\r\n*** nothing typed within 0.5 s; disconnecting\r\n"
+        first.close()
+        child.kill(signal.SIGTERM)
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--max-per-address", "-1"), ("--first-line-timeout", "0")]
+)
+def test_serve_rejects_bad_telnet_limits(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", option, value])
+    assert exit_info.value.code == 2
+    assert option in capsys.readouterr().err
+
+
+def customer_at(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    data = b""
+    while not data.endswith(b"Store> "):
+        chunk = sock.recv(4096)
+        assert chunk, data
+        data += chunk
+    return sock
+
+
+def read_all(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data
