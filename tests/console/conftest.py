@@ -119,6 +119,16 @@ class Shop(cmd.Cmd):
         thread.join()
 
 
+class Busy(cmd.Cmd):
+    """A Cmd whose one command keeps its session busy (not reading) for 10 s."""
+
+    prompt = "busy> "
+
+    def do_busy(self, arg: str) -> None:
+        print("working")
+        time.sleep(10)
+
+
 @pytest.fixture(scope="session")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("tls")

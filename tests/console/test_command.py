@@ -181,3 +181,32 @@ def test_command_serve_passes_the_session_limits() -> None:
         process.wait()
         assert process.stderr is not None
         process.stderr.close()
+
+
+@pytest.mark.slow
+def test_command_serve_sigterm_waits_once_for_a_busy_session() -> None:
+    # Issue 9.9: serve_forever() and run_serve() both called stop(), each waiting its
+    # 1 s grace for the busy session: the process exited after 2.1 s instead of ~1 s.
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sockwork", "serve", "tests.console.conftest:Busy", "--no-console"],
+        cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        port = _port_from(process.stderr.readline())
+        with Client(("127.0.0.1", port)) as client:
+            client.read_until(b"busy> ")
+            client.line("busy")
+            client.read_until(b"working\r\n")  # the command runs (and sleeps 10 s)
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(10) == 0
+            elapsed = time.monotonic() - started
+        assert 0.9 <= elapsed < 1.9
+    finally:
+        process.kill()
+        process.wait()
+        assert process.stderr is not None
+        process.stderr.close()
