@@ -4,6 +4,9 @@ import re
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pexpect
@@ -159,15 +162,26 @@ def test_command_serve_rejects_a_bad_limit(capsys: pytest.CaptureFixture[str]) -
     assert "write_timeout must be > 0 seconds" in capsys.readouterr().err
 
 
-def test_command_serve_passes_the_session_limits() -> None:
+@contextmanager
+def serve_process(target: str, *options: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """Run ``sockwork serve TARGET --no-console OPTIONS``; yield it and its port."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "sockwork", "serve", TARGET, "--no-console",
-         "--max-per-address", "1", "--first-line-timeout", "0.5"],
+        [sys.executable, "-m", "sockwork", "serve", target, "--no-console", *options],
         cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     try:
         assert process.stderr is not None
-        port = _port_from(process.stderr.readline())
+        yield process, _port_from(process.stderr.readline())
+    finally:
+        process.kill()
+        process.wait()
+        assert process.stderr is not None
+        process.stderr.close()
+
+
+def test_command_serve_passes_the_session_limits() -> None:
+    options = ("--max-per-address", "1", "--first-line-timeout", "0.5")
+    with serve_process(TARGET, *options) as (process, port):
         with Client(("127.0.0.1", port)) as first, Client(("127.0.0.1", port)) as second:
             first.read_until(b"shop> ")
             assert second.read_all() == (
@@ -176,26 +190,13 @@ def test_command_serve_passes_the_session_limits() -> None:
             assert first.read_all().endswith(b"*** nothing typed within 0.5 s; disconnecting\r\n")
         process.send_signal(signal.SIGTERM)
         assert process.wait(10) == 0
-    finally:
-        process.kill()
-        process.wait()
-        assert process.stderr is not None
-        process.stderr.close()
 
 
 @pytest.mark.slow
 def test_command_serve_sigterm_waits_once_for_a_busy_session() -> None:
     # Issue 9.9: serve_forever() and run_serve() both called stop(), each waiting its
     # 1 s grace for the busy session: the process exited after 2.1 s instead of ~1 s.
-    import time
-
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sockwork", "serve", "tests.console.conftest:Busy", "--no-console"],
-        cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
-        assert process.stderr is not None
-        port = _port_from(process.stderr.readline())
+    with serve_process("tests.console.conftest:Busy") as (process, port):
         with Client(("127.0.0.1", port)) as client:
             client.read_until(b"busy> ")
             client.line("busy")
@@ -204,9 +205,4 @@ def test_command_serve_sigterm_waits_once_for_a_busy_session() -> None:
             process.send_signal(signal.SIGTERM)
             assert process.wait(10) == 0
             elapsed = time.monotonic() - started
-        assert 0.9 <= elapsed < 1.9
-    finally:
-        process.kill()
-        process.wait()
-        assert process.stderr is not None
-        process.stderr.close()
+    assert 0.9 <= elapsed < 1.9

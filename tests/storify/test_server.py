@@ -312,7 +312,12 @@ def returns_within(seconds: float, function: Callable[[], object]) -> None:
 
 
 def customer(service: StoreService) -> socket.socket:
-    sock = socket.create_connection(service.telnet_address, timeout=10)
+    return customer_at(service.telnet_address[1])
+
+
+def customer_at(port: int) -> socket.socket:
+    """A raw telnet customer that has read the greeting up to the first prompt."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     data = b""
     while not data.endswith(b"Store> "):
         chunk = sock.recv(4096)
@@ -413,16 +418,6 @@ def test_serve_rejects_bad_telnet_limits(
         main(["serve", option, value])
     assert exit_info.value.code == 2
     assert option in capsys.readouterr().err
-
-
-def customer_at(port: int) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    data = b""
-    while not data.endswith(b"Store> "):
-        chunk = sock.recv(4096)
-        assert chunk, data
-        data += chunk
-    return sock
 
 
 def read_all(sock: socket.socket) -> bytes:

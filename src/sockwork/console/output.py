@@ -189,9 +189,7 @@ class Outbox:
     def _check_open(self) -> None:
         if self._failure is not None or self._finished:
             reason = self._failure or "the session is closed"
-            raise ConnectionClosed(
-                f"{self._name}: {reason}", address=self._address, by_peer=False
-            )
+            raise ConnectionClosed(f"{self._name}: {reason}", address=self._address, by_peer=False)
 
     def _append(self, data: bytes | memoryview) -> None:
         idle = not self._buf

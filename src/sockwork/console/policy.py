@@ -76,9 +76,7 @@ class SessionPolicy:
         elif per_address is None or (isinstance(per_address, int) and per_address >= 1):
             limit = per_address
         else:
-            raise ValueError(
-                f"max_per_address must be None, 'auto' or >= 1, got {per_address!r}"
-            )
+            raise ValueError(f"max_per_address must be None, 'auto' or >= 1, got {per_address!r}")
         # The resolved limit, so that users of the policy never see "auto".
         object.__setattr__(self, "address_limit", limit)
         _check_timeout("first_line_timeout", self.first_line_timeout)
