@@ -802,7 +802,7 @@ class ConsoleServer:
         with self._lock:
             threads = list(self._threads)
         for thread in threads:
-            if thread is not me:
+            if thread is not me and thread.ident is not None:  # started
                 thread.join(max(0.0, deadline - time.monotonic()))
         # After the sessions: the pump closes the sockets of those that ended with
         # output still queued (dropped now).
@@ -921,11 +921,19 @@ class ConsoleServer:
                     daemon=True,
                 )
                 session._thread = thread
-                # Started under the lock: stop() must never join an unstarted thread.
-                thread.start()
+                # Registered before it starts: a KeyboardInterrupt (SIGTERM) raised in
+                # start() must not leave a running session that stop() does not know.
                 self._admission.enter(peer[0])
                 self._sessions[session.id] = session
                 self._threads.add(thread)
+                try:
+                    thread.start()
+                except BaseException:
+                    if thread.ident is None:  # it never ran: nobody else will clean up
+                        self._sessions.pop(session.id, None)
+                        self._threads.discard(thread)
+                        self._admission.leave(peer[0])
+                    raise
         if refusal is not None:
             _log.info("refused %s:%d: %s", peer[0], peer[1], refusal)
             self._refuse(sock, refusal)

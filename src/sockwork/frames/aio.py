@@ -21,6 +21,14 @@ own buffer, so bytes are received straight into it; no ``readexactly``.
 #   header alone commits nothing), and a server's connections share a MemoryBudget
 #   (``max_buffered``): a connection whose reservation does not fit stops reading until
 #   memory frees. Reading is paused while either reason holds (``_update_reading``).
+# - Large frames on Python 3.11 (whose selector transport copies the unsent part of a
+#   write into its own buffer; 3.12 keeps the caller's buffer): when the transport's buffer
+#   is empty, header and payload go straight to the socket with os.writev, and what the
+#   kernel did not take stays a memoryview of the caller's bytes (_Tail), written as the
+#   socket drains through a dup of its descriptor (the loop refuses add_writer on a
+#   transport's own). While a tail is pending nothing else is written (frames stay in
+#   order): small frames wait in _pending, a large send waits for the tail, close() closes
+#   after it; connection_lost and abort() drop it.
 # - A reset is EOF plus a cause: messages already buffered are still returned, then
 #   IncompleteMessage/ConnectionClosed is raised ``from`` the OSError.
 # - A MessageServer owns what it accepted: every live stream and handler task is in
@@ -30,7 +38,9 @@ own buffer, so bytes are received straight into it; no ``readexactly``.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Generic, TypeVar, cast, overload
 
@@ -66,6 +76,59 @@ _COALESCE_LIMIT = 64 * 1024  # flush pending small frames once this many bytes w
 _COPY_LIMIT = 16 * 1024  # payloads at least this large are written without joining
 _READ_HIGH = 4 * 1024 * 1024  # pause reading when this many unread bytes are buffered
 _WRITE_HIGH = 1024 * 1024  # send() waits while more than this is queued in the transport
+# Write large frames to the socket directly (see Rules): only where it saves a copy.
+_DIRECT = sys.version_info < (3, 12) and hasattr(os, "writev")
+
+
+class _Tail:
+    """The unsent rest of a large frame, written straight to the socket as it drains."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fd: int,
+        buffers: list[memoryview],
+        on_done: Callable[[], None],
+    ) -> None:
+        self._loop = loop
+        self._fd = os.dup(fd)  # add_writer() refuses the transport's own descriptor
+        self._buffers = buffers
+        self._on_done = on_done
+        self.done: asyncio.Future[None] = loop.create_future()
+        loop.add_writer(self._fd, self._write)
+
+    def _write(self) -> None:
+        try:
+            sent = os.writev(self._fd, self._buffers)
+        except BlockingIOError:
+            return
+        except OSError:
+            # The transport meets the same error on its side and reports it.
+            self.drop()
+            self._on_done()
+            return
+        buffers = self._buffers
+        while sent and buffers:
+            size = len(buffers[0])
+            if sent < size:
+                buffers[0] = buffers[0][sent:]
+                break
+            sent -= size
+            buffers.pop(0)
+        if not buffers:
+            self.drop()
+            self._on_done()
+
+    def drop(self) -> None:
+        """Stop writing (done, or the connection is gone) and release the descriptor."""
+        if self._fd < 0:
+            return
+        self._loop.remove_writer(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        self._buffers = []
+        if not self.done.done():
+            self.done.set_result(None)
 
 
 class _FrameProtocol(asyncio.BufferedProtocol):
@@ -91,6 +154,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self.lost = False
         self.lost_error: Exception | None = None
         self.closed_future: asyncio.Future[None] = loop.create_future()
+        self.tail: _Tail | None = None  # the stream's direct write in progress
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -164,6 +228,9 @@ class _FrameProtocol(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.lost_error = exc
+        if self.tail is not None:  # before the transport closes the socket
+            self.tail.drop()
+            self.tail = None
         budget = self.budget
         if budget is not None:
             if self.budget_paused:
@@ -228,6 +295,10 @@ class MessageStream(Generic[T]):
         self._fault: BaseException | None = None
         self.address: object = transport.get_extra_info("peername")
         self.local_address: object = transport.get_extra_info("sockname")
+        # Direct writes of large frames: only on the stdlib selector transport of 3.11.
+        sock = transport.get_extra_info("socket")
+        selector = type(transport).__name__ == "_SelectorSocketTransport"
+        self._fd = sock.fileno() if _DIRECT and selector and sock is not None else -1
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"
@@ -255,7 +326,8 @@ class MessageStream(Generic[T]):
         self._fault = exc
         self._flush()  # frames already sent by the caller still go out
         self._closing = True
-        self._transport.close()
+        if self._protocol.tail is None:  # else the tail's end closes it
+            self._transport.close()
 
     # -- sending -------------------------------------------------------------------------
 
@@ -273,18 +345,51 @@ class MessageStream(Generic[T]):
         if self._closing or self._protocol.lost or self._transport.is_closing():
             self._check_can_send()
         size = len(payload) if isinstance(payload, (bytes, bytearray)) else payload.nbytes
-        if size >= _COPY_LIMIT:
-            self._flush()
-            # The header travels with the first _COPY_LIMIT bytes (one small copy), not as
-            # a 4-byte segment of its own that would wake the peer for nothing.
-            # No `with`: on 3.12+ the transport may keep the slice without copying it.
-            view = memoryview(payload)
-            self._transport.write(header + view[:_COPY_LIMIT].tobytes())
-            self._transport.write(view[_COPY_LIMIT:])
-        else:
+        if size < _COPY_LIMIT:
             self._queue(header + payload if isinstance(payload, bytes) else header + bytes(payload))
-        if self._protocol.write_paused:
+        else:
+            while self._protocol.tail is not None:  # frames keep their order
+                await self._protocol.tail.done
+                self._check_can_send()
+            self._flush()
+            transport = self._transport
+            if self._fd >= 0 and type(payload) is bytes and not transport.get_write_buffer_size():
+                self._write_direct(header, payload)
+            else:
+                # The header travels with the first _COPY_LIMIT bytes (one small copy), not
+                # as a 4-byte segment of its own that would wake the peer for nothing.
+                # No `with`: on 3.12+ the transport may keep the slice without copying it.
+                view = memoryview(payload)
+                transport.write(header + view[:_COPY_LIMIT].tobytes())
+                transport.write(view[_COPY_LIMIT:])
+        if self._protocol.write_paused or (
+            self._protocol.tail is not None and self._pending_size >= _COALESCE_LIMIT
+        ):
             await self._drain()
+
+    def _write_direct(self, header: bytes, payload: bytes) -> None:
+        """Write a large frame to the socket; keep what the kernel did not take as a _Tail."""
+        try:
+            sent = os.writev(self._fd, [header, payload])
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # let the transport meet the error and report it as it does
+            self._transport.write(header)
+            self._transport.write(payload)
+            return
+        if sent < len(header):
+            rest = [memoryview(header)[sent:], memoryview(payload)]
+        elif sent < len(header) + len(payload):
+            rest = [memoryview(payload)[sent - len(header) :]]
+        else:
+            return
+        self._protocol.tail = _Tail(self._loop, self._fd, rest, self._tail_done)
+
+    def _tail_done(self) -> None:
+        self._protocol.tail = None
+        self._flush()  # small frames sent meanwhile
+        if self._closing:
+            self._transport.close()
 
     async def send_many(self, messages: Iterable[T]) -> None:
         """Send several messages in one write; frames from other tasks never interleave.
@@ -309,8 +414,8 @@ class MessageStream(Generic[T]):
 
     def _flush(self) -> None:
         pending = self._pending
-        if not pending:
-            return
+        if not pending or self._protocol.tail is not None:
+            return  # nothing to do, or the tail's end flushes
         self._pending = []
         self._pending_size = 0
         if self._transport.is_closing():
@@ -320,6 +425,8 @@ class MessageStream(Generic[T]):
     async def _drain(self) -> None:
         self._flush()
         protocol = self._protocol
+        while protocol.tail is not None:
+            await protocol.tail.done
         while protocol.write_paused and not protocol.lost:
             waiter = self._loop.create_future()
             protocol.drain_waiters.append(waiter)
@@ -412,13 +519,18 @@ class MessageStream(Generic[T]):
             return
         self._flush()
         self._closing = True
-        self._transport.close()
+        if self._protocol.tail is None:  # else the tail's end closes it
+            self._transport.close()
         self._protocol._wake_reader()
 
     def abort(self) -> None:
         """Close at once, dropping queued frames (the peer may see a reset)."""
         self._pending = []
         self._closing = True
+        tail = self._protocol.tail
+        if tail is not None:
+            self._protocol.tail = None
+            tail.drop()
         self._transport.abort()
         self._protocol._wake_reader()
 

@@ -6,6 +6,8 @@ Fixtures, each cleaned up after its test:
   faults into the sockets of the test (``netfaults.inject(Latency(0.1))``).
 - ``fault_proxy``: a factory, ``fault_proxy(upstream)``, that starts a
   :class:`sockwork.proxy.FaultProxy` to ``upstream``; closed after the test.
+- ``telnet_client``: a factory, ``telnet_client(address, **options)``, of
+  :class:`~sockwork.testing.TelnetClient` objects closed after the test.
 - ``poorconn_http_server``: poorconn's fixture (a static-file HTTP server slowed
   down by ``delay_before_sending_upon_acceptance``, on ``localhost:8080`` with
   ``t=1``, ``length=1024`` as in poorconn), configured by the marker
@@ -47,15 +49,22 @@ from typing import TYPE_CHECKING, Protocol
 import pytest
 
 if TYPE_CHECKING:
+    # Only in annotations of the telnet_client fixture.
+    import socket
+    from collections.abc import Collection
+    from typing import Any
+
     from sockwork.compat.poorconn.server import Server
     from sockwork.proxy import FaultProxy
     from sockwork.testing.netfaults import NetFaults
+    from sockwork.testing.telnet import TelnetClient
 
 __all__ = [
     "POORCONN_MARKER",
     "PoorconnDefaults",
     "PoorconnFixtures",
     "ProxyFactory",
+    "TelnetFactory",
     "add_poorconn_marker",
     "fault_proxy",
     "netfaults",
@@ -65,6 +74,7 @@ __all__ = [
     "pytest_report_header",
     "pytest_runtest_makereport",
     "seed_of",
+    "telnet_client",
 ]
 
 _SEED = pytest.StashKey[int]()
@@ -227,6 +237,46 @@ def netfaults(request: pytest.FixtureRequest) -> Iterator[NetFaults]:
         for marker in reversed(list(request.node.iter_markers("netfaults"))):
             faults.inject(*marker.args, **marker.kwargs)
         yield faults
+
+
+class TelnetFactory(Protocol):
+    """The ``telnet_client`` fixture: connects a TelnetClient, closed after the test."""
+
+    def __call__(
+        self,
+        target: tuple[str, int] | socket.socket,
+        *,
+        timeout: float = ...,
+        negotiate: bool = ...,
+        accept: Collection[int] = ...,
+        encoding: str = ...,
+        max_buffer: int = ...,
+    ) -> TelnetClient:
+        """Connect to ``target`` with the options of :class:`~sockwork.testing.TelnetClient`."""
+        ...
+
+
+@pytest.fixture
+def telnet_client() -> Iterator[TelnetFactory]:
+    """A factory of scripted telnet clients (:class:`~sockwork.testing.TelnetClient`).
+
+    ``client = telnet_client(server.address)`` connects one; every client made is
+    closed after the test, also when it fails.
+    """
+    from sockwork.testing.telnet import TelnetClient
+
+    clients: list[TelnetClient] = []
+
+    def make(target: tuple[str, int] | socket.socket, **options: Any) -> TelnetClient:
+        client = TelnetClient(target, **options)
+        clients.append(client)
+        return client
+
+    try:
+        yield make
+    finally:
+        for client in clients:
+            client.close()
 
 
 @pytest.fixture(autouse=True)
