@@ -163,6 +163,8 @@ class Outbox:
             self._finished = True
             if grace is not None:
                 self._close_by = time.monotonic() + grace
+                if self._watched:
+                    self._pump.watch(self)  # wakes it: its next deadline is sooner now
             self._cond.notify_all()
             if not self._buf:
                 self._channel.output_drained()
