@@ -5,17 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import hmac
 import logging
-import math
-import re
+import os
 import signal
 import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from types import FrameType
 from typing import cast
 
+from sockwork.address import format_address, parse_address, parse_float, parse_int, parse_port
+from sockwork.cli import argument_type
+from sockwork.console.ssh import DEFAULT_HOST_KEY, PasswordCheck
 from sockwork.errors import MessageTooLarge, ProtocolError
 from storify.conditions import DEFAULT_CONDITIONS, NetworkConditions
 from storify.database import redact
@@ -23,8 +27,14 @@ from storify.errors import SchemaTooNew, StoreError, StoreUnavailable
 from storify.money import format_price
 from storify.notice import Notices
 from storify.repl import StoreREPL, check_store_name
-from storify.server import format_address
-from storify.service import DEFAULT_API_PORT, DEFAULT_POOR_PORT, DEFAULT_PORT, StoreService
+from storify.service import (
+    DEFAULT_API_PORT,
+    DEFAULT_POOR_PORT,
+    DEFAULT_PORT,
+    DEFAULT_SSH_PORT,
+    SshOptions,
+    StoreService,
+)
 from storify.simulate import NETWORK_ERRORS, SimulationResult, progress_stream, run_simulation
 from storify.store import Store
 
@@ -40,36 +50,20 @@ __all__ = [
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-# Numbers on the command line are ASCII: int() and float() also read "٣" (3) or
-# "６５４３２", and float() reads "inf" and "nan"; none of them is what a user means.
-_WHOLE = re.compile(r"[+-]?[0-9]{1,30}", re.ASCII)
-_DECIMAL = re.compile(r"(?:[0-9]{1,30}(?:\.[0-9]{0,30})?|\.[0-9]{1,30})", re.ASCII)
+# Numbers on the command line are ASCII and finite: int() and float() also read "٣" (3)
+# or "６５４３２", and float() reads "inf" and "nan". sockwork.address parses them.
+_whole = argument_type(partial(parse_int, what="number"))
+_port = argument_type(partial(parse_port, what="port"))
+_address = argument_type(partial(parse_address, what="the API address", zero=False))
+_at_least_zero = argument_type(partial(parse_int, what="number", low=0))
 
 
-def _whole(text: str) -> int:
-    """Return the whole number written in ASCII digits in ``text`` (``-3``, ``10``)."""
-    if _WHOLE.fullmatch(text.strip()) is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number like 10")
-    return int(text)
-
-
-def _port(text: str) -> int:
-    if _WHOLE.fullmatch(text.strip()) is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number")
-    port = int(text)
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0 picks a free one), not {port}")
-    return port
-
-
-def _address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:65433)")
-    number = _port(port)
-    if number == 0:
-        raise argparse.ArgumentTypeError("the API port to connect to cannot be 0")
-    return host.strip("[]"), number
+def _seconds(text: str) -> float:
+    """Return the positive, finite number of seconds written in ``text`` (``5``, ``0.5``)."""
+    value = argument_type(partial(parse_float, what="seconds", low=0.0))(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
 
 
 def _conditions(text: str) -> NetworkConditions:
@@ -77,23 +71,6 @@ def _conditions(text: str) -> NetworkConditions:
         return NetworkConditions.parse(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _seconds(text: str) -> float:
-    """Return the positive, finite number of seconds written in ``text`` (``5``, ``0.5``)."""
-    if _DECIMAL.fullmatch(text.strip()) is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds like 5 or 0.5")
-    value = float(text)
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
-    return value
-
-
-def _at_least_zero(text: str) -> int:
-    value = _whole(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
-    return value
 
 
 def _pool_size(text: str) -> int:
@@ -169,6 +146,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-console",
         action="store_true",
         help="no manager console: serve until interrupted (SIGINT or SIGTERM)",
+    )
+    ssh = serve.add_argument_group(
+        "SSH", "customers may shop over SSH too (needs the sockwork[ssh] extra)"
+    )
+    ssh.add_argument(
+        "--ssh-port",
+        type=_port,
+        metavar="PORT",
+        help=f"serve customers over SSH on PORT (e.g. {DEFAULT_SSH_PORT}; 0: any)",
+    )
+    ssh.add_argument(
+        "--authorized-keys", metavar="FILE", help="OpenSSH authorized_keys: customers' keys"
+    )
+    ssh.add_argument(
+        "--ssh-password-env",
+        metavar="VAR",
+        help="customers may log in with the password held in environment variable VAR",
+    )
+    ssh.add_argument(
+        "--ssh-anonymous", action="store_true", help="anyone may shop over SSH without a login"
+    )
+    ssh.add_argument(
+        "--host-key",
+        metavar="FILE",
+        default=DEFAULT_HOST_KEY,
+        help=f"the SSH host key, generated (mode 0600) if missing ({DEFAULT_HOST_KEY})",
     )
     serve.add_argument(
         "--quiet",
@@ -321,6 +324,14 @@ def announcement(
             f"  poor link: telnet {reachable(poor[0])} {poor[1]}"
             f"  ({service.poor_network.describe()})"
         )
+    ssh = service.ssh
+    if ssh is not None:
+        ssh_host, ssh_port = ssh.address
+        lines.insert(
+            2,
+            f"  customers: ssh -p {ssh_port} {reachable(ssh_host)}"
+            f"  (host key {ssh.host_key_fingerprint})",
+        )
     if everywhere:
         lines.append(f"  (listening on every interface; on this machine: telnet 127.0.0.1 {port})")
     return lines
@@ -336,6 +347,11 @@ def _run_serve(args: argparse.Namespace) -> int:
     conditions: NetworkConditions | None = args.poor_network
     if conditions is None and args.poor_port is not None:
         conditions = NetworkConditions.parse(DEFAULT_CONDITIONS)
+    try:
+        ssh = _ssh_options(args)
+    except ValueError as error:
+        print(f"storify: {error}", file=sys.stderr)
+        return 2
     warning = exposure_warning(args.host)
     if warning is not None:
         print(warning, file=sys.stderr, flush=True)
@@ -364,6 +380,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             api_port=args.api_port,
             poor_network=conditions,
             poor_port=DEFAULT_POOR_PORT if args.poor_port is None else args.poor_port,
+            ssh=ssh,
             notices=notices,
             max_per_address=(
                 "auto" if args.max_per_address is None else args.max_per_address or None
@@ -372,6 +389,10 @@ def _run_serve(args: argparse.Namespace) -> int:
         )
         try:
             service.start()
+        except (ImportError, ValueError, PermissionError, FileNotFoundError) as error:
+            # SSH set-up: the extra is missing, or a key file is missing or unsafe.
+            print(f"storify: cannot serve over SSH: {error}", file=sys.stderr)
+            return 1
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
                 print(
@@ -398,7 +419,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         finally:
             if in_main:
                 signal.signal(signal.SIGTERM, previous)
-            service.stop()
+            service.close()
         notices.close()  # the last customers' goodbyes, before the totals
         try:
             count, revenue = store.totals()
@@ -410,6 +431,40 @@ def _run_serve(args: argparse.Namespace) -> int:
     finally:
         notices.close()
         store.close()
+
+
+def _ssh_options(args: argparse.Namespace) -> SshOptions | None:
+    """Return the SSH settings asked for on the command line (None: no SSH)."""
+    if args.ssh_port is None:
+        if args.authorized_keys or args.ssh_password_env or args.ssh_anonymous:
+            raise ValueError(
+                "--authorized-keys, --ssh-password-env and --ssh-anonymous need --ssh-port"
+            )
+        return None
+    check: PasswordCheck | None = None
+    if args.ssh_password_env:
+        password = os.environ.get(args.ssh_password_env)
+        if not password:
+            raise ValueError(f"environment variable {args.ssh_password_env} is not set or empty")
+        secret = password.encode("utf-8")
+
+        def same(username: str, typed: str) -> bool:
+            return hmac.compare_digest(typed.encode("utf-8"), secret)
+
+        check = same
+
+    if args.authorized_keys is None and check is None and not args.ssh_anonymous:
+        raise ValueError(
+            "--ssh-port needs a way to log in: --authorized-keys FILE, --ssh-password-env VAR, "
+            "or --ssh-anonymous"
+        )
+    return SshOptions(
+        port=args.ssh_port,
+        host_key=args.host_key,
+        authorized_keys=args.authorized_keys,
+        check_password=check,
+        allow_anonymous=args.ssh_anonymous,
+    )
 
 
 def _open_store(args: argparse.Namespace) -> Store | None:

@@ -1,10 +1,14 @@
-"""Console programs (``cmd.Cmd``, ``print``/``input`` code) served to telnet users."""
+"""Console programs (``cmd.Cmd``, ``print``/``input`` code) served to telnet and SSH users.
+
+The SSH server needs the ``sockwork[ssh]`` extra (asyncssh) only when one is created.
+"""
 
 from __future__ import annotations
 
 from sockwork.console.policy import Admission, SessionPolicy
 from sockwork.console.routing import Streams, bind, current_streams, wrap
 from sockwork.console.server import App, ConsoleServer, Session, adapt_cmd, current_session
+from sockwork.console.ssh import SshConsoleServer, SshSession
 from sockwork.console.telnet import TelnetConnection
 
 __all__ = [
@@ -13,6 +17,8 @@ __all__ = [
     "ConsoleServer",
     "Session",
     "SessionPolicy",
+    "SshConsoleServer",
+    "SshSession",
     "Streams",
     "TelnetConnection",
     "adapt_cmd",

@@ -8,7 +8,7 @@ reach the right user while unbound threads keep the local console.
 
 # Strategy:
 # - Accept loop: one thread (or the caller of serve_forever) waits on the listening
-#   socket and a wake-up socketpair with a selector; stop() writes to the pair.
+#   socket and a wake-up socketpair with a selector; close() writes to the pair.
 #   Admission (max_clients, per-address limit) is the policy's Admission, under the
 #   server lock; refusals are one non-blocking send, never a wait.
 # - Session thread: password (throttled per address), then the program; it alone
@@ -19,7 +19,7 @@ reach the right user while unbound threads keep the local console.
 #   thread. The session lock (the TelnetConnection, the socket, the outbox) is only
 #   held around non-blocking calls, so kick, broadcast and stop never wait on a
 #   client; a client that takes no output for write_timeout s is disconnected.
-# - stop() and Session.close() wake a reader by shutting the socket down (recv() then
+# - close() and Session.close() wake a reader by shutting the socket down (recv() then
 #   returns EOF at once, the socketserver "hang" fix); the fd is closed once, when the
 #   session ends, by its thread or by the pump if output is still queued.
 # - TLS: OpenSSL objects must not be read and written at once from two threads: every
@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, TextIO, cast
 
+from sockwork.address import bind_listener
 from sockwork.console import routing
 from sockwork.console.output import Outbox, OutputPump
 from sockwork.console.policy import Admission, SessionPolicy
@@ -213,7 +214,7 @@ class Session:
         self._bytes_in = 0
         self._closed = False  # no more input: the program sees end of input
         self._sock_closed = False
-        self._gone = threading.Event()  # set with _closed: wakes a password delay
+        self._ended = threading.Event()  # set with _closed: wakes a password delay
         self._eof_delivered = False
         self._close_reason: str | None = None
         self._thread: threading.Thread | None = None
@@ -340,6 +341,9 @@ class Session:
             raise EOFError
         return line.rstrip("\n")
 
+    def _program_started(self, program: cmd.Cmd) -> None:
+        """Called in the session's thread before a Cmd program's loop starts (a hook)."""
+
     # -- I/O used by the streams ---------------------------------------------------
 
     def _write(self, text: str) -> None:
@@ -408,7 +412,7 @@ class Session:
         try:
             data = self._recv()
         except _Silent as silence:
-            self._time_out(silence.notice, silence.reason)
+            self._silenced(silence.notice, silence.reason)
             return
         except OSError:  # reset, or TLS broken: nothing more either way
             self._mark_closed("receive failed")
@@ -440,13 +444,13 @@ class Session:
 
     def _wait(self, events: int) -> None:
         """Wait until the socket is ready for ``events`` or a read timeout runs out."""
-        timeout, silence = self._read_timeout()
+        timeout, silence = self._silence_timeout()
         self._poll.modify(self._sock.fileno(), events)
         ready = self._poll.poll(None if timeout is None else math.ceil(timeout * 1000))
         if not ready and silence is not None:
             raise silence
 
-    def _read_timeout(self) -> tuple[float | None, _Silent | None]:
+    def _silence_timeout(self) -> tuple[float | None, _Silent | None]:
         policy = self._server.policy
         timeout = policy.idle_timeout
         silence = None
@@ -484,7 +488,7 @@ class Session:
                     by_peer=False,
                 ) from None
 
-    def _time_out(self, notice: str, reason: str) -> None:
+    def _silenced(self, notice: str, reason: str) -> None:
         _log_unbound(
             logging.INFO, "session %d (%s) disconnected: %s", self.id, self.peer_text, reason
         )
@@ -500,19 +504,19 @@ class Session:
         if not self._closed:
             self._closed = True
             self._close_reason = reason
-            self._gone.set()
+            self._ended.set()
 
     def _end(self, reason: str) -> None:
         """No more input or output; what is queued still goes out (lock held)."""
         self._mark_closed(reason)
         self._outbox.finish(grace=_CLOSE_GRACE)
-        self._shutdown(socket.SHUT_RD)  # wakes the reader: the program sees end of input
+        self._shutdown_socket(socket.SHUT_RD)  # wakes the reader: the program sees end of input
 
     def _abort(self, reason: str) -> None:
         """Disconnect now, dropping queued output (from any thread)."""
         self._outbox.fail(reason)
 
-    def _shutdown(self, how: int) -> None:
+    def _shutdown_socket(self, how: int) -> None:
         """Shut the socket down (from any thread): a waiting poll() or recv() returns."""
         with self._lock:
             if self._sock_closed:
@@ -557,11 +561,11 @@ class Session:
                 logging.WARNING, "session %d (%s) disconnected: %s", self.id, self.peer_text, reason
             )
         self._mark_closed(reason)
-        self._shutdown(socket.SHUT_RDWR)
+        self._shutdown_socket(socket.SHUT_RDWR)
 
     def _output_drained(self) -> None:
         """Everything queued before the end was sent: disconnect."""
-        self._shutdown(socket.SHUT_RDWR)
+        self._shutdown_socket(socket.SHUT_RDWR)
 
     def _close_transport(self) -> None:
         """Close the socket (once)."""
@@ -723,20 +727,7 @@ class ConsoleServer:
         self._loop_ident: int | None = None
         self._routing_installed = False
         # "" means every interface, as for socket.bind(); IPv4 first when both exist.
-        infos = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-        infos.sort(key=lambda info: info[0] != socket.AF_INET)
-        family, kind, proto, _, sockaddr = infos[0]
-        self._listener = socket.socket(family, kind, proto)
-        try:
-            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._listener.bind(sockaddr)
-            self._listener.listen(backlog)
-            self._listener.setblocking(False)
-        except BaseException:
-            self._listener.close()
-            raise
+        self._listener = bind_listener(host, port, backlog=backlog)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -762,7 +753,7 @@ class ConsoleServer:
         return self
 
     def serve_forever(self) -> None:
-        """Accept clients in the calling thread until :meth:`stop` is called."""
+        """Accept clients in the calling thread until :meth:`close` is called."""
         with self._lock:
             if self._stopping.is_set():
                 raise RuntimeError("the server is stopped; create a new one")
@@ -774,9 +765,9 @@ class ConsoleServer:
         try:
             self._serve()
         finally:
-            self.stop()
+            self.close()
 
-    def stop(self, timeout: float = 1.0) -> None:
+    def close(self, timeout: float = 1.0) -> None:
         """Stop accepting, end every session and wait up to ``timeout`` s for them.
 
         Safe from any thread, including a session's own command or the console; idle
@@ -812,6 +803,10 @@ class ConsoleServer:
                 self._close_listener()
             self._uninstall_routing()
 
+    def stop(self, timeout: float = 1.0) -> None:
+        """Deprecated alias of :meth:`close` (sockwork's servers ``start()`` and ``close()``)."""
+        self.close(timeout)
+
     def __enter__(self) -> Self:
         return self.start()
 
@@ -821,7 +816,7 @@ class ConsoleServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        self.close()
 
     @property
     def sessions(self) -> list[Session]:
@@ -904,7 +899,7 @@ class ConsoleServer:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
-            if self._stopping.is_set():  # stop() has taken its snapshot of the sessions
+            if self._stopping.is_set():  # close() has taken its snapshot of the sessions
                 sock.close()
                 return
             refusal = self._admission.refusal(peer[0])
@@ -922,7 +917,7 @@ class ConsoleServer:
                 )
                 session._thread = thread
                 # Registered before it starts: a KeyboardInterrupt (SIGTERM) raised in
-                # start() must not leave a running session that stop() does not know.
+                # start() must not leave a running session that close() does not know.
                 self._admission.enter(peer[0])
                 self._sessions[session.id] = session
                 self._threads.add(thread)
@@ -983,19 +978,7 @@ class ConsoleServer:
             session._handshake()
         if self._password is not None and not self._authenticate(session):
             return
-        app = self.app
-        if isinstance(app, type) and issubclass(app, cmd.Cmd):
-            program: object = app()
-            intro = self.intro
-        else:
-            # A function is the program itself: greet before it starts.
-            if self.intro:
-                session._write(self.intro + "\n")
-            program = app()
-            intro = "" if self.intro else None
-        if isinstance(program, cmd.Cmd):
-            self._prepare(program, session)
-            program.cmdloop(intro)
+        _run_program(self.app, session, intro=self.intro, prompt=self.prompt)
 
     def _authenticate(self, session: Session) -> bool:
         assert self._password is not None
@@ -1009,7 +992,7 @@ class ConsoleServer:
             # does not buy faster guesses. The waits end early if the session does.
             with self._lock:
                 wait = self._admission.login_wait(address, time.monotonic())
-            if wait > 0 and session._gone.wait(wait):
+            if wait > 0 and session._ended.wait(wait):
                 return False
             if hmac.compare_digest(typed.encode("utf-8"), self._password):
                 with self._lock:
@@ -1025,21 +1008,40 @@ class ConsoleServer:
                 address,
                 delay,
             )
-            if delay > 0 and session._gone.wait(delay):
+            if delay > 0 and session._ended.wait(delay):
                 return False
             session._write("Wrong password.\n")
         session._write("*** too many wrong passwords; disconnecting\n")
         return False
 
-    def _prepare(self, program: cmd.Cmd, session: Session) -> None:
+def _run_program(
+    app: App, session: Session, *, intro: str | None = None, prompt: str | None = None
+) -> None:
+    """Run one session's program in the calling thread until it ends (any transport).
+
+    A fresh instance of a Cmd class (or the Cmd a factory returns) gets the session's
+    streams and :func:`adapt_cmd`, and its loop runs; a function is simply called.
+    """
+    if isinstance(app, type) and issubclass(app, cmd.Cmd):
+        program: object = app()
+        shown_intro = intro
+    else:
+        # A function is the program itself: greet before it starts.
+        if intro:
+            session._write(intro + "\n")
+        program = app()
+        shown_intro = "" if intro else None
+    if isinstance(program, cmd.Cmd):
         # A Cmd reads sys.stdin at construction; give it the session explicitly so that
         # it works without routing too, and keep it off the process-wide readline.
         program.stdin = session.stdin
         program.stdout = session.stdout
         program.use_rawinput = False
-        if self.prompt is not None:
-            program.prompt = self.prompt
+        if prompt is not None:
+            program.prompt = prompt
         adapt_cmd(program)
+        session._program_started(program)
+        program.cmdloop(shown_intro)
 
 
 def adapt_cmd(program: cmd.Cmd) -> cmd.Cmd:

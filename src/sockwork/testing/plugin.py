@@ -43,10 +43,14 @@ import sys
 import types
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import pytest
+
+from sockwork.address import parse_int
+from sockwork.cli import argument_type
 
 if TYPE_CHECKING:
     # Only in annotations of the telnet_client fixture.
@@ -86,7 +90,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("sockwork", "sockwork network faults")
     group.addoption(
         "--sockwork-seed",
-        type=int,
+        type=argument_type(partial(parse_int, what="seed")),
         default=None,
         metavar="SEED",
         help="seed of every random choice injected faults make; a failing test prints "
