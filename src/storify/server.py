@@ -9,6 +9,9 @@
 #   (``store.remote``) each call waits on the network, and on a stopped database for
 #   up to the connect timeout: calls run in a bounded thread pool, so one slow call
 #   never holds up the other connections.
+# - Checkouts go through a storify.batch.CheckoutQueue: those of every connection
+#   that arrive together commit in one transaction (group commit); each reply is
+#   sent once its batch has committed.
 # - A connection that breaks the framing (bad header, a frame above MAX_MESSAGE,
 #   EOF inside a frame) or sends a payload that is not JSON is closed, after a
 #   ``bad_frame`` error reply when one can still be sent. Other connections go on.
@@ -32,7 +35,8 @@ from typing import TYPE_CHECKING
 from sockwork.errors import ConnectionClosed, SockworkError
 from sockwork.frames import JSON, Format
 from sockwork.frames.aio import MessageServer, MessageStream, start_server
-from storify.api import ApiSession, error_reply
+from storify.api import ApiSession, CheckoutStep, Reply, error_reply
+from storify.batch import CheckoutQueue
 from storify.client import MAX_MESSAGE
 from storify.repl import Visitor
 from storify.store import Store
@@ -107,6 +111,7 @@ class ApiServer:
         self._address: tuple[str, int] | None = None
         self._stop_lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._checkouts: CheckoutQueue | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -136,6 +141,9 @@ class ApiServer:
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 _STORE_THREADS, thread_name_prefix="storify-api-store"
             )
+        self._checkouts = CheckoutQueue(
+            self.store, executor=self._executor, max_batch=self.store.max_batch
+        )
         self._loop = loop
         self._thread = threading.Thread(target=self._run, name="storify-api", daemon=True)
         self._thread.start()
@@ -266,12 +274,20 @@ class ApiServer:
                 await stream.send(error_reply(None, "bad_frame", message))
                 return
             connection.last_active = time.monotonic()
-            if self._executor is None:
-                reply = session.handle(request)
-            else:
-                loop = asyncio.get_running_loop()
-                reply = await loop.run_in_executor(self._executor, session.handle, request)
+            reply = await self._answer(session, request)
             await stream.send(reply)
+
+    async def _answer(self, session: ApiSession, request: object) -> Reply:
+        """Answer one request: checkouts through the group commit queue, the rest directly."""
+        assert self._checkouts is not None
+        if self._executor is None:
+            step = session.begin(request)
+        else:
+            loop = asyncio.get_running_loop()
+            step = await loop.run_in_executor(self._executor, session.begin, request)
+        if isinstance(step, CheckoutStep):
+            return step.reply(await self._checkouts.submit(step.pending.request))
+        return step
 
     async def _sweep(self) -> None:
         """Close connections silent for longer than ``idle_timeout``."""
