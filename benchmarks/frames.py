@@ -3,7 +3,8 @@
 Each run forks a receiver and a sender process connected over loopback TCP. The
 sender sends COUNT messages of SIZE bytes; the receiver times from the first to the
 last complete message. Every stack runs three times per size; the table shows
-medians and ratios.
+medians and ratios, and the CPU time both processes used per message (from
+``getrusage(RUSAGE_CHILDREN)``), which other programs' load disturbs less than the rates.
 
     .venv/bin/python benchmarks/frames.py            # the full table (about a minute)
     .venv/bin/python benchmarks/frames.py --quick    # one repetition, smaller counts
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
+import resource
 import select
 import socket
 import statistics
@@ -408,7 +410,7 @@ register(
     (300_000, 600),
 )
 register(
-    "sockwork background, write() per message",
+    "sockwork background, send() per message",
     sockwork_background_single_sender,
     sockwork_background_receiver,
     (150_000, 0),
@@ -466,12 +468,23 @@ def run_once(stack: Stack, size: int, count: int) -> float | None:
         child.close()
 
 
-def _rate(stack: Stack, size: int, count: int) -> float | None:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _rate(stack: Stack, size: int, count: int) -> tuple[float, float] | None:
+    """Return (messages per second, CPU microseconds per message of both processes).
+
+    The CPU figure suffers less from other programs' load than the rate does.
+    """
+    cpu = _children_cpu()
     seconds = run_once(stack, size, count)
+    cpu = _children_cpu() - cpu
     if not seconds:
         return None
     messages = _batched(count) if size == SMALL else count
-    return (messages - 1) / seconds
+    return (messages - 1) / seconds, cpu / messages * 1e6
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -485,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     stacks = [s for s in STACKS.values() if args.only.lower() in s.name.lower() or s.name in BASES]
     started = time.perf_counter()
     rates: dict[tuple[str, int], list[float]] = {}
+    cpus: dict[tuple[str, int], list[float]] = {}
     # Round robin (every stack once, then again): a burst of load from other programs
     # then hits all rows alike instead of one row's three runs. Round 0 is a shorter
     # warm-up whose results are dropped (first runs were measured up to 2x slower).
@@ -495,9 +509,10 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 floor = BATCH * 4 if size == SMALL else 20
                 runs = max(floor, int(count * (scale if round_ else scale / 4)))
-                rate = _rate(stack, size, runs)
-                if rate is not None and round_:
-                    rates.setdefault((stack.name, size), []).append(rate)
+                measured = _rate(stack, size, runs)
+                if measured is not None and round_:
+                    rates.setdefault((stack.name, size), []).append(measured[0])
+                    cpus.setdefault((stack.name, size), []).append(measured[1])
     elapsed = time.perf_counter() - started
 
     def median(name: str, size: int) -> float | None:
@@ -506,6 +521,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def fmt(value: float | None) -> str:
         return "—" if value is None else f"{value:,.0f}"
+
+    def cpu(name: str, size: int) -> str:
+        values = cpus.get((name, size))
+        return "—" if not values else f"{statistics.median(values):,.{1 if size == SMALL else 0}f}"
 
     def ratio(value: float | None, base: float | None) -> str:
         return "—" if value is None or not base else f"{value / base:.2f}x"
@@ -525,24 +544,30 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {sys.version.split()[0]}; {elapsed:.0f} s"
     )
     print()
-    print("| stack | 64 B msg/s | vs Stockings | vs readexactly | 1 MiB MB/s | vs plain |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| stack | 64 B msg/s | vs Stockings | vs readexactly | 1 MiB MB/s | vs plain "
+        "| CPU µs per 64 B msg | CPU µs per 1 MiB msg |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for stack in stacks:
         small, large = median(stack.name, SMALL), mbps(stack.name)
         if stack.name == PLAIN:
             small = None  # no framing: a message count means nothing here
         print(
             f"| {stack.name} | {fmt(small)} | {ratio(small, stockings)} "
-            f"| {ratio(small, readexactly)} | {fmt(large)} | {ratio(large, plain)} |"
+            f"| {ratio(small, readexactly)} | {fmt(large)} | {ratio(large, plain)} "
+            f"| {cpu(stack.name, SMALL)} | {cpu(stack.name, LARGE)} |"
         )
     print()
+    zmq = median("pyzmq PAIR", SMALL)
     for name in (BLOCKING, ASYNCIO, "sockwork background"):
         if any(key[0] == name for key in rates):
             small, large = median(name, SMALL), mbps(name)
             print(
                 f"{name}: 64 B = {ratio(small, stockings)} Stockings (target >= 10x), "
-                f"{ratio(small, readexactly)} readexactly (target >= 2x); "
-                f"1 MiB = {ratio(large, plain)} plain sockets (target >= 0.7x)"
+                f"{ratio(small, readexactly)} readexactly (target >= 2x), "
+                f"{ratio(small, zmq)} pyzmq PAIR (target >= 1x); "
+                f"1 MiB = {ratio(large, plain)} plain sockets (target >= 0.8x)"
             )
     return 0
 

@@ -49,3 +49,21 @@ def test_core_module_imports_no_io(module: str) -> None:
     path = SRC / module
     assert path.is_file(), f"core module {module} is missing"
     assert _imported_roots(path) & FORBIDDEN == set()
+
+
+# Shared plumbing has one home (issue 11 item 4); a module that needs it imports it.
+PLUMBING = {
+    "asyncio.new_event_loop": ("sockwork/_loop.py", "sockwork._loop.LoopThread"),
+    "SO_REUSEADDR": ("sockwork/address.py", "sockwork.address.bind_listener"),
+    '.rpartition(":")': ("sockwork/address.py", "sockwork.address.parse_address"),
+}
+
+
+@pytest.mark.parametrize(("text", "home", "use"), [(k, *v) for k, v in PLUMBING.items()])
+def test_shared_plumbing_lives_in_one_module(text: str, home: str, use: str) -> None:
+    users = sorted(
+        str(path.relative_to(SRC))
+        for path in SRC.rglob("*.py")
+        if text in path.read_text(encoding="utf-8")
+    )
+    assert users == [home], f"{text} outside {home}: use {use} instead"

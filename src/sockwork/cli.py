@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 from collections.abc import Callable, Sequence
-from typing import cast
+from typing import TypeVar, cast
 
-__all__ = ["main"]
+__all__ = ["argument_type", "main"]
+
+T = TypeVar("T")
 
 # Modules whose register() adds sub-commands, in the order of the help text.
 _COMMAND_MODULES: tuple[str, ...] = (
@@ -21,6 +23,23 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "sockwork.proxy.command",
     "sockwork.console.command",
 )
+
+
+def argument_type(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """Wrap a text parser as an argparse ``type=``: its ValueError is a one-line usage error.
+
+    argparse reports a ValueError as "invalid <name> value"; the parser's own message
+    (``sockwork.address`` names the option and the accepted range) says more. Exit status 2.
+    """
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except (TypeError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = getattr(parse, "__name__", "value")
+    return convert
 
 
 def build_parser() -> argparse.ArgumentParser:

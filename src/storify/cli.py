@@ -6,16 +6,17 @@ import argparse
 import asyncio
 import errno
 import logging
-import math
-import re
 import signal
 import socket
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from functools import partial
 from types import FrameType
 from typing import cast
 
+from sockwork.address import format_address, parse_address, parse_float, parse_int, parse_port
+from sockwork.cli import argument_type
 from sockwork.errors import MessageTooLarge, ProtocolError
 from storify.conditions import DEFAULT_CONDITIONS, NetworkConditions
 from storify.database import redact
@@ -23,7 +24,6 @@ from storify.errors import SchemaTooNew, StoreError, StoreUnavailable
 from storify.money import format_price
 from storify.notice import Notices
 from storify.repl import StoreREPL, check_store_name
-from storify.server import format_address
 from storify.service import DEFAULT_API_PORT, DEFAULT_POOR_PORT, DEFAULT_PORT, StoreService
 from storify.simulate import NETWORK_ERRORS, SimulationResult, progress_stream, run_simulation
 from storify.store import MAX_BATCH, Store
@@ -40,36 +40,19 @@ __all__ = [
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-# Numbers on the command line are ASCII: int() and float() also read "٣" (3) or
-# "６５４３２", and float() reads "inf" and "nan"; none of them is what a user means.
-_WHOLE = re.compile(r"[+-]?[0-9]{1,30}", re.ASCII)
-_DECIMAL = re.compile(r"(?:[0-9]{1,30}(?:\.[0-9]{0,30})?|\.[0-9]{1,30})", re.ASCII)
+# Numbers on the command line are ASCII and finite: int() and float() also read "٣" (3)
+# or "６５４３２", and float() reads "inf" and "nan". sockwork.address parses them.
+_whole = argument_type(partial(parse_int, what="number"))
+_port = argument_type(partial(parse_port, what="port"))
+_address = argument_type(partial(parse_address, what="the API address", zero=False))
 
 
-def _whole(text: str) -> int:
-    """Return the whole number written in ASCII digits in ``text`` (``-3``, ``10``)."""
-    if _WHOLE.fullmatch(text.strip()) is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number like 10")
-    return int(text)
-
-
-def _port(text: str) -> int:
-    if _WHOLE.fullmatch(text.strip()) is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number")
-    port = int(text)
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0..65535 (0 picks a free one), not {port}")
-    return port
-
-
-def _address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host:
-        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:65433)")
-    number = _port(port)
-    if number == 0:
-        raise argparse.ArgumentTypeError("the API port to connect to cannot be 0")
-    return host.strip("[]"), number
+def _seconds(text: str) -> float:
+    """Return the positive, finite number of seconds written in ``text`` (``5``, ``0.5``)."""
+    value = argument_type(partial(parse_float, what="seconds", low=0.0))(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value
 
 
 def _conditions(text: str) -> NetworkConditions:
@@ -77,16 +60,6 @@ def _conditions(text: str) -> NetworkConditions:
         return NetworkConditions.parse(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def _seconds(text: str) -> float:
-    """Return the positive, finite number of seconds written in ``text`` (``5``, ``0.5``)."""
-    if _DECIMAL.fullmatch(text.strip()) is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds like 5 or 0.5")
-    value = float(text)
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
-    return value
 
 
 def _pool_size(text: str) -> int:
@@ -381,7 +354,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         finally:
             if in_main:
                 signal.signal(signal.SIGTERM, previous)
-            service.stop()
+            service.close()
         notices.close()  # the last customers' goodbyes, before the totals
         try:
             count, revenue = store.totals()

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from sockwork.errors import ProtocolError
 from sockwork.frames import JSON, Format, MessageSocket, connect
 from sockwork.frames.aio import MessageStream, open_connection
-from storify.errors import StoreError
+from storify.errors import ApiError, api_error
 
 if TYPE_CHECKING:
     from typing import Self
@@ -31,24 +31,12 @@ __all__ = ["MAX_MESSAGE", "ApiError", "AsyncStoreClient", "StoreClient", "result
 MAX_MESSAGE = 1024 * 1024  # bytes: the largest API message either side accepts
 
 
-class ApiError(StoreError):
-    """The store answered a request with an error; ``code`` and ``facts`` say which."""
-
-    def __init__(self, code: str, message: str, facts: dict[str, object]) -> None:
-        super().__init__(message)
-        self.code = code
-        self.details = facts
-
-    def facts(self) -> dict[str, object]:
-        """Return the error's fields as the server sent them (without code and message)."""
-        return dict(self.details)
-
-
 def result_of(reply: object) -> dict[str, object]:
     """Return the ``result`` of an API reply, or raise :class:`ApiError` for an error reply.
 
     Raises:
-        ApiError: the reply says ``ok: false``.
+        ApiError: the reply says ``ok: false``; the subclass names its code
+            (``OutOfStockReply``, ``StoreBusy``...: see :mod:`storify.errors`).
         ProtocolError: the reply is not an API reply at all.
     """
     if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
@@ -62,7 +50,14 @@ def result_of(reply: object) -> dict[str, object]:
     if not isinstance(error, dict):
         raise ProtocolError(f"storify API error reply without an error: {reply!r:.200}")
     facts = {k: v for k, v in error.items() if k not in ("code", "message")}
-    raise ApiError(str(error.get("code")), str(error.get("message")), facts)
+    raise api_error(str(error.get("code")), str(error.get("message")), facts)
+
+
+def _refusal(reply: dict[str, object]) -> None:
+    """Raise the error of a reply to no request (``id: null``): the store refused the
+    connection (``busy``) or could not read the request (``bad_frame``, a bad id)."""
+    if reply.get("id") is None and reply.get("ok") is False:
+        result_of(reply)
 
 
 class StoreClient:
@@ -95,6 +90,7 @@ class StoreClient:
         self.connection.send({"id": request_id, "op": op, **fields})
         reply = self.connection.recv()
         if isinstance(reply, dict) and reply.get("id") != request_id:
+            _refusal(reply)
             raise ProtocolError(f"reply to request {reply.get('id')!r}, expected {request_id}")
         return result_of(reply)
 
@@ -138,6 +134,8 @@ class AsyncStoreClient:
         request_id = next(self._ids)
         await self.stream.send({"id": request_id, "op": op, **fields})
         reply = await self.stream.recv()
+        if isinstance(reply, dict) and reply.get("id") != request_id:
+            _refusal(reply)
         if not isinstance(reply, dict) or reply.get("id") != request_id:
             raise ProtocolError(f"expected the reply to request {request_id}, got {reply!r:.200}")
         return reply

@@ -14,23 +14,58 @@ replies) and ``facts()`` (the fields a program needs to react)::
     ├── DuplicateProduct (ValueError)    a product by that name is already on sale
     ├── RequestConflict (ValueError)     a request id reused for a different checkout
     ├── StoreUnavailable (ConnectionError)  the database cannot answer now; try again
-    └── SchemaTooNew (RuntimeError)      the database was made by a newer storify
+    ├── SchemaTooNew (RuntimeError)      the database was made by a newer storify
+    └── ApiError                         the store's API answered a request with an error
+        ├── BadRequest (ValueError)              ``bad_request``: a field missing or malformed
+        ├── UnknownOperation (ValueError)        ``unknown_op``: no such ``op``
+        ├── BadFrame (ValueError)                ``bad_frame``: a frame that is not JSON; closed
+        ├── StoreBusy (sockwork Busy)            ``busy``: too many connections; closed, retry later
+        └── <Domain>Reply (<Domain>)             the domain error above with that code:
+            UnknownProductReply, OrderNotFoundReply, OutOfStockReply, EmptyCartReply,
+            CartFullReply, InvalidValueReply, DuplicateProductReply, RequestConflictReply,
+            StoreUnavailableReply (``unavailable``: nothing was committed; retry)
+
+A client (``storify.client``) raises the class of the reply's ``code`` (plain
+:class:`ApiError` for a code it does not know), so ``except OutOfStock`` catches the
+store's refusal whether the store runs in this process or answers over the API, and
+``except ApiError`` catches every error reply. A ``<Domain>Reply`` carries the domain
+error's attributes as the server sent them (``error.available``), and ``facts()``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
+from sockwork.errors import Busy
+
 __all__ = [
+    "ApiError",
+    "BadFrame",
+    "BadRequest",
     "CartFull",
+    "CartFullReply",
     "DuplicateProduct",
+    "DuplicateProductReply",
     "EmptyCart",
+    "EmptyCartReply",
     "InvalidValue",
+    "InvalidValueReply",
     "OrderNotFound",
+    "OrderNotFoundReply",
     "OutOfStock",
+    "OutOfStockReply",
     "RequestConflict",
+    "RequestConflictReply",
     "SchemaTooNew",
+    "StoreBusy",
     "StoreError",
     "StoreUnavailable",
+    "StoreUnavailableReply",
+    "UnknownOperation",
     "UnknownProduct",
+    "UnknownProductReply",
+    "api_error",
 ]
 
 
@@ -199,3 +234,140 @@ class SchemaTooNew(StoreError, RuntimeError):
     def facts(self) -> dict[str, object]:
         """Return the schema version found and the newest one supported."""
         return {"found": self.found, "supported": self.supported}
+
+
+class ApiError(StoreError):
+    """The store answered a request with an error; ``code`` and ``facts()`` say which.
+
+    Subclasses name each documented code; :func:`api_error` picks the class of a reply.
+    """
+
+    #: The attributes a subclass copies from the reply's facts (its domain error's fields).
+    fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, code: str, message: str, facts: Mapping[str, object]) -> None:
+        # Not super().__init__: a <Domain>Reply's next base is the domain error, whose
+        # constructor takes the domain's arguments. The reply already says everything.
+        Exception.__init__(self, message)
+        self.code = code
+        self.details = dict(facts)
+        for name in self.fields:
+            setattr(self, name, facts.get(name))
+
+    def facts(self) -> dict[str, object]:
+        """Return the error's fields as the server sent them (without code and message)."""
+        return dict(self.details)
+
+
+class BadRequest(ApiError, ValueError):
+    """``bad_request``: a field is missing, of the wrong type or not valid Unicode (``field``)."""
+
+    code = "bad_request"
+    fields = ("field",)
+
+
+class UnknownOperation(ApiError, ValueError):
+    """``unknown_op``: the request's ``op`` is not one the store knows (``operations``)."""
+
+    code = "unknown_op"
+    fields = ("operations",)
+
+
+class BadFrame(ApiError, ValueError):
+    """``bad_frame``: a frame's payload was not JSON; the store closed the connection."""
+
+    code = "bad_frame"
+
+
+class StoreBusy(ApiError, Busy):
+    """``busy``: the store serves as many programs as it may and closed this one; retry later."""
+
+    code = "busy"
+
+
+class UnknownProductReply(ApiError, UnknownProduct):
+    """``unknown_product`` over the API (``product``)."""
+
+    code = UnknownProduct.code
+    fields = ("product",)
+
+
+class OrderNotFoundReply(ApiError, OrderNotFound):
+    """``not_found`` over the API (``order_id``, ``request_id``)."""
+
+    code = OrderNotFound.code
+    fields = ("order_id", "request_id")
+
+
+class OutOfStockReply(ApiError, OutOfStock):
+    """``out_of_stock`` over the API (``product``, ``requested``, ``available``)."""
+
+    code = OutOfStock.code
+    fields = ("product", "requested", "available")
+
+
+class EmptyCartReply(ApiError, EmptyCart):
+    """``empty_cart`` over the API."""
+
+    code = EmptyCart.code
+
+
+class CartFullReply(ApiError, CartFull):
+    """``cart_full`` over the API (``limit``)."""
+
+    code = CartFull.code
+    fields = ("limit",)
+
+
+class InvalidValueReply(ApiError, InvalidValue):
+    """``invalid_value`` over the API (``field``)."""
+
+    code = InvalidValue.code
+    fields = ("field",)
+
+
+class DuplicateProductReply(ApiError, DuplicateProduct):
+    """``product_exists`` over the API (``product``)."""
+
+    code = DuplicateProduct.code
+    fields = ("product",)
+
+
+class RequestConflictReply(ApiError, RequestConflict):
+    """``request_conflict`` over the API (``request_id``, ``order_id``)."""
+
+    code = RequestConflict.code
+    fields = ("request_id", "order_id")
+
+
+class StoreUnavailableReply(ApiError, StoreUnavailable):
+    """``unavailable`` over the API: nothing was committed; retry (``retryable``)."""
+
+    code = StoreUnavailable.code
+    fields = ("retryable",)
+    reason = ""  # the server keeps the driver's reason in its log
+
+
+_BY_CODE: dict[str, type[ApiError]] = {
+    cls.code: cls
+    for cls in (
+        BadRequest,
+        UnknownOperation,
+        BadFrame,
+        StoreUnavailableReply,
+        StoreBusy,
+        UnknownProductReply,
+        OrderNotFoundReply,
+        OutOfStockReply,
+        EmptyCartReply,
+        CartFullReply,
+        InvalidValueReply,
+        DuplicateProductReply,
+        RequestConflictReply,
+    )
+}
+
+
+def api_error(code: str, message: str, facts: Mapping[str, object]) -> ApiError:
+    """Return the exception for an error reply: the class of ``code``, else :class:`ApiError`."""
+    return _BY_CODE.get(code, ApiError)(code, message, facts)

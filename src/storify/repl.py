@@ -291,7 +291,7 @@ class Storefront(Protocol):
         """Send a message line to every telnet customer; returns how many received it."""
         ...
 
-    def stop(self) -> None:
+    def close(self) -> None:
         """Stop serving: close every connection and the listening sockets."""
         ...
 
@@ -531,7 +531,7 @@ class StoreREPL(_Console):
     def do_close(self, arg: str) -> bool:
         """close: disconnect everyone, stop the server and leave."""
         if self.front is not None:
-            self.front.stop()
+            self.front.close()
         self.say(f"Closing {self.name}...")
         return True
 

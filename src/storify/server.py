@@ -17,13 +17,15 @@
 #   ``bad_frame`` error reply when one can still be sent. Other connections go on.
 # - Bounded: at most ``max_connections`` at once (the next one gets a ``busy``
 #   reply and is closed), messages of at most MAX_MESSAGE bytes, and connections
-#   idle for ``idle_timeout`` seconds are closed by a sweeper task.
+#   that send nothing for ``idle_timeout`` seconds are closed. The MessageServer
+#   enforces both (start_server's max_connections, refuse and idle_timeout).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import itertools
 import logging
 import threading
@@ -32,6 +34,8 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from sockwork._loop import LoopThread
+from sockwork.address import format_address
 from sockwork.errors import ConnectionClosed, SockworkError
 from sockwork.frames import JSON, Format
 from sockwork.frames.aio import MessageServer, MessageStream, start_server
@@ -53,25 +57,16 @@ log = logging.getLogger("storify.api")
 _STORE_THREADS = 32
 
 
-def format_address(address: object) -> str:
-    """Return ``host:port`` for a socket address (``[::1]:80`` for IPv6)."""
-    if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(address)
-
-
 @dataclass
 class _Connection:
     visitor: Visitor
     stream: MessageStream[object]
-    last_active: float
 
 
 class ApiServer:
     """Serves the store's API to programs, in a background thread.
 
-    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    Use as a context manager, or call :meth:`start` and :meth:`close`.
 
     Args:
         store: the store.
@@ -104,12 +99,9 @@ class ApiServer:
         self._lock = threading.Lock()
         self._connections: dict[str, _Connection] = {}
         self._ids = itertools.count(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._runner: LoopThread | None = None
         self._server: MessageServer | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
         self._address: tuple[str, int] | None = None
-        self._stop_lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._checkouts: CheckoutQueue | None = None
 
@@ -129,24 +121,18 @@ class ApiServer:
             OSError: the address cannot be bound (``EADDRINUSE``...).
             RuntimeError: already started.
         """
-        if self._thread is not None:
+        if self._runner is not None:
             raise RuntimeError("the API server is already started")
-        loop = asyncio.new_event_loop()
-        try:
-            self._server = loop.run_until_complete(self._listen())
-        except BaseException:
-            loop.close()
-            raise
-        if self.store.remote:
+        if self.store.remote:  # threads are started on first use only
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 _STORE_THREADS, thread_name_prefix="storify-api-store"
             )
         self._checkouts = CheckoutQueue(
             self.store, executor=self._executor, max_batch=self.store.max_batch
         )
-        self._loop = loop
-        self._thread = threading.Thread(target=self._run, name="storify-api", daemon=True)
-        self._thread.start()
+        runner = LoopThread("storify-api")
+        self._server = runner.start(self._listen())
+        self._runner = runner
         return self
 
     async def _listen(self) -> MessageServer:
@@ -157,38 +143,31 @@ class ApiServer:
             format=Format.U32,
             codec=JSON,
             max_size=MAX_MESSAGE,
+            max_connections=self.max_connections,
+            idle_timeout=self.idle_timeout,
+            refuse=self._refuse,
         )
         host, port = server.sockets[0].getsockname()[:2]
         self._address = (str(host), int(port))
-        self._tasks.add(asyncio.get_running_loop().create_task(self._sweep()))
         return server
 
-    def _run(self) -> None:
-        assert self._loop is not None
-        asyncio.set_event_loop(self._loop)
-        self._loop.run_forever()
+    def close(self, timeout: float = 5.0) -> None:
+        """Close every connection and the listening socket, and end the thread. Idempotent."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        try:
+            runner.stop(self._close(timeout), timeout=timeout + 1.0)
+        finally:
+            executor, self._executor = self._executor, None
+            if executor is not None:
+                executor.shutdown(wait=True)  # no store call outlives close()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Close every connection and the listening socket, and end the thread. Idempotent."""
-        with self._stop_lock:
-            loop, thread = self._loop, self._thread
-            if loop is None or thread is None:
-                return
-            self._loop = None
-        if thread.is_alive():
-            future = asyncio.run_coroutine_threadsafe(self._close(timeout), loop)
-            try:
-                future.result(timeout + 1.0)
-            finally:
-                loop.call_soon_threadsafe(loop.stop)
-                thread.join(timeout + 1.0)
-        loop.close()
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)  # no store call outlives stop()
+        """Deprecated alias of :meth:`close` (sockwork's servers ``start()`` and ``close()``)."""
+        self.close(timeout)
 
     async def _close(self, timeout: float) -> None:
-        for task in self._tasks:
-            task.cancel()
         server = self._server
         if server is not None:
             server.close()  # also closes every API connection and cancels its handler
@@ -197,8 +176,6 @@ class ApiServer:
             except asyncio.TimeoutError:
                 server.abort()  # a client that does not read cannot hold us up
                 await server.wait_closed()
-        if self._tasks:
-            await asyncio.wait(self._tasks)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -209,7 +186,7 @@ class ApiServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        self.close()
 
     # -- who is connected -------------------------------------------------------------------
 
@@ -222,10 +199,11 @@ class ApiServer:
         """Close one API connection; returns False if there is none with that id."""
         with self._lock:
             connection = self._connections.get(visitor_id)
-        loop = self._loop
-        if connection is None or loop is None:
+        runner = self._runner
+        if connection is None or runner is None:
             return False
-        loop.call_soon_threadsafe(connection.stream.close)
+        with contextlib.suppress(RuntimeError):  # stopping: every connection closes anyway
+            runner.loop.call_soon_threadsafe(connection.stream.close)
         return True
 
     # -- serving ----------------------------------------------------------------------------
@@ -233,22 +211,21 @@ class ApiServer:
     async def _serve(self, stream: MessageStream[object]) -> None:
         peer = format_address(stream.address)
         visitor = Visitor(f"api{next(self._ids)}", "api", peer, time.time())
-        connection = _Connection(visitor, stream, time.monotonic())
         with self._lock:
-            full = len(self._connections) >= self.max_connections
-            if not full:
-                self._connections[visitor.id] = connection
-        if full:
-            log.warning("API connection from %s refused: at %d connections", peer, len(self))
-            await stream.send(
-                error_reply(None, "busy", "the store serves too many programs; retry later")
-            )
-            return
+            self._connections[visitor.id] = _Connection(visitor, stream)
         try:
-            await self._converse(stream, ApiSession(self.store, f"api {peer}"), connection)
+            await self._converse(stream, ApiSession(self.store, f"api {peer}"), visitor)
         finally:
             with self._lock:
                 del self._connections[visitor.id]
+
+    async def _refuse(self, stream: MessageStream[object]) -> None:
+        """Tell a program beyond ``max_connections`` to come back later (then it is closed)."""
+        peer = format_address(stream.address)
+        log.warning("API connection from %s refused: at %d connections", peer, len(self))
+        await stream.send(
+            error_reply(None, "busy", "the store serves too many programs; retry later")
+        )
 
     def __len__(self) -> int:
         """Return the number of API connections open now."""
@@ -256,7 +233,7 @@ class ApiServer:
             return len(self._connections)
 
     async def _converse(
-        self, stream: MessageStream[object], session: ApiSession, connection: _Connection
+        self, stream: MessageStream[object], session: ApiSession, visitor: Visitor
     ) -> None:
         while True:
             try:
@@ -265,15 +242,14 @@ class ApiServer:
                 return  # the client left (or we closed): nothing to answer
             except SockworkError as error:
                 # Broken framing: the stream is closed already; nothing can be answered.
-                log.info("API connection %s closed: %s", connection.visitor.address, error)
+                log.info("API connection %s closed: %s", visitor.address, error)
                 return
             except (ValueError, RecursionError) as error:
                 # A whole frame that is not JSON: say so, then close this connection only.
-                log.info("API connection %s: bad frame: %s", connection.visitor.address, error)
+                log.info("API connection %s: bad frame: %s", visitor.address, error)
                 message = f"a request is one JSON object per frame ({error})"
                 await stream.send(error_reply(None, "bad_frame", message))
                 return
-            connection.last_active = time.monotonic()
             reply = await self._answer(session, request)
             await stream.send(reply)
 
@@ -288,15 +264,3 @@ class ApiServer:
         if isinstance(step, CheckoutStep):
             return step.reply(await self._checkouts.submit(step.pending.request))
         return step
-
-    async def _sweep(self) -> None:
-        """Close connections silent for longer than ``idle_timeout``."""
-        period = min(self.idle_timeout / 4, 30.0)
-        while True:
-            await asyncio.sleep(period)
-            cutoff = time.monotonic() - self.idle_timeout
-            with self._lock:
-                idle = [c for c in self._connections.values() if c.last_active < cutoff]
-            for connection in idle:
-                log.info("API connection %s idle, closed", connection.visitor.address)
-                connection.stream.close()

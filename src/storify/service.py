@@ -9,7 +9,7 @@
 #   thread-safe Store.
 # - With poor network conditions, a ``sockwork.proxy.FaultProxy`` listens on the poor
 #   port and forwards to the telnet port through those faults.
-# - ``stop()`` may be called from any thread, more than once (the manager's ``close``,
+# - ``close()`` may be called from any thread, more than once (the manager's ``close``,
 #   a signal, the end of a test): it stops the proxy, the telnet server and the API.
 """
 
@@ -127,11 +127,11 @@ class StoreService:
                 for fault, direction in self.poor_network.faults():
                     proxy.add(fault, direction=direction)
         except BaseException:
-            self.stop()
+            self.close()
             raise
         return self
 
-    def stop(self) -> None:
+    def close(self) -> None:
         """Disconnect everyone and stop listening; safe from any thread, idempotent."""
         with self._lock:
             if self._stopped.is_set():
@@ -140,17 +140,21 @@ class StoreService:
         if self.proxy is not None:
             self.proxy.close()
         if self.telnet is not None:
-            self.telnet.stop(timeout=2.0)
+            self.telnet.close(timeout=2.0)
         if self.api is not None:
-            self.api.stop()
+            self.api.close()
+
+    def stop(self) -> None:
+        """Deprecated alias of :meth:`close` (sockwork's servers ``start()`` and ``close()``)."""
+        self.close()
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until :meth:`stop` was called; returns False if ``timeout`` ran out first."""
+        """Block until :meth:`close` was called; returns False if ``timeout`` ran out first."""
         return self._stopped.wait(timeout)
 
     @property
     def stopped(self) -> bool:
-        """True once :meth:`stop` was called."""
+        """True once :meth:`close` was called."""
         return self._stopped.is_set()
 
     def __enter__(self) -> Self:
@@ -162,7 +166,7 @@ class StoreService:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        self.close()
 
     # -- addresses --------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal, TextIO
 
+from sockwork.address import format_address
 from sockwork.errors import ConnectionClosed, SockworkError
 from storify.client import AsyncStoreClient
 from storify.tally import InvariantCheck, Tally, check_invariant, render_progress, summary
@@ -372,7 +373,7 @@ async def simulate(
         seconds,
         customers,
         seed,
-        f"{host}:{port}",
+        format_address((host, port)),
         invariant,
         ended=ended,
         products=len(before),

@@ -9,7 +9,7 @@
 #   given port 0); a start that loses that port to someone else is retried on another.
 # - The superuser ``postgres`` connects without a password; every other role needs
 #   its password (scram-sha-256), so bad credentials can be tried for real.
-# - ``stop()`` removes everything; ``pause()``/``resume()`` stop and restart the same
+# - ``close()`` removes everything; ``pause()``/``resume()`` stop and restart the same
 #   server on the same port, to rehearse a database outage.
 """
 
@@ -62,7 +62,7 @@ def find_postgres_bin() -> str | None:
 class TemporaryPostgres:
     """A PostgreSQL server of its own, in a temporary directory, on 127.0.0.1.
 
-    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    Use as a context manager, or call :meth:`start` and :meth:`close`.
 
     Args:
         settings: server settings (``{"fsync": "off"}``), passed as ``-c key=value``.
@@ -132,7 +132,7 @@ class TemporaryPostgres:
             else:
                 raise PostgresNotAvailable(f"no free port after {_START_ATTEMPTS} tries")
         except BaseException:
-            self.stop()
+            self.close()
             raise
         return self
 
@@ -159,7 +159,7 @@ class TemporaryPostgres:
             self._running = False
             self._run("pg_ctl", "-D", self.data, "-w", "-m", "fast", "stop")
 
-    def stop(self) -> None:
+    def close(self) -> None:
         """Stop the server and delete its directory. Idempotent."""
         try:
             if self._running:
@@ -170,6 +170,10 @@ class TemporaryPostgres:
                 shutil.rmtree(self.directory, ignore_errors=True)
                 self.directory = None
 
+    def stop(self) -> None:
+        """Deprecated alias of :meth:`close` (servers ``start()`` and ``close()``)."""
+        self.close()
+
     def __enter__(self) -> Self:
         return self.start()
 
@@ -179,7 +183,7 @@ class TemporaryPostgres:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        self.close()
 
     # -- where things are -------------------------------------------------------------------
 

@@ -280,6 +280,35 @@ def test_close_upon_acceptance_on_a_tls_listener_completes_the_handshake_then_eo
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+def test_close_upon_acceptance_then_tls_on_the_connection_connects_then_fails_to_read(
+    impl: types.ModuleType,
+    listener: list[socket.socket],
+    tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    # A TLS server that wraps each accepted connection after close_upon_acceptance.
+    server_context, client_context = tls_contexts
+    listener[0] = s = impl.make_socket_patchable(listener[0])
+    impl.close_upon_acceptance(s)
+    s.settimeout(5)
+    outcome: list[object] = []
+
+    def serve() -> None:
+        conn, _ = s.accept()  # returns at once, with a closed connection
+        try:
+            server_context.wrap_socket(conn, server_side=True)
+        except OSError as exc:  # the connection is closed: no handshake
+            outcome.append(exc)
+
+    server = threading.Thread(target=serve)
+    server.start()
+    raw = socket.create_connection(s.getsockname()[:2], timeout=5)  # connected...
+    with raw, pytest.raises((ssl.SSLError, ConnectionError)):
+        client_context.wrap_socket(raw, server_hostname="localhost")  # ...then a read error
+    server.join()
+    assert len(outcome) == 1 and isinstance(outcome[0], OSError)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 def test_delay_before_sending_upon_acceptance_slows_each_connection(
     impl: types.ModuleType, listener: list[socket.socket]
 ) -> None:

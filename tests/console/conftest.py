@@ -1,10 +1,10 @@
-"""A scripted telnet client and sample programs for the console tests."""
+"""The raw client and sample programs of the console tests."""
 
 from __future__ import annotations
 
 import cmd
+import functools
 import getpass
-import socket
 import subprocess
 import sys
 import threading
@@ -13,49 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from sockwork.testing import TelnetClient
+
 TIMEOUT = 10.0
 
 
-class Client:
-    """A raw TCP client that reads until a marker, as nc or a script would."""
-
-    def __init__(self, address: tuple[str, int], *, timeout: float = TIMEOUT) -> None:
-        self.sock = socket.create_connection(address, timeout=timeout)
-        self.buffer = b""
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
-
-    def line(self, text: str) -> None:
-        self.sock.sendall(text.encode() + b"\r\n")
-
-    def read_until(self, marker: bytes) -> bytes:
-        """Return everything up to and including ``marker`` (AssertionError on EOF)."""
-        while marker not in self.buffer:
-            chunk = self.sock.recv(4096)
-            assert chunk, f"EOF before {marker!r}; got {self.buffer!r}"
-            self.buffer += chunk
-        end = self.buffer.index(marker) + len(marker)
-        got, self.buffer = self.buffer[:end], self.buffer[end:]
-        return got
-
-    def read_all(self) -> bytes:
-        """Read until the server closes; returns everything not read yet."""
-        while True:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                got, self.buffer = self.buffer, b""
-                return got
-            self.buffer += chunk
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+# The console tests assert the exact bytes a server writes, IAC included: the kit's
+# telnet client in its nc mode (nothing stripped, nothing answered).
+nc = functools.partial(TelnetClient, negotiate=False, timeout=TIMEOUT)
 
 
 class Shop(cmd.Cmd):

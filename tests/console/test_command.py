@@ -11,7 +11,7 @@ import pytest
 
 from sockwork.cli import main
 from sockwork.console.command import load_app
-from tests.console.conftest import Client, Shop
+from tests.console.conftest import Shop, nc
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = "tests.console.conftest:Shop"
@@ -65,11 +65,11 @@ def test_command_serve_no_console_until_interrupted() -> None:
     try:
         assert process.stderr is not None
         port = _port_from(process.stderr.readline())
-        with Client(("127.0.0.1", port)) as client:
+        with nc(("127.0.0.1", port)) as client:
             client.read_until(b"shop> ")
-            client.line("hello cli")
+            client.send_line("hello cli")
             assert client.read_until(b"shop> ") == b"hello cli\r\nshop> "
-            with Client(("127.0.0.1", port)) as second:
+            with nc(("127.0.0.1", port)) as second:
                 assert b"busy" in second.read_all()
             process.send_signal(signal.SIGINT)
             assert client.read_all() == b""
@@ -94,9 +94,9 @@ def test_command_serve_keeps_the_local_console() -> None:
         child.expect(r"port (\d+)")
         port = int(child.match.group(1))
         child.expect_exact("shop> ")
-        with Client(("127.0.0.1", port)) as client:
+        with nc(("127.0.0.1", port)) as client:
             client.read_until(b"shop> ")
-            client.line("hello remote")
+            client.send_line("hello remote")
             assert client.read_until(b"shop> ") == b"hello remote\r\nshop> "
             child.sendline("hello local")
             child.expect_exact("hello local\r\nhello local\r\n")  # echo, then the output
@@ -125,11 +125,9 @@ def test_command_serve_tls_with_certfile(certificate: Path) -> None:
         port = _port_from(process.stderr.readline())
         context = ssl.create_default_context(cafile=str(certificate))
         context.check_hostname = False
-        with context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10)) as tls:
-            received = b""
-            while not received.endswith(b"shop> "):
-                received += tls.recv(4096)
-            assert received == b"Welcome to the shop.\r\nshop> "
+        tls = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10))
+        with nc(tls) as client:
+            assert client.read_until(b"shop> ") == b"Welcome to the shop.\r\nshop> "
         process.send_signal(signal.SIGTERM)  # ends like Ctrl-C: a clean stop
         assert process.wait(10) == 0
     finally:

@@ -16,10 +16,12 @@ import pytest
 
 from sockwork.console import ConsoleServer, current_session
 from sockwork.errors import ConnectionClosed
-from tests.console.conftest import Client, Shop
+from sockwork.testing import TelnetClient
+from sockwork.testing.telnet import DO, DONT, ECHO, IAC, WILL, WONT
+from sockwork.testing.telnet import TIMING_MARK as TM
+from tests.console.conftest import Shop, nc
 
-IAC, DONT, DO, WONT, WILL = 255, 254, 253, 252, 251
-IP, ECHO, TM = 244, 1, 6
+IP = 244  # interrupt process
 
 
 # Servers start inside the test body, never in a fixture: pytest puts its own capture
@@ -32,8 +34,8 @@ def serving(**options: object) -> Iterator[ConsoleServer]:
 
 
 @contextmanager
-def shop(**options: object) -> Iterator[tuple[ConsoleServer, Client]]:
-    with serving(**options) as srv, Client(srv.address) as c:
+def shop(**options: object) -> Iterator[tuple[ConsoleServer, TelnetClient]]:
+    with serving(**options) as srv, nc(srv.address) as c:
         assert c.read_until(b"shop> ") == b"Welcome to the shop.\r\nshop> "
         yield srv, c
 
@@ -53,30 +55,30 @@ def test_server_binds_loopback_by_default() -> None:
 
 def test_server_runs_commands_with_bare_print() -> None:
     with shop() as (server, client):
-        client.line("hello world")
+        client.send_line("hello world")
         assert client.read_until(b"shop> ") == b"hello world\r\nshop> "
-        client.line("write x")
+        client.send_line("write x")
         assert client.read_until(b"shop> ") == b"written x\r\nshop> "
-        client.line("error y")
+        client.send_line("error y")
         assert client.read_until(b"shop> ") == b"oops y\r\nshop> "
 
 
 def test_server_input_and_getpass_ask_the_session() -> None:
     with shop() as (server, client):
-        client.line("ask")
+        client.send_line("ask")
         assert client.read_until(b"name? ") == b"name? "
-        client.line("Ann")
+        client.send_line("Ann")
         assert client.read_until(b"shop> ") == b"hi Ann\r\nshop> "
-        client.line("secret")
+        client.send_line("secret")
         # nc-like client: the echo offer is the only telnet it sees, and nothing after.
         assert client.read_until(b"secret? ") == bytes([IAC, WILL, ECHO]) + b"secret? "
-        client.line("abcd")
+        client.send_line("abcd")
         assert client.read_until(b"shop> ") == b"secret has 4 letters\r\nshop> "
 
 
 def test_server_getpass_with_a_telnet_client_turns_echo_off_and_back() -> None:
     with shop() as (server, client):
-        client.line("secret")
+        client.send_line("secret")
         assert client.read_until(b"secret? ") == bytes([IAC, WILL, ECHO]) + b"secret? "
         client.send(bytes([IAC, DO, ECHO]) + b"abc\r\n")
         # The Enter key was not echoed by the client: the server ends the line for it.
@@ -87,16 +89,16 @@ def test_server_getpass_with_a_telnet_client_turns_echo_off_and_back() -> None:
 
 def test_server_streams_report_a_non_tty() -> None:
     with shop() as (server, client):
-        client.line("tty")
+        client.send_line("tty")
         assert client.read_until(b"shop> ") == b"isatty=False fileno=none encoding=utf-8\r\nshop> "
 
 
 def test_server_empty_line_does_not_repeat_the_last_command() -> None:
     with shop() as (server, client):
-        client.line("buy")
+        client.send_line("buy")
         first = client.read_until(b"shop> ")
         client.send(b"\r\n\n\r")
-        client.line("buy")
+        client.send_line("buy")
         second = client.read_until(b")\r\nshop> ")
         count = int(first.split(b"(")[1].split(b")")[0])
         assert second == b"shop> " * 3 + f"bought ({count + 1})\r\nshop> ".encode()
@@ -104,14 +106,14 @@ def test_server_empty_line_does_not_repeat_the_last_command() -> None:
 
 def test_server_exit_ends_the_session() -> None:
     with shop() as (server, client):
-        client.line("exit")
+        client.send_line("exit")
         assert client.read_all() == b""
         wait_until(lambda: server.sessions == [])
 
 
 def test_server_eof_ends_the_session() -> None:
     with shop() as (server, client):
-        client.sock.shutdown(socket.SHUT_WR)
+        client.shutdown_write()
         assert client.read_all() == b""
         wait_until(lambda: server.sessions == [])
 
@@ -127,7 +129,7 @@ def test_server_ctrl_c_cancels_the_line_and_answers_timing_mark() -> None:
         client.send(b"hello there" + bytes([IAC, IP, IAC, DO, TM]))
         # The timing-mark answer comes first: BSD telnet hides output until it arrives.
         assert client.read_until(b"shop> ") == bytes([IAC, WONT, TM]) + b"\r\nshop> "
-        client.line("hello again")
+        client.send_line("hello again")
         assert client.read_until(b"shop> ") == b"hello again\r\nshop> "
 
 
@@ -135,18 +137,18 @@ def test_server_raw_ctrl_c_cancels_the_line() -> None:
     with shop() as (server, client):
         client.send(b"buy\x03")
         assert client.read_until(b"shop> ") == b"\r\nshop> "
-        client.line("hello you")
+        client.send_line("hello you")
         assert client.read_until(b"shop> ") == b"hello you\r\nshop> "
 
 
 def test_server_long_line_gets_an_error_and_the_session_goes_on() -> None:
-    with ConsoleServer(Shop, max_line=64) as server, Client(server.address) as client:
+    with ConsoleServer(Shop, max_line=64) as server, nc(server.address) as client:
         client.read_until(b"shop> ")
         client.send(b"x" * 100_000 + b"\r\n")
         assert client.read_until(b"shop> ") == (
             b"*** line too long (100000 bytes; the limit is 64); it was ignored\r\nshop> "
         )
-        client.line("hello you")
+        client.send_line("hello you")
         assert client.read_until(b"shop> ") == b"hello you\r\nshop> "
 
 
@@ -174,9 +176,9 @@ def test_server_sessions_are_isolated_under_concurrency() -> None:
     with ConsoleServer(Racer, max_clients=clients) as server:
 
         def one(n: int) -> None:
-            with Client(server.address) as c:
+            with nc(server.address) as c:
                 c.read_until(b"shop> ")
-                c.line(f"race t{n}")
+                c.send_line(f"race t{n}")
                 results[n] = c.read_until(b"shop> ")
 
         threads = [threading.Thread(target=one, args=(n,)) for n in range(clients)]
@@ -194,28 +196,28 @@ def test_server_unbound_thread_goes_to_the_console_bound_one_to_the_session(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with shop() as (server, client):
-        client.line("thread bound")
+        client.send_line("thread bound")
         assert client.read_until(b"shop> ") == b"from thread bound\r\nshop> "
-        client.line("thread loose")
+        client.send_line("thread loose")
         assert client.read_until(b"shop> ") == b"shop> "
         assert capsys.readouterr().out == "from thread loose\n"
 
 
 def test_server_max_clients_turns_the_next_one_away() -> None:
     with ConsoleServer(Shop, max_clients=2) as server:
-        with Client(server.address) as a, Client(server.address) as b:
+        with nc(server.address) as a, nc(server.address) as b:
             a.read_until(b"shop> ")
             b.read_until(b"shop> ")
-            with Client(server.address) as c:
+            with nc(server.address) as c:
                 assert c.read_all() == b"*** server busy (2 sessions); try again later\r\n"
             assert len(server.sessions) == 2
         wait_until(lambda: server.sessions == [])
-        with Client(server.address) as d:
+        with nc(server.address) as d:
             assert d.read_until(b"shop> ").endswith(b"shop> ")
 
 
 def test_server_idle_timeout_disconnects() -> None:
-    with ConsoleServer(Shop, idle_timeout=0.3) as server, Client(server.address) as client:
+    with ConsoleServer(Shop, idle_timeout=0.3) as server, nc(server.address) as client:
         client.read_until(b"shop> ")
         started = time.monotonic()
         assert client.read_all() == b"\r\n*** idle for 0.3 s; disconnecting\r\n"
@@ -224,20 +226,20 @@ def test_server_idle_timeout_disconnects() -> None:
 
 
 def test_server_password_right() -> None:
-    with ConsoleServer(Shop, password="s3cret") as server, Client(server.address) as client:
+    with ConsoleServer(Shop, password="s3cret") as server, nc(server.address) as client:
         assert client.read_until(b"Password: ") == bytes([IAC, WILL, ECHO]) + b"Password: "
-        client.line("s3cret")
+        client.send_line("s3cret")
         assert client.read_until(b"shop> ") == b"Welcome to the shop.\r\nshop> "
 
 
 def test_server_password_wrong_three_times_disconnects() -> None:
-    with ConsoleServer(Shop, password="s3cret") as server, Client(server.address) as client:
+    with ConsoleServer(Shop, password="s3cret") as server, nc(server.address) as client:
         client.read_until(b"Password: ")
-        client.line("nope")
+        client.send_line("nope")
         assert client.read_until(b"Password: ") == b"Wrong password.\r\nPassword: "
-        client.line("s3cre")
+        client.send_line("s3cre")
         client.read_until(b"Password: ")
-        client.line("s3crett")
+        client.send_line("s3crett")
         assert client.read_all() == (
             b"Wrong password.\r\n*** too many wrong passwords; disconnecting\r\n"
         )
@@ -245,14 +247,14 @@ def test_server_password_wrong_three_times_disconnects() -> None:
 
 def test_server_lists_kicks_and_broadcasts() -> None:
     with serving() as server:
-        with Client(server.address) as a, Client(server.address) as b:
+        with nc(server.address) as a, nc(server.address) as b:
             a.read_until(b"shop> ")
             b.read_until(b"shop> ")
-            a.line("hello")
+            a.send_line("hello")
             a.read_until(b"shop> ")
             first, second = server.sessions
             assert first.id < second.id
-            assert first.peer == a.sock.getsockname()
+            assert first.peer == a.socket.getsockname()
             assert abs(first.started_at - time.time()) < 10
             assert first.bytes_received == len(b"hello\r\n")
             # Counted just after the send returns, so maybe after the client saw it.
@@ -265,7 +267,7 @@ def test_server_lists_kicks_and_broadcasts() -> None:
             second.close("bye")
             assert b.read_all() == b"\r\nbye\r\n"
             wait_until(lambda: server.sessions == [first])
-            a.line("hello")
+            a.send_line("hello")
             assert a.read_until(b"shop> ") == b"hello \r\nshop> "
 
 
@@ -274,9 +276,9 @@ def test_server_function_app_uses_print_and_input() -> None:
         name = input("who? ")
         print(f"hello {name}, you are session {current_session().id}")  # type: ignore[union-attr]
 
-    with ConsoleServer(greet, intro="hi there") as server, Client(server.address) as client:
+    with ConsoleServer(greet, intro="hi there") as server, nc(server.address) as client:
         assert client.read_until(b"who? ") == b"hi there\r\nwho? "
-        client.line("Bo")
+        client.send_line("Bo")
         assert client.read_all() == b"hello Bo, you are session 1\r\n"
 
 
@@ -288,7 +290,7 @@ def test_server_factory_app_gets_a_fresh_instance_per_session() -> None:
         return made[-1]
 
     with ConsoleServer(factory, prompt="$ ") as server:
-        with Client(server.address) as a, Client(server.address) as b:
+        with nc(server.address) as a, nc(server.address) as b:
             a.read_until(b"$ ")
             b.read_until(b"$ ")
     assert len(made) == 2 and made[0] is not made[1]
@@ -302,10 +304,10 @@ def test_server_stdio_none_still_serves_cmd_programs() -> None:
             self.stdout.write("hi\n")
 
     before = sys.stdout
-    with ConsoleServer(Polite, stdio="none") as server, Client(server.address) as client:
+    with ConsoleServer(Polite, stdio="none") as server, nc(server.address) as client:
         assert sys.stdout is before
         client.read_until(b"> ")
-        client.line("hi")
+        client.send_line("hi")
         assert client.read_until(b"> ") == b"hi\r\n> "
 
 
@@ -313,12 +315,12 @@ def test_server_builtins_mode_routes_print_and_input() -> None:
     import builtins
 
     real_print = builtins.print
-    with ConsoleServer(Shop, stdio="builtins") as server, Client(server.address) as client:
+    with ConsoleServer(Shop, stdio="builtins") as server, nc(server.address) as client:
         assert builtins.print is not real_print
         client.read_until(b"shop> ")
-        client.line("ask")
+        client.send_line("ask")
         client.read_until(b"name? ")
-        client.line("Cy")
+        client.send_line("Cy")
         assert client.read_until(b"shop> ") == b"hi Cy\r\nshop> "
     assert builtins.print is real_print
 
@@ -326,7 +328,7 @@ def test_server_builtins_mode_routes_print_and_input() -> None:
 def test_server_crash_is_logged_not_shown(caplog: pytest.LogCaptureFixture) -> None:
     with shop() as (server, client):
         with caplog.at_level(logging.ERROR, logger="sockwork.console"):
-            client.line("crash")
+            client.send_line("crash")
             assert client.read_all() == b"*** internal error; the session ends\r\n"
             wait_until(lambda: server.sessions == [])
         assert "boom" in caplog.text or any(
@@ -338,7 +340,7 @@ def test_server_stop_with_idle_clients_is_quick_and_leaks_nothing() -> None:
     threads_before = set(threading.enumerate())
     fds_before = len(os.listdir("/proc/self/fd"))
     server = ConsoleServer(Shop, idle_timeout=None).start()
-    clients = [Client(server.address) for _ in range(10)]
+    clients = [nc(server.address) for _ in range(10)]
     for c in clients:
         c.read_until(b"shop> ")
     assert len(server.sessions) == 10
@@ -362,10 +364,10 @@ def test_server_stop_from_inside_a_session_command() -> None:
             server.stop()
 
     server = ConsoleServer(Admin).start()
-    with Client(server.address) as a, Client(server.address) as other:
+    with nc(server.address) as a, nc(server.address) as other:
         a.read_until(b"shop> ")
         other.read_until(b"shop> ")
-        a.line("shutdown")
+        a.send_line("shutdown")
         assert other.read_all() == b""
         assert a.read_all() == b"stopping\r\n"
     wait_until(lambda: server.sessions == [])
@@ -376,7 +378,7 @@ def test_server_serve_forever_until_stop_from_another_thread() -> None:
     server = ConsoleServer(Shop)
     thread = threading.Thread(target=server.serve_forever)
     thread.start()
-    with Client(server.address) as c:
+    with nc(server.address) as c:
         c.read_until(b"shop> ")
         server.stop()
         assert c.read_all() == b""
@@ -408,7 +410,7 @@ def test_server_rejects_bad_arguments() -> None:
 
 def test_server_send_to_a_closed_session_raises() -> None:
     with serving() as server:
-        with Client(server.address) as c:
+        with nc(server.address) as c:
             c.read_until(b"shop> ")
             (session,) = server.sessions
             session.close()
@@ -433,20 +435,12 @@ def test_server_speaks_tls(certificate: Path) -> None:
     client_context.check_hostname = False
     with ConsoleServer(Shop, ssl=server_context) as server:
         raw = socket.create_connection(server.address, timeout=10)
-        with client_context.wrap_socket(raw) as tls:
-            received = b""
-            while not received.endswith(b"shop> "):
-                received += tls.recv(4096)
-            tls.sendall(b"hello tls\r\n")
-            received = b""
-            while not received.endswith(b"shop> "):
-                received += tls.recv(4096)
-            assert received == b"hello tls\r\nshop> "
+        with nc(client_context.wrap_socket(raw)) as client:
+            client.read_until(b"shop> ")
+            client.send_line("hello tls")
+            assert client.read_until(b"shop> ") == b"hello tls\r\nshop> "
             server.broadcast("note")  # written from another thread than the reader
-            received = b""
-            while not received.endswith(b"shop> "):
-                received += tls.recv(4096)
-            assert received == b"\r\nnote\r\nshop> "
+            assert client.read_until(b"shop> ") == b"\r\nnote\r\nshop> "
 
 
 @pytest.mark.parametrize("seed", range(5))
@@ -469,11 +463,11 @@ def test_server_serves_a_python_repl_with_tracebacks() -> None:
     def python() -> None:
         code.interact(banner="python over telnet", local={}, exitmsg="bye")
 
-    with ConsoleServer(python) as server, Client(server.address) as client:
+    with ConsoleServer(python) as server, nc(server.address) as client:
         assert client.read_until(b">>> ") == b"python over telnet\r\n>>> "
-        client.line("6 * 7")
+        client.send_line("6 * 7")
         assert client.read_until(b">>> ") == b"42\r\n>>> "
-        client.line("1 / 0")
+        client.send_line("1 / 0")
         # The traceback goes through the routed sys.stderr to this user only.
         assert b"ZeroDivisionError: division by zero\r\n>>> " in client.read_until(b">>> ")
         client.send(b"\x04")
@@ -486,14 +480,14 @@ def test_server_client_that_stops_reading_is_dropped_after_idle_timeout() -> Non
             for _ in range(100_000):
                 print("x" * 99)  # 10 MB: far more than the socket buffers hold
 
-    with ConsoleServer(Flood, idle_timeout=0.5) as server, Client(server.address) as client:
+    with ConsoleServer(Flood, idle_timeout=0.5) as server, nc(server.address) as client:
         client.read_until(b"shop> ")
-        client.line("flood")  # ...and never read again
+        client.send_line("flood")  # ...and never read again
         wait_until(lambda: server.sessions == [], timeout=10)
         assert server.broadcast("anyone?") == 0
 
 
 def test_server_builtin_help_reaches_the_session() -> None:
-    with ConsoleServer(lambda: help(len)) as server, Client(server.address) as client:
+    with ConsoleServer(lambda: help(len)) as server, nc(server.address) as client:
         text = client.read_all()
     assert b"len(obj, /)\r\n" in text and b"\x08" not in text

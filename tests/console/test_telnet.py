@@ -284,10 +284,13 @@ def test_telnet_random_bytes_never_crash(chunks: list[bytes]) -> None:
         if isinstance(event, Line):
             assert len(event.text.encode()) <= 32 * 3  # replacement chars may grow it
             assert "\r" not in event.text and "\n" not in event.text
-    # Replies are only refusals, timing marks and AYT answers: well-formed commands.
-    assert replies.replace(b"\r\n[yes]\r\n", b"").count(b"\xff") * 3 == len(
-        replies.replace(b"\r\n[yes]\r\n", b"")
-    )
+    # Replies are only refusals, timing marks and AYT answers: well-formed commands,
+    # IAC WILL/WONT/DO/DONT <option>, where the option may itself be 255 (EXOPL,
+    # RFC 861), so counting IAC bytes does not count commands.
+    commands = replies.replace(b"\r\n[yes]\r\n", b"")
+    assert len(commands) % 3 == 0
+    for i in range(0, len(commands), 3):
+        assert commands[i] == 0xFF and 251 <= commands[i + 1] <= 254, commands
 
 
 @settings(max_examples=200, deadline=None)
@@ -309,3 +312,10 @@ def test_telnet_pending_output_line_is_cleared_by_the_users_enter() -> None:
     conn.receive_data(b"buy\r\n")
     assert conn.next_event() == Line("buy")
     assert conn.pending_output_line == ""
+
+
+def test_telnet_refuses_option_255_with_one_command() -> None:
+    # IAC WILL EXOPL (option 255): the refusal is IAC DONT 255, three bytes, not doubled.
+    events, replies = run([b"\xff", b"\xfb", b"\xff"], eof=True, max_line=32)
+    assert events == [EndOfInput(closed=True)]
+    assert replies == b"\xff\xfe\xff"

@@ -7,6 +7,7 @@ import random
 import pytest
 
 from sockwork.faults.plan import (
+    Action,
     Close,
     Deliver,
     Discard,
@@ -19,6 +20,7 @@ from sockwork.faults.plan import (
     Stalled,
     Stream,
     Wait,
+    combine,
 )
 from sockwork.faults.vocabulary import (
     AcceptDelay,
@@ -385,3 +387,26 @@ def test_plan_report_is_bounded_by_default() -> None:
 def test_plan_max_events_is_checked(bad: object, error: type[Exception]) -> None:
     with pytest.raises(error, match="max_events"):
         Plan([], rng=random.Random(1), now=0.0, max_events=bad)  # type: ignore[arg-type]
+
+
+# --- combine: stacked plans on one socket --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("actions", "expected"),
+    [
+        ([], Read(None, None)),
+        ([Deliver(5)], Deliver(5)),
+        ([Deliver(5), Close(True), Wait(9.0)], Close(True)),
+        ([Wait(3.0), Stalled(), Deliver(1)], Stalled()),
+        ([Wait(3.0), Wait(7.0), Deliver(1)], Wait(7.0)),
+        ([Read(10, 5.0), Read(None, 2.0), Deliver(4)], Read(10, 2.0)),
+        ([Read(None, None), Read(None, None)], Read(None, None)),
+        ([Deliver(8), Discard(3)], Discard(3)),
+        ([Deliver(8), Deliver(3)], Deliver(3)),
+    ],
+)
+def test_combine_applies_the_plans_rule_to_stacked_actions(
+    actions: list[Action], expected: Action
+) -> None:
+    assert combine(actions) == expected

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TypeVar
@@ -20,6 +21,7 @@ from sockwork.errors import (
     SockworkError,
 )
 from sockwork.frames import BYTES_OR_TEXT, JSON, Format, FrameEncoder, MessageSocket
+from sockwork.frames import aio as aio_module
 from sockwork.frames.aio import MessageServer, MessageStream, open_connection, start_server
 from tests.frames.conftest import (
     HOSTILE_BUDGET,
@@ -685,5 +687,116 @@ def test_server_max_buffered_must_hold_one_message() -> None:
             await start_server(echo, max_size=2048, max_buffered=1024)
         with pytest.raises(ValueError, match="max_buffered"):
             await start_server(echo, max_buffered=0)
+
+    run(main())
+
+
+# -- large frames written straight to the socket (Python 3.11's selector transport) -------
+
+DIRECT = aio_module._DIRECT
+
+
+Peer = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def raw_peer() -> tuple[asyncio.Server, int, asyncio.Queue[Peer]]:
+    """A plain asyncio server that does not read until the test says so."""
+    accepted: asyncio.Queue[Peer] = asyncio.Queue()
+
+    async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await accepted.put((reader, writer))
+
+    server = await asyncio.start_server(on_connect, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], accepted
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    size = int.from_bytes(await reader.readexactly(4), "big")
+    return await reader.readexactly(size)
+
+
+def small_send_buffers(stream: MessageStream[bytes]) -> None:
+    sock = stream._transport.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+
+
+def test_stream_large_frames_keep_order_with_small_ones_while_the_peer_is_slow() -> None:
+    async def main() -> None:
+        server, port, accepted = await raw_peer()
+        async with server:
+            stream = await open_connection("127.0.0.1", port)
+            small_send_buffers(stream)
+            reader, writer = await accepted.get()
+            big1 = bytes(range(256)) * 16384  # 4 MiB
+            big2 = b"\x07" * (3 << 20)
+            await stream.send(big1)  # the peer is not reading: the kernel takes a part
+            # Python 3.11: the rest waits as a memoryview of big1, not copied.
+            assert (stream._protocol.tail is not None) == DIRECT
+            await stream.send(b"small 1")  # queued behind the rest of big1
+            second = asyncio.ensure_future(stream.send(big2))  # waits for its turn
+            await stream.send_many([b"small 2", b"small 3"])
+            got = [await read_frame(reader) for _ in range(2)]
+            await second
+            await stream.send(b"small 4")
+            got += [await read_frame(reader) for _ in range(4)]
+            assert got == [big1, b"small 1", b"small 2", b"small 3", big2, b"small 4"]
+            assert stream._protocol.tail is None
+            stream.close()
+            await stream.wait_closed()
+            assert await reader.read() == b""
+            writer.close()
+
+    run(main())
+
+
+def test_stream_close_sends_the_rest_of_a_large_frame_then_eof() -> None:
+    async def main() -> None:
+        server, port, accepted = await raw_peer()
+        async with server:
+            stream = await open_connection("127.0.0.1", port)
+            small_send_buffers(stream)
+            reader, writer = await accepted.get()
+            big = b"\x01\x02" * (2 << 20)
+            await stream.send(big)
+            await stream.send(b"after")
+            fds = len(os.listdir("/proc/self/fd"))
+            stream.close()  # the rest of big, then "after", then EOF
+            with pytest.raises(ConnectionClosed):
+                await stream.send(b"too late")
+            assert [await read_frame(reader), await read_frame(reader)] == [big, b"after"]
+            assert await reader.read() == b""
+            await stream.wait_closed()
+            assert len(os.listdir("/proc/self/fd")) <= fds  # the tail's descriptor too
+            writer.close()
+
+    run(main())
+
+
+def test_stream_abort_and_peer_reset_drop_the_rest_of_a_large_frame() -> None:
+    async def main() -> None:
+        server, port, accepted = await raw_peer()
+        async with server:
+            fds = len(os.listdir("/proc/self/fd"))
+            stream = await open_connection("127.0.0.1", port)
+            small_send_buffers(stream)
+            reader, writer = await accepted.get()
+            await stream.send(b"x" * (4 << 20))
+            stream.abort()
+            await stream.wait_closed()
+            assert stream._protocol.tail is None
+            writer.close()
+            # The peer resets while the rest of a frame waits: the next send says so.
+            other = await open_connection("127.0.0.1", port)
+            small_send_buffers(other)
+            _, peer = await accepted.get()
+            await other.send(b"y" * (4 << 20))
+            linger = struct.pack("ii", 1, 0)  # close with an RST
+            peer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            peer.transport.abort()
+            with pytest.raises(ConnectionClosed):
+                for _ in range(100):  # until the transport has seen the reset
+                    await other.send(b"y" * (4 << 20))
+            await other.wait_closed()
+            assert len(os.listdir("/proc/self/fd")) <= fds + 2  # the listener's, not ours
 
     run(main())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import array
 import itertools
 import random
+import tracemalloc
 from collections.abc import Iterator
 
 import pytest
@@ -230,10 +231,12 @@ def test_decoder_accepts_buffers_of_any_format() -> None:
 def fill(decoder: FrameDecoder, data: bytes) -> int:
     """Receive ``data`` through get_buffer/buffer_updated as a socket would; return the reads."""
     reads = 0
+    data = memoryview(data)  # type: ignore[assignment]  # slices without copying
     while data:
         view = decoder.get_buffer()
         n = min(len(view), len(data))
         view[:n] = data[:n]
+        view.release()  # as the contract asks: the view is not kept
         decoder.buffer_updated(n)
         data = data[n:]
         reads += 1
@@ -554,3 +557,31 @@ def test_encoder_send_batch_refuses_the_whole_batch() -> None:
     with pytest.raises(TypeError):
         encoder.send_batch([b"ok", 42])  # type: ignore[list-item]
     assert encoder.send_batch([]) == ([], [])
+
+
+def test_decoder_hands_out_a_large_message_without_copying_it() -> None:
+    size = 8 * 1024 * 1024
+    wire = FrameEncoder().send(b"q" * size)
+    decoder = FrameDecoder()
+    tracemalloc.start()
+    try:
+        fill(decoder, wire)
+        message = decoder.next_message()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert message == b"q" * size and type(message) is bytes
+    # One buffer of the message's size (plus the 64 KiB one): no second copy.
+    assert peak < size + 512 * 1024, peak
+
+
+def test_decoder_large_message_is_copied_when_a_view_is_still_held() -> None:
+    wire = FrameEncoder().send(bytes(range(256)) * 1024)  # 256 KiB
+    decoder = FrameDecoder()
+    fill(decoder, wire[:100_000])
+    held = decoder.get_buffer()  # the caller keeps this view: growing must not fail
+    held[:10] = wire[100_000:100_010]
+    decoder.buffer_updated(10)
+    fill(decoder, wire[100_010:])
+    assert decoder.next_message() == bytes(range(256)) * 1024
+    del held

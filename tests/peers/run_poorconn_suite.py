@@ -9,7 +9,9 @@
    are not modified;
 3. runs ``python -m pytest tests`` there, with ``tests/peers/poorconn_shim`` first
    on ``PYTHONPATH`` (its ``poorconn`` package is ``sockwork.compat.poorconn``), in
-   a separate pytest process, so the aliasing cannot touch sockwork's own suite.
+   a separate pytest process, so the aliasing cannot touch sockwork's own suite;
+   plugin autoloading is off and ``poorconn.pytest_plugin`` is loaded by name, as
+   poorconn's entry point loads it.
 
 poorconn's tests bind fixed ports (7999, 8000, 8080, 8380, 10009 on localhost), so
 runs on one machine are serialized with a lock file in the temporary directory
@@ -19,6 +21,7 @@ of the system; the exit status is pytest's.
 from __future__ import annotations
 
 import fcntl
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -34,6 +37,16 @@ REPO = HERE.parent.parent
 CACHE = Path(os.environ.get("SOCKWORK_PEER_CACHE", REPO / ".venv" / "peer-suites"))
 SHIM = HERE / "poorconn_shim"
 LOCK = Path(tempfile.gettempdir()) / "sockwork-poorconn-suite.lock"
+
+
+CHECK = """
+import poorconn, poorconn._cli, poorconn.pytest_plugin._impl
+import sockwork.compat.poorconn as compat
+assert poorconn is compat, poorconn
+assert poorconn._cli is compat._cli
+assert poorconn.pytest_plugin._impl is compat.pytest_plugin._impl
+print("poorconn ->", poorconn.__name__, "from", poorconn.__file__)
+"""
 
 
 def sdist() -> Path:
@@ -62,6 +75,21 @@ def unpack(archive: Path, into: Path) -> Path:
     return root
 
 
+def plugin_spec() -> str:
+    """How to name poorconn's pytest plugin so that pytest loads it as autoloading would.
+
+    An installed poorconn declares the entry point ``pytest11: poorconn =
+    poorconn.pytest_plugin`` (the shim maps the module to ours). Loading it by that
+    name registers it as ``poorconn``, which the suite's ``pytest_plugins =
+    ("poorconn",)`` then finds; loading ``poorconn.pytest_plugin`` by module name
+    would make that line register the same module a second time.
+    """
+    entry_points = importlib.metadata.entry_points(group="pytest11")
+    if any(ep.name == "poorconn" for ep in entry_points):
+        return "poorconn"
+    return "poorconn.pytest_plugin"
+
+
 def main(args: list[str]) -> int:
     """Run the suite; return pytest's exit status."""
     archive = sdist()
@@ -70,11 +98,19 @@ def main(args: list[str]) -> int:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SHIM), env.get("PYTHONPATH")]))
         env.pop("PYTEST_ADDOPTS", None)
+        # Only poorconn's plugin, as its pytest11 entry point would load it (also in
+        # the suite's inner pytester runs, which read the environment): no other
+        # installed plugin (sockwork's, Hypothesis's) takes part or slows them down.
+        env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+        env["PYTEST_PLUGINS"] = plugin_spec()
         command = [
             sys.executable, "-m", "pytest", "tests",
             "-c", str(root / "tox.ini"), "--rootdir", str(root),
-            "-p", "no:cacheprovider", "--timeout", "300", "-q", *args,
+            "-p", "no:cacheprovider", "-p", "pytest_timeout", "--timeout", "300",
+            "-q", *args,
         ]
+        # The name must lead to sockwork, never to an installed poorconn.
+        subprocess.run([sys.executable, "-c", CHECK], cwd=root, env=env, check=True)
         with LOCK.open("w") as lock:
             start = time.monotonic()
             fcntl.flock(lock, fcntl.LOCK_EX)  # poorconn's tests use fixed ports

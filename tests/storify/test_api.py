@@ -261,3 +261,53 @@ def test_result_of_rejects_what_is_no_reply() -> None:
     with pytest.raises(ApiError) as info:
         result_of({"ok": False, "error": {"code": "x", "message": "m", "extra": 1}})
     assert (info.value.code, str(info.value), info.value.facts()) == ("x", "m", {"extra": 1})
+
+
+@pytest.mark.parametrize(
+    ("code", "facts", "kinds"),
+    [
+        ("bad_request", {"field": "id"}, ("BadRequest", ValueError)),
+        ("unknown_op", {"operations": ["list"]}, ("UnknownOperation", ValueError)),
+        ("bad_frame", {}, ("BadFrame", ValueError)),
+        ("unavailable", {"retryable": True}, ("StoreUnavailableReply", "StoreUnavailable")),
+        ("busy", {}, ("StoreBusy", ConnectionError)),
+        ("unknown_product", {"product": "²"}, ("UnknownProductReply", "UnknownProduct")),
+        ("not_found", {"order_id": 9, "request_id": None}, ("OrderNotFoundReply", LookupError)),
+        ("out_of_stock", {"product": "Lamp", "requested": 5, "available": 1},
+         ("OutOfStockReply", "OutOfStock")),
+        ("empty_cart", {}, ("EmptyCartReply", "EmptyCart")),
+        ("cart_full", {"limit": 100}, ("CartFullReply", "CartFull")),
+        ("invalid_value", {"field": "quantity"}, ("InvalidValueReply", "InvalidValue")),
+        ("product_exists", {"product": "Mug"}, ("DuplicateProductReply", "DuplicateProduct")),
+        ("request_conflict", {"request_id": "k", "order_id": 1},
+         ("RequestConflictReply", "RequestConflict")),
+    ],
+)
+def test_result_of_raises_one_class_per_error_code(
+    code: str, facts: dict[str, object], kinds: tuple[object, ...]
+) -> None:
+    import storify
+    from sockwork.errors import Busy, SockworkError
+    from storify.client import result_of
+
+    with pytest.raises(storify.ApiError) as info:
+        result_of({"id": 1, "ok": False, "error": {"code": code, "message": "m", **facts}})
+    error = info.value
+    for kind in kinds:
+        assert isinstance(error, getattr(storify, kind) if isinstance(kind, str) else kind)
+    assert isinstance(error, storify.StoreError)
+    assert (error.code, str(error), error.facts()) == (code, "m", facts)
+    for name, value in facts.items():  # the domain error's attributes, as sent
+        assert getattr(error, name) == value
+    assert isinstance(error, (Busy, SockworkError)) == (code == "busy")
+
+
+def test_api_errors_are_caught_as_the_domain_error_over_the_api() -> None:
+    from storify import OutOfStock
+    from storify.client import result_of
+
+    reply = {"code": "out_of_stock", "message": "only 1 Lamp left", "product": "Lamp",
+             "requested": 5, "available": 1}
+    with pytest.raises(OutOfStock) as info:
+        result_of({"id": 1, "ok": False, "error": reply})
+    assert (info.value.product, info.value.requested, info.value.available) == ("Lamp", 5, 1)

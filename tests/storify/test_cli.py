@@ -16,6 +16,7 @@ from typing import cast
 import pexpect
 import pytest
 
+from sockwork.testing import TelnetClient
 from storify.cli import announcement, exposure_warning, lan_address, listen_host, main
 from storify.client import StoreClient
 from storify.conditions import NetworkConditions
@@ -228,19 +229,13 @@ def test_serve_reports_a_port_in_use(tmp_path: Path) -> None:
 
 def _round_trip(port: int) -> float:
     """Seconds from sending a command to the prompt that follows its answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
-        data = b""
-        while not data.endswith(b"Store> "):
-            data += sock.recv(4096)
+    with TelnetClient(("127.0.0.1", port), timeout=TIMEOUT) as customer:
+        customer.read_until("Store> ")
         started = time.monotonic()
-        sock.sendall(b"cart\r\n")
-        data = b""
-        while not data.endswith(b"Store> "):
-            chunk = sock.recv(4096)
-            assert chunk
-            data += chunk
+        customer.send_line("cart")
+        answer = customer.read_until("Store> ")
         elapsed = time.monotonic() - started
-        assert b"Your cart is empty." in data
+        assert b"Your cart is empty." in answer
         return elapsed
 
 

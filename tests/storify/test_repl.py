@@ -130,7 +130,7 @@ class FakeFront:
         self.sent.append(message)
         return 1
 
-    def stop(self) -> None:
+    def close(self) -> None:
         self.stopped = True
 
 

@@ -9,8 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from sockwork.errors import Busy
 from sockwork.frames import JSON, connect
 from storify.client import ApiError, StoreClient
+from storify.errors import StoreBusy
 from storify.server import ApiServer, format_address
 from storify.store import Store
 
@@ -178,6 +180,12 @@ def test_api_server_is_bounded(store: Store) -> None:
             with connect(server.address, codec=JSON, timeout=10) as second:
                 reply = second.recv()
                 assert reply["error"]["code"] == "busy"  # type: ignore[index]
+            assert first.request("cart")["units"] == 0
+            with StoreClient.connect(server.address) as third:  # the client raises Busy
+                with pytest.raises(StoreBusy) as info:
+                    third.request("cart")
+                assert isinstance(info.value, Busy) and isinstance(info.value, ConnectionError)
+                assert "retry later" in str(info.value)
             assert first.request("cart")["units"] == 0
 
 

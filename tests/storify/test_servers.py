@@ -24,6 +24,7 @@ import pexpect
 import psycopg
 import pytest
 
+from sockwork.testing import TelnetClient
 from storify.cli import main
 from storify.client import ApiError, StoreClient
 from storify.errors import StoreUnavailable
@@ -33,7 +34,7 @@ from storify.service import StoreService
 from storify.store import Store
 from storify.testing import PostgresNotAvailable, TemporaryPostgres
 from tests.conftest import IN_CI
-from tests.storify.test_service import Telnet
+from tests.storify.test_service import ask
 
 TIMEOUT = 30
 SERVE = [sys.executable, "-m", "storify", "serve", "--port", "0", "--api-port", "0"]
@@ -116,12 +117,12 @@ def test_three_servers_fifty_racers_sell_exactly_ten_lamps(lamps: str) -> None:
                     except ApiError as error:
                         outcome = error.code
             else:
-                customer = Telnet(("127.0.0.1", telnet))
+                customer = TelnetClient(("127.0.0.1", telnet), timeout=TIMEOUT)
                 try:
-                    customer.until(b"Store> ")
-                    customer.line("add lamp")  # all see 10 on the shelf: nothing is reserved
+                    customer.read_until(b"Store> ")
+                    ask(customer, "add lamp")  # all see 10 on the shelf: nothing is reserved
                     start.wait()
-                    answer = customer.line("checkout")
+                    answer = ask(customer, "checkout")
                 finally:
                     customer.close()
                 outcome = "bought" if b"confirmed" in answer else answer.decode()
@@ -265,14 +266,14 @@ def test_postgres_stopped_while_customers_shop(outage_postgres: TemporaryPostgre
     with Store(url, busy_timeout=2) as store:
         store.seed_demo()
         with StoreService(store, port=0, api_port=0) as service:
-            customer = Telnet(service.telnet_address)
+            customer = TelnetClient(service.telnet_address, timeout=TIMEOUT)
             program = StoreClient.connect(service.api_address, timeout=TIMEOUT)
             try:
-                customer.until(b"Store> ")
-                assert b"Added 1 x Mug" in customer.line("add mug")
+                customer.read_until(b"Store> ")
+                assert b"Added 1 x Mug" in ask(customer, "add mug")
                 outage_postgres.pause()
                 try:
-                    answer = customer.line("checkout")
+                    answer = ask(customer, "checkout")
                     assert b"Sorry, the store is unavailable, try again.\r\n" in answer
                     assert b"Traceback" not in answer
                     with pytest.raises(ApiError) as info:
@@ -280,10 +281,10 @@ def test_postgres_stopped_while_customers_shop(outage_postgres: TemporaryPostgre
                     assert info.value.code == "unavailable"
                     assert info.value.facts()["retryable"] is True
                     # The server keeps running: a new customer is still greeted.
-                    late = Telnet(service.telnet_address)
+                    late = TelnetClient(service.telnet_address, timeout=TIMEOUT)
                     try:
-                        assert b"Welcome to OPEN store." in late.until(b"Store> ")
-                        assert b"the store is unavailable, try again" in late.line("list")
+                        assert b"Welcome to OPEN store." in late.read_until(b"Store> ")
+                        assert b"the store is unavailable, try again" in ask(late, "list")
                     finally:
                         late.close()
                     manager = StoreREPL(store, front=service)
@@ -293,7 +294,7 @@ def test_postgres_stopped_while_customers_shop(outage_postgres: TemporaryPostgre
                 finally:
                     outage_postgres.resume()
                 # The database is back: the same session and connection carry on.
-                assert b"Order #1 confirmed" in customer.line("checkout")
+                assert b"Order #1 confirmed" in ask(customer, "checkout")
                 again = program.request("checkout", items={"mug": 2}, request_id="during")
                 assert again["replayed"] is False
             finally:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from sockwork.testing import TelnetClient
 from storify.client import ApiError, StoreClient
 from storify.conditions import NetworkConditions
 from storify.service import StoreService
@@ -28,38 +29,20 @@ def service(store: Store) -> Iterator[StoreService]:
         yield service
 
 
-class Telnet:
-    """A raw line client (no telnet negotiation), enough to shop."""
-
-    def __init__(self, address: tuple[str, int]) -> None:
-        self.sock = socket.create_connection(address, timeout=TIMEOUT)
-        self.buffer = b""
-
-    def until(self, marker: bytes) -> bytes:
-        while marker not in self.buffer:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise ConnectionError(f"closed; got {self.buffer!r}")
-            self.buffer += chunk
-        head, _, self.buffer = self.buffer.partition(marker)
-        return head + marker
-
-    def line(self, text: str) -> bytes:
-        self.sock.sendall(text.encode() + b"\r\n")
-        return self.until(b"Store> ")
-
-    def close(self) -> None:
-        self.sock.close()
+def ask(customer: TelnetClient, command: str) -> bytes:
+    """Type ``command`` and return the answer, up to and including the next prompt."""
+    customer.send_line(command)
+    return customer.read_until("Store> ")
 
 
 def test_service_greets_and_serves_telnet_customers(service: StoreService) -> None:
-    customer = Telnet(service.telnet_address)
+    customer = TelnetClient(service.telnet_address, timeout=TIMEOUT)
     try:
-        assert b"Welcome to Corner store. Type help or ? to list commands." in customer.until(
+        assert b"Welcome to Corner store. Type help or ? to list commands." in customer.read_until(
             b"Store> "
         )
-        assert b"Added 2 x Mug (2 in cart)." in customer.line("add mug 2")
-        assert b"Order #1 confirmed" in customer.line("checkout")
+        assert b"Added 2 x Mug (2 in cart)." in ask(customer, "add mug 2")
+        assert b"Order #1 confirmed" in ask(customer, "checkout")
     finally:
         customer.close()
     [order] = service.store.orders()
@@ -69,16 +52,16 @@ def test_service_greets_and_serves_telnet_customers(service: StoreService) -> No
 def test_service_fifty_telnet_customers_race_for_ten_lamps(
     service: StoreService, store: Store
 ) -> None:
-    customers = [Telnet(service.telnet_address) for _ in range(50)]
+    customers = [TelnetClient(service.telnet_address, timeout=TIMEOUT) for _ in range(50)]
     outcomes: list[bytes] = []
     guard = threading.Lock()
     start = threading.Barrier(50)
 
-    def shop(customer: Telnet) -> None:
-        customer.until(b"Store> ")
-        customer.line("add lamp")  # everyone sees 10 on the shelf: nothing is reserved
+    def shop(customer: TelnetClient) -> None:
+        customer.read_until(b"Store> ")
+        ask(customer, "add lamp")  # everyone sees 10 on the shelf: nothing is reserved
         start.wait()
-        answer = customer.line("checkout")
+        answer = ask(customer, "checkout")
         with guard:
             outcomes.append(answer)
 
@@ -124,20 +107,21 @@ def test_service_fifty_api_programs_race_for_ten_lamps(service: StoreService, st
 
 
 def test_service_visitors_broadcast_and_kick(service: StoreService) -> None:
-    first, second = Telnet(service.telnet_address), Telnet(service.telnet_address)
+    first = TelnetClient(service.telnet_address, timeout=TIMEOUT)
+    second = TelnetClient(service.telnet_address, timeout=TIMEOUT)
     try:
-        first.until(b"Store> ")
-        second.until(b"Store> ")
+        first.read_until(b"Store> ")
+        second.read_until(b"Store> ")
         with StoreClient.connect(service.api_address) as program:
             program.request("cart")
             visitors = service.visitors()
             kinds = sorted(visitor.kind for visitor in visitors)
             assert kinds == ["api", "telnet", "telnet"]
             assert service.broadcast("Half price on mugs!") == 2
-            assert b"*** Corner: Half price on mugs!" in first.until(b"Store> ")
+            assert b"*** Corner: Half price on mugs!" in first.read_until(b"Store> ")
             telnet_ids = [v.id for v in visitors if v.kind == "telnet"]
             assert service.kick(telnet_ids[0]) is True
-            assert b"*** The manager closed your session. Goodbye." in first.until(b"Goodbye.")
+            assert b"*** The manager closed your session. Goodbye." in first.read_until(b"Goodbye.")
             api_id = next(v.id for v in visitors if v.kind == "api")
             assert service.kick(api_id) is True
             with pytest.raises(ConnectionError):
@@ -156,9 +140,9 @@ def test_service_poor_port_and_stop(store: Store) -> None:
     try:
         poor = service.poor_address
         assert poor is not None and poor[1] not in (0, service.telnet_address[1])
-        customer = Telnet(poor)
+        customer = TelnetClient(poor, timeout=TIMEOUT)
         try:
-            assert b"Welcome to OPEN store." in customer.until(b"Store> ")
+            assert b"Welcome to OPEN store." in customer.read_until(b"Store> ")
         finally:
             customer.close()
     finally:

@@ -70,7 +70,15 @@ def test_seed_option_rejects_non_integers(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_nothing(): pass")
     result = pytester.runpytest("--sockwork-seed=abc")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--sockwork-seed*invalid int value*"])
+    result.stderr.fnmatch_lines(["*--sockwork-seed: seed must be a whole number, not 'abc'"])
+
+
+def test_seed_option_rejects_unicode_digits(pytester: pytest.Pytester) -> None:
+    # int() reads "٣" as 3: a seed that is not the one typed would not replay anything.
+    pytester.makepyfile("def test_nothing(): pass")
+    result = pytester.runpytest("--sockwork-seed=٣")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--sockwork-seed: seed must be a whole number, not '٣'"])
 
 
 def test_help_lists_the_option(pytester: pytest.Pytester) -> None:

@@ -10,11 +10,19 @@ import signal
 import ssl
 import sys
 import threading
+from functools import partial
 from typing import cast
 
+from sockwork.address import parse_float, parse_int, parse_port
+from sockwork.cli import argument_type
 from sockwork.console.server import App, ConsoleServer, adapt_cmd
 
 __all__ = ["load_app", "register", "run_serve"]
+
+# Numbers are ASCII and finite: "٣" is not 3, "inf" is not a timeout (sockwork.address).
+_PORT = argument_type(partial(parse_port, what="port"))
+_COUNT = argument_type(partial(parse_int, what="max clients", low=0))
+_SECONDS = argument_type(partial(parse_float, what="idle timeout", low=0.0))
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,13 +38,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("target", metavar="package.module:Thing", help="what to serve")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0, help="port to listen on (0 picks one)")
+    parser.add_argument("--port", type=_PORT, default=0, help="port to listen on (0 picks one)")
     parser.add_argument(
-        "--max-clients", type=int, default=100, help="sessions at once; 0 for no limit (100)"
+        "--max-clients", type=_COUNT, default=100, help="sessions at once; 0 for no limit (100)"
     )
     parser.add_argument(
         "--idle-timeout",
-        type=float,
+        type=_SECONDS,
         default=900.0,
         help="seconds a session may wait for its user; 0 for never (900)",
     )
@@ -127,7 +135,7 @@ def run_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        server.stop()
+        server.close()
         if in_main:
             signal.signal(signal.SIGTERM, previous)
     return 0

@@ -8,11 +8,11 @@ reach the right user while unbound threads keep the local console.
 
 # Strategy:
 # - Accept loop: one thread (or the caller of serve_forever) waits on the listening
-#   socket and a wake-up socketpair with a selector; stop() writes to the pair.
+#   socket and a wake-up socketpair with a selector; close() writes to the pair.
 # - Session thread: password, then the program; it alone reads the socket. Writes come
 #   from it and from other threads (broadcast, bound helper threads) under the session
 #   lock, which also guards the TelnetConnection.
-# - stop() and Session.close() unblock a session by shutting down the socket's fd (the
+# - close() and Session.close() unblock a session by shutting down the socket's fd (the
 #   socketserver "hang" fix: recv() then returns EOF at once); only the session thread
 #   closes it, and a small lock keeps shutdown and close from racing on a reused fd.
 # - TLS: OpenSSL objects must not be read and written at once from two threads, so
@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal, TextIO, cast
 
+from sockwork.address import bind_listener
 from sockwork.console import routing
 from sockwork.console.telnet import (
     NEED_DATA,
@@ -541,20 +542,7 @@ class ConsoleServer:
         self._loop_ident: int | None = None
         self._routing_installed = False
         # "" means every interface, as for socket.bind(); IPv4 first when both exist.
-        infos = socket.getaddrinfo(
-            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-        infos.sort(key=lambda info: info[0] != socket.AF_INET)
-        family, kind, proto, _, sockaddr = infos[0]
-        self._listener = socket.socket(family, kind, proto)
-        try:
-            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._listener.bind(sockaddr)
-            self._listener.listen(backlog)
-            self._listener.setblocking(False)
-        except BaseException:
-            self._listener.close()
-            raise
+        self._listener = bind_listener(host, port, backlog=backlog)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -578,7 +566,7 @@ class ConsoleServer:
         return self
 
     def serve_forever(self) -> None:
-        """Accept clients in the calling thread until :meth:`stop` is called."""
+        """Accept clients in the calling thread until :meth:`close` is called."""
         with self._lock:
             if self._stopping.is_set():
                 raise RuntimeError("the server is stopped; create a new one")
@@ -589,9 +577,9 @@ class ConsoleServer:
         try:
             self._serve()
         finally:
-            self.stop()
+            self.close()
 
-    def stop(self, timeout: float = 1.0) -> None:
+    def close(self, timeout: float = 1.0) -> None:
         """Stop accepting, end every session and wait up to ``timeout`` s for them.
 
         Safe from any thread, including a session's own command or the console; idle
@@ -620,6 +608,10 @@ class ConsoleServer:
                 self._close_listener()
             self._uninstall_routing()
 
+    def stop(self, timeout: float = 1.0) -> None:
+        """Deprecated alias of :meth:`close` (sockwork's servers ``start()`` and ``close()``)."""
+        self.close(timeout)
+
     def __enter__(self) -> Self:
         return self.start()
 
@@ -629,7 +621,7 @@ class ConsoleServer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        self.close()
 
     @property
     def sessions(self) -> list[Session]:
@@ -708,7 +700,7 @@ class ConsoleServer:
         sock.setblocking(True)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
-            if self._stopping.is_set():  # stop() has taken its snapshot of the sessions
+            if self._stopping.is_set():  # close() has taken its snapshot of the sessions
                 sock.close()
                 return
             busy = self.max_clients is not None and len(self._sessions) >= self.max_clients
@@ -726,7 +718,7 @@ class ConsoleServer:
                     daemon=True,
                 )
                 session._thread = thread
-                # Started under the lock: stop() must never join an unstarted thread.
+                # Started under the lock: close() must never join an unstarted thread.
                 thread.start()
                 self._sessions[session.id] = session
                 self._threads.add(thread)

@@ -11,10 +11,11 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
+from sockwork.address import parse_float, parse_int, parse_port
+from sockwork.cli import argument_type
 from sockwork.faults.startup import ENVIRONMENT_VARIABLE
 from sockwork.faults.units import parse_duration, parse_int_range, parse_rate, parse_size
 from sockwork.faults.vocabulary import (
@@ -37,7 +38,6 @@ from sockwork.faults.vocabulary import (
 
 __all__ = ["add_fault_options", "faults_from_options", "register", "run"]
 
-T = TypeVar("T")
 
 _EPILOG = """\
 examples:
@@ -50,30 +50,17 @@ rates 1MiB/s, 100KB/s, 8Mbit/s; ranges 1..64.
 """
 
 
-def _typed(parse: Callable[[str], T]) -> Callable[[str], T]:
-    def convert(text: str) -> T:
-        try:
-            return parse(text)
-        except (TypeError, ValueError) as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    convert.__name__ = parse.__name__
-    return convert
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid probability {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"probability must be between 0 and 1, got {text}")
-    return value
+# Numbers are ASCII and finite: "١" is not 1, "nan" is not a probability (sockwork.address).
+_PROBABILITY = argument_type(partial(parse_float, what="probability", low=0.0, high=1.0))
+_SEED = argument_type(partial(parse_int, what="seed"))
+_COUNT = argument_type(partial(parse_int, what="N", low=0))
+_PORT = argument_type(partial(parse_port, what="port"))
 
 
 def add_fault_options(parser: argparse.ArgumentParser) -> None:
     """Add the fault options (``--latency``, ``--slice``, ``--reset-after``...) to ``parser``."""
-    duration, size, rate = _typed(parse_duration), _typed(parse_size), _typed(parse_rate)
+    duration, size = argument_type(parse_duration), argument_type(parse_size)
+    rate = argument_type(parse_rate)
     g = parser.add_argument_group("stream faults")
     g.add_argument("--latency", type=duration, metavar="DURATION",
                    help="delay each chunk (e.g. 200ms)")
@@ -81,7 +68,7 @@ def add_fault_options(parser: argparse.ArgumentParser) -> None:
                    help="random +/- variation of --latency")
     g.add_argument("--bandwidth", type=rate, metavar="RATE",
                    help="limit each connection to RATE (e.g. 1MiB/s)")
-    g.add_argument("--slice", type=_typed(parse_int_range), metavar="MIN..MAX",
+    g.add_argument("--slice", type=argument_type(parse_int_range), metavar="MIN..MAX",
                    help="short reads and writes of MIN..MAX bytes (e.g. 1..64)")
     g.add_argument("--slice-delay", type=duration, default=0.0, metavar="DURATION",
                    help="pause after each slice")
@@ -97,7 +84,7 @@ def add_fault_options(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--direction", choices=("send", "recv", "both"),
                    help="direction of the stream faults (default: each fault's own)")
     c = parser.add_argument_group("connection faults")
-    c.add_argument("--refuse", type=int, nargs="?", const=0, metavar="N",
+    c.add_argument("--refuse", type=_COUNT, nargs="?", const=0, metavar="N",
                    help="refuse connection attempts (the first N, or all)")
     c.add_argument("--connect-delay", type=duration, metavar="DURATION",
                    help="slow connection attempts")
@@ -110,9 +97,9 @@ def add_fault_options(parser: argparse.ArgumentParser) -> None:
     c.add_argument("--dns-failure", choices=("noname", "again"),
                    help="fail name look-ups with EAI_NONAME or EAI_AGAIN")
     o = parser.add_argument_group("all faults")
-    o.add_argument("--probability", type=_probability, default=1.0, metavar="P",
+    o.add_argument("--probability", type=_PROBABILITY, default=1.0, metavar="P",
                    help="chance that each fault applies to a connection (0..1)")
-    o.add_argument("--seed", type=int, help="seed of the random choices (printed with --report)")
+    o.add_argument("--seed", type=_SEED, help="seed of the random choices (printed with --report)")
 
 
 def faults_from_options(args: argparse.Namespace) -> list[Fault]:
@@ -167,7 +154,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_fault_options(parser)
     m = parser.add_argument_group("selection")
     m.add_argument("--match-host", metavar="HOST", help="only connections to/from HOST")
-    m.add_argument("--match-port", type=int, metavar="PORT", help="only connections on PORT")
+    m.add_argument("--match-port", type=_PORT, metavar="PORT", help="only connections on PORT")
     m.add_argument("--match-role", choices=("client", "server", "resolve"),
                    help="only outgoing (client), accepted (server) or look-ups (resolve)")
     parser.add_argument("--report", action="store_true",

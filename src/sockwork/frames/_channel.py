@@ -240,6 +240,7 @@ class Channel:
                 count = 0
                 cause = lost.__cause__
             drained = count < len(buffer) and not (self._tls and sock.pending())  # type: ignore[attr-defined]
+            del buffer  # a live view would make the decoder copy a large message
             if count:
                 decoder.buffer_updated(count)
                 if decoder.missing:  # inside a frame: nothing can be complete yet

@@ -21,16 +21,32 @@ own buffer, so bytes are received straight into it; no ``readexactly``.
 #   header alone commits nothing), and a server's connections share a MemoryBudget
 #   (``max_buffered``): a connection whose reservation does not fit stops reading until
 #   memory frees. Reading is paused while either reason holds (``_update_reading``).
+# - Large frames on Python 3.11 (whose selector transport copies the unsent part of a
+#   write into its own buffer; 3.12 keeps the caller's buffer): when the transport's buffer
+#   is empty, header and payload go straight to the socket with os.writev, and what the
+#   kernel did not take stays a memoryview of the caller's bytes (_Tail), written as the
+#   socket drains through a dup of its descriptor (the loop refuses add_writer on a
+#   transport's own). While a tail is pending nothing else is written (frames stay in
+#   order): small frames wait in _pending, a large send waits for the tail, close() closes
+#   after it; connection_lost and abort() drop it.
 # - A reset is EOF plus a cause: messages already buffered are still returned, then
 #   IncompleteMessage/ConnectionClosed is raised ``from`` the OSError.
+# - A MessageServer bounds what it serves: ``max_connections`` counts running handlers
+#   (a refused connection runs ``refuse`` or is aborted, uncounted); ``idle_timeout``
+#   is one timer per connection, re-armed only when it fires (a read just stores the
+#   time, and only in servers that have an idle_timeout: _IdleServerProtocol).
 # - A MessageServer owns what it accepted: every live stream and handler task is in
 #   its sets from connection_made until connection_lost / task end, so close() can
 #   close them all (asyncio.Server.close() on 3.11 leaves accepted connections open).
+#   close() stops accepting at once but closes the asyncio server one loop step later:
+#   closing it between an accept and its transport leaks that socket (_stop_listening).
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Generic, TypeVar, cast, overload
 
@@ -66,6 +82,59 @@ _COALESCE_LIMIT = 64 * 1024  # flush pending small frames once this many bytes w
 _COPY_LIMIT = 16 * 1024  # payloads at least this large are written without joining
 _READ_HIGH = 4 * 1024 * 1024  # pause reading when this many unread bytes are buffered
 _WRITE_HIGH = 1024 * 1024  # send() waits while more than this is queued in the transport
+# Write large frames to the socket directly (see Rules): only where it saves a copy.
+_DIRECT = sys.version_info < (3, 12) and hasattr(os, "writev")
+
+
+class _Tail:
+    """The unsent rest of a large frame, written straight to the socket as it drains."""
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fd: int,
+        buffers: list[memoryview],
+        on_done: Callable[[], None],
+    ) -> None:
+        self._loop = loop
+        self._fd = os.dup(fd)  # add_writer() refuses the transport's own descriptor
+        self._buffers = buffers
+        self._on_done = on_done
+        self.done: asyncio.Future[None] = loop.create_future()
+        loop.add_writer(self._fd, self._write)
+
+    def _write(self) -> None:
+        try:
+            sent = os.writev(self._fd, self._buffers)
+        except BlockingIOError:
+            return
+        except OSError:
+            # The transport meets the same error on its side and reports it.
+            self.drop()
+            self._on_done()
+            return
+        buffers = self._buffers
+        while sent and buffers:
+            size = len(buffers[0])
+            if sent < size:
+                buffers[0] = buffers[0][sent:]
+                break
+            sent -= size
+            buffers.pop(0)
+        if not buffers:
+            self.drop()
+            self._on_done()
+
+    def drop(self) -> None:
+        """Stop writing (done, or the connection is gone) and release the descriptor."""
+        if self._fd < 0:
+            return
+        self._loop.remove_writer(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        self._buffers = []
+        if not self.done.done():
+            self.done.set_result(None)
 
 
 class _FrameProtocol(asyncio.BufferedProtocol):
@@ -91,6 +160,7 @@ class _FrameProtocol(asyncio.BufferedProtocol):
         self.lost = False
         self.lost_error: Exception | None = None
         self.closed_future: asyncio.Future[None] = loop.create_future()
+        self.tail: _Tail | None = None  # the stream's direct write in progress
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -164,6 +234,9 @@ class _FrameProtocol(asyncio.BufferedProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.lost_error = exc
+        if self.tail is not None:  # before the transport closes the socket
+            self.tail.drop()
+            self.tail = None
         budget = self.budget
         if budget is not None:
             if self.budget_paused:
@@ -228,6 +301,10 @@ class MessageStream(Generic[T]):
         self._fault: BaseException | None = None
         self.address: object = transport.get_extra_info("peername")
         self.local_address: object = transport.get_extra_info("sockname")
+        # Direct writes of large frames: only on the stdlib selector transport of 3.11.
+        sock = transport.get_extra_info("socket")
+        selector = type(transport).__name__ == "_SelectorSocketTransport"
+        self._fd = sock.fileno() if _DIRECT and selector and sock is not None else -1
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"
@@ -255,7 +332,8 @@ class MessageStream(Generic[T]):
         self._fault = exc
         self._flush()  # frames already sent by the caller still go out
         self._closing = True
-        self._transport.close()
+        if self._protocol.tail is None:  # else the tail's end closes it
+            self._transport.close()
 
     # -- sending -------------------------------------------------------------------------
 
@@ -273,18 +351,51 @@ class MessageStream(Generic[T]):
         if self._closing or self._protocol.lost or self._transport.is_closing():
             self._check_can_send()
         size = len(payload) if isinstance(payload, (bytes, bytearray)) else payload.nbytes
-        if size >= _COPY_LIMIT:
-            self._flush()
-            # The header travels with the first _COPY_LIMIT bytes (one small copy), not as
-            # a 4-byte segment of its own that would wake the peer for nothing.
-            # No `with`: on 3.12+ the transport may keep the slice without copying it.
-            view = memoryview(payload)
-            self._transport.write(header + view[:_COPY_LIMIT].tobytes())
-            self._transport.write(view[_COPY_LIMIT:])
-        else:
+        if size < _COPY_LIMIT:
             self._queue(header + payload if isinstance(payload, bytes) else header + bytes(payload))
-        if self._protocol.write_paused:
+        else:
+            while self._protocol.tail is not None:  # frames keep their order
+                await self._protocol.tail.done
+                self._check_can_send()
+            self._flush()
+            transport = self._transport
+            if self._fd >= 0 and type(payload) is bytes and not transport.get_write_buffer_size():
+                self._write_direct(header, payload)
+            else:
+                # The header travels with the first _COPY_LIMIT bytes (one small copy), not
+                # as a 4-byte segment of its own that would wake the peer for nothing.
+                # No `with`: on 3.12+ the transport may keep the slice without copying it.
+                view = memoryview(payload)
+                transport.write(header + view[:_COPY_LIMIT].tobytes())
+                transport.write(view[_COPY_LIMIT:])
+        if self._protocol.write_paused or (
+            self._protocol.tail is not None and self._pending_size >= _COALESCE_LIMIT
+        ):
             await self._drain()
+
+    def _write_direct(self, header: bytes, payload: bytes) -> None:
+        """Write a large frame to the socket; keep what the kernel did not take as a _Tail."""
+        try:
+            sent = os.writev(self._fd, [header, payload])
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # let the transport meet the error and report it as it does
+            self._transport.write(header)
+            self._transport.write(payload)
+            return
+        if sent < len(header):
+            rest = [memoryview(header)[sent:], memoryview(payload)]
+        elif sent < len(header) + len(payload):
+            rest = [memoryview(payload)[sent - len(header) :]]
+        else:
+            return
+        self._protocol.tail = _Tail(self._loop, self._fd, rest, self._tail_done)
+
+    def _tail_done(self) -> None:
+        self._protocol.tail = None
+        self._flush()  # small frames sent meanwhile
+        if self._closing:
+            self._transport.close()
 
     async def send_many(self, messages: Iterable[T]) -> None:
         """Send several messages in one write; frames from other tasks never interleave.
@@ -309,8 +420,8 @@ class MessageStream(Generic[T]):
 
     def _flush(self) -> None:
         pending = self._pending
-        if not pending:
-            return
+        if not pending or self._protocol.tail is not None:
+            return  # nothing to do, or the tail's end flushes
         self._pending = []
         self._pending_size = 0
         if self._transport.is_closing():
@@ -320,6 +431,8 @@ class MessageStream(Generic[T]):
     async def _drain(self) -> None:
         self._flush()
         protocol = self._protocol
+        while protocol.tail is not None:
+            await protocol.tail.done
         while protocol.write_paused and not protocol.lost:
             waiter = self._loop.create_future()
             protocol.drain_waiters.append(waiter)
@@ -412,13 +525,18 @@ class MessageStream(Generic[T]):
             return
         self._flush()
         self._closing = True
-        self._transport.close()
+        if self._protocol.tail is None:  # else the tail's end closes it
+            self._transport.close()
         self._protocol._wake_reader()
 
     def abort(self) -> None:
         """Close at once, dropping queued frames (the peer may see a reset)."""
         self._pending = []
         self._closing = True
+        tail = self._protocol.tail
+        if tail is not None:
+            self._protocol.tail = None
+            tail.drop()
         self._transport.abort()
         self._protocol._wake_reader()
 
@@ -496,6 +614,9 @@ async def start_server(
     format: Format | str = ...,
     max_size: int = ...,
     max_buffered: int = ...,
+    max_connections: int | None = ...,
+    idle_timeout: float | None = ...,
+    refuse: Handler[bytes] | None = ...,
 ) -> MessageServer: ...
 
 
@@ -509,6 +630,9 @@ async def start_server(
     max_size: int = ...,
     codec: Codec[T],
     max_buffered: int = ...,
+    max_connections: int | None = ...,
+    idle_timeout: float | None = ...,
+    refuse: Handler[T] | None = ...,
 ) -> MessageServer: ...
 
 
@@ -521,6 +645,9 @@ async def start_server(
     max_size: int = DEFAULT_MAX_SIZE,
     codec: Codec[T] | Codec[bytes] = BYTES,
     max_buffered: int = DEFAULT_MAX_BUFFERED,
+    max_connections: int | None = None,
+    idle_timeout: float | None = None,
+    refuse: Handler[T] | Handler[bytes] | None = None,
 ) -> MessageServer:
     """Serve TCP connections, calling ``await handler(stream)`` for each in its own task.
 
@@ -536,9 +663,26 @@ async def start_server(
     64 KiB reserves its announced size when its header arrives, and a connection whose
     reservation does not fit stops reading (back-pressure) until other connections'
     messages are taken; none is refused.
+
+    ``max_connections`` (default None: no limit) bounds the handlers running at once.
+    A connection beyond it is not served: ``await refuse(stream)`` runs instead (to
+    tell the client, e.g. a "busy" message; it should be brief), or the connection
+    is closed at once when ``refuse`` is None. ``idle_timeout`` (seconds, default
+    None: never) closes a connection that has received no byte for that long, as
+    :meth:`MessageStream.close` does; its handler's ``recv()`` then raises
+    ConnectionClosed.
     """
     if not isinstance(codec, Codec):
         raise TypeError(f"codec must be a sockwork.frames.Codec, not {codec!r}")
+    if max_connections is not None and (
+        isinstance(max_connections, bool) or not isinstance(max_connections, int)
+        or max_connections < 1
+    ):
+        raise ValueError(f"max_connections must be None or an int >= 1, not {max_connections!r}")
+    if idle_timeout is not None and not 0 < idle_timeout < float("inf"):
+        raise ValueError(
+            f"idle_timeout must be None or a finite number of seconds > 0, not {idle_timeout!r}"
+        )
     FrameEncoder(format, max_size=max_size)  # validate the arguments now, not per connection
     budget = MemoryBudget(max_buffered, base=_CHUNK)
     if max_buffered < max_size:
@@ -549,9 +693,15 @@ async def start_server(
     loop = asyncio.get_running_loop()
     server = MessageServer()
     server._budget = budget
+    server._max_connections = max_connections
+    server._idle_timeout = idle_timeout
+    server._refuse = cast("Handler[object] | None", refuse)
+
+    # Only servers with an idle_timeout pay for noting the time of each read.
+    protocol = _ServerProtocol if idle_timeout is None else _IdleServerProtocol
 
     def factory() -> _FrameProtocol:
-        return _ServerProtocol(
+        return protocol(
             FrameDecoder(format, max_size=max_size),
             loop,
             budget,
@@ -581,6 +731,10 @@ class MessageServer:
         self._lost: set[asyncio.Future[None]] = set()  # closed_future of each live connection
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._max_connections: int | None = None
+        self._idle_timeout: float | None = None
+        self._refuse: Handler[object] | None = None
+        self._served = 0  # handlers running (what max_connections bounds)
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "serving"
@@ -589,12 +743,22 @@ class MessageServer:
     @property
     def sockets(self) -> tuple[socket.socket, ...]:
         """The listening sockets (``sockets[0].getsockname()`` gives the port); () once closed."""
-        return () if self._server is None else tuple(self._server.sockets)
+        return () if self._server is None or self._closing else tuple(self._server.sockets)
 
     @property
     def connections(self) -> int:
         """The number of accepted connections not yet closed."""
         return len(self._streams)
+
+    @property
+    def max_connections(self) -> int | None:
+        """The most handlers served at once (None: no limit); see :func:`start_server`."""
+        return self._max_connections
+
+    @property
+    def idle_timeout(self) -> float | None:
+        """Seconds without a received byte before a connection is closed (None: never)."""
+        return self._idle_timeout
 
     @property
     def buffered(self) -> int:
@@ -608,7 +772,7 @@ class MessageServer:
 
     def is_serving(self) -> bool:
         """Return True while the server accepts new connections."""
-        return self._server is not None and self._server.is_serving()
+        return self._server is not None and not self._closing and self._server.is_serving()
 
     async def serve_forever(self) -> None:
         """Serve until cancelled; then close the server and its connections, and wait."""
@@ -635,9 +799,10 @@ class MessageServer:
         self._shut(abort=True)
 
     def _shut(self, *, abort: bool) -> None:
+        first = not self._closing
         self._closing = True
-        if self._server is not None:
-            self._server.close()
+        if self._server is not None and first:
+            _stop_listening(self._server)
         for stream in list(self._streams):
             if abort:
                 stream.abort()
@@ -676,6 +841,24 @@ class MessageServer:
         await self.wait_closed()
 
 
+def _stop_listening(server: asyncio.Server) -> None:
+    """Stop accepting now; close the asyncio server one loop step later.
+
+    asyncio.Server.close() run just after the loop accepted a socket, before the task
+    that wraps it in a transport ran, makes that task fail in Server._attach() (3.11:
+    "assert self._sockets is not None") and the accepted socket leaks, unclosed. So no
+    new socket is accepted from now on, and the server closes after those tasks made
+    their transports; _ServerProtocol.connection_made then aborts them (``_closing``).
+    """
+    loop = server.get_loop()
+    try:
+        for sock in server.sockets:
+            loop.remove_reader(sock)
+        loop.call_soon(server.close)
+    except (NotImplementedError, RuntimeError):  # a loop without readers, or closed
+        server.close()
+
+
 class _ServerProtocol(_FrameProtocol):
     """A _FrameProtocol that starts the handler task once connected."""
 
@@ -695,6 +878,9 @@ class _ServerProtocol(_FrameProtocol):
         self._handler = handler
         self._server = server
         self._stream: MessageStream[object] | None = None
+        self._counted = False  # counted in server._served until the handler ends
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._last_heard = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -703,23 +889,57 @@ class _ServerProtocol(_FrameProtocol):
         if server._closing:
             tcp.abort()  # accepted in the instant the server closed: never served
             return
+        limit = server._max_connections
+        handler = self._handler
+        if limit is not None and server._served >= limit:
+            if server._refuse is None:
+                tcp.abort()  # over the limit, nothing to tell: closed before any byte
+                return
+            handler = server._refuse
+        else:
+            server._served += 1
+            self._counted = True
         stream = MessageStream(tcp, self, self._encoder, self._codec)
         self._stream = stream
         server._streams.add(stream)
         server._lost.add(self.closed_future)
-        task = self.loop.create_task(self._run(stream))
+        if server._idle_timeout is not None:
+            self._last_heard = self.loop.time()
+            self._idle_timer = self.loop.call_later(server._idle_timeout, self._check_idle)
+        task = self.loop.create_task(self._run(stream, handler))
         server._tasks.add(task)
-        task.add_done_callback(server._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _check_idle(self) -> None:
+        """Close the stream when nothing arrived for idle_timeout; else look again then."""
+        timeout = self._server._idle_timeout
+        assert timeout is not None and self._stream is not None
+        due = self._last_heard + timeout
+        if self.loop.time() >= due:
+            self._idle_timer = None
+            self._stream.close()
+        else:
+            self._idle_timer = self.loop.call_at(due, self._check_idle)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        server = self._server
+        server._tasks.discard(task)
+        if self._counted:
+            self._counted = False
+            server._served -= 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         if self._stream is not None:
             self._server._streams.discard(self._stream)
         self._server._lost.discard(self.closed_future)
 
-    async def _run(self, stream: MessageStream[object]) -> None:
+    async def _run(self, stream: MessageStream[object], handler: Handler[object]) -> None:
         try:
-            await self._handler(stream)
+            await handler(stream)
         except SockworkError:
             pass  # this connection's peer misbehaved or left; the stream says which
         except Exception as exc:  # noqa: BLE001 - reported, and the server goes on
@@ -728,3 +948,11 @@ class _ServerProtocol(_FrameProtocol):
             )
         finally:
             stream.close()
+
+
+class _IdleServerProtocol(_ServerProtocol):
+    """A _ServerProtocol that notes when bytes last arrived, for the idle timeout."""
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self._last_heard = self.loop.time()
+        super().buffer_updated(nbytes)

@@ -28,7 +28,8 @@ a no-op) but, receiving one, returns ``""`` or ``b""`` from ``read()`` (tested).
 """
 
 # Rules:
-# - Bytes live in one bytearray, ``_buf``, with the unparsed region ``_buf[_start:_end]``.
+# - Bytes live in one bytearray, ``_buf``, with the unparsed region ``_buf[_start:_end]``
+#   (except a large payload: see below).
 #   It is never resized in place (a memoryview handed out by ``get_buffer`` may still be
 #   alive, and resizing an exported bytearray raises BufferError): growing allocates a new
 #   bytearray, compacting moves the live region to the front with a same-size assignment.
@@ -36,6 +37,11 @@ a no-op) but, receiving one, returns ``""`` or ``b""`` from ``read()`` (tested).
 #   until the payload is complete, so every byte is examined O(1) times (h11's ReceiveBuffer).
 # - ``max_size`` is checked as soon as a header is complete, before any allocation for the
 #   payload. Variable-length headers are bounded to MAX_HEADER_SIZE bytes.
+# - Memory grows only with bytes that arrived (issue 9): a payload over _LARGE goes into
+#   its own io.BytesIO, grown to at most twice what arrived and never past the frame's
+#   end; when complete, getvalue() hands out the BytesIO's own bytes object, so the
+#   message costs one copy (kernel -> its final buffer). Views of that buffer are
+#   released before it grows or is handed out (a live view makes BytesIO copy instead).
 # - Errors are sticky: once the stream is broken (ProtocolError, MessageTooLarge) every
 #   later call raises the same exception. Complete messages before the bad header are
 #   still returned first, because parsing is lazy.
@@ -43,6 +49,7 @@ a no-op) but, receiving one, returns ``""`` or ``b""`` from ``read()`` (tested).
 from __future__ import annotations
 
 import enum
+import io
 import struct
 from collections.abc import Iterable, Iterator
 from typing import Final, TypeAlias
@@ -69,7 +76,7 @@ MAX_HEADER_SIZE: Final = 10
 
 _U32_LIMIT: Final = 2**32 - 1
 _CHUNK: Final = 64 * 1024  # default size of a get_buffer() view and of the buffer
-_LARGE: Final = _CHUNK  # payloads larger than this are received in pieces
+_LARGE: Final = _CHUNK  # payloads larger than this get a buffer of their own
 _MAX_VIEW: Final = 256 * 1024  # largest view get_buffer() offers beyond what was asked
 _U32 = struct.Struct(">I")
 _pack_u32 = _U32.pack
@@ -328,10 +335,11 @@ class FrameDecoder:
     Decoded messages are ``bytes``, or ``str`` for a STOCKINGS text frame.
 
     Memory follows the bytes that arrive, not the sizes that headers announce: a frame
-    larger than 64 KiB is received into pieces allocated as it arrives (each at most
-    the size received so far, so at most about twice what arrived), joined once when
-    it is complete and released when it is returned. :attr:`capacity` tells what is
-    allocated, :attr:`commitment` what the pending frame may still add.
+    larger than 64 KiB is received into a buffer of its own that doubles with what
+    arrived (so at most twice that, and never past the frame's end). That buffer is
+    the returned ``bytes`` object itself (not a copy), so its memory goes with the
+    message. :attr:`capacity` tells what is allocated, :attr:`commitment` what the
+    pending frame may still add.
     """
 
     def __init__(
@@ -354,15 +362,13 @@ class FrameDecoder:
             Format.VARINT: self._parse_varint,
             Format.STOCKINGS: self._parse_stockings,
         }[self.format]
-        # A large frame's payload, received piece by piece (see _enter_large).
-        self._large = False  # the current frame's payload goes to _pieces, not _buf
-        self._pieces: list[bytearray | memoryview] = []  # filled pieces, in order
-        self._pieces_size = 0  # bytes allocated for _pieces
-        self._piece: bytearray | None = None  # the piece being filled
-        self._piece_view = memoryview(b"")
-        self._piece_fill = 0
+        # A large frame's payload, received into its own growing buffer (see _enter_large).
+        self._large = False  # the current frame's payload goes to _final, not _buf
+        self._final: io.BytesIO | None = None  # the message's bytes, grown as they arrive
+        self._final_view = memoryview(b"")  # getbuffer() of _final, released before growing
+        self._final_size = 0  # bytes allocated in _final
         self._got = 0  # payload bytes of the large frame received so far
-        self._into_piece = False  # the last get_buffer() view was into _piece
+        self._into_final = False  # the last get_buffer() view was into _final
 
     def __repr__(self) -> str:
         return (
@@ -392,9 +398,8 @@ class FrameDecoder:
 
     @property
     def capacity(self) -> int:
-        """Bytes allocated for received data now (buffer and pieces of a large frame)."""
-        piece = self._piece
-        return len(self._buf) + self._pieces_size + (len(piece) if piece is not None else 0)
+        """Bytes allocated for received data now (the buffer, and a large frame's own)."""
+        return len(self._buf) + self._final_size
 
     @property
     def commitment(self) -> int:
@@ -408,9 +413,7 @@ class FrameDecoder:
         if not self._hlen or self._plen <= _LARGE:
             return capacity
         if self._large:
-            piece = self._piece
-            spare = len(piece) - self._piece_fill if piece is not None else 0
-            return capacity + self._plen - self._got - spare
+            return capacity + self._plen - self._final_size
         missing = self._start + self._hlen + self._plen - self._end
         return capacity + missing if missing > 0 else capacity
 
@@ -436,9 +439,8 @@ class FrameDecoder:
             return
         if self._large and self._got < self._plen:
             take = min(size, self._plen - self._got)
-            self._close_piece()
-            self._pieces.append(bytearray(data[:take]))
-            self._pieces_size += take
+            self._grow(self._got + take)
+            self._final_view[self._got : self._got + take] = data[:take]
             self._got += take
             if take == size:
                 return
@@ -459,7 +461,7 @@ class FrameDecoder:
         before any other call. The view is at least ``min(sizehint, 64 KiB)`` bytes
         (64 KiB when ``sizehint`` <= 0), or the rest of a pending frame if that is
         less; it offers at most 256 KiB beyond that. Memory grows only with the bytes
-        that arrive: a large frame's next piece is at most what it received so far.
+        that arrive: a large frame's buffer grows to at most twice what it received.
 
         Raises:
             RuntimeError: called after :meth:`receive_eof`.
@@ -469,17 +471,17 @@ class FrameDecoder:
         want = sizehint if 0 < sizehint < _CHUNK else _CHUNK
         if self._large:
             if self._got < self._plen:
-                return self._piece_buffer()
+                return self._final_buffer()
         elif self._hlen:
             missing = self._start + self._hlen + self._plen - self._end
             if missing > 0:
                 if self._plen > _LARGE:
                     self._enter_large()
-                    return self._piece_buffer()
+                    return self._final_buffer()
                 # Room for the whole rest of the current (small) frame: it then finishes
                 # in place instead of being moved to the front first.
                 want = max(want, missing)
-        self._into_piece = False
+        self._into_final = False
         self._reserve(want)
         end = self._end
         # Offer spare room too (fewer, larger reads) but bounded, so a caller pausing at a
@@ -488,18 +490,10 @@ class FrameDecoder:
 
     def buffer_updated(self, nbytes: int) -> None:
         """Record that ``nbytes`` bytes were written into the last :meth:`get_buffer` view."""
-        if self._into_piece:
-            fill = self._piece_fill + nbytes
-            piece = self._piece
-            assert piece is not None
-            if nbytes < 0 or fill > len(piece):
+        if self._into_final:
+            if nbytes < 0 or self._got + nbytes > self._final_size:
                 raise ValueError(f"nbytes must be between 0 and the view's length, not {nbytes}")
-            self._piece_fill = fill
             self._got += nbytes
-            if fill == len(piece):
-                self._pieces.append(piece)
-                self._pieces_size += fill
-                self._piece = None
             return
         if nbytes < 0 or self._end + nbytes > len(self._buf):
             raise ValueError(f"nbytes must be between 0 and the view's length, not {nbytes}")
@@ -553,53 +547,64 @@ class FrameDecoder:
         self._start = 0
         self._end = live
 
-    # -- large frames: the payload in pieces allocated as it arrives ----------------------
+    # -- large frames: the payload in its own buffer, grown as it arrives ---------------
 
     def _enter_large(self) -> None:
-        """Receive the pending frame's payload into pieces instead of the buffer."""
+        """Receive the pending frame's payload into a buffer of its own."""
         payload = self._start + self._hlen
         have = self._end - payload
-        if have:
-            # The buffer itself becomes the first piece (no copy); a fresh one is
-            # allocated for what follows the frame, once the frame is complete.
-            self._pieces.append(self._view[payload : self._end])
-            self._pieces_size += len(self._buf)
-            self._buf = bytearray()
-            self._view = memoryview(self._buf)
-        self._start = self._end = 0
-        self._got = have
         self._large = True
+        self._final = io.BytesIO()
+        self._final_size = 0
+        self._got = 0
+        if have:
+            self._grow(have)
+            self._final_view[0:have] = self._view[payload : self._end]
+            self._got = have
+        self._start = self._end = 0
 
-    def _piece_buffer(self) -> memoryview:
-        piece = self._piece
-        if piece is None:
-            # Each piece is at most what the frame received so far: memory grows by
-            # doubling with the bytes that arrive, and stops exactly at the frame's end.
-            size = min(self._plen - self._got, max(_CHUNK, self._got))
-            piece = self._piece = bytearray(size)
-            self._piece_view = memoryview(piece)
-            self._piece_fill = 0
-        self._into_piece = True
-        return self._piece_view[self._piece_fill :]
-
-    def _close_piece(self) -> None:
-        """Keep the filled part of the piece being filled (receive_data goes around it)."""
-        piece = self._piece
-        if piece is None:
+    def _grow(self, need: int) -> None:
+        """Make the final buffer hold at least ``need`` bytes (at most the frame's size)."""
+        if need <= self._final_size:
             return
-        if self._piece_fill:
-            self._pieces.append(self._piece_view[: self._piece_fill])
-            self._pieces_size += len(piece)
-        self._piece = None
+        # Double with what arrived: at most twice the bytes received, and never past the
+        # frame's end (the frame then arrives in place, with nothing behind it).
+        size = min(self._plen, max(need, self._got + max(_CHUNK, self._got)))
+        final = self._final
+        assert final is not None
+        self._final_view.release()
+        try:
+            # Writing the last byte resizes the BytesIO's own bytes object (a realloc,
+            # which moves no data for large blocks); getvalue() hands it out uncopied.
+            final.seek(size - 1)
+            final.write(b"\0")
+        except BufferError:  # a caller still holds an old view: move to a new buffer
+            old = final.getbuffer()
+            final = self._final = io.BytesIO()
+            final.seek(size - 1)
+            final.write(b"\0")
+            with final.getbuffer() as view:
+                view[: self._got] = old[: self._got]
+            old.release()
+        self._final_view = final.getbuffer()
+        self._final_size = size
+
+    def _final_buffer(self) -> memoryview:
+        if self._got == self._final_size:
+            self._grow(self._got + 1)
+        self._into_final = True
+        return self._final_view[self._got : self._final_size]
 
     def _take_large(self) -> Message:
-        """Return the completed large frame's message and release its pieces."""
-        self._close_piece()
-        pieces = self._pieces
-        data = b"".join(pieces)
-        self._pieces = []
-        self._pieces_size = 0
-        self._piece_view = memoryview(b"")
+        """Return the completed large frame's message and release its buffer."""
+        final = self._final
+        assert final is not None
+        self._final_view.release()
+        # The BytesIO's own bytes object, not a copy, unless a caller still holds a view.
+        data = final.getvalue()
+        self._final = None
+        self._final_size = 0
+        self._final_view = memoryview(b"")
         self._got = 0
         self._large = False
         self._hlen = 0

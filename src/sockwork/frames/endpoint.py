@@ -52,13 +52,6 @@ _READ: Final = 1  # selectors.EVENT_READ
 _WRITE: Final = 2  # selectors.EVENT_WRITE
 
 
-class _Nothing:
-    """No message is waiting (distinct from a decoded message that is None)."""
-
-
-_NOTHING: Final = _Nothing()
-
-
 class Endpoint(Channel, Generic[T]):
     """Whole messages over a connected socket, sent and received in the background.
 
@@ -251,10 +244,18 @@ class Endpoint(Channel, Generic[T]):
             MessageTooLarge, ProtocolError: the peer broke the format; the connection is
                 closed.
         """
-        message = self._take(timeout)
-        if message is _NOTHING:
-            raise TimedOut(f"no message arrived within {timeout} s", timeout=timeout)
-        return message  # type: ignore[return-value]
+        with self._lock:
+            inbox = self._inbox
+            if not inbox or self._closing:
+                if not self._wait_for_message(timeout):
+                    raise TimedOut(f"no message arrived within {timeout} s", timeout=timeout)
+            message = inbox.get()  # may resume reading (the low water mark)
+            if not inbox and self._flag is not None and self._error is None:
+                self._flag.clear()
+        if self._decode is None:
+            return message  # type: ignore[return-value]
+        # An error in decode() consumed one frame; the stream is fine.
+        return self._decode(message)
 
     def __iter__(self) -> Iterator[T]:
         """Yield messages until the connection closes cleanly (peer's EOF, or our close()).
@@ -285,20 +286,6 @@ class Endpoint(Channel, Generic[T]):
                 if self._inbox or self._error is not None:
                     self._flag.set()
             return self._flag.fileno()
-
-    def _take(self, timeout: float | None) -> object:
-        """Take the next message, waiting up to ``timeout`` s; _NOTHING if none came."""
-        with self._lock:
-            inbox = self._inbox
-            if not inbox or self._closing:
-                if not self._wait_for_message(timeout):
-                    return _NOTHING
-            message = inbox.get()  # may resume reading (the low water mark)
-            if not inbox and self._flag is not None and self._error is None:
-                self._flag.clear()
-        if self._decode is None:
-            return message
-        return self._decode(message)  # an error here consumed one frame; the stream is fine
 
     def _wait_for_message(self, timeout: float | None) -> bool:
         """Wait (lock held) up to ``timeout`` s until a message is waiting; False if none came.

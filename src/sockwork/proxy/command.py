@@ -9,8 +9,11 @@ import json
 import signal
 import sys
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
+from sockwork.address import parse_int, parse_port
+from sockwork.cli import argument_type
 from sockwork.faults.units import parse_duration, parse_int_range, parse_rate, parse_size
 from sockwork.faults.vocabulary import (
     Bandwidth,
@@ -26,6 +29,10 @@ from sockwork.proxy.server import ToxiproxyServer
 from sockwork.proxy.toxic import ApiError, format_address, parse_address
 
 __all__ = ["register"]
+
+# Numbers are ASCII: "٣" is not 3 (sockwork.address).
+_SEED = argument_type(partial(parse_int, what="seed"))
+_PORT = argument_type(partial(parse_port, what="port"))
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--reset-after", metavar="SIZE", help="reset (RST) after SIZE bytes")
     p.add_argument("--stall", action="store_true", help="stop reading: senders feel back-pressure")
     p.add_argument("--blackhole", action="store_true", help="read and discard everything")
-    p.add_argument("--seed", type=int, help="seed for jitter and slicing (printed if not given)")
+    p.add_argument("--seed", type=_SEED, help="seed for jitter and slicing (printed if not given)")
     p.set_defaults(run=_run_proxy)
 
     s = subparsers.add_parser(
@@ -58,10 +65,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="A Toxiproxy 2.x compatible server: same paths, JSON and status codes.",
     )
     s.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
-    s.add_argument("--port", type=int, default=8474, help="API port (default 8474)")
+    s.add_argument("--port", type=_PORT, default=8474, help="API port (default 8474)")
     s.add_argument("--config", type=Path, metavar="FILE",
                    help="JSON array of proxies to create at start")
-    s.add_argument("--seed", type=int, help="seed for every random choice of the proxies")
+    s.add_argument("--seed", type=_SEED, help="seed for every random choice of the proxies")
     s.set_defaults(run=_run_server)
 
 

@@ -23,6 +23,7 @@ import socket
 import struct
 from typing import Protocol
 
+from sockwork.address import format_address
 from sockwork.faults.plan import Action, Close, Wait
 from sockwork.faults.plan import Connection as PlanConnection
 from sockwork.proxy.fault import Direction, other_direction
@@ -81,10 +82,8 @@ def reset_transport(transport: asyncio.Transport) -> None:
     transport.abort()
 
 
-def format_peer(address: tuple[str, int]) -> str:
-    """``host:port`` (``[v6]:port``), as connection labels and messages show addresses."""
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+#: ``host:port`` (``[v6]:port``), as connection labels and messages show addresses.
+format_peer = format_address
 
 
 class Side(asyncio.BufferedProtocol):

@@ -24,15 +24,17 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Literal
 
+from sockwork.address import bind_listener
+
 __all__ = ["Listener", "Mode"]
 
 #: What the listening address does: accept, refuse (ECONNREFUSED), or time connects out.
 Mode = Literal["serve", "refuse", "tarpit"]
 
 _Resolved = tuple[int, tuple[object, ...]]  # (family, sockaddr) as getaddrinfo gives them
+_AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[object, ...]]
 _ACCEPT_BATCH = 64
 _ACCEPT_RETRY = 0.1
-_BACKLOG = 128
 
 
 class Listener:
@@ -69,15 +71,14 @@ class Listener:
             OSError: the address cannot be bound (in use, not local, unknown name...).
         """
         try:
-            wanted = _resolve(listen)  # a numeric address needs no look-up
+            infos = _numeric(listen)  # a numeric address needs no look-up
         except socket.gaierror:
             infos = await self._loop.getaddrinfo(
                 listen[0], listen[1], type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
             )
-            wanted = _pick(infos)
-        if self.address is not None and wanted == _resolve(self.address):
+        if self.address is not None and _pick(infos) == _pick(_numeric(self.address)):
             return None
-        return _bind(wanted)
+        return bind_listener(*listen, infos=infos)
 
     def swap(self, sock: socket.socket, mode: Mode) -> None:
         """Make ``sock`` (from :meth:`prepare`) the address, in ``mode``; the old one closes."""
@@ -102,9 +103,9 @@ class Listener:
         self.stop()
         assert self.address is not None, "swap() first"
         if mode == "serve":
-            self._serve(_bind(_resolve(self.address)))
+            self._serve(bind_listener(*self.address, infos=_numeric(self.address)))
         elif mode == "tarpit":
-            listener = _bind(_resolve(self.address), backlog=0)
+            listener = bind_listener(*self.address, backlog=0, infos=_numeric(self.address))
             plug = socket.socket(listener.family, socket.SOCK_STREAM)
             plug.setblocking(False)
             plug.connect_ex(listener.getsockname())  # loopback: queued at once
@@ -170,27 +171,13 @@ class Listener:
 
 
 def _pick(infos: Sequence[tuple[object, ...]]) -> _Resolved:
-    # "localhost" may resolve to ::1 first; clients mostly dial 127.0.0.1 (Go does too).
+    """The (family, sockaddr) bind_listener binds: IPv4 first, as it chooses."""
     family, _, _, _, sockaddr = min(infos, key=lambda info: info[0] != socket.AF_INET)
     assert isinstance(family, int) and isinstance(sockaddr, tuple)
     return family, sockaddr
 
 
-def _resolve(address: tuple[str, int]) -> _Resolved:
-    """A numeric address as getaddrinfo gives it (no look-up)."""
+def _numeric(address: tuple[str, int]) -> Sequence[_AddrInfo]:
+    """getaddrinfo's answer for a numeric address (no look-up)."""
     flags = socket.AI_PASSIVE | socket.AI_NUMERICHOST
-    return _pick(socket.getaddrinfo(*address, type=socket.SOCK_STREAM, flags=flags))
-
-
-def _bind(resolved: _Resolved, *, backlog: int = _BACKLOG) -> socket.socket:
-    family, sockaddr = resolved
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(sockaddr)
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return socket.getaddrinfo(*address, type=socket.SOCK_STREAM, flags=flags)

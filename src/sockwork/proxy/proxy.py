@@ -34,6 +34,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
+from sockwork._loop import LoopThread
 from sockwork.faults.plan import Event, Plan, Report
 from sockwork.faults.vocabulary import Fault
 from sockwork.proxy.fault import DIRECTIONS, Direction
@@ -106,7 +107,7 @@ class FaultProxy:
         self._listener: Listener | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
-        self._thread: threading.Thread | None = None
+        self._runner: LoopThread | None = None
         self._started = False
         self._closed = False
 
@@ -214,49 +215,15 @@ class FaultProxy:
         """Start the proxy on its own asyncio loop in a daemon thread."""
         if self._started:
             raise RuntimeError("the proxy was already started")
-        loop = asyncio.new_event_loop()
-        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._begin(loop))
-            except BaseException as exc:  # report the failure (e.g. address in use) to start()
-                ready.set_exception(exc)
-                return
-            ready.set_result(None)
-            loop.run_forever()
-            # Nothing may outlive the loop: finish whatever is still scheduled.
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            # Name look-ups of a "localhost" upstream ran in the default executor.
-            loop.run_until_complete(loop.shutdown_default_executor())
-
-        name = f"sockwork-proxy-{id(self):x}"
-        self._thread = threading.Thread(target=run, name=name, daemon=True)
-        self._thread.start()
-        try:
-            ready.result()
-        except BaseException:
-            self._thread.join()
-            self._thread = None
-            loop.close()
-            raise
+        runner = LoopThread(f"sockwork-proxy-{id(self):x}")
+        runner.start(self._begin())
+        self._runner = runner
 
     def close(self) -> None:
         """Stop accepting, close every connection and stop the thread (idempotent)."""
-        thread = self._thread
-        if thread is None:
-            return
-        loop = self._require_loop()
-        if not self._closed:
-            asyncio.run_coroutine_threadsafe(self._end(), loop).result()
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        self._thread = None
-        loop.close()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.stop(None if self._closed else self._end())
 
     def __enter__(self) -> Self:
         """Start in a background thread (see :meth:`start`)."""
@@ -277,11 +244,11 @@ class FaultProxy:
         """Start the proxy on the running loop."""
         if self._started:
             raise RuntimeError("the proxy was already started")
-        await self._begin(asyncio.get_running_loop())
+        await self._begin()
 
     async def aclose(self) -> None:
         """Close a proxy started with ``async with`` or ``astart()`` (idempotent)."""
-        if self._thread is not None:
+        if self._runner is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.close)
         elif self._started and not self._closed:
             await self._end()
@@ -359,7 +326,8 @@ class FaultProxy:
         loop.call_soon_threadsafe(run)
         return result.result()
 
-    async def _begin(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _begin(self) -> None:
+        loop = asyncio.get_running_loop()
         self._loop = loop
         self._loop_thread = threading.current_thread()
         self._fired = {}

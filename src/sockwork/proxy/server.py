@@ -14,11 +14,9 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import json
 import random
-import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -26,6 +24,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 from sockwork import __version__
+from sockwork._loop import LoopThread
 from sockwork.faults.vocabulary import Fault
 from sockwork.proxy.fault import fault_for
 from sockwork.proxy.proxy import FaultProxy
@@ -141,7 +140,8 @@ class ToxiproxyServer:
         self._clients: set[asyncio.StreamWriter] = set()
         self._address: tuple[str, int] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._runner: LoopThread | None = None
+        self._closer: asyncio.Task[None] | None = None
         self._stop: asyncio.Event | None = None
 
     @property
@@ -199,30 +199,23 @@ class ToxiproxyServer:
 
     def start(self) -> None:
         """Run the server on its own loop in a daemon thread."""
-        started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        runner = LoopThread("sockwork-toxiproxy")
+        runner.start(self._start_in_thread())
+        self._runner = runner
 
-        def run() -> None:
-            async def main() -> None:
-                try:
-                    await self.astart()
-                except BaseException as exc:
-                    started.set_exception(exc)
-                    return
-                started.set_result(None)
-                assert self._stop is not None
-                await self._stop.wait()
-                await self.aclose()
+    async def _start_in_thread(self) -> None:
+        await self.astart()
+        # As serve_forever() does: stop() (from any thread) closes the server.
+        self._closer = asyncio.get_running_loop().create_task(self._close_when_stopped())
 
-            asyncio.run(main())
+    async def _close_when_stopped(self) -> None:
+        assert self._stop is not None
+        await self._stop.wait()
+        await self.aclose()
 
-        self._thread = threading.Thread(target=run, name="sockwork-toxiproxy", daemon=True)
-        self._thread.start()
-        try:
-            started.result()
-        except BaseException:
-            self._thread.join()
-            self._thread = None
-            raise
+    async def _closed(self) -> None:
+        if self._closer is not None:
+            await self._closer
 
     def stop(self) -> None:
         """Ask a running server to stop (thread-safe); ``close()`` also waits for it."""
@@ -233,9 +226,9 @@ class ToxiproxyServer:
     def close(self) -> None:
         """Stop the server started with ``start()`` and wait for its thread."""
         self.stop()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            runner.stop(self._closed())
 
     def __enter__(self) -> Self:
         """Start in a background thread (see :meth:`start`)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from sockwork import address as _address
 from sockwork.errors import SockworkError
 
 __all__ = [
@@ -264,26 +265,21 @@ def _check_upstream(text: str) -> None:
 
 
 def parse_address(text: str, what: str = "address") -> tuple[str, int]:
-    """Split ``host:port`` (``[v6]:port`` too) into ``(host, port)``.
+    """Split ``host:port`` (``[v6]:port`` too) into ``(host, port)``; no host is 127.0.0.1.
 
     Raises:
         ApiError: 400 when there is no valid port.
     """
-    host, sep, port = text.rpartition(":")
-    # isascii(): str.isdigit() also accepts digits int() refuses, such as "²".
-    if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
-        raise ApiError(400, f"{what} must be host:port with a port in 0..65535, got {text!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return (host or "127.0.0.1", int(port))
+    try:
+        return _address.parse_address(text, what, default_host="127.0.0.1")
+    except ValueError:
+        raise ApiError(
+            400, f"{what} must be host:port with a port in 0..65535, got {text!r}"
+        ) from None
 
 
-def format_address(address: tuple[str, int]) -> str:
-    """``(host, port)`` as ``host:port`` (``[v6]:port`` for IPv6)."""
-    host, port = address
-    if ":" in host:
-        return f"[{host}]:{port}"
-    return f"{host}:{port}"
+#: ``(host, port)`` as ``host:port`` (``[v6]:port`` for IPv6).
+format_address = _address.format_address
 
 
 def proxy_json(

@@ -6,6 +6,8 @@ Fixtures, each cleaned up after its test:
   faults into the sockets of the test (``netfaults.inject(Latency(0.1))``).
 - ``fault_proxy``: a factory, ``fault_proxy(upstream)``, that starts a
   :class:`sockwork.proxy.FaultProxy` to ``upstream``; closed after the test.
+- ``telnet_client``: a factory, ``telnet_client(address, **options)``, of
+  :class:`~sockwork.testing.TelnetClient` objects closed after the test.
 - ``poorconn_http_server``: poorconn's fixture (a static-file HTTP server slowed
   down by ``delay_before_sending_upon_acceptance``, on ``localhost:8080`` with
   ``t=1``, ``length=1024`` as in poorconn), configured by the marker
@@ -41,21 +43,32 @@ import sys
 import types
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import pytest
 
+from sockwork.address import parse_int
+from sockwork.cli import argument_type
+
 if TYPE_CHECKING:
+    # Only in annotations of the telnet_client fixture.
+    import socket
+    from collections.abc import Collection
+    from typing import Any
+
     from sockwork.compat.poorconn.server import Server
     from sockwork.proxy import FaultProxy
     from sockwork.testing.netfaults import NetFaults
+    from sockwork.testing.telnet import TelnetClient
 
 __all__ = [
     "POORCONN_MARKER",
     "PoorconnDefaults",
     "PoorconnFixtures",
     "ProxyFactory",
+    "TelnetFactory",
     "add_poorconn_marker",
     "fault_proxy",
     "netfaults",
@@ -65,6 +78,7 @@ __all__ = [
     "pytest_report_header",
     "pytest_runtest_makereport",
     "seed_of",
+    "telnet_client",
 ]
 
 _SEED = pytest.StashKey[int]()
@@ -76,7 +90,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("sockwork", "sockwork network faults")
     group.addoption(
         "--sockwork-seed",
-        type=int,
+        type=argument_type(partial(parse_int, what="seed")),
         default=None,
         metavar="SEED",
         help="seed of every random choice injected faults make; a failing test prints "
@@ -227,6 +241,46 @@ def netfaults(request: pytest.FixtureRequest) -> Iterator[NetFaults]:
         for marker in reversed(list(request.node.iter_markers("netfaults"))):
             faults.inject(*marker.args, **marker.kwargs)
         yield faults
+
+
+class TelnetFactory(Protocol):
+    """The ``telnet_client`` fixture: connects a TelnetClient, closed after the test."""
+
+    def __call__(
+        self,
+        target: tuple[str, int] | socket.socket,
+        *,
+        timeout: float = ...,
+        negotiate: bool = ...,
+        accept: Collection[int] = ...,
+        encoding: str = ...,
+        max_buffer: int = ...,
+    ) -> TelnetClient:
+        """Connect to ``target`` with the options of :class:`~sockwork.testing.TelnetClient`."""
+        ...
+
+
+@pytest.fixture
+def telnet_client() -> Iterator[TelnetFactory]:
+    """A factory of scripted telnet clients (:class:`~sockwork.testing.TelnetClient`).
+
+    ``client = telnet_client(server.address)`` connects one; every client made is
+    closed after the test, also when it fails.
+    """
+    from sockwork.testing.telnet import TelnetClient
+
+    clients: list[TelnetClient] = []
+
+    def make(target: tuple[str, int] | socket.socket, **options: Any) -> TelnetClient:
+        client = TelnetClient(target, **options)
+        clients.append(client)
+        return client
+
+    try:
+        yield make
+    finally:
+        for client in clients:
+            client.close()
 
 
 @pytest.fixture(autouse=True)
