@@ -6,8 +6,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-test
 
 # Debian packages the end-to-end tests drive as real peers (and openssl, which makes
-# their test certificates): binary -> package.
-SYSTEM_TOOLS := telnet:telnet nc:netcat-openbsd socat:socat openssl:openssl
+# their test certificates; ssh and sshpass drive the SSH console): binary -> package.
+SYSTEM_TOOLS := telnet:telnet nc:netcat-openbsd socat:socat openssl:openssl \
+                ssh:openssh-client sshpass:sshpass
 # Packages whose programs live off PATH: file pattern -> package. PostgreSQL's server
 # (initdb, pg_ctl) is in /usr/lib/postgresql/<version>/bin; the storify tests start
 # their own throwaway server with it (storify.testing.TemporaryPostgres).

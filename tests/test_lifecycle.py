@@ -14,6 +14,7 @@ import pytest
 
 from sockwork.compat.poorconn.server import HTTPServer
 from sockwork.console.server import ConsoleServer
+from sockwork.console.ssh import SshConsoleServer
 from sockwork.frames.aio import MessageServer
 from sockwork.proxy import FaultProxy
 from sockwork.proxy.server import ToxiproxyServer
@@ -24,8 +25,8 @@ from storify.store import Store
 from storify.testing import TemporaryPostgres
 
 SERVERS = [
-    ConsoleServer, FaultProxy, ToxiproxyServer, HTTPServer, ApiServer, StoreService,
-    TemporaryPostgres,
+    ConsoleServer, SshConsoleServer, FaultProxy, ToxiproxyServer, HTTPServer, ApiServer,
+    StoreService, TemporaryPostgres,
 ]
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import hmac
 import logging
+import os
 import signal
 import socket
 import sys
@@ -17,6 +19,7 @@ from typing import cast
 
 from sockwork.address import format_address, parse_address, parse_float, parse_int, parse_port
 from sockwork.cli import argument_type
+from sockwork.console.ssh import DEFAULT_HOST_KEY, PasswordCheck
 from sockwork.errors import MessageTooLarge, ProtocolError
 from storify.conditions import DEFAULT_CONDITIONS, NetworkConditions
 from storify.database import redact
@@ -24,7 +27,14 @@ from storify.errors import SchemaTooNew, StoreError, StoreUnavailable
 from storify.money import format_price
 from storify.notice import Notices
 from storify.repl import StoreREPL, check_store_name
-from storify.service import DEFAULT_API_PORT, DEFAULT_POOR_PORT, DEFAULT_PORT, StoreService
+from storify.service import (
+    DEFAULT_API_PORT,
+    DEFAULT_POOR_PORT,
+    DEFAULT_PORT,
+    DEFAULT_SSH_PORT,
+    SshOptions,
+    StoreService,
+)
 from storify.simulate import NETWORK_ERRORS, SimulationResult, progress_stream, run_simulation
 from storify.store import MAX_BATCH, Store
 
@@ -135,6 +145,32 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-console",
         action="store_true",
         help="no manager console: serve until interrupted (SIGINT or SIGTERM)",
+    )
+    ssh = serve.add_argument_group(
+        "SSH", "customers may shop over SSH too (needs the sockwork[ssh] extra)"
+    )
+    ssh.add_argument(
+        "--ssh-port",
+        type=_port,
+        metavar="PORT",
+        help=f"serve customers over SSH on PORT (e.g. {DEFAULT_SSH_PORT}; 0: any)",
+    )
+    ssh.add_argument(
+        "--authorized-keys", metavar="FILE", help="OpenSSH authorized_keys: customers' keys"
+    )
+    ssh.add_argument(
+        "--ssh-password-env",
+        metavar="VAR",
+        help="customers may log in with the password held in environment variable VAR",
+    )
+    ssh.add_argument(
+        "--ssh-anonymous", action="store_true", help="anyone may shop over SSH without a login"
+    )
+    ssh.add_argument(
+        "--host-key",
+        metavar="FILE",
+        default=DEFAULT_HOST_KEY,
+        help=f"the SSH host key, generated (mode 0600) if missing ({DEFAULT_HOST_KEY})",
     )
     serve.add_argument(
         "--quiet",
@@ -281,6 +317,14 @@ def announcement(
             f"  poor link: telnet {reachable(poor[0])} {poor[1]}"
             f"  ({service.poor_network.describe()})"
         )
+    ssh = service.ssh
+    if ssh is not None:
+        ssh_host, ssh_port = ssh.address
+        lines.insert(
+            2,
+            f"  customers: ssh -p {ssh_port} {reachable(ssh_host)}"
+            f"  (host key {ssh.host_key_fingerprint})",
+        )
     if everywhere:
         lines.append(f"  (listening on every interface; on this machine: telnet 127.0.0.1 {port})")
     return lines
@@ -296,6 +340,11 @@ def _run_serve(args: argparse.Namespace) -> int:
     conditions: NetworkConditions | None = args.poor_network
     if conditions is None and args.poor_port is not None:
         conditions = NetworkConditions.parse(DEFAULT_CONDITIONS)
+    try:
+        ssh = _ssh_options(args)
+    except ValueError as error:
+        print(f"storify: {error}", file=sys.stderr)
+        return 2
     warning = exposure_warning(args.host)
     if warning is not None:
         print(warning, file=sys.stderr, flush=True)
@@ -324,10 +373,15 @@ def _run_serve(args: argparse.Namespace) -> int:
             api_port=args.api_port,
             poor_network=conditions,
             poor_port=DEFAULT_POOR_PORT if args.poor_port is None else args.poor_port,
+            ssh=ssh,
             notices=notices,
         )
         try:
             service.start()
+        except (ImportError, ValueError, PermissionError, FileNotFoundError) as error:
+            # SSH set-up: the extra is missing, or a key file is missing or unsafe.
+            print(f"storify: cannot serve over SSH: {error}", file=sys.stderr)
+            return 1
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
                 print(
@@ -366,6 +420,40 @@ def _run_serve(args: argparse.Namespace) -> int:
     finally:
         notices.close()
         store.close()
+
+
+def _ssh_options(args: argparse.Namespace) -> SshOptions | None:
+    """Return the SSH settings asked for on the command line (None: no SSH)."""
+    if args.ssh_port is None:
+        if args.authorized_keys or args.ssh_password_env or args.ssh_anonymous:
+            raise ValueError(
+                "--authorized-keys, --ssh-password-env and --ssh-anonymous need --ssh-port"
+            )
+        return None
+    check: PasswordCheck | None = None
+    if args.ssh_password_env:
+        password = os.environ.get(args.ssh_password_env)
+        if not password:
+            raise ValueError(f"environment variable {args.ssh_password_env} is not set or empty")
+        secret = password.encode("utf-8")
+
+        def same(username: str, typed: str) -> bool:
+            return hmac.compare_digest(typed.encode("utf-8"), secret)
+
+        check = same
+
+    if args.authorized_keys is None and check is None and not args.ssh_anonymous:
+        raise ValueError(
+            "--ssh-port needs a way to log in: --authorized-keys FILE, --ssh-password-env VAR, "
+            "or --ssh-anonymous"
+        )
+    return SshOptions(
+        port=args.ssh_port,
+        host_key=args.host_key,
+        authorized_keys=args.authorized_keys,
+        check_password=check,
+        allow_anonymous=args.ssh_anonymous,
+    )
 
 
 def _open_store(args: argparse.Namespace) -> Store | None:

@@ -1,10 +1,14 @@
-"""Everything ``storify serve`` runs: telnet customers, the API, and a poor-network port.
+"""Everything ``storify serve`` runs: telnet (and SSH) customers, the API, a poor-network port.
 
 # Rules:
 # - Telnet customers are served by ``sockwork.console.ConsoleServer``, one
 #   CustomerREPL (and one cart) per session, in the session's own thread. The REPLs
 #   write to ``self.stdout`` only, so no process-wide stdio routing is installed
 #   (``stdio="none"``): the manager's console keeps the real terminal untouched.
+# - With an SSH port, ``sockwork.console.SshConsoleServer`` serves the same customer
+#   console over SSH (same factory, same limits, stdio="none"); it needs the
+#   sockwork[ssh] extra and a way to log in (authorized keys, a password check, or
+#   anonymous access asked for explicitly).
 # - The API is a storify.server.ApiServer (asyncio, its own thread); both share one
 #   thread-safe Store.
 # - With poor network conditions, a ``sockwork.proxy.FaultProxy`` listens on the poor
@@ -17,10 +21,18 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from sockwork.console import ConsoleServer, current_session
+from sockwork.console import (
+    ConsoleServer,
+    Session,
+    SshConsoleServer,
+    SshSession,
+    current_session,
+)
+from sockwork.console.ssh import DEFAULT_HOST_KEY, PasswordCheck
 from sockwork.proxy import FaultProxy
 from storify.conditions import NetworkConditions
 from storify.notice import Notices
@@ -32,11 +44,39 @@ from storify.store import Store
 if TYPE_CHECKING:
     from typing import Self
 
-__all__ = ["DEFAULT_API_PORT", "DEFAULT_POOR_PORT", "DEFAULT_PORT", "StoreService"]
+__all__ = [
+    "DEFAULT_API_PORT",
+    "DEFAULT_POOR_PORT",
+    "DEFAULT_PORT",
+    "DEFAULT_SSH_PORT",
+    "SshOptions",
+    "StoreService",
+]
 
 DEFAULT_PORT = 65432
 DEFAULT_API_PORT = 65433
 DEFAULT_POOR_PORT = 65434
+DEFAULT_SSH_PORT = 65435
+
+
+@dataclass(frozen=True, kw_only=True)
+class SshOptions:
+    """How customers log in over SSH (see ``sockwork.console.SshConsoleServer``).
+
+    Attributes:
+        port: the SSH port (0 picks a free one).
+        host_key: the server's private key file, generated (mode 0600) if missing.
+        authorized_keys: an OpenSSH ``authorized_keys`` file of customers' keys.
+        check_password: ``check(username, password) -> bool``.
+        allow_anonymous: let anyone shop over SSH without logging in.
+    """
+
+    port: int = DEFAULT_SSH_PORT
+    host_key: str = DEFAULT_HOST_KEY
+    authorized_keys: str | None = None
+    check_password: PasswordCheck | None = None
+    allow_anonymous: bool = False
+
 
 log = logging.getLogger("storify")
 
@@ -54,10 +94,11 @@ class StoreService:
         poor_port: the rehearsal port, forwarding to the telnet port through the faults.
         max_clients: telnet sessions at once.
         idle_timeout: seconds a telnet customer or API program may stay silent.
+        ssh: serve customers over SSH too (None: telnet only).
         notices: where ``Customer connected ('127.0.0.1', 33360) [t3]`` and
-            ``Customer disconnected ...`` go as telnet customers come and go (None:
-            nowhere). API programs are not announced (a simulation opens hundreds);
-            :meth:`visitors` lists them.
+            ``Customer disconnected ...`` go as telnet and SSH customers (``[s1]``)
+            come and go (None: nowhere). API programs are not announced (a simulation
+            opens hundreds); :meth:`visitors` lists them.
 
     Raises:
         ValueError: the name is empty, too long or not printable.
@@ -75,6 +116,7 @@ class StoreService:
         poor_port: int = DEFAULT_POOR_PORT,
         max_clients: int = 100,
         idle_timeout: float = 900.0,
+        ssh: SshOptions | None = None,
         notices: Notices | None = None,
     ) -> None:
         name = check_store_name(name)
@@ -88,7 +130,9 @@ class StoreService:
         self.poor_port = poor_port
         self.max_clients = max_clients
         self.idle_timeout = idle_timeout
+        self.ssh_options = ssh
         self.telnet: ConsoleServer | None = None
+        self.ssh: SshConsoleServer | None = None
         self.api: ApiServer | None = None
         self.proxy: FaultProxy | None = None
         self._stopped = threading.Event()
@@ -111,6 +155,20 @@ class StoreService:
                 idle_timeout=self.idle_timeout,
                 stdio="none",
             ).start()
+            if self.ssh_options is not None:
+                options = self.ssh_options
+                self.ssh = SshConsoleServer(
+                    self._customer_console,
+                    self.host,
+                    options.port,
+                    host_key=options.host_key,
+                    authorized_keys=options.authorized_keys,
+                    check_password=options.check_password,
+                    allow_anonymous=options.allow_anonymous,
+                    max_clients=self.max_clients,
+                    idle_timeout=self.idle_timeout,
+                    stdio="none",
+                ).start()
             self.api = ApiServer(
                 self.store, host=self.host, port=self.api_port, idle_timeout=self.idle_timeout
             ).start()
@@ -141,6 +199,8 @@ class StoreService:
             self.proxy.close()
         if self.telnet is not None:
             self.telnet.close(timeout=2.0)
+        if self.ssh is not None:
+            self.ssh.close(timeout=2.0)
         if self.api is not None:
             self.api.close()
 
@@ -178,6 +238,11 @@ class StoreService:
         return self.telnet.address
 
     @property
+    def ssh_address(self) -> tuple[str, int] | None:
+        """Where customers connect with SSH (None without SSH)."""
+        return None if self.ssh is None else self.ssh.address
+
+    @property
     def api_address(self) -> tuple[str, int]:
         """Where programs connect to the API."""
         if self.api is None:
@@ -192,50 +257,65 @@ class StoreService:
     # -- the manager's view (storify.repl.Storefront) ---------------------------------------
 
     def visitors(self) -> list[Visitor]:
-        """Return every telnet customer and API program connected now."""
+        """Return every telnet and SSH customer and API program connected now."""
         visitors = []
         if self.telnet is not None:
             for session in self.telnet.sessions:
                 visitors.append(
                     Visitor(f"t{session.id}", "telnet", session.peer_text, session.started_at)
                 )
+        if self.ssh is not None:
+            for ssh_session in self.ssh.sessions:
+                address = f"{ssh_session.username}@{ssh_session.peer_text}"
+                visitors.append(
+                    Visitor(f"s{ssh_session.id}", "ssh", address, ssh_session.started_at)
+                )
         if self.api is not None:
             visitors.extend(self.api.visitors())
         return visitors
 
     def kick(self, visitor_id: str) -> bool:
-        """Disconnect one visitor (``t3`` for telnet session 3, ``api2`` for an API program)."""
+        """Disconnect one visitor (``t3``: telnet session 3, ``s1``: SSH session 1, ``api2``)."""
         if visitor_id.startswith("api"):
             return self.api is not None and self.api.kick(visitor_id)
+        sessions: list[Session] = []
         if self.telnet is not None and visitor_id.startswith("t"):
-            for session in self.telnet.sessions:
-                if f"t{session.id}" == visitor_id:
-                    session.close("*** The manager closed your session. Goodbye.")
-                    return True
+            sessions.extend(self.telnet.sessions)
+        if self.ssh is not None and visitor_id.startswith("s"):
+            sessions.extend(self.ssh.sessions)
+        for session in sessions:
+            if f"{visitor_id[0]}{session.id}" == visitor_id:
+                session.close("*** The manager closed your session. Goodbye.")
+                return True
         return False
 
     def broadcast(self, message: str) -> int:
-        """Show ``message`` to every telnet customer; returns how many got it."""
-        if self.telnet is None:
-            return 0
-        return self.telnet.broadcast(f"*** {self.name}: {message}")
+        """Show ``message`` to every telnet and SSH customer; returns how many got it."""
+        text = f"*** {self.name}: {message}"
+        servers: list[ConsoleServer | SshConsoleServer | None] = [self.telnet, self.ssh]
+        return sum(server.broadcast(text) for server in servers if server is not None)
 
     # -- one customer -----------------------------------------------------------------------
 
     def _customer_console(self) -> CustomerREPL:
-        """Make the console of one telnet customer (called in the session's thread)."""
+        """Make the console of one telnet or SSH customer (called in the session's thread)."""
         session = current_session()
         if session is None:  # only when called outside a session, e.g. in a test
             return CustomerREPL(CustomerSession(self.store, "telnet"), name=self.name)
-        shopper = CustomerSession(self.store, f"telnet {session.peer_text}")
-        log.info("telnet customer %s connected (session t%d)", session.peer_text, session.id)
+        if isinstance(session, SshSession):
+            kind, label = "ssh", f"{session.username}@{session.peer_text}"
+        else:
+            kind, label = "telnet", session.peer_text
+        shopper = CustomerSession(self.store, f"{kind} {label}")
+        code = f"{kind[0]}{session.id}"
+        log.info("%s customer %s connected (session %s)", kind, label, code)
         notices = self.notices
-        who = f"{session.peer!r} [t{session.id}]"  # the lab's ('127.0.0.1', 33360)
+        who = f"{session.peer!r} [{code}]"  # the lab's ('127.0.0.1', 33360)
         if notices is not None:
             notices.post(f"Customer connected {who}")
 
         def leave() -> None:
-            log.info("telnet customer %s left (session t%d)", session.peer_text, session.id)
+            log.info("%s customer %s left (session %s)", kind, label, code)
             if notices is not None:
                 notices.post(f"Customer disconnected {who}")
 

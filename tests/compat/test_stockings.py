@@ -21,8 +21,8 @@ import Stockings  # the real PyPI package, version 1.2.3
 from sockwork.compat import stockings as compat
 from sockwork.compat.stockings import StockingClosed
 from sockwork.errors import ConnectionClosed, MessageTooLarge, NotReady, TimedOut
-from sockwork.frames.codecs import BYTES_OR_TEXT
 from sockwork.frames.endpoint import Endpoint
+from sockwork.frames.payload import BYTES_OR_TEXT
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 

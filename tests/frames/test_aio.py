@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -20,7 +21,7 @@ from sockwork.errors import (
     ProtocolError,
     SockworkError,
 )
-from sockwork.frames import BYTES_OR_TEXT, JSON, Format, FrameEncoder, MessageSocket
+from sockwork.frames import BYTES, BYTES_OR_TEXT, JSON, Format, FrameEncoder, MessageSocket
 from sockwork.frames import aio as aio_module
 from sockwork.frames.aio import MessageServer, MessageStream, open_connection, start_server
 from tests.frames.conftest import (
@@ -798,5 +799,68 @@ def test_stream_abort_and_peer_reset_drop_the_rest_of_a_large_frame() -> None:
                     await other.send(b"y" * (4 << 20))
             await other.wait_closed()
             assert len(os.listdir("/proc/self/fd")) <= fds + 2  # the listener's, not ours
+
+    run(main())
+
+
+def test_stream_over_tls_takes_the_transport_path_for_large_frames(
+    tls_contexts: tuple[ssl.SSLContext, ssl.SSLContext],
+) -> None:
+    # The direct os.writev path is judged by capabilities (aio._direct_fd). A TLS
+    # transport exposes the raw socket too; writing there would skip the encryption, so
+    # the stream must fall back to transport.write, and the peer must get the message.
+    server_ctx, client_ctx = tls_contexts
+    payload = os.urandom(3 * 1024 * 1024)
+
+    def protocol_factory(loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.BaseProtocol]:
+        return lambda: aio_module._FrameProtocol(aio_module.FrameDecoder(), loop)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+
+        async def echo(stream: MessageStream[bytes]) -> None:
+            await stream.send(await stream.recv())
+
+        async with await start_server(echo) as server:
+            plain = await open_connection("127.0.0.1", server.sockets[0].getsockname()[1])
+            assert plain._fd >= 0  # a plain socket transport qualifies (Python 3.11)
+            plain.close()
+            await plain.wait_closed()
+
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            listener.setblocking(False)
+
+            async def accept() -> MessageStream[bytes]:
+                conn, _ = await loop.sock_accept(listener)
+                transport, protocol = await loop.connect_accepted_socket(
+                    protocol_factory(loop), conn, ssl=server_ctx
+                )
+                return MessageStream(transport, protocol, FrameEncoder(), BYTES)  # type: ignore[arg-type]
+
+            accepting = asyncio.create_task(accept())
+            transport, protocol = await loop.create_connection(
+                protocol_factory(loop),
+                "127.0.0.1",
+                listener.getsockname()[1],
+                ssl=client_ctx,
+                server_hostname="localhost",
+            )
+            client: MessageStream[bytes] = MessageStream(
+                transport,
+                protocol,  # type: ignore[arg-type]
+                FrameEncoder(),
+                BYTES,
+            )
+            server_side = await accepting
+        assert client._fd == -1 and server_side._fd == -1  # the fallback path
+        await client.send(payload)
+        received = await server_side.recv()
+        assert hashlib.sha256(received).digest() == hashlib.sha256(payload).digest()
+        await server_side.send(b"ack")
+        assert await client.recv() == b"ack"
+        client.close()
+        server_side.close()
+        await client.wait_closed()
+        await server_side.wait_closed()
 
     run(main())

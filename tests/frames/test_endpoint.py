@@ -26,8 +26,8 @@ from sockwork.errors import (
 )
 from sockwork.frames._reactor import Reactor, current_thread_count
 from sockwork.frames.codec import Format
-from sockwork.frames.codecs import JSON
 from sockwork.frames.endpoint import Endpoint
+from sockwork.frames.payload import JSON
 from tests.frames.conftest import (
     HOSTILE_BUDGET,
     HOSTILE_CONNECTIONS,

@@ -11,7 +11,7 @@ import pytest
 import sockwork.frames
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "frames.md").read_text(encoding="utf-8")
-MODULES = ["codec", "codecs", "blocking", "aio", "endpoint"]
+MODULES = ["codec", "payload", "blocking", "aio", "endpoint"]
 
 
 @pytest.mark.parametrize("name", sockwork.frames.__all__)

@@ -430,17 +430,30 @@ def test_serve_rejects_a_bad_store_name(
         StoreService(store, name=name)
 
 
+class _FakeSsh:
+    def __init__(self, host: str) -> None:
+        self.address = (host, 65435)
+        self.host_key_fingerprint = "SHA256:abc"
+
+
 class _FakeService:
-    def __init__(self, host: str, *, poor: bool = False) -> None:
+    def __init__(self, host: str, *, poor: bool = False, ssh: bool = False) -> None:
         self.telnet_address = (host, 65432)
         self.api_address = (host, 65433)
         self.poor_address = (host, 65434) if poor else None
         self.poor_network = NetworkConditions.parse("latency=200ms") if poor else None
+        self.ssh = _FakeSsh(host) if ssh else None
 
 
-def fake_service(host: str, *, poor: bool = False) -> StoreService:
+def fake_service(host: str, *, poor: bool = False, ssh: bool = False) -> StoreService:
     """A started service's addresses, as announcement() reads them."""
-    return cast(StoreService, _FakeService(host, poor=poor))
+    return cast(StoreService, _FakeService(host, poor=poor, ssh=ssh))
+
+
+def test_announcement_names_the_ssh_port_and_host_key() -> None:
+    service = fake_service("0.0.0.0", ssh=True)
+    lines = announcement(service, "OPEN", "s.db", program="x", lan=lambda: "192.0.2.7")
+    assert lines[2] == "  customers: ssh -p 65435 192.0.2.7  (host key SHA256:abc)"
 
 
 def test_announcement_on_loopback() -> None:

@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any, Final
 from sockwork.errors import ConnectionClosed, NotReady, TimedOut
 from sockwork.frames._ending import closed_error
 from sockwork.frames.codec import DEFAULT_MAX_SIZE, Format
-from sockwork.frames.codecs import BYTES_OR_TEXT
 from sockwork.frames.endpoint import Endpoint
+from sockwork.frames.payload import BYTES_OR_TEXT
 
 if TYPE_CHECKING:
     from types import TracebackType

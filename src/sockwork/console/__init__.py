@@ -1,15 +1,21 @@
-"""Console programs (``cmd.Cmd``, ``print``/``input`` code) served to telnet users."""
+"""Console programs (``cmd.Cmd``, ``print``/``input`` code) served to telnet and SSH users.
+
+The SSH server needs the ``sockwork[ssh]`` extra (asyncssh) only when one is created.
+"""
 
 from __future__ import annotations
 
 from sockwork.console.routing import Streams, bind, current_streams, wrap
 from sockwork.console.server import App, ConsoleServer, Session, adapt_cmd, current_session
+from sockwork.console.ssh import SshConsoleServer, SshSession
 from sockwork.console.telnet import TelnetConnection
 
 __all__ = [
     "App",
     "ConsoleServer",
     "Session",
+    "SshConsoleServer",
+    "SshSession",
     "Streams",
     "TelnetConnection",
     "adapt_cmd",

@@ -1,9 +1,10 @@
-"""``sockwork serve``: serve a Cmd class or a function to telnet users."""
+"""``sockwork serve``: serve a Cmd class or a function to telnet (and SSH) users."""
 
 from __future__ import annotations
 
 import argparse
 import cmd
+import hmac
 import importlib
 import os
 import signal
@@ -16,6 +17,7 @@ from typing import cast
 from sockwork.address import parse_float, parse_int, parse_port
 from sockwork.cli import argument_type
 from sockwork.console.server import App, ConsoleServer, adapt_cmd
+from sockwork.console.ssh import DEFAULT_HOST_KEY, PasswordCheck, SshConsoleServer
 
 __all__ = ["load_app", "register", "run_serve"]
 
@@ -58,6 +60,25 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--no-console", action="store_true", help="do not run the program on the local console"
     )
+    ssh = parser.add_argument_group(
+        "SSH", "serve over SSH too (needs the sockwork[ssh] extra); --password-env applies to both"
+    )
+    ssh.add_argument(
+        "--ssh-port", type=int, metavar="PORT", help="serve over SSH on PORT (0 picks one)"
+    )
+    ssh.add_argument(
+        "--authorized-keys", metavar="FILE", help="OpenSSH authorized_keys: these keys may log in"
+    )
+    ssh.add_argument(
+        "--host-key",
+        metavar="FILE",
+        default=DEFAULT_HOST_KEY,
+        help=f"the server's private key, generated (mode 0600) if missing ({DEFAULT_HOST_KEY})",
+    )
+    ssh.add_argument(
+        "--allow-anonymous", action="store_true", help="let anyone log in over SSH (a warning)"
+    )
+    ssh.add_argument("--no-telnet", action="store_true", help="serve over SSH only")
     parser.set_defaults(run=run_serve)
 
 
@@ -107,38 +128,85 @@ def run_serve(args: argparse.Namespace) -> int:
     elif args.keyfile:
         print("sockwork serve: --keyfile needs --certfile", file=sys.stderr)
         return 2
-    server = ConsoleServer(
-        app,
-        args.host,
-        args.port,
-        max_clients=args.max_clients or None,
-        idle_timeout=args.idle_timeout or None,
-        password=password,
-        ssl=context,
-    )
+    if args.no_telnet and args.ssh_port is None:
+        print("sockwork serve: --no-telnet needs --ssh-port", file=sys.stderr)
+        return 2
+    ssh_server = None
+    if args.ssh_port is not None:
+        try:
+            ssh_server = _ssh_server(app, args, password)
+        except (ImportError, ValueError, OSError) as error:
+            print(f"sockwork serve: {error}", file=sys.stderr)
+            return 2
+    servers: list[ConsoleServer | SshConsoleServer] = [] if ssh_server is None else [ssh_server]
+    if not args.no_telnet:
+        servers.insert(
+            0,
+            ConsoleServer(
+                app,
+                args.host,
+                args.port,
+                max_clients=args.max_clients or None,
+                idle_timeout=args.idle_timeout or None,
+                password=password,
+                ssl=context,
+            ),
+        )
     # The handler is in place before the address is announced: whoever reads it may
     # send SIGTERM at once.
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
     try:
-        host, port = server.address
-        print(
-            f"sockwork: serving {args.target} on {host} port {port} (telnet {host} {port})",
-            file=sys.stderr,
-            flush=True,
-        )
-        if args.no_console:
-            server.serve_forever()
-        else:
+        for server in servers:
+            print(_announcement(args.target, server), file=sys.stderr, flush=True)
+        for server in servers:
             server.start()
+        if args.no_console:
+            threading.Event().wait()  # until Ctrl-C or SIGTERM
+        else:
             _run_console(app)
     except KeyboardInterrupt:
         pass
     finally:
-        server.close()
+        for server in servers:
+            server.close()
         if in_main:
             signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _ssh_server(app: App, args: argparse.Namespace, password: str | None) -> SshConsoleServer:
+    check: PasswordCheck | None = None
+    if password is not None:
+        secret = password.encode("utf-8")
+
+        def same(username: str, typed: str) -> bool:
+            return hmac.compare_digest(typed.encode("utf-8"), secret)
+
+        check = same
+
+    return SshConsoleServer(
+        app,
+        args.host,
+        args.ssh_port,
+        host_key=args.host_key,
+        authorized_keys=args.authorized_keys,
+        check_password=check,
+        allow_anonymous=args.allow_anonymous,
+        max_clients=args.max_clients or None,
+        idle_timeout=args.idle_timeout or None,
+    )
+
+
+def _announcement(target: str, server: ConsoleServer | SshConsoleServer) -> str:
+    host, port = server.address
+    if isinstance(server, ConsoleServer):
+        return f"sockwork: serving {target} on {host} port {port} (telnet {host} {port})"
+    key = "new host key" if server.host_key_created else "host key"
+    return (
+        f"sockwork: serving {target} over SSH on {host} port {port} (ssh -p {port} {host}); "
+        f"{key} {server.host_key_path}: {server.host_key_fingerprint}"
+    )
 
 
 def _interrupt(signum: int, frame: object) -> None:

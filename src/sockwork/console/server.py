@@ -300,6 +300,9 @@ class Session:
             raise EOFError
         return line.rstrip("\n")
 
+    def _program_started(self, program: cmd.Cmd) -> None:
+        """Called in the session's thread before a Cmd program's loop starts (a hook)."""
+
     # -- I/O used by the streams ---------------------------------------------------
 
     def _write(self, text: str) -> None:
@@ -769,19 +772,7 @@ class ConsoleServer:
             session._sock.do_handshake()
         if self._password is not None and not self._authenticate(session):
             return
-        app = self.app
-        if isinstance(app, type) and issubclass(app, cmd.Cmd):
-            program: object = app()
-            intro = self.intro
-        else:
-            # A function is the program itself: greet before it starts.
-            if self.intro:
-                session._write(self.intro + "\n")
-            program = app()
-            intro = "" if self.intro else None
-        if isinstance(program, cmd.Cmd):
-            self._prepare(program, session)
-            program.cmdloop(intro)
+        _run_program(self.app, session, intro=self.intro, prompt=self.prompt)
 
     def _authenticate(self, session: Session) -> bool:
         assert self._password is not None
@@ -796,15 +787,34 @@ class ConsoleServer:
         session._write("*** too many wrong passwords; disconnecting\n")
         return False
 
-    def _prepare(self, program: cmd.Cmd, session: Session) -> None:
+def _run_program(
+    app: App, session: Session, *, intro: str | None = None, prompt: str | None = None
+) -> None:
+    """Run one session's program in the calling thread until it ends (any transport).
+
+    A fresh instance of a Cmd class (or the Cmd a factory returns) gets the session's
+    streams and :func:`adapt_cmd`, and its loop runs; a function is simply called.
+    """
+    if isinstance(app, type) and issubclass(app, cmd.Cmd):
+        program: object = app()
+        shown_intro = intro
+    else:
+        # A function is the program itself: greet before it starts.
+        if intro:
+            session._write(intro + "\n")
+        program = app()
+        shown_intro = "" if intro else None
+    if isinstance(program, cmd.Cmd):
         # A Cmd reads sys.stdin at construction; give it the session explicitly so that
         # it works without routing too, and keep it off the process-wide readline.
         program.stdin = session.stdin
         program.stdout = session.stdout
         program.use_rawinput = False
-        if self.prompt is not None:
-            program.prompt = self.prompt
+        if prompt is not None:
+            program.prompt = prompt
         adapt_cmd(program)
+        session._program_started(program)
+        program.cmdloop(shown_intro)
 
 
 def adapt_cmd(program: cmd.Cmd) -> cmd.Cmd:

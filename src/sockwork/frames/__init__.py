@@ -1,7 +1,7 @@
 """Complete messages over a TCP byte stream: a sans-IO codec and its front ends.
 
 - :mod:`sockwork.frames.codec`: ``FrameEncoder``/``FrameDecoder`` (sans-IO) and ``Format``.
-- :mod:`sockwork.frames.codecs`: payload codecs ``BYTES``, ``TEXT``, ``JSON``, ``MSGPACK``...
+- :mod:`sockwork.frames.payload`: payload codecs ``BYTES``, ``TEXT``, ``JSON``, ``MSGPACK``...
 - :mod:`sockwork.frames.blocking`: ``MessageSocket`` and ``connect``.
 - :mod:`sockwork.frames.aio`: ``open_connection``, ``start_server``, ``MessageStream``,
   ``MessageServer``.
@@ -29,8 +29,8 @@ from sockwork.frames.codec import (
     NeedData,
     Payload,
 )
-from sockwork.frames.codecs import BYTES, BYTES_OR_TEXT, JSON, MSGPACK, TEXT, Codec
 from sockwork.frames.endpoint import DEFAULT_MAX_QUEUE, Endpoint
+from sockwork.frames.payload import BYTES, BYTES_OR_TEXT, JSON, MSGPACK, TEXT, Codec
 
 __all__ = [
     "BYTES",

@@ -22,10 +22,11 @@ own buffer, so bytes are received straight into it; no ``readexactly``.
 #   (``max_buffered``): a connection whose reservation does not fit stops reading until
 #   memory frees. Reading is paused while either reason holds (``_update_reading``).
 # - Large frames on Python 3.11 (whose selector transport copies the unsent part of a
-#   write into its own buffer; 3.12 keeps the caller's buffer): when the transport's buffer
-#   is empty, header and payload go straight to the socket with os.writev, and what the
-#   kernel did not take stays a memoryview of the caller's bytes (_Tail), written as the
-#   socket drains through a dup of its descriptor (the loop refuses add_writer on a
+#   write into its own buffer; 3.12 keeps the caller's buffer), on a plain socket
+#   transport of a selector loop (_direct_fd: never under TLS): when the transport's
+#   buffer is empty, header and payload go straight to the socket with os.writev, and
+#   what the kernel did not take stays a memoryview of the caller's bytes (_Tail), written
+#   as the socket drains through a dup of its descriptor (the loop refuses add_writer on a
 #   transport's own). While a tail is pending nothing else is written (frames stay in
 #   order): small frames wait in _pending, a large send waits for the tail, close() closes
 #   after it; connection_lost and abort() drop it.
@@ -62,7 +63,7 @@ from sockwork.frames.codec import (
     FrameEncoder,
     Payload,
 )
-from sockwork.frames.codecs import BYTES, Codec, _maybe_decode
+from sockwork.frames.payload import BYTES, Codec, _maybe_decode
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -84,6 +85,30 @@ _READ_HIGH = 4 * 1024 * 1024  # pause reading when this many unread bytes are bu
 _WRITE_HIGH = 1024 * 1024  # send() waits while more than this is queued in the transport
 # Write large frames to the socket directly (see Rules): only where it saves a copy.
 _DIRECT = sys.version_info < (3, 12) and hasattr(os, "writev")
+
+
+def _direct_fd(transport: asyncio.BaseTransport, loop: asyncio.AbstractEventLoop) -> int:
+    """The socket descriptor large frames may be written to directly, or -1.
+
+    Judged by capabilities, not by the transport's class: a socket under the transport
+    (``get_extra_info("socket")``), no TLS layer (``sslcontext``/``ssl_object``: a TLS
+    transport exposes the raw socket too, and bytes written there would skip the
+    encryption), a write buffer to check for emptiness before each direct write, and a
+    selector loop (``add_writer`` on the descriptor for the unsent rest).
+    """
+    if not _DIRECT or not isinstance(loop, asyncio.SelectorEventLoop):
+        return -1
+    sock = transport.get_extra_info("socket")
+    if (
+        sock is None
+        or getattr(sock, "type", None) != socket.SOCK_STREAM
+        or transport.get_extra_info("sslcontext") is not None
+        or transport.get_extra_info("ssl_object") is not None
+        or not callable(getattr(transport, "get_write_buffer_size", None))
+    ):
+        return -1
+    fd = sock.fileno()
+    return fd if isinstance(fd, int) else -1
 
 
 class _Tail:
@@ -301,10 +326,7 @@ class MessageStream(Generic[T]):
         self._fault: BaseException | None = None
         self.address: object = transport.get_extra_info("peername")
         self.local_address: object = transport.get_extra_info("sockname")
-        # Direct writes of large frames: only on the stdlib selector transport of 3.11.
-        sock = transport.get_extra_info("socket")
-        selector = type(transport).__name__ == "_SelectorSocketTransport"
-        self._fd = sock.fileno() if _DIRECT and selector and sock is not None else -1
+        self._fd = _direct_fd(transport, self._loop)
 
     def __repr__(self) -> str:
         state = "closed" if self._closing else "open"

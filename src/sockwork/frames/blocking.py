@@ -36,7 +36,7 @@ from sockwork.frames.codec import (
     FrameEncoder,
     Payload,
 )
-from sockwork.frames.codecs import BYTES, Codec, _maybe_decode
+from sockwork.frames.payload import BYTES, Codec, _maybe_decode
 
 if TYPE_CHECKING:
     from types import TracebackType

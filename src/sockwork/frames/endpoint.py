@@ -33,7 +33,7 @@ from sockwork.frames._ending import is_clean_close
 from sockwork.frames._queue import COPY_LIMIT, frame_buffers
 from sockwork.frames._sock import Flag, prepare
 from sockwork.frames.codec import DEFAULT_MAX_SIZE, Format, FrameDecoder, FrameEncoder
-from sockwork.frames.codecs import BYTES, Codec, _maybe_decode
+from sockwork.frames.payload import BYTES, Codec, _maybe_decode
 
 if TYPE_CHECKING:
     from types import TracebackType

@@ -37,8 +37,8 @@ from sockwork.frames.aio import (
 )
 from sockwork.frames.blocking import MessageSocket
 from sockwork.frames.codec import DEFAULT_MAX_SIZE, Format
-from sockwork.frames.codecs import BYTES, Codec
 from sockwork.frames.endpoint import DEFAULT_MAX_QUEUE, Endpoint
+from sockwork.frames.payload import BYTES, Codec
 
 __all__ = ["endpoint_pair", "message_socket_pair", "message_stream_pair", "socket_pair"]
 

@@ -96,3 +96,15 @@ def test_codec_names() -> None:
         "<Codec json>",
         "<Codec msgpack>",
     ]
+
+
+def test_payload_old_module_name_codecs_is_an_alias() -> None:
+    # Issue 11 item 6: frames/codecs.py became frames/payload.py (codec.py's near-homonym);
+    # the old import path keeps working and gives the very same objects.
+    import sockwork.frames.codecs as old
+    import sockwork.frames.payload as new
+
+    assert old.__all__ == new.__all__
+    for name in new.__all__:
+        assert getattr(old, name) is getattr(new, name), name
+    assert old.JSON.decode(old.JSON.encode({"a": [1]})) == {"a": [1]}
