@@ -36,7 +36,7 @@ from storify.service import (
     StoreService,
 )
 from storify.simulate import NETWORK_ERRORS, SimulationResult, progress_stream, run_simulation
-from storify.store import Store
+from storify.store import MAX_BATCH, Store
 
 __all__ = [
     "announcement",
@@ -182,7 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--durable",
         action="store_true",
-        help="fsync every checkout (SQLite synchronous=FULL): orders survive power loss too",
+        help="fsync every commit (SQLite synchronous=FULL): orders survive power loss too",
+    )
+    serve.add_argument(
+        "--max-batch",
+        type=_pool_size,
+        default=MAX_BATCH,
+        metavar="N",
+        help=f"checkouts committed together at most (group commit, {MAX_BATCH}); "
+        "1 commits each checkout alone",
     )
     serve.add_argument(
         "--max-per-address",
@@ -474,6 +482,7 @@ def _open_store(args: argparse.Namespace) -> Store | None:
             args.db,
             synchronous="FULL" if args.durable else "NORMAL",
             pool_size=args.db_pool,
+            max_batch=args.max_batch,
         )
     except StoreUnavailable as error:
         reason = error.reason
