@@ -47,8 +47,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--max-per-address",
         type=int,
-        help="sessions at once from one client address; 0 for no limit "
-        "(a tenth of --max-clients)",
+        help="sessions at once from one client address; 0 for no limit (a tenth of --max-clients)",
     )
     parser.add_argument(
         "--first-line-timeout",

@@ -608,6 +608,7 @@ class _Silent(Exception):
         self.notice = notice
         self.reason = reason
 
+
 def current_session() -> Session | None:
     """Return the session the calling thread serves (or is bound to), or None on the console."""
     streams = routing.current_streams()
@@ -1013,6 +1014,7 @@ class ConsoleServer:
             session._write("Wrong password.\n")
         session._write("*** too many wrong passwords; disconnecting\n")
         return False
+
 
 def _run_program(
     app: App, session: Session, *, intro: str | None = None, prompt: str | None = None
