@@ -49,7 +49,14 @@ class BenchShop(cmd.Cmd):
 def serve_sockwork() -> None:
     from sockwork.console import ConsoleServer
 
-    server = ConsoleServer(BenchShop, max_clients=None, idle_timeout=None, backlog=1024)
+    server = ConsoleServer(
+        BenchShop,
+        max_clients=None,
+        max_per_address=None,  # every benchmark client comes from 127.0.0.1
+        first_line_timeout=None,
+        idle_timeout=None,
+        backlog=1024,
+    )
     server.start()
     print(server.address[1], flush=True)
     sys.stdin.read()  # until the parent closes our stdin

@@ -151,7 +151,7 @@ def overhead(rounds: int, total: int, count: int) -> None:
     for r in range(rounds):
         # Rotate the order each round, and compare each variant with the plain socket
         # of the same round: the load of this shared machine drifts between rounds.
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             with VARIANTS[name]() as pair:
                 results[name]["bulk"].append(bulk(pair, total))
@@ -159,19 +159,25 @@ def overhead(rounds: int, total: int, count: int) -> None:
                 results[name]["pingpong"].append(ping_pong(pair, count))
     plain_bulk = results["plain socket"]["bulk"]
     plain_pp = results["plain socket"]["pingpong"]
-    print(f"no-fault overhead: {rounds} rounds, {total // MIB} MiB per bulk run, "
-          f"{count} round trips per ping-pong run; medians, and the median of per-round "
-          "ratios to the plain socket")
-    print(f"| {'variant':<33} | {'1 MiB sendall/recv MB/s':>23} | {'ratio':>5} "
-          f"| {'64 B ping-pong RTT µs':>21} | {'ratio':>5} |")
+    print(
+        f"no-fault overhead: {rounds} rounds, {total // MIB} MiB per bulk run, "
+        f"{count} round trips per ping-pong run; medians, and the median of per-round "
+        "ratios to the plain socket"
+    )
+    print(
+        f"| {'variant':<33} | {'1 MiB sendall/recv MB/s':>23} | {'ratio':>5} "
+        f"| {'64 B ping-pong RTT µs':>21} | {'ratio':>5} |"
+    )
     print(f"|{'-' * 35}|{'-' * 25}:|{'-' * 6}:|{'-' * 23}:|{'-' * 6}:|")
     for name in names:
         bulk_s = results[name]["bulk"]
         pp = results[name]["pingpong"]
         bulk_ratio = statistics.median(v / p for v, p in zip(bulk_s, plain_bulk, strict=True))
         pp_ratio = statistics.median(v / p for v, p in zip(pp, plain_pp, strict=True))
-        print(f"| {name:<33} | {total / statistics.median(bulk_s) / 1e6:>23.0f} "
-              f"| {bulk_ratio:>5.2f} | {statistics.median(pp):>21.1f} | {pp_ratio:>5.2f} |")
+        print(
+            f"| {name:<33} | {total / statistics.median(bulk_s) / 1e6:>23.0f} "
+            f"| {bulk_ratio:>5.2f} | {statistics.median(pp):>21.1f} | {pp_ratio:>5.2f} |"
+        )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -219,13 +225,17 @@ def accuracy(samples: int) -> None:
     print(f"| {'delay':<42} | {'p50 ms':>7} | {'p99 ms':>7} | {'max ms':>7} |")
     print(f"|{'-' * 44}|{'-' * 8}:|{'-' * 8}:|{'-' * 8}:|")
     for delay in (0.005, 0.02):
-        for name, measure in (("time.sleep (the machine's floor)", sleep_accuracy),
-                              ("sockwork Latency", latency_accuracy),
-                              ("poorconn delay_before_sending_once", poorconn_accuracy)):
+        for name, measure in (
+            ("time.sleep (the machine's floor)", sleep_accuracy),
+            ("sockwork Latency", latency_accuracy),
+            ("poorconn delay_before_sending_once", poorconn_accuracy),
+        ):
             errors = measure(delay, samples)
             label = f"{name} {delay * 1e3:g} ms"
-            print(f"| {label:<42} | {percentile(errors, 0.5):>7.3f} "
-                  f"| {percentile(errors, 0.99):>7.3f} | {max(errors):>7.3f} |")
+            print(
+                f"| {label:<42} | {percentile(errors, 0.5):>7.3f} "
+                f"| {percentile(errors, 0.99):>7.3f} | {max(errors):>7.3f} |"
+            )
 
 
 def main() -> None:

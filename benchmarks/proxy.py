@@ -93,7 +93,8 @@ def wait_connectable(address: tuple[str, int]) -> None:
 def sockwork_proxy(upstream: tuple[str, int]) -> Iterator[tuple[str, int]]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "sockwork", "proxy", "--upstream", f"{upstream[0]}:{upstream[1]}"],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -114,9 +115,13 @@ def sockwork_proxy(upstream: tuple[str, int]) -> Iterator[tuple[str, int]]:
 def socat_relay(upstream: tuple[str, int]) -> Iterator[tuple[str, int]]:
     port = free_port()
     proc = subprocess.Popen(
-        ["socat", f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
-         f"TCP:{upstream[0]}:{upstream[1]},nodelay"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            "socat",
+            f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
+            f"TCP:{upstream[0]}:{upstream[1]},nodelay",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_connectable(("127.0.0.1", port))
@@ -224,16 +229,22 @@ def main() -> int:
 
     base_mbps, base_rtt, _ = results["direct"]
     socat = results.get("socat relay")
-    print(f"proxy benchmark: {args.trials} interleaved rounds of {args.mib} MiB per path "
-          f"(median) and {args.rounds} x 64 B round trips in all; "
-          f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
-    print(f"{'path':<22}{'MB/s':>9}{'x direct':>10}{'x socat':>9}"
-          f"{'RTT med us':>12}{'p99 us':>9}{'added us':>10}{'CPU s/GB':>10}")
+    print(
+        f"proxy benchmark: {args.trials} interleaved rounds of {args.mib} MiB per path "
+        f"(median) and {args.rounds} x 64 B round trips in all; "
+        f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
+    )
+    print(
+        f"{'path':<22}{'MB/s':>9}{'x direct':>10}{'x socat':>9}"
+        f"{'RTT med us':>12}{'p99 us':>9}{'added us':>10}{'CPU s/GB':>10}"
+    )
     for name, (mbps, median, p99) in results.items():
         vs_socat = f"{mbps / socat[0]:.2f}" if socat else "-"
         per_gb = f"{cpu[name] / gigabytes:.2f}" if name != "direct" else "-"
-        print(f"{name:<22}{mbps:>9.0f}{mbps / base_mbps:>10.2f}{vs_socat:>9}"
-              f"{median:>12.1f}{p99:>9.1f}{median - base_rtt:>10.1f}{per_gb:>10}")
+        print(
+            f"{name:<22}{mbps:>9.0f}{mbps / base_mbps:>10.2f}{vs_socat:>9}"
+            f"{median:>12.1f}{p99:>9.1f}{median - base_rtt:>10.1f}{per_gb:>10}"
+        )
     return 0
 
 

@@ -56,8 +56,19 @@ def test_cli_numbers_are_ascii_and_finite(
 
 def test_cli_numbers_in_ascii_still_work() -> None:
     args = build_parser().parse_args(
-        ["run", "--refuse", "2", "--seed", "-7", "--match-port", "80", "--probability", ".5",
-         "--", "true"]
+        [
+            "run",
+            "--refuse",
+            "2",
+            "--seed",
+            "-7",
+            "--match-port",
+            "80",
+            "--probability",
+            ".5",
+            "--",
+            "true",
+        ]
     )
     assert (args.refuse, args.seed, args.match_port, args.probability) == (2, -7, 80, 0.5)
     args = build_parser().parse_args(["serve", "m:T", "--port", "0", "--idle-timeout", "1.5"])

@@ -22,6 +22,7 @@ CORE_MODULES = [
     "sockwork/proxy/fault.py",
     "sockwork/proxy/table.py",
     "sockwork/console/telnet.py",
+    "sockwork/console/policy.py",
     "storify/api.py",
     "storify/cart.py",
     "storify/conditions.py",

@@ -25,8 +25,14 @@ from storify.store import Store
 from storify.testing import TemporaryPostgres
 
 SERVERS = [
-    ConsoleServer, SshConsoleServer, FaultProxy, ToxiproxyServer, HTTPServer, ApiServer,
-    StoreService, TemporaryPostgres,
+    ConsoleServer,
+    SshConsoleServer,
+    FaultProxy,
+    ToxiproxyServer,
+    HTTPServer,
+    ApiServer,
+    StoreService,
+    TemporaryPostgres,
 ]
 
 

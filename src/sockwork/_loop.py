@@ -117,8 +117,9 @@ class LoopThread:
             raise RuntimeError(f"{self.name}: run() needs a running loop and another thread")
         return _wait(asyncio.run_coroutine_threadsafe(coro, self._loop), timeout)
 
-    def stop(self, end: Coroutine[Any, Any, object] | None = None, *,
-             timeout: float | None = None) -> None:
+    def stop(
+        self, end: Coroutine[Any, Any, object] | None = None, *, timeout: float | None = None
+    ) -> None:
         """Run ``end`` on the loop (waiting at most ``timeout``), then stop the loop and thread.
 
         Idempotent: a second call returns at once (``end`` is then not run).

@@ -53,8 +53,9 @@ def _range(low: float | None, high: float | None) -> str:
     return ""
 
 
-def parse_int(text: str, what: str = "number", *, low: int | None = None,
-              high: int | None = None) -> int:
+def parse_int(
+    text: str, what: str = "number", *, low: int | None = None, high: int | None = None
+) -> int:
     """Return the whole number ``text`` writes in ASCII digits (``"10"``, ``"-3"``).
 
     Args:
@@ -77,8 +78,9 @@ def parse_int(text: str, what: str = "number", *, low: int | None = None,
     return value
 
 
-def parse_float(text: str, what: str = "number", *, low: float | None = None,
-                high: float | None = None) -> float:
+def parse_float(
+    text: str, what: str = "number", *, low: float | None = None, high: float | None = None
+) -> float:
     """Return the finite number ``text`` writes in ASCII (``"1.5"``, ``".5"``, ``"2e3"``).
 
     Args:
@@ -114,8 +116,9 @@ def parse_port(text: str, what: str = "port", *, zero: bool = True) -> int:
     return parse_int(text, what, low=low, high=65535)
 
 
-def parse_address(text: str, what: str = "address", *, default_host: str | None = None,
-                  zero: bool = True) -> tuple[str, int]:
+def parse_address(
+    text: str, what: str = "address", *, default_host: str | None = None, zero: bool = True
+) -> tuple[str, int]:
     """Split ``host:port`` (``[v6]:port`` too) into ``(host, port)``.
 
     Args:
@@ -147,8 +150,9 @@ def format_address(address: object) -> str:
     return str(address)
 
 
-def bind_listener(host: str, port: int, *, backlog: int = _BACKLOG,
-                  infos: Sequence[_AddrInfo] | None = None) -> socket.socket:
+def bind_listener(
+    host: str, port: int, *, backlog: int = _BACKLOG, infos: Sequence[_AddrInfo] | None = None
+) -> socket.socket:
     """Return a non-blocking socket listening on ``host:port`` (IPv4 first, SO_REUSEADDR).
 
     Args:

@@ -44,12 +44,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from storify.errors import InvalidValue, StoreError
-from storify.shop import CartView, CustomerSession
-from storify.store import Order, Product, Store
+from storify.shop import CartView, CustomerSession, PendingCheckout
+from storify.store import Order, Product, Receipt, Store
 
-__all__ = ["OPERATIONS", "ApiSession", "Reply", "error_reply"]
+__all__ = ["OPERATIONS", "ApiSession", "CheckoutStep", "Reply", "error_reply"]
 
 Reply = dict[str, object]
 
@@ -162,6 +163,31 @@ def _quantity(request: Mapping[str, object], *, default: int | None) -> int | No
     return value
 
 
+@dataclass(frozen=True)
+class _Checkout:
+    """A checkout request's fields, read and checked."""
+
+    request_id: str | None
+    items: dict[str | int, int] | None
+
+
+@dataclass(frozen=True)
+class CheckoutStep:
+    """A checkout request waiting for its commit; ``reply(outcome)`` answers it."""
+
+    session: ApiSession
+    reply_to: object
+    pending: PendingCheckout
+
+    def reply(self, outcome: Receipt | StoreError) -> Reply:
+        """Return the reply to the checkout, given what committing it gave."""
+        if isinstance(outcome, StoreError):
+            return error_reply(self.reply_to, outcome.code, str(outcome), **outcome.facts())
+        receipt = self.session.shop.settle(self.pending, outcome)
+        result = {"order": _order(receipt.order), "replayed": receipt.replayed}
+        return {"id": self.reply_to, "ok": True, "result": result}
+
+
 class ApiSession:
     """The API side of one connection: a customer session answering requests.
 
@@ -172,7 +198,7 @@ class ApiSession:
 
     def __init__(self, store: Store, customer: str) -> None:
         self.shop = CustomerSession(store, customer)
-        self._handlers: dict[str, Callable[[Mapping[str, object]], Reply]] = {
+        self._handlers: dict[str, Callable[[Mapping[str, object]], Reply | _Checkout]] = {
             "list": self._list,
             "catalog": self._catalog,
             "show": self._show,
@@ -186,6 +212,10 @@ class ApiSession:
     def handle(self, request: object) -> Reply:
         """Answer one request; never raises for anything a client can send.
 
+        A checkout is committed here, alone (or with other threads' checkouts of the
+        same Store, see :meth:`Store.checkout`); a server batching checkouts calls
+        :meth:`begin` instead.
+
         Domain errors become structured replies with the error's ``code`` and facts;
         a malformed request becomes ``bad_request`` (or ``unknown_op``); a database
         that cannot answer (stopped, unreachable, locked beyond its busy timeout) is
@@ -193,6 +223,25 @@ class ApiSession:
         encodable as strict JSON in UTF-8: a request with a lone surrogate in any text,
         or a ``NaN``/``Infinity`` id, is refused as ``bad_request`` before anything is
         looked up.
+        """
+        step = self.begin(request)
+        if isinstance(step, CheckoutStep):
+            wanted = step.pending.request
+            try:
+                outcome: Receipt | StoreError = self.shop.store.checkout(
+                    wanted.items, customer=wanted.customer, request_id=wanted.request_id
+                )
+            except StoreError as error:
+                outcome = error
+            return step.reply(outcome)
+        return step
+
+    def begin(self, request: object) -> Reply | CheckoutStep:
+        """Answer one request, except a checkout: that is returned to be committed.
+
+        Same as :meth:`handle`, but a well-formed checkout comes back as a
+        :class:`CheckoutStep`: commit ``step.pending.request`` (``Store.checkout_batch``
+        commits many in one transaction) and answer with ``step.reply(outcome)``.
         """
         if not isinstance(request, dict):
             return error_reply(None, "bad_request", "a request is a JSON object with an 'op'")
@@ -224,6 +273,11 @@ class ApiSession:
             )
         try:
             result = handler(request)
+            if isinstance(result, _Checkout):
+                pending = self.shop.prepare_checkout(
+                    request_id=result.request_id, items=result.items
+                )
+                return CheckoutStep(self, request_id, pending)
         except _BadRequest as error:
             return error_reply(request_id, "bad_request", str(error))
         except StoreError as error:
@@ -258,7 +312,7 @@ class ApiSession:
     def _cart(self, request: Mapping[str, object]) -> Reply:
         return _cart(self.shop.view())
 
-    def _checkout(self, request: Mapping[str, object]) -> Reply:
+    def _checkout(self, request: Mapping[str, object]) -> _Checkout:
         request_id = request.get("request_id")
         if request_id is not None and not isinstance(request_id, str):
             raise _BadRequest("'request_id' is a string (a fresh one per checkout)")
@@ -272,8 +326,7 @@ class ApiSession:
                 if isinstance(quantity, bool) or not isinstance(quantity, int):
                     raise InvalidValue("quantity", "a quantity is a whole number")
                 items[ref] = quantity
-        receipt = self.shop.checkout(request_id=request_id, items=items)
-        return {"order": _order(receipt.order), "replayed": receipt.replayed}
+        return _Checkout(request_id, items)
 
     def _order_status(self, request: Mapping[str, object]) -> Reply:
         order_id = request.get("order_id")

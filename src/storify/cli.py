@@ -36,7 +36,7 @@ from storify.service import (
     StoreService,
 )
 from storify.simulate import NETWORK_ERRORS, SimulationResult, progress_stream, run_simulation
-from storify.store import Store
+from storify.store import MAX_BATCH, Store
 
 __all__ = [
     "announcement",
@@ -55,6 +55,7 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _whole = argument_type(partial(parse_int, what="number"))
 _port = argument_type(partial(parse_port, what="port"))
 _address = argument_type(partial(parse_address, what="the API address", zero=False))
+_at_least_zero = argument_type(partial(parse_int, what="number", low=0))
 
 
 def _seconds(text: str) -> float:
@@ -181,7 +182,29 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--durable",
         action="store_true",
-        help="fsync every checkout (SQLite synchronous=FULL): orders survive power loss too",
+        help="fsync every commit (SQLite synchronous=FULL): orders survive power loss too",
+    )
+    serve.add_argument(
+        "--max-batch",
+        type=_pool_size,
+        default=MAX_BATCH,
+        metavar="N",
+        help=f"checkouts committed together at most (group commit, {MAX_BATCH}); "
+        "1 commits each checkout alone",
+    )
+    serve.add_argument(
+        "--max-per-address",
+        type=_at_least_zero,
+        metavar="N",
+        help="telnet customers at once from one address; 0 for no limit (10)",
+    )
+    serve.add_argument(
+        "--first-line-timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="a telnet customer who types nothing for this long after connecting is "
+        "disconnected (60)",
     )
     serve.set_defaults(run=_run_serve)
 
@@ -367,6 +390,10 @@ def _run_serve(args: argparse.Namespace) -> int:
             poor_port=DEFAULT_POOR_PORT if args.poor_port is None else args.poor_port,
             ssh=ssh,
             notices=notices,
+            max_per_address=(
+                "auto" if args.max_per_address is None else args.max_per_address or None
+            ),
+            first_line_timeout=args.first_line_timeout,
         )
         try:
             service.start()
@@ -455,6 +482,7 @@ def _open_store(args: argparse.Namespace) -> Store | None:
             args.db,
             synchronous="FULL" if args.durable else "NORMAL",
             pool_size=args.db_pool,
+            max_batch=args.max_batch,
         )
     except StoreUnavailable as error:
         reason = error.reason

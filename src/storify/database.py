@@ -102,6 +102,8 @@ class Database(ABC):
             event loop should run store calls in a thread).
         name_equals: the condition matching ``products.name`` to ``?`` ignoring case.
         lock_schema: statement serialising schema set-up across servers ('' if none needed).
+        lock_rows: the clause ending a SELECT that locks the rows it reads until the
+            transaction ends ('' where the write transaction holds a lock of everything).
     """
 
     kind: str
@@ -109,6 +111,7 @@ class Database(ABC):
     remote: bool
     name_equals: str
     lock_schema: str = ""
+    lock_rows: str = ""
 
     @property
     @abstractmethod
@@ -329,6 +332,7 @@ class PostgresDatabase(Database):
     remote = True
     name_equals = "lower(name) = lower(?)"  # a unique index on lower(name) backs it
     lock_schema = f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK_KEY})"
+    lock_rows = " FOR UPDATE"
 
     def __init__(self, url: str, *, busy_timeout: float = 5.0, pool_size: int = 10) -> None:
         try:

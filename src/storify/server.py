@@ -9,6 +9,9 @@
 #   (``store.remote``) each call waits on the network, and on a stopped database for
 #   up to the connect timeout: calls run in a bounded thread pool, so one slow call
 #   never holds up the other connections.
+# - Checkouts go through a storify.batch.CheckoutQueue: those of every connection
+#   that arrive together commit in one transaction (group commit); each reply is
+#   sent once its batch has committed.
 # - A connection that breaks the framing (bad header, a frame above MAX_MESSAGE,
 #   EOF inside a frame) or sends a payload that is not JSON is closed, after a
 #   ``bad_frame`` error reply when one can still be sent. Other connections go on.
@@ -36,7 +39,8 @@ from sockwork.address import format_address
 from sockwork.errors import ConnectionClosed, SockworkError
 from sockwork.frames import JSON, Format
 from sockwork.frames.aio import MessageServer, MessageStream, start_server
-from storify.api import ApiSession, error_reply
+from storify.api import ApiSession, CheckoutStep, Reply, error_reply
+from storify.batch import CheckoutQueue
 from storify.client import MAX_MESSAGE
 from storify.repl import Visitor
 from storify.store import Store
@@ -99,6 +103,7 @@ class ApiServer:
         self._server: MessageServer | None = None
         self._address: tuple[str, int] | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._checkouts: CheckoutQueue | None = None
 
     @property
     def address(self) -> tuple[str, int]:
@@ -118,12 +123,15 @@ class ApiServer:
         """
         if self._runner is not None:
             raise RuntimeError("the API server is already started")
-        runner = LoopThread("storify-api")
-        self._server = runner.start(self._listen())
-        if self.store.remote:
+        if self.store.remote:  # threads are started on first use only
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 _STORE_THREADS, thread_name_prefix="storify-api-store"
             )
+        self._checkouts = CheckoutQueue(
+            self.store, executor=self._executor, max_batch=self.store.max_batch
+        )
+        runner = LoopThread("storify-api")
+        self._server = runner.start(self._listen())
         self._runner = runner
         return self
 
@@ -242,9 +250,17 @@ class ApiServer:
                 message = f"a request is one JSON object per frame ({error})"
                 await stream.send(error_reply(None, "bad_frame", message))
                 return
-            if self._executor is None:
-                reply = session.handle(request)
-            else:
-                loop = asyncio.get_running_loop()
-                reply = await loop.run_in_executor(self._executor, session.handle, request)
+            reply = await self._answer(session, request)
             await stream.send(reply)
+
+    async def _answer(self, session: ApiSession, request: object) -> Reply:
+        """Answer one request: checkouts through the group commit queue, the rest directly."""
+        assert self._checkouts is not None
+        if self._executor is None:
+            step = session.begin(request)
+        else:
+            loop = asyncio.get_running_loop()
+            step = await loop.run_in_executor(self._executor, session.begin, request)
+        if isinstance(step, CheckoutStep):
+            return step.reply(await self._checkouts.submit(step.pending.request))
+        return step

@@ -23,7 +23,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from sockwork.console import (
     ConsoleServer,
@@ -93,6 +93,9 @@ class StoreService:
         poor_network: faults for the rehearsal port (None: no rehearsal port).
         poor_port: the rehearsal port, forwarding to the telnet port through the faults.
         max_clients: telnet sessions at once.
+        max_per_address: telnet sessions at once from one address (``"auto"``: a tenth
+            of ``max_clients``; None: no limit).
+        first_line_timeout: seconds a new telnet customer may take to type a first line.
         idle_timeout: seconds a telnet customer or API program may stay silent.
         ssh: serve customers over SSH too (None: telnet only).
         notices: where ``Customer connected ('127.0.0.1', 33360) [t3]`` and
@@ -115,6 +118,8 @@ class StoreService:
         poor_network: NetworkConditions | None = None,
         poor_port: int = DEFAULT_POOR_PORT,
         max_clients: int = 100,
+        max_per_address: int | None | Literal["auto"] = "auto",
+        first_line_timeout: float | None = 60.0,
         idle_timeout: float = 900.0,
         ssh: SshOptions | None = None,
         notices: Notices | None = None,
@@ -129,6 +134,8 @@ class StoreService:
         self.poor_network = poor_network
         self.poor_port = poor_port
         self.max_clients = max_clients
+        self.max_per_address = max_per_address
+        self.first_line_timeout = first_line_timeout
         self.idle_timeout = idle_timeout
         self.ssh_options = ssh
         self.telnet: ConsoleServer | None = None
@@ -152,6 +159,8 @@ class StoreService:
                 self.host,
                 self.port,
                 max_clients=self.max_clients,
+                max_per_address=self.max_per_address,
+                first_line_timeout=self.first_line_timeout,
                 idle_timeout=self.idle_timeout,
                 stdio="none",
             ).start()

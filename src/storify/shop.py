@@ -6,18 +6,27 @@
 # - Adding checks the shelf so a customer learns early that 3 are left, but takes
 #   nothing: stock is taken only by a committed checkout.
 # - A failed checkout leaves the cart as it was; a committed one empties it.
+# - A cart checkout carries a request id kept by the session for that cart (the
+#   attempt id): a retry after ``unavailable`` replays an order that did commit.
+# - A checkout is prepared (names looked up), committed by the store (alone or in a
+#   batch with other sessions' checkouts) and settled (the cart emptied), so that
+#   the API server can commit many sessions' checkouts in one transaction.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from storify.cart import Cart, check_quantity
 from storify.errors import EmptyCart, OutOfStock, UnknownProduct
-from storify.store import Product, Receipt, Store, product_number
+from storify.store import CheckoutRequest, Product, Receipt, Store, product_number
 
-__all__ = ["CartLine", "CartView", "CustomerSession"]
+__all__ = ["ATTEMPT_PREFIX", "CartLine", "CartView", "CustomerSession", "PendingCheckout"]
+
+# The request ids a session gives its cart checkouts start with this.
+ATTEMPT_PREFIX = "cart-"
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,14 @@ class CartView:
         return sum(line.quantity for line in self.lines)
 
 
+@dataclass(frozen=True)
+class PendingCheckout:
+    """A checkout a session prepared: commit ``request``, then hand the receipt to settle()."""
+
+    request: CheckoutRequest
+    from_cart: bool
+
+
 class CustomerSession:
     """One customer's visit: a cart, and the customer operations on ``store``.
 
@@ -64,6 +81,8 @@ class CustomerSession:
         self.store = store
         self.customer = customer
         self.cart = Cart() if cart is None else cart
+        # The cart's items at the last checkout attempt and that attempt's request id.
+        self._attempt: tuple[dict[int, int], str] | None = None
 
     def list(self) -> list[Product]:
         """Return the products on sale."""
@@ -124,21 +143,24 @@ class CustomerSession:
             )
         )
 
-    def checkout(
+    def prepare_checkout(
         self,
         *,
         request_id: str | None = None,
         items: Mapping[str | int, int] | None = None,
-    ) -> Receipt:
-        """Buy the cart (or ``items``, ``{product: quantity}``, leaving the cart alone).
+    ) -> PendingCheckout:
+        """Make the checkout of the cart (or of ``items``), to commit and then :meth:`settle`.
 
-        With ``request_id`` a retried checkout returns the first one's order,
-        ``replayed``, and charges nothing. The cart is emptied only when it was
-        bought.
+        A cart checkout without ``request_id`` gets the session's attempt id: the same
+        one while the cart stays unchanged, so that checking out again after
+        ``unavailable`` (the connection to the database broke, perhaps after the order
+        committed) replays that order instead of buying twice; a new one after a
+        success or a change of the cart.
 
         Raises:
-            EmptyCart, OutOfStock, UnknownProduct, RequestConflict, InvalidValue.
+            EmptyCart, UnknownProduct, InvalidValue (names are looked up here).
         """
+        from_cart = items is None
         if items is None:
             wanted = self.cart.items()
         else:
@@ -150,7 +172,39 @@ class CustomerSession:
                 wanted[product_id] = wanted.get(product_id, 0) + check_quantity(quantity)
         if not wanted:
             raise EmptyCart()
-        receipt = self.store.checkout(wanted, customer=self.customer, request_id=request_id)
-        if items is None:
+        if from_cart and request_id is None:
+            if self._attempt is None or self._attempt[0] != wanted:
+                self._attempt = (dict(wanted), f"{ATTEMPT_PREFIX}{uuid.uuid4().hex}")
+            request_id = self._attempt[1]
+        return PendingCheckout(CheckoutRequest(wanted, self.customer, request_id), from_cart)
+
+    def settle(self, pending: PendingCheckout, receipt: Receipt) -> Receipt:
+        """Record that ``pending`` committed (``receipt``): a bought cart is emptied."""
+        if pending.from_cart:
             self.cart.clear()
+            self._attempt = None
         return receipt
+
+    def checkout(
+        self,
+        *,
+        request_id: str | None = None,
+        items: Mapping[str | int, int] | None = None,
+    ) -> Receipt:
+        """Buy the cart (or ``items``, ``{product: quantity}``, leaving the cart alone).
+
+        With ``request_id`` a retried checkout returns the first one's order,
+        ``replayed``, and charges nothing (a cart checkout without one gets the
+        session's attempt id, see :meth:`prepare_checkout`). The cart is emptied only
+        when it was bought.
+
+        Raises:
+            EmptyCart, OutOfStock, UnknownProduct, RequestConflict, InvalidValue,
+            StoreUnavailable.
+        """
+        pending = self.prepare_checkout(request_id=request_id, items=items)
+        request = pending.request
+        receipt = self.store.checkout(
+            request.items, customer=request.customer, request_id=request.request_id
+        )
+        return self.settle(pending, receipt)

@@ -30,9 +30,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
@@ -46,6 +48,8 @@ from storify.errors import (
     OutOfStock,
     RequestConflict,
     SchemaTooNew,
+    StoreError,
+    StoreUnavailable,
     UnknownProduct,
 )
 from storify.money import check_price
@@ -55,7 +59,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEMO_CATALOG",
+    "MAX_BATCH",
     "AuditLine",
+    "CheckoutRequest",
     "Order",
     "OrderLine",
     "Product",
@@ -70,6 +76,9 @@ __all__ = [
 MAX_NAME = 40
 MAX_REQUEST_ID = 128
 MAX_STOCK = 1_000_000_000
+# Checkouts committed in one transaction at most: enough to take a burst from every
+# connection at once, few enough that a batch stays a few milliseconds long.
+MAX_BATCH = 256
 _MAX_ID = 2**63  # SQLite integers and PostgreSQL BIGINT are signed 64-bit
 _T = TypeVar("_T")
 
@@ -272,8 +281,128 @@ def _check_stock(quantity: object, field: str = "stock") -> int:
     return quantity
 
 
-class _Replay(Exception):
-    """A concurrent checkout with the same request id committed first: replay it."""
+@dataclass(frozen=True)
+class CheckoutRequest:
+    """One checkout to commit: ``items`` (``{product_id: quantity}``), who buys, its request id."""
+
+    items: Mapping[int, int]
+    customer: str
+    request_id: str | None = None
+
+
+def _validated(request: CheckoutRequest) -> dict[int, int]:
+    """Return the request's items as ``{product_id: quantity}``, or raise its StoreError."""
+    if not request.items:
+        raise EmptyCart()
+    wanted = {int(product_id): check_quantity(q) for product_id, q in request.items.items()}
+    for product_id in wanted:
+        if product_number(product_id) is None:
+            raise UnknownProduct(str(product_id))
+    if request.request_id is not None:
+        check_request_id(request.request_id)
+    return wanted
+
+
+def _marks(values: Sequence[object]) -> str:
+    """``?, ?, ?``: one placeholder per value, for ``IN (...)``."""
+    return ", ".join("?" * len(values))
+
+
+def _take(shelf: Mapping[int, Product], wanted: Mapping[int, int]) -> tuple[OrderLine, ...]:
+    """Return the order lines for ``wanted`` from ``shelf``, or raise why it cannot be bought."""
+    lines = []
+    for product_id, quantity in sorted(wanted.items()):
+        product = shelf.get(product_id)
+        if product is None:
+            raise UnknownProduct(str(product_id))
+        if product.stock < quantity:
+            raise OutOfStock(product.name, requested=quantity, available=product.stock)
+        lines.append(OrderLine(product_id, product.name, product.price, quantity))
+    return tuple(lines)
+
+
+def _replay(order: Order, wanted: Mapping[int, int]) -> Receipt | StoreError:
+    """The answer to a checkout whose request id committed ``order`` already."""
+    if {line.product_id: line.quantity for line in order.lines} != wanted:
+        assert order.request_id is not None
+        return RequestConflict(order.request_id, order.id)
+    return Receipt(order, replayed=True)
+
+
+class _Waiter:
+    """One thread's checkout in the group commit queue."""
+
+    __slots__ = ("done", "event", "lead", "outcome", "request")
+
+    def __init__(self, request: CheckoutRequest) -> None:
+        self.request = request
+        self.event = threading.Event()
+        self.lead = False  # woken to lead the next batch, not because it is done
+        self.done = False
+        self.outcome: Receipt | BaseException | None = None
+
+
+class _GroupCommit:
+    """Group commit for threads: whoever finds no batch running commits the queue.
+
+    # Rules:
+    # - A thread queues its checkout; if no batch is running it leads: it takes up
+    #   to ``max_batch`` queued checkouts, commits them in one transaction, hands
+    #   each thread its outcome, and goes on until its own checkout is done.
+    # - Then it passes the lead to the oldest checkout still queued (or leaves none
+    #   running), so no thread commits for others for ever.
+    # - An exception of the whole batch (StoreUnavailable, a bug) is every member's.
+    """
+
+    def __init__(
+        self,
+        commit: Callable[[Sequence[CheckoutRequest]], list[Receipt | StoreError]],
+        max_batch: int,
+    ) -> None:
+        self._commit = commit
+        self._max_batch = max_batch
+        self._lock = threading.Lock()
+        self._queue: deque[_Waiter] = deque()
+        self._running = False
+
+    def submit(self, request: CheckoutRequest) -> Receipt | StoreError:
+        waiter = _Waiter(request)
+        with self._lock:
+            self._queue.append(waiter)
+            lead = not self._running
+            self._running = True
+        if not lead:
+            waiter.event.wait()
+        if not waiter.done:
+            try:
+                while not waiter.done:
+                    with self._lock:
+                        count = min(self._max_batch, len(self._queue))
+                        batch = [self._queue.popleft() for _ in range(count)]
+                    self._run(batch, waiter)
+            finally:
+                with self._lock:
+                    if self._queue:
+                        self._queue[0].lead = True
+                        self._queue[0].event.set()
+                    else:
+                        self._running = False
+        if isinstance(waiter.outcome, (Receipt, StoreError)):
+            return waiter.outcome
+        assert waiter.outcome is not None
+        raise waiter.outcome
+
+    def _run(self, batch: list[_Waiter], leader: _Waiter) -> None:
+        outcomes: Sequence[Receipt | BaseException]
+        try:
+            outcomes = self._commit([waiter.request for waiter in batch])
+        except BaseException as error:  # noqa: BLE001 - every member of the batch gets it
+            outcomes = [error] * len(batch)
+        for waiter, outcome in zip(batch, outcomes, strict=True):
+            waiter.outcome = outcome
+            waiter.done = True
+            if waiter is not leader:
+                waiter.event.set()
 
 
 class Store:
@@ -294,6 +423,8 @@ class Store:
             a pooled connection and to connect) before :class:`StoreUnavailable`.
         pool_size: PostgreSQL connections this Store opens at most.
         clock: returns the time stamped on orders (Unix seconds).
+        max_batch: checkouts committed together at most (group commit, see
+            :meth:`checkout_batch`); 1 commits each checkout alone.
 
     Raises:
         ValueError: a bad option, or a database URL that cannot be used.
@@ -310,7 +441,12 @@ class Store:
         busy_timeout: float = 5.0,
         pool_size: int = 10,
         clock: Callable[[], float] = time.time,
+        max_batch: int = MAX_BATCH,
     ) -> None:
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise ValueError(f"max_batch must be a whole number >= 1, not {max_batch!r}")
+        self.max_batch = max_batch
+        self._group = _GroupCommit(self.checkout_batch, max_batch)
         self._db = open_database(
             database, synchronous=synchronous, busy_timeout=busy_timeout, pool_size=pool_size
         )
@@ -555,11 +691,14 @@ class Store:
         customer: str,
         request_id: str | None = None,
     ) -> Receipt:
-        """Buy ``items`` (``{product_id: quantity}``) in one transaction; returns the receipt.
+        """Buy ``items`` (``{product_id: quantity}``) all or nothing; returns the receipt.
 
         All lines are charged at the current prices, or nothing happens. With a
         ``request_id`` the checkout is idempotent: if that id already committed an
         order with the same items, that order is returned with ``replayed=True``.
+        Checkouts made at the same moment by other threads are committed together
+        (group commit, see :meth:`checkout_batch`); this returns once its own
+        order is committed.
 
         Raises:
             EmptyCart: no items.
@@ -569,60 +708,125 @@ class Store:
             InvalidValue: a bad quantity or request id.
             StoreUnavailable: the database cannot answer; retry with the same request id.
         """
-        if not items:
-            raise EmptyCart()
-        wanted = {int(product_id): check_quantity(q) for product_id, q in items.items()}
-        for product_id in wanted:
-            if product_number(product_id) is None:
-                raise UnknownProduct(str(product_id))
-        if request_id is not None:
-            check_request_id(request_id)
+        request = CheckoutRequest(dict(items), customer, request_id)
+        _validated(request)  # a bad argument fails here, in the caller's thread
+        outcome = self._group.submit(request)
+        if isinstance(outcome, Receipt):
+            return outcome
+        raise outcome
 
-        def work(db: Connection) -> Receipt:
-            if request_id is not None:
-                done = db.execute(
-                    "SELECT id FROM orders WHERE request_id = ?", (request_id,)
-                ).fetchone()
-                if done is not None:
-                    order = self._order(db, int(done[0]))
-                    if {line.product_id: line.quantity for line in order.lines} != wanted:
-                        raise RequestConflict(request_id, order.id)
-                    return Receipt(order, replayed=True)
-            lines: list[OrderLine] = []
-            # Sorted by id, so concurrent writers lock rows in one order (no deadlock).
-            for product_id, quantity in sorted(wanted.items()):
-                taken = db.execute(
-                    "UPDATE products SET stock = stock - ? WHERE id = ? AND active AND stock >= ?"
-                    " RETURNING id, name, price",
-                    (quantity, product_id, quantity),
-                ).fetchone()
-                if taken is None:
-                    product = self._find(db, product_id)  # raises UnknownProduct when off sale
-                    raise OutOfStock(product.name, requested=quantity, available=product.stock)
-                lines.append(OrderLine(int(taken[0]), taken[1], int(taken[2]), quantity))
+    def checkout_batch(self, requests: Sequence[CheckoutRequest]) -> list[Receipt | StoreError]:
+        """Commit several checkouts in one transaction (group commit); returns each outcome.
+
+        Each checkout is all or nothing on its own and sees the ones before it in the
+        list: one that cannot be bought (out of stock, off sale, a conflicting request
+        id, a bad value) gets its error in its slot and changes nothing, and the others
+        commit. The transaction commits once (one fsync on SQLite ``FULL`` or on
+        PostgreSQL), so every Receipt returned is as durable as a lone checkout's.
+
+        Raises:
+            StoreUnavailable: the database could not answer: none of them committed (or,
+                when the connection broke during the commit, it is unknown: retry the
+                checkouts with their request ids).
+        """
+        outcomes: list[Receipt | StoreError | None] = [None] * len(requests)
+        valid: list[tuple[int, dict[int, int], CheckoutRequest]] = []
+        for index, request in enumerate(requests):
+            try:
+                valid.append((index, _validated(request), request))
+            except StoreError as error:
+                outcomes[index] = error
+        if valid:
+            committed = self._write(lambda db: self._commit_checkouts(db, valid))
+            for (index, _, _), outcome in zip(valid, committed, strict=True):
+                outcomes[index] = outcome
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _commit_checkouts(
+        self, db: Connection, valid: Sequence[tuple[int, dict[int, int], CheckoutRequest]]
+    ) -> list[Receipt | StoreError]:
+        """Decide and write a batch of checkouts inside one write transaction.
+
+        The shelf of every product the batch touches is read first, under the write
+        lock (SQLite) or row locks taken in id order (PostgreSQL, ``FOR UPDATE``), so
+        each checkout is decided in Python against the stock the ones before it left,
+        and only checkouts that can be bought touch the tables.
+        """
+        product_ids = sorted({product_id for _, wanted, _ in valid for product_id in wanted})
+        rows = db.execute(
+            f"SELECT id, name, price, stock FROM products WHERE active AND id IN"
+            f" ({_marks(product_ids)}) ORDER BY id{self._db.lock_rows}",
+            product_ids,
+        ).fetchall()
+        shelf = {
+            int(i): Product(int(i), name, int(price), int(stock)) for i, name, price, stock in rows
+        }
+        request_ids = sorted({r.request_id for _, _, r in valid if r.request_id is not None})
+        known: dict[str, Order] = {}
+        if request_ids:
+            done = db.execute(
+                f"SELECT request_id, id FROM orders WHERE request_id IN ({_marks(request_ids)})",
+                request_ids,
+            ).fetchall()
+            for request_id, order_id in done:
+                known[request_id] = self._order(db, int(order_id))
+        taken: dict[int, int] = {}
+        new_lines: list[tuple[int, int, str, int, int]] = []
+        results: list[Receipt | StoreError] = []
+        for _, wanted, request in valid:
+            request_id = request.request_id
+            if request_id is not None and request_id in known:
+                results.append(_replay(known[request_id], wanted))
+                continue
+            try:
+                lines = _take(shelf, wanted)
+            except StoreError as error:
+                results.append(error)
+                continue
             total = sum(line.subtotal for line in lines)
             created = self._clock()
             # The same request id committing at this moment on another server (PostgreSQL)
-            # makes this insert wait for it, then do nothing: roll back and replay it.
+            # makes this insert wait for it, then do nothing: that order is the answer.
             inserted = db.execute(
                 "INSERT INTO orders (request_id, customer, total, created) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT DO NOTHING RETURNING id",
-                (request_id, customer, total, created),
+                (request_id, request.customer, total, created),
             ).fetchone()
             if inserted is None:
-                raise _Replay()
+                assert request_id is not None  # only the request id is unique and given
+                row = db.execute(
+                    "SELECT id FROM orders WHERE request_id = ?", (request_id,)
+                ).fetchone()
+                if row is None:
+                    raise StoreUnavailable(f"request id {request_id!r} vanished while inserting")
+                known[request_id] = self._order(db, int(row[0]))
+                results.append(_replay(known[request_id], wanted))
+                continue
             order_id = int(inserted[0])
+            for line in lines:
+                product = shelf[line.product_id]
+                shelf[line.product_id] = replace(product, stock=product.stock - line.quantity)
+                taken[line.product_id] = taken.get(line.product_id, 0) + line.quantity
+                new_lines.append((order_id, line.product_id, line.name, line.price, line.quantity))
+            order = Order(order_id, request_id, request.customer, lines, total, created)
+            if request_id is not None:
+                known[request_id] = order
+            results.append(Receipt(order))
+        for product_id, quantity in sorted(taken.items()):
+            # Conditional all the same: the CHECK and this WHERE are the last line of defence.
+            changed = db.execute(
+                "UPDATE products SET stock = stock - ? WHERE id = ? AND stock >= ?",
+                (quantity, product_id, quantity),
+            ).rowcount
+            if changed != 1:
+                raise RuntimeError(f"product {product_id}'s stock changed under its lock")
+        if new_lines:
             db.executemany(
                 "INSERT INTO order_lines (order_id, product_id, name, price, quantity)"
                 " VALUES (?, ?, ?, ?, ?)",
-                [(order_id, ln.product_id, ln.name, ln.price, ln.quantity) for ln in lines],
+                new_lines,
             )
-            return Receipt(Order(order_id, request_id, customer, tuple(lines), total, created))
-
-        try:
-            return self._write(work)
-        except _Replay:
-            return self._write(work)  # now the SELECT finds the committed order
+        return results
 
     def order(self, order_id: int) -> Order:
         """Return the committed order ``order_id``.

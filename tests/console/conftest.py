@@ -5,6 +5,7 @@ from __future__ import annotations
 import cmd
 import functools
 import getpass
+import socket
 import subprocess
 import sys
 import threading
@@ -78,6 +79,22 @@ class Shop(cmd.Cmd):
         thread = threading.Thread(target=target)
         thread.start()
         thread.join()
+
+
+class Busy(cmd.Cmd):
+    """A Cmd whose one command keeps its session busy (not reading) for 10 s."""
+
+    prompt = "busy> "
+
+    def do_busy(self, arg: str) -> None:
+        print("working")
+        time.sleep(10)
+
+
+def nc_from(source: str, address: tuple[str, int], **options: float) -> TelnetClient:
+    """An nc-mode client connecting from another loopback address (127.0.0.2: another host)."""
+    sock = socket.create_connection(address, timeout=TIMEOUT, source_address=(source, 0))
+    return TelnetClient(sock, negotiate=False, **{"timeout": TIMEOUT, **options})
 
 
 @pytest.fixture(scope="session")

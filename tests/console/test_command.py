@@ -4,6 +4,9 @@ import re
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pexpect
@@ -135,3 +138,69 @@ def test_command_serve_tls_with_certfile(certificate: Path) -> None:
         process.wait()
         assert process.stderr is not None
         process.stderr.close()
+
+
+def test_command_serve_port_in_use_is_one_line_and_status_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Issue 10.9: it printed a traceback.
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["serve", TARGET, "--no-console", "--port", str(port)]) == 1
+    err = capsys.readouterr().err
+    assert err == (
+        f"sockwork serve: cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use\n"
+    )
+
+
+def test_command_serve_rejects_a_bad_limit(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", TARGET, "--no-console", "--write-timeout", "-1"]) == 2
+    assert "write_timeout must be > 0 seconds" in capsys.readouterr().err
+
+
+@contextmanager
+def serve_process(target: str, *options: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """Run ``sockwork serve TARGET --no-console OPTIONS``; yield it and its port."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sockwork", "serve", target, "--no-console", *options],
+        cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        yield process, _port_from(process.stderr.readline())
+    finally:
+        process.kill()
+        process.wait()
+        assert process.stderr is not None
+        process.stderr.close()
+
+
+def test_command_serve_passes_the_session_limits() -> None:
+    options = ("--max-per-address", "1", "--first-line-timeout", "0.5")
+    with serve_process(TARGET, *options) as (process, port):
+        with nc(("127.0.0.1", port)) as first, nc(("127.0.0.1", port)) as second:
+            first.read_until(b"shop> ")
+            assert second.read_all() == (
+                b"*** too many sessions from 127.0.0.1 (1); try again later\r\n"
+            )
+            assert first.read_all().endswith(b"*** nothing typed within 0.5 s; disconnecting\r\n")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+
+
+@pytest.mark.slow
+def test_command_serve_sigterm_waits_once_for_a_busy_session() -> None:
+    # Issue 9.9: serve_forever() and run_serve() both called stop(), each waiting its
+    # 1 s grace for the busy session: the process exited after 2.1 s instead of ~1 s.
+    with serve_process("tests.console.conftest:Busy") as (process, port):
+        with nc(("127.0.0.1", port)) as client:
+            client.read_until(b"busy> ")
+            client.send_line("busy")
+            client.read_until(b"working\r\n")  # the command runs (and sleeps 10 s)
+            started = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(10) == 0
+            elapsed = time.monotonic() - started
+    assert 0.9 <= elapsed < 2.0, elapsed  # two grace periods take 2.0 s at least

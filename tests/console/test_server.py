@@ -8,9 +8,10 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -19,9 +20,11 @@ from sockwork.errors import ConnectionClosed
 from sockwork.testing import TelnetClient
 from sockwork.testing.telnet import DO, DONT, ECHO, IAC, WILL, WONT
 from sockwork.testing.telnet import TIMING_MARK as TM
-from tests.console.conftest import Shop, nc
+from tests.console.conftest import Shop, nc, nc_from
 
 IP = 244  # interrupt process
+
+_T = TypeVar("_T")
 
 
 # Servers start inside the test body, never in a fixture: pytest puts its own capture
@@ -173,7 +176,7 @@ def test_server_sessions_are_isolated_under_concurrency() -> None:
                 sys.stdout.write(f"{arg}+{i}\n")
 
     results: dict[int, bytes] = {}
-    with ConsoleServer(Racer, max_clients=clients) as server:
+    with ConsoleServer(Racer, max_clients=clients, max_per_address=None) as server:
 
         def one(n: int) -> None:
             with nc(server.address) as c:
@@ -204,7 +207,7 @@ def test_server_unbound_thread_goes_to_the_console_bound_one_to_the_session(
 
 
 def test_server_max_clients_turns_the_next_one_away() -> None:
-    with ConsoleServer(Shop, max_clients=2) as server:
+    with ConsoleServer(Shop, max_clients=2, max_per_address=None) as server:
         with nc(server.address) as a, nc(server.address) as b:
             a.read_until(b"shop> ")
             b.read_until(b"shop> ")
@@ -474,20 +477,241 @@ def test_server_serves_a_python_repl_with_tracebacks() -> None:
         assert client.read_all() == b"\r\nbye\r\n"
 
 
-def test_server_client_that_stops_reading_is_dropped_after_idle_timeout() -> None:
+def test_server_builtin_help_reaches_the_session() -> None:
+    with ConsoleServer(lambda: help(len)) as server, nc(server.address) as client:
+        text = client.read_all()
+    assert b"len(obj, /)\r\n" in text and b"\x08" not in text
+
+
+def test_server_help_lists_exit() -> None:
+    # Issue 10.11: adapt_cmd added do_exit to the instance, which Cmd's help never listed.
+    with shop() as (server, client):
+        client.send_line("help")
+        listing = client.read_until(b"shop> ")
+        assert b"exit" in listing.split(b"Documented commands")[1]
+        client.send_line("help exit")
+        assert client.read_until(b"shop> ") == b"End this session (Ctrl-D does too).\r\nshop> "
+
+
+# -- hardening (issue 9): no client can block the operator or another session ----------
+
+
+class Pages(Shop):
+    def do_page(self, arg: str) -> None:
+        print("p" * 999)  # 1 KB per command
+
+
+def returns_within(seconds: float, function: Callable[[], _T]) -> _T:
+    """Call ``function`` in a thread; fail if it has not returned after ``seconds``."""
+    results: list[_T] = []
+    thread = threading.Thread(target=lambda: results.append(function()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"still blocked after {seconds} s"
+    (result,) = results
+    return result
+
+
+def flood(client: TelnetClient, line: bytes, times: int) -> threading.Thread:
+    """Send ``line`` ``times`` times from a thread and never read (a client that stopped)."""
+
+    def send() -> None:
+        try:
+            client.socket.sendall(line * times)
+        except OSError:
+            pass  # disconnected by the server, or closed by the test
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_server_kick_and_broadcast_return_at_once_while_a_client_does_not_read() -> None:
+    # Issue 9.1: a client sending 20,000 commands and never reading held the session
+    # lock inside sendall(), so broadcast and kick (close) never returned.
+    with ConsoleServer(Pages) as server, nc(server.address) as reader:
+        sink = nc(server.address)
+        reader.read_until(b"shop> ")
+        sink.read_until(b"shop> ")
+        sender = flood(sink, b"page\r\n", 20_000)
+        first, stuck = server.sessions
+        wait_until(lambda: stuck.output_buffered >= server.policy.max_output)  # it waits now
+        assert returns_within(2.0, lambda: server.broadcast("hello")) == 2
+        assert reader.read_until(b"shop> ") == b"\r\nhello\r\nshop> "
+        returns_within(2.0, lambda: stuck.close("bye"))
+        wait_until(lambda: server.sessions == [first])
+        reader.send_line("hello")
+        assert reader.read_until(b"shop> ") == b"hello \r\nshop> "
+        sink.close()
+    sender.join(10)
+
+
+def test_server_broadcast_never_waits_for_a_client_that_does_not_read(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Issue 9.1: 3,000 broadcasts of 3 KB with one client that does not read blocked the
+    # operator after about 660. Now the laggard is disconnected and the reader gets all.
+    message = "m" * 3000
+    count = 3000
+    with serving() as server, nc(server.address) as reader, nc(server.address) as sink:
+        reader.read_until(b"shop> ")
+        sink.read_until(b"shop> ")
+        received = bytearray()
+        shown = b"\r\n" + message.encode() + b"\r\nshop> "  # a message, the prompt redrawn
+
+        def read() -> None:
+            while len(received) < count * len(shown):
+                chunk = reader.socket.recv(65536)
+                if not chunk:
+                    return
+                received.extend(chunk)
+
+        reading = threading.Thread(target=read)
+        reading.start()
+        with caplog.at_level(logging.WARNING, logger="sockwork.console"):
+            counts = returns_within(60.0, lambda: [server.broadcast(message) for _ in range(count)])
+        reading.join(30)
+        assert counts[0] == 2 and counts[-1] == 1
+        assert received == shown * count
+        assert [session.peer for session in server.sessions] == [reader.socket.getsockname()]
+    assert "fell behind by more than 131072 bytes of output" in caplog.text
+
+
+def test_server_client_that_stops_reading_is_disconnected_after_write_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     class Flood(Shop):
         def do_flood(self, arg: str) -> None:
             for _ in range(100_000):
                 print("x" * 99)  # 10 MB: far more than the socket buffers hold
 
-    with ConsoleServer(Flood, idle_timeout=0.5) as server, nc(server.address) as client:
+    with ConsoleServer(Flood, write_timeout=0.5) as server, nc(server.address) as client:
         client.read_until(b"shop> ")
-        client.send_line("flood")  # ...and never read again
-        wait_until(lambda: server.sessions == [], timeout=10)
+        with caplog.at_level(logging.WARNING, logger="sockwork.console"):
+            client.send_line("flood")  # ...and never read again
+            (session,) = server.sessions
+            wait_until(lambda: session.output_buffered > 0)
+            started = time.monotonic()
+            wait_until(lambda: server.sessions == [], timeout=10)
+        assert time.monotonic() - started >= 0.4
+        assert "took no output for 0.5 s" in caplog.text
         assert server.broadcast("anyone?") == 0
 
 
-def test_server_builtin_help_reaches_the_session() -> None:
-    with ConsoleServer(lambda: help(len)) as server, nc(server.address) as client:
-        text = client.read_all()
-    assert b"len(obj, /)\r\n" in text and b"\x08" not in text
+def test_server_first_line_timeout_disconnects_silent_clients_only() -> None:
+    # Issue 9.7: silent connections held their seat for the whole idle timeout.
+    with ConsoleServer(Shop, first_line_timeout=0.5, idle_timeout=30) as server:
+        with nc(server.address) as talker, nc(server.address) as silent:
+            talker.read_until(b"shop> ")
+            talker.send_line("hello")
+            talker.read_until(b"shop> ")
+            silent.read_until(b"shop> ")
+            started = time.monotonic()
+            assert silent.read_all() == b"\r\n*** nothing typed within 0.5 s; disconnecting\r\n"
+            assert time.monotonic() - started >= 0.4
+            talker.send_line("hello again")  # past the deadline: it had typed a line in time
+            assert talker.read_until(b"shop> ") == b"hello again\r\nshop> "
+
+
+def test_server_100_silent_connections_from_one_address_leave_room_for_others() -> None:
+    # Issue 9.7: 100 silent connections took every seat (*** server busy). With the
+    # defaults (100 sessions, 10 per address) one address gets 10, others still get in.
+    with ConsoleServer(Shop) as server:
+        assert server.policy.address_limit == 10
+        silent = [nc(server.address) for _ in range(100)]
+        try:
+            first_lines = [client.read_until(b"\r\n") for client in silent]
+            refusal = b"*** too many sessions from 127.0.0.1 (10); try again later\r\n"
+            assert first_lines.count(b"Welcome to the shop.\r\n") == 10
+            assert first_lines.count(refusal) == 90
+            with nc_from("127.0.0.2", server.address) as customer:
+                assert customer.read_until(b"shop> ") == b"Welcome to the shop.\r\nshop> "
+            silent[0].close()  # a seat of 127.0.0.1 is free again
+            wait_until(lambda: len(server.sessions) == 9)
+            with nc(server.address) as again:
+                assert again.read_until(b"shop> ") == b"Welcome to the shop.\r\nshop> "
+        finally:
+            for client in silent:
+                client.close()
+
+
+def test_server_stop_twice_waits_once_for_a_busy_session() -> None:
+    # Issue 9.9: serve_forever() and the command line both call stop(); each waited its
+    # whole grace period for a busy session (2 s instead of 1).
+    busy, release = threading.Event(), threading.Event()
+
+    class Busy(Shop):
+        def do_busy(self, arg: str) -> None:
+            busy.set()
+            release.wait(10)
+
+    server = ConsoleServer(Busy).start()
+    try:
+        with nc(server.address) as client:
+            client.read_until(b"shop> ")
+            client.send_line("busy")
+            assert busy.wait(5)
+            started = time.monotonic()
+            server.stop(timeout=1.0)
+            server.stop(timeout=1.0)
+            elapsed = time.monotonic() - started
+    finally:
+        release.set()
+    assert 0.9 <= elapsed < 2.0  # two grace periods take 2.0 s at least
+
+
+def test_server_wrong_passwords_are_throttled_per_address_across_connections() -> None:
+    # Issue 9.10: reconnecting gave ~6,600 unthrottled guesses/s.
+    with ConsoleServer(Shop, password="s3cret", login_delay=0.25) as server:
+        waits = []
+        for _ in range(3):  # a new connection each time: the count follows the address
+            with nc(server.address) as client:
+                client.read_until(b"Password: ")
+                started = time.monotonic()
+                client.send_line("guess")
+                client.read_until(b"Wrong password.\r\n")
+                waits.append(time.monotonic() - started)
+        assert waits[0] >= 0.25 and waits[1] >= 0.5 and waits[2] >= 1.0
+        with nc(server.address) as guesser:
+            guesser.read_until(b"Password: ")
+            guesser.send_line("guess")  # its verdict comes in 2 s
+            # Another address is not held up: it logs in while 127.0.0.1 still waits.
+            with nc_from("127.0.0.2", server.address) as other:
+                other.read_until(b"Password: ")
+                other.send_line("s3cret")
+                assert other.read_until(b"shop> ").endswith(b"Welcome to the shop.\r\nshop> ")
+            guesser.socket.settimeout(0)
+            with pytest.raises(BlockingIOError):
+                guesser.socket.recv(100)
+
+
+@pytest.mark.slow
+def test_server_password_guessing_by_reconnecting_is_throttled() -> None:
+    # Issue 9.10's probe: 10 clients from one address guess as fast as they can for 3 s
+    # (about 20,000 verdicts before); with the default delays they get at most 30.
+    verdicts = 0
+    lock = threading.Lock()
+    stop = threading.Event()
+    with ConsoleServer(Shop, password="s3cret") as server:
+
+        def guess() -> None:
+            nonlocal verdicts
+            while not stop.is_set():
+                try:
+                    with nc(server.address, timeout=0.5) as client:
+                        client.read_until(b"Password: ")
+                        client.send_line("guess")
+                        client.read_until(b"Wrong password.\r\n")
+                        with lock:
+                            verdicts += 1
+                except (OSError, AssertionError):
+                    pass  # refused (10 per address), or no verdict in time
+
+        threads = [threading.Thread(target=guess) for _ in range(10)]
+        for thread in threads:
+            thread.start()
+        stop.wait(3.0)  # the probe's window
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    assert verdicts <= 30

@@ -25,8 +25,7 @@ def _socket_class_restored() -> Iterator[None]:
 
 def _patchable_attributes() -> dict[str, object]:
     found = {name: socket.socket.__dict__.get(name) for name in dispatch._PATCHED_NAMES}
-    found.update((f"ssl.{name}", ssl.SSLSocket.__dict__.get(name))
-                 for name in tls.PATCHED_NAMES)
+    found.update((f"ssl.{name}", ssl.SSLSocket.__dict__.get(name)) for name in tls.PATCHED_NAMES)
     return found
 
 

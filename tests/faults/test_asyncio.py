@@ -178,8 +178,9 @@ def test_asyncio_connect_timeout() -> None:
 
 def test_asyncio_reset_after_bytes() -> None:
     async def body(port: int) -> None:
-        with inject(CloseAfter(5, reset=True, direction="recv"),
-                    match=Match(role="client", port=port)):
+        with inject(
+            CloseAfter(5, reset=True, direction="recv"), match=Match(role="client", port=port)
+        ):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(b"0123456789")
             assert await reader.readexactly(5) == b"01234"
@@ -229,8 +230,11 @@ def test_asyncio_dns_failure() -> None:
 
 def test_asyncio_server_accept_delay_and_close_on_accept() -> None:
     async def body(port: int) -> None:
-        with inject(AcceptDelay(DELAY), CloseOnAccept(connections=[1]),
-                    match=Match(role="server", port=port)):
+        with inject(
+            AcceptDelay(DELAY),
+            CloseOnAccept(connections=[1]),
+            match=Match(role="server", port=port),
+        ):
             async with Ticker() as ticker:
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 assert await reader.read(10) == b""  # the first connection was closed
@@ -345,8 +349,10 @@ def test_asyncio_delays_do_not_poll(monkeypatch: pytest.MonkeyPatch, direction: 
         monkeypatch.setattr(dispatch, name, counting)
 
     async def body(port: int) -> None:
-        with inject(Latency(0.3, direction=direction),  # type: ignore[arg-type]
-                    match=Match(role="client", port=port)):
+        with inject(
+            Latency(0.3, direction=direction),  # type: ignore[arg-type]
+            match=Match(role="client", port=port),
+        ):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             cpu = time.process_time()
             writer.write(b"ping")
@@ -362,8 +368,11 @@ def test_asyncio_writes_handed_over_early_keep_their_order() -> None:
     payload = bytes(range(256)) * 64
 
     async def body(port: int) -> None:
-        with inject(Latency(0.05, direction="send"), Slice(300, direction="send"),
-                    match=Match(role="client", port=port)):
+        with inject(
+            Latency(0.05, direction="send"),
+            Slice(300, direction="send"),
+            match=Match(role="client", port=port),
+        ):
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             for i in range(0, len(payload), 1000):
                 writer.write(payload[i : i + 1000])

@@ -40,8 +40,24 @@ PROGRAM = textwrap.dedent(
 def test_command_runs_a_program_under_latency_and_slices(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    status = main(["run", "--latency", "200ms", "--slice", "1..4", "--direction", "recv",
-                   "--seed", "7", "--report", "--", sys.executable, "-c", PROGRAM])
+    status = main(
+        [
+            "run",
+            "--latency",
+            "200ms",
+            "--slice",
+            "1..4",
+            "--direction",
+            "recv",
+            "--seed",
+            "7",
+            "--report",
+            "--",
+            sys.executable,
+            "-c",
+            PROGRAM,
+        ]
+    )
     out, err = capfd.readouterr()
     assert status == 0, err
     words = out.split("elapsed")
@@ -70,8 +86,10 @@ def test_command_refuses_and_passes_the_exit_status(capfd: pytest.CaptureFixture
 
 
 def test_command_dns_failure(capfd: pytest.CaptureFixture[str]) -> None:
-    program = "import socket\ntry:\n socket.getaddrinfo('localhost', 80)\n" \
-              "except socket.gaierror as e:\n print(e.errno)"
+    program = (
+        "import socket\ntry:\n socket.getaddrinfo('localhost', 80)\n"
+        "except socket.gaierror as e:\n print(e.errno)"
+    )
     assert main(["run", "--dns-failure", "again", "--", sys.executable, "-c", program]) == 0
     assert capfd.readouterr().out.strip() == str(-3)
 
@@ -94,10 +112,30 @@ def test_command_rejects_bad_units(capfd: pytest.CaptureFixture[str]) -> None:
 def test_command_fault_options_build_the_vocabulary() -> None:
     parser = argparse.ArgumentParser()
     add_fault_options(parser)
-    args = parser.parse_args(["--latency", "200ms", "--jitter", "10ms", "--slice", "1..64",
-                              "--reset-after", "10KB", "--bandwidth", "1MiB/s",
-                              "--refuse", "2", "--stall-after", "1KiB", "--close-after", "5",
-                              "--dns-failure", "noname", "--direction", "send"])
+    args = parser.parse_args(
+        [
+            "--latency",
+            "200ms",
+            "--jitter",
+            "10ms",
+            "--slice",
+            "1..64",
+            "--reset-after",
+            "10KB",
+            "--bandwidth",
+            "1MiB/s",
+            "--refuse",
+            "2",
+            "--stall-after",
+            "1KiB",
+            "--close-after",
+            "5",
+            "--dns-failure",
+            "noname",
+            "--direction",
+            "send",
+        ]
+    )
     assert faults_from_options(args) == [
         Latency(0.2, jitter=0.01, direction="send"),
         Bandwidth(1024 * 1024, direction="send"),

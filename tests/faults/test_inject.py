@@ -35,7 +35,9 @@ def test_inject_refuses_the_first_connections_then_lets_through(listener: socket
         with socket.create_connection(address, timeout=2):
             pass
         assert [(e.what, e.connection) for e in handle.report.events] == [
-            ("refuse", 1), ("refuse", 2)]
+            ("refuse", 1),
+            ("refuse", 2),
+        ]
         assert "seed=1" in str(handle.report)
 
 
@@ -111,8 +113,10 @@ def test_inject_cannot_be_entered_twice() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "code", "message"),
-    [("noname", socket.EAI_NONAME, "Name or service not known"),
-     ("again", socket.EAI_AGAIN, "Temporary failure in name resolution")],
+    [
+        ("noname", socket.EAI_NONAME, "Name or service not known"),
+        ("again", socket.EAI_AGAIN, "Temporary failure in name resolution"),
+    ],
 )
 def test_inject_dns_failure(kind: str, code: int, message: str) -> None:
     with inject(DnsFailure(kind, delay=0.1)) as handle:  # type: ignore[arg-type]
@@ -184,12 +188,12 @@ def test_inject_latency_on_a_blocking_round_trip(listener: socket.socket) -> Non
 def test_inject_bandwidth_group_is_shared_by_connections(listener: socket.socket) -> None:
     def transfer(fault: Bandwidth) -> float:
         with inject(fault, match=Match(role="client")):
-            clients = [socket.create_connection(listener.getsockname(), timeout=5)
-                       for _ in range(2)]
+            clients = [
+                socket.create_connection(listener.getsockname(), timeout=5) for _ in range(2)
+            ]
             servers = [listener.accept()[0] for _ in range(2)]
             start = time.monotonic()
-            threads = [threading.Thread(target=c.sendall, args=(bytes(20_000),))
-                       for c in clients]
+            threads = [threading.Thread(target=c.sendall, args=(bytes(20_000),)) for c in clients]
             for t in threads:
                 t.start()
             for t in threads:

@@ -461,8 +461,9 @@ def test_patch_deadline_timers_end_with_the_socket() -> None:
     with a, b, apply(a, Timeout(30, direction="send")):
         before = set(threading.enumerate())
         a.sendall(b"x")  # arms the 30 s idle timer
-        timers = [t for t in threading.enumerate()
-                  if t not in before and isinstance(t, threading.Timer)]
+        timers = [
+            t for t in threading.enumerate() if t not in before and isinstance(t, threading.Timer)
+        ]
         assert len(timers) == 1
         a.close()
         timers[0].join(timeout=5)  # the close cancelled it: it ends at once

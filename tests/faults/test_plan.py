@@ -354,8 +354,14 @@ def test_plan_forgets_a_connection_when_it_closes() -> None:
 
 def test_plan_report_keeps_the_latest_events_and_counts_the_dropped() -> None:
     seen: list[object] = []
-    plan = Plan([CloseAfter(0, reset=True, direction="send")], rng=random.Random(1), now=0.0,
-                seed=1, max_events=5, on_event=seen.append)
+    plan = Plan(
+        [CloseAfter(0, reset=True, direction="send")],
+        rng=random.Random(1),
+        now=0.0,
+        seed=1,
+        max_events=5,
+        on_event=seen.append,
+    )
     conns = []
     for i in range(10):
         conn = plan.open(now=float(i), label=f"c{i}")
@@ -366,7 +372,8 @@ def test_plan_report_keeps_the_latest_events_and_counts_the_dropped() -> None:
     assert report.events == tuple(seen[-5:])
     assert report.dropped == 15
     assert str(report).splitlines()[0] == (
-        "sockwork faults report (seed=1): 5 event(s) (and 15 earlier event(s) dropped)")
+        "sockwork faults report (seed=1): 5 event(s) (and 15 earlier event(s) dropped)"
+    )
     # Each connection keeps its own events, whatever the report dropped.
     assert [(e.what, e.connection) for e in conns[0].events] == [("fired", 1), ("reset", 1)]
     assert conns[0].events == seen[:2]

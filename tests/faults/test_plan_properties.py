@@ -23,8 +23,9 @@ from sockwork.faults.vocabulary import (
 stream_faults = st.one_of(
     st.builds(Latency, st.floats(0, 1), jitter=st.floats(0, 0.5)),
     st.builds(Bandwidth, st.floats(10, 1e6)),
-    st.builds(lambda hi, lo: Slice(hi, min_bytes=min(lo, hi)), st.integers(1, 100),
-              st.integers(1, 100)),
+    st.builds(
+        lambda hi, lo: Slice(hi, min_bytes=min(lo, hi)), st.integers(1, 100), st.integers(1, 100)
+    ),
     st.builds(Coalesce, window=st.floats(0, 0.1)),
     st.builds(CloseAfter, st.integers(0, 500), reset=st.booleans()),
     st.builds(SlowClose, st.floats(0, 1)),
@@ -68,8 +69,11 @@ def drive(faults: list[Fault], chunks: list[int], seed: int) -> list[tuple[str, 
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(stream_faults, max_size=3), st.lists(st.integers(1, 300), max_size=8),
-       st.integers(0, 2**32))
+@given(
+    st.lists(stream_faults, max_size=3),
+    st.lists(st.integers(1, 300), max_size=8),
+    st.integers(0, 2**32),
+)
 def test_plan_properties_bytes_are_conserved_and_replayable(
     faults: list[Fault], chunks: list[int], seed: int
 ) -> None:

@@ -19,12 +19,16 @@ T = 0.4  # a delay long enough to tell one wait from two on a loaded machine
 Contexts = tuple[ssl.SSLContext, ssl.SSLContext]
 
 
-def handshake(contexts: Contexts, client: socket.socket, server: socket.socket,
-              ) -> tuple[ssl.SSLSocket, ssl.SSLSocket]:
+def handshake(
+    contexts: Contexts,
+    client: socket.socket,
+    server: socket.socket,
+) -> tuple[ssl.SSLSocket, ssl.SSLSocket]:
     """Wrap a connected TCP pair in TLS (server side in a thread): (client, server)."""
     wrapped: list[ssl.SSLSocket] = []
     thread = threading.Thread(
-        target=lambda: wrapped.append(contexts[0].wrap_socket(server, server_side=True)))
+        target=lambda: wrapped.append(contexts[0].wrap_socket(server, server_side=True))
+    )
     thread.start()
     try:
         tls = contexts[1].wrap_socket(client, server_hostname="localhost")
@@ -172,8 +176,10 @@ def test_tls_faults_applied_before_wrapping_follow_the_fd(tls_contexts: Contexts
 def test_tls_inject_reaches_client_and_accepted_sockets(tls_contexts: Contexts) -> None:
     with socket.create_server(("127.0.0.1", 0)) as raw_listener:
         port = raw_listener.getsockname()[1]
-        with tls_contexts[0].wrap_socket(raw_listener, server_side=True) as listener, \
-                inject(Slice(4, min_bytes=4), match=Match(port=port)) as handle:
+        with (
+            tls_contexts[0].wrap_socket(raw_listener, server_side=True) as listener,
+            inject(Slice(4, min_bytes=4), match=Match(port=port)) as handle,
+        ):
             accepted: list[ssl.SSLSocket] = []
             thread = threading.Thread(target=lambda: accepted.append(listener.accept()[0]))
             thread.start()

@@ -17,8 +17,18 @@ from sockwork.faults.units import (
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("200ms", 0.2), ("0.2", 0.2), ("1.5s", 1.5), ("2m", 120.0), ("1h", 3600.0),
-     ("250us", 250e-6), ("250µs", 250e-6), (" 3 s ", 3.0), ("1min", 60.0), ("5MS", 0.005)],
+    [
+        ("200ms", 0.2),
+        ("0.2", 0.2),
+        ("1.5s", 1.5),
+        ("2m", 120.0),
+        ("1h", 3600.0),
+        ("250us", 250e-6),
+        ("250µs", 250e-6),
+        (" 3 s ", 3.0),
+        ("1min", 60.0),
+        ("5MS", 0.005),
+    ],
 )
 def test_units_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
@@ -32,8 +42,17 @@ def test_units_parse_duration_rejects(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "size"),
-    [("64", 64), ("10KB", 10_000), ("10kb", 10_000), ("10K", 10_000), ("1MiB", 1_048_576),
-     ("2MB", 2_000_000), ("1GiB", 1024**3), ("1.5KiB", 1536), ("7B", 7)],
+    [
+        ("64", 64),
+        ("10KB", 10_000),
+        ("10kb", 10_000),
+        ("10K", 10_000),
+        ("1MiB", 1_048_576),
+        ("2MB", 2_000_000),
+        ("1GiB", 1024**3),
+        ("1.5KiB", 1536),
+        ("7B", 7),
+    ],
 )
 def test_units_parse_size(text: str, size: int) -> None:
     assert parse_size(text) == size
@@ -47,8 +66,14 @@ def test_units_parse_size_rejects(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "rate"),
-    [("1MiB/s", 1_048_576.0), ("100KB/s", 100_000.0), ("8Mbit/s", 1_000_000.0),
-     ("1000", 1000.0), ("64KiB", 65536.0), ("800bps", 100.0)],
+    [
+        ("1MiB/s", 1_048_576.0),
+        ("100KB/s", 100_000.0),
+        ("8Mbit/s", 1_000_000.0),
+        ("1000", 1000.0),
+        ("64KiB", 65536.0),
+        ("800bps", 100.0),
+    ],
 )
 def test_units_parse_rate(text: str, rate: float) -> None:
     assert parse_rate(text) == pytest.approx(rate)

@@ -141,15 +141,23 @@ def test_vocabulary_directions() -> None:
 
 @pytest.mark.parametrize(
     "fault",
-    [Latency(0.2, jitter=0.01), Bandwidth(1000, group="g"), Slice(64, min_bytes=2),
-     CloseAfter(10, reset=True, connections=[2, 3]), Refuse(connections=range(1, 3)),
-     DnsFailure("again", delay=0.5), Stall(after_bytes=5), Timeout(1.0)],
+    [
+        Latency(0.2, jitter=0.01),
+        Bandwidth(1000, group="g"),
+        Slice(64, min_bytes=2),
+        CloseAfter(10, reset=True, connections=[2, 3]),
+        Refuse(connections=range(1, 3)),
+        DnsFailure("again", delay=0.5),
+        Stall(after_bytes=5),
+        Timeout(1.0),
+    ],
 )
 def test_vocabulary_round_trips_through_plain_data(fault: object) -> None:
     data = fault_to_dict(fault)  # type: ignore[arg-type]
     assert json.loads(json.dumps(data)) == data
     assert fault_from_dict(data) == fault or fault_from_dict(data).connections == frozenset(
-        fault.connections)  # type: ignore[attr-defined]
+        fault.connections
+    )  # type: ignore[attr-defined]
 
 
 def test_vocabulary_plain_data_omits_defaults_and_rejects_unknowns() -> None:

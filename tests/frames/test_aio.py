@@ -619,8 +619,10 @@ def test_server_hostile_headers_commit_no_memory_and_give_it_back() -> None:
                     writer.write(HOSTILE_HEADER)
                     peers.append(writer)
                 await until(
-                    lambda: len(streams) == HOSTILE_CONNECTIONS
-                    and all(s._decoder.missing == 0xFFFFFF for s in streams),
+                    lambda: (
+                        len(streams) == HOSTILE_CONNECTIONS
+                        and all(s._decoder.missing == 0xFFFFFF for s in streams)
+                    ),
                     what="the headers",
                 )
                 for writer in peers:
@@ -628,8 +630,10 @@ def test_server_hostile_headers_commit_no_memory_and_give_it_back() -> None:
                 # Four 16 MiB frames fit in the default max_buffered (64 MiB): those read
                 # on; the others wait without reading until memory frees.
                 await until(
-                    lambda: sum(s._decoder.missing == 0xFFFFFE for s in streams) == 4
-                    and server.waiting == HOSTILE_CONNECTIONS - 4,
+                    lambda: (
+                        sum(s._decoder.missing == 0xFFFFFE for s in streams) == 4
+                        and server.waiting == HOSTILE_CONNECTIONS - 4
+                    ),
                     what="the bytes",
                 )
                 held = traced.now()

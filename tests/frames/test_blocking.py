@@ -418,6 +418,7 @@ def test_message_socket_server_keeps_serving_other_connections() -> None:
 def test_message_socket_interoperates_with_real_stockings(tcp_pair: Pair) -> None:
     """The STOCKINGS format against the real Stockings 1.2.3 package, both directions."""
     import Stockings as stockings  # a test dependency: make test installs it
+
     a, b = tcp_pair
     # Stockings' I/O thread races its own close() (reference section 4, defect 8): now and
     # then it dies with ValueError/TypeError from a pipe or socket closed under it. That

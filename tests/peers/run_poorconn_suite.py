@@ -56,8 +56,19 @@ def sdist() -> Path:
     path = CACHE / name
     if not path.exists():
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
-             "--no-binary", ":all:", f"poorconn=={VERSION}", "--dest", str(CACHE)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                f"poorconn=={VERSION}",
+                "--dest",
+                str(CACHE),
+            ],
             check=True,
         )
     if not path.exists():
@@ -104,10 +115,22 @@ def main(args: list[str]) -> int:
         env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
         env["PYTEST_PLUGINS"] = plugin_spec()
         command = [
-            sys.executable, "-m", "pytest", "tests",
-            "-c", str(root / "tox.ini"), "--rootdir", str(root),
-            "-p", "no:cacheprovider", "-p", "pytest_timeout", "--timeout", "300",
-            "-q", *args,
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests",
+            "-c",
+            str(root / "tox.ini"),
+            "--rootdir",
+            str(root),
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "pytest_timeout",
+            "--timeout",
+            "300",
+            "-q",
+            *args,
         ]
         # The name must lead to sockwork, never to an installed poorconn.
         subprocess.run([sys.executable, "-c", CHECK], cwd=root, env=env, check=True)

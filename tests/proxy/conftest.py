@@ -81,9 +81,9 @@ def echo(conn: socket.socket) -> None:
         conn.sendall(data)
 
 
-def echo_then_marker(done: threading.Event, marker: bytes = b"END") -> Callable[
-    [socket.socket], None
-]:
+def echo_then_marker(
+    done: threading.Event, marker: bytes = b"END"
+) -> Callable[[socket.socket], None]:
     """An echo handler that, on EOF, sends ``marker``, closes, and sets ``done``."""
 
     def handler(conn: socket.socket) -> None:

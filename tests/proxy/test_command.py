@@ -59,8 +59,20 @@ def test_command_proxy_prints_connections_and_applies_faults(
     run_command: list[subprocess.Popen[str]], echo_server: Upstream
 ) -> None:
     host, port = echo_server.address
-    proc = start(run_command, "proxy", "--upstream", f"{host}:{port}", "--latency", "200ms",
-                 "--jitter", "10ms", "--direction", "downstream", "--seed", "7")
+    proc = start(
+        run_command,
+        "proxy",
+        "--upstream",
+        f"{host}:{port}",
+        "--latency",
+        "200ms",
+        "--jitter",
+        "10ms",
+        "--direction",
+        "downstream",
+        "--seed",
+        "7",
+    )
     banner = line(proc)
     address = address_in(banner, r"proxy (127\.0\.0\.1):(\d+) ->")
     assert "seed 7" in banner
@@ -91,10 +103,12 @@ def test_command_toxiproxy_server_serves_the_config(
 ) -> None:
     host, port = echo_server.address
     config = tmp_path / "proxies.json"
-    config.write_text(json.dumps(
-        [{"name": "echo", "listen": "127.0.0.1:0", "upstream": f"{host}:{port}"}]))
-    proc = start(run_command, "toxiproxy-server", "--port", "0", "--config", str(config),
-                 "--seed", "1")
+    config.write_text(
+        json.dumps([{"name": "echo", "listen": "127.0.0.1:0", "upstream": f"{host}:{port}"}])
+    )
+    proc = start(
+        run_command, "toxiproxy-server", "--port", "0", "--config", str(config), "--seed", "1"
+    )
     api = address_in(line(proc), r"http://(127\.0\.0\.1):(\d+)")
     with urllib.request.urlopen(f"http://{api[0]}:{api[1]}/proxies", timeout=5) as response:
         proxies = json.load(response)

@@ -179,8 +179,9 @@ def test_proxy_resolves_names_and_leaves_no_threads(echo_server: Upstream) -> No
         return {t for t in threading.enumerate() if t.name.startswith(("sockwork-", "asyncio_"))}
 
     before = ours()
-    with FaultProxy(upstream=("localhost", echo_server.address[1]),
-                    listen=("localhost", 0)) as proxy:
+    with FaultProxy(
+        upstream=("localhost", echo_server.address[1]), listen=("localhost", 0)
+    ) as proxy:
         assert proxy.address[0] == "127.0.0.1"
         with socket.create_connection(proxy.address, timeout=5) as client:
             client.sendall(b"n")

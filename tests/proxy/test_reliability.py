@@ -241,8 +241,10 @@ def test_reliability_a_failing_connection_does_not_fail_a_fault_change(
     # whose step raises is reported to the loop's exception handler and closed.
     with FaultProxy(upstream=echo_server.address) as proxy:
         proxy.add(Latency(0.01), direction="downstream", name="lag")
-        with socket.create_connection(proxy.address, timeout=5) as doomed, \
-                socket.create_connection(proxy.address, timeout=5) as steady:
+        with (
+            socket.create_connection(proxy.address, timeout=5) as doomed,
+            socket.create_connection(proxy.address, timeout=5) as steady,
+        ):
             for c in (doomed, steady):
                 c.sendall(b"1")
                 assert recv_exactly(c, 1) == b"1"

@@ -29,7 +29,12 @@ class Api:
         self.conn = http.client.HTTPConnection(*address, timeout=5)
 
     def call(
-        self, method: str, path: str, body: object = None, *, raw: bytes | None = None,
+        self,
+        method: str,
+        path: str,
+        body: object = None,
+        *,
+        raw: bytes | None = None,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, object, http.client.HTTPResponse]:
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
@@ -89,29 +94,42 @@ def test_server_errors_are_toxiproxy_json(api: Api, echo_server: Upstream) -> No
     assert (status, body) == (404, {"error": "proxy not found", "status": 404})
     assert response.getheader("Content-Type", "").startswith("text/plain")
     assert api.call("POST", "/proxies", {"upstream": "127.0.0.1:1"})[:2] == (
-        400, {"error": "missing required field: name", "status": 400})
+        400,
+        {"error": "missing required field: name", "status": 400},
+    )
     assert api.call("POST", "/proxies", {"name": "x"})[:2] == (
-        400, {"error": "missing required field: upstream", "status": 400})
+        400,
+        {"error": "missing required field: upstream", "status": 400},
+    )
     status, body, _ = api.call("POST", "/proxies", raw=b"{not json")
     assert status == 400 and isinstance(body, dict)
     assert str(body["error"]).startswith("bad request body:")
     good = {"name": "a", "listen": "127.0.0.1:0", "upstream": upstream_of(echo_server)}
     assert api.call("POST", "/proxies", good)[0] == 201
     assert api.call("POST", "/proxies", good)[:2] == (
-        409, {"error": "proxy already exists", "status": 409})
+        409,
+        {"error": "proxy already exists", "status": 409},
+    )
     toxics = "/proxies/a/toxics"
     assert api.call("POST", toxics, {"type": "bogus"})[:2] == (
-        400, {"error": "invalid toxic type", "status": 400})
+        400,
+        {"error": "invalid toxic type", "status": 400},
+    )
     assert api.call("POST", toxics, {"type": "latency", "stream": "sideways"})[:2] == (
-        400, {"error": "stream was invalid, can be either upstream or downstream", "status": 400})
+        400,
+        {"error": "stream was invalid, can be either upstream or downstream", "status": 400},
+    )
     assert api.call("GET", "/proxies/a/toxics/none")[:2] == (
-        404, {"error": "toxic not found", "status": 404})
+        404,
+        {"error": "toxic not found", "status": 404},
+    )
     status, body, _ = api.call("POST", toxics, {"type": "latency", "attributes": {"latency": "x"}})
     assert status == 400 and "bad request body" in str(body)
     # The listen address is taken: 500 with the bind error, and the server keeps going.
     listen = f"127.0.0.1:{json_port(api, 'a')}"
     status, body, _ = api.call(
-        "POST", "/proxies", {"name": "b", "listen": listen, "upstream": "127.0.0.1:1"})
+        "POST", "/proxies", {"name": "b", "listen": listen, "upstream": "127.0.0.1:1"}
+    )
     assert status == 500 and "address already in use" in str(body).lower()
     assert api.call("GET", "/nowhere")[0] == 404
     assert api.call("PUT", "/proxies")[0] == 405
@@ -132,7 +150,8 @@ def test_server_browsers_are_refused(api: Api) -> None:
 def test_server_toxic_defaults_update_and_delete(api: Api, echo_server: Upstream) -> None:
     api.call("POST", "/proxies", {"name": "e", "upstream": upstream_of(echo_server)})
     status, toxic, _ = api.call(
-        "POST", "/proxies/e/toxics", {"type": "latency", "attributes": {"latency": 200}})
+        "POST", "/proxies/e/toxics", {"type": "latency", "attributes": {"latency": 200}}
+    )
     assert status == 200
     assert toxic == {
         "attributes": {"latency": 200, "jitter": 0},
@@ -148,7 +167,8 @@ def test_server_toxic_defaults_update_and_delete(api: Api, echo_server: Upstream
         assert recv_exactly(client, 1) == b"x"
         assert 0.19 <= time.monotonic() - started < 0.7
         status, toxic, _ = api.call(
-            "PATCH", "/proxies/e/toxics/latency_downstream", {"attributes": {"latency": 0}})
+            "PATCH", "/proxies/e/toxics/latency_downstream", {"attributes": {"latency": 0}}
+        )
         assert status == 200 and isinstance(toxic, dict)
         assert toxic["attributes"] == {"latency": 0, "jitter": 0}
         started = time.monotonic()
@@ -164,15 +184,21 @@ def test_server_toxic_defaults_update_and_delete(api: Api, echo_server: Upstream
 
 def test_server_limit_data_and_reset_peer(api: Api, echo_server: Upstream) -> None:
     api.call("POST", "/proxies", {"name": "e", "upstream": upstream_of(echo_server)})
-    api.call("POST", "/proxies/e/toxics",
-             {"type": "limit_data", "stream": "downstream", "attributes": {"bytes": 10}})
+    api.call(
+        "POST",
+        "/proxies/e/toxics",
+        {"type": "limit_data", "stream": "downstream", "attributes": {"bytes": 10}},
+    )
     address = ("127.0.0.1", json_port(api, "e"))
     with socket.create_connection(address, timeout=5) as client:
         client.sendall(b"0123456789abcdef")
         assert recv_exactly(client, 100) == b"0123456789"
     api.call("POST", "/reset")
-    api.call("POST", "/proxies/e/toxics",
-             {"type": "reset_peer", "stream": "UPSTREAM", "attributes": {"timeout": 0}})
+    api.call(
+        "POST",
+        "/proxies/e/toxics",
+        {"type": "reset_peer", "stream": "UPSTREAM", "attributes": {"timeout": 0}},
+    )
     with socket.create_connection(address, timeout=5) as client:
         client.sendall(b"boom")
         with pytest.raises(ConnectionResetError):
@@ -219,7 +245,9 @@ def test_server_populate_is_idempotent(api: Api, echo_server: Upstream) -> None:
     assert status == 201 and isinstance(body, dict) and body["proxies"] == first
     status, body, _ = api.call("POST", "/populate", [{"name": "three"}])
     assert (status, body) == (
-        400, {"error": "missing required field: upstream at proxy 1", "status": 400})
+        400,
+        {"error": "missing required field: upstream at proxy 1", "status": 400},
+    )
     assert api.call("POST", "/populate", {"name": "x"})[0] == 400
 
 
@@ -313,8 +341,11 @@ def test_server_seed_replays_toxicity_draws(echo_server: Upstream) -> None:
             api = Api(srv.address)
             try:
                 api.call("POST", "/proxies", {"name": "p", "upstream": upstream_of(echo_server)})
-                api.call("POST", "/proxies/p/toxics", {"type": "limit_data", "toxicity": 0.5,
-                                                       "attributes": {"bytes": 0}})
+                api.call(
+                    "POST",
+                    "/proxies/p/toxics",
+                    {"type": "limit_data", "toxicity": 0.5, "attributes": {"bytes": 0}},
+                )
                 address = ("127.0.0.1", json_port(api, "p"))
             finally:
                 api.close()
@@ -335,8 +366,9 @@ def test_server_seed_replays_toxicity_draws(echo_server: Upstream) -> None:
 
 def test_server_connect_timeout_toxic(api: Api, echo_server: Upstream) -> None:
     api.call("POST", "/proxies", {"name": "t", "upstream": upstream_of(echo_server)})
-    status, body, _ = api.call("POST", "/proxies/t/toxics",
-                               {"type": "connect_timeout", "toxicity": 0.5})
+    status, body, _ = api.call(
+        "POST", "/proxies/t/toxics", {"type": "connect_timeout", "toxicity": 0.5}
+    )
     assert status == 400 and isinstance(body, dict) and "probability" in str(body["error"])
     assert api.call("POST", "/proxies/t/toxics", {"type": "connect_timeout"})[0] == 200
     address = ("127.0.0.1", json_port(api, "t"))
@@ -359,8 +391,7 @@ def test_server_patch_to_a_port_in_use_keeps_the_old_listener(
         busy = f"127.0.0.1:{taken.getsockname()[1]}"
         status, body, response = api.call("PATCH", "/proxies/e", {"listen": busy})
         assert status == 500 and isinstance(body, dict)
-        assert body == {"error": f"listen tcp {busy}: bind: address already in use",
-                        "status": 500}
+        assert body == {"error": f"listen tcp {busy}: bind: address already in use", "status": 500}
         assert response.getheader("Content-Type", "").startswith("text/plain")
         # Nothing changed: the API reports the old address, and it still serves.
         assert api.call("GET", "/proxies/e")[1] == old
@@ -376,8 +407,10 @@ def test_server_patch_keeps_connections_when_the_move_fails(
     api: Api, echo_server: Upstream
 ) -> None:
     api.call("POST", "/proxies", {"name": "e", "upstream": upstream_of(echo_server)})
-    with socket.create_connection(("127.0.0.1", json_port(api, "e")), timeout=5) as client, \
-            socket.create_server(("127.0.0.1", 0)) as taken:
+    with (
+        socket.create_connection(("127.0.0.1", json_port(api, "e")), timeout=5) as client,
+        socket.create_server(("127.0.0.1", 0)) as taken,
+    ):
         client.sendall(b"1")
         assert recv_exactly(client, 1) == b"1"
         busy = f"127.0.0.1:{taken.getsockname()[1]}"
@@ -394,9 +427,10 @@ def test_server_enable_on_a_port_taken_meanwhile_answers_500(
     assert api.call("PATCH", "/proxies/e", {"enabled": False})[0] == 200
     with socket.create_server(("127.0.0.1", port)):
         status, body, _ = api.call("PATCH", "/proxies/e", {"enabled": True})
-        assert (status, body) == (500, {
-            "error": f"listen tcp 127.0.0.1:{port}: bind: address already in use",
-            "status": 500})
+        assert (status, body) == (
+            500,
+            {"error": f"listen tcp 127.0.0.1:{port}: bind: address already in use", "status": 500},
+        )
         proxy = api.call("GET", "/proxies/e")[1]
         assert isinstance(proxy, dict) and proxy["enabled"] is False
     assert api.call("PATCH", "/proxies/e", {"enabled": True})[0] == 200
@@ -408,25 +442,60 @@ def test_server_enable_on_a_port_taken_meanwhile_answers_500(
 @pytest.mark.parametrize(
     ("method", "path", "body", "error"),
     [
-        ("POST", "/proxies", {"name": "n", "upstream": "127.0.0.1:²"},
-         "upstream must be host:port with a port in 0..65535, got '127.0.0.1:²'"),
-        ("POST", "/proxies", {"name": "n", "upstream": "127.0.0.1:0"},
-         "upstream must be host:port with a port in 1..65535, got '127.0.0.1:0'"),
-        ("POST", "/proxies", {"name": "n", "upstream": "127.0.0.1:1", "listen": "h:²"},
-         "listen must be host:port with a port in 0..65535, got 'h:²'"),
-        ("PATCH", "/proxies/e", {"upstream": "127.0.0.1:²"},
-         "upstream must be host:port with a port in 0..65535, got '127.0.0.1:²'"),
-        ("POST", "/populate", [{"name": "n", "upstream": "127.0.0.1:0"}],
-         "upstream must be host:port with a port in 1..65535, got '127.0.0.1:0'"),
-        ("POST", "/proxies/e/toxics", {"type": "latency", "attributes": {"latency": 10**400}},
-         f"bad request body: json: cannot unmarshal number {10**400} into Go struct field "
-         "latency.latency of type int64"),
-        ("PATCH", "/proxies/e/toxics/slicer_downstream", {"attributes": {"delay": 2**63}},
-         f"bad request body: json: cannot unmarshal number {2**63} into Go struct field "
-         "slicer.delay of type int64"),
+        (
+            "POST",
+            "/proxies",
+            {"name": "n", "upstream": "127.0.0.1:²"},
+            "upstream must be host:port with a port in 0..65535, got '127.0.0.1:²'",
+        ),
+        (
+            "POST",
+            "/proxies",
+            {"name": "n", "upstream": "127.0.0.1:0"},
+            "upstream must be host:port with a port in 1..65535, got '127.0.0.1:0'",
+        ),
+        (
+            "POST",
+            "/proxies",
+            {"name": "n", "upstream": "127.0.0.1:1", "listen": "h:²"},
+            "listen must be host:port with a port in 0..65535, got 'h:²'",
+        ),
+        (
+            "PATCH",
+            "/proxies/e",
+            {"upstream": "127.0.0.1:²"},
+            "upstream must be host:port with a port in 0..65535, got '127.0.0.1:²'",
+        ),
+        (
+            "POST",
+            "/populate",
+            [{"name": "n", "upstream": "127.0.0.1:0"}],
+            "upstream must be host:port with a port in 1..65535, got '127.0.0.1:0'",
+        ),
+        (
+            "POST",
+            "/proxies/e/toxics",
+            {"type": "latency", "attributes": {"latency": 10**400}},
+            f"bad request body: json: cannot unmarshal number {10**400} into Go struct field "
+            "latency.latency of type int64",
+        ),
+        (
+            "PATCH",
+            "/proxies/e/toxics/slicer_downstream",
+            {"attributes": {"delay": 2**63}},
+            f"bad request body: json: cannot unmarshal number {2**63} into Go struct field "
+            "slicer.delay of type int64",
+        ),
     ],
-    ids=["upstream ²", "upstream :0", "listen ²", "patch upstream ²", "populate :0",
-         "latency 400 digits", "patch over int64"],
+    ids=[
+        "upstream ²",
+        "upstream :0",
+        "listen ²",
+        "patch upstream ²",
+        "populate :0",
+        "latency 400 digits",
+        "patch over int64",
+    ],
 )
 def test_server_bad_input_is_400_not_500(
     api: Api, echo_server: Upstream, method: str, path: str, body: object, error: str
@@ -436,8 +505,9 @@ def test_server_bad_input_is_400_not_500(
     before = api.call("GET", "/proxies")[1]
     status, answer, _ = api.call(method, path, body)
     assert (status, answer) == (400, {"error": error, "status": 400}) or (
-        path == "/populate" and (status, answer) == (
-            400, {"error": error, "status": 400, "proxies": []}))
+        path == "/populate"
+        and (status, answer) == (400, {"error": error, "status": 400, "proxies": []})
+    )
     assert api.call("GET", "/proxies")[1] == before
 
 
@@ -460,8 +530,9 @@ def test_server_largest_attributes_of_every_toxic_are_served(
     api.call("POST", "/proxies", {"name": "e", "upstream": upstream_of(echo_server)})
     for kind, attributes in {**TOXIC_TYPES, **EXTRA_TOXIC_TYPES}.items():
         biggest = {key: 2**63 - 1 for key in attributes}
-        status, body, _ = api.call("POST", "/proxies/e/toxics",
-                                   {"type": kind, "attributes": biggest})
+        status, body, _ = api.call(
+            "POST", "/proxies/e/toxics", {"type": kind, "attributes": biggest}
+        )
         assert status in (200, 400), (kind, status, body)
         if status == 200:
             assert api.call("DELETE", f"/proxies/e/toxics/{kind}_downstream")[0] == 204
@@ -492,11 +563,16 @@ def test_server_delete_toxic_holding_data_for_a_closed_client(
             client.sendall(b"%d" % i)
             assert recv_exactly(client, 1) == b"%d" % i
         # Hold the server's marker long enough to DELETE while it is held.
-        api.call("PATCH", "/proxies/e/toxics/latency_downstream",
-                 {"attributes": {"latency": 30_000}})
+        api.call(
+            "PATCH", "/proxies/e/toxics/latency_downstream", {"attributes": {"latency": 30_000}}
+        )
     assert done.wait(5)
-    wait_until(lambda: metric(api, "toxiproxy_proxy_received_bytes_total",
-                              direction="downstream", proxy="e") == 13)
+    wait_until(
+        lambda: (
+            metric(api, "toxiproxy_proxy_received_bytes_total", direction="downstream", proxy="e")
+            == 13
+        )
+    )
     status, body, _ = api.call("DELETE", "/proxies/e/toxics/latency_downstream")
     assert (status, body) == (204, None)
     assert api.call("GET", "/proxies/e/toxics")[1] == []

@@ -53,7 +53,9 @@ def test_splice_bytes_are_identical_and_counted(echo_server: Upstream, kernel_pa
         with socket.create_connection(proxy.address, timeout=10) as client:
             assert exchange(client, payload[:1000]) == payload[:1000]
             assert {d: p.splicing for d, p in pipes(proxy).items()} == {
-                "upstream": kernel_path, "downstream": kernel_path}
+                "upstream": kernel_path,
+                "downstream": kernel_path,
+            }
             assert exchange(client, payload) == payload
         counters = proxy.counters
     size = len(payload) + 1000
@@ -204,7 +206,7 @@ def test_splice_bytes_held_in_the_kernel_pipe_go_first_when_a_fault_arrives(
             client.settimeout(0.5)
             try:
                 while sent < len(payload):  # until back-pressure stops the client
-                    sent += client.send(payload[sent:sent + 65536])
+                    sent += client.send(payload[sent : sent + 65536])
             except TimeoutError:
                 pass
             upstream = pipes(proxy)["upstream"]

@@ -28,8 +28,11 @@ def test_table_add_sets_the_vocabulary_direction_and_a_default_name() -> None:
     assert table.add(Slice(9), direction="both") == "slice_both"
     assert table.add(CloseOnAccept()) == "closeonaccept"
     assert table.planned == (
-        Latency(0.1, direction="send"), Latency(0.2, direction="recv"),
-        Slice(9, direction="both"), CloseOnAccept())
+        Latency(0.1, direction="send"),
+        Latency(0.2, direction="recv"),
+        Slice(9, direction="both"),
+        CloseOnAccept(),
+    )
     assert table.installed == (
         InstalledFault("latency_upstream", Latency(0.1), "upstream"),
         InstalledFault("latency_downstream", Latency(0.2), "downstream"),
@@ -94,8 +97,7 @@ def test_table_scope_new_on_add_selects_connections_still_to_come() -> None:
     table.add(Latency(0.1), direction="upstream", name="lag", scope="new")
     table.add(AcceptDelay(0.1), name="slow", scope="new")
     table.add(CloseAfter(0, connections=2), direction="downstream", name="gone", scope="new")
-    table.add(CloseAfter(0, connections={2, 5}), direction="downstream", name="five",
-              scope="new")
+    table.add(CloseAfter(0, connections={2, 5}), direction="downstream", name="five", scope="new")
     table.add(Refuse(), name="refuse", scope="new")  # the listener: nothing to narrow
     assert table.planned == (
         Latency(0.1, direction="send", connections=range(4, sys.maxsize)),

@@ -22,8 +22,9 @@ from sockwork.proxy.toxic import (
 
 def test_toxic_defaults_follow_toxiproxy() -> None:
     spec = parse_toxic({"type": "latency"})
-    assert spec == ToxicSpec("latency_downstream", "latency", "downstream", 1.0,
-                             {"latency": 0, "jitter": 0})
+    assert spec == ToxicSpec(
+        "latency_downstream", "latency", "downstream", 1.0, {"latency": 0, "jitter": 0}
+    )
     assert toxic_json(spec)["toxicity"] == 1
     assert parse_toxic({"type": "noop", "stream": "UpStream"}).name == "noop_upstream"
 
@@ -38,8 +39,11 @@ def test_toxic_every_type_lists_all_its_attributes(kind: str) -> None:
     [
         ({"type": "nope"}, 400, "invalid toxic type"),
         ({}, 400, "invalid toxic type"),
-        ({"type": "latency", "stream": "up"}, 400,
-         "stream was invalid, can be either upstream or downstream"),
+        (
+            {"type": "latency", "stream": "up"},
+            400,
+            "stream was invalid, can be either upstream or downstream",
+        ),
         ({"type": "latency", "attributes": {"latency": 1.5}}, 400, "bad request body: "),
         ({"type": "latency", "attributes": {"latency": True}}, 400, "bad request body: "),
         ({"type": "latency", "attributes": {"latency": -1}}, 400, "latency"),
@@ -58,28 +62,45 @@ def test_toxic_rejections(body: object, status: int, message: str) -> None:
 def test_toxic_unknown_attributes_are_ignored_and_patch_merges() -> None:
     spec = parse_toxic({"type": "latency", "attributes": {"latency": 5, "colour": "red"}})
     assert spec.attributes == {"latency": 5, "jitter": 0}
-    patched = patch_toxic(spec, {"attributes": {"jitter": 2}, "toxicity": 0.5,
-                                 "stream": "upstream", "name": "other"})
-    assert patched == ToxicSpec("latency_downstream", "latency", "downstream", 0.5,
-                                {"latency": 5, "jitter": 2})
+    patched = patch_toxic(
+        spec, {"attributes": {"jitter": 2}, "toxicity": 0.5, "stream": "upstream", "name": "other"}
+    )
+    assert patched == ToxicSpec(
+        "latency_downstream", "latency", "downstream", 0.5, {"latency": 5, "jitter": 2}
+    )
 
 
 def test_toxic_to_fault_units_and_directions() -> None:
-    latency = fault_for(parse_toxic({"type": "latency", "stream": "upstream",
-                                     "attributes": {"latency": 250, "jitter": 10},
-                                     "toxicity": 0.25}))
+    latency = fault_for(
+        parse_toxic(
+            {
+                "type": "latency",
+                "stream": "upstream",
+                "attributes": {"latency": 250, "jitter": 10},
+                "toxicity": 0.25,
+            }
+        )
+    )
     assert latency == Latency(0.25, jitter=0.01, direction="send", probability=0.25)
     bandwidth = fault_for(parse_toxic({"type": "bandwidth", "attributes": {"rate": 20}}))
     assert bandwidth == Bandwidth(20_000, direction="recv")
     assert fault_for(parse_toxic({"type": "bandwidth"})) == Stall(direction="recv")
     assert fault_for(parse_toxic({"type": "limit_data", "attributes": {"bytes": 9}})) == (
-        CloseAfter(9, direction="recv"))
-    slicer = fault_for(parse_toxic({"type": "slicer", "attributes": {
-        "average_size": 10, "size_variation": 4, "delay": 500}}))
+        CloseAfter(9, direction="recv")
+    )
+    slicer = fault_for(
+        parse_toxic(
+            {
+                "type": "slicer",
+                "attributes": {"average_size": 10, "size_variation": 4, "delay": 500},
+            }
+        )
+    )
     assert slicer == Slice(14, min_bytes=6, delay=0.0005, direction="recv")
     assert fault_for(parse_toxic({"type": "noop"})) is None
-    shared = fault_for(parse_toxic({"type": "shared_bandwidth", "name": "cap",
-                                    "attributes": {"rate": 5}}))
+    shared = fault_for(
+        parse_toxic({"type": "shared_bandwidth", "name": "cap", "attributes": {"rate": 5}})
+    )
     assert shared == Bandwidth(5000, group="toxic:cap", direction="recv")
     delay = fault_for(parse_toxic({"type": "accept_delay", "attributes": {"delay": 300}}))
     assert delay == AcceptDelay(0.3)

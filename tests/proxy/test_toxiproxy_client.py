@@ -95,10 +95,12 @@ def test_toxiproxy_python_populate_and_destroy_all(
 ) -> None:
     tp = client
     upstream = f"{echo_server.address[0]}:{echo_server.address[1]}"
-    made = tp.populate([
-        {"name": "one", "upstream": upstream, "listen": "127.0.0.1:0"},
-        {"name": "two", "upstream": upstream, "listen": "127.0.0.1:0"},
-    ])
+    made = tp.populate(
+        [
+            {"name": "one", "upstream": upstream, "listen": "127.0.0.1:0"},
+            {"name": "two", "upstream": upstream, "listen": "127.0.0.1:0"},
+        ]
+    )
     assert sorted(p.name for p in made) == ["one", "two"]
     for proxy in made:
         assert echo_time(address_of(proxy)) < 0.5
@@ -129,8 +131,7 @@ def test_toxiproxy_python_destroys_a_toxic_holding_data_for_a_closed_client(
     def marker_held() -> bool:
         with urllib.request.urlopen(metrics, timeout=5) as response:
             text = response.read().decode()
-        return any(line.startswith(received) and line.endswith(" 13")
-                   for line in text.splitlines())
+        return any(line.startswith(received) and line.endswith(" 13") for line in text.splitlines())
 
     wait_until(marker_held)
     assert proxy.destroy_toxic("latency_downstream") is True

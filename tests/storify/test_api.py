@@ -273,14 +273,20 @@ def test_result_of_rejects_what_is_no_reply() -> None:
         ("busy", {}, ("StoreBusy", ConnectionError)),
         ("unknown_product", {"product": "²"}, ("UnknownProductReply", "UnknownProduct")),
         ("not_found", {"order_id": 9, "request_id": None}, ("OrderNotFoundReply", LookupError)),
-        ("out_of_stock", {"product": "Lamp", "requested": 5, "available": 1},
-         ("OutOfStockReply", "OutOfStock")),
+        (
+            "out_of_stock",
+            {"product": "Lamp", "requested": 5, "available": 1},
+            ("OutOfStockReply", "OutOfStock"),
+        ),
         ("empty_cart", {}, ("EmptyCartReply", "EmptyCart")),
         ("cart_full", {"limit": 100}, ("CartFullReply", "CartFull")),
         ("invalid_value", {"field": "quantity"}, ("InvalidValueReply", "InvalidValue")),
         ("product_exists", {"product": "Mug"}, ("DuplicateProductReply", "DuplicateProduct")),
-        ("request_conflict", {"request_id": "k", "order_id": 1},
-         ("RequestConflictReply", "RequestConflict")),
+        (
+            "request_conflict",
+            {"request_id": "k", "order_id": 1},
+            ("RequestConflictReply", "RequestConflict"),
+        ),
     ],
 )
 def test_result_of_raises_one_class_per_error_code(
@@ -306,8 +312,13 @@ def test_api_errors_are_caught_as_the_domain_error_over_the_api() -> None:
     from storify import OutOfStock
     from storify.client import result_of
 
-    reply = {"code": "out_of_stock", "message": "only 1 Lamp left", "product": "Lamp",
-             "requested": 5, "available": 1}
+    reply = {
+        "code": "out_of_stock",
+        "message": "only 1 Lamp left",
+        "product": "Lamp",
+        "requested": 5,
+        "available": 1,
+    }
     with pytest.raises(OutOfStock) as info:
         result_of({"id": 1, "ok": False, "error": reply})
     assert (info.value.product, info.value.requested, info.value.available) == ("Lamp", 5, 1)

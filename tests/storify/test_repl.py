@@ -3,8 +3,10 @@ from __future__ import annotations
 import io
 import re
 import sqlite3
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -297,3 +299,71 @@ def test_hints_name_the_commands_of_their_console(store: Store) -> None:
     assert "'list'" not in managed
     shopped = shop(store, "show ghost\nadd ghost\n")
     assert shopped.count("Sorry, no product 'ghost'; type 'list' to see what is on sale.\n") == 2
+
+
+@pytest.mark.postgres
+def test_customer_checkout_retried_after_a_commit_cut_off_buys_once(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The store reaches PostgreSQL through a fault proxy. The first COMMIT reaches the
+    # server, which commits, but its reply is lost and the connection reset (a real
+    # connection break; before the session kept an attempt id this test bought twice):
+    # the customer is told "unavailable" though the order went through. Typing
+    # checkout again must replay that order, not buy the cart a second time.
+    import psycopg
+
+    from sockwork.faults import Timeout
+    from sockwork.proxy import FaultProxy
+
+    parts = urllib.parse.urlsplit(postgres_url)
+    upstream = (str(parts.hostname), int(parts.port or 5432))
+    with FaultProxy(upstream=upstream) as proxy:
+        host, port = proxy.address
+        url = urllib.parse.urlunsplit(parts._replace(netloc=f"postgres@{host}:{port}"))
+        with Store(url, pool_size=1) as store:
+            store.seed_demo()
+            real_execute = psycopg.Connection.execute
+            cuts: list[str] = []
+
+            def execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+                if query == "COMMIT" and not cuts:
+                    cuts.append("armed")
+                    # The reply to COMMIT is swallowed, then the connection is reset.
+                    proxy.add(Timeout(1.0, reset=True), direction="downstream", name="cut")
+                    try:
+                        return real_execute(self, query, *args, **kwargs)
+                    finally:
+                        proxy.remove("cut")
+                return real_execute(self, query, *args, **kwargs)
+
+            monkeypatch.setattr(psycopg.Connection, "execute", execute)
+            out = shop(store, "add mug 2\ncheckout\ncheckout\ncart\n")
+            assert cuts == ["armed"]
+            assert "Sorry, the store is unavailable, try again." in out
+            assert "Order #1 confirmed: 2 item(s), $17.00. Thank you!" in out
+            assert "Your cart is empty." in out
+            assert store.totals() == (1, 1700)
+            assert store.product("mug").stock == 18
+            (order,) = store.orders()
+            assert order.request_id is not None and order.request_id.startswith("cart-")
+
+
+def test_customer_session_keeps_one_attempt_id_per_cart(store: Store) -> None:
+    session = CustomerSession(store, "tester")
+    session.add("mug", 1)
+    first = session.prepare_checkout().request.request_id
+    assert first is not None and first.startswith("cart-")
+    assert session.prepare_checkout().request.request_id == first  # a retry: same id
+    session.add("mug", 1)
+    changed = session.prepare_checkout().request.request_id
+    assert changed not in (None, first)  # the cart changed: a new attempt
+    receipt = session.checkout()
+    assert receipt.order.request_id == changed and not receipt.replayed
+    session.add("mug", 2)  # the same items as the bought cart, but a new purchase
+    again = session.checkout()
+    assert again.order.request_id not in (None, changed) and not again.replayed
+    assert store.product("mug").stock == 16
+    # An explicit request id or items (the API's) are left as given.
+    assert session.prepare_checkout(items={"mug": 1}).request.request_id is None
+    session.add("mug", 1)
+    assert session.prepare_checkout(request_id="mine").request.request_id == "mine"

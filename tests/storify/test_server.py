@@ -1,19 +1,28 @@
 from __future__ import annotations
 
+import io
 import json
+import logging
 import select
+import signal
 import socket
 import struct
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import pexpect
 import pytest
 
 from sockwork.errors import Busy
 from sockwork.frames import JSON, connect
+from storify.cli import main
 from storify.client import ApiError, StoreClient
 from storify.errors import StoreBusy
+from storify.repl import StoreREPL
 from storify.server import ApiServer, format_address
+from storify.service import StoreService
 from storify.store import Store
 
 LINGER_ZERO = struct.pack("ii", 1, 0)
@@ -290,3 +299,137 @@ def test_checkout_whose_reply_is_lost_to_a_reset_is_charged_once(
         assert retry["order"] == status["order"]
     assert store.product("mug").stock == 18
     assert store.totals() == (1, 1700)
+
+
+# -- telnet customers cannot block the manager (issue 9.1) ------------------------------
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def returns_within(seconds: float, function: Callable[[], object]) -> None:
+    """Call ``function`` in a thread; fail if it has not returned after ``seconds``."""
+    thread = threading.Thread(target=function, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"the manager's command is still blocked after {seconds} s"
+
+
+def customer(service: StoreService) -> socket.socket:
+    return customer_at(service.telnet_address[1])
+
+
+def customer_at(port: int) -> socket.socket:
+    """A raw telnet customer that has read the greeting up to the first prompt."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    data = b""
+    while not data.endswith(b"Store> "):
+        chunk = sock.recv(4096)
+        assert chunk, data
+        data += chunk
+    return sock
+
+
+def manager(service: StoreService) -> tuple[StoreREPL, io.StringIO]:
+    out = io.StringIO()
+    return StoreREPL(service.store, front=service, name="Corner", stdout=out), out
+
+
+def test_customer_that_never_reads_cannot_freeze_kick_or_broadcast(store: Store) -> None:
+    # A customer sends `list` 20,000 times and never reads: its session waits for room
+    # in its bounded output, without any lock the manager's commands need. A catalog of
+    # 100 more products makes the output (80 MB) far larger than the socket buffers.
+    for n in range(100):
+        store.add_product(f"widget {n}", 100 + n, 5)
+    with StoreService(store, port=0, api_port=0, name="Corner") as service:
+        reader, sink = customer(service), customer(service)
+        try:
+            sender = threading.Thread(target=lambda: _send_quietly(sink, b"list\r\n" * 20_000))
+            sender.start()
+            assert service.telnet is not None
+            stuck = service.telnet.sessions[1]
+            wait_until(lambda: stuck.output_buffered >= service.telnet.policy.max_output)
+            repl, out = manager(service)
+            returns_within(2.0, lambda: repl.onecmd("broadcast hello"))
+            assert "Sent to 2 customer(s)." in out.getvalue()
+            assert reader.recv(4096) == b"\r\n*** Corner: hello\r\nStore> "
+            returns_within(2.0, lambda: repl.onecmd("kick t2"))
+            assert "Disconnected t2." in out.getvalue()
+            wait_until(lambda: [visitor.id for visitor in service.visitors()] == ["t1"])
+        finally:
+            sink.close()
+            reader.close()
+        sender.join(10)
+
+
+def test_broadcasts_to_a_customer_that_never_reads_never_block_the_manager(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 3,000 broadcasts of 3 KB with one customer not reading blocked the manager's
+    # console after about 660; now that customer is disconnected once 128 KiB behind.
+    with StoreService(store, port=0, api_port=0, name="Corner") as service:
+        sink = customer(service)
+        try:
+            repl, out = manager(service)
+            message = "x" * 3000
+            with caplog.at_level(logging.WARNING, logger="sockwork.console"):
+                returns_within(
+                    60.0, lambda: [repl.onecmd(f"broadcast {message}") for _ in range(3000)]
+                )
+            said = out.getvalue().splitlines()
+            assert len(said) == 3000
+            assert said[0] == "Sent to 1 customer(s)." and said[-1] == "Sent to 0 customer(s)."
+            assert service.visitors() == []
+        finally:
+            sink.close()
+    assert "fell behind by more than 131072 bytes of output" in caplog.text
+
+
+def _send_quietly(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except OSError:
+        pass  # disconnected by the store, or closed by the test
+
+
+def test_serve_passes_the_telnet_limits(tmp_path: Path) -> None:
+    from tests.storify.test_cli import spawn_store
+
+    child, port, _ = spawn_store(
+        tmp_path, "--no-console", "--max-per-address", "1", "--first-line-timeout", "0.5"
+    )
+    try:
+        first = customer_at(port)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as second:
+            assert read_all(second) == (
+                b"*** too many sessions from 127.0.0.1 (1); try again later\r\n"
+            )
+        assert read_all(first) == b"\r\n*** nothing typed within 0.5 s; disconnecting\r\n"
+        first.close()
+        child.kill(signal.SIGTERM)
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--max-per-address", "-1"), ("--first-line-timeout", "0")]
+)
+def test_serve_rejects_bad_telnet_limits(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", option, value])
+    assert exit_info.value.code == 2
+    assert option in capsys.readouterr().err
+
+
+def read_all(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(4096):
+        data += chunk
+    return data

@@ -7,6 +7,7 @@ start-up error tests are PostgreSQL's.
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import re
 import signal
@@ -347,13 +348,18 @@ def test_store_pool_bounds_the_connections(postgres_url: str, postgres: Temporar
     dbname = postgres_url.rsplit("/", 1)[1]
     with Store(postgres_url, pool_size=3) as store:
         mug = store.add_product("Mug", 850, 1000)
-        peak = _fill_pool(store, 20, work=lambda: store.checkout({mug.id: 1}, customer="c"))
+        peak = _fill_pool(store, 20, work=lambda: store.product(mug.id))
         connected = postgres.execute(
             f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{dbname}'"
         )[0][0]
         assert connected == 3
         assert peak == 3
+        # Checkouts from 20 threads at once: the group commit takes them in batches,
+        # one transaction at a time, so they never need more than the pool either.
+        with concurrent.futures.ThreadPoolExecutor(20) as pool:
+            list(pool.map(lambda n: store.checkout({mug.id: 1}, customer=f"c{n}"), range(20)))
         assert store.totals()[0] == 20
+        assert store.product(mug.id).stock == 980
 
 
 def _fill_pool(store: Store, threads: int, work: Callable[[], object] | None = None) -> int:
@@ -381,9 +387,7 @@ def _fill_pool(store: Store, threads: int, work: Callable[[], object] | None = N
     start = threading.Event()
     store._db.run = slow_run  # type: ignore[method-assign]
     try:
-        runners = [
-            threading.Thread(target=work or store.products) for _ in range(threads)
-        ]
+        runners = [threading.Thread(target=work or store.products) for _ in range(threads)]
         for runner in runners:
             runner.start()
         for _ in range(min(threads, store._db.pool_size)):  # type: ignore[attr-defined]

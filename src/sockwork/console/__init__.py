@@ -5,15 +5,18 @@ The SSH server needs the ``sockwork[ssh]`` extra (asyncssh) only when one is cre
 
 from __future__ import annotations
 
+from sockwork.console.policy import Admission, SessionPolicy
 from sockwork.console.routing import Streams, bind, current_streams, wrap
 from sockwork.console.server import App, ConsoleServer, Session, adapt_cmd, current_session
 from sockwork.console.ssh import SshConsoleServer, SshSession
 from sockwork.console.telnet import TelnetConnection
 
 __all__ = [
+    "Admission",
     "App",
     "ConsoleServer",
     "Session",
+    "SessionPolicy",
     "SshConsoleServer",
     "SshSession",
     "Streams",

@@ -45,10 +45,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--max-clients", type=_COUNT, default=100, help="sessions at once; 0 for no limit (100)"
     )
     parser.add_argument(
+        "--max-per-address",
+        type=int,
+        help="sessions at once from one client address; 0 for no limit (a tenth of --max-clients)",
+    )
+    parser.add_argument(
+        "--first-line-timeout",
+        type=float,
+        default=60.0,
+        help="seconds a new client may take to type its first line; 0 for never (60)",
+    )
+    parser.add_argument(
         "--idle-timeout",
         type=_SECONDS,
         default=900.0,
         help="seconds a session may wait for its user; 0 for never (900)",
+    )
+    parser.add_argument(
+        "--write-timeout",
+        type=float,
+        default=30.0,
+        help="seconds a client may take no output before it is disconnected (30)",
     )
     parser.add_argument(
         "--password-env",
@@ -140,18 +157,33 @@ def run_serve(args: argparse.Namespace) -> int:
             return 2
     servers: list[ConsoleServer | SshConsoleServer] = [] if ssh_server is None else [ssh_server]
     if not args.no_telnet:
-        servers.insert(
-            0,
-            ConsoleServer(
+        per_address = args.max_per_address
+        try:
+            telnet = ConsoleServer(
                 app,
                 args.host,
                 args.port,
                 max_clients=args.max_clients or None,
+                max_per_address="auto" if per_address is None else per_address or None,
+                first_line_timeout=args.first_line_timeout or None,
                 idle_timeout=args.idle_timeout or None,
+                write_timeout=args.write_timeout,
                 password=password,
                 ssl=context,
-            ),
-        )
+            )
+        except (ValueError, OSError) as error:
+            if ssh_server is not None:
+                ssh_server.close()
+            if isinstance(error, ValueError):
+                print(f"sockwork serve: {error}", file=sys.stderr)
+                return 2
+            # EADDRINUSE, EACCES, an unknown host...: one line, as the other commands.
+            print(
+                f"sockwork serve: cannot listen on {args.host}:{args.port}: {error}",
+                file=sys.stderr,
+            )
+            return 1
+        servers.insert(0, telnet)
     # The handler is in place before the address is announced: whoever reads it may
     # send SIGTERM at once.
     in_main = threading.current_thread() is threading.main_thread()

@@ -319,6 +319,11 @@ class SshSession(Session):
         )
 
     @property
+    def bytes_sent(self) -> int:
+        """Bytes of output handed to the SSH channel so far."""
+        return self._bytes_out
+
+    @property
     def output_buffered(self) -> int:
         """Output waiting for the client: handed to the loop or held by asyncssh."""
         with self._flow:

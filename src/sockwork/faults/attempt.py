@@ -29,8 +29,9 @@ if TYPE_CHECKING:
 __all__ = ["accept", "connect", "pending_connect_error", "resolve_decision"]
 
 
-def _decide(scopes: Iterable[Scope], call: Callable[[Plan, float], tuple[Action, ...]]
-            ) -> tuple[float, Action]:
+def _decide(
+    scopes: Iterable[Scope], call: Callable[[Plan, float], tuple[Action, ...]]
+) -> tuple[float, Action]:
     """Decide one attempt over every scope: (latest wait end, first non-Proceed)."""
     until = 0.0
     terminal: Action = Proceed()
@@ -80,9 +81,9 @@ def connect(sock: socket.socket, state: SocketState, address: object, *, ex: boo
     return None
 
 
-
-def _connect_nonblocking(sock: socket.socket, state: SocketState, address: object, *,
-                         ex: bool) -> int | None:
+def _connect_nonblocking(
+    sock: socket.socket, state: SocketState, address: object, *, ex: bool
+) -> int | None:
     label = address_label("client", address)
     until, terminal = _decide(_scopes(state), lambda p, now: p.connect(now=now, label=label))
     if isinstance(terminal, Refused):
@@ -102,8 +103,9 @@ def _connect_nonblocking(sock: socket.socket, state: SocketState, address: objec
     return _start_connect(sock, state, address, ex=ex)
 
 
-def _start_connect(sock: socket.socket, state: SocketState, address: object, *,
-                   ex: bool) -> int | None:
+def _start_connect(
+    sock: socket.socket, state: SocketState, address: object, *, ex: bool
+) -> int | None:
     if state.connect_hang:
         state.connect_hang = False
         if ex:
@@ -132,8 +134,9 @@ def pending_connect_error(sock: socket.socket, state: SocketState) -> int | None
     return code
 
 
-def accept(sock: socket.socket, state: SocketState,
-           wrap: Callable[[socket.socket, SocketState], None]) -> tuple[socket.socket, object]:
+def accept(
+    sock: socket.socket, state: SocketState, wrap: Callable[[socket.socket, SocketState], None]
+) -> tuple[socket.socket, object]:
     """Accept through the accept faults; ``wrap`` attaches the layers to the new socket."""
     budget = Budget(sock)
     while True:

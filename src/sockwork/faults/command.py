@@ -62,43 +62,96 @@ def add_fault_options(parser: argparse.ArgumentParser) -> None:
     duration, size = argument_type(parse_duration), argument_type(parse_size)
     rate = argument_type(parse_rate)
     g = parser.add_argument_group("stream faults")
-    g.add_argument("--latency", type=duration, metavar="DURATION",
-                   help="delay each chunk (e.g. 200ms)")
-    g.add_argument("--jitter", type=duration, default=0.0, metavar="DURATION",
-                   help="random +/- variation of --latency")
-    g.add_argument("--bandwidth", type=rate, metavar="RATE",
-                   help="limit each connection to RATE (e.g. 1MiB/s)")
-    g.add_argument("--slice", type=argument_type(parse_int_range), metavar="MIN..MAX",
-                   help="short reads and writes of MIN..MAX bytes (e.g. 1..64)")
-    g.add_argument("--slice-delay", type=duration, default=0.0, metavar="DURATION",
-                   help="pause after each slice")
-    g.add_argument("--close-after", type=size, metavar="SIZE",
-                   help="close the connection (FIN) after SIZE bytes")
-    g.add_argument("--reset-after", type=size, metavar="SIZE",
-                   help="reset the connection (RST) after SIZE bytes")
-    g.add_argument("--stall-after", type=size, metavar="SIZE",
-                   help="stop reading after SIZE bytes (the peer gets back-pressure)")
+    g.add_argument(
+        "--latency", type=duration, metavar="DURATION", help="delay each chunk (e.g. 200ms)"
+    )
+    g.add_argument(
+        "--jitter",
+        type=duration,
+        default=0.0,
+        metavar="DURATION",
+        help="random +/- variation of --latency",
+    )
+    g.add_argument(
+        "--bandwidth", type=rate, metavar="RATE", help="limit each connection to RATE (e.g. 1MiB/s)"
+    )
+    g.add_argument(
+        "--slice",
+        type=argument_type(parse_int_range),
+        metavar="MIN..MAX",
+        help="short reads and writes of MIN..MAX bytes (e.g. 1..64)",
+    )
+    g.add_argument(
+        "--slice-delay",
+        type=duration,
+        default=0.0,
+        metavar="DURATION",
+        help="pause after each slice",
+    )
+    g.add_argument(
+        "--close-after",
+        type=size,
+        metavar="SIZE",
+        help="close the connection (FIN) after SIZE bytes",
+    )
+    g.add_argument(
+        "--reset-after",
+        type=size,
+        metavar="SIZE",
+        help="reset the connection (RST) after SIZE bytes",
+    )
+    g.add_argument(
+        "--stall-after",
+        type=size,
+        metavar="SIZE",
+        help="stop reading after SIZE bytes (the peer gets back-pressure)",
+    )
     g.add_argument("--blackhole", action="store_true", help="discard every byte")
-    g.add_argument("--slow-close", type=duration, metavar="DURATION",
-                   help="hold the end of stream (FIN) back")
-    g.add_argument("--direction", choices=("send", "recv", "both"),
-                   help="direction of the stream faults (default: each fault's own)")
+    g.add_argument(
+        "--slow-close", type=duration, metavar="DURATION", help="hold the end of stream (FIN) back"
+    )
+    g.add_argument(
+        "--direction",
+        choices=("send", "recv", "both"),
+        help="direction of the stream faults (default: each fault's own)",
+    )
     c = parser.add_argument_group("connection faults")
-    c.add_argument("--refuse", type=_COUNT, nargs="?", const=0, metavar="N",
-                   help="refuse connection attempts (the first N, or all)")
-    c.add_argument("--connect-delay", type=duration, metavar="DURATION",
-                   help="slow connection attempts")
-    c.add_argument("--connect-timeout", action="store_true",
-                   help="connection attempts never complete")
-    c.add_argument("--accept-delay", type=duration, metavar="DURATION",
-                   help="hand accepted connections out late")
-    c.add_argument("--close-on-accept", action="store_true",
-                   help="close accepted connections at once")
-    c.add_argument("--dns-failure", choices=("noname", "again"),
-                   help="fail name look-ups with EAI_NONAME or EAI_AGAIN")
+    c.add_argument(
+        "--refuse",
+        type=_COUNT,
+        nargs="?",
+        const=0,
+        metavar="N",
+        help="refuse connection attempts (the first N, or all)",
+    )
+    c.add_argument(
+        "--connect-delay", type=duration, metavar="DURATION", help="slow connection attempts"
+    )
+    c.add_argument(
+        "--connect-timeout", action="store_true", help="connection attempts never complete"
+    )
+    c.add_argument(
+        "--accept-delay",
+        type=duration,
+        metavar="DURATION",
+        help="hand accepted connections out late",
+    )
+    c.add_argument(
+        "--close-on-accept", action="store_true", help="close accepted connections at once"
+    )
+    c.add_argument(
+        "--dns-failure",
+        choices=("noname", "again"),
+        help="fail name look-ups with EAI_NONAME or EAI_AGAIN",
+    )
     o = parser.add_argument_group("all faults")
-    o.add_argument("--probability", type=_PROBABILITY, default=1.0, metavar="P",
-                   help="chance that each fault applies to a connection (0..1)")
+    o.add_argument(
+        "--probability",
+        type=_PROBABILITY,
+        default=1.0,
+        metavar="P",
+        help="chance that each fault applies to a connection (0..1)",
+    )
     o.add_argument("--seed", type=_SEED, help="seed of the random choices (printed with --report)")
 
 
@@ -115,8 +168,7 @@ def faults_from_options(args: argparse.Namespace) -> list[Fault]:
         faults.append(Bandwidth(args.bandwidth, **stream))  # type: ignore[arg-type]
     if args.slice is not None:
         low, high = args.slice
-        faults.append(Slice(high, min_bytes=low, delay=args.slice_delay,
-                            **stream))  # type: ignore[arg-type]
+        faults.append(Slice(high, min_bytes=low, delay=args.slice_delay, **stream))  # type: ignore[arg-type]
     if args.close_after is not None:
         faults.append(CloseAfter(args.close_after, **stream))  # type: ignore[arg-type]
     if args.reset_after is not None:
@@ -155,18 +207,35 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     m = parser.add_argument_group("selection")
     m.add_argument("--match-host", metavar="HOST", help="only connections to/from HOST")
     m.add_argument("--match-port", type=_PORT, metavar="PORT", help="only connections on PORT")
-    m.add_argument("--match-role", choices=("client", "server", "resolve"),
-                   help="only outgoing (client), accepted (server) or look-ups (resolve)")
-    parser.add_argument("--report", action="store_true",
-                        help="print which faults fired, and the seed, on exit (stderr)")
-    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND ...",
-                        help="the program to run, after --")
+    m.add_argument(
+        "--match-role",
+        choices=("client", "server", "resolve"),
+        help="only outgoing (client), accepted (server) or look-ups (resolve)",
+    )
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="print which faults fired, and the seed, on exit (stderr)",
+    )
+    parser.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="-- COMMAND ...",
+        help="the program to run, after --",
+    )
     parser.set_defaults(run=run)
 
 
 def _spec(args: argparse.Namespace) -> dict[str, object]:
-    match = {k: v for k, v in (("host", args.match_host), ("port", args.match_port),
-                               ("role", args.match_role)) if v is not None}
+    match = {
+        k: v
+        for k, v in (
+            ("host", args.match_host),
+            ("port", args.match_port),
+            ("role", args.match_role),
+        )
+        if v is not None
+    }
     spec: dict[str, object] = {
         "faults": [fault_to_dict(f) for f in faults_from_options(args)],
         "report": bool(args.report),
@@ -184,8 +253,10 @@ def run(args: argparse.Namespace) -> int:
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        sys.stderr.write("sockwork run: give the program to run after --, "
-                         "e.g. sockwork run --latency 200ms -- python app.py\n")
+        sys.stderr.write(
+            "sockwork run: give the program to run after --, "
+            "e.g. sockwork run --latency 200ms -- python app.py\n"
+        )
         return 2
     try:
         spec = _spec(args)

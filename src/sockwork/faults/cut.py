@@ -68,8 +68,7 @@ def _disconnect(sock: socket.socket) -> bool:
     sends RST (tcp_disconnect) and the file stays the same, so selectors and asyncio
     see the hang-up on the fd they registered. Returns False where unsupported."""
     global _libc
-    if not sys.platform.startswith("linux") or sock.family not in (socket.AF_INET,
-                                                                    socket.AF_INET6):
+    if not sys.platform.startswith("linux") or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return False
     try:
         if _libc is None:
@@ -78,5 +77,3 @@ def _disconnect(sock: socket.socket) -> bool:
         return int(_libc.connect(sock.fileno(), address, 16)) == 0
     except (OSError, AttributeError):
         return False
-
-

@@ -33,8 +33,7 @@ def unwatch(state: SocketState) -> None:
                 entry[1].cancel()
 
 
-def watch_deadline(sock: socket.socket, state: SocketState, direction: str,
-                   action: Action) -> None:
+def watch_deadline(sock: socket.socket, state: SocketState, direction: str, action: Action) -> None:
     """Re-ask the plan at the deadline in ``action`` when nothing else would (a timer)."""
     if isinstance(action, Read):
         until = action.until

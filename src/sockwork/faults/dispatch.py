@@ -50,9 +50,22 @@ __all__ = [
 
 _MISSING = object()
 _PATCHED_NAMES = (
-    "send", "sendall", "sendmsg", "sendto", "sendfile",
-    "recv", "recv_into", "recvfrom", "recvfrom_into", "recvmsg",
-    "connect", "connect_ex", "accept", "getsockopt", "shutdown", "close",
+    "send",
+    "sendall",
+    "sendmsg",
+    "sendto",
+    "sendfile",
+    "recv",
+    "recv_into",
+    "recvfrom",
+    "recvfrom_into",
+    "recvmsg",
+    "connect",
+    "connect_ex",
+    "accept",
+    "getsockopt",
+    "shutdown",
+    "close",
 )
 _ORIGINAL_ATTRS: dict[str, object] = {
     name: kernel.Socket.__dict__.get(name, _MISSING) for name in _PATCHED_NAMES
@@ -82,8 +95,11 @@ def detach_all(scope: Scope) -> None:
         for state in list(STATES.values()):
             kept = [layer for layer in state.layers if layer.scope is not scope]
             if len(kept) != len(state.layers):
-                ended.extend(layer.conn for layer in state.layers
-                             if layer.scope is scope and layer.conn is not None)
+                ended.extend(
+                    layer.conn
+                    for layer in state.layers
+                    if layer.scope is scope and layer.conn is not None
+                )
                 state.layers = kept
                 if not kept:
                     unwatch(state)
@@ -117,8 +133,13 @@ def _d_sendto(self: socket.socket, data: object, *args: object) -> int:
     state = _STATES.get(id(self))
     if state is None or state.ref() is not self or state.idle("send"):
         return _real_sendto(self, data, *args)  # type: ignore[call-overload, no-any-return]
-    return send(self, state, data, lambda v: _real_sendto(self, v, *args),  # type: ignore[call-overload]
-                whole=False)
+    return send(
+        self,
+        state,
+        data,
+        lambda v: _real_sendto(self, v, *args),  # type: ignore[call-overload]
+        whole=False,
+    )
 
 
 def _d_sendmsg(self: socket.socket, buffers: Iterable[object], *args: object) -> int:
@@ -137,8 +158,9 @@ def _d_sendmsg(self: socket.socket, buffers: Iterable[object], *args: object) ->
     return send(self, state, data, lower, whole=False)
 
 
-def _d_sendfile(self: socket.socket, file: object, offset: int = 0,
-                count: int | None = None) -> int:
+def _d_sendfile(
+    self: socket.socket, file: object, offset: int = 0, count: int | None = None
+) -> int:
     state = _STATES.get(id(self))
     if state is None or state.ref() is not self or state.idle("send"):
         return _real_sendfile(self, file, offset, count)  # type: ignore[arg-type]
@@ -158,38 +180,54 @@ def _d_recv_into(self: socket.socket, buffer: object, nbytes: int = 0, flags: in
     if state is None or state.ref() is not self or flags & socket.MSG_PEEK or state.idle("recv"):
         return _real_recv_into(self, buffer, nbytes, flags)  # type: ignore[arg-type]
     size = nbytes or len(memoryview(buffer))  # type: ignore[arg-type]
-    return receive(self, state, size,
-                   lambda n: _real_recv_into(self, buffer, n, flags),  # type: ignore[arg-type]
-                   lambda: 0)
+    return receive(
+        self,
+        state,
+        size,
+        lambda n: _real_recv_into(self, buffer, n, flags),  # type: ignore[arg-type]
+        lambda: 0,
+    )
 
 
 def _d_recvfrom(self: socket.socket, bufsize: int, flags: int = 0) -> tuple[bytes, object]:
     state = _STATES.get(id(self))
     if state is None or state.ref() is not self or flags & socket.MSG_PEEK or state.idle("recv"):
         return _real_recvfrom(self, bufsize, flags)
-    return receive(self, state, bufsize, lambda n: _real_recvfrom(self, n, flags),
-                   lambda: (b"", None))
+    return receive(
+        self, state, bufsize, lambda n: _real_recvfrom(self, n, flags), lambda: (b"", None)
+    )
 
 
-def _d_recvfrom_into(self: socket.socket, buffer: object, nbytes: int = 0,
-                     flags: int = 0) -> tuple[int, object]:
+def _d_recvfrom_into(
+    self: socket.socket, buffer: object, nbytes: int = 0, flags: int = 0
+) -> tuple[int, object]:
     state = _STATES.get(id(self))
     if state is None or state.ref() is not self or flags & socket.MSG_PEEK or state.idle("recv"):
         return _real_recvfrom_into(self, buffer, nbytes, flags)  # type: ignore[arg-type]
     size = nbytes or len(memoryview(buffer))  # type: ignore[arg-type]
-    return receive(self, state, size,
-                   lambda n: _real_recvfrom_into(self, buffer, n, flags),  # type: ignore[arg-type]
-                   lambda: (0, None))
+    return receive(
+        self,
+        state,
+        size,
+        lambda n: _real_recvfrom_into(self, buffer, n, flags),  # type: ignore[arg-type]
+        lambda: (0, None),
+    )
 
 
-def _d_recvmsg(self: socket.socket, bufsize: int, ancbufsize: int = 0,
-               flags: int = 0) -> tuple[bytes, list[object], int, object]:
+def _d_recvmsg(
+    self: socket.socket, bufsize: int, ancbufsize: int = 0, flags: int = 0
+) -> tuple[bytes, list[object], int, object]:
     state = _STATES.get(id(self))
     if state is None or state.ref() is not self or flags & socket.MSG_PEEK or state.idle("recv"):
         return _real_recvmsg(self, bufsize, ancbufsize, flags)  # type: ignore[return-value]
-    return receive(self, state, bufsize,
-                   lambda n: _real_recvmsg(self, n, ancbufsize, flags),  # type: ignore[return-value]
-                   lambda: (b"", [], 0, None))
+    return receive(
+        self,
+        state,
+        bufsize,
+        lambda n: _real_recvmsg(self, n, ancbufsize, flags),  # type: ignore[return-value]
+        lambda: (b"", [], 0, None),
+    )
+
 
 def _d_connect(self: socket.socket, address: object) -> None:
     state = _maybe_attach_client(self, address)
@@ -229,8 +267,12 @@ def _d_shutdown(self: socket.socket, how: int) -> None:
     if state is not None and state.cut is not None:
         kernel.shutdown_quietly(self, how)
         return
-    if (state is not None and how in (socket.SHUT_WR, socket.SHUT_RDWR)
-            and state.outbox is not None and state.outbox.finish_with(how)):
+    if (
+        state is not None
+        and how in (socket.SHUT_WR, socket.SHUT_RDWR)
+        and state.outbox is not None
+        and state.outbox.finish_with(how)
+    ):
         return  # the FIN follows the bytes still on their way
     if state is not None and how in (socket.SHUT_WR, socket.SHUT_RDWR):
         due = state.fin_due(now())
@@ -286,8 +328,10 @@ _client_hook: Callable[[socket.socket, object], None] | None = None
 _server_hook: Callable[[socket.socket], None] | None = None
 
 
-def set_hooks(client: Callable[[socket.socket, object], None] | None,
-              server: Callable[[socket.socket], None] | None) -> None:
+def set_hooks(
+    client: Callable[[socket.socket, object], None] | None,
+    server: Callable[[socket.socket], None] | None,
+) -> None:
     """Install the functions that attach ``inject`` scopes to new connections."""
     global _client_hook, _server_hook
     _client_hook, _server_hook = client, server
@@ -330,10 +374,20 @@ _DISPATCHERS: dict[str, object] = {
     "shutdown": _d_shutdown,
     "close": _d_close,
 }
-_STREAM_NAMES = frozenset((
-    "send", "sendall", "sendmsg", "sendto", "sendfile",
-    "recv", "recv_into", "recvfrom", "recvfrom_into", "recvmsg",
-))
+_STREAM_NAMES = frozenset(
+    (
+        "send",
+        "sendall",
+        "sendmsg",
+        "sendto",
+        "sendfile",
+        "recv",
+        "recv_into",
+        "recvfrom",
+        "recvfrom_into",
+        "recvmsg",
+    )
+)
 _STREAM_USERS: set[int] = set()  # ids of live handles whose faults can touch bytes
 
 # (class, dispatchers, originals, byte-moving names) for each class patched.

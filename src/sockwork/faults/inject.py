@@ -76,8 +76,10 @@ _SCOPES_LOCK = threading.Lock()
 def _split(address: object) -> tuple[str | None, int | None]:
     if isinstance(address, tuple) and len(address) >= 2:
         host, port = address[0], address[1]
-        return (str(host) if host is not None else None,
-                int(port) if isinstance(port, int) else None)
+        return (
+            str(host) if host is not None else None,
+            int(port) if isinstance(port, int) else None,
+        )
     if isinstance(address, (str, bytes)):
         return (address.decode() if isinstance(address, bytes) else address), None
     return None, None
@@ -162,8 +164,9 @@ def _set_patches(on: bool) -> None:
 class Injection(Handle):
     """The :class:`Handle` of an ``inject`` scope: active inside its ``with`` block."""
 
-    def __init__(self, faults: tuple[Fault, ...], *, match: MatchSpec = None,
-                 seed: int | None = None) -> None:
+    def __init__(
+        self, faults: tuple[Fault, ...], *, match: MatchSpec = None, seed: int | None = None
+    ) -> None:
         if match is not None and not callable(match):
             raise TypeError(f"match must be a Match, a callable or None, got {match!r}")
         super().__init__(faults, seed=seed)

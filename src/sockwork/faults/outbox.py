@@ -180,5 +180,3 @@ class Outbox:
                     self.chunks[0] = head[n:]
                     self.size -= n
                     n = 0
-
-

@@ -116,8 +116,9 @@ class Handle:
             self.remove()
         finally:
             if exc is not None and hasattr(exc, "add_note"):
-                exc.add_note(f"sockwork faults: seed={self.seed} (pass seed= to replay)\n"
-                             f"{self.report}")
+                exc.add_note(
+                    f"sockwork faults: seed={self.seed} (pass seed= to replay)\n{self.report}"
+                )
 
     def __repr__(self) -> str:
         state = "active" if self._active else "removed"
@@ -191,8 +192,9 @@ class PatchableSocket(socket.socket):
 _GROUPS = {":sending": ("send", "sendall")}
 
 
-def make_socket_patchable(s: socket.socket,
-                          funcs: Iterable[str] = (":sending", "accept")) -> socket.socket:
+def make_socket_patchable(
+    s: socket.socket, funcs: Iterable[str] = (":sending", "accept")
+) -> socket.socket:
     """Return a socket whose methods named by ``funcs`` can be replaced per instance.
 
     ``":sending"`` stands for ``send`` and ``sendall``. A socket that already allows

@@ -388,9 +388,18 @@ class Plan:
         ]
         return index, chosen
 
-    def _record(self, fault: Fault, what: str, kind: str, index: int, now: float,
-                label: str, direction: str | None = None, offset: int = 0,
-                conn: Connection | None = None) -> None:
+    def _record(
+        self,
+        fault: Fault,
+        what: str,
+        kind: str,
+        index: int,
+        now: float,
+        label: str,
+        direction: str | None = None,
+        offset: int = 0,
+        conn: Connection | None = None,
+    ) -> None:
         event = Event(fault, what, kind, index, direction, offset, now - self._start, label)
         if len(self._events) == self._events.maxlen:
             self._dropped += 1
@@ -838,9 +847,17 @@ class Stream:
     def _close(self, action: Close, state: _State | None, now: float) -> Close:
         self._terminal = action
         if state is not None:
-            self.plan._record(state.fault, "reset" if action.reset else "close", "stream",
-                              self.conn.index, now, self.conn.label, self.direction, self.offset,
-                              self.conn)
+            self.plan._record(
+                state.fault,
+                "reset" if action.reset else "close",
+                "stream",
+                self.conn.index,
+                now,
+                self.conn.label,
+                self.direction,
+                self.offset,
+                self.conn,
+            )
         return action
 
     def next(self, now: float) -> Action:
@@ -866,8 +883,17 @@ class Stream:
                 continue
             if not s.reported:
                 s.reported = True
-                self.plan._record(s.fault, "fired", "stream", self.conn.index, now,
-                                  self.conn.label, self.direction, self.offset, self.conn)
+                self.plan._record(
+                    s.fault,
+                    "fired",
+                    "stream",
+                    self.conn.index,
+                    now,
+                    self.conn.label,
+                    self.direction,
+                    self.offset,
+                    self.conn,
+                )
             if isinstance(op, Close):
                 return self._close(op, s, now)
             if isinstance(op, int):

@@ -28,8 +28,7 @@ _RCVLOWAT_HIGH = 1 << 30  # the kernel caps it at half the receive buffer
 
 def quiet(sock: socket.socket, state: SocketState, until: float) -> bool:
     """Hide ``sock``'s readability until ``until`` (inf: until the faults change)."""
-    if not sys.platform.startswith("linux") or sock.family not in (socket.AF_INET,
-                                                                    socket.AF_INET6):
+    if not sys.platform.startswith("linux") or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return False
     key = id(state)
     with REGISTRY_LOCK:

@@ -45,6 +45,7 @@ __all__ = [
 
 T = TypeVar("T")
 
+
 class PendingSends(Protocol):
     """A socket's outbox (:class:`sockwork.faults.outbox.Outbox`), as the executor uses it."""
 

@@ -73,8 +73,12 @@ def send(
                         continue
                     break
                 action = state.next("send", now())
-                if (budget.nonblocking and deferrable and isinstance(action, (Wait, Stalled))
-                        and not sent):
+                if (
+                    budget.nonblocking
+                    and deferrable
+                    and isinstance(action, (Wait, Stalled))
+                    and not sent
+                ):
                     # Not due: take the bytes now, as a kernel buffer would, and
                     # let a thread send them when due (writability stays true).
                     if state.outbox is None:
@@ -211,8 +215,7 @@ def receive(
                 state.feed_eof("recv", now())
         elif isinstance(action, (Wait, Stalled)):
             until = action.until if isinstance(action, Wait) else INF
-            if (budget.nonblocking and until > now() and source.quiet
-                    and quiet(sock, state, until)):
+            if budget.nonblocking and until > now() and source.quiet and quiet(sock, state, until):
                 raise kernel.would_block()
             budget.wait(until)
         elif isinstance(action, Deliver):
@@ -247,5 +250,3 @@ def _length(result: object) -> int:
         first = result[0]
         return len(first) if isinstance(first, (bytes, bytearray)) else int(first)
     raise TypeError(f"unexpected receive result {result!r}")
-
-

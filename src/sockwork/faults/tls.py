@@ -83,8 +83,9 @@ class TlsSource:
     def peek(self, size: int, budget: Budget, until: float | None) -> bytes | None:
         """Decrypt at most ``size`` bytes into the buffer; None: nothing came before ``until``."""
         if not self.buffer and not _real_tls_pending(self.sock):  # type: ignore[arg-type]
-            if (not budget.nonblocking
-                    and not kernel.wait_readable(self.sock, budget.remaining(until))):
+            if not budget.nonblocking and not kernel.wait_readable(
+                self.sock, budget.remaining(until)
+            ):
                 if budget.deadline is not None and now() >= budget.deadline:
                     raise kernel.timeout_error()
                 return None
@@ -109,7 +110,6 @@ class TlsSource:
         return n
 
 
-
 @contextmanager
 def _tls_errors(kind: str) -> Iterator[None]:
     """Raise what a non-blocking SSLSocket raises when its bytes are not due."""
@@ -117,17 +117,18 @@ def _tls_errors(kind: str) -> Iterator[None]:
         yield
     except BlockingIOError:
         if kind == "read":
-            raise ssl.SSLWantReadError(ssl.SSL_ERROR_WANT_READ,
-                                       "The operation did not complete (read)") from None
-        raise ssl.SSLWantWriteError(ssl.SSL_ERROR_WANT_WRITE,
-                                    "The operation did not complete (write)") from None
+            raise ssl.SSLWantReadError(
+                ssl.SSL_ERROR_WANT_READ, "The operation did not complete (read)"
+            ) from None
+        raise ssl.SSLWantWriteError(
+            ssl.SSL_ERROR_WANT_WRITE, "The operation did not complete (write)"
+        ) from None
 
 
 def _tls_state(sock: socket.socket, flags: int, direction: str) -> SocketState | None:
     """The state to act on for a TLS call, or None to call the original method."""
     state = STATES.get(id(sock))
-    if (state is None or state.ref() is not sock or flags
-            or sock._sslobj is None):  # type: ignore[attr-defined]
+    if state is None or state.ref() is not sock or flags or sock._sslobj is None:  # type: ignore[attr-defined]
         return None
     if state.idle(direction) and not (direction == "recv" and state.plaintext):
         return None
@@ -139,8 +140,14 @@ def _d_tls_send(self: socket.socket, data: object, flags: int = 0) -> int:
     if state is None:
         return _real_tls_send(self, data, flags)  # type: ignore[arg-type]
     with _tls_errors("write"):
-        return send(self, state, data, lambda v: _real_tls_send(self, v),  # type: ignore[arg-type]
-                    whole=False, deferrable=False)
+        return send(
+            self,
+            state,
+            data,
+            lambda v: _real_tls_send(self, v),  # type: ignore[arg-type]
+            whole=False,
+            deferrable=False,
+        )
 
 
 def _d_tls_write(self: socket.socket, data: object) -> int:
@@ -148,8 +155,14 @@ def _d_tls_write(self: socket.socket, data: object) -> int:
     if state is None:
         return _real_tls_write(self, data)  # type: ignore[arg-type]
     with _tls_errors("write"):
-        return send(self, state, data, lambda v: _real_tls_write(self, v),  # type: ignore[arg-type]
-                    whole=False, deferrable=False)
+        return send(
+            self,
+            state,
+            data,
+            lambda v: _real_tls_write(self, v),  # type: ignore[arg-type]
+            whole=False,
+            deferrable=False,
+        )
 
 
 def _d_tls_sendall(self: socket.socket, data: object, flags: int = 0) -> None:
@@ -159,8 +172,14 @@ def _d_tls_sendall(self: socket.socket, data: object, flags: int = 0) -> None:
     with _tls_errors("write"):
         # One pass for the whole call: the original loops over self.send, which
         # would meet the faults a second time.
-        send(self, state, data, lambda v: _real_tls_send(self, v),  # type: ignore[arg-type]
-             whole=True, deferrable=False)
+        send(
+            self,
+            state,
+            data,
+            lambda v: _real_tls_send(self, v),  # type: ignore[arg-type]
+            whole=True,
+            deferrable=False,
+        )
     return None
 
 
@@ -181,8 +200,9 @@ def _d_tls_read(self: socket.socket, len: int = 1024, buffer: object = None) -> 
         return _take(plaintext, n, buffer)
 
     with _tls_errors("read"):
-        return receive(self, state, size, consume,
-                       lambda: b"" if buffer is None else 0, TlsSource(self, state))
+        return receive(
+            self, state, size, consume, lambda: b"" if buffer is None else 0, TlsSource(self, state)
+        )
 
 
 def _take(plaintext: bytearray, n: int, buffer: object) -> bytes | int:

@@ -74,8 +74,10 @@ def _fail(owner: object, name: str, accepted: str, value: object) -> ValueError:
 
 def _check_seconds(owner: object, name: str, value: float, *, positive: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{type(owner).__name__}: {name} must be a number of seconds, "
-                        f"got {type(value).__name__}")
+        raise TypeError(
+            f"{type(owner).__name__}: {name} must be a number of seconds, "
+            f"got {type(value).__name__}"
+        )
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         accepted = "a finite number > 0" if positive else "a finite number >= 0"
         raise _fail(owner, name, accepted, value)
@@ -83,8 +85,9 @@ def _check_seconds(owner: object, name: str, value: float, *, positive: bool = F
 
 def _check_count(owner: object, name: str, value: int, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{type(owner).__name__}: {name} must be an int, "
-                        f"got {type(value).__name__}")
+        raise TypeError(
+            f"{type(owner).__name__}: {name} must be an int, got {type(value).__name__}"
+        )
     if value < minimum:
         raise _fail(owner, name, f"an int >= {minimum}", value)
 
@@ -110,15 +113,18 @@ class Fault:
     def __post_init__(self) -> None:
         p = self.probability
         if isinstance(p, bool) or not isinstance(p, (int, float)):
-            raise TypeError(f"{type(self).__name__}: probability must be a number, "
-                            f"got {type(p).__name__}")
+            raise TypeError(
+                f"{type(self).__name__}: probability must be a number, got {type(p).__name__}"
+            )
         if not 0.0 <= p <= 1.0:
             raise _fail(self, "probability", "between 0 and 1", p)
         c = self.connections
         if c is not None:
             if isinstance(c, bool):
-                raise TypeError(f"{type(self).__name__}: connections must be an int, a range "
-                                "or a collection of ints")
+                raise TypeError(
+                    f"{type(self).__name__}: connections must be an int, a range "
+                    "or a collection of ints"
+                )
             if isinstance(c, int):
                 _check_count(self, "connections", c, minimum=1)
             elif isinstance(c, range):
@@ -127,10 +133,12 @@ class Fault:
                     raise _fail(self, "connections", "a non-empty range of indices >= 1", c)
             else:
                 items = frozenset(c)
-                if not items or any(isinstance(i, bool) or not isinstance(i, int) or i < 1
-                                    for i in items):
-                    raise _fail(self, "connections",
-                                "a non-empty collection of 1-based int indices", c)
+                if not items or any(
+                    isinstance(i, bool) or not isinstance(i, int) or i < 1 for i in items
+                ):
+                    raise _fail(
+                        self, "connections", "a non-empty collection of 1-based int indices", c
+                    )
                 object.__setattr__(self, "connections", items)
         _check_seconds(self, "after_seconds", self.after_seconds)
 
@@ -440,9 +448,22 @@ class DnsFailure(DnsFault):
 FAULT_TYPES: dict[str, type[Fault]] = {
     cls.__name__: cls
     for cls in (
-        Latency, Bandwidth, Slice, Coalesce, CloseAfter, Stall, Blackhole, Timeout,
-        ResetPeer, SlowClose, Refuse, ConnectDelay, ConnectTimeout, AcceptDelay,
-        CloseOnAccept, DnsFailure,
+        Latency,
+        Bandwidth,
+        Slice,
+        Coalesce,
+        CloseAfter,
+        Stall,
+        Blackhole,
+        Timeout,
+        ResetPeer,
+        SlowClose,
+        Refuse,
+        ConnectDelay,
+        ConnectTimeout,
+        AcceptDelay,
+        CloseOnAccept,
+        DnsFailure,
     )
 }
 
@@ -485,8 +506,9 @@ def fault_from_dict(data: Mapping[str, object]) -> Fault:
         try:
             kwargs["connections"] = range(c["start"], c["stop"], c.get("step", 1))
         except (KeyError, TypeError) as exc:
-            raise ValueError(f"{kind}: connections as a mapping needs int start, stop "
-                             f"(and step), got {c!r}") from exc
+            raise ValueError(
+                f"{kind}: connections as a mapping needs int start, stop (and step), got {c!r}"
+            ) from exc
     unknown = set(kwargs) - names
     if unknown:
         raise ValueError(f"{kind}: unknown argument(s) {', '.join(sorted(unknown))}")

@@ -317,5 +317,3 @@ class Channel:
                 self._room.notify_all()
                 if count < total:
                     return  # the kernel buffer is full
-
-

@@ -697,7 +697,8 @@ async def start_server(
     if not isinstance(codec, Codec):
         raise TypeError(f"codec must be a sockwork.frames.Codec, not {codec!r}")
     if max_connections is not None and (
-        isinstance(max_connections, bool) or not isinstance(max_connections, int)
+        isinstance(max_connections, bool)
+        or not isinstance(max_connections, int)
         or max_connections < 1
     ):
         raise ValueError(f"max_connections must be None or an int >= 1, not {max_connections!r}")

@@ -46,6 +46,7 @@ __all__ = ["MessageSocket", "connect"]
 
 T = TypeVar("T")
 
+
 class MessageSocket(Generic[T]):
     """Whole messages over a connected stream socket, blocking with optional timeouts.
 

@@ -747,8 +747,10 @@ class FrameDecoder:
             # Buffer drained: restart at offset 0 so it never needs compacting.
             self._start = self._end = 0
             if len(self._buf) > _CHUNK:
-                message = self._decode_text(self._view[start:end]) if self._text else bytes(
-                    self._view[start:end]
+                message = (
+                    self._decode_text(self._view[start:end])
+                    if self._text
+                    else bytes(self._view[start:end])
                 )
                 self._shrink()  # a burst is over: give its memory back
                 return message

@@ -408,6 +408,7 @@ class Endpoint(Channel, Generic[T]):
                 )
             self._room.wait(remaining)
 
+
 # Endpoints still open, so that interpreter exit can flush them: the reactor thread is a
 # daemon (a forgotten endpoint must not hang exit), and Stockings lost queued data here.
 _open: weakref.WeakSet[Endpoint[Any]] = weakref.WeakSet()

@@ -43,11 +43,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Forward --listen to --upstream with faults; print a line per connection "
         "until Ctrl-C.",
     )
-    p.add_argument("--listen", default="127.0.0.1:0", metavar="HOST:PORT",
-                   help="where clients connect (default 127.0.0.1:0, a free port)")
+    p.add_argument(
+        "--listen",
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="where clients connect (default 127.0.0.1:0, a free port)",
+    )
     p.add_argument("--upstream", required=True, metavar="HOST:PORT", help="the real server")
-    p.add_argument("--direction", choices=("upstream", "downstream", "both"), default="both",
-                   help="where the faults apply: upstream is client->server (default both)")
+    p.add_argument(
+        "--direction",
+        choices=("upstream", "downstream", "both"),
+        default="both",
+        help="where the faults apply: upstream is client->server (default both)",
+    )
     p.add_argument("--latency", metavar="DURATION", help="delay each chunk, e.g. 200ms")
     p.add_argument("--jitter", metavar="DURATION", help="latency varies by +/- this, e.g. 50ms")
     p.add_argument("--bandwidth", metavar="RATE", help="rate limit per connection, e.g. 20KB/s")
@@ -66,8 +74,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     s.add_argument("--host", default="127.0.0.1", help="API address (default 127.0.0.1)")
     s.add_argument("--port", type=_PORT, default=8474, help="API port (default 8474)")
-    s.add_argument("--config", type=Path, metavar="FILE",
-                   help="JSON array of proxies to create at start")
+    s.add_argument(
+        "--config", type=Path, metavar="FILE", help="JSON array of proxies to create at start"
+    )
     s.add_argument("--seed", type=_SEED, help="seed for every random choice of the proxies")
     s.set_defaults(run=_run_server)
 
@@ -182,12 +191,16 @@ def _run_server(args: argparse.Namespace) -> int:
         try:
             loaded = json.loads(args.config.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
-            print(f"sockwork toxiproxy-server: error: --config {args.config}: {exc}",
-                  file=sys.stderr)
+            print(
+                f"sockwork toxiproxy-server: error: --config {args.config}: {exc}", file=sys.stderr
+            )
             return 2
         if not isinstance(loaded, list):
-            print(f"sockwork toxiproxy-server: error: --config {args.config}: "
-                  "expected a JSON array of proxies", file=sys.stderr)
+            print(
+                f"sockwork toxiproxy-server: error: --config {args.config}: "
+                "expected a JSON array of proxies",
+                file=sys.stderr,
+            )
             return 2
         proxies = loaded
     try:
@@ -204,8 +217,7 @@ def _run_server(args: argparse.Namespace) -> int:
             return 1
         try:
             with _stop_on_signals() as stop:
-                print(f"toxiproxy API on {server.url} (seed {args.seed}); Ctrl-C stops",
-                      flush=True)
+                print(f"toxiproxy API on {server.url} (seed {args.seed}); Ctrl-C stops", flush=True)
                 await stop.wait()
         finally:
             await server.aclose()

@@ -91,8 +91,13 @@ def fault_for(spec: ToxicSpec) -> Fault | None:
         if average == 0:
             return None  # Toxiproxy cannot slice to nothing either; data passes whole
         low = max(1, average - variation)
-        return Slice(average + variation, min_bytes=min(low, average + variation),
-                     delay=a["delay"] / 1_000_000, direction=d, probability=p)
+        return Slice(
+            average + variation,
+            min_bytes=min(low, average + variation),
+            delay=a["delay"] / 1_000_000,
+            direction=d,
+            probability=p,
+        )
     if kind == "limit_data":
         return CloseAfter(a["bytes"], direction=d, probability=p)
     if kind == "stall":

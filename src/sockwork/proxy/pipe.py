@@ -278,8 +278,9 @@ class Pipe:
             if src_sock is None or dst_sock is None:
                 return
             try:
-                splicer = splice.Splicer.open(self._loop, self, src_sock.fileno(),
-                                              dst_sock.fileno())
+                splicer = splice.Splicer.open(
+                    self._loop, self, src_sock.fileno(), dst_sock.fileno()
+                )
             except OSError:
                 return  # out of descriptors: the ordinary path does the job
             self._splicer = splicer

@@ -168,8 +168,11 @@ class FaultProxy:
             TypeError: ``fault`` is not a sockwork fault.
         """
         table = self._table
-        return self._call(lambda: self._change(
-            lambda: table.add(fault, direction=direction, name=name, scope=scope)))
+        return self._call(
+            lambda: self._change(
+                lambda: table.add(fault, direction=direction, name=name, scope=scope)
+            )
+        )
 
     def update(self, name: str, fault: Fault, *, scope: Scope = "all") -> None:
         """Replace the fault called ``name`` by ``fault``, in the same direction, atomically.
@@ -331,11 +334,20 @@ class FaultProxy:
         self._loop = loop
         self._loop_thread = threading.current_thread()
         self._fired = {}
-        self._plan = Plan(self._table.planned, rng=random.Random(self.seed), now=loop.time(),
-                          seed=self.seed, on_event=self._plan_event)
+        self._plan = Plan(
+            self._table.planned,
+            rng=random.Random(self.seed),
+            now=loop.time(),
+            seed=self.seed,
+            on_event=self._plan_event,
+        )
         self._hub = Hub(
-            loop, self._plan, self._table,
-            upstream=lambda: self.upstream, closing=lambda: self._closed, emit=self._emit,
+            loop,
+            self._plan,
+            self._table,
+            upstream=lambda: self.upstream,
+            closing=lambda: self._closed,
+            emit=self._emit,
         )
         self._listener = Listener(loop, self._hub.accepted)
         sock = await self._listener.prepare(self._listen)
@@ -400,11 +412,13 @@ class FaultProxy:
             except Exception as exc:
                 # A fault change must never fail because of one connection's state:
                 # report it as the loop reports a failed callback, and drop that one.
-                self._require_loop().call_exception_handler({
-                    "message": f"sockwork proxy: connection #{conn.id} failed when its "
-                               "faults changed; it is closed",
-                    "exception": exc,
-                })
+                self._require_loop().call_exception_handler(
+                    {
+                        "message": f"sockwork proxy: connection #{conn.id} failed when its "
+                        "faults changed; it is closed",
+                        "exception": exc,
+                    }
+                )
                 conn.close(reset=True)
         self._sync_listener()
 

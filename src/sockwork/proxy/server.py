@@ -554,16 +554,21 @@ class ToxiproxyServer:
     async def _metrics(self) -> _Response:
         lines: list[str] = []
         series: list[tuple[str, str, str, list[tuple[str, str, int]]]] = [
-            ("toxiproxy_proxy_received_bytes_total", "counter",
-             "The total bytes received from the source of a proxy link.", []),
-            ("toxiproxy_proxy_sent_bytes_total", "counter",
-             "The total bytes sent to the destination of a proxy link.", []),
-            ("sockwork_proxy_connections_total", "counter",
-             "Connections accepted by a proxy.", []),
-            ("sockwork_proxy_connections_open", "gauge",
-             "Connections open through a proxy.", []),
-            ("sockwork_proxy_faults_fired_total", "counter",
-             "Times a toxic fired on a proxy.", []),
+            (
+                "toxiproxy_proxy_received_bytes_total",
+                "counter",
+                "The total bytes received from the source of a proxy link.",
+                [],
+            ),
+            (
+                "toxiproxy_proxy_sent_bytes_total",
+                "counter",
+                "The total bytes sent to the destination of a proxy link.",
+                [],
+            ),
+            ("sockwork_proxy_connections_total", "counter", "Connections accepted by a proxy.", []),
+            ("sockwork_proxy_connections_open", "gauge", "Connections open through a proxy.", []),
+            ("sockwork_proxy_faults_fired_total", "counter", "Times a toxic fired on a proxy.", []),
         ]
         for name, managed in sorted(self._proxies.items()):
             c = managed.proxy.counters

@@ -108,8 +108,6 @@ class Splicer:
             fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
         return cls(loop, owner, fds[0], fds[1], (r, w))
 
-
-
     def start(self) -> None:
         """Start moving bytes (the source transport must not be reading)."""
         if self.active or self.eof or self.failed:

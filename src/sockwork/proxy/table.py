@@ -204,8 +204,10 @@ class FaultTable:
             given = self._streams
         else:
             return (fault,)  # listener faults act on the listener, not on connections
-        chosen = _from_index(fault.connections, given + 1) if first else _until_index(
-            fault.connections, given
+        chosen = (
+            _from_index(fault.connections, given + 1)
+            if first
+            else _until_index(fault.connections, given)
         )
         if chosen is None:
             return ()  # no connection it could select is left

@@ -126,9 +126,7 @@ def _string(obj: Mapping[str, object], key: str, struct: str) -> str | None:
     return value
 
 
-def _attributes(
-    kind: str, given: object, base: Mapping[str, int] | None = None
-) -> dict[str, int]:
+def _attributes(kind: str, given: object, base: Mapping[str, int] | None = None) -> dict[str, int]:
     defaults = _ALL_TYPES[kind]
     attrs = dict(base if base is not None else defaults)
     if given is None:
@@ -282,9 +280,7 @@ def parse_address(text: str, what: str = "address") -> tuple[str, int]:
 format_address = _address.format_address
 
 
-def proxy_json(
-    spec: ProxySpec, listen: str, toxics: list[ToxicSpec]
-) -> dict[str, object]:
+def proxy_json(spec: ProxySpec, listen: str, toxics: list[ToxicSpec]) -> dict[str, object]:
     """The proxy object as Toxiproxy writes it; ``listen`` is the actual address."""
     return {
         "name": spec.name,

@@ -656,9 +656,7 @@ def _too_large_checks(left: _E, right: _E, timeout: float) -> None:
     first = _raises(MessageTooLarge, right.recv, "recv() of a message over max_size")
     _too_large(first, limit + 1, limit, "recv() of a message over max_size")
     sender.join("send() of a message over the peer's max_size")
-    again = _raises(
-        (MessageTooLarge, ConnectionClosed), right.recv, "recv() after MessageTooLarge"
-    )
+    again = _raises((MessageTooLarge, ConnectionClosed), right.recv, "recv() after MessageTooLarge")
     _after_fatal(again, first, "recv() after MessageTooLarge")
     again = _raises(
         (MessageTooLarge, ConnectionClosed),

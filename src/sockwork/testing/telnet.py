@@ -359,8 +359,7 @@ class TelnetClient:
         self._check_open()
         if self._eof:
             raise ConnectionClosed(
-                f"the server closed the connection before {waiting_for}; "
-                f"{self._received_so_far()}",
+                f"the server closed the connection before {waiting_for}; {self._received_so_far()}",
                 address=self.address,
             )
         if len(self._buffer) >= self.max_buffer:
@@ -390,8 +389,7 @@ class TelnetClient:
             if eof_ok:
                 return
             raise ConnectionClosed(
-                f"the server closed the connection before {waiting_for}; "
-                f"{self._received_so_far()}",
+                f"the server closed the connection before {waiting_for}; {self._received_so_far()}",
                 address=self.address,
             )
         if self._reader is not None:
