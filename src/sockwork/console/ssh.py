@@ -998,9 +998,7 @@ class SshConsoleServer:
         if max_per_address == "auto":
             # As telnet: a tenth of the seats (at least 1); no limit without max_clients.
             per_address = None if max_clients is None else max(1, max_clients // 10)
-        elif max_per_address is None or (
-            isinstance(max_per_address, int) and max_per_address >= 1
-        ):
+        elif max_per_address is None or (isinstance(max_per_address, int) and max_per_address >= 1):
             per_address = max_per_address
         else:
             raise ValueError(
@@ -1120,9 +1118,7 @@ class SshConsoleServer:
             self._install_routing()
         try:
             self._listener = self._loops.start(
-                asyncssh.create_server(
-                    _make_server_factory(self), sock=self._sock, **self._options
-                )
+                asyncssh.create_server(_make_server_factory(self), sock=self._sock, **self._options)
             )
         except BaseException:
             with self._lock:
