@@ -23,6 +23,7 @@ CORE_MODULES = [
     "sockwork/proxy/table.py",
     "sockwork/console/telnet.py",
     "sockwork/console/policy.py",
+    "sockwork/console/terminal.py",
     "storify/api.py",
     "storify/cart.py",
     "storify/conditions.py",

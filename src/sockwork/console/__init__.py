@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from sockwork.console.policy import Admission, SessionPolicy
 from sockwork.console.routing import Streams, bind, current_streams, wrap
-from sockwork.console.server import App, ConsoleServer, Session, adapt_cmd, current_session
+from sockwork.console.server import App, ConsoleServer, adapt_cmd
+from sockwork.console.session import Session, current_session
 from sockwork.console.ssh import SshConsoleServer, SshSession
 from sockwork.console.telnet import TelnetConnection
 

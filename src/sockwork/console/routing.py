@@ -75,7 +75,7 @@ class Streams:
         stdout: text stream for normal output.
         stderr: text stream for errors and tracebacks (often the same object as stdout).
         getpass: reads a secret without showing it; None reads a visible line.
-        session: the owner (a :class:`~sockwork.console.server.Session`), if any.
+        session: the owner (a :class:`~sockwork.console.session.Session`), if any.
     """
 
     stdin: TextIO

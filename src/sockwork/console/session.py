@@ -1,0 +1,632 @@
+"""A telnet user's session: its socket, telnet state, standard streams and controls.
+
+:class:`Session` is what :class:`~sockwork.console.server.ConsoleServer` creates per
+client; its stream adapters (``_SessionInput``/``_SessionOutput``) are shared with the
+SSH front end. :func:`current_session` tells a program which user it serves.
+"""
+
+# Strategy:
+# - The session thread alone reads the socket, which is non-blocking: it waits with
+#   poll() outside every lock, bounded by the first-line timeout until a line arrives,
+#   then by the idle timeout.
+# - Output from any thread goes through the session's Outbox (sockwork.console.output):
+#   bounded, sent without blocking, the rest drained by the server's OutputPump
+#   thread. The session lock (the TelnetConnection, the socket, the outbox) is only
+#   held around non-blocking calls, so kick, broadcast and stop never wait on a
+#   client; a client that takes no output for write_timeout s is disconnected.
+# - close() and Session.close() wake a reader by shutting the socket down (recv() then
+#   returns EOF at once, the socketserver "hang" fix); the fd is closed once, when the
+#   session ends, by its thread or by the pump if output is still queued.
+# - TLS: OpenSSL objects must not be read and written at once from two threads: every
+#   SSL call is made under the session lock, never a blocking one.
+# - What the user sees besides the program's output (buffering, notices, prompt redraw)
+#   is worded by the sans-IO sockwork.console.terminal; a gone client is handled in
+#   one place, _ClientGone.
+
+from __future__ import annotations
+
+import cmd
+import io
+import logging
+import math
+import select
+import socket
+import ssl as _ssl
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol, TextIO, cast
+
+from sockwork.console import routing
+from sockwork.console.output import Outbox
+from sockwork.console.telnet import (
+    NEED_DATA,
+    EndOfInput,
+    Interrupt,
+    Line,
+    LineTooLong,
+    TelnetConnection,
+)
+from sockwork.console.terminal import LineDiscipline
+from sockwork.errors import ConnectionClosed
+
+if TYPE_CHECKING:
+    from sockwork.console.output import OutputPump
+    from sockwork.console.policy import SessionPolicy
+
+__all__ = ["Session", "current_session"]
+
+_log = logging.getLogger("sockwork.console")
+
+_RECV_SIZE = 4096
+_CLOSE_GRACE = 2.0  # seconds a closed session's last words may wait for its client
+_TLS_CHUNK = 16384  # one TLS record: a non-blocking write is retried with this length
+
+
+class _Host(Protocol):
+    """What a session needs of its server (a ConsoleServer; no import: no cycle)."""
+
+    max_line: int
+    encoding: str
+    policy: SessionPolicy
+    _pump: OutputPump
+
+
+class _SessionInput:
+    """The session's standard input: lines typed by the telnet user."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    @property
+    def encoding(self) -> str:
+        return self._session._conn.encoding
+
+    @property
+    def name(self) -> str:
+        return f"<telnet {self._session.peer_text}>"
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    @property
+    def errors(self) -> str:
+        return "replace"
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        pass
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._session._read_line, "")
+
+    def readlines(self, hint: int = -1) -> list[str]:
+        return list(self)
+
+    def isatty(self) -> bool:
+        # False on purpose: pydoc would start a pager on the server's terminal.
+        return False
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("a telnet session has no file descriptor")
+
+    def readline(self, size: int | None = -1) -> str:
+        return self._session._read_line()
+
+    def read(self, size: int | None = -1) -> str:
+        if size is not None and size >= 0:
+            return self._session._read_line()
+        return "".join(iter(self._session._read_line, ""))
+
+    def close(self) -> None:
+        pass  # the session owns the socket
+
+
+class _SessionOutput:
+    """The session's standard output and error: line-buffered text to the telnet user."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    @property
+    def encoding(self) -> str:
+        return self._session._conn.encoding
+
+    @property
+    def errors(self) -> str:
+        return "replace"
+
+    @property
+    def name(self) -> str:
+        return f"<telnet {self._session.peer_text}>"
+
+    def writable(self) -> bool:
+        return True
+
+    def readable(self) -> bool:
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation("a telnet session has no file descriptor")
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._session._write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._session._flush()
+
+    def close(self) -> None:
+        pass  # the session owns the socket
+
+
+class Session:
+    """One connected telnet user: who, since when, how many bytes; close or message them.
+
+    Attributes:
+        id: a number unique within the server, counting from 1.
+        peer: the client's address as ``(host, port)``.
+        started_at: when the client connected (``time.time()``).
+        streams: the session's standard streams (bind a thread to them with
+            :func:`sockwork.console.routing.bind`).
+    """
+
+    def __init__(
+        self,
+        server: _Host,
+        sock: socket.socket,
+        peer: tuple[str, int],
+        session_id: int,
+    ) -> None:
+        self.id = session_id
+        self.peer = peer
+        self.started_at = time.time()
+        self._server = server
+        self._sock = sock
+        self._tls = isinstance(sock, _ssl.SSLSocket)
+        self._conn = TelnetConnection(max_line=server.max_line, encoding=server.encoding)
+        # Guards the TelnetConnection, the socket and the outbox; only ever held around
+        # non-blocking calls (waiting writers release it), so any thread may take it.
+        self._lock = threading.RLock()
+        self._read_lock = threading.Lock()
+        self._term = LineDiscipline()  # output buffering, notices, prompt redraw
+        self._bytes_in = 0
+        self._closed = False  # no more input: the program sees end of input
+        self._sock_closed = False
+        self._ended = threading.Event()  # set with _closed: wakes a password delay
+        self._eof_delivered = False
+        self._close_reason: str | None = None
+        self._thread: threading.Thread | None = None
+        self._tls_retry = 0
+        policy = server.policy
+        now = time.monotonic()
+        self._first_line_deadline = (
+            None if policy.first_line_timeout is None else now + policy.first_line_timeout
+        )
+        self._poll = select.poll()
+        self._poll.register(sock.fileno(), select.POLLIN)
+        self._outbox = Outbox(
+            _SessionChannel(self),
+            sock.fileno(),
+            lock=self._lock,
+            pump=server._pump,
+            limit=policy.max_output,
+            write_timeout=policy.write_timeout,
+            name=f"telnet session {session_id} ({self.peer_text})",
+            address=peer,
+        )
+        output = _SessionOutput(self)
+        self.stdin: TextIO = cast(TextIO, _SessionInput(self))
+        self.stdout: TextIO = cast(TextIO, output)
+        self.streams = routing.Streams(
+            stdin=self.stdin,
+            stdout=self.stdout,
+            stderr=self.stdout,
+            getpass=self.read_secret,
+            session=self,
+        )
+
+    # -- facts ---------------------------------------------------------------------
+
+    @property
+    def bytes_received(self) -> int:
+        """Bytes received from the client so far (telnet commands included)."""
+        return self._bytes_in
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes the client's connection has taken so far."""
+        return self._outbox.bytes_sent
+
+    @property
+    def output_buffered(self) -> int:
+        """Bytes of output waiting for the client (bounded: see ``max_output``)."""
+        return self._outbox.buffered
+
+    @property
+    def peer_text(self) -> str:
+        """The peer as ``host:port``."""
+        return f"{self.peer[0]}:{self.peer[1]}"
+
+    @property
+    def closed(self) -> bool:
+        """True once the session is ending (the program may still be finishing)."""
+        return self._closed
+
+    def __repr__(self) -> str:
+        return (
+            f"<Session {self.id} {self.peer_text} in={self._bytes_in} out={self.bytes_sent}"
+            f"{' closed' if self._closed else ''}>"
+        )
+
+    # -- control from any thread ---------------------------------------------------
+
+    def send(self, text: str) -> None:
+        """Show ``text`` to this user on its own line(s), then redraw the unfinished line (prompt).
+
+        Safe from any thread and never waits: a client too far behind to take it is
+        disconnected instead (``ConnectionClosed``, as when the session is gone).
+        """
+        self._notify(text, redraw=True)
+
+    def _notify(self, text: str, *, redraw: bool) -> None:
+        with self._lock:
+            self._flush_locked(wait=False)
+            # Whatever was on the line (the prompt, a progress line) is shown again
+            # below the message, whether or not the program is reading yet.
+            shown = self._conn.pending_output_line
+            self._send_text_locked(self._term.notice(text, shown, redraw=redraw), wait=False)
+
+    def close(self, message: str | None = None) -> None:
+        """End the session: optionally tell the user why, then disconnect (any thread).
+
+        Returns at once: the message goes out as soon as the client takes it (at most
+        ``write_timeout`` s), the program sees end of input at its next read.
+        """
+        with self._lock:
+            if message is not None and self._outbox.open:
+                with _ClientGone():
+                    self._notify(message, redraw=False)
+            self._end("closed by the server")
+
+    def read_secret(self, prompt: str = "Password: ") -> str:
+        """Ask for a line without showing it (telnet ``WILL ECHO``); used by getpass.
+
+        Raises:
+            EOFError: the user ended input instead of answering.
+        """
+        with self._lock:
+            self._flush_locked(wait=True)
+            self._send_raw_locked(self._conn.echo_off(), wait=True)
+        try:
+            self._write(prompt)
+            line = self._read_line()
+        finally:
+            with self._lock:
+                if self._outbox.open:
+                    restore = self._conn.echo_on()
+                    # The client did not echo the Enter key either: end the line for it.
+                    if self._conn.peer_speaks_telnet:
+                        self._send_text_locked("\n", wait=True)
+                    self._send_raw_locked(restore, wait=True)
+        if not line:
+            raise EOFError
+        return line.rstrip("\n")
+
+    def _program_started(self, program: cmd.Cmd) -> None:
+        """Called in the session's thread before a Cmd program's loop starts (a hook)."""
+
+    # -- I/O used by the streams ---------------------------------------------------
+
+    def _write(self, text: str) -> None:
+        with self._lock:
+            ready = self._term.write(text)
+            if ready is not None:
+                self._send_text_locked(ready, wait=True)
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._flush_locked(wait=True)
+
+    def _flush_locked(self, *, wait: bool) -> None:
+        text = self._term.flush()
+        if text is not None:
+            self._send_text_locked(text, wait=wait)
+
+    def _send_text_locked(self, text: str, *, wait: bool) -> None:
+        self._send_raw_locked(self._conn.send(text), wait=wait)
+
+    def _send_raw_locked(self, data: bytes, *, wait: bool) -> None:
+        # wait=True is the program's own output: it waits for room (releasing the lock);
+        # others never wait (see sockwork.console.output).
+        self._outbox.put(data, wait=wait)
+
+    def _read_line(self) -> str:
+        """Return the next line with its newline, or "" at end of input."""
+        with self._read_lock:
+            if self._eof_delivered:
+                # The program already saw end of input and asks again: stop it here
+                # rather than let a loop without do_EOF spin forever.
+                raise ConnectionClosed(f"telnet client {self.peer_text} is gone", address=self.peer)
+            self._flush()
+            while True:
+                with self._lock:
+                    prompt = self._conn.pending_output_line
+                    event = self._conn.next_event()
+                    reply = self._conn.data_to_send()
+                    if reply and self._outbox.open:
+                        self._send_raw_locked(reply, wait=True)
+                if event is NEED_DATA:
+                    self._receive()
+                    continue
+                if isinstance(event, Line):
+                    self._first_line_deadline = None
+                    return event.text + "\n"
+                if isinstance(event, EndOfInput):
+                    self._eof_delivered = event.closed
+                    return ""
+                with self._lock:
+                    if isinstance(event, Interrupt):
+                        self._send_text_locked(self._term.interrupted(prompt), wait=True)
+                    elif isinstance(event, LineTooLong):
+                        message = self._term.line_too_long(event.size, event.limit, prompt)
+                        self._send_text_locked(message, wait=True)
+
+    def _receive(self) -> None:
+        """Wait for bytes from the client and feed them (or EOF) to the telnet layer."""
+        data = b""  # reset, or TLS broken: nothing more either way
+        try:
+            with _ClientGone(self, "receive failed"):
+                data = self._recv()
+        except _Silent as silence:
+            self._silenced(silence.notice, silence.reason)
+            return
+        with self._lock:
+            if data:
+                self._bytes_in += len(data)
+                self._conn.receive_data(data)
+            else:
+                # The client may only have closed its sending side (nc -N, a script):
+                # answers to its last lines can still go out.
+                self._conn.receive_eof()
+
+    def _recv(self) -> bytes:
+        """Return the next bytes from the client (b"" at its end), waiting without the lock.
+
+        Raises:
+            _Silent: the client sent nothing within the first-line or idle timeout.
+        """
+        while True:
+            with self._lock:
+                if self._closed or self._sock_closed:
+                    return b""
+                try:
+                    return self._sock.recv(_RECV_SIZE)
+                except (BlockingIOError, _ssl.SSLWantReadError, _ssl.SSLWantWriteError):
+                    pass  # nothing yet, or a partial TLS record: wait for more
+            self._wait(select.POLLIN)
+
+    def _wait(self, events: int) -> None:
+        """Wait until the socket is ready for ``events`` or a read timeout runs out."""
+        timeout, silence = self._silence_timeout()
+        self._poll.modify(self._sock.fileno(), events)
+        ready = self._poll.poll(None if timeout is None else math.ceil(timeout * 1000))
+        if not ready and silence is not None:
+            raise silence
+
+    def _silence_timeout(self) -> tuple[float | None, _Silent | None]:
+        policy = self._server.policy
+        timeout = policy.idle_timeout
+        silence = None
+        if timeout is not None:
+            silence = _Silent(f"*** idle for {timeout:g} s; disconnecting", "idle timeout")
+        if self._first_line_deadline is not None:
+            left = self._first_line_deadline - time.monotonic()
+            if timeout is None or left < timeout:
+                timeout = max(0.0, left)
+                silence = _Silent(
+                    f"*** nothing typed within {policy.first_line_timeout:g} s; disconnecting",
+                    "first-line timeout",
+                )
+        return timeout, silence
+
+    def _handshake(self) -> None:
+        """Complete the TLS handshake within the first-line timeout."""
+        sock = cast(_ssl.SSLSocket, self._sock)
+        while True:
+            with self._lock:
+                try:
+                    sock.do_handshake()
+                    return
+                except _ssl.SSLWantReadError:
+                    events = select.POLLIN
+                except _ssl.SSLWantWriteError:
+                    events = select.POLLOUT
+            try:
+                self._wait(events)
+            except _Silent as silence:
+                self._mark_closed(silence.reason)
+                raise ConnectionClosed(
+                    f"telnet client {self.peer_text}: no TLS handshake in time",
+                    address=self.peer,
+                    by_peer=False,
+                ) from None
+
+    def _silenced(self, notice: str, reason: str) -> None:
+        _log_unbound(
+            logging.INFO, "session %d (%s) disconnected: %s", self.id, self.peer_text, reason
+        )
+        with self._lock:
+            with _ClientGone():
+                self._flush_locked(wait=False)
+                self._send_text_locked(f"\n{notice}\n", wait=False)
+            self._end(reason)
+
+    def _mark_closed(self, reason: str) -> None:
+        if not self._closed:
+            self._closed = True
+            self._close_reason = reason
+            self._ended.set()
+
+    def _end(self, reason: str) -> None:
+        """No more input or output; what is queued still goes out (lock held)."""
+        self._mark_closed(reason)
+        self._outbox.finish(grace=_CLOSE_GRACE)
+        self._shutdown_socket(socket.SHUT_RD)  # wakes the reader: the program sees end of input
+
+    def _abort(self, reason: str) -> None:
+        """Disconnect now, dropping queued output (from any thread)."""
+        self._outbox.fail(reason)
+
+    def _shutdown_socket(self, how: int) -> None:
+        """Shut the socket down (from any thread): a waiting poll() or recv() returns."""
+        with self._lock:
+            if self._sock_closed:
+                return
+            with _ClientGone():  # already disconnected
+                # The base method: SSLSocket.shutdown would drop its SSL object under a
+                # reader that may be using it.
+                socket.socket.shutdown(self._sock, how)
+
+    def _close_socket(self) -> None:
+        """Close once the queued output is sent (the pump closes it if it still has bytes)."""
+        self._mark_closed("session ended")
+        self._outbox.retire()
+
+    # -- the outbox's channel (called with the lock held) ----------------------------
+
+    def _send_now(self, data: memoryview) -> int:
+        """Send what the socket takes without blocking; 0 when it takes nothing."""
+        if self._sock_closed:
+            raise ConnectionClosed("the telnet session is closed", address=self.peer, by_peer=False)
+        if self._tls:
+            # OpenSSL wants a write that could not finish retried with the same length.
+            size = self._tls_retry or min(len(data), _TLS_CHUNK)
+            try:
+                sent = self._sock.send(data[:size])
+            except (_ssl.SSLWantWriteError, _ssl.SSLWantReadError):
+                self._tls_retry = size
+                return 0
+            self._tls_retry = 0
+            return sent
+        try:
+            return self._sock.send(data)
+        except BlockingIOError:
+            return 0
+
+    def _output_failed(self, reason: str, *, log: bool) -> None:
+        """Disconnect a session whose output cannot be delivered."""
+        if log:
+            _log_unbound(
+                logging.WARNING, "session %d (%s) disconnected: %s", self.id, self.peer_text, reason
+            )
+        self._mark_closed(reason)
+        self._shutdown_socket(socket.SHUT_RDWR)
+
+    def _output_drained(self) -> None:
+        """Everything queued before the end was sent: disconnect."""
+        self._shutdown_socket(socket.SHUT_RDWR)
+
+    def _close_transport(self) -> None:
+        """Close the socket (once)."""
+        if not self._sock_closed:
+            self._sock_closed = True
+            self._sock.close()
+
+
+class _SessionChannel:
+    """The session as its outbox sees it (sockwork.console.output.Channel)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def send_now(self, data: memoryview) -> int:
+        return self._session._send_now(data)
+
+    def output_failed(self, reason: str, *, log: bool) -> None:
+        self._session._output_failed(reason, log=log)
+
+    def output_drained(self) -> None:
+        self._session._output_drained()
+
+    def close_transport(self) -> None:
+        self._session._close_transport()
+
+
+def _log_unbound(level: int, message: str, *args: object) -> None:
+    # Unbound: a handler writing to the routed sys.stderr must reach the operator, not
+    # the session the record is about (which may be the one that cannot take output).
+    with routing.bind(None):
+        _log.log(level, message, *args)
+
+
+class _ClientGone:
+    """Context manager for a session's socket calls: a client that is gone is not an error.
+
+    A reset, a broken pipe, a failed TLS record or ``ConnectionClosed`` (all ``OSError``)
+    end the session either way, so they are swallowed here, in one place, instead of
+    at each call; with ``session`` and ``reason`` the session is marked closed (its
+    program sees end of input), and with ``eof`` an ``EOFError`` counts too (the user
+    ended input). Anything else propagates.
+    """
+
+    __slots__ = ("_eof", "_reason", "_session")
+
+    def __init__(
+        self, session: Session | None = None, reason: str | None = None, *, eof: bool = False
+    ) -> None:
+        self._session = session
+        self._reason = reason
+        self._eof = eof
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if not isinstance(exc, OSError) and not (self._eof and isinstance(exc, EOFError)):
+            return False
+        if self._session is not None and self._reason is not None:
+            self._session._mark_closed(self._reason)
+        return True
+
+
+class _Silent(Exception):
+    """The client sent nothing within a read timeout."""
+
+    def __init__(self, notice: str, reason: str) -> None:
+        super().__init__(reason)
+        self.notice = notice
+        self.reason = reason
+
+
+def current_session() -> Session | None:
+    """Return the session the calling thread serves (or is bound to), or None on the console."""
+    streams = routing.current_streams()
+    if streams is not None and isinstance(streams.session, Session):
+        return streams.session
+    return None
