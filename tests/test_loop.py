@@ -59,8 +59,12 @@ def test_loop_thread_run_hands_coroutines_over_and_stop_runs_end_first() -> None
             stray.append(exc)
             raise
 
+    # asyncio keeps only weak references to tasks: without this one, the garbage collector
+    # may take the waiting task (and its Event) before stop() could cancel it.
+    kept: list[asyncio.Task[None]] = []
+
     async def spawn() -> int:
-        asyncio.get_running_loop().create_task(forever())
+        kept.append(asyncio.get_running_loop().create_task(forever()))
         await asyncio.sleep(0)
         return 7
 
