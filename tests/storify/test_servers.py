@@ -32,8 +32,8 @@ from storify.repl import StoreREPL
 from storify.server import ApiServer
 from storify.service import StoreService
 from storify.store import Store
-from storify.testing import PostgresNotAvailable, TemporaryPostgres
-from tests.conftest import IN_CI
+from storify.testing import TemporaryPostgres
+from tests.storify.conftest import start_postgres
 from tests.storify.test_service import ask
 
 TIMEOUT = 30
@@ -247,13 +247,7 @@ def test_server_killed_mid_load_loses_nothing_acknowledged(database: str) -> Non
 @pytest.fixture(scope="module")
 def outage_postgres() -> Iterator[TemporaryPostgres]:
     """A PostgreSQL server of the module's own, to be stopped and restarted."""
-    server = TemporaryPostgres(settings={"fsync": "off"})
-    try:
-        server.start()
-    except PostgresNotAvailable as error:
-        if IN_CI:
-            pytest.fail(f"PostgreSQL cannot be started: {error}")
-        pytest.skip(f"PostgreSQL cannot be started: {error}")
+    server = start_postgres(TemporaryPostgres(settings={"fsync": "off"}))
     try:
         yield server
     finally:
