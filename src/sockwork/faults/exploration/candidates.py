@@ -24,7 +24,7 @@ change points at random), each schedule once.
 from __future__ import annotations
 
 import random
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Literal
@@ -36,6 +36,7 @@ from sockwork.faults.vocabulary import (
     AcceptDelay,
     CloseAfter,
     CloseOnAccept,
+    Coalesce,
     ConnectDelay,
     ConnectTimeout,
     DnsFailure,
@@ -56,6 +57,7 @@ EXPLORED_KINDS: tuple[str, ...] = tuple(
         "CloseAfter",
         "HalfClose",
         "Stall",
+        "Coalesce",
         "Latency",
         "Refuse",
         "ConnectTimeout",
@@ -71,8 +73,9 @@ EXPLORED_KINDS: tuple[str, ...] = tuple(
 _MAX_OFFSETS = 8
 # Connections beyond this many per role get only the broad faults.
 _MAX_CONNECTIONS = 6
-# Slicing to 1 byte beyond this many bytes per stream would only make a run slow.
-_SLICE_ONE_LIMIT = 256 * 1024
+# Slicing to 1 byte beyond this many bytes per stream would only make a run slow
+# (every piece is one call through the engine): longer streams get ~2048 pieces.
+_SLICE_ONE_LIMIT = 16 * 1024
 # Random combinations: stop after this many draws in a row gave nothing new.
 _MAX_REPEATS = 500
 
@@ -137,50 +140,63 @@ def singles(
     return [s.schedule for s in _singles(trace, explored_kinds(kinds), timeout)]
 
 
+def _piece(total: int) -> int:
+    """The slice size for a stream of ``total`` bytes: 1, or ~2048 pieces for long streams."""
+    return 1 if total <= _SLICE_ONE_LIMIT else -(-total // 2048)
+
+
 def _singles(trace: Trace, kinds: Collection[str], timeout: float | None) -> list[_Single]:
     conns = trace.connections()
     roles = {c.role for c in conns}
     connects = trace.attempts("connect")
     accepts = trace.attempts("accept")
+    resolves = trace.attempts("resolve")
     both_ends = len(roles) > 1 or (bool(connects) and bool(accepts))
     out: list[_Single] = []
-
-    def role_of(role: str) -> str | None:
-        return role if both_ends else None
+    # HalfClose (issue 15) is placed as soon as the vocabulary has it.
+    half_close: Callable[..., Fault] | None = FAULT_TYPES.get("HalfClose")
 
     def add(fault: Fault, role: str, cost: int, group: str) -> None:
         if type(fault).__name__ in kinds:
-            out.append(_Single(Schedule((fault,), role_of(role)), cost, group))
+            out.append(_Single(Schedule((fault,), role if both_ends else None), cost, group))
 
     def index_of(conn: ConnectionTrace) -> int:
         return conn.role_index if both_ends else conn.index
 
-    def broad(role: str, received: int, sent: int) -> None:
-        # One fault on every connection of the role (no connections=): shrinking narrows.
-        if received:
-            if received <= _SLICE_ONE_LIMIT:
-                add(Slice(1, direction="recv"), role, 0, f"{role}/recv")
-            add(CloseAfter(0, direction="recv", reset=True), role, 0, f"{role}/recv")
-        if sent:
-            if sent <= _SLICE_ONE_LIMIT:
-                add(Slice(1, direction="send"), role, 0, f"{role}/send")
-
+    # 1. Broad: one fault on every connection of a role (no connections=), then on
+    #    every attempt. One run covers many connections; shrinking narrows it down.
     for role in ("client", "server"):
         mine = [c for c in conns if c.role == role]
-        if mine:
-            broad(role, max(c.received for c in mine), max(c.sent for c in mine))
+        if not mine:
+            continue
+        received = max(c.received for c in mine)
+        sent = max(c.sent for c in mine)
+        if received:
+            add(Slice(_piece(received), direction="recv"), role, 0, f"{role}/recv")
+        if sent:
+            add(Slice(_piece(sent), direction="send"), role, 0, f"{role}/send")
+        if received:
+            add(CloseAfter(0, direction="recv", reset=True), role, 0, f"{role}/recv")
+            add(CloseAfter(0, direction="recv"), role, 0, f"{role}/recv")
+    if connects:
+        add(Refuse(), "client", 0, "connect")  # every attempt: retries must give up
+    if accepts:
+        add(CloseOnAccept(reset=True), "server", 0, "accept")
+    if resolves:
+        add(DnsFailure("again"), "resolve", 0, "resolve")
 
-    # Connection attempts and look-ups: each numbered attempt, cheap ones first.
+    # 2. Each numbered attempt: connect, look-up, accept.
     for e in connects[:_MAX_CONNECTIONS]:
         add(Refuse(connections={e.index}), "client", 0, f"connect{e.index}")
-    for e in trace.attempts("resolve")[:_MAX_CONNECTIONS]:
+    for e in resolves[:_MAX_CONNECTIONS]:
         add(DnsFailure("noname", connections={e.index}), "resolve", 0, f"resolve{e.index}")
         add(DnsFailure("again", connections={e.index}), "resolve", 0, f"resolve{e.index}")
     for e in accepts[:_MAX_CONNECTIONS]:
         add(CloseOnAccept(connections={e.index}), "server", 0, f"accept{e.index}")
         add(CloseOnAccept(reset=True, connections={e.index}), "server", 0, f"accept{e.index}")
 
-    # Cuts and splits at the boundaries of each connection.
+    # 3. Each connection: splits, short writes, cuts (FIN and RST) and half-closes at
+    #    the boundaries of its traced calls and in the middle of its messages.
     for conn in conns:
         if conn.role_index > _MAX_CONNECTIONS:
             continue
@@ -191,17 +207,22 @@ def _singles(trace: Trace, kinds: Collection[str], timeout: float | None) -> lis
             total = conn.received if direction == "recv" else conn.sent
             if not total:
                 continue
-            if total <= _SLICE_ONE_LIMIT:
-                add(Slice(1, direction=direction, connections=k), role, 0, group)
+            add(Slice(_piece(total), direction=direction, connections=k), role, 0, group)
             for b in _spread(conn.boundaries(direction), _MAX_OFFSETS):
-                # A fault active from byte b caps the read or write before it at b:
-                # a split exactly at the boundary, then whole reads again.
+                # A fault active from byte b caps the call before it at b: a split
+                # exactly at the boundary, then whole reads or writes again.
                 add(Slice(total, direction=direction, after_bytes=b, connections=k), role, 0, group)
             for b in _cut_offsets(conn, direction):
                 add(CloseAfter(b, direction=direction, connections=k), role, 0, group)
                 add(CloseAfter(b, direction=direction, reset=True, connections=k), role, 0, group)
+            if direction == "send" and half_close is not None:
+                # The owner's FIN right after a request (the whole of it, or up to a
+                # boundary) while the other direction keeps working.
+                for b in _spread([*conn.boundaries("send"), total], _MAX_OFFSETS):
+                    add(half_close(b, direction="send", connections=k), role, 0, group)
 
-    # Faults that wait: stalls at each boundary, then delays above the test's timeouts.
+    # 4. Faults that wait: stalls at each boundary (a peer that stops), connect
+    #    attempts never answered, then delays above the test's own timeouts.
     for conn in conns:
         if conn.role_index > _MAX_CONNECTIONS:
             continue
@@ -214,8 +235,14 @@ def _singles(trace: Trace, kinds: Collection[str], timeout: float | None) -> lis
                 offsets = [0, *conn.boundaries(direction)] if total else [0]
                 for b in _spread(offsets, _MAX_OFFSETS):
                     add(Stall(direction=direction, after_bytes=b, connections=k), role, 1, group)
+    if connects:
+        add(ConnectTimeout(), "client", 1, "connect")
     for e in connects[:_MAX_CONNECTIONS]:
         add(ConnectTimeout(connections={e.index}), "client", 1, f"connect{e.index}")
+    for role in ("client", "server"):
+        if any(c.role == role and c.received for c in conns):
+            # Back-to-back messages arriving in one read.
+            add(Coalesce(window=0.02, direction="recv"), role, 1, f"{role}/recv")
     if timeout is not None and timeout > 0:
         for role in ("client", "server"):
             if role in roles:
@@ -224,16 +251,14 @@ def _singles(trace: Trace, kinds: Collection[str], timeout: float | None) -> lis
             add(ConnectDelay(timeout, connections={e.index}), "client", 1, f"connect{e.index}")
         for e in accepts[:_MAX_CONNECTIONS]:
             add(AcceptDelay(timeout, connections={e.index}), "server", 1, f"accept{e.index}")
-    # TODO(halfclose): HalfClose(b, direction="send") at each send boundary, cost 0, once
-    # the vocabulary has it (issue 15: the halfclose engineer adds the fault).
 
     seen: set[tuple[object, ...]] = set()
     unique: list[_Single] = []
-    for s in sorted(out, key=lambda s: s.cost):  # stable: keeps broad-first within a cost
-        key = s.schedule.key()
+    for single in sorted(out, key=lambda s: s.cost):  # stable: broad first within a cost
+        key = single.schedule.key()
         if key not in seen:
             seen.add(key)
-            unique.append(s)
+            unique.append(single)
     return unique
 
 
@@ -285,15 +310,20 @@ def candidates(
             pair = _pair(pool[i], pool[j])
             if pair is not None and fresh(pair):
                 yield pair
-    # Random combinations of two or three singles (seeded).
+    # Random combinations of two or three singles of one role (seeded).
     rng = random.Random(seed)
+    by_role: dict[str | None, list[_Single]] = {}
+    for s in pool:
+        by_role.setdefault(s.schedule.role, []).append(s)
+    groups = [members for _, members in sorted(by_role.items(), key=lambda kv: str(kv[0]))]
+    groups = [members for members in groups if len(members) >= 2]
+    weights = [len(members) for members in groups]
     repeats = 0
-    while n >= 2 and repeats < _MAX_REPEATS:
-        size = rng.choice((2, 3)) if n >= 3 else 2
-        picked = rng.sample(pool, size)
-        roles = {p.schedule.role for p in picked}
-        groups = {p.group for p in picked}
-        if len(roles) != 1 or len(groups) != size or sum(p.cost for p in picked) > 1:
+    while groups and repeats < _MAX_REPEATS:
+        members = rng.choices(groups, weights)[0]
+        size = 3 if len(members) >= 3 and rng.random() < 0.5 else 2
+        picked = rng.sample(members, size)
+        if len({p.group for p in picked}) != size or sum(p.cost for p in picked) > 1:
             repeats += 1
             continue
         schedule = picked[0].schedule.with_faults([f for p in picked for f in p.schedule.faults])

@@ -120,6 +120,7 @@ def explore(
     delay = _delay(trace, per_run)
 
     runs = 0
+    flaky = 0
     tried: set[str] = set()
     found: tuple[Schedule, Outcome] | None = None
     deadline = started + time
@@ -130,9 +131,19 @@ def explore(
         runs += 1
         tried.update(schedule.kinds)
         report(runs, 0 if result.passed else 1, _time.monotonic() - started)
-        if not result.passed:
+        if result.passed:
+            continue
+        # Confirm before believing it: a failure that does not come back in two more
+        # runs (a loaded machine missing a deadline, a race in the test) is not a find.
+        again = [subject.run(schedule, seed=seed, timeout=per_run)]
+        runs += 1
+        if again[0].passed:
+            again.append(subject.run(schedule, seed=seed, timeout=per_run))
+            runs += 1
+        if not again[-1].passed:
             found = (schedule, result)
             break
+        flaky += 1
 
     if found is None:
         return ExploreResult(
@@ -142,6 +153,7 @@ def explore(
             seed=seed,
             fault_kinds_tried=tuple(sorted(tried)),
             trace=trace,
+            flaky=flaky,
         )
 
     first, failure = found
@@ -182,6 +194,7 @@ def explore(
         trace=trace,
         failing_trace=failing_trace,
         replayed=not replay.passed,
+        flaky=flaky,
     )
 
 

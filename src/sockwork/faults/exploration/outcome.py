@@ -140,6 +140,8 @@ class ExploreResult:
         trace: the recorded run without faults.
         failing_trace: the run of the shrunk schedule, recorded (when available).
         replayed: True when the shrunk schedule failed again on a last replay.
+        flaky: schedules that failed once but passed both confirmation runs (not
+            reported as finds).
     """
 
     found: bool
@@ -153,6 +155,7 @@ class ExploreResult:
     trace: Trace = field(default_factory=Trace)
     failing_trace: Trace | None = None
     replayed: bool = False
+    flaky: int = 0
 
     @property
     def schedule(self) -> Schedule | None:
@@ -176,9 +179,10 @@ class ExploreResult:
         """One line: what was found, or how much was tried."""
         kinds = ", ".join(self.fault_kinds_tried) or "none"
         if not self.found or self.failure is None or self.reproduction is None:
+            flaky = f"; {self.flaky} flaky failure(s) did not repeat" if self.flaky else ""
             return (
                 f"no failing schedule in {self.schedules_run} run(s) "
-                f"({self.elapsed_s:.1f}s, seed {self.seed}); fault kinds tried: {kinds}"
+                f"({self.elapsed_s:.1f}s, seed {self.seed}); fault kinds tried: {kinds}{flaky}"
             )
         return (
             f"found a failing schedule after {self.schedules_run} run(s) "

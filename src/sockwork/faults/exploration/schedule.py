@@ -105,8 +105,8 @@ class Schedule:
 
         The order of the faults does not matter (the plan combines them by rule).
         """
-        parts = sorted(json.dumps(fault_to_dict(f), sort_keys=True) for f in self.faults)
-        return (tuple(parts), self.role, self.host, self.port)
+        # Faults are frozen and hashable (``connections`` is a frozenset or a range).
+        return (frozenset(self.faults), len(self.faults), self.role, self.host, self.port)
 
     def with_faults(self, faults: Sequence[Fault]) -> Schedule:
         """Return the same selection with other faults."""
