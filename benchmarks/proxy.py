@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import summary
+
 CHUNK = 1 << 20
 _PIDS: dict[tuple[str, int], int] = {}  # relay address -> its process id
 
@@ -185,6 +187,7 @@ def main() -> int:
     parser.add_argument("--mib", type=int, default=64, help="MiB per bulk trial (default 64)")
     parser.add_argument("--trials", type=int, default=7, help="interleaved rounds (default 7)")
     parser.add_argument("--rounds", type=int, default=2000, help="ping-pong rounds (default 2000)")
+    summary.add_argument(parser)
     args = parser.parse_args()
 
     sink_listener, sink_address = serve(sink)
@@ -245,6 +248,33 @@ def main() -> int:
             f"{name:<22}{mbps:>9.0f}{mbps / base_mbps:>10.2f}{vs_socat:>9}"
             f"{median:>12.1f}{p99:>9.1f}{median - base_rtt:>10.1f}{per_gb:>10}"
         )
+    mbps, median, _ = results["sockwork FaultProxy"]
+    goal = "issue 12.1"
+    summary.write(
+        args.summary_json,
+        "proxy",
+        [
+            summary.Figure("direct loopback throughput", base_mbps, "MB/s"),
+            summary.Figure(
+                "FaultProxy throughput vs direct", mbps / base_mbps, "x", at_least=0.9, goal=goal
+            ),
+            summary.Figure(
+                "FaultProxy added round trip (median)",
+                median - base_rtt,
+                "µs",
+                at_most=30,
+                goal=goal,
+            ),
+            summary.Figure(
+                "FaultProxy throughput vs socat",
+                mbps / socat[0] if socat else None,
+                "x",
+                at_least=1.0,
+                goal=goal,
+            ),
+            summary.Figure("FaultProxy CPU per GB", cpu["sockwork FaultProxy"] / gigabytes, "s"),
+        ],
+    )
     return 0
 
 
