@@ -28,11 +28,13 @@ from sockwork.faults.vocabulary import (
     ConnectTimeout,
     DnsFailure,
     Fault,
+    HalfClose,
     Latency,
     Refuse,
     Slice,
     SlowClose,
     Stall,
+    fault_from_dict,
     fault_to_dict,
 )
 
@@ -101,6 +103,13 @@ def add_fault_options(parser: argparse.ArgumentParser) -> None:
         help="reset the connection (RST) after SIZE bytes",
     )
     g.add_argument(
+        "--half-close",
+        type=size,
+        metavar="SIZE",
+        help="end one direction (FIN) after SIZE bytes, the other keeps working "
+        "(default direction send: the program's own writing side)",
+    )
+    g.add_argument(
         "--stall-after",
         type=size,
         metavar="SIZE",
@@ -153,6 +162,30 @@ def add_fault_options(parser: argparse.ArgumentParser) -> None:
         help="chance that each fault applies to a connection (0..1)",
     )
     o.add_argument("--seed", type=_SEED, help="seed of the random choices (printed with --report)")
+    o.add_argument(
+        "--fault",
+        type=argument_type(_parse_fault),
+        action="append",
+        default=[],
+        metavar="JSON",
+        help="any fault in its JSON form, as fault_to_dict writes it, e.g. "
+        '\'{"type": "HalfClose", "bytes": 5, "connections": [2]}\' (repeatable; '
+        "--direction and --probability do not change it)",
+    )
+
+
+def _parse_fault(text: str) -> Fault:
+    """A fault from its JSON form; ValueError with the reason otherwise."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid fault JSON {text!r}: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"a fault is a JSON object with a 'type', got {text!r}")
+    try:
+        return fault_from_dict(data)
+    except TypeError as exc:
+        raise ValueError(f"invalid fault {text!r}: {exc}") from None
 
 
 def faults_from_options(args: argparse.Namespace) -> list[Fault]:
@@ -173,6 +206,8 @@ def faults_from_options(args: argparse.Namespace) -> list[Fault]:
         faults.append(CloseAfter(args.close_after, **stream))  # type: ignore[arg-type]
     if args.reset_after is not None:
         faults.append(CloseAfter(args.reset_after, reset=True, **stream))  # type: ignore[arg-type]
+    if args.half_close is not None:
+        faults.append(HalfClose(args.half_close, **stream))  # type: ignore[arg-type]
     if args.stall_after is not None:
         faults.append(Stall(after_bytes=args.stall_after, **stream))  # type: ignore[arg-type]
     if args.blackhole:
@@ -191,6 +226,7 @@ def faults_from_options(args: argparse.Namespace) -> list[Fault]:
         faults.append(CloseOnAccept(**common))  # type: ignore[arg-type]
     if args.dns_failure is not None:
         faults.append(DnsFailure(args.dns_failure, **common))  # type: ignore[arg-type]
+    faults.extend(args.fault)
     return faults
 
 
