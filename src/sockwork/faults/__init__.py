@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sockwork.faults.inject import Injection, Match, Target, inject
+from sockwork.faults.inject import Injection, Match, Target, fired, inject
 from sockwork.faults.patch import Handle, PatchableSocket, apply, make_socket_patchable
 from sockwork.faults.plan import Event, Plan, Report
 from sockwork.faults.vocabulary import (
@@ -56,6 +56,7 @@ __all__ = [
     "Target",
     "Timeout",
     "apply",
+    "fired",
     "inject",
     "make_socket_patchable",
 ]
