@@ -223,7 +223,7 @@ def test_command_half_close_and_json_faults_build_the_vocabulary() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("{", "invalid fault JSON"),
+        ("{", "--fault needs a JSON object"),
         ("[1]", "a JSON object"),
         ('{"type": "Nope"}', "unknown fault type 'Nope'"),
         ('{"type": "HalfClose", "bytes": -1}', "bytes must be an int >= 0"),

@@ -59,6 +59,19 @@ _COUNT = argument_type(partial(parse_int, what="N", low=0))
 _PORT = argument_type(partial(parse_port, what="port"))
 
 
+def _parse_fault(text: str) -> Fault:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--fault needs a JSON object, got {text!r} ({exc.msg})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f'--fault needs a JSON object such as {{"type": "Refuse"}}, got {text!r}')
+    return fault_from_dict(data)
+
+
+_FAULT = argument_type(_parse_fault)
+
+
 def add_fault_options(parser: argparse.ArgumentParser) -> None:
     """Add the fault options (``--latency``, ``--slice``, ``--reset-after``...) to ``parser``."""
     duration, size = argument_type(parse_duration), argument_type(parse_size)
@@ -164,28 +177,12 @@ def add_fault_options(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--seed", type=_SEED, help="seed of the random choices (printed with --report)")
     o.add_argument(
         "--fault",
-        type=argument_type(_parse_fault),
+        type=_FAULT,
         action="append",
-        default=[],
         metavar="JSON",
-        help="any fault in its JSON form, as fault_to_dict writes it, e.g. "
-        '\'{"type": "HalfClose", "bytes": 5, "connections": [2]}\' (repeatable; '
-        "--direction and --probability do not change it)",
+        help="any fault with all its options, as JSON (repeatable), e.g. "
+        '\'{"type": "CloseAfter", "bytes": 4, "direction": "recv", "connections": [2]}\'',
     )
-
-
-def _parse_fault(text: str) -> Fault:
-    """A fault from its JSON form; ValueError with the reason otherwise."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"invalid fault JSON {text!r}: {exc.msg}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"a fault is a JSON object with a 'type', got {text!r}")
-    try:
-        return fault_from_dict(data)
-    except TypeError as exc:
-        raise ValueError(f"invalid fault {text!r}: {exc}") from None
 
 
 def faults_from_options(args: argparse.Namespace) -> list[Fault]:
@@ -226,7 +223,7 @@ def faults_from_options(args: argparse.Namespace) -> list[Fault]:
         faults.append(CloseOnAccept(**common))  # type: ignore[arg-type]
     if args.dns_failure is not None:
         faults.append(DnsFailure(args.dns_failure, **common))  # type: ignore[arg-type]
-    faults.extend(args.fault)
+    faults.extend(getattr(args, "fault", None) or ())
     return faults
 
 
