@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sockwork.faults.exploration import ExploreResult, explore
 from sockwork.faults.inject import Injection, Match, Target, fired, inject
 from sockwork.faults.patch import Handle, PatchableSocket, apply, make_socket_patchable
 from sockwork.faults.plan import Event, Plan, Report
@@ -38,6 +39,7 @@ __all__ = [
     "ConnectTimeout",
     "DnsFailure",
     "Event",
+    "ExploreResult",
     "Fault",
     "HalfClose",
     "Handle",
@@ -56,6 +58,7 @@ __all__ = [
     "Target",
     "Timeout",
     "apply",
+    "explore",
     "fired",
     "inject",
     "make_socket_patchable",
