@@ -40,7 +40,7 @@ def _handle(conn: socket.socket) -> None:
 @contextlib.contextmanager
 def serve() -> Iterator[_kit.Address]:
     """Run the key-value server; yield its address."""
-    with _kit.Server(_handle, timeout=3.0) as server:
+    with _kit.Server(_handle) as server:
         yield server.address
 
 
