@@ -41,7 +41,6 @@ scope that acted, on which connection)::
 from __future__ import annotations
 
 import functools
-import importlib
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -49,6 +48,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from sockwork.errors import ContractBroken
+from sockwork.faults.inject import _fired_scope
 
 if TYPE_CHECKING:
     from sockwork.faults.plan import Event
@@ -64,11 +64,17 @@ Accept = Callable[[BaseException, Sequence["Event"]], bool]
 DEFAULT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
 
 
-def fired_events() -> tuple[Event, ...]:
-    """Return :func:`sockwork.faults.fired` (no scope, or no such function: empty)."""
-    faults = importlib.import_module("sockwork.faults")
-    fired: Callable[[], Sequence[Event]] | None = getattr(faults, "fired", None)
-    return tuple(fired()) if fired is not None else ()
+def fired_events(*, since: object = None) -> tuple[Event, ...]:
+    """Return :func:`sockwork.faults.fired`, empty when no scope ran since ``since``.
+
+    ``since`` is the scope :func:`sockwork.faults.fired` read when a block began, if
+    it had already ended then: a scope left over from earlier code (another test) is
+    not what happened in this block.
+    """
+    scope = _fired_scope()
+    if scope is None or (scope is since and not scope.active):
+        return ()
+    return tuple(scope.report.fired())
 
 
 def _failed_line(error: BaseException) -> str:
@@ -109,11 +115,14 @@ class Contract:
         self.elapsed = 0.0
         self.fired: tuple[Event, ...] = ()
         self._start: float | None = None
+        self._since: object = None  # a scope that had ended before the block
 
     def __enter__(self) -> Contract:
         if self._start is not None:
             raise RuntimeError("a Contract checks one block; make a new one for the next")
         self._start = time.monotonic()
+        scope = _fired_scope()
+        self._since = scope if scope is not None and not scope.active else None
         return self
 
     def __exit__(
@@ -124,7 +133,7 @@ class Contract:
     ) -> bool:
         assert self._start is not None
         self.elapsed = time.monotonic() - self._start
-        self.fired = fired_events()
+        self.fired = fired_events(since=self._since)
         if error is not None and not isinstance(error, Exception):
             return False  # KeyboardInterrupt, SystemExit: not an answer
         if isinstance(error, ContractBroken):
