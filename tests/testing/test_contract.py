@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Sequence
 
 import pytest
 
 from sockwork.errors import ContractBroken, SockworkError
-from sockwork.faults import Event
+from sockwork.faults import CloseAfter, Event, inject
 from sockwork.testing import Contract
 from sockwork.testing.contract import contract, fired_events
 
@@ -149,5 +150,13 @@ def test_contract_bad_arguments_fail_at_construction() -> None:
         Contract(within=float("nan"))
 
 
-def test_fired_events_is_empty_outside_a_scope() -> None:
-    assert fired_events() == ()
+def test_fired_events_ignores_a_scope_that_ended_before_the_block() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        with inject(CloseAfter(0, direction="recv"), seed=1) as scope:
+            with socket.create_connection(server.getsockname(), timeout=5) as client:
+                assert client.recv(10) == b""  # the fault's FIN
+    assert [event.what for event in scope.report.fired()] == ["fired", "close"]
+    # Read later, outside any scope: that scope is what fired() still reports, but a
+    # block that began after it ended did not see it.
+    assert fired_events() == tuple(scope.report.fired())
+    assert fired_events(since=scope) == ()
