@@ -2,11 +2,20 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 
 import pytest
 
 from sockwork.faults import ExploreResult, Slice, explore
-from sockwork.faults.exploration import BaselineFailed, NoNetworkActivity
+from sockwork.faults.exploration import (
+    BaselineFailed,
+    FunctionSubject,
+    NoNetworkActivity,
+    Outcome,
+    Schedule,
+    Subject,
+    Trace,
+)
 from tests.faults.exploration.programs import careful_client_test, echo_server, naive_client_test
 
 
@@ -144,3 +153,30 @@ def test_explore_keeps_exceptions_of_the_tests_threads_out_of_the_excepthook() -
         threading.excepthook = previous
     assert not result.found
     assert seen == []
+
+
+class _Logged:
+    """A Subject that logs the schedules it runs (and delegates to a FunctionSubject)."""
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self.inner = FunctionSubject(fn)
+        self.log: list[Schedule] = []
+        self.command = None
+        self.name = "check()"
+
+    def record(self, *, timeout: float) -> tuple[Outcome, Trace]:
+        return self.inner.record(timeout=timeout)
+
+    def run(self, schedule: Schedule, *, seed: int, timeout: float) -> Outcome:
+        self.log.append(schedule)
+        return self.inner.run(schedule, seed=seed, timeout=timeout)
+
+
+def test_explore_same_seed_runs_the_same_schedules_in_the_same_order() -> None:
+    first, second = _Logged(naive_client_test), _Logged(naive_client_test)
+    a = explore(first, seed=9, faults={"CloseAfter", "Slice"})
+    b = explore(second, seed=9, faults={"CloseAfter", "Slice"})
+    assert isinstance(first, Subject)
+    assert first.log == second.log and len(first.log) >= 2
+    assert a.reproduction == b.reproduction
+    assert a.reproduction is not None and "check()" in a.reproduction.python
