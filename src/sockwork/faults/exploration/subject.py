@@ -15,6 +15,7 @@ fails with an exception, a non-zero exit or a hang.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import socket
 import sys
@@ -24,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from sockwork.faults import kernel
-from sockwork.faults.budget import now
+from sockwork.faults.budget import now, skipping_endless_waits
 from sockwork.faults.exploration.outcome import Outcome
 from sockwork.faults.exploration.recorder import Recorder
 from sockwork.faults.exploration.schedule import Schedule, fault_source
@@ -78,6 +79,12 @@ def _stacks(skip: int) -> str:
     return "\n".join(parts)
 
 
+def _remove(scopes: list[Injection]) -> None:
+    """Leave the scopes, the faults' own last: ``fired()`` then reads its report."""
+    for scope in scopes:
+        scope.remove()
+
+
 def _with_fired(outcome: Outcome, scope: Injection) -> Outcome:
     """Add what the faults of ``scope`` did (its report) to ``outcome``."""
     fired = tuple(
@@ -106,6 +113,12 @@ def _combine(user: MatchSpec, schedule: Schedule) -> MatchSpec:
 class FunctionSubject:
     """Run a callable in this process: it passes unless it raises or outlives its deadline.
 
+    Runs under a schedule skip the endless waits of sockets that have a timeout (a
+    stalled read, a connect never answered: see :mod:`sockwork.faults.budget`): the
+    test sees its ``TimeoutError`` at once instead of after the timeout. Pass
+    ``real_time=True`` to ``run`` to wait them out (``explore`` confirms a failure
+    that way before reporting it).
+
     Args:
         fn: the test, called with no arguments; ``sys.exit(n)`` with n != 0 fails it.
         match: restricts faults (and recording) to these connections (as ``inject``).
@@ -132,23 +145,33 @@ class FunctionSubject:
         outcome = self._call([recorder._scope], timeout, recorder)
         return outcome, recorder.trace
 
-    def run(self, schedule: Schedule, *, seed: int, timeout: float) -> Outcome:
-        """Run once under ``schedule``."""
+    def run(
+        self, schedule: Schedule, *, seed: int, timeout: float, real_time: bool = False
+    ) -> Outcome:
+        """Run once under ``schedule`` (``real_time``: wait endless waits out)."""
         scope = Injection(schedule.faults, match=_combine(self.match, schedule), seed=seed)
         # A tracker with no faults attaches to every connection, so a hang can be undone.
         tracker = Injection((), match=self.match, seed=0)
-        return _with_fired(self._call([tracker, scope], timeout, None), scope)
+        outcome = self._call([tracker, scope], timeout, None, fast=not real_time)
+        return _with_fired(outcome, scope)
 
     def run_recorded(
-        self, schedule: Schedule, *, seed: int, timeout: float
+        self, schedule: Schedule, *, seed: int, timeout: float, real_time: bool = False
     ) -> tuple[Outcome, Trace]:
         """Run once under ``schedule`` while recording the run's trace."""
         scope = Injection(schedule.faults, match=_combine(self.match, schedule), seed=seed)
         recorder = Recorder(match=self.match)
-        outcome = self._call([recorder._scope, scope], timeout, recorder)
+        outcome = self._call([recorder._scope, scope], timeout, recorder, fast=not real_time)
         return _with_fired(outcome, scope), recorder.trace
 
-    def _call(self, scopes: list[Injection], timeout: float, recorder: Recorder | None) -> Outcome:
+    def _call(
+        self,
+        scopes: list[Injection],
+        timeout: float,
+        recorder: Recorder | None,
+        *,
+        fast: bool = False,
+    ) -> Outcome:
         result: list[Outcome] = []
         fn = self.fn
 
@@ -194,16 +217,16 @@ class FunctionSubject:
         threading.excepthook = hook
         worker = threading.Thread(target=target, name="sockwork-explore-run", daemon=True)
         try:
-            worker.start()
-            worker.join(timeout)
-            if worker.is_alive():
-                return self._hang(worker, scopes, timeout, now() - start)
+            with skipping_endless_waits() if fast else contextlib.nullcontext():
+                worker.start()
+                worker.join(timeout)
+                if worker.is_alive():
+                    return self._hang(worker, scopes, timeout, now() - start)
         finally:
             threading.excepthook = previous_hook
             if recorder is not None:
                 recorder._end = now()
-            for scope in reversed(scopes):
-                scope.remove()
+            _remove(scopes)
         outcome = (
             result[0] if result else Outcome.failed("exception", "the run ended without a result")
         )
@@ -224,8 +247,7 @@ class FunctionSubject:
             except RuntimeError:
                 pass
         # Unblock: faults out first (waits in the engine wake), then every socket shut.
-        for scope in reversed(scopes):
-            scope.remove()
+        _remove(scopes)
         for sock in sockets:
             try:
                 if sock.fileno() >= 0:
