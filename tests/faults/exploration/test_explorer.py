@@ -180,3 +180,24 @@ def test_explore_same_seed_runs_the_same_schedules_in_the_same_order() -> None:
     assert first.log == second.log and len(first.log) >= 2
     assert a.reproduction == b.reproduction
     assert a.reproduction is not None and "check()" in a.reproduction.python
+
+
+def test_explore_stops_a_busy_loop_that_never_notices_the_end_of_stream() -> None:
+    def spin_on_eof() -> None:
+        with echo_server() as address, socket.create_connection(address, timeout=2) as sock:
+            sock.sendall(b"\0\0\0\x03END")
+            data = b""
+            while not data.endswith(b"END"):
+                try:
+                    data += sock.recv(1)  # bug: b"" (end of stream) is never noticed
+                except OSError:
+                    continue  # nor is an error
+            assert data == b"\0\0\0\x03END"
+
+    before = threading.active_count()
+    result = explore(spin_on_eof, seed=0, faults={"CloseAfter"}, per_run_timeout=0.5)
+    assert result.found and result.failure is not None
+    assert result.failure.kind == "hang"
+    assert "spin_on_eof" in result.failure.details
+    assert "stopped with RunAbandoned" in result.failure.details
+    assert threading.active_count() <= before

@@ -16,6 +16,7 @@ fails with an exception, a non-zero exit or a hang.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import socket
 import sys
@@ -32,10 +33,10 @@ from sockwork.faults.exploration.schedule import Schedule, fault_source
 from sockwork.faults.exploration.trace import Trace
 from sockwork.faults.inject import Injection, Match, MatchSpec, Target
 
-__all__ = ["FunctionSubject", "Subject"]
+__all__ = ["FunctionSubject", "RunAbandoned", "Subject"]
 
 # After a hang: how long the unblocked run may take to finish before it is reported leaked.
-_UNBLOCK_GRACE = 2.0
+_UNBLOCK_GRACE = 1.0
 
 
 @runtime_checkable
@@ -191,6 +192,8 @@ class FunctionSubject:
             except AssertionError as exc:
                 message, details = _describe(exc)
                 result.append(Outcome.failed("assertion", message, details, now() - start))
+            except RunAbandoned:
+                return  # the run hung and was stopped: its outcome is already "hang"
             except BaseException as exc:  # the oracle: anything escaping the test fails it
                 message, details = _describe(exc)
                 result.append(Outcome.failed("exception", message, details, now() - start))
@@ -210,6 +213,7 @@ class FunctionSubject:
                 escaped.append(f"exception in thread {name}: {message}\n{details}")
 
         start = now()
+        before = set(threading.enumerate())
         if recorder is not None:
             recorder._start = start
         for scope in scopes:
@@ -221,7 +225,7 @@ class FunctionSubject:
                 worker.start()
                 worker.join(timeout)
                 if worker.is_alive():
-                    return self._hang(worker, scopes, timeout, now() - start)
+                    return self._hang(worker, before, scopes, timeout, now() - start)
         finally:
             threading.excepthook = previous_hook
             if recorder is not None:
@@ -237,7 +241,12 @@ class FunctionSubject:
         return outcome
 
     def _hang(
-        self, worker: threading.Thread, scopes: list[Injection], timeout: float, elapsed: float
+        self,
+        worker: threading.Thread,
+        before: set[threading.Thread],
+        scopes: list[Injection],
+        timeout: float,
+        elapsed: float,
     ) -> Outcome:
         stacks = _stacks(skip=threading.get_ident())
         sockets: list[socket.socket] = []
@@ -257,8 +266,55 @@ class FunctionSubject:
         worker.join(_UNBLOCK_GRACE)
         details = f"the run did not finish within {timeout:g}s; stacks of every thread:\n{stacks}"
         if worker.is_alive():
-            details += (
-                "\nwarning: the run was still blocked after its sockets were shut down "
-                "(thread leaked)"
-            )
+            # Still running: a busy loop (recv() returning b"" forever) or a wait
+            # outside the sockets. Stop the run's threads with an exception.
+            started = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+            stopped = _stop_threads(started, worker)
+            if stopped:
+                details += "\nthe run's threads were stopped with RunAbandoned"
+            else:
+                details += (
+                    "\nwarning: the run was still running after its sockets were shut down "
+                    "and could not be stopped (thread leaked)"
+                )
+        if not worker.is_alive():
+            _close_connections(sockets)
         return Outcome.failed("hang", f"no result within {timeout:g}s (hang)", details, elapsed)
+
+
+def _close_connections(sockets: list[socket.socket]) -> None:
+    """Close the connections a stopped run left open (listeners may be a fixture's)."""
+    for sock in sockets:
+        with contextlib.suppress(OSError):
+            if sock.fileno() >= 0 and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                sock.close()
+
+
+class RunAbandoned(BaseException):
+    """Raised in the threads of a hung run to stop them (``except Exception`` lets it by)."""
+
+
+def _stop_threads(threads: list[threading.Thread], worker: threading.Thread) -> bool:
+    """Raise :class:`RunAbandoned` in ``threads``; True when ``worker`` ended."""
+    previous = threading.excepthook
+
+    def quiet(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is not RunAbandoned:
+            previous(args)
+
+    threading.excepthook = quiet
+    try:
+        for _ in range(3):  # a thread may be inside a C call: ask again
+            for thread in threads:
+                if thread.is_alive() and thread.ident is not None:
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                        ctypes.c_ulong(thread.ident), ctypes.py_object(RunAbandoned)
+                    )
+            worker.join(_UNBLOCK_GRACE / 2)
+            if not worker.is_alive():
+                break
+        for thread in threads:
+            thread.join(0.1)
+    finally:
+        threading.excepthook = previous
+    return not worker.is_alive()
