@@ -64,7 +64,7 @@ def connect(sock: socket.socket, state: SocketState, address: object, *, ex: boo
         if isinstance(terminal, Refused):
             raise kernel.oserror(ConnectionRefusedError, errno.ECONNREFUSED)
         if isinstance(terminal, Hang):
-            budget.wait(terminal.until)
+            budget.wait(terminal.until, endless=True)
             raise kernel.oserror(TimeoutError, errno.ETIMEDOUT)
     except OSError as exc:
         if ex and exc.errno is not None:

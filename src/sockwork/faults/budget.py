@@ -8,21 +8,51 @@
   calls again at once) and raises ``BlockingIOError``.
 - Waiters sleep on ``CHANGED`` so that new faults (``Handle.update``/``remove``)
   and cuts wake them at once.
+- An *endless* wait (a stalled stream, a connection attempt never answered) on a
+  blocking socket with a timeout can only end in that timeout. While
+  :func:`skipping_endless_waits` is on (exploration runs many schedules and must not
+  sit out each timeout), it raises the timeout at once: the caller sees the same
+  ``TimeoutError``, only sooner. Waits that end in a delivery are never shortened.
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 from sockwork.faults import kernel
 
-__all__ = ["CHANGED", "INF", "POLL_NAP", "Budget", "now", "sleep_until", "wake_waiters"]
+__all__ = [
+    "CHANGED",
+    "INF",
+    "POLL_NAP",
+    "Budget",
+    "now",
+    "skipping_endless_waits",
+    "sleep_until",
+    "wake_waiters",
+]
 
 POLL_NAP = 0.0002
 INF = float("inf")
 CHANGED = threading.Condition()
+_SKIPS = [0]  # > 0 while some caller asked endless waits to time out at once
+_SKIPS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def skipping_endless_waits() -> Iterator[None]:
+    """Within the block, endless waits of sockets with a timeout time out at once."""
+    with _SKIPS_LOCK:
+        _SKIPS[0] += 1
+    try:
+        yield
+    finally:
+        with _SKIPS_LOCK:
+            _SKIPS[0] -= 1
 
 
 def now() -> float:
@@ -46,8 +76,20 @@ class Budget:
         self.nonblocking = timeout == 0.0
         self.deadline = None if timeout is None else now() + timeout
 
-    def wait(self, until: float) -> None:
-        """Wait until ``until``; raise what a slow network would when the budget ends first."""
+    def wait(self, until: float, *, endless: bool = False) -> None:
+        """Wait until ``until``; raise what a slow network would when the budget ends first.
+
+        ``endless``: nothing will pass before the budget ends (a stall, an attempt
+        never answered); see ``# Rules:`` for when it times out at once.
+        """
+        if (
+            endless
+            and _SKIPS[0]
+            and self.deadline is not None
+            and until > self.deadline
+            and not self.nonblocking
+        ):
+            raise kernel.timeout_error()
         if self.nonblocking:
             if until > now():
                 time.sleep(min(POLL_NAP, max(0.0, until - now())))

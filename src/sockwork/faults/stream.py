@@ -104,7 +104,7 @@ def send(
                 elif isinstance(action, Stalled):
                     if sent and not whole:
                         break
-                    budget.wait(INF)
+                    budget.wait(INF, endless=True)
                 elif isinstance(action, Close):
                     if action.half:
                         half_close(sock, state, "send")
@@ -226,7 +226,7 @@ def receive(
             until = action.until if isinstance(action, Wait) else INF
             if budget.nonblocking and until > now() and source.quiet and quiet(sock, state, until):
                 raise kernel.would_block()
-            budget.wait(until)
+            budget.wait(until, endless=isinstance(action, Stalled))
         elif isinstance(action, Deliver):
             loud(sock, state)
             result = consume(min(action.n, size))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -46,7 +47,8 @@ def echo_server() -> Iterator[tuple[str, int]]:
         yield listener.getsockname()
     finally:
         # A client that never came (a refused connect) must not keep accept() waiting.
-        listener.shutdown(socket.SHUT_RDWR)
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)
         thread.join(5)
         listener.close()
 

@@ -2,11 +2,20 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 
 import pytest
 
 from sockwork.faults import ExploreResult, Slice, explore
-from sockwork.faults.exploration import BaselineFailed, NoNetworkActivity
+from sockwork.faults.exploration import (
+    BaselineFailed,
+    FunctionSubject,
+    NoNetworkActivity,
+    Outcome,
+    Schedule,
+    Subject,
+    Trace,
+)
 from tests.faults.exploration.programs import careful_client_test, echo_server, naive_client_test
 
 
@@ -144,3 +153,51 @@ def test_explore_keeps_exceptions_of_the_tests_threads_out_of_the_excepthook() -
         threading.excepthook = previous
     assert not result.found
     assert seen == []
+
+
+class _Logged:
+    """A Subject that logs the schedules it runs (and delegates to a FunctionSubject)."""
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self.inner = FunctionSubject(fn)
+        self.log: list[Schedule] = []
+        self.command = None
+        self.name = "check()"
+
+    def record(self, *, timeout: float) -> tuple[Outcome, Trace]:
+        return self.inner.record(timeout=timeout)
+
+    def run(self, schedule: Schedule, *, seed: int, timeout: float) -> Outcome:
+        self.log.append(schedule)
+        return self.inner.run(schedule, seed=seed, timeout=timeout)
+
+
+def test_explore_same_seed_runs_the_same_schedules_in_the_same_order() -> None:
+    first, second = _Logged(naive_client_test), _Logged(naive_client_test)
+    a = explore(first, seed=9, faults={"CloseAfter", "Slice"})
+    b = explore(second, seed=9, faults={"CloseAfter", "Slice"})
+    assert isinstance(first, Subject)
+    assert first.log == second.log and len(first.log) >= 2
+    assert a.reproduction == b.reproduction
+    assert a.reproduction is not None and "check()" in a.reproduction.python
+
+
+def test_explore_stops_a_busy_loop_that_never_notices_the_end_of_stream() -> None:
+    def spin_on_eof() -> None:
+        with echo_server() as address, socket.create_connection(address, timeout=2) as sock:
+            sock.sendall(b"\0\0\0\x03END")
+            data = b""
+            while not data.endswith(b"END"):
+                try:
+                    data += sock.recv(1)  # bug: b"" (end of stream) is never noticed
+                except OSError:
+                    continue  # nor is an error
+            assert data == b"\0\0\0\x03END"
+
+    before = threading.active_count()
+    result = explore(spin_on_eof, seed=0, faults={"CloseAfter"}, per_run_timeout=0.5)
+    assert result.found and result.failure is not None
+    assert result.failure.kind == "hang"
+    assert "spin_on_eof" in result.failure.details
+    assert "stopped with RunAbandoned" in result.failure.details
+    assert threading.active_count() <= before

@@ -7,9 +7,11 @@ change points at random), each schedule once.
 
 # Strategy:
 - Cheap before slow. Faults that only cut or split bytes (Slice, CloseAfter,
-  Refuse, DnsFailure, CloseOnAccept) cost no waiting and come first; faults that
-  wait (Stall, Latency, ConnectTimeout, ConnectDelay, AcceptDelay) come after,
-  bounded by the test's own timeouts (``timeout`` below).
+  HalfClose, Refuse, DnsFailure, CloseOnAccept) cost no waiting and come first;
+  endless waits (Stall, ConnectTimeout) next: a socket with a timeout times out at
+  once in an exploration run; real delays (Latency, ConnectDelay, AcceptDelay,
+  Coalesce) last, above the test's own timeouts (``timeout`` below), and never in
+  a combination.
 - Broad before narrow. A fault on every connection of a role comes before the same
   fault on one connection at one offset: one run covers what many would, and
   shrinking narrows it down afterwards.
@@ -76,10 +78,18 @@ _MAX_CONNECTIONS = 6
 # Slicing to 1 byte beyond this many bytes per stream would only make a run slow
 # (every piece is one call through the engine): longer streams get ~2048 pieces.
 _SLICE_ONE_LIMIT = 16 * 1024
+# Pairs tried before the singles that wait out a real delay.
+_PAIRS_BEFORE_DELAYS = 600
 # Random combinations: stop after this many draws in a row gave nothing new.
 _MAX_REPEATS = 500
 
 _DIRECTIONS: tuple[Literal["recv", "send"], ...] = ("recv", "send")
+
+
+# What a single costs a run: nothing; an endless wait (a stall, a connect never
+# answered: with a socket timeout, exploration runs skip it, see budget.py); a real
+# delay (latency, connect and accept delays: waited out). Delays are never combined.
+_FREE, _ENDLESS, _DELAY = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -172,12 +182,12 @@ def _singles(trace: Trace, kinds: Collection[str], timeout: float | None) -> lis
         received = max(c.received for c in mine)
         sent = max(c.sent for c in mine)
         if received:
-            add(Slice(_piece(received), direction="recv"), role, 0, f"{role}/recv")
+            add(Slice(_piece(received), direction="recv"), role, _FREE, f"{role}/recv")
         if sent:
-            add(Slice(_piece(sent), direction="send"), role, 0, f"{role}/send")
+            add(Slice(_piece(sent), direction="send"), role, _FREE, f"{role}/send")
         if received:
-            add(CloseAfter(0, direction="recv", reset=True), role, 0, f"{role}/recv")
-            add(CloseAfter(0, direction="recv"), role, 0, f"{role}/recv")
+            add(CloseAfter(0, direction="recv", reset=True), role, _FREE, f"{role}/recv")
+            add(CloseAfter(0, direction="recv"), role, _FREE, f"{role}/recv")
     if connects:
         add(Refuse(), "client", 0, "connect")  # every attempt: retries must give up
     if accepts:
@@ -187,13 +197,13 @@ def _singles(trace: Trace, kinds: Collection[str], timeout: float | None) -> lis
 
     # 2. Each numbered attempt: connect, look-up, accept.
     for e in connects[:_MAX_CONNECTIONS]:
-        add(Refuse(connections={e.index}), "client", 0, f"connect{e.index}")
+        add(Refuse(connections={e.index}), "client", _FREE, f"connect{e.index}")
     for e in resolves[:_MAX_CONNECTIONS]:
-        add(DnsFailure("noname", connections={e.index}), "resolve", 0, f"resolve{e.index}")
-        add(DnsFailure("again", connections={e.index}), "resolve", 0, f"resolve{e.index}")
+        add(DnsFailure("noname", connections={e.index}), "resolve", _FREE, f"resolve{e.index}")
+        add(DnsFailure("again", connections={e.index}), "resolve", _FREE, f"resolve{e.index}")
     for e in accepts[:_MAX_CONNECTIONS]:
-        add(CloseOnAccept(connections={e.index}), "server", 0, f"accept{e.index}")
-        add(CloseOnAccept(reset=True, connections={e.index}), "server", 0, f"accept{e.index}")
+        add(CloseOnAccept(connections={e.index}), "server", _FREE, f"accept{e.index}")
+        add(CloseOnAccept(reset=True, connections={e.index}), "server", _FREE, f"accept{e.index}")
 
     # 3. Each connection: splits, short writes, cuts (FIN and RST) and half-closes at
     #    the boundaries of its traced calls and in the middle of its messages.
@@ -207,19 +217,30 @@ def _singles(trace: Trace, kinds: Collection[str], timeout: float | None) -> lis
             total = conn.received if direction == "recv" else conn.sent
             if not total:
                 continue
-            add(Slice(_piece(total), direction=direction, connections=k), role, 0, group)
+            add(Slice(_piece(total), direction=direction, connections=k), role, _FREE, group)
             for b in _spread(conn.boundaries(direction), _MAX_OFFSETS):
                 # A fault active from byte b caps the call before it at b: a split
                 # exactly at the boundary, then whole reads or writes again.
-                add(Slice(total, direction=direction, after_bytes=b, connections=k), role, 0, group)
+                add(
+                    Slice(total, direction=direction, after_bytes=b, connections=k),
+                    role,
+                    _FREE,
+                    group,
+                )
             for b in _cut_offsets(conn, direction):
-                add(CloseAfter(b, direction=direction, connections=k), role, 0, group)
-                add(CloseAfter(b, direction=direction, reset=True, connections=k), role, 0, group)
-            if direction == "send" and half_close is not None:
-                # The owner's FIN right after a request (the whole of it, or up to a
-                # boundary) while the other direction keeps working.
-                for b in _spread([*conn.boundaries("send"), total], _MAX_OFFSETS):
-                    add(half_close(b, direction="send", connections=k), role, 0, group)
+                add(CloseAfter(b, direction=direction, connections=k), role, _FREE, group)
+                add(
+                    CloseAfter(b, direction=direction, reset=True, connections=k),
+                    role,
+                    _FREE,
+                    group,
+                )
+            if half_close is not None:
+                # A FIN right after a request or reply (the whole of it, or up to a
+                # boundary) while the other direction keeps working: "send" is the
+                # owner's own FIN, "recv" the peer's (a peer outside the process).
+                for b in _spread([*conn.boundaries(direction), total], _MAX_OFFSETS):
+                    add(half_close(b, direction=direction, connections=k), role, _FREE, group)
 
     # 4. Faults that wait: stalls at each boundary (a peer that stops), connect
     #    attempts never answered, then delays above the test's own timeouts.
@@ -234,21 +255,28 @@ def _singles(trace: Trace, kinds: Collection[str], timeout: float | None) -> lis
             if direction == "recv" or total:
                 offsets = [0, *conn.boundaries(direction)] if total else [0]
                 for b in _spread(offsets, _MAX_OFFSETS):
-                    add(Stall(direction=direction, after_bytes=b, connections=k), role, 1, group)
+                    add(
+                        Stall(direction=direction, after_bytes=b, connections=k),
+                        role,
+                        _ENDLESS,
+                        group,
+                    )
     for e in connects[:_MAX_CONNECTIONS]:
-        add(ConnectTimeout(connections={e.index}), "client", 1, f"connect{e.index}")
+        add(ConnectTimeout(connections={e.index}), "client", _ENDLESS, f"connect{e.index}")
     for role in ("client", "server"):
         if any(c.role == role and c.received for c in conns):
             # Back-to-back messages arriving in one read.
-            add(Coalesce(window=0.02, direction="recv"), role, 1, f"{role}/recv")
+            add(Coalesce(window=0.02, direction="recv"), role, _DELAY, f"{role}/recv")
     if timeout is not None and timeout > 0:
         for role in ("client", "server"):
             if role in roles:
-                add(Latency(timeout, direction="recv"), role, 1, f"{role}/recv")
+                add(Latency(timeout, direction="recv"), role, _DELAY, f"{role}/recv")
         for e in connects[:_MAX_CONNECTIONS]:
-            add(ConnectDelay(timeout, connections={e.index}), "client", 1, f"connect{e.index}")
+            # A slow connect that still succeeds (ConnectTimeout is the one that never does).
+            slow = round(timeout / 2.5, 3)
+            add(ConnectDelay(slow, connections={e.index}), "client", _DELAY, f"connect{e.index}")
         for e in accepts[:_MAX_CONNECTIONS]:
-            add(AcceptDelay(timeout, connections={e.index}), "server", 1, f"accept{e.index}")
+            add(AcceptDelay(timeout, connections={e.index}), "server", _DELAY, f"accept{e.index}")
 
     seen: set[tuple[object, ...]] = set()
     unique: list[_Single] = []
@@ -263,8 +291,8 @@ def _singles(trace: Trace, kinds: Collection[str], timeout: float | None) -> lis
 def _pair(a: _Single, b: _Single) -> Schedule | None:
     if a.group == b.group or a.schedule.role != b.schedule.role:
         return None
-    if a.cost and b.cost:
-        return None  # two waits: slow, and each alone already waits
+    if a.cost + b.cost > _ENDLESS:
+        return None  # a real delay, or two waits: slow, and each alone already waits
     return a.schedule.with_faults(a.schedule.faults + b.schedule.faults)
 
 
@@ -276,6 +304,9 @@ def candidates(
     timeout: float | None = None,
 ) -> Iterator[Schedule]:
     """Yield fault schedules for ``trace``: singles, then pairs, then random combinations.
+
+    The singles that wait out a real delay (latency, connect and accept delays) come
+    after the first pairs, as each costs the test's own timeout.
 
     Args:
         trace: the run recorded without faults.
@@ -297,17 +328,24 @@ def candidates(
         seen.add(key)
         return True
 
+    delays = [s for s in pool if s.cost == _DELAY]
+    pool = [s for s in pool if s.cost != _DELAY]
     for s in pool:
         if fresh(s.schedule):
             yield s.schedule
     # Pairs, ordered by the sum of their ranks: cheap and broad combinations first.
+    # The singles that really wait come after the first pairs: each costs a timeout.
+    made = 0
     n = len(pool)
     for total in range(1, 2 * n - 2):
         for i in range(max(0, total - n + 1), (total + 1) // 2):
-            j = total - i
-            pair = _pair(pool[i], pool[j])
+            pair = _pair(pool[i], pool[total - i])
             if pair is not None and fresh(pair):
+                made += 1
                 yield pair
+                if made == _PAIRS_BEFORE_DELAYS:
+                    yield from (d.schedule for d in delays if fresh(d.schedule))
+    yield from (d.schedule for d in delays if fresh(d.schedule))
     # Random combinations of two or three singles of one role (seeded).
     rng = random.Random(seed)
     by_role: dict[str | None, list[_Single]] = {}
@@ -321,7 +359,7 @@ def candidates(
         members = rng.choices(groups, weights)[0]
         size = 3 if len(members) >= 3 and rng.random() < 0.5 else 2
         picked = rng.sample(members, size)
-        if len({p.group for p in picked}) != size or sum(p.cost for p in picked) > 1:
+        if len({p.group for p in picked}) != size or sum(p.cost for p in picked) > _ENDLESS:
             repeats += 1
             continue
         schedule = picked[0].schedule.with_faults([f for p in picked for f in p.schedule.faults])

@@ -135,15 +135,16 @@ def explore(
         report(runs, 0 if result.passed else 1, _time.monotonic() - started)
         if result.passed:
             continue
-        # Confirm before believing it: a failure that does not come back in two more
-        # runs (a loaded machine missing a deadline, a race in the test) is not a find.
-        # A hang is confirmed with a longer deadline: slow (retries backing off under
-        # a fault on every attempt) is not stuck.
+        # Confirm before believing it, in real time (no endless wait skipped): a
+        # failure that does not come back in two more runs (a loaded machine missing
+        # a deadline, a race in the test) is not a find. A hang is confirmed with a
+        # longer deadline: slow (retries backing off under a fault on every attempt)
+        # is not stuck.
         confirm = per_run * _HANG_CONFIRM if result.kind == "hang" else per_run
-        again = [subject.run(schedule, seed=seed, timeout=confirm)]
+        again = [_run(subject, schedule, seed, confirm, real_time=True)]
         runs += 1
         if again[0].passed and result.kind != "hang":
-            again.append(subject.run(schedule, seed=seed, timeout=confirm))
+            again.append(_run(subject, schedule, seed, confirm, real_time=True))
             runs += 1
         if not again[-1].passed:
             found = (schedule, result)
@@ -175,14 +176,14 @@ def explore(
 
     shrunk = shrink(first, still_fails, budget=_SHRINK_BUDGET)
     failure = last.get(repr(shrunk.key()), failure)
-    # Replay the shrunk schedule once more, recorded: it must fail again.
-    failing_trace: Trace | None = None
-    recorded = getattr(subject, "run_recorded", None)
-    if recorded is not None:
-        replay, failing_trace = recorded(shrunk, seed=seed, timeout=per_run)
-    else:
-        replay = subject.run(shrunk, seed=seed, timeout=per_run)
+    # Replay the shrunk schedule once more, recorded and in real time: it must fail
+    # again. If it does not, the schedule that was confirmed is the reproduction.
+    replay, failing_trace = _replay(subject, shrunk, seed, per_run)
     runs += 1
+    if replay.passed and shrunk != first:
+        shrunk = first
+        replay, failing_trace = _replay(subject, shrunk, seed, per_run)
+        runs += 1
     exact = not replay.passed and replay.fired == failure.fired
     if not replay.passed:
         failure = replay
@@ -203,6 +204,28 @@ def explore(
         replay_exact=exact,
         flaky=flaky,
     )
+
+
+def _run(
+    subject: Subject, schedule: Schedule, seed: int, timeout: float, *, real_time: bool
+) -> Outcome:
+    """Run ``schedule``; ``real_time`` asks a FunctionSubject to wait endless waits out."""
+    if isinstance(subject, FunctionSubject):
+        return subject.run(schedule, seed=seed, timeout=timeout, real_time=real_time)
+    return subject.run(schedule, seed=seed, timeout=timeout)
+
+
+def _replay(
+    subject: Subject, schedule: Schedule, seed: int, timeout: float
+) -> tuple[Outcome, Trace | None]:
+    """Run ``schedule`` in real time, recorded when the subject can record a run."""
+    if isinstance(subject, FunctionSubject):
+        return subject.run_recorded(schedule, seed=seed, timeout=timeout, real_time=True)
+    recorded = getattr(subject, "run_recorded", None)
+    if recorded is not None:
+        outcome, trace = recorded(schedule, seed=seed, timeout=timeout)
+        return outcome, trace
+    return subject.run(schedule, seed=seed, timeout=timeout), None
 
 
 def _reporter(progress: Progress | TextIO | None) -> Progress:

@@ -15,6 +15,8 @@ fails with an exception, a non-zero exit or a hang.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import dataclasses
 import socket
 import sys
@@ -24,17 +26,17 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 from sockwork.faults import kernel
-from sockwork.faults.budget import now
+from sockwork.faults.budget import now, skipping_endless_waits
 from sockwork.faults.exploration.outcome import Outcome
 from sockwork.faults.exploration.recorder import Recorder
 from sockwork.faults.exploration.schedule import Schedule, fault_source
 from sockwork.faults.exploration.trace import Trace
 from sockwork.faults.inject import Injection, Match, MatchSpec, Target
 
-__all__ = ["FunctionSubject", "Subject"]
+__all__ = ["FunctionSubject", "RunAbandoned", "Subject"]
 
 # After a hang: how long the unblocked run may take to finish before it is reported leaked.
-_UNBLOCK_GRACE = 2.0
+_UNBLOCK_GRACE = 1.0
 
 
 @runtime_checkable
@@ -78,6 +80,12 @@ def _stacks(skip: int) -> str:
     return "\n".join(parts)
 
 
+def _remove(scopes: list[Injection]) -> None:
+    """Leave the scopes, the faults' own last: ``fired()`` then reads its report."""
+    for scope in scopes:
+        scope.remove()
+
+
 def _with_fired(outcome: Outcome, scope: Injection) -> Outcome:
     """Add what the faults of ``scope`` did (its report) to ``outcome``."""
     fired = tuple(
@@ -106,6 +114,12 @@ def _combine(user: MatchSpec, schedule: Schedule) -> MatchSpec:
 class FunctionSubject:
     """Run a callable in this process: it passes unless it raises or outlives its deadline.
 
+    Runs under a schedule skip the endless waits of sockets that have a timeout (a
+    stalled read, a connect never answered: see :mod:`sockwork.faults.budget`): the
+    test sees its ``TimeoutError`` at once instead of after the timeout. Pass
+    ``real_time=True`` to ``run`` to wait them out (``explore`` confirms a failure
+    that way before reporting it).
+
     Args:
         fn: the test, called with no arguments; ``sys.exit(n)`` with n != 0 fails it.
         match: restricts faults (and recording) to these connections (as ``inject``).
@@ -132,23 +146,33 @@ class FunctionSubject:
         outcome = self._call([recorder._scope], timeout, recorder)
         return outcome, recorder.trace
 
-    def run(self, schedule: Schedule, *, seed: int, timeout: float) -> Outcome:
-        """Run once under ``schedule``."""
+    def run(
+        self, schedule: Schedule, *, seed: int, timeout: float, real_time: bool = False
+    ) -> Outcome:
+        """Run once under ``schedule`` (``real_time``: wait endless waits out)."""
         scope = Injection(schedule.faults, match=_combine(self.match, schedule), seed=seed)
         # A tracker with no faults attaches to every connection, so a hang can be undone.
         tracker = Injection((), match=self.match, seed=0)
-        return _with_fired(self._call([tracker, scope], timeout, None), scope)
+        outcome = self._call([tracker, scope], timeout, None, fast=not real_time)
+        return _with_fired(outcome, scope)
 
     def run_recorded(
-        self, schedule: Schedule, *, seed: int, timeout: float
+        self, schedule: Schedule, *, seed: int, timeout: float, real_time: bool = False
     ) -> tuple[Outcome, Trace]:
         """Run once under ``schedule`` while recording the run's trace."""
         scope = Injection(schedule.faults, match=_combine(self.match, schedule), seed=seed)
         recorder = Recorder(match=self.match)
-        outcome = self._call([recorder._scope, scope], timeout, recorder)
+        outcome = self._call([recorder._scope, scope], timeout, recorder, fast=not real_time)
         return _with_fired(outcome, scope), recorder.trace
 
-    def _call(self, scopes: list[Injection], timeout: float, recorder: Recorder | None) -> Outcome:
+    def _call(
+        self,
+        scopes: list[Injection],
+        timeout: float,
+        recorder: Recorder | None,
+        *,
+        fast: bool = False,
+    ) -> Outcome:
         result: list[Outcome] = []
         fn = self.fn
 
@@ -168,6 +192,8 @@ class FunctionSubject:
             except AssertionError as exc:
                 message, details = _describe(exc)
                 result.append(Outcome.failed("assertion", message, details, now() - start))
+            except RunAbandoned:
+                return  # the run hung and was stopped: its outcome is already "hang"
             except BaseException as exc:  # the oracle: anything escaping the test fails it
                 message, details = _describe(exc)
                 result.append(Outcome.failed("exception", message, details, now() - start))
@@ -187,6 +213,7 @@ class FunctionSubject:
                 escaped.append(f"exception in thread {name}: {message}\n{details}")
 
         start = now()
+        before = set(threading.enumerate())
         if recorder is not None:
             recorder._start = start
         for scope in scopes:
@@ -194,16 +221,16 @@ class FunctionSubject:
         threading.excepthook = hook
         worker = threading.Thread(target=target, name="sockwork-explore-run", daemon=True)
         try:
-            worker.start()
-            worker.join(timeout)
-            if worker.is_alive():
-                return self._hang(worker, scopes, timeout, now() - start)
+            with skipping_endless_waits() if fast else contextlib.nullcontext():
+                worker.start()
+                worker.join(timeout)
+                if worker.is_alive():
+                    return self._hang(worker, before, scopes, timeout, now() - start)
         finally:
             threading.excepthook = previous_hook
             if recorder is not None:
                 recorder._end = now()
-            for scope in reversed(scopes):
-                scope.remove()
+            _remove(scopes)
         outcome = (
             result[0] if result else Outcome.failed("exception", "the run ended without a result")
         )
@@ -214,7 +241,12 @@ class FunctionSubject:
         return outcome
 
     def _hang(
-        self, worker: threading.Thread, scopes: list[Injection], timeout: float, elapsed: float
+        self,
+        worker: threading.Thread,
+        before: set[threading.Thread],
+        scopes: list[Injection],
+        timeout: float,
+        elapsed: float,
     ) -> Outcome:
         stacks = _stacks(skip=threading.get_ident())
         sockets: list[socket.socket] = []
@@ -224,8 +256,7 @@ class FunctionSubject:
             except RuntimeError:
                 pass
         # Unblock: faults out first (waits in the engine wake), then every socket shut.
-        for scope in reversed(scopes):
-            scope.remove()
+        _remove(scopes)
         for sock in sockets:
             try:
                 if sock.fileno() >= 0:
@@ -235,8 +266,55 @@ class FunctionSubject:
         worker.join(_UNBLOCK_GRACE)
         details = f"the run did not finish within {timeout:g}s; stacks of every thread:\n{stacks}"
         if worker.is_alive():
-            details += (
-                "\nwarning: the run was still blocked after its sockets were shut down "
-                "(thread leaked)"
-            )
+            # Still running: a busy loop (recv() returning b"" forever) or a wait
+            # outside the sockets. Stop the run's threads with an exception.
+            started = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+            stopped = _stop_threads(started, worker)
+            if stopped:
+                details += "\nthe run's threads were stopped with RunAbandoned"
+            else:
+                details += (
+                    "\nwarning: the run was still running after its sockets were shut down "
+                    "and could not be stopped (thread leaked)"
+                )
+        if not worker.is_alive():
+            _close_connections(sockets)
         return Outcome.failed("hang", f"no result within {timeout:g}s (hang)", details, elapsed)
+
+
+def _close_connections(sockets: list[socket.socket]) -> None:
+    """Close the connections a stopped run left open (listeners may be a fixture's)."""
+    for sock in sockets:
+        with contextlib.suppress(OSError):
+            if sock.fileno() >= 0 and not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                sock.close()
+
+
+class RunAbandoned(BaseException):
+    """Raised in the threads of a hung run to stop them (``except Exception`` lets it by)."""
+
+
+def _stop_threads(threads: list[threading.Thread], worker: threading.Thread) -> bool:
+    """Raise :class:`RunAbandoned` in ``threads``; True when ``worker`` ended."""
+    previous = threading.excepthook
+
+    def quiet(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is not RunAbandoned:
+            previous(args)
+
+    threading.excepthook = quiet
+    try:
+        for _ in range(3):  # a thread may be inside a C call: ask again
+            for thread in threads:
+                if thread.is_alive() and thread.ident is not None:
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                        ctypes.c_ulong(thread.ident), ctypes.py_object(RunAbandoned)
+                    )
+            worker.join(_UNBLOCK_GRACE / 2)
+            if not worker.is_alive():
+                break
+        for thread in threads:
+            thread.join(0.1)
+    finally:
+        threading.excepthook = previous
+    return not worker.is_alive()
