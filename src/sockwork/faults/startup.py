@@ -45,6 +45,7 @@ __all__ = [
     "ENVIRONMENT_VARIABLE",
     "OUTPUT_FORMAT",
     "child_environment",
+    "server_environment",
     "start_from_environment",
     "start_from_spec",
 ]
@@ -79,6 +80,15 @@ def child_environment(
         paths.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(paths)
     env[ENVIRONMENT_VARIABLE] = json.dumps(dict(spec))
+    return env
+
+
+def server_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a Python that imports this ``sockwork`` and runs no hook."""
+    env = dict(os.environ if base is None else base)
+    env.pop(ENVIRONMENT_VARIABLE, None)
+    root = str(Path(__file__).resolve().parents[2])  # the directory holding sockwork/
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     return env
 
 

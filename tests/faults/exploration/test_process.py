@@ -22,14 +22,21 @@ def python(*args: str) -> list[str]:
     return [sys.executable, *args]
 
 
+# Runs are forked from a warm interpreter when the command is this Python on a script,
+# exec'd otherwise: both must look the same from outside.
+both_ways = pytest.mark.parametrize("fork", [True, False], ids=["fork", "exec"])
+
+
 def script(tmp_path: Path, source: str) -> str:
     path = tmp_path / "program.py"
     path.write_text(textwrap.dedent(source), encoding="utf-8")
     return str(path)
 
 
-def test_process_record_traces_a_program_that_starts_its_own_server() -> None:
-    subject = ProcessSubject(python(FRAMED, "--correct"))
+@both_ways
+def test_process_record_traces_a_program_that_starts_its_own_server(fork: bool) -> None:
+    subject = ProcessSubject(python(FRAMED, "--correct"), fork=fork)
+    assert subject.forks is fork
     try:
         outcome, trace = subject.record(timeout=30)
     finally:
@@ -56,8 +63,9 @@ def test_process_record_merges_the_traces_of_two_python_processes() -> None:
     assert times == sorted(times)
 
 
-def test_process_run_reports_the_exception_and_what_fired() -> None:
-    subject = ProcessSubject(python(FRAMED))
+@both_ways
+def test_process_run_reports_the_exception_and_what_fired(fork: bool) -> None:
+    subject = ProcessSubject(python(FRAMED), fork=fork)
     try:
         outcome = subject.run(
             Schedule((Slice(1, direction="recv"),), role="client"), seed=3, timeout=30
@@ -76,9 +84,14 @@ def test_process_run_reports_the_exception_and_what_fired() -> None:
     assert events[0].label.startswith("client 127.0.0.1:")
 
 
-def test_process_run_tells_assertions_and_exit_statuses_apart(tmp_path: Path) -> None:
-    asserting = ProcessSubject(python("-c", "assert 1 + 1 == 3, 'arithmetic is off'"))
-    exiting = ProcessSubject(python("-c", "import sys; print('giving up'); sys.exit(3)"))
+@both_ways
+def test_process_run_tells_assertions_and_exit_statuses_apart(tmp_path: Path, fork: bool) -> None:
+    asserting = ProcessSubject(
+        python(script(tmp_path, "assert 1 + 1 == 3, 'arithmetic is off'")), fork=fork
+    )
+    exit_script = tmp_path / "exit.py"
+    exit_script.write_text("import sys\nprint('giving up')\nsys.exit(3)\n", encoding="utf-8")
+    exiting = ProcessSubject(python(str(exit_script)), fork=fork)
     try:
         failed = asserting.run(Schedule(), seed=0, timeout=30)
         status = exiting.run(Schedule(), seed=0, timeout=30)
@@ -90,7 +103,10 @@ def test_process_run_tells_assertions_and_exit_statuses_apart(tmp_path: Path) ->
     assert "giving up" in status.details
 
 
-def test_process_run_past_its_deadline_is_a_hang_with_the_stacks(tmp_path: Path) -> None:
+@both_ways
+def test_process_run_past_its_deadline_is_a_hang_with_the_stacks(
+    tmp_path: Path, fork: bool
+) -> None:
     program = script(
         tmp_path,
         """
@@ -102,7 +118,7 @@ def test_process_run_past_its_deadline_is_a_hang_with_the_stacks(tmp_path: Path)
         waiting_forever()
         """,
     )
-    subject = ProcessSubject(python(program))
+    subject = ProcessSubject(python(program), fork=fork)
     try:
         started = time.monotonic()
         outcome = subject.run(Schedule(), seed=0, timeout=1.0)
@@ -115,7 +131,8 @@ def test_process_run_past_its_deadline_is_a_hang_with_the_stacks(tmp_path: Path)
     assert took < 10
 
 
-def test_process_run_kills_what_the_command_left_running(tmp_path: Path) -> None:
+@both_ways
+def test_process_run_kills_what_the_command_left_running(tmp_path: Path, fork: bool) -> None:
     marker = tmp_path / "pid"
     program = script(
         tmp_path,
@@ -125,7 +142,7 @@ def test_process_run_kills_what_the_command_left_running(tmp_path: Path) -> None
         open({str(marker)!r}, "w").write(str(child.pid))
         """,
     )
-    subject = ProcessSubject(python(program))
+    subject = ProcessSubject(python(program), fork=fork)
     try:
         assert subject.run(Schedule(), seed=0, timeout=30).passed
     finally:
@@ -172,3 +189,51 @@ def test_process_subject_reproduction_names_the_program() -> None:
         assert "runpy.run_path" in subject.name and FRAMED in subject.name
     finally:
         subject.close()
+
+
+@both_ways
+def test_process_child_exits_as_python_does(tmp_path: Path, fork: bool) -> None:
+    """Files left open are flushed, non-daemon threads joined, stdin is empty, and each
+    run draws its own random numbers."""
+    out = tmp_path / "out"
+    program = script(
+        tmp_path,
+        f"""
+        import random, sys, threading, time
+        log = open({str(out)!r}, "a")
+        log.write(f"{{random.random()}}\\n")  # never closed, never flushed
+        try:
+            input()
+        except EOFError:
+            log.write("stdin empty\\n")
+        def late():
+            time.sleep(0.2)
+            log.write("thread joined\\n")
+        threading.Thread(target=late).start()
+        """,
+    )
+    subject = ProcessSubject(python(program), fork=fork)
+    try:
+        for _ in range(2):
+            outcome = subject.run(Schedule(), seed=0, timeout=30)
+            assert outcome.passed, outcome.details
+    finally:
+        subject.close()
+    lines = out.read_text().splitlines()
+    assert lines[1:3] == ["stdin empty", "thread joined"] == lines[4:6]
+    assert lines[0] != lines[3]  # a fresh random seed per run
+
+
+def test_process_forks_only_this_interpreter_on_a_script(tmp_path: Path) -> None:
+    from sockwork.faults.exploration.zygote import forkable
+
+    me = sys.executable
+    assert forkable([me, "x.py", "-v"], me)
+    assert forkable([me, "-m", "pkg.mod", "a"], me)
+    assert not forkable([me, "-u", "x.py"], me)  # interpreter options: exec
+    assert not forkable([me, "-c", "pass"], me)
+    assert not forkable([me, "-m"], me)
+    assert not forkable([me], me)
+    assert not forkable(["sh", "x.py"], "/bin/sh")
+    assert not forkable([me, "x.py"], None)
+    assert not ProcessSubject(["sh", "-c", "true"]).forks

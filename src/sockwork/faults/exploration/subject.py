@@ -15,8 +15,10 @@ fails with an exception, a non-zero exit or a hang.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
 import shlex
 import shutil
 import signal
@@ -40,9 +42,10 @@ from sockwork.faults.exploration.outcome import FailureKind, Outcome
 from sockwork.faults.exploration.recorder import Recorder
 from sockwork.faults.exploration.schedule import Schedule
 from sockwork.faults.exploration.trace import Trace, TraceEvent
+from sockwork.faults.exploration.zygote import forkable
 from sockwork.faults.inject import Injection, Match, MatchSpec, Target
 from sockwork.faults.plan import Event
-from sockwork.faults.startup import OUTPUT_FORMAT, child_environment
+from sockwork.faults.startup import OUTPUT_FORMAT, child_environment, server_environment
 from sockwork.faults.vocabulary import fault_to_dict
 
 __all__ = ["CommandNotFound", "FunctionSubject", "ProcessSubject", "Subject"]
@@ -231,6 +234,8 @@ class FunctionSubject:
 
 # How long a hung child has to write its stacks (SIGUSR1) before it is killed.
 _STACKS_GRACE = 0.5
+# How long the fork server may take to answer a request before it is given up.
+_SERVER_TIMEOUT = 30.0
 # The tail of a failed child's output kept in the outcome's details.
 _OUTPUT_TAIL = 4000
 
@@ -275,6 +280,7 @@ class ProcessSubject:
         match: Match | None = None,
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
+        fork: bool = True,
     ) -> None:
         argv = [str(a) for a in argv]
         if not argv:
@@ -284,7 +290,8 @@ class ProcessSubject:
                 "ProcessSubject: match must be a Match (role, host, port): "
                 "a function cannot be sent to the child process"
             )
-        if shutil.which(argv[0], path=(env or os.environ).get("PATH")) is None:
+        which = shutil.which(argv[0], path=(env or os.environ).get("PATH"))
+        if which is None:
             raise CommandNotFound(argv[0])
         self.argv = argv
         self.match = match
@@ -294,15 +301,23 @@ class ProcessSubject:
         self.last_events: list[Event] = []
         self._runs = 0
         self._base = Path(tempfile.mkdtemp(prefix="sockwork-explore-"))
-        self._cleanup = weakref.finalize(self, shutil.rmtree, self._base, ignore_errors=True)
+        self._server: _ForkServer | None = None
+        if fork and forkable(argv, which):
+            self._server = _ForkServer(self.env, self.cwd)
+        self._cleanup = weakref.finalize(self, _clean_up, self._base, self._server)
 
     @property
     def command(self) -> Sequence[str] | None:
         """The command line (``sockwork run ... -- COMMAND`` reproduces a run)."""
         return list(self.argv)
 
+    @property
+    def forks(self) -> bool:
+        """True while runs are forked from a warm interpreter rather than exec'd."""
+        return self._server is not None and self._server.alive
+
     def close(self) -> None:
-        """Remove the temporary files (also done when the subject is collected)."""
+        """Stop the fork server and remove the temporary files (also done when collected)."""
         self._cleanup()
 
     def record(self, *, timeout: float) -> tuple[Outcome, Trace]:
@@ -354,26 +369,17 @@ class ProcessSubject:
         try:
             env = child_environment(self._spec(schedule, seed, record, output), self.env)
             log = output / "output.log"
+            log.touch()
             start = now()
-            with open(log, "wb") as sink:
-                try:
-                    child = subprocess.Popen(
-                        self.argv,
-                        env=env,
-                        cwd=self.cwd,
-                        stdin=subprocess.DEVNULL,
-                        stdout=sink,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,  # its own process group: killed as one
-                    )
-                except FileNotFoundError as exc:
-                    raise CommandNotFound(self.argv[0]) from exc
-                try:
-                    status: int | None = child.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    status = None
-                    stacks = _ask_for_stacks(child, output)
-                _kill_group(child)
+            started = None
+            if self._server is not None and self._server.alive:
+                started = self._server.start(self.argv, env, self.cwd, log)
+            if started is not None:
+                pid = started
+                status, stacks = self._server.wait(pid, timeout, output)  # type: ignore[union-attr]
+            else:
+                pid, status, stacks = self._exec(env, log, timeout, output)
+            _kill_group(pid)  # what the run left behind in its process group
             elapsed = now() - start
             reports = _read_reports(output)
             self.last_events = [e for r in reports for e in r.events]
@@ -389,11 +395,155 @@ class ProcessSubject:
                     "hang", f"no result within {timeout:g}s (hang)", details, elapsed
                 )
             else:
-                outcome = _outcome(status, child.pid, reports, tail, elapsed)
+                outcome = _outcome(status, pid, reports, tail, elapsed)
             trace = _merge([r for r in reports if r.trace is not None]) if record else None
             return outcome, trace
         finally:
             shutil.rmtree(output, ignore_errors=True)
+
+    def _exec(
+        self, env: dict[str, str], log: Path, timeout: float, output: Path
+    ) -> tuple[int, int | None, str]:
+        """Start the command with exec; return (pid, status or None on a hang, stacks)."""
+        with open(log, "wb") as sink:
+            try:
+                child = subprocess.Popen(
+                    self.argv,
+                    env=env,
+                    cwd=self.cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group: killed as one
+                )
+            except FileNotFoundError as exc:
+                raise CommandNotFound(self.argv[0]) from exc
+        try:
+            return child.pid, child.wait(timeout), ""
+        except subprocess.TimeoutExpired:
+            stacks = _ask_for_stacks(child.pid, output, lambda: child.poll() is None)
+            _kill_group(child.pid)
+            child.wait()
+            return child.pid, None, stacks
+
+
+def _clean_up(base: Path, server: _ForkServer | None) -> None:
+    if server is not None:
+        server.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+class _ForkServer:
+    """The parent's end of :mod:`sockwork.faults.exploration.zygote` (JSON lines on pipes)."""
+
+    def __init__(self, env: Mapping[str, str], cwd: str | os.PathLike[str] | None) -> None:
+        self._buffer = b""
+        self._proc: subprocess.Popen[bytes] | None = None
+        try:
+            self._proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "from sockwork.faults.exploration.zygote import serve; serve()",
+                ],
+                env=server_environment(env),
+                cwd=cwd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                start_new_session=True,
+            )
+        except OSError:
+            self._proc = None
+
+    @property
+    def alive(self) -> bool:
+        """True while the server runs."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        cwd: str | os.PathLike[str] | None,
+        log: Path,
+    ) -> int | None:
+        """Fork a child running ``argv``; its pid, or None when the server failed."""
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            return None
+        request = {
+            "argv": list(argv),
+            "cwd": None if cwd is None else os.fspath(cwd),
+            "env": dict(env),
+            "log": str(log),
+        }
+        try:
+            proc.stdin.write(json.dumps(request).encode() + b"\n")
+            proc.stdin.flush()
+        except OSError:
+            self.stop()
+            return None
+        answer = self._answer(now() + _SERVER_TIMEOUT)
+        if answer is None or "pid" not in answer:
+            self.stop()
+            return None
+        return int(answer["pid"])
+
+    def wait(self, pid: int, timeout: float, output: Path) -> tuple[int | None, str]:
+        """Wait for the child's status; on a hang get its stacks and kill it (None)."""
+        answer = self._answer(now() + timeout)
+        if answer is not None:
+            return int(answer["status"]), ""
+        reaped: list[dict[str, int]] = []
+
+        def alive() -> bool:
+            if not reaped:
+                found = self._answer(now())
+                if found is not None:
+                    reaped.append(found)
+            return not reaped
+
+        stacks = _ask_for_stacks(pid, output, alive)
+        _kill_group(pid)
+        if not reaped:
+            self._answer(now() + _SERVER_TIMEOUT)  # the server reaps it
+        return None, stacks
+
+    def _answer(self, deadline: float) -> dict[str, int] | None:
+        """The next answer line, or None at ``deadline`` (or if the server died)."""
+        proc = self._proc
+        if proc is None or proc.stdout is None:
+            return None
+        fd = proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            left = max(0.0, deadline - now())
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                return None
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                self.stop()
+                return None
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        data = json.loads(line)
+        return data if isinstance(data, dict) else None
+
+    def stop(self) -> None:
+        """Stop the server (closing its stdin ends it; killed if it lingers)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        try:
+            proc.wait(2)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def _python_call(argv: Sequence[str]) -> str:
@@ -416,20 +566,20 @@ def _python_call(argv: Sequence[str]) -> str:
     return f"main()  # the entry point of {shlex.join(argv)}; or use the command line form"
 
 
-def _ask_for_stacks(child: subprocess.Popen[bytes], output: Path) -> str:
+def _ask_for_stacks(pid: int, output: Path, alive: Callable[[], bool]) -> str:
     """Ask a hung child for its threads' stacks (SIGUSR1, see startup.py); return them."""
-    stacks = output / f"{child.pid}.stacks"
+    stacks = output / f"{pid}.stacks"
     sigusr1 = getattr(signal, "SIGUSR1", None)
     if sigusr1 is None or not stacks.exists():
         return ""
     try:
-        os.kill(child.pid, sigusr1)
+        os.kill(pid, sigusr1)
     except OSError:
         return ""
     # faulthandler writes from its C signal handler: wait until the file stops growing.
     deadline = now() + _STACKS_GRACE
     size = -1
-    while now() < deadline and child.poll() is None:
+    while now() < deadline and alive():
         time.sleep(0.02)
         current = stacks.stat().st_size
         if current and current == size:
@@ -438,14 +588,10 @@ def _ask_for_stacks(child: subprocess.Popen[bytes], output: Path) -> str:
     return stacks.read_text(encoding="utf-8", errors="replace").strip()
 
 
-def _kill_group(child: subprocess.Popen[bytes]) -> None:
-    """Kill the child's process group: the child if it still runs, and what it left."""
-    try:
-        os.killpg(child.pid, signal.SIGKILL)
-    except (OSError, AttributeError):
-        if child.poll() is None:
-            child.kill()
-    child.wait()
+def _kill_group(pid: int) -> None:
+    """Kill the process group ``pid`` leads: the child if it still runs, and what it left."""
+    with contextlib.suppress(OSError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 @dataclass(frozen=True)

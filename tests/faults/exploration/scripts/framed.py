@@ -101,9 +101,14 @@ def main(argv: list[str]) -> int:
             answer = spawn_and_ask(correct=correct)
         else:
             with socket.create_server(("127.0.0.1", 0)) as listener:
-                thread = threading.Thread(target=serve, args=(listener,), daemon=True)
+                thread = threading.Thread(
+                    target=serve, args=(listener,), kwargs={"once": True}, daemon=True
+                )
                 thread.start()
-                answer = ask(listener.getsockname()[1], correct=correct)
+                try:
+                    answer = ask(listener.getsockname()[1], correct=correct)
+                finally:
+                    thread.join(5)  # the server's side ends before the program does
     except OSError as exc:  # a clean network error keeps the contract
         print(f"network error: {exc!r}")
         return 0

@@ -1,0 +1,96 @@
+"""`sockwork explore -- COMMAND`: schedules per second with a fresh process per run.
+
+The subject is a one-connection client (tests/faults/exploration/scripts/framed.py
+--correct: it starts its server in a thread, sends a 12-byte request and reads a
+204-byte answer) that keeps its contract under every fault, so every schedule of the
+budget runs. Only faults that cut or split bytes are explored (no waiting), so the
+time is what a run costs: starting Python, the start-up hook, the program, the parent.
+
+Also measured, to see where a run's time goes (median of REPEAT child starts):
+a bare `python -c pass`, `python -c "import sockwork.faults"`, and the program under
+the hook with no fault.
+
+Usage: .venv/bin/python benchmarks/explore_process.py [BUDGET]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PROGRAM = str(ROOT / "tests" / "faults" / "exploration" / "scripts" / "framed.py")
+REPEAT = 15
+
+
+def child_start(argv: list[str], env: dict[str, str] | None = None) -> float:
+    times = []
+    for _ in range(REPEAT):
+        started = time.perf_counter()
+        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    budget = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+    py = sys.executable
+    from sockwork.faults.startup import child_environment
+
+    with tempfile.TemporaryDirectory() as out:
+        hooked = child_environment({"faults": [], "output": out})
+        rows = [
+            ("python -c pass", child_start([py, "-c", "pass"])),
+            (
+                "python -c 'import sockwork.faults'",
+                child_start([py, "-c", "import sockwork.faults"]),
+            ),
+            ("program, no hook", child_start([py, PROGRAM, "--correct"])),
+            ("program under the hook, no fault", child_start([py, PROGRAM, "--correct"], hooked)),
+        ]
+    for name, seconds in rows:
+        print(f"{name:40} {seconds * 1000:7.1f} ms")
+
+    with tempfile.TemporaryDirectory() as out:
+        result = Path(out) / "result.json"
+        started = time.perf_counter()
+        subprocess.run(
+            [
+                py,
+                "-m",
+                "sockwork",
+                "explore",
+                "--budget",
+                str(budget),
+                "--faults",
+                "Slice,CloseAfter,HalfClose,Refuse,CloseOnAccept",
+                "--json",
+                str(result),
+                "--",
+                py,
+                PROGRAM,
+                "--correct",
+            ],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            env=dict(os.environ),
+        )
+        wall = time.perf_counter() - started
+        data = json.loads(result.read_text())
+    runs = data["schedules_run"]
+    print(
+        f"sockwork explore: {runs} schedules in {data['elapsed_s']:.2f}s "
+        f"(+ record and CLI start: {wall:.2f}s wall) -> "
+        f"{runs / data['elapsed_s']:.1f} schedules/s; "
+        f"found={data['found']}; kinds {', '.join(data['fault_kinds_tried'])}"
+    )
+
+
+if __name__ == "__main__":
+    main()
