@@ -6,6 +6,9 @@ The subject is a one-connection client (tests/faults/exploration/scripts/framed.
 budget runs. Only faults that cut or split bytes are explored (no waiting), so the
 time is what a run costs: starting Python, the start-up hook, the program, the parent.
 
+Then the same through the API, runs forked from a warm interpreter (the default for
+``python script.py``) and exec'd (``fork=False``).
+
 Also measured, to see where a run's time goes (median of REPEAT child starts):
 a bare `python -c pass`, `python -c "import sockwork.faults"`, and the program under
 the hook with no fault.
@@ -90,6 +93,23 @@ def main() -> None:
         f"{runs / data['elapsed_s']:.1f} schedules/s; "
         f"found={data['found']}; kinds {', '.join(data['fault_kinds_tried'])}"
     )
+    from sockwork.faults.exploration import explore
+    from sockwork.faults.exploration.subject import ProcessSubject
+
+    for fork in (True, False):
+        subject = ProcessSubject([py, PROGRAM, "--correct"], fork=fork)
+        try:
+            found = explore(
+                subject,
+                budget=min(budget, 50),
+                faults={"Slice", "CloseAfter", "HalfClose", "Refuse", "CloseOnAccept"},
+            )
+        finally:
+            subject.close()
+        print(
+            f"explore(ProcessSubject(fork={fork})): {found.schedules_run} schedules in "
+            f"{found.elapsed_s:.2f}s -> {found.schedules_run / found.elapsed_s:.1f} schedules/s"
+        )
 
 
 if __name__ == "__main__":

@@ -136,9 +136,13 @@ def _exit(status: int) -> NoReturn:
 
 def serve() -> None:
     """Serve fork requests on stdin until it closes (see ``# Rules:``)."""
+    import faulthandler  # noqa: F401 - imported once, for every child
     import gc
+    import random  # noqa: F401
+    import runpy  # noqa: F401
+    import signal  # noqa: F401
 
-    import sockwork.faults.exploration.recorder  # noqa: F401 - imported once, for every child
+    import sockwork.faults.exploration.recorder  # noqa: F401
     import sockwork.faults.startup  # noqa: F401
 
     gc.freeze()  # children neither scan nor copy what is already here

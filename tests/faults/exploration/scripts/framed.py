@@ -108,7 +108,10 @@ def main(argv: list[str]) -> int:
                 try:
                     answer = ask(listener.getsockname()[1], correct=correct)
                 finally:
-                    thread.join(5)  # the server's side ends before the program does
+                    # The server's side ends before the program does (shutdown wakes
+                    # an accept() still waiting for a client that never came).
+                    listener.shutdown(socket.SHUT_RDWR)
+                    thread.join(5)
     except OSError as exc:  # a clean network error keeps the contract
         print(f"network error: {exc!r}")
         return 0
