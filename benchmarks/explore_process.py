@@ -13,11 +13,13 @@ Also measured, to see where a run's time goes (median of REPEAT child starts):
 a bare `python -c pass`, `python -c "import sockwork.faults"`, and the program under
 the hook with no fault.
 
-Usage: .venv/bin/python benchmarks/explore_process.py [BUDGET]
+Usage: .venv/bin/python benchmarks/explore_process.py [--budget N] [--quick]
+[--summary-json FILE]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
@@ -26,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import summary
 
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAM = str(ROOT / "tests" / "faults" / "exploration" / "scripts" / "framed.py")
@@ -42,7 +46,12 @@ def child_start(argv: list[str], env: dict[str, str] | None = None) -> float:
 
 
 def main() -> None:
-    budget = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=int, default=200, help="schedules (default 200)")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 20 schedules")
+    summary.add_argument(parser)
+    args = parser.parse_args()
+    budget = 20 if args.quick else args.budget
     py = sys.executable
     from sockwork.faults.startup import child_environment
 
@@ -87,15 +96,17 @@ def main() -> None:
         wall = time.perf_counter() - started
         data = json.loads(result.read_text())
     runs = data["schedules_run"]
+    cli_rate = runs / data["elapsed_s"]
     print(
         f"sockwork explore: {runs} schedules in {data['elapsed_s']:.2f}s "
         f"(+ record and CLI start: {wall:.2f}s wall) -> "
-        f"{runs / data['elapsed_s']:.1f} schedules/s; "
+        f"{cli_rate:.1f} schedules/s; "
         f"found={data['found']}; kinds {', '.join(data['fault_kinds_tried'])}"
     )
     from sockwork.faults.exploration import explore
     from sockwork.faults.exploration.subject import ProcessSubject
 
+    rates = {}
     for fork in (True, False):
         subject = ProcessSubject([py, PROGRAM, "--correct"], fork=fork)
         try:
@@ -106,10 +117,25 @@ def main() -> None:
             )
         finally:
             subject.close()
+        rates[fork] = found.schedules_run / found.elapsed_s
         print(
             f"explore(ProcessSubject(fork={fork})): {found.schedules_run} schedules in "
-            f"{found.elapsed_s:.2f}s -> {found.schedules_run / found.elapsed_s:.1f} schedules/s"
+            f"{found.elapsed_s:.2f}s -> {rates[fork]:.1f} schedules/s"
         )
+    summary.write(
+        args.summary_json,
+        "explore_process",
+        [
+            summary.Figure(
+                "sockwork explore, fresh process per run",
+                cli_rate,
+                "schedules/s",
+                at_least=20,
+                goal="issue 15",
+            ),
+            summary.Figure("ProcessSubject exec'd per run", rates[False], "schedules/s"),
+        ],
+    )
 
 
 if __name__ == "__main__":
