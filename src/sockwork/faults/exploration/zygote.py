@@ -44,7 +44,7 @@ __all__ = ["forkable", "serve"]
 def forkable(argv: Sequence[str], which: str | None) -> bool:
     """True when ``argv`` (``which``: its resolved ``argv[0]``) runs this interpreter on
     a script or a module with no other option, so a forked child can stand in for it."""
-    if which is None or len(argv) < 2:
+    if which is None or len(argv) < 2 or not hasattr(os, "fork"):
         return False
     try:
         same = os.path.samefile(which, sys.executable)
