@@ -243,8 +243,13 @@ def fired(fault_type: type[Fault] | None = None) -> list[Event]:
     Args:
         fault_type: only the events of faults of this class (e.g. ``HalfClose``).
     """
-    with _SCOPES_LOCK:
-        scope = _SCOPES[-1] if _SCOPES else _LAST
+    scope = _fired_scope()
     if scope is None:
         return []
     return scope.report.fired(fault_type)
+
+
+def _fired_scope() -> Injection | None:
+    """The scope :func:`fired` reads: the innermost active one, else the last ended."""
+    with _SCOPES_LOCK:
+        return _SCOPES[-1] if _SCOPES else _LAST
