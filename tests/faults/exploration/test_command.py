@@ -217,3 +217,38 @@ def test_explore_usage_errors_are_one_line_and_status_2(
     assert len(lines) == 1, err
     assert lines[0].startswith(("sockwork explore: ", "sockwork explore: error: "))
     assert message in lines[0]
+
+
+def test_explore_draws_a_progress_line_on_a_terminal(tmp_path: Path) -> None:
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        child = subprocess.run(
+            [sys.executable, "-m", "sockwork", "explore", "--budget", "3", "--faults", "Slice"]
+            + ["--", sys.executable, FRAMED, "--correct"],
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            timeout=120,
+            check=False,
+        )
+        os.close(follower)
+        follower = -1
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        if follower >= 0:
+            os.close(follower)
+        os.close(leader)
+    assert child.returncode == 0, child.stdout
+    assert b"\rsockwork explore: 1 schedule(s), 0 failure(s)" in seen
+    assert seen.endswith(b"\r\x1b[K")  # erased before the result is printed
+    assert child.stdout.startswith(b"no failing schedule in ")
