@@ -417,3 +417,24 @@ def test_combine_applies_the_plans_rule_to_stacked_actions(
     actions: list[Action], expected: Action
 ) -> None:
     assert combine(actions) == expected
+
+
+def test_event_json_round_trip() -> None:
+    from sockwork.faults import HalfClose
+    from sockwork.faults.plan import Event
+
+    event = Event(HalfClose(5, connections={2}), "half-close", "stream", 2, "send", 5, 0.25, "c")
+    data = event.to_json()
+    assert data == {
+        "fault": {"type": "HalfClose", "bytes": 5, "connections": [2]},
+        "what": "half-close",
+        "kind": "stream",
+        "connection": 2,
+        "direction": "send",
+        "offset": 5,
+        "at": 0.25,
+        "label": "c",
+    }
+    assert Event.from_json(data) == event
+    with pytest.raises(ValueError, match="malformed fault event"):
+        Event.from_json({"what": "fired"})

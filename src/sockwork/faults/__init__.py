@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sockwork.faults.exploration import ExploreResult, explore
+from typing import TYPE_CHECKING
+
 from sockwork.faults.inject import Injection, Match, Target, fired, inject
 from sockwork.faults.patch import Handle, PatchableSocket, apply, make_socket_patchable
 from sockwork.faults.plan import Event, Plan, Report
@@ -63,3 +64,16 @@ __all__ = [
     "inject",
     "make_socket_patchable",
 ]
+
+if TYPE_CHECKING:
+    from sockwork.faults.exploration import ExploreResult, explore
+
+
+def __getattr__(name: str) -> object:
+    # Exploration is imported on first use: every process that ``sockwork run`` or
+    # ``sockwork explore`` starts imports this package at start-up, and needs none of it.
+    if name in ("ExploreResult", "explore"):
+        from sockwork.faults import exploration
+
+        return getattr(exploration, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from functools import partial
-from pathlib import Path
 
 from sockwork.address import parse_float, parse_int, parse_port
 from sockwork.cli import argument_type
-from sockwork.faults.startup import ENVIRONMENT_VARIABLE
+from sockwork.faults.exploration.command import register as register_explore
+from sockwork.faults.startup import child_environment
 from sockwork.faults.units import parse_duration, parse_int_range, parse_rate, parse_size
 from sockwork.faults.vocabulary import (
     AcceptDelay,
@@ -228,7 +227,7 @@ def faults_from_options(args: argparse.Namespace) -> list[Fault]:
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add the ``run`` sub-command."""
+    """Add the ``run`` and ``explore`` sub-commands."""
     parser = subparsers.add_parser(
         "run",
         help="run a Python program with network faults injected from start-up",
@@ -257,6 +256,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the program to run, after --",
     )
     parser.set_defaults(run=run)
+    register_explore(subparsers)
 
 
 def _spec(args: argparse.Namespace) -> dict[str, object]:
@@ -296,14 +296,7 @@ def run(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         sys.stderr.write(f"sockwork run: {exc}\n")
         return 2
-    env = dict(os.environ)
-    site = Path(__file__).resolve().parent / "_site"
-    package_root = Path(__file__).resolve().parents[2]  # the directory holding sockwork/
-    paths = [str(site), str(package_root)]
-    if env.get("PYTHONPATH"):
-        paths.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(paths)
-    env[ENVIRONMENT_VARIABLE] = json.dumps(spec)
+    env = child_environment(spec)
     try:
         return subprocess.call(command, env=env)
     except FileNotFoundError:

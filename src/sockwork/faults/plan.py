@@ -86,9 +86,9 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 from sockwork.faults.vocabulary import (
     AcceptDelay,
@@ -113,6 +113,8 @@ from sockwork.faults.vocabulary import (
     Stall,
     StreamFault,
     Timeout,
+    fault_from_dict,
+    fault_to_dict,
 )
 
 __all__ = [
@@ -272,6 +274,40 @@ class Event:
     offset: int
     at: float
     label: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        """Return the event as JSON-ready data (the fault in ``fault_to_dict`` form)."""
+        return {
+            "fault": fault_to_dict(self.fault),
+            "what": self.what,
+            "kind": self.kind,
+            "connection": self.connection,
+            "direction": self.direction,
+            "offset": self.offset,
+            "at": round(self.at, 6),
+            "label": self.label,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> Event:
+        """Build an event from :meth:`to_json`'s form; raises ValueError when malformed."""
+        try:
+            raw = data["fault"]
+            if not isinstance(raw, Mapping):
+                raise TypeError("'fault' must be an object")
+            direction = data.get("direction")
+            return cls(
+                fault_from_dict(raw),
+                str(data["what"]),
+                str(data["kind"]),
+                int(cast(int, data["connection"])),
+                None if direction is None else str(direction),
+                int(cast(int, data.get("offset", 0))),
+                float(cast(float, data.get("at", 0.0))),
+                str(data.get("label", "")),
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"malformed fault event {dict(data)!r}: {exc}") from exc
 
     def __str__(self) -> str:
         where = f"{self.kind} #{self.connection}"

@@ -15,18 +15,25 @@ from sockwork.faults.exploration.outcome import (
 from sockwork.faults.exploration.recorder import Recorder
 from sockwork.faults.exploration.schedule import Schedule
 from sockwork.faults.exploration.shrink import shrink
-from sockwork.faults.exploration.subject import FunctionSubject, Subject
+from sockwork.faults.exploration.subject import (
+    CommandNotFound,
+    FunctionSubject,
+    ProcessSubject,
+    Subject,
+)
 from sockwork.faults.exploration.trace import ConnectionTrace, Trace, TraceEvent
 
 __all__ = [
     "EXPLORED_KINDS",
     "BaselineFailed",
+    "CommandNotFound",
     "ConnectionTrace",
     "ExploreError",
     "ExploreResult",
     "FunctionSubject",
     "NoNetworkActivity",
     "Outcome",
+    "ProcessSubject",
     "Recorder",
     "Reproduction",
     "Schedule",
