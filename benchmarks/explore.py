@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import summary
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the corpus lives in the test tree
 
@@ -85,7 +87,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer schedules and repeats")
     parser.add_argument("--seeds", type=int, default=1, help="time-to-failure runs per program")
     parser.add_argument("--skip-command", action="store_true", help="no sockwork explore runs")
+    summary.add_argument(parser)
     args = parser.parse_args()
+    figures: list[summary.Figure] = []
     budget, repeats = (100, 1) if args.quick else (300, 3)
 
     print("## schedules per second, one-connection client test (length_prefix, correct)")
@@ -96,6 +100,8 @@ def main() -> None:
         line = ", ".join(f"{r:.0f}" for r in rates)
         median = statistics.median(rates)
         print(f"| in-process `explore()` | {label} | {budget} | {median:.0f} | {line} |")
+        goal = {"at_least": 200, "goal": "issue 15.6"} if kinds == NO_WAIT else {}
+        figures.append(summary.Figure(f"in-process, {label}", median, "schedules/s", **goal))
     if not args.skip_command:
         command_budget = budget // 5
         for kinds, label in ((NO_WAIT, ", ".join(NO_WAIT)), (None, "all")):
@@ -103,23 +109,35 @@ def main() -> None:
             line = ", ".join(f"{r:.1f}" for r in rates)
             median = statistics.median(rates)
             print(f"| `sockwork explore` | {label} | {command_budget} | {median:.1f} | {line} |")
+            goal = {"at_least": 20, "goal": "issue 15.6"} if kinds == NO_WAIT else {}
+            figures.append(summary.Figure(f"command, {label}", median, "schedules/s", **goal))
 
     print()
     print("## time to first failure, buggy variants (budget 300, seeds from 0)")
     print("| program | bug | first failure s | with shrinking s | schedules | shrunk schedule |")
     print("|---|---|---:|---:|---:|---|")
     totals = []
+    found = 0
     for prog in PROGRAMS:
         runs = [first_failure(prog.name, seed) for seed in range(args.seeds)]
         first_s = statistics.median(r[0] for r in runs)
         whole_s = statistics.median(r[1] for r in runs)
         count = statistics.median(r[2] for r in runs)
         totals.append(whole_s)
+        found += all(r[3] != "not found" for r in runs)
         print(
             f"| {prog.name} | {prog.bug} | {first_s:.2f} | {whole_s:.2f} | {count:.0f} "
             f"| `{runs[0][3]}` |"
         )
-    print(f"\nmedian exploration time over the corpus: {statistics.median(totals):.2f} s")
+    median_s = statistics.median(totals)
+    print(f"\nmedian exploration time over the corpus: {median_s:.2f} s")
+    figures.append(
+        summary.Figure("corpus bugs found", found, f"of {len(PROGRAMS)}", at_least=len(PROGRAMS))
+    )
+    figures.append(
+        summary.Figure("median time to a shrunk bug", median_s, "s", at_most=60, goal="issue 15")
+    )
+    summary.write(args.summary_json, "explore", figures)
 
 
 if __name__ == "__main__":
