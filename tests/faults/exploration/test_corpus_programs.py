@@ -11,8 +11,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -89,24 +87,11 @@ def test_ordinary_test_passes_as_a_command(prog: Program, variant: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-@contextmanager
-def _running_server(prog: Program) -> Iterator[tuple[str, int]]:
-    argv = [sys.executable, str(prog.path), "serve"]
-    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as server:
-        assert server.stdout is not None and server.stdin is not None
-        *_, host, port = server.stdout.readline().split()
-        try:
-            yield host, int(port)
-        finally:
-            server.stdin.close()
-            assert server.wait(10) == 0
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["length_prefix", "refused_retry"])
 def test_client_against_a_server_already_running(name: str) -> None:
     prog = program(name)
-    with _running_server(prog) as address:
+    with prog.running_server() as address:
         prog.test("correct", address)()
         done = subprocess.run(prog.argv("buggy", address), capture_output=True, timeout=30)
         assert done.returncode == 0, done.stderr
