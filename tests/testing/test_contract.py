@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 
@@ -149,5 +151,7 @@ def test_contract_bad_arguments_fail_at_construction() -> None:
         Contract(within=float("nan"))
 
 
-def test_fired_events_is_empty_outside_a_scope() -> None:
-    assert fired_events() == ()
+def test_fired_events_is_empty_before_any_scope() -> None:
+    code = "from sockwork.testing.contract import fired_events; print(fired_events())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "()"

@@ -18,8 +18,8 @@ faults, and under every schedule it either passes or breaks the contract.
 Some contracts depend on what the network did (no answer is fine when the reply
 was cut, a bug when only the request side was half-closed). ``accept`` is asked,
 for a promised error, whether what fired excuses it; it gets the error and the
-events of :func:`sockwork.faults.fired` (the faults of the current ``inject``
-scope that acted, on which connection)::
+events of :func:`sockwork.faults.fired` that happened during the block (which
+faults of the current ``inject`` scope acted, on which connection)::
 
     def reply_cut(error, fired):
         return any(not isinstance(event.fault, HalfClose) for event in fired)
@@ -37,6 +37,9 @@ scope that acted, on which connection)::
 #   GeneratorExit) pass through untouched: they are not the code's answer.
 # - A block that never returns cannot be interrupted from its own thread: the
 #   explorer's per-run deadline or pytest-timeout reports it, with the stacks.
+# - ``fired`` is what fired *during* the block: fired() falls back to the last
+#   finished scope when none is active, and a stale scope must never excuse an
+#   error (its events are the same at both ends of the block, so none count).
 
 from __future__ import annotations
 
@@ -71,6 +74,13 @@ def fired_events() -> tuple[Event, ...]:
     return tuple(fired()) if fired is not None else ()
 
 
+def _since(before: tuple[Event, ...], after: tuple[Event, ...]) -> tuple[Event, ...]:
+    """The events of ``after`` that came after ``before`` (all of them if another scope)."""
+    if after[: len(before)] == before:
+        return after[len(before) :]
+    return after  # a new scope, or the report dropped old events: count them all
+
+
 def _failed_line(error: BaseException) -> str:
     """The source line of a bare ``assert`` (outside pytest, which rewrites the message)."""
     frames = traceback.extract_tb(error.__traceback__)
@@ -88,7 +98,8 @@ class Contract:
     Use it as a context manager (``with contract(...) as c:``) or as a decorator
     (``@contract(...)``: each call checks the contract afresh). After the block,
     ``error`` is the promised error that ended it (None when it finished),
-    ``elapsed`` its duration and ``fired`` what the faults did meanwhile.
+    ``elapsed`` its duration and ``fired`` the events of
+    :func:`sockwork.faults.fired` that happened during the block.
     """
 
     def __init__(
@@ -109,10 +120,12 @@ class Contract:
         self.elapsed = 0.0
         self.fired: tuple[Event, ...] = ()
         self._start: float | None = None
+        self._before: tuple[Event, ...] = ()
 
     def __enter__(self) -> Contract:
         if self._start is not None:
             raise RuntimeError("a Contract checks one block; make a new one for the next")
+        self._before = fired_events()
         self._start = time.monotonic()
         return self
 
@@ -124,7 +137,7 @@ class Contract:
     ) -> bool:
         assert self._start is not None
         self.elapsed = time.monotonic() - self._start
-        self.fired = fired_events()
+        self.fired = _since(self._before, fired_events())
         if error is not None and not isinstance(error, Exception):
             return False  # KeyboardInterrupt, SystemExit: not an answer
         if isinstance(error, ContractBroken):
@@ -187,7 +200,8 @@ def contract(
             (default ``ConnectionError, TimeoutError``).
         within: the deadline in seconds (None: no deadline).
         accept: ``accept(error, fired) -> bool``, asked for each promised error with
-            the events of :func:`sockwork.faults.fired`; False makes it a bug.
+            the events of :func:`sockwork.faults.fired` that happened during the
+            block; False makes it a bug.
 
     Raises:
         TypeError: an ``errors`` item is not an exception class.
