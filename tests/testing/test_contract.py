@@ -12,7 +12,7 @@ import pytest
 from sockwork.errors import ContractBroken, SockworkError
 from sockwork.faults import Event
 from sockwork.testing import Contract
-from sockwork.testing.contract import contract, fired_events
+from sockwork.testing.contract import contract
 
 
 def test_contract_passes_a_right_answer() -> None:
