@@ -21,7 +21,7 @@ BUDGET = 300
 TWIN_SEEDS = (0, 1, 2, 3, 4) if FULL else (0, 1)
 TWIN_TIME = 120.0 if FULL else 4.0
 # Bugs whose only symptom is a hang: each costs the explorer a per-run deadline or two.
-HANGS = {"read_timeout", "connect_timeout"}
+HANGS = {"read_timeout", "connect_timeout", "eof_spin"}
 # Found only by latency above the client's timeout, late in the candidate order (~20 s).
 SLOW = HANGS | {"stale_reply"}
 # Shrinking may keep a milder fault that fails only with some thread timings: a FIN on

@@ -51,6 +51,7 @@ KNOWN: dict[str, tuple[tuple[Fault, ...], Match | None]] = {
     "server_one_recv": ((Slice(50, direction="recv"),), Match(role="server")),
 }
 HANGING = {
+    "eof_spin": ["--close-after", "100", "--direction", "recv", "--match-role", "client"],
     "read_timeout": ["--stall-after", "0", "--direction", "recv", "--match-role", "client"],
     "connect_timeout": ["--connect-timeout"],
 }

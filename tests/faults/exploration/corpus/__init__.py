@@ -46,6 +46,7 @@ _NAMES = (
     "greeting_eof",
     "async_reader",
     "server_one_recv",
+    "eof_spin",
 )
 
 
