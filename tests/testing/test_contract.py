@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import socket
 import time
 from collections.abc import Sequence
 
 import pytest
 
 from sockwork.errors import ContractBroken, SockworkError
-from sockwork.faults import Event
+from sockwork.faults import CloseAfter, Event, Refuse, inject
 from sockwork.testing import Contract
-from sockwork.testing.contract import contract
+from sockwork.testing.contract import contract, fired_events
 
 
 def test_contract_passes_a_right_answer() -> None:
@@ -113,6 +112,30 @@ def test_contract_accept_decides_with_what_fired() -> None:
     assert len(seen) == 1 and seen[0][1] == ()
 
 
+def test_contract_accept_sees_the_faults_of_the_scope() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    refusals: list[int] = []
+
+    def refused_twice(error: BaseException, fired: Sequence[Event]) -> bool:
+        refusals.append(sum(event.what == "refuse" for event in fired))
+        return refusals[-1] >= 2
+
+    with listener, inject(Refuse(connections=2), seed=1):
+        for expected in (False, True):
+            attempts = 1 if not expected else 2
+            try:
+                with contract(ConnectionError, accept=refused_twice):
+                    for _ in range(attempts):
+                        try:
+                            socket.create_connection(listener.getsockname(), timeout=1).close()
+                        except ConnectionRefusedError:
+                            continue
+                    raise ConnectionRefusedError(111, "gave up")
+            except ContractBroken:
+                assert not expected
+    assert refusals == [1, 2]
+
+
 def test_contract_decorator_checks_each_call() -> None:
     calls: list[int] = []
 
@@ -151,7 +174,13 @@ def test_contract_bad_arguments_fail_at_construction() -> None:
         Contract(within=float("nan"))
 
 
-def test_fired_events_is_empty_before_any_scope() -> None:
-    code = "from sockwork.testing.contract import fired_events; print(fired_events())"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "()"
+def test_fired_events_ignores_a_scope_that_ended_before_the_block() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        with inject(CloseAfter(0, direction="recv"), seed=1) as scope:
+            with socket.create_connection(server.getsockname(), timeout=5) as client:
+                assert client.recv(10) == b""  # the fault's FIN
+    assert [event.what for event in scope.report.fired()] == ["fired", "close"]
+    # Read later, outside any scope: that scope is what fired() still reports, but a
+    # block that began after it ended did not see it.
+    assert fired_events() == tuple(scope.report.fired())
+    assert fired_events(since=scope) == ()

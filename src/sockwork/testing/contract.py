@@ -18,8 +18,8 @@ faults, and under every schedule it either passes or breaks the contract.
 Some contracts depend on what the network did (no answer is fine when the reply
 was cut, a bug when only the request side was half-closed). ``accept`` is asked,
 for a promised error, whether what fired excuses it; it gets the error and the
-events of :func:`sockwork.faults.fired` that happened during the block (which
-faults of the current ``inject`` scope acted, on which connection)::
+events of :func:`sockwork.faults.fired` (the faults of the current ``inject``
+scope that acted, on which connection)::
 
     def reply_cut(error, fired):
         return any(not isinstance(event.fault, HalfClose) for event in fired)
@@ -37,14 +37,10 @@ faults of the current ``inject`` scope acted, on which connection)::
 #   GeneratorExit) pass through untouched: they are not the code's answer.
 # - A block that never returns cannot be interrupted from its own thread: the
 #   explorer's per-run deadline or pytest-timeout reports it, with the stacks.
-# - ``fired`` is what fired *during* the block: fired() falls back to the last
-#   finished scope when none is active, and a stale scope must never excuse an
-#   error (its events are the same at both ends of the block, so none count).
 
 from __future__ import annotations
 
 import functools
-import importlib
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -52,6 +48,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from sockwork.errors import ContractBroken
+from sockwork.faults.inject import _fired_scope
 
 if TYPE_CHECKING:
     from sockwork.faults.plan import Event
@@ -67,18 +64,17 @@ Accept = Callable[[BaseException, Sequence["Event"]], bool]
 DEFAULT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
 
 
-def fired_events() -> tuple[Event, ...]:
-    """Return :func:`sockwork.faults.fired` (no scope, or no such function: empty)."""
-    faults = importlib.import_module("sockwork.faults")
-    fired: Callable[[], Sequence[Event]] | None = getattr(faults, "fired", None)
-    return tuple(fired()) if fired is not None else ()
+def fired_events(*, since: object = None) -> tuple[Event, ...]:
+    """Return :func:`sockwork.faults.fired`, empty when no scope ran since ``since``.
 
-
-def _since(before: tuple[Event, ...], after: tuple[Event, ...]) -> tuple[Event, ...]:
-    """The events of ``after`` that came after ``before`` (all of them if another scope)."""
-    if after[: len(before)] == before:
-        return after[len(before) :]
-    return after  # a new scope, or the report dropped old events: count them all
+    ``since`` is the scope :func:`sockwork.faults.fired` read when a block began, if
+    it had already ended then: a scope left over from earlier code (another test) is
+    not what happened in this block.
+    """
+    scope = _fired_scope()
+    if scope is None or (scope is since and not scope.active):
+        return ()
+    return tuple(scope.report.fired())
 
 
 def _failed_line(error: BaseException) -> str:
@@ -98,8 +94,7 @@ class Contract:
     Use it as a context manager (``with contract(...) as c:``) or as a decorator
     (``@contract(...)``: each call checks the contract afresh). After the block,
     ``error`` is the promised error that ended it (None when it finished),
-    ``elapsed`` its duration and ``fired`` the events of
-    :func:`sockwork.faults.fired` that happened during the block.
+    ``elapsed`` its duration and ``fired`` what the faults did meanwhile.
     """
 
     def __init__(
@@ -120,13 +115,14 @@ class Contract:
         self.elapsed = 0.0
         self.fired: tuple[Event, ...] = ()
         self._start: float | None = None
-        self._before: tuple[Event, ...] = ()
+        self._since: object = None  # a scope that had ended before the block
 
     def __enter__(self) -> Contract:
         if self._start is not None:
             raise RuntimeError("a Contract checks one block; make a new one for the next")
-        self._before = fired_events()
         self._start = time.monotonic()
+        scope = _fired_scope()
+        self._since = scope if scope is not None and not scope.active else None
         return self
 
     def __exit__(
@@ -137,7 +133,7 @@ class Contract:
     ) -> bool:
         assert self._start is not None
         self.elapsed = time.monotonic() - self._start
-        self.fired = _since(self._before, fired_events())
+        self.fired = fired_events(since=self._since)
         if error is not None and not isinstance(error, Exception):
             return False  # KeyboardInterrupt, SystemExit: not an answer
         if isinstance(error, ContractBroken):
@@ -200,8 +196,7 @@ def contract(
             (default ``ConnectionError, TimeoutError``).
         within: the deadline in seconds (None: no deadline).
         accept: ``accept(error, fired) -> bool``, asked for each promised error with
-            the events of :func:`sockwork.faults.fired` that happened during the
-            block; False makes it a bug.
+            the events of :func:`sockwork.faults.fired`; False makes it a bug.
 
     Raises:
         TypeError: an ``errors`` item is not an exception class.

@@ -29,9 +29,6 @@ SLOW = HANGS | {"stale_reply"}
 # turns into the RST the bug needs, unless the request has not arrived yet. The shrunk
 # schedule then does not always fail on replay (told to the explore engineer).
 RACY_SHRINK = {"reset_shutdown"}
-# Their correct twins' contracts read sockwork.faults.fired() (the halfclose branch).
-# TODO: add them to the twin checks once fired() is on main.
-NEEDS_FIRED = {"dns_failure", "half_close", "refused_retry", "slow_client"}
 
 
 def _params(names: set[str], *, slow: set[str]) -> list[object]:
@@ -55,7 +52,7 @@ def test_explore_finds_the_bug(name: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", TWIN_SEEDS)
-@pytest.mark.parametrize("name", sorted({p.name for p in PROGRAMS} - NEEDS_FIRED))
+@pytest.mark.parametrize("name", sorted(p.name for p in PROGRAMS))
 def test_explore_never_flags_the_correct_twin(name: str, seed: int) -> None:
     prog = program(name)
     result = explore(prog.test("correct"), budget=BUDGET, time=TWIN_TIME, seed=seed)
