@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from sockwork.errors import ContractBroken, SockworkError
-from sockwork.faults import CloseAfter, Event, inject
+from sockwork.faults import CloseAfter, Event, Refuse, inject
 from sockwork.testing import Contract
 from sockwork.testing.contract import contract, fired_events
 
@@ -110,6 +110,30 @@ def test_contract_accept_decides_with_what_fired() -> None:
     assert info.value.reason == "error not excused"
     assert "no fault fired" in str(info.value)
     assert len(seen) == 1 and seen[0][1] == ()
+
+
+def test_contract_accept_sees_the_faults_of_the_scope() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    refusals: list[int] = []
+
+    def refused_twice(error: BaseException, fired: Sequence[Event]) -> bool:
+        refusals.append(sum(event.what == "refuse" for event in fired))
+        return refusals[-1] >= 2
+
+    with listener, inject(Refuse(connections=2), seed=1):
+        for expected in (False, True):
+            attempts = 1 if not expected else 2
+            try:
+                with contract(ConnectionError, accept=refused_twice):
+                    for _ in range(attempts):
+                        try:
+                            socket.create_connection(listener.getsockname(), timeout=1).close()
+                        except ConnectionRefusedError:
+                            continue
+                    raise ConnectionRefusedError(111, "gave up")
+            except ContractBroken:
+                assert not expected
+    assert refusals == [1, 2]
 
 
 def test_contract_decorator_checks_each_call() -> None:

@@ -91,6 +91,7 @@ def test_naive_client():
     assert "reproduce with pytest:" in out
     assert re.search(r"@pytest\.mark\.netfaults\(Slice\(.*seed=3", out), out
     assert "with inject(Slice(" in out
+    assert "what fired, and the trace around it:" in out
     assert "test_naive_client()" in out
     assert "sockwork run " in out
     assert "contract broken" in out

@@ -11,8 +11,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -23,10 +21,12 @@ from sockwork.faults import (
     CloseOnAccept,
     DnsFailure,
     Fault,
+    HalfClose,
     Latency,
     Match,
     Refuse,
     Slice,
+    Stall,
     inject,
 )
 from tests.faults.exploration.corpus import PROGRAMS, Program, program
@@ -51,14 +51,14 @@ KNOWN: dict[str, tuple[tuple[Fault, ...], Match | None]] = {
     "greeting_eof": ((CloseOnAccept(),), None),
     "async_reader": ((Slice(100, direction="recv"),), Match(role="client")),
     "server_one_recv": ((Slice(50, direction="recv"),), Match(role="server")),
+    "half_close": ((HalfClose(5, connections={1}),), Match(role="client")),
+    "slow_client": ((Stall(connections={1}),), Match(role="server")),
 }
 HANGING = {
+    "eof_spin": ["--close-after", "100", "--direction", "recv", "--match-role", "client"],
     "read_timeout": ["--stall-after", "0", "--direction", "recv", "--match-role", "client"],
     "connect_timeout": ["--connect-timeout"],
 }
-# Their correct twins' contracts read sockwork.faults.fired(): checked once it exists.
-# TODO: the half_close and slow_client rows wait for HalfClose and fired() (halfclose).
-NEEDS_FIRED = {"dns_failure"}
 
 
 def _env() -> dict[str, str]:
@@ -70,7 +70,7 @@ def _env() -> dict[str, str]:
 def test_corpus_has_a_program_per_bug_class() -> None:
     assert len(PROGRAMS) >= 14
     assert len({p.bug for p in PROGRAMS}) == len(PROGRAMS)
-    assert set(KNOWN) | set(HANGING) | {"half_close", "slow_client"} == {p.name for p in PROGRAMS}
+    assert set(KNOWN) | set(HANGING) == {p.name for p in PROGRAMS}
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -89,24 +89,11 @@ def test_ordinary_test_passes_as_a_command(prog: Program, variant: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-@contextmanager
-def _running_server(prog: Program) -> Iterator[tuple[str, int]]:
-    argv = [sys.executable, str(prog.path), "serve"]
-    with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as server:
-        assert server.stdout is not None and server.stdin is not None
-        *_, host, port = server.stdout.readline().split()
-        try:
-            yield host, int(port)
-        finally:
-            server.stdin.close()
-            assert server.wait(10) == 0
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["length_prefix", "refused_retry"])
 def test_client_against_a_server_already_running(name: str) -> None:
     prog = program(name)
-    with _running_server(prog) as address:
+    with prog.running_server() as address:
         prog.test("correct", address)()
         done = subprocess.run(prog.argv("buggy", address), capture_output=True, timeout=30)
         assert done.returncode == 0, done.stderr
@@ -141,7 +128,7 @@ def test_known_fault_breaks_the_buggy_variant(name: str) -> None:
     assert isinstance(error, AssertionError), f"the bug went unnoticed: {error!r}"
 
 
-@pytest.mark.parametrize("name", sorted(set(KNOWN) - NEEDS_FIRED))
+@pytest.mark.parametrize("name", sorted(KNOWN))
 def test_known_fault_keeps_the_correct_contract(name: str) -> None:
     assert _under(program(name), "correct") is None
 

@@ -13,10 +13,12 @@ for ``sockwork explore -- ...``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
+import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -44,6 +46,7 @@ _NAMES = (
     "greeting_eof",
     "async_reader",
     "server_one_recv",
+    "eof_spin",
 )
 
 
@@ -86,6 +89,24 @@ class Program:
         if server is not None:
             argv += ["--server", f"{server[0]}:{server[1]}"]
         return argv
+
+    @contextlib.contextmanager
+    def running_server(self) -> Iterator[tuple[str, int]]:
+        """Run the server in its own process (``python PATH serve``); yield its address."""
+        if not self.serves:
+            raise ValueError(f"{self.name} has no server of its own to run")
+        argv = [sys.executable, str(self.path), "serve"]
+        with subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        ) as server:
+            assert server.stdout is not None and server.stdin is not None
+            *_, host, port = server.stdout.readline().split()
+            try:
+                yield host, int(port)
+            finally:
+                server.stdin.close()
+                if server.wait(10) != 0:
+                    raise RuntimeError(f"{self.name}'s server exited with {server.returncode}")
 
 
 def program(name: str) -> Program:

@@ -23,7 +23,7 @@ except ImportError:  # run as a script: python length_prefix.py VARIANT
     import _kit  # type: ignore[no-redef]
 
 BUG = "one recv taken as one message"
-QUOTES = {b"wilde": b"I can resist everything except temptation. " * 20}
+QUOTES = {b"wilde": b"I can resist everything except temptation. " * 8}
 
 
 def _send_message(sock: socket.socket, payload: bytes) -> None:

@@ -25,7 +25,7 @@ except ImportError:  # run as a script
     import _kit  # type: ignore[no-redef]
 
 BUG = "send() return value ignored (short write)"
-FILE = bytes(range(256)) * 40
+FILE = bytes(range(256)) * 8
 
 
 def _handle(conn: socket.socket) -> None:
