@@ -244,6 +244,33 @@ def test_splice_without_a_worker_thread_uses_the_transports(
             assert not any(p.splicing for p in pipes(proxy).values())
 
 
+def test_splice_worker_bug_falls_back_to_the_transports(
+    echo_server: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bug in the worker must cost the connection its kernel path, not its bytes.
+    real_pump = splice.Splicer.pump
+    crashes = 0
+
+    def buggy(self: splice.Splicer, worker: splice.SpliceWorker, events: int) -> None:
+        nonlocal crashes
+        if self.received == 0 and crashes < 2:
+            crashes += 1
+            raise ZeroDivisionError("a bug")
+        real_pump(self, worker, events)
+
+    monkeypatch.setattr(splice.Splicer, "pump", buggy)
+    payload = os.urandom(2_000_000)
+    reported: list[object] = []
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        loop = proxy._require_loop()
+        proxy._call(lambda: loop.set_exception_handler(lambda _, ctx: reported.append(ctx)))
+        with socket.create_connection(proxy.address, timeout=10) as client:
+            assert exchange(client, payload) == payload
+            assert not any(p.splicing for p in pipes(proxy).values())
+    assert crashes == 2
+    assert [type(c["exception"]) for c in reported] == [ZeroDivisionError] * 2  # type: ignore[index]
+
+
 def test_splice_refused_by_the_kernel_falls_back(
     echo_server: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -164,9 +164,11 @@ class Hub:
 
         Raises:
             OSError: the thread's epoll or pipe could not be made (out of descriptors).
-            RuntimeError: the thread could not be started.
+            RuntimeError: the thread could not be started, or the proxy is closing.
         """
         if self._worker is None:
+            if self.closing:  # close_worker() ran or is about to: no thread after it
+                raise RuntimeError("the proxy is closing")
             name = f"sockwork-proxy-splice-{id(self):x}"
             self._worker = splice.SpliceWorker(self.loop, name)
         return self._worker

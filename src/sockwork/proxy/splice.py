@@ -125,7 +125,7 @@ class SpliceWorker:
     def unwatch(self, fd: int) -> None:
         """Stop reporting ``fd`` (any thread; an event already taken is ignored)."""
         self._splicers.pop(fd, None)
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):  # ValueError: closed already
             self._epoll.unregister(fd)
 
     def again(self, splicer: Splicer) -> None:
@@ -155,12 +155,15 @@ class SpliceWorker:
                 events = poll(0 if again else -1)
             except OSError:  # closed under us: close() is ending the thread
                 return
-            for fd, flags in events:
-                splicer = splicers.get(fd)
-                if splicer is not None:
+            ready = [(splicers.get(fd), flags) for fd, flags in events]
+            ready += [(again.popleft(), 0) for _ in range(len(again))]
+            for splicer, flags in ready:
+                if splicer is None:
+                    continue
+                try:
                     splicer.pump(self, flags)
-            for _ in range(len(again)):
-                again.popleft().pump(self, 0)
+                except Exception as exc:  # a bug: report it, keep serving the others
+                    splicer.crashed(exc)
 
 
 class Splicer:
@@ -288,6 +291,19 @@ class Splicer:
                 self.received += n
                 self._drained = n < self._short
             worker.again(self)
+
+    def crashed(self, exc: Exception) -> None:
+        """``pump`` raised ``exc`` (a bug): stop, report it, let the owner fall back."""
+        with self._lock:
+            self.failed = True
+            self._unwatch()
+        loop = self._worker.loop
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(
+                loop.call_exception_handler,
+                {"message": "sockwork proxy: the splice worker failed", "exception": exc},
+            )
+        self._tell(self._owner.splice_failed, OSError(errno.EINVAL, f"splice worker: {exc!r}"))
 
     # --- internals (lock held) ----------------------------------------------------------
 
