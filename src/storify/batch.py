@@ -5,11 +5,13 @@
 #   queued while no flush is pending schedules one with ``call_soon``, so the
 #   checkouts of every connection whose request arrived in the same loop iteration
 #   commit together.
-# - A local store (SQLite) commits a batch inline on the loop: one short transaction,
-#   no thread hop (the loop waits for it, as it waited for each checkout before).
-#   A remote store (PostgreSQL) commits in the executor, one batch at a time per
-#   server (batches lock the same rows, so two would only wait on each other);
-#   checkouts arriving meanwhile form the next batch.
+# - With an executor (what storify's API server gives, for SQLite and PostgreSQL
+#   alike), a batch commits in a store thread, one batch at a time per queue
+#   (batches take the same write lock or rows, so two would only wait on each
+#   other); the loop goes on meanwhile, and the checkouts arriving form the next
+#   batch. So the loop never waits for the database: not for a commit, not for
+#   a write lock another process holds. Without one, a batch commits inline on
+#   the loop (the loop waits for it).
 # - ``submit()`` returns only after the batch's transaction committed (or failed):
 #   a reply is never sent for an order that is not durable.
 # - A batch holds at most ``max_batch`` checkouts; the rest wait for the next flush.
