@@ -112,6 +112,8 @@ class Database(ABC):
         lock_schema: statement serialising schema set-up across servers ('' if none needed).
         lock_rows: the clause ending a SELECT that locks the rows it reads until the
             transaction ends ('' where the write transaction holds a lock of everything).
+        serial_writes: True when a write transaction excludes every other writer of the
+            whole database (SQLite's write lock): new rows can be given ids in advance.
     """
 
     kind: str
@@ -120,6 +122,7 @@ class Database(ABC):
     name_equals: str
     lock_schema: str = ""
     lock_rows: str = ""
+    serial_writes: bool = False
 
     @property
     @abstractmethod
@@ -141,6 +144,16 @@ class Database(ABC):
                 except when the connection broke during COMMIT: then it is unknown).
             RuntimeError: the database is closed.
         """
+
+    def run_each(
+        self, connection: Connection, sql: str, rows: Sequence[Sequence[object]]
+    ) -> list[Any]:
+        """Run ``sql`` once per row of parameters; return each run's first result row or None.
+
+        For statements with ``RETURNING``; back ends that can send them all before
+        reading the results (PostgreSQL's pipeline) do.
+        """
+        return [connection.execute(sql, row).fetchone() for row in rows]
 
     @abstractmethod
     def close(self) -> None:
@@ -224,6 +237,7 @@ class SqliteDatabase(Database):
     kind = "sqlite"
     remote = False
     name_equals = "name = ?"  # the column is COLLATE NOCASE
+    serial_writes = True  # BEGIN IMMEDIATE: one writer of the whole file at a time
 
     def __init__(
         self, path: str, *, synchronous: Synchronous = "NORMAL", busy_timeout: float = 5.0
@@ -444,6 +458,21 @@ class _Placeholders:
             cursor.executemany(self._sql(sql), rows)
         return None
 
+    def each_returning(self, sql: str, rows: Sequence[Sequence[object]]) -> list[Any]:
+        """Run ``sql`` per row in one pipeline; each run's first result row, or None."""
+        if not rows:
+            return []
+        found: list[Any] = []
+        with self._connection.cursor() as cursor:
+            cursor.executemany(self._sql(sql), rows, returning=True)
+            while True:
+                found.append(cursor.fetchone())
+                if not cursor.nextset():
+                    break
+        if len(found) != len(rows):
+            raise RuntimeError(f"{len(rows)} statements gave {len(found)} results")
+        return found
+
 
 class PostgresDatabase(Database):
     """A PostgreSQL database reached through a pool of at most ``pool_size`` connections.
@@ -502,6 +531,14 @@ class PostgresDatabase(Database):
     def integrity_errors(self) -> tuple[type[Exception], ...]:
         """``psycopg.IntegrityError``."""
         return (self._psycopg.IntegrityError,)
+
+    def run_each(
+        self, connection: Connection, sql: str, rows: Sequence[Sequence[object]]
+    ) -> list[Any]:
+        """Run ``sql`` once per row, all sent before the first result is read (a pipeline)."""
+        if isinstance(connection, _Placeholders):
+            return connection.each_returning(sql, rows)
+        return super().run_each(connection, sql, rows)
 
     # -- the pool -------------------------------------------------------------------------
 
