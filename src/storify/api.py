@@ -285,12 +285,16 @@ class ApiSession:
             return step.reply(outcome)
         return step
 
-    def begin(self, request: object) -> Reply | CheckoutStep:
+    def begin(self, request: object, *, raw: bytes | None = None) -> Reply | CheckoutStep:
         """Answer one request, except a checkout: that is returned to be committed.
 
         Same as :meth:`handle`, but a well-formed checkout comes back as a
         :class:`CheckoutStep`: commit ``step.pending.request`` (``Store.checkout_batch``
         commits many in one transaction) and answer with ``step.reply(outcome)``.
+
+        ``raw``: the JSON text ``request`` was decoded from, if at hand. JSON gives a
+        lone surrogate only from a ``\\u`` escape (UTF-8 cannot carry one), so a request
+        whose text has none is not searched for them.
         """
         if not isinstance(request, dict):
             return error_reply(None, "bad_request", "a request is a JSON object with an 'op'")
@@ -302,7 +306,7 @@ class ApiSession:
                 "'id' is a string of valid Unicode, a finite number or null",
                 field="id",
             )
-        field = _unsendable_field(request)
+        field = None if raw is not None and b"\\u" not in raw else _unsendable_field(request)
         if field is not None:
             where = f"{field!r} holds" if field else "a field name is"
             return error_reply(

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -270,16 +271,17 @@ class ApiServer:
                 message = f"a request is one JSON object per frame ({error})"
                 await stream.send(encode_reply(error_reply(None, "bad_frame", message)))
                 return
-            await stream.send(await self._answer(session, request))
+            await stream.send(await self._answer(session, request, frame))
 
-    async def _answer(self, session: ApiSession, request: object) -> bytes:
+    async def _answer(self, session: ApiSession, request: object, frame: bytes) -> bytes:
         """Answer one request, encoded: checkouts through the group commit queue."""
         assert self._checkouts is not None
         if self._executor is None:
-            step = session.begin(request)
+            step = session.begin(request, raw=frame)
         else:
             loop = asyncio.get_running_loop()
-            step = await loop.run_in_executor(self._executor, session.begin, request)
+            begin = functools.partial(session.begin, raw=frame)
+            step = await loop.run_in_executor(self._executor, begin, request)
         if isinstance(step, CheckoutStep):
             return step.encode(await self._checkouts.submit(step.pending.request))
         return encode_reply(step)

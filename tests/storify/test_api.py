@@ -380,3 +380,19 @@ def test_checkout_error_reply_is_encoded_like_any_reply(api: ApiSession) -> None
     refusal = OutOfStock("Mug", requested=99, available=20)
     assert step.encode(refusal) == encode_reply(step.reply(refusal))
     assert json.loads(step.encode(refusal))["error"]["code"] == "out_of_stock"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"id": 1, "op": "show", "product": "\\ud800"}',
+        '{"id": 1, "op": "show", "product": "mug", "x": ["\\udfff"]}',
+        '{"id": 1, "op": "checkout", "items": {"\\ud800": 1}}',
+        '{"id": 1, "op": "show", "product": "\\u004dug"}',  # an escape, not a surrogate
+        '{"id": 1, "op": "show", "product": "mug"}',
+        '{"id": 1, "op": "show", "product": "m\\\\ug"}',  # an escaped backslash
+    ],
+)
+def test_api_begin_with_the_raw_text_answers_as_without(api: ApiSession, text: str) -> None:
+    request = json.loads(text)
+    assert api.begin(request, raw=text.encode()) == api.begin(request)
