@@ -399,6 +399,56 @@ class _Load:
         self.seconds = time.perf_counter() - started
 
 
+# The floor: an asyncio server that answers each checkout frame with a canned reply of the
+# same shape and size as storify's (the request's id echoed), after json.loads of the
+# request: the cost of one recv, one send and the JSON decoding per checkout, in Python.
+# No database, no validation, no batching: what no Python asyncio server can beat here.
+_FLOOR = r"""
+import asyncio, json, sys
+REPLY = (
+    '{"id":%s,"ok":true,"result":{"order":{"id":123456,"request_id":%s,'
+    '"customer":"api 127.0.0.1:54321","total":306,"units":3,"created":1765098000.1234567,'
+    '"lines":[{"product_id":3,"name":"Product 2","price":102,"quantity":3}]},"replayed":false}}'
+)
+
+class Floor(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+        self.buffer = b""
+
+    def data_received(self, data):
+        buffer = self.buffer + data
+        offset = 0
+        replies = []
+        while len(buffer) - offset >= 4:
+            end = offset + 4 + int.from_bytes(buffer[offset : offset + 4], "big")
+            if end > len(buffer):
+                break
+            request = json.loads(buffer[offset + 4 : end])
+            offset = end
+            body = (REPLY % (json.dumps(request["id"]), json.dumps(request["request_id"]))).encode()
+            replies.append(len(body).to_bytes(4, "big") + body)
+        self.buffer = buffer[offset:]
+        self.transport.write(b"".join(replies))
+
+async def main():
+    server = await asyncio.get_running_loop().create_server(Floor, "127.0.0.1", 0)
+    print("--api 127.0.0.1:%d" % server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+def _floor() -> tuple[subprocess.Popen[str], tuple[str, int]]:
+    process = subprocess.Popen([sys.executable, "-c", _FLOOR], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    found = re.search(r"--api (127\.0\.0\.1):(\d+)", process.stdout.readline())
+    if found is None:
+        raise RuntimeError("the floor server did not start")
+    return process, (found.group(1), int(found.group(2)))
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of process ``pid`` so far (Linux ``/proc``)."""
     with open(f"/proc/{pid}/stat") as stat:
@@ -425,10 +475,11 @@ def _issue12_run(
     cheap: bool,
     customers: int = 50,
     pythonpath: str | None = None,
+    floor: bool = False,
 ) -> _Measured:
     with Store(db) as store:
         before = {product.id: product.stock for product in store.products()}
-    process, address = _serve(db, pythonpath=pythonpath)
+    process, address = _floor() if floor else _serve(db, pythonpath=pythonpath)
     try:
         server_before = _cpu_seconds(process.pid)
         client_before = time.process_time()
@@ -460,6 +511,8 @@ def _issue12_run(
     ok = balanced and all(before[p] == after[p] + bought.get(p, 0) for p in before)
     count = max(len(latencies), 1)
     note = "books ok" if ok else "BOOKS BROKEN"
+    if floor:
+        note = "no database: the floor"
     if errors:
         note += f", {errors} errors"
     return _Measured(
@@ -509,6 +562,9 @@ def _issue12(duration: float, rounds: int, baseline: str | None) -> None:
                     runs.append((f"SQLite, {baseline} server", sqlite("old"), {"pythonpath": old}))
                 runs.append(("SQLite, this server", sqlite("new"), {}))
                 runs.append(
+                    ("floor: canned replies, no database", sqlite("floor"), {"floor": True})
+                )
+                runs.append(
                     ("SQLite, this server, storify.simulate", sqlite("sim"), {"cheap": False})
                 )
                 if postgres is not None:
@@ -526,11 +582,13 @@ def _issue12(duration: float, rounds: int, baseline: str | None) -> None:
                         duration,
                         cheap=bool(options.get("cheap", True)),
                         pythonpath=cast("str | None", options.get("pythonpath")),
+                        floor=bool(options.get("floor", False)),
                     )
                     results.setdefault(setup, []).append(measured)
                     print(
                         f"  round {round_ + 1}: {setup}: {measured.rate:,.0f}/s, p99 "
-                        f"{measured.p99 * 1000:.1f} ms, {measured.note}",
+                        f"{measured.p99 * 1000:.1f} ms, {measured.note}, load average "
+                        f"{os.getloadavg()[0]:.1f}",
                         file=sys.stderr,
                     )
         finally:
