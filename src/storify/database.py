@@ -51,6 +51,7 @@ __all__ = [
     "Database",
     "PostgresDatabase",
     "SqliteDatabase",
+    "WouldWait",
     "open_database",
     "redact",
 ]
@@ -74,6 +75,10 @@ _CHECKPOINT_PAUSE = 0.05
 _WAL_PAGES_INLINE = 20_000
 _KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
                "keepalives_count": 3}  # fmt: skip
+
+
+class WouldWait(Exception):
+    """:meth:`Database.write_now` would have had to wait: nothing was done."""
 
 
 class Cursor(Protocol):
@@ -144,6 +149,20 @@ class Database(ABC):
                 except when the connection broke during COMMIT: then it is unknown).
             RuntimeError: the database is closed.
         """
+
+    def write_now(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in a write transaction if that needs no waiting; else raise WouldWait.
+
+        For callers that must not block (an event loop): nothing was done when WouldWait
+        is raised, and ``run(work, write=True)`` in a thread is the way on. Waiting
+        means: for a lock another thread or process holds, for an fsync, or for a
+        network round trip (so a remote database always raises it).
+
+        Raises:
+            WouldWait: see above.
+            StoreUnavailable, RuntimeError: as :meth:`run`.
+        """
+        raise WouldWait(f"every {self.kind} call waits on the network")
 
     def run_each(
         self, connection: Connection, sql: str, rows: Sequence[Sequence[object]]
@@ -253,6 +272,7 @@ class SqliteDatabase(Database):
         self._lock = threading.RLock()  # the writer connection
         self._read_lock = threading.Lock()  # the reader connection
         self._writing = 0  # thread id of the writer inside a transaction (0: none)
+        self._synchronous = synchronous
         self._closed = False
         self._reader: sqlite3.Connection | None = None
         self._checkpointer: _Checkpointer | None = None
@@ -329,12 +349,57 @@ class SqliteDatabase(Database):
             self._checkpointer.committed()
         return result
 
+    def write_now(self, work: Callable[[Connection], T]) -> T:
+        """Run a write transaction unless it would wait (see :meth:`Database.write_now`).
+
+        It would wait when another thread of this process is writing (the lock), when
+        another connection holds the file's write lock (``BEGIN IMMEDIATE`` tried with
+        no busy timeout), or with ``synchronous=FULL`` (the commit fsyncs). Otherwise
+        the commit only appends to the WAL (the checkpointer does the rest).
+        """
+        if self._synchronous == "FULL":
+            raise WouldWait("synchronous=FULL: every commit is fsynced")
+        if not self._lock.acquire(blocking=False):
+            raise WouldWait("another thread of this process is writing")
+        try:
+            if self._closed:
+                raise RuntimeError("the store is closed")
+            db = self._db
+            if db.in_transaction:
+                raise WouldWait("this thread is inside a write transaction")
+            try:
+                db.execute("PRAGMA busy_timeout = 0")
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                finally:
+                    db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            except sqlite3.OperationalError as error:
+                if error.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                    raise WouldWait("another connection holds the write lock") from error
+                raise StoreUnavailable(_one_line(error)) from error
+            outer = self._writing
+            self._writing = threading.get_ident()
+            try:
+                result = self._transaction(db, "COMMIT", work, begun=True)
+            finally:
+                self._writing = outer
+        finally:
+            self._lock.release()
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
+        return result
+
     @staticmethod
     def _transaction(
-        db: sqlite3.Connection, begin: str | None, work: Callable[[Connection], T]
+        db: sqlite3.Connection,
+        begin: str | None,
+        work: Callable[[Connection], T],
+        *,
+        begun: bool = False,
     ) -> T:
+        """``begin``, ``work``, COMMIT (none when ``begin`` is None); ``begun``: begun already."""
         try:
-            if begin is not None:
+            if begin is not None and not begun:
                 db.execute(begin)
             try:
                 result = work(db)

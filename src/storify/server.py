@@ -5,10 +5,11 @@
 #   connection is an ApiSession (its own cart); each request is answered in order.
 # - Nothing on the loop waits for a write lock. Checkouts go through a
 #   storify.batch.CheckoutQueue: those of every connection that arrive together
-#   commit in one transaction (group commit) in a store thread, while the loop goes on
-#   reading requests and sending replies; each reply is sent once its batch has
-#   committed. A batch waiting for a write lock another process holds (up to the
-#   store's busy_timeout) holds up only the checkouts queued behind it.
+#   commit in one transaction (group commit), on the loop when that needs no waiting
+#   (Store.try_checkout_batch), else in a store thread while the loop goes on reading
+#   requests and sending replies; each reply is sent once its batch has committed. A
+#   batch waiting for a write lock another process holds (up to the store's
+#   busy_timeout) holds up only the checkouts queued behind it.
 # - On SQLite, the other store calls (reads: list, show, add, order_status) run
 #   inline on the loop: WAL lets them read the last commit without waiting for any
 #   writer, and each is well under a millisecond, cheaper than a hop to a thread. On

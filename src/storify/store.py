@@ -39,7 +39,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
 from storify.cart import check_quantity
-from storify.database import Connection, Synchronous, open_database
+from storify.database import Connection, Synchronous, WouldWait, open_database
 from storify.errors import (
     DuplicateProduct,
     EmptyCart,
@@ -739,6 +739,27 @@ class Store:
                 when the connection broke during the commit, it is unknown: retry the
                 checkouts with their request ids).
         """
+        outcomes = self._batch(requests, wait=True)
+        assert outcomes is not None
+        return outcomes
+
+    def try_checkout_batch(
+        self, requests: Sequence[CheckoutRequest]
+    ) -> list[Receipt | StoreError] | None:
+        """:meth:`checkout_batch` now if that needs no waiting, else None (nothing done).
+
+        For an event loop: it waits for no lock another thread or process holds, no
+        fsync (SQLite ``synchronous=FULL``) and no network (PostgreSQL always answers
+        None); run :meth:`checkout_batch` in a thread instead.
+
+        Raises:
+            StoreUnavailable: as :meth:`checkout_batch`.
+        """
+        return self._batch(requests, wait=False)
+
+    def _batch(
+        self, requests: Sequence[CheckoutRequest], *, wait: bool
+    ) -> list[Receipt | StoreError] | None:
         outcomes: list[Receipt | StoreError | None] = [None] * len(requests)
         valid: list[tuple[int, dict[int, int], CheckoutRequest]] = []
         for index, request in enumerate(requests):
@@ -749,7 +770,15 @@ class Store:
         if valid:
             for attempt in range(_RACE_RETRIES + 1):
                 try:
-                    committed = self._write(lambda db: self._commit_checkouts(db, valid))
+                    if wait:
+                        committed = self._write(lambda db: self._commit_checkouts(db, valid))
+                    else:
+                        try:
+                            committed = self._db.write_now(
+                                lambda db: self._commit_checkouts(db, valid)
+                            )
+                        except WouldWait:
+                            return None
                     break
                 except _RequestRace as race:
                     # Rolled back; run again, and those request ids are replays now.

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from storify.database import SqliteDatabase
-from storify.errors import StoreUnavailable
-from storify.store import Receipt, Store
+from storify.errors import OrderNotFound, StoreUnavailable
+from storify.store import CheckoutRequest, Receipt, Store
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -182,3 +182,53 @@ def test_sqlite_orders_survive_sigkill_while_checkpoints_run(tmp_path: Path) -> 
     assert len(acknowledged) <= len(orders) <= len(acknowledged) + 1
     assert books.balanced
     assert books.sold == sum(order.units for order in orders.values())
+
+
+def test_try_checkout_batch_commits_only_when_nothing_must_wait(tmp_path: Path) -> None:
+    path = str(tmp_path / "store.db")
+    with Store(path, busy_timeout=10) as store:
+        store.seed_demo()
+        outcomes = store.try_checkout_batch([CheckoutRequest({1: 1}, "t", "free")])
+        assert outcomes is not None and isinstance(outcomes[0], Receipt)
+        # "Another process" (released from a timer thread below).
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            started = time.monotonic()
+            assert store.try_checkout_batch([CheckoutRequest({1: 1}, "t", "held")]) is None
+            assert time.monotonic() - started < 5  # told at once, not after busy_timeout
+            # The busy timeout is back for waiting writes: this one waits for the lock.
+            threading.Timer(0.3, other.execute, ("ROLLBACK",)).start()
+            [waited] = store.checkout_batch([CheckoutRequest({1: 1}, "t", "waited")])
+            assert isinstance(waited, Receipt)
+        finally:
+            other.close()
+        # Another thread of this process writing: not now either.
+        database = sqlite_of(store)
+        holding, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            with database._lock:
+                holding.set()
+                release.wait(10)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        try:
+            assert holding.wait(10)
+            assert store.try_checkout_batch([CheckoutRequest({1: 1}, "t", "busy")]) is None
+        finally:
+            release.set()
+            holder.join(10)
+        with pytest.raises(OrderNotFound):
+            store.order_for_request("held")
+        with pytest.raises(OrderNotFound):
+            store.order_for_request("busy")
+        assert store.product(1).stock == 18  # "free" and "waited" only
+
+
+def test_try_checkout_batch_never_commits_a_durable_store_on_the_spot(tmp_path: Path) -> None:
+    with Store(str(tmp_path / "store.db"), synchronous="FULL") as store:
+        store.seed_demo()
+        assert store.try_checkout_batch([CheckoutRequest({1: 1}, "t", "x")]) is None
+        assert store.product(1).stock == 20
