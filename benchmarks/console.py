@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import summary
+
 PROMPT = b"bench> "
 PROMPT_WAIT = 60.0  # seconds for every session to get its first prompt
 
@@ -228,6 +230,7 @@ def main() -> None:
         "--servers", nargs="+", default=["sockwork", "telnetlib3"], help="which to run"
     )
     parser.add_argument("--think", type=float, default=0.5, help="pause between commands (s)")
+    summary.add_argument(parser)
     args = parser.parse_args()
     if args.serve == "sockwork":
         serve_sockwork()
@@ -248,6 +251,7 @@ def main() -> None:
         f"{'cmd/s':>7} {'KiB/session':>11}"
     )
     print(header)
+    figures = []
     for n in args.sessions:
         results = {}
         for name in args.servers:
@@ -257,6 +261,23 @@ def main() -> None:
                 f"{r['rate']:>7.0f} {r['kib']:>11.1f}",
                 flush=True,
             )
+            if name == "sockwork":
+                figures += [
+                    summary.Figure(
+                        f"sockwork sessions served of {n:,}",
+                        r["served"],
+                        at_least=n,
+                        goal="issue 5",
+                    ),
+                    summary.Figure(
+                        f"sockwork p99 round trip, {n:,} sessions",
+                        r["p99"],
+                        "ms",
+                        at_most=50,
+                        goal="issue 5",
+                    ),
+                    summary.Figure(f"sockwork memory, {n:,} sessions", r["kib"], "KiB/session"),
+                ]
         if len(results) < 2:
             continue
         ours, theirs = results["sockwork"], results["telnetlib3"]
@@ -266,6 +287,16 @@ def main() -> None:
             "   (telnetlib3 / sockwork)",
             flush=True,
         )
+        figures.append(
+            summary.Figure(
+                f"telnetlib3 p99 / sockwork p99, {n:,} sessions",
+                theirs["p99"] / ours["p99"],
+                "x",
+                at_least=1.0,
+                goal="issue 5",
+            )
+        )
+    summary.write(args.summary_json, "console", figures)
 
 
 if __name__ == "__main__":
