@@ -23,7 +23,7 @@ Issue 12 table (``--issue12``): the same 50 customers driven by a cheap load gen
 formatted as bytes, no task, future or ``wait_for`` per request) so that the customers
 cost the 2-core machine as little as possible; each customer still waits for its reply
 before sending its next checkout (closed loop, one request in flight). Rows: this
-code's server, a floor (a Python asyncio server answering canned replies, no
+code's server, a CPU floor (a Python asyncio server answering canned replies, no
 database), the same server with ``storify.simulate`` as the customers, PostgreSQL, and
 with ``--baseline REV`` the server of git revision REV in the same rounds; CPU time of
 the server process and of the customers per checkout. The full run ends with one round
@@ -403,10 +403,12 @@ class _Load:
         self.seconds = time.perf_counter() - started
 
 
-# The floor: an asyncio server that answers each checkout frame with a canned reply of the
-# same shape and size as storify's (the request's id echoed), after json.loads of the
-# request: the cost of one recv, one send and the JSON decoding per checkout, in Python.
-# No database, no validation, no batching: what no Python asyncio server can beat here.
+# The CPU floor: an asyncio server that answers each checkout frame with a canned reply of
+# the same shape and size as storify's (the request's id echoed), after json.loads of the
+# request: the CPU of one recv, one send and the JSON decoding per checkout, in Python,
+# with no database and no validation. It is not a ceiling of checkouts/s: it answers each
+# request the moment it comes, one wake-up of the customers' process per reply, where
+# storify answers a whole batch in one loop turn (fewer wake-ups on a loaded machine).
 _FLOOR = r"""
 import asyncio, json, sys
 REPLY = (
