@@ -374,7 +374,8 @@ class SqliteDatabase(Database):
                 finally:
                     db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             except sqlite3.OperationalError as error:
-                if error.sqlite_errorcode == sqlite3.SQLITE_BUSY:
+                # The primary code: BUSY_RECOVERY and BUSY_TIMEOUT are busy too.
+                if error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
                     raise WouldWait("another connection holds the write lock") from error
                 raise StoreUnavailable(_one_line(error)) from error
             outer = self._writing
