@@ -41,6 +41,7 @@ checkout did not commit, so it is safe to retry.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -50,7 +51,7 @@ from storify.errors import InvalidValue, StoreError
 from storify.shop import CartView, CustomerSession, PendingCheckout
 from storify.store import Order, Product, Receipt, Store
 
-__all__ = ["OPERATIONS", "ApiSession", "CheckoutStep", "Reply", "error_reply"]
+__all__ = ["OPERATIONS", "ApiSession", "CheckoutStep", "Reply", "encode_reply", "error_reply"]
 
 Reply = dict[str, object]
 
@@ -60,6 +61,48 @@ OPERATIONS = ("list", "catalog", "show", "add", "remove", "cart", "checkout", "o
 def error_reply(reply_to: object, code: str, message: str, /, **facts: object) -> Reply:
     """Return an error reply: ``{"id", "ok": false, "error": {"code", "message", ...facts}}``."""
     return {"id": reply_to, "ok": False, "error": {"code": code, "message": message, **facts}}
+
+
+def encode_reply(reply: Reply) -> bytes:
+    """Return ``reply`` as the API sends it: compact JSON in UTF-8 (the frames' JSON codec)."""
+    return json.dumps(reply, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# What json.dumps(..., ensure_ascii=False) writes for a str: the C encoder it uses itself.
+_text: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def _scalar(value: object) -> str:
+    """``value`` (str, int, float or None, from JSON or the database) as json.dumps writes it."""
+    if type(value) is str:
+        return _text(value)
+    if type(value) is int:
+        return int.__repr__(value)
+    if type(value) is float and math.isfinite(value):
+        return float.__repr__(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _encode_receipt(reply_to: object, receipt: Receipt) -> bytes:
+    """The reply to a committed checkout, encoded without building it as dicts first.
+
+    Byte for byte ``encode_reply({"id": reply_to, "ok": True, "result": {"order":
+    _order(receipt.order), "replayed": receipt.replayed}})`` (a test pins it): the same
+    keys in the same order, each value written as json.dumps writes it.
+    """
+    order = receipt.order
+    lines = ",".join(
+        f'{{"product_id":{_scalar(line.product_id)},"name":{_text(line.name)},'
+        f'"price":{_scalar(line.price)},"quantity":{_scalar(line.quantity)}}}'
+        for line in order.lines
+    )
+    return (
+        f'{{"id":{_scalar(reply_to)},"ok":true,"result":{{"order":{{"id":{_scalar(order.id)},'
+        f'"request_id":{_scalar(order.request_id)},"customer":{_text(order.customer)},'
+        f'"total":{_scalar(order.total)},"units":{_scalar(order.units)},'
+        f'"created":{_scalar(order.created)},"lines":[{lines}]}},'
+        f'"replayed":{"true" if receipt.replayed else "false"}}}}}'
+    ).encode()
 
 
 # UTF-16 surrogates: JSON's "\ud800" decodes to one, and no UTF-8 encoder takes it.
@@ -187,6 +230,12 @@ class CheckoutStep:
         result = {"order": _order(receipt.order), "replayed": receipt.replayed}
         return {"id": self.reply_to, "ok": True, "result": result}
 
+    def encode(self, outcome: Receipt | StoreError) -> bytes:
+        """Return the reply to the checkout encoded (as :func:`encode_reply` of :meth:`reply`)."""
+        if isinstance(outcome, StoreError):
+            return encode_reply(self.reply(outcome))
+        return _encode_receipt(self.reply_to, self.session.shop.settle(self.pending, outcome))
+
 
 class ApiSession:
     """The API side of one connection: a customer session answering requests.
@@ -236,12 +285,16 @@ class ApiSession:
             return step.reply(outcome)
         return step
 
-    def begin(self, request: object) -> Reply | CheckoutStep:
+    def begin(self, request: object, *, raw: bytes | None = None) -> Reply | CheckoutStep:
         """Answer one request, except a checkout: that is returned to be committed.
 
         Same as :meth:`handle`, but a well-formed checkout comes back as a
         :class:`CheckoutStep`: commit ``step.pending.request`` (``Store.checkout_batch``
         commits many in one transaction) and answer with ``step.reply(outcome)``.
+
+        ``raw``: the JSON text ``request`` was decoded from, if at hand. JSON gives a
+        lone surrogate only from a ``\\u`` escape (UTF-8 cannot carry one), so a request
+        whose text has none is not searched for them.
         """
         if not isinstance(request, dict):
             return error_reply(None, "bad_request", "a request is a JSON object with an 'op'")
@@ -253,7 +306,7 @@ class ApiSession:
                 "'id' is a string of valid Unicode, a finite number or null",
                 field="id",
             )
-        field = _unsendable_field(request)
+        field = None if raw is not None and b"\\u" not in raw else _unsendable_field(request)
         if field is not None:
             where = f"{field!r} holds" if field else "a field name is"
             return error_reply(

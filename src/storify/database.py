@@ -32,6 +32,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import urllib.parse
@@ -50,11 +51,14 @@ __all__ = [
     "Database",
     "PostgresDatabase",
     "SqliteDatabase",
+    "WouldWait",
     "open_database",
     "redact",
 ]
 
 T = TypeVar("T")
+
+log = logging.getLogger("storify.database")
 
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
 
@@ -64,8 +68,17 @@ _SQLITE_PREFIX = "sqlite://"
 # among store servers starting at once on one PostgreSQL database.
 _SCHEMA_LOCK_KEY = 0x53544F52  # "STOR"
 _RETRIES = 3  # deadlocks and serialisation failures retried this many times
+# SQLite: the checkpointer thread runs at most this often (seconds) while commits come...
+_CHECKPOINT_PAUSE = 0.05
+# ...and a commit checkpoints inline only when the WAL holds this many pages (4 KiB each;
+# SQLite's default, 1000, would make every few batches of checkouts pay a checkpoint).
+_WAL_PAGES_INLINE = 20_000
 _KEEPALIVES = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
                "keepalives_count": 3}  # fmt: skip
+
+
+class WouldWait(Exception):
+    """:meth:`Database.write_now` would have had to wait: nothing was done."""
 
 
 class Cursor(Protocol):
@@ -104,6 +117,8 @@ class Database(ABC):
         lock_schema: statement serialising schema set-up across servers ('' if none needed).
         lock_rows: the clause ending a SELECT that locks the rows it reads until the
             transaction ends ('' where the write transaction holds a lock of everything).
+        serial_writes: True when a write transaction excludes every other writer of the
+            whole database (SQLite's write lock): new rows can be given ids in advance.
     """
 
     kind: str
@@ -112,6 +127,7 @@ class Database(ABC):
     name_equals: str
     lock_schema: str = ""
     lock_rows: str = ""
+    serial_writes: bool = False
 
     @property
     @abstractmethod
@@ -133,6 +149,30 @@ class Database(ABC):
                 except when the connection broke during COMMIT: then it is unknown).
             RuntimeError: the database is closed.
         """
+
+    def write_now(self, work: Callable[[Connection], T]) -> T:
+        """Run ``work`` in a write transaction if that needs no waiting; else raise WouldWait.
+
+        For callers that must not block (an event loop): nothing was done when WouldWait
+        is raised, and ``run(work, write=True)`` in a thread is the way on. Waiting
+        means: for a lock another thread or process holds, for an fsync, or for a
+        network round trip (so a remote database always raises it).
+
+        Raises:
+            WouldWait: see above.
+            StoreUnavailable, RuntimeError: as :meth:`run`.
+        """
+        raise WouldWait(f"every {self.kind} call waits on the network")
+
+    def run_each(
+        self, connection: Connection, sql: str, rows: Sequence[Sequence[object]]
+    ) -> list[Any]:
+        """Run ``sql`` once per row of parameters; return each run's first result row or None.
+
+        For statements with ``RETURNING``; back ends that can send them all before
+        reading the results (PostgreSQL's pipeline) do.
+        """
+        return [connection.execute(sql, row).fetchone() for row in rows]
 
     @abstractmethod
     def close(self) -> None:
@@ -204,7 +244,7 @@ def _one_line(error: BaseException) -> str:
 
 
 class SqliteDatabase(Database):
-    """A SQLite file in WAL mode (or ``":memory:"``), one locked connection.
+    """A SQLite file in WAL mode (or ``":memory:"``): a writer, a reader and a checkpointer.
 
     Args:
         path: the file, created when missing.
@@ -216,6 +256,7 @@ class SqliteDatabase(Database):
     kind = "sqlite"
     remote = False
     name_equals = "name = ?"  # the column is COLLATE NOCASE
+    serial_writes = True  # BEGIN IMMEDIATE: one writer of the whole file at a time
 
     def __init__(
         self, path: str, *, synchronous: Synchronous = "NORMAL", busy_timeout: float = 5.0
@@ -227,25 +268,51 @@ class SqliteDatabase(Database):
             )
         self.path = path
         self.description = path
-        self._lock = threading.RLock()
+        self.busy_timeout = busy_timeout
+        self._lock = threading.RLock()  # the writer connection
+        self._read_lock = threading.Lock()  # the reader connection
+        self._writing = 0  # thread id of the writer inside a transaction (0: none)
+        self._synchronous = synchronous
         self._closed = False
+        self._reader: sqlite3.Connection | None = None
+        self._checkpointer: _Checkpointer | None = None
+        self._db = self._open(writer=True, synchronous=synchronous)
+        if path != ":memory:":  # a second connection to ":memory:" is another database
+            try:
+                self._reader = self._open(writer=False, synchronous=synchronous)
+            except BaseException:
+                self._db.close()
+                raise
+            self._checkpointer = _Checkpointer(self._connect, busy_timeout)
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(
+            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+        )
+
+    def _open(self, *, writer: bool, synchronous: Synchronous) -> sqlite3.Connection:
         try:
-            self._db = sqlite3.connect(
-                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
+            db = self._connect()
         except sqlite3.Error as error:
             raise StoreUnavailable(_one_line(error)) from error
         try:
-            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-            if path != ":memory:":
-                mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            if writer and self.path != ":memory:":
+                mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
                 if str(mode).lower() != "wal":
-                    raise sqlite3.OperationalError(f"{path}: cannot use WAL mode (got {mode})")
-            self._db.execute(f"PRAGMA synchronous = {synchronous}")
-            self._db.execute("PRAGMA foreign_keys = ON")
+                    raise sqlite3.OperationalError(f"{self.path}: cannot use WAL mode (got {mode})")
+                # The checkpointer thread moves the WAL into the file; a commit checkpoints
+                # itself only when the WAL outgrows this (the checkpointer fell behind).
+                db.execute(f"PRAGMA wal_autocheckpoint = {_WAL_PAGES_INLINE}")
+            db.execute(f"PRAGMA synchronous = {synchronous}")
+            if writer:
+                db.execute("PRAGMA foreign_keys = ON")
+            else:
+                db.execute("PRAGMA query_only = ON")
         except sqlite3.Error as error:
-            self._db.close()
+            db.close()
             raise StoreUnavailable(_one_line(error)) from error
+        return db
 
     @property
     def integrity_errors(self) -> tuple[type[Exception], ...]:
@@ -253,34 +320,179 @@ class SqliteDatabase(Database):
         return (sqlite3.IntegrityError,)
 
     def run(self, work: Callable[[Connection], T], *, write: bool, snapshot: bool = False) -> T:
-        """Run ``work`` in one transaction (see :meth:`Database.run`)."""
-        begin = "BEGIN IMMEDIATE" if write else "BEGIN" if snapshot else None
+        """Run ``work`` in one transaction (see :meth:`Database.run`).
+
+        Writes take the writer connection (``BEGIN IMMEDIATE``); reads take the reader
+        connection, which WAL lets read the last commit while a write is in progress
+        (in this process or another), so a read never waits for a writer. A read made
+        by the thread inside a write transaction uses the writer (it sees its writes).
+        """
+        if not write and self._reader is not None and self._writing != threading.get_ident():
+            with self._read_lock:
+                if self._closed:
+                    raise RuntimeError("the store is closed")
+                return self._transaction(self._reader, "BEGIN" if snapshot else None, work)
         with self._lock:
             if self._closed:
                 raise RuntimeError("the store is closed")
-            db = self._db
+            if not write:
+                # Inside this thread's write transaction, a read is part of it.
+                begin = "BEGIN" if snapshot and not self._db.in_transaction else None
+                return self._transaction(self._db, begin, work)
+            outer = self._writing
+            self._writing = threading.get_ident()
             try:
-                if begin is not None:
-                    db.execute(begin)
+                result = self._transaction(self._db, "BEGIN IMMEDIATE", work)
+            finally:
+                self._writing = outer
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
+        return result
+
+    def write_now(self, work: Callable[[Connection], T]) -> T:
+        """Run a write transaction unless it would wait (see :meth:`Database.write_now`).
+
+        It would wait when another thread of this process is writing (the lock), when
+        another connection holds the file's write lock (``BEGIN IMMEDIATE`` tried with
+        no busy timeout), or with ``synchronous=FULL`` (the commit fsyncs). Otherwise
+        the commit only appends to the WAL (the checkpointer does the rest).
+        """
+        if self._synchronous == "FULL":
+            raise WouldWait("synchronous=FULL: every commit is fsynced")
+        if not self._lock.acquire(blocking=False):
+            raise WouldWait("another thread of this process is writing")
+        try:
+            if self._closed:
+                raise RuntimeError("the store is closed")
+            db = self._db
+            if db.in_transaction:
+                raise WouldWait("this thread is inside a write transaction")
+            try:
+                db.execute("PRAGMA busy_timeout = 0")
                 try:
-                    result = work(db)
-                    if begin is not None:
-                        db.execute("COMMIT")
-                except BaseException:
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    raise
+                    db.execute("BEGIN IMMEDIATE")
+                finally:
+                    db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             except sqlite3.OperationalError as error:
-                # Locked beyond busy_timeout by another process, or I/O trouble.
+                # The primary code: BUSY_RECOVERY and BUSY_TIMEOUT are busy too.
+                if error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+                    raise WouldWait("another connection holds the write lock") from error
                 raise StoreUnavailable(_one_line(error)) from error
-            return result
+            outer = self._writing
+            self._writing = threading.get_ident()
+            try:
+                result = self._transaction(db, "COMMIT", work, begun=True)
+            finally:
+                self._writing = outer
+        finally:
+            self._lock.release()
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
+        return result
+
+    @staticmethod
+    def _transaction(
+        db: sqlite3.Connection,
+        begin: str | None,
+        work: Callable[[Connection], T],
+        *,
+        begun: bool = False,
+    ) -> T:
+        """``begin``, ``work``, COMMIT (none when ``begin`` is None); ``begun``: begun already."""
+        try:
+            if begin is not None and not begun:
+                db.execute(begin)
+            try:
+                result = work(db)
+                if begin is not None:
+                    db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as error:
+            # Locked beyond busy_timeout by another process, or I/O trouble.
+            raise StoreUnavailable(_one_line(error)) from error
+        return result
 
     def close(self) -> None:
-        """Close the connection. Idempotent."""
-        with self._lock:
+        """Stop the checkpointer and close the connections. Idempotent."""
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.close()
+        with self._lock, self._read_lock:
             if not self._closed:
                 self._closed = True
+                if self._reader is not None:
+                    self._reader.close()
                 self._db.close()
+
+
+class _Checkpointer:
+    """Copies the WAL into the database file from a thread of its own (``PASSIVE``).
+
+    # Rules:
+    # - A commit only appends to the WAL (and, with ``synchronous=FULL``, fsyncs it):
+    #   that is what makes it durable, and it is unchanged. Moving the WAL's pages into
+    #   the main file (a checkpoint, with its fsyncs) is done here, on its own
+    #   connection, so no commit waits for it; SQLite lets a PASSIVE checkpoint run
+    #   while writers append, and a writer restarts the WAL from its start once
+    #   everything in it was copied, so the file stays bounded.
+    # - Woken by commits, at most once per _CHECKPOINT_PAUSE; started by the first
+    #   commit, stopped and joined by close(). A checkpoint that fails (another
+    #   process holds the checkpoint lock, I/O trouble) is tried again at the next
+    #   wake; the writer's own wal_autocheckpoint (_WAL_PAGES_INLINE) is the net.
+    """
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], busy_timeout: float) -> None:
+        self._connect = connect
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.checkpoints = 0  # completed, for tests and curiosity
+
+    def committed(self) -> None:
+        """Note a commit: a checkpoint is due."""
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None and not self._stopping.is_set():
+                    self._thread = threading.Thread(
+                        target=self._run, name="storify-sqlite-checkpoint", daemon=True
+                    )
+                    self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        try:
+            connection = self._connect()
+        except sqlite3.Error as error:
+            log.warning("SQLite checkpointer not started (commits checkpoint): %s", error)
+            return
+        try:
+            while True:
+                self._wake.wait()
+                if self._stopping.is_set():
+                    return
+                self._wake.clear()
+                try:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    self.checkpoints += 1
+                except sqlite3.Error as error:
+                    log.debug("SQLite checkpoint failed, retried later: %s", error)
+                if self._stopping.wait(_CHECKPOINT_PAUSE):
+                    return
+        finally:
+            connection.close()
+
+    def close(self) -> None:
+        """Stop the thread (after the checkpoint in progress, if any) and wait for it."""
+        with self._lock:
+            self._stopping.set()
+            thread = self._thread
+        self._wake.set()
+        if thread is not None:
+            thread.join()
 
 
 # -- PostgreSQL -----------------------------------------------------------------------------
@@ -311,6 +523,21 @@ class _Placeholders:
         with self._connection.cursor() as cursor:
             cursor.executemany(self._sql(sql), rows)
         return None
+
+    def each_returning(self, sql: str, rows: Sequence[Sequence[object]]) -> list[Any]:
+        """Run ``sql`` per row in one pipeline; each run's first result row, or None."""
+        if not rows:
+            return []
+        found: list[Any] = []
+        with self._connection.cursor() as cursor:
+            cursor.executemany(self._sql(sql), rows, returning=True)
+            while True:
+                found.append(cursor.fetchone())
+                if not cursor.nextset():
+                    break
+        if len(found) != len(rows):
+            raise RuntimeError(f"{len(rows)} statements gave {len(found)} results")
+        return found
 
 
 class PostgresDatabase(Database):
@@ -370,6 +597,14 @@ class PostgresDatabase(Database):
     def integrity_errors(self) -> tuple[type[Exception], ...]:
         """``psycopg.IntegrityError``."""
         return (self._psycopg.IntegrityError,)
+
+    def run_each(
+        self, connection: Connection, sql: str, rows: Sequence[Sequence[object]]
+    ) -> list[Any]:
+        """Run ``sql`` once per row, all sent before the first result is read (a pipeline)."""
+        if isinstance(connection, _Placeholders):
+            return connection.each_returning(sql, rows)
+        return super().run_each(connection, sql, rows)
 
     # -- the pool -------------------------------------------------------------------------
 

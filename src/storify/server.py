@@ -3,15 +3,22 @@
 # Rules:
 # - One asyncio loop in one background thread serves every API connection. Each
 #   connection is an ApiSession (its own cart); each request is answered in order.
-# - On SQLite, store calls run inline on the loop: each is one short transaction (well
-#   under a millisecond), cheaper than a hop to a thread pool. Telnet customers use
-#   the same Store from their own threads; its lock serialises them. On PostgreSQL
-#   (``store.remote``) each call waits on the network, and on a stopped database for
-#   up to the connect timeout: calls run in a bounded thread pool, so one slow call
-#   never holds up the other connections.
-# - Checkouts go through a storify.batch.CheckoutQueue: those of every connection
-#   that arrive together commit in one transaction (group commit); each reply is
-#   sent once its batch has committed.
+# - Nothing on the loop waits for a write lock. Checkouts go through a
+#   storify.batch.CheckoutQueue: those of every connection that arrive together
+#   commit in one transaction (group commit), on the loop when that needs no waiting
+#   (Store.try_checkout_batch), else in a store thread while the loop goes on reading
+#   requests and sending replies; each reply is sent once its batch has committed. A
+#   batch waiting for a write lock another process holds (up to the store's
+#   busy_timeout) holds up only the checkouts queued behind it.
+# - On SQLite, the other store calls (reads: list, show, add, order_status) run
+#   inline on the loop: WAL lets them read the last commit without waiting for any
+#   writer, and each is well under a millisecond, cheaper than a hop to a thread. On
+#   PostgreSQL (``store.remote``) each call waits on the network, and on a stopped
+#   database for up to the connect timeout: they run in a bounded thread pool, so one
+#   slow call never holds up the other connections.
+# - Frames carry bytes (codec BYTES): requests are decoded here with ``json.loads``
+#   and replies encoded here, a checkout's from pre-encoded pieces
+#   (storify.api.CheckoutStep.encode), byte for byte what ``json.dumps`` gives.
 # - A connection that breaks the framing (bad header, a frame above MAX_MESSAGE,
 #   EOF inside a frame) or sends a payload that is not JSON is closed, after a
 #   ``bad_frame`` error reply when one can still be sent. Other connections go on.
@@ -26,7 +33,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import itertools
+import json
 import logging
 import threading
 import time
@@ -37,9 +46,9 @@ from typing import TYPE_CHECKING
 from sockwork._loop import LoopThread
 from sockwork.address import format_address
 from sockwork.errors import ConnectionClosed, SockworkError
-from sockwork.frames import JSON, Format
+from sockwork.frames import BYTES, Format
 from sockwork.frames.aio import MessageServer, MessageStream, start_server
-from storify.api import ApiSession, CheckoutStep, Reply, error_reply
+from storify.api import ApiSession, CheckoutStep, encode_reply, error_reply
 from storify.batch import CheckoutQueue
 from storify.client import MAX_MESSAGE
 from storify.repl import Visitor
@@ -60,7 +69,7 @@ _STORE_THREADS = 32
 @dataclass
 class _Connection:
     visitor: Visitor
-    stream: MessageStream[object]
+    stream: MessageStream[bytes]
 
 
 class ApiServer:
@@ -103,6 +112,7 @@ class ApiServer:
         self._server: MessageServer | None = None
         self._address: tuple[str, int] | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._committer: concurrent.futures.ThreadPoolExecutor | None = None
         self._checkouts: CheckoutQueue | None = None
 
     @property
@@ -123,12 +133,19 @@ class ApiServer:
         """
         if self._runner is not None:
             raise RuntimeError("the API server is already started")
-        if self.store.remote:  # threads are started on first use only
+        # Threads are started on first use only.
+        if self.store.remote:
             self._executor = concurrent.futures.ThreadPoolExecutor(
                 _STORE_THREADS, thread_name_prefix="storify-api-store"
             )
+            committer = self._executor
+        else:
+            # One thread: the store commits one batch at a time anyway.
+            self._committer = committer = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="storify-api-commit"
+            )
         self._checkouts = CheckoutQueue(
-            self.store, executor=self._executor, max_batch=self.store.max_batch
+            self.store, executor=committer, max_batch=self.store.max_batch
         )
         runner = LoopThread("storify-api")
         self._server = runner.start(self._listen())
@@ -141,7 +158,7 @@ class ApiServer:
             self.host,
             self.port,
             format=Format.U32,
-            codec=JSON,
+            codec=BYTES,
             max_size=MAX_MESSAGE,
             max_connections=self.max_connections,
             idle_timeout=self.idle_timeout,
@@ -159,9 +176,10 @@ class ApiServer:
         try:
             runner.stop(self._close(timeout), timeout=timeout + 1.0)
         finally:
-            executor, self._executor = self._executor, None
-            if executor is not None:
-                executor.shutdown(wait=True)  # no store call outlives close()
+            for executor in (self._executor, self._committer):
+                if executor is not None:
+                    executor.shutdown(wait=True)  # no store call outlives close()
+            self._executor = self._committer = None
 
     def stop(self, timeout: float = 5.0) -> None:
         """Deprecated alias of :meth:`close` (sockwork's servers ``start()`` and ``close()``)."""
@@ -208,7 +226,7 @@ class ApiServer:
 
     # -- serving ----------------------------------------------------------------------------
 
-    async def _serve(self, stream: MessageStream[object]) -> None:
+    async def _serve(self, stream: MessageStream[bytes]) -> None:
         peer = format_address(stream.address)
         visitor = Visitor(f"api{next(self._ids)}", "api", peer, time.time())
         with self._lock:
@@ -219,12 +237,14 @@ class ApiServer:
             with self._lock:
                 del self._connections[visitor.id]
 
-    async def _refuse(self, stream: MessageStream[object]) -> None:
+    async def _refuse(self, stream: MessageStream[bytes]) -> None:
         """Tell a program beyond ``max_connections`` to come back later (then it is closed)."""
         peer = format_address(stream.address)
         log.warning("API connection from %s refused: at %d connections", peer, len(self))
         await stream.send(
-            error_reply(None, "busy", "the store serves too many programs; retry later")
+            encode_reply(
+                error_reply(None, "busy", "the store serves too many programs; retry later")
+            )
         )
 
     def __len__(self) -> int:
@@ -233,34 +253,36 @@ class ApiServer:
             return len(self._connections)
 
     async def _converse(
-        self, stream: MessageStream[object], session: ApiSession, visitor: Visitor
+        self, stream: MessageStream[bytes], session: ApiSession, visitor: Visitor
     ) -> None:
         while True:
             try:
-                request = await stream.recv()
+                frame = await stream.recv()
             except ConnectionClosed:
                 return  # the client left (or we closed): nothing to answer
             except SockworkError as error:
                 # Broken framing: the stream is closed already; nothing can be answered.
                 log.info("API connection %s closed: %s", visitor.address, error)
                 return
+            try:
+                request = json.loads(frame)
             except (ValueError, RecursionError) as error:
                 # A whole frame that is not JSON: say so, then close this connection only.
                 log.info("API connection %s: bad frame: %s", visitor.address, error)
                 message = f"a request is one JSON object per frame ({error})"
-                await stream.send(error_reply(None, "bad_frame", message))
+                await stream.send(encode_reply(error_reply(None, "bad_frame", message)))
                 return
-            reply = await self._answer(session, request)
-            await stream.send(reply)
+            await stream.send(await self._answer(session, request, frame))
 
-    async def _answer(self, session: ApiSession, request: object) -> Reply:
-        """Answer one request: checkouts through the group commit queue, the rest directly."""
+    async def _answer(self, session: ApiSession, request: object, frame: bytes) -> bytes:
+        """Answer one request, encoded: checkouts through the group commit queue."""
         assert self._checkouts is not None
         if self._executor is None:
-            step = session.begin(request)
+            step = session.begin(request, raw=frame)
         else:
             loop = asyncio.get_running_loop()
-            step = await loop.run_in_executor(self._executor, session.begin, request)
+            begin = functools.partial(session.begin, raw=frame)
+            step = await loop.run_in_executor(self._executor, begin, request)
         if isinstance(step, CheckoutStep):
-            return step.reply(await self._checkouts.submit(step.pending.request))
-        return step
+            return step.encode(await self._checkouts.submit(step.pending.request))
+        return encode_reply(step)

@@ -34,12 +34,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
 from storify.cart import check_quantity
-from storify.database import Connection, Synchronous, open_database
+from storify.database import Connection, Synchronous, WouldWait, open_database
 from storify.errors import (
     DuplicateProduct,
     EmptyCart,
@@ -79,6 +79,7 @@ MAX_STOCK = 1_000_000_000
 # Checkouts committed in one transaction at most: enough to take a burst from every
 # connection at once, few enough that a batch stays a few milliseconds long.
 MAX_BATCH = 256
+_RACE_RETRIES = 3  # batches run again after another server committed one of their request ids
 _MAX_ID = 2**63  # SQLite integers and PostgreSQL BIGINT are signed 64-bit
 _T = TypeVar("_T")
 
@@ -308,17 +309,26 @@ def _marks(values: Sequence[object]) -> str:
     return ", ".join("?" * len(values))
 
 
-def _take(shelf: Mapping[int, Product], wanted: Mapping[int, int]) -> tuple[OrderLine, ...]:
-    """Return the order lines for ``wanted`` from ``shelf``, or raise why it cannot be bought."""
+def _take(
+    shelf: Mapping[int, tuple[str, int]], stock: Mapping[int, int], wanted: Mapping[int, int]
+) -> tuple[OrderLine, ...]:
+    """Return the order lines for ``wanted``, or raise why it cannot be bought.
+
+    ``shelf`` maps a product on sale to its name and price, ``stock`` to its units left.
+    """
     lines = []
     for product_id, quantity in sorted(wanted.items()):
-        product = shelf.get(product_id)
-        if product is None:
+        found = shelf.get(product_id)
+        if found is None:
             raise UnknownProduct(str(product_id))
-        if product.stock < quantity:
-            raise OutOfStock(product.name, requested=quantity, available=product.stock)
-        lines.append(OrderLine(product_id, product.name, product.price, quantity))
+        if stock[product_id] < quantity:
+            raise OutOfStock(found[0], requested=quantity, available=stock[product_id])
+        lines.append(OrderLine(product_id, found[0], found[1], quantity))
     return tuple(lines)
+
+
+class _RequestRace(Exception):
+    """PostgreSQL: another server committed these request ids while this batch ran."""
 
 
 def _replay(order: Order, wanted: Mapping[int, int]) -> Receipt | StoreError:
@@ -729,6 +739,27 @@ class Store:
                 when the connection broke during the commit, it is unknown: retry the
                 checkouts with their request ids).
         """
+        outcomes = self._batch(requests, wait=True)
+        assert outcomes is not None
+        return outcomes
+
+    def try_checkout_batch(
+        self, requests: Sequence[CheckoutRequest]
+    ) -> list[Receipt | StoreError] | None:
+        """:meth:`checkout_batch` now if that needs no waiting, else None (nothing done).
+
+        For an event loop: it waits for no lock another thread or process holds, no
+        fsync (SQLite ``synchronous=FULL``) and no network (PostgreSQL always answers
+        None); run :meth:`checkout_batch` in a thread instead.
+
+        Raises:
+            StoreUnavailable: as :meth:`checkout_batch`.
+        """
+        return self._batch(requests, wait=False)
+
+    def _batch(
+        self, requests: Sequence[CheckoutRequest], *, wait: bool
+    ) -> list[Receipt | StoreError] | None:
         outcomes: list[Receipt | StoreError | None] = [None] * len(requests)
         valid: list[tuple[int, dict[int, int], CheckoutRequest]] = []
         for index, request in enumerate(requests):
@@ -737,7 +768,25 @@ class Store:
             except StoreError as error:
                 outcomes[index] = error
         if valid:
-            committed = self._write(lambda db: self._commit_checkouts(db, valid))
+            for attempt in range(_RACE_RETRIES + 1):
+                try:
+                    if wait:
+                        committed = self._write(lambda db: self._commit_checkouts(db, valid))
+                    else:
+                        try:
+                            committed = self._db.write_now(
+                                lambda db: self._commit_checkouts(db, valid)
+                            )
+                        except WouldWait:
+                            return None
+                    break
+                except _RequestRace as race:
+                    # Rolled back; run again, and those request ids are replays now.
+                    if attempt == _RACE_RETRIES:
+                        raise StoreUnavailable(
+                            f"request ids {race.args[0]!r} kept being committed by another"
+                            " server while this batch ran"
+                        ) from None
             for (index, _, _), outcome in zip(valid, committed, strict=True):
                 outcomes[index] = outcome
         return [outcome for outcome in outcomes if outcome is not None]
@@ -748,9 +797,15 @@ class Store:
         """Decide and write a batch of checkouts inside one write transaction.
 
         The shelf of every product the batch touches is read first, under the write
-        lock (SQLite) or row locks taken in id order (PostgreSQL, ``FOR UPDATE``), so
-        each checkout is decided in Python against the stock the ones before it left,
-        and only checkouts that can be bought touch the tables.
+        lock (SQLite) or row locks taken in id order (PostgreSQL, ``FOR UPDATE``), and
+        so are the orders of the batch's request ids; each checkout is then decided in
+        Python against the stock the ones before it left, and the orders, stock and
+        lines of those that can be bought are written with one statement each (run once
+        per row: ``executemany``, pipelined on PostgreSQL).
+
+        Raises:
+            _RequestRace: PostgreSQL: another server committed one of the request ids
+                meanwhile (our insert of it did nothing); the caller runs the batch again.
         """
         product_ids = sorted({product_id for _, wanted, _ in valid for product_id in wanted})
         rows = db.execute(
@@ -758,9 +813,8 @@ class Store:
             f" ({_marks(product_ids)}) ORDER BY id{self._db.lock_rows}",
             product_ids,
         ).fetchall()
-        shelf = {
-            int(i): Product(int(i), name, int(price), int(stock)) for i, name, price, stock in rows
-        }
+        shelf = {int(i): (name, int(price)) for i, name, price, _ in rows}
+        stock = {int(i): int(left) for i, _, _, left in rows}
         request_ids = sorted({r.request_id for _, _, r in valid if r.request_id is not None})
         known: dict[str, Order] = {}
         if request_ids:
@@ -770,48 +824,35 @@ class Store:
             ).fetchall()
             for request_id, order_id in done:
                 known[request_id] = self._order(db, int(order_id))
+        # Decide: each slot is a StoreError, a replay of an order committed before, an
+        # index into ``new`` (bought now), or the request id bought earlier in the batch.
+        decided: list[StoreError | Receipt | int | str] = []
+        new: list[tuple[CheckoutRequest, dict[int, int], tuple[OrderLine, ...], int, float]] = []
+        buying: dict[str, int] = {}  # request id -> index into new
         taken: dict[int, int] = {}
-        new_lines: list[tuple[int, int, str, int, int]] = []
-        results: list[Receipt | StoreError] = []
         for _, wanted, request in valid:
             request_id = request.request_id
-            if request_id is not None and request_id in known:
-                results.append(_replay(known[request_id], wanted))
-                continue
-            try:
-                lines = _take(shelf, wanted)
-            except StoreError as error:
-                results.append(error)
-                continue
-            total = sum(line.subtotal for line in lines)
-            created = self._clock()
-            # The same request id committing at this moment on another server (PostgreSQL)
-            # makes this insert wait for it, then do nothing: that order is the answer.
-            inserted = db.execute(
-                "INSERT INTO orders (request_id, customer, total, created) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT DO NOTHING RETURNING id",
-                (request_id, request.customer, total, created),
-            ).fetchone()
-            if inserted is None:
-                assert request_id is not None  # only the request id is unique and given
-                row = db.execute(
-                    "SELECT id FROM orders WHERE request_id = ?", (request_id,)
-                ).fetchone()
-                if row is None:
-                    raise StoreUnavailable(f"request id {request_id!r} vanished while inserting")
-                known[request_id] = self._order(db, int(row[0]))
-                results.append(_replay(known[request_id], wanted))
-                continue
-            order_id = int(inserted[0])
-            for line in lines:
-                product = shelf[line.product_id]
-                shelf[line.product_id] = replace(product, stock=product.stock - line.quantity)
-                taken[line.product_id] = taken.get(line.product_id, 0) + line.quantity
-                new_lines.append((order_id, line.product_id, line.name, line.price, line.quantity))
-            order = Order(order_id, request_id, request.customer, lines, total, created)
             if request_id is not None:
-                known[request_id] = order
-            results.append(Receipt(order))
+                if request_id in known:
+                    decided.append(_replay(known[request_id], wanted))
+                    continue
+                if request_id in buying:
+                    decided.append(request_id)
+                    continue
+            try:
+                lines = _take(shelf, stock, wanted)
+            except StoreError as error:
+                decided.append(error)
+                continue
+            for product_id, quantity in wanted.items():
+                stock[product_id] -= quantity
+                taken[product_id] = taken.get(product_id, 0) + quantity
+            if request_id is not None:
+                buying[request_id] = len(new)
+            decided.append(len(new))
+            total = sum(line.price * line.quantity for line in lines)
+            new.append((request, wanted, lines, total, self._clock()))
+        order_ids = self._insert_orders(db, new)
         for product_id, quantity in sorted(taken.items()):
             # Conditional all the same: the CHECK and this WHERE are the last line of defence.
             changed = db.execute(
@@ -820,13 +861,68 @@ class Store:
             ).rowcount
             if changed != 1:
                 raise RuntimeError(f"product {product_id}'s stock changed under its lock")
-        if new_lines:
+        if new:
             db.executemany(
                 "INSERT INTO order_lines (order_id, product_id, name, price, quantity)"
                 " VALUES (?, ?, ?, ?, ?)",
-                new_lines,
+                [
+                    (order_id, line.product_id, line.name, line.price, line.quantity)
+                    for order_id, (_, _, lines, _, _) in zip(order_ids, new, strict=True)
+                    for line in lines
+                ],
             )
+        orders = [
+            Order(order_id, request.request_id, request.customer, lines, total, created)
+            for order_id, (request, _, lines, total, created) in zip(order_ids, new, strict=True)
+        ]
+        results: list[Receipt | StoreError] = []
+        for slot, (_, wanted, _) in zip(decided, valid, strict=True):
+            if isinstance(slot, int):
+                results.append(Receipt(orders[slot]))
+            elif isinstance(slot, str):
+                results.append(_replay(orders[buying[slot]], wanted))
+            else:
+                results.append(slot)
         return results
+
+    def _insert_orders(
+        self,
+        db: Connection,
+        new: Sequence[tuple[CheckoutRequest, dict[int, int], tuple[OrderLine, ...], int, float]],
+    ) -> list[int]:
+        """Insert the orders of ``new``; returns their ids, in order."""
+        if not new:
+            return []
+        if self._db.serial_writes:
+            # SQLite: the write lock covers the whole file, so the new orders take the ids
+            # after the largest, as INTEGER PRIMARY KEY would give them one by one, and no
+            # request id can have been committed since the batch looked them up.
+            row = db.execute("SELECT COALESCE(MAX(id), 0) FROM orders").fetchone()
+            first = int(row[0]) + 1
+            db.executemany(
+                "INSERT INTO orders (id, request_id, customer, total, created)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [
+                    (first + n, request.request_id, request.customer, total, created)
+                    for n, (request, _, _, total, created) in enumerate(new)
+                ],
+            )
+            return list(range(first, first + len(new)))
+        # PostgreSQL: the same request id committing at this moment on another server
+        # makes its insert wait for that transaction, then do nothing.
+        returned = self._db.run_each(
+            db,
+            "INSERT INTO orders (request_id, customer, total, created) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT DO NOTHING RETURNING id",
+            [
+                (request.request_id, request.customer, total, created)
+                for request, _, _, total, created in new
+            ],
+        )
+        raced = [new[n][0].request_id for n, row in enumerate(returned) if row is None]
+        if raced:
+            raise _RequestRace(raced)
+        return [int(row[0]) for row in returned]
 
     def order(self, order_id: int) -> Order:
         """Return the committed order ``order_id``.

@@ -7,8 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from storify.api import OPERATIONS, ApiSession
-from storify.store import Store
+from storify.api import OPERATIONS, ApiSession, CheckoutStep, encode_reply
+from storify.errors import OutOfStock
+from storify.shop import PendingCheckout
+from storify.store import CheckoutRequest, Order, OrderLine, Receipt, Store
 
 
 @pytest.fixture
@@ -322,3 +324,75 @@ def test_api_errors_are_caught_as_the_domain_error_over_the_api() -> None:
     with pytest.raises(OutOfStock) as info:
         result_of({"id": 1, "ok": False, "error": reply})
     assert (info.value.product, info.value.requested, info.value.available) == ("Lamp", 5, 1)
+
+
+_texts = st.text(
+    st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12
+)  # what a database can hold: any Unicode but lone surrogates
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    reply_to=st.none()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _texts,
+    order_id=st.integers(1, 2**63 - 1),
+    request_id=st.none() | _texts,
+    customer=_texts,
+    created=st.floats(0, 2e9) | st.integers(0, 2**40),
+    lines=st.lists(
+        st.tuples(st.integers(1, 2**63 - 1), _texts, st.integers(0, 10**9), st.integers(1, 1000)),
+        min_size=1,
+        max_size=4,
+    ),
+    replayed=st.booleans(),
+)
+def test_checkout_reply_is_encoded_as_json_dumps_would(
+    reply_to: object,
+    order_id: int,
+    request_id: str | None,
+    customer: str,
+    created: float,
+    lines: list[tuple[int, str, int, int]],
+    replayed: bool,
+) -> None:
+    order_lines = tuple(OrderLine(*line) for line in lines)
+    total = sum(line.subtotal for line in order_lines)
+    order = Order(order_id, request_id, customer, order_lines, total, created)
+    with Store() as store:
+        step = CheckoutStep(
+            ApiSession(store, customer),
+            reply_to,
+            PendingCheckout(CheckoutRequest({1: 1}, customer, request_id), from_cart=False),
+        )
+        receipt = Receipt(order, replayed=replayed)
+        encoded = step.encode(receipt)
+        assert encoded == encode_reply(step.reply(receipt))
+    assert encoded == json.dumps(
+        json.loads(encoded), separators=(",", ":"), ensure_ascii=False
+    ).encode("utf-8")
+
+
+def test_checkout_error_reply_is_encoded_like_any_reply(api: ApiSession) -> None:
+    step = api.begin({"id": "x", "op": "checkout", "items": {"1": 99}})
+    assert isinstance(step, CheckoutStep)
+    refusal = OutOfStock("Mug", requested=99, available=20)
+    assert step.encode(refusal) == encode_reply(step.reply(refusal))
+    assert json.loads(step.encode(refusal))["error"]["code"] == "out_of_stock"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"id": 1, "op": "show", "product": "\\ud800"}',
+        '{"id": 1, "op": "show", "product": "mug", "x": ["\\udfff"]}',
+        '{"id": 1, "op": "checkout", "items": {"\\ud800": 1}}',
+        '{"id": 1, "op": "show", "product": "\\u004dug"}',  # an escape, not a surrogate
+        '{"id": 1, "op": "show", "product": "mug"}',
+        '{"id": 1, "op": "show", "product": "m\\\\ug"}',  # an escaped backslash
+    ],
+)
+def test_api_begin_with_the_raw_text_answers_as_without(api: ApiSession, text: str) -> None:
+    request = json.loads(text)
+    assert api.begin(request, raw=text.encode()) == api.begin(request)

@@ -267,6 +267,17 @@ def test_checkout_queue_commits_a_loop_iteration_in_one_batch(
         recording = _Recording(store)
         recording.release.set()
         store.checkout_batch = recording  # type: ignore[method-assign]
+        # With an executor, a batch that needs no waiting (SQLite) commits on the loop.
+        tried: list[int] = []
+        try_now = store.try_checkout_batch
+
+        def record_try(requests: Sequence[CheckoutRequest]) -> list[Receipt | StoreError] | None:
+            outcomes = try_now(requests)
+            if outcomes is not None:
+                tried.append(len(requests))
+            return outcomes
+
+        store.try_checkout_batch = record_try  # type: ignore[method-assign]
         executor = concurrent.futures.ThreadPoolExecutor(2) if threaded else None
 
         async def main() -> list[Receipt | StoreError]:
@@ -280,7 +291,8 @@ def test_checkout_queue_commits_a_loop_iteration_in_one_batch(
         finally:
             if executor is not None:
                 executor.shutdown()
-        assert recording.sizes == [11]
+        assert recording.sizes + tried == [11]
+        assert tried == ([11] if threaded and store.kind == "sqlite" else [])
         assert isinstance(outcomes[0], Receipt)
         assert all(isinstance(outcome, OutOfStock) for outcome in outcomes[1:10])
         assert isinstance(outcomes[10], RequestConflict)
@@ -320,3 +332,11 @@ def test_checkout_queue_respects_max_batch_and_hands_failures_to_all(database: s
 def test_checkout_queue_rejects_a_bad_max_batch() -> None:
     with Store() as store, pytest.raises(ValueError, match="max_batch"):
         CheckoutQueue(store, max_batch=0)
+
+
+@pytest.mark.postgres
+def test_try_checkout_batch_never_commits_postgresql_on_the_spot(postgres_url: str) -> None:
+    with Store(postgres_url) as store:
+        store.seed_demo()
+        assert store.try_checkout_batch([CheckoutRequest({MUG: 1}, "t", "x")]) is None
+        assert store.product("mug").stock == 20

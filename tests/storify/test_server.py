@@ -6,10 +6,11 @@ import logging
 import select
 import signal
 import socket
+import sqlite3
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pexpect
@@ -19,11 +20,11 @@ from sockwork.errors import Busy
 from sockwork.frames import JSON, connect
 from storify.cli import main
 from storify.client import ApiError, StoreClient
-from storify.errors import StoreBusy
+from storify.errors import OrderNotFound, StoreBusy, StoreError
 from storify.repl import StoreREPL
 from storify.server import ApiServer, format_address
 from storify.service import StoreService
-from storify.store import Store
+from storify.store import CheckoutRequest, Receipt, Store
 
 LINGER_ZERO = struct.pack("ii", 1, 0)
 
@@ -433,3 +434,51 @@ def read_all(sock: socket.socket) -> bytes:
     while chunk := sock.recv(4096):
         data += chunk
     return data
+
+
+# -- a busy database never stalls the API loop (issue 12) ---------------------------------
+
+
+def test_api_answers_while_a_checkout_waits_for_another_process_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = str(tmp_path / "store.db")
+    with Store(path, busy_timeout=10) as store:
+        store.seed_demo()
+        committing = threading.Event()
+        batch = store.checkout_batch
+
+        def spy(requests: Sequence[CheckoutRequest]) -> list[Receipt | StoreError]:
+            committing.set()
+            return batch(requests)
+
+        monkeypatch.setattr(store, "checkout_batch", spy)
+        other = sqlite3.connect(path, isolation_level=None)  # "another process"
+        with ApiServer(store, port=0) as server:
+            try:
+                other.execute("BEGIN IMMEDIATE")
+                replies: list[dict[str, object]] = []
+
+                def buy() -> None:
+                    with StoreClient.connect(server.address, timeout=30) as buyer:
+                        replies.append(buyer.request("checkout", items={"1": 2}, request_id="w"))
+
+                buyer = threading.Thread(target=buy)
+                buyer.start()
+                assert committing.wait(10)  # the batch is committing, waiting for the lock
+                with StoreClient.connect(server.address, timeout=3) as browser:
+                    # 3 s, not the 10 s busy_timeout: the loop is not waiting for the lock.
+                    assert browser.request("show", product="mug")["product"] == {
+                        "id": 1, "name": "Mug", "price": 850, "stock": 20
+                    }  # fmt: skip
+                    with pytest.raises(OrderNotFound):  # not committed yet
+                        browser.request("order_status", request_id="w")
+                assert buyer.is_alive()
+                other.execute("ROLLBACK")
+                buyer.join(10)
+                assert not buyer.is_alive()
+            finally:
+                other.close()
+        [reply] = replies
+        assert reply["order"]["request_id"] == "w"  # type: ignore[index]
+        assert store.product("mug").stock == 18

@@ -27,11 +27,11 @@ import pytest
 from sockwork.testing import TelnetClient
 from storify.cli import main
 from storify.client import ApiError, StoreClient
-from storify.errors import StoreUnavailable
+from storify.errors import RequestConflict, StoreError, StoreUnavailable
 from storify.repl import StoreREPL
 from storify.server import ApiServer
 from storify.service import StoreService
-from storify.store import Store
+from storify.store import CheckoutRequest, Receipt, Store
 from storify.testing import TemporaryPostgres
 from tests.storify.conftest import start_postgres
 from tests.storify.test_service import ask
@@ -505,3 +505,47 @@ def test_serve_refuses_a_newer_schema(tmp_path: Path, capsys: pytest.CaptureFixt
         "newer than version 1 that this storify knows; upgrade storify (or use another "
         "database)\n"
     )
+
+
+@pytest.mark.postgres
+def test_batch_racing_another_server_for_a_request_id_runs_again(
+    postgres_url: str, postgres: TemporaryPostgres
+) -> None:
+    with Store(postgres_url, busy_timeout=20) as store:
+        mug = store.add_product("Mug", 850, 5)
+        # Another server is committing request id "race" (for other items) right now.
+        with psycopg.connect(postgres_url, autocommit=True) as other:
+            other.execute("BEGIN")
+            other.execute(
+                "INSERT INTO orders (request_id, customer, total, created)"
+                " VALUES ('race', 'other server', 0, 1.0)"
+            )
+            outcomes: list[Receipt | StoreError] = []
+            batch = threading.Thread(
+                target=lambda: outcomes.extend(
+                    store.checkout_batch(
+                        [
+                            CheckoutRequest({mug.id: 1}, "a", "race"),
+                            CheckoutRequest({mug.id: 2}, "b", "fresh"),
+                        ]
+                    )
+                )
+            )
+            batch.start()
+            try:
+                # Our insert of "race" waits for the other transaction...
+                _wait_for_lock_wait(postgres, postgres_url.rsplit("/", 1)[1])
+                other.execute("COMMIT")  # ...which commits it: our insert does nothing
+            finally:
+                if other.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    other.execute("ROLLBACK")
+                batch.join(TIMEOUT)
+    # The batch ran again: "race" is the other server's order (other items: a conflict),
+    # and "fresh" committed once.
+    raced, fresh = outcomes
+    assert isinstance(raced, RequestConflict) and raced.facts()["request_id"] == "race"
+    assert isinstance(fresh, Receipt) and fresh.order.units == 2 and not fresh.replayed
+    with Store(postgres_url) as store:
+        assert store.product("mug").stock == 3
+        assert [order.request_id for order in store.orders()] == ["fresh", "race"]
+        assert all(line.balanced for line in store.audit())
