@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 import socket
 import threading
 from collections.abc import Callable
@@ -187,11 +188,15 @@ def test_explore_stops_a_busy_loop_that_never_notices_the_end_of_stream() -> Non
         with echo_server() as address, socket.create_connection(address, timeout=2) as sock:
             sock.sendall(b"\0\0\0\x03END")
             data = b""
+            ended = False
             while not data.endswith(b"END"):
                 try:
-                    data += sock.recv(1)  # bug: b"" (end of stream) is never noticed
+                    chunk = sock.recv(1)
                 except OSError:
-                    continue  # nor is an error
+                    continue  # bug: an error is not noticed...
+                ended = ended or not chunk
+                if not ended:
+                    data += chunk  # ...nor the end of the stream: it spins from then on
             assert data == b"\0\0\0\x03END"
 
     before = threading.active_count()
@@ -201,3 +206,45 @@ def test_explore_stops_a_busy_loop_that_never_notices_the_end_of_stream() -> Non
     assert "spin_on_eof" in result.failure.details
     assert "stopped with RunAbandoned" in result.failure.details
     assert threading.active_count() <= before
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_explore_draws_a_progress_line_on_a_terminal_only() -> None:
+    terminal, pipe = _Terminal(), io.StringIO()
+    explore(careful_client_test, budget=5, faults={"Slice"}, progress=terminal)
+    explore(careful_client_test, budget=5, faults={"Slice"}, progress=pipe)
+    assert "\rsockwork explore: 5 schedule(s), 0 failure(s)" in terminal.getvalue()
+    assert terminal.getvalue().endswith("\n")
+    assert pipe.getvalue() == ""
+    calls: list[tuple[int, int, float]] = []
+    explore(careful_client_test, budget=3, faults={"Slice"}, progress=lambda *a: calls.append(a))
+    assert [c[0] for c in calls] == [1, 2, 3] and all(c[1] == 0 for c in calls)
+
+
+def test_a_run_that_keeps_moving_bytes_past_its_deadline_is_slow_not_hung() -> None:
+    def long_reply() -> None:
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+
+            def serve() -> None:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.sendall(b"x" * 250)
+
+            server = threading.Thread(target=serve)
+            server.start()
+            with socket.create_connection(listener.getsockname(), timeout=5) as sock:
+                data = b""
+                while len(data) < 250:
+                    data += sock.recv(4096)
+            server.join(5)
+
+    subject = FunctionSubject(long_reply)
+    # 1-byte reads 10 ms apart: 2.5 s or more of steady progress against a 1 s deadline
+    slow = Schedule((Slice(1, delay=0.01, direction="recv"),), role="client")
+    outcome = subject.run(slow, seed=0, timeout=1.0)
+    assert outcome.passed, outcome
+    assert outcome.duration > 1.0

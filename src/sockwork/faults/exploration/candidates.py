@@ -76,8 +76,8 @@ _MAX_OFFSETS = 8
 # Connections beyond this many per role get only the broad faults.
 _MAX_CONNECTIONS = 6
 # Slicing to 1 byte beyond this many bytes per stream would only make a run slow
-# (every piece is one call through the engine): longer streams get ~2048 pieces.
-_SLICE_ONE_LIMIT = 16 * 1024
+# (every piece is one call through the engine): longer streams get ~1024 pieces.
+_SLICE_ONE_LIMIT = 4096
 # Pairs tried before the singles that wait out a real delay.
 _PAIRS_BEFORE_DELAYS = 600
 # Random combinations: stop after this many draws in a row gave nothing new.
@@ -151,8 +151,8 @@ def singles(
 
 
 def _piece(total: int) -> int:
-    """The slice size for a stream of ``total`` bytes: 1, or ~2048 pieces for long streams."""
-    return 1 if total <= _SLICE_ONE_LIMIT else -(-total // 2048)
+    """The slice size for a stream of ``total`` bytes: 1, or ~1024 pieces for long streams."""
+    return 1 if total <= _SLICE_ONE_LIMIT else -(-total // 1024)
 
 
 def _singles(trace: Trace, kinds: Collection[str], timeout: float | None) -> list[_Single]:

@@ -40,7 +40,7 @@ __all__ = ["default_per_run_timeout", "explore"]
 _BASELINE_TIMEOUT = 60.0
 _SHRINK_BUDGET = 60
 # A hang is confirmed with a deadline this many times longer.
-_HANG_CONFIRM = 3
+_HANG_CONFIRM = 2
 
 Progress = Callable[[int, int, float], None]
 
@@ -152,6 +152,7 @@ def explore(
         flaky += 1
 
     if found is None:
+        _end_line(progress)
         return ExploreResult(
             found=False,
             schedules_run=runs,
@@ -187,6 +188,7 @@ def explore(
     exact = not replay.passed and replay.fired == failure.fired
     if not replay.passed:
         failure = replay
+    _end_line(progress)
     command = getattr(subject, "command", None)
     call = getattr(subject, "name", "test()")
     return ExploreResult(
@@ -226,6 +228,13 @@ def _replay(
         outcome, trace = recorded(schedule, seed=seed, timeout=timeout)
         return outcome, trace
     return subject.run(schedule, seed=seed, timeout=timeout), None
+
+
+def _end_line(progress: Progress | TextIO | None) -> None:
+    """End the progress line drawn on a terminal."""
+    if progress is not None and not callable(progress) and progress.isatty():
+        progress.write("\n")
+        progress.flush()
 
 
 def _reporter(progress: Progress | TextIO | None) -> Progress:

@@ -5,6 +5,10 @@ again under schedules (``run``). The oracle is the subject itself: it passes, or
 fails with an exception, a non-zero exit or a hang.
 
 # Rules:
+- A run past its deadline that still moves bytes (a long reply read 1 byte at a
+  time on a loaded machine) is slow, not hung: it gets up to ``_STRETCH`` deadlines
+  while every check sees bytes pass. One that moved nothing since the last check
+  (blocked, or spinning on ``b""``) hangs.
 - A run never outlives its deadline silently. On a hang the subject reports the
   stacks of every thread, then unblocks the stuck code: the faults are removed
   (waits inside the engine wake up) and every socket the run touched is shut down
@@ -54,6 +58,10 @@ __all__ = ["CommandNotFound", "FunctionSubject", "ProcessSubject", "RunAbandoned
 
 # After a hang: how long the unblocked run may take to finish before it is reported leaked.
 _UNBLOCK_GRACE = 1.0
+# A run past its deadline that still moves bytes gets up to this many deadlines...
+_STRETCH = 6
+# ...as long as every check, this many seconds apart, sees bytes move.
+_PROGRESS_CHECK = 0.5
 
 
 @runtime_checkable
@@ -95,6 +103,33 @@ def _stacks(skip: int) -> str:
             f"Thread {names.get(ident, ident)!s}:\n" + "".join(traceback.format_stack(frame))
         )
     return "\n".join(parts)
+
+
+def _moved(scopes: list[Injection]) -> int:
+    """A fingerprint of the bytes the scopes' open connections have passed so far."""
+    total = 0
+    for scope in scopes:
+        try:
+            conns = list(scope._scope.plan._connections.values())
+        except RuntimeError:  # a connection opened meanwhile: that is movement too
+            return -1
+        for conn in conns:
+            total += conn.index * 1_000_003 + conn.send.offset * 31 + conn.recv.offset
+    return total
+
+
+def _wait_while_moving(worker: threading.Thread, scopes: list[Injection], limit: float) -> None:
+    """Past its deadline, give a run that still moves bytes more time, up to ``limit``.
+
+    A slow run is not a hung one: 1-byte reads of a long reply on a loaded machine
+    may take longer than the deadline while every check sees new bytes pass. A run
+    that moved nothing since the last check (blocked, or spinning on ``b""``) hangs.
+    """
+    while worker.is_alive() and now() < limit:
+        mark = _moved(scopes)
+        worker.join(min(_PROGRESS_CHECK, max(0.0, limit - now())))
+        if worker.is_alive() and _moved(scopes) == mark:
+            return
 
 
 def _remove(scopes: list[Injection]) -> None:
@@ -241,6 +276,7 @@ class FunctionSubject:
             with skipping_endless_waits() if fast else contextlib.nullcontext():
                 worker.start()
                 worker.join(timeout)
+                _wait_while_moving(worker, scopes, start + timeout * _STRETCH)
                 if worker.is_alive():
                     return self._hang(worker, before, scopes, timeout, now() - start)
         finally:
