@@ -46,7 +46,7 @@ BENCHMARKS: tuple[Bench, ...] = (
     Bench("console", ("--sessions", "100", "--seconds", "3")),
     Bench("storify", ("--duration", "1")),
     Bench("ssh", ("--sessions", "20", "--seconds", "3")),
-    Bench("explore", ("--quick", "--skip-command")),
+    Bench("explore"),
 )
 
 
