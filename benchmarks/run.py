@@ -47,7 +47,7 @@ BENCHMARKS: tuple[Bench, ...] = (
     Bench("storify", ("--duration", "1")),
     Bench("ssh", ("--sessions", "20", "--seconds", "3")),
     Bench("explore_process"),
-    Bench("explore", ("--quick", "--skip-command")),
+    Bench("explore"),
 )
 
 

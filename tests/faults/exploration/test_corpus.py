@@ -19,7 +19,7 @@ from tests.faults.exploration.corpus import PROGRAMS, Program, program
 FULL = os.environ.get("SOCKWORK_CORPUS_FULL") == "1"
 BUDGET = 300
 TWIN_SEEDS = (0, 1, 2, 3, 4) if FULL else (0, 1)
-TWIN_TIME = 120.0 if FULL else 4.0
+TWIN_TIME = 120.0 if FULL else 3.0
 # Bugs whose only symptom is a hang: each costs the explorer a per-run deadline or two.
 HANGS = {"read_timeout", "connect_timeout", "eof_spin"}
 # Found only by latency above the client's timeout, late in the candidate order (~20 s).
