@@ -9,8 +9,9 @@ own process, as a user would run them; the servers and the client share this pro
 Targets (issue 4): proxy >= 0.5x direct throughput and within 2x of socat; added median
 round trip <= 100 us. Issue 12: >= 0.9x direct, added median round trip <= 30 us, >= socat.
 
-The last column is the relay process's CPU time (user + system, from /proc) per GB of
-bulk data: unlike throughput, it hardly depends on what else the machine is running.
+The CPU columns (user + system, from /proc and process_time) are per GB of bulk data
+for the relay process and for this process (the client and the servers), and per round
+trip for the relay: unlike throughput, they hardly depend on what else the machine runs.
 """
 
 from __future__ import annotations
@@ -268,6 +269,7 @@ def main() -> int:
         cpu: dict[str, float] = {name: 0.0 for name in relays}
         ends_cpu: dict[str, float] = {name: 0.0 for name in relays}
         rtts: dict[str, list[list[float]]] = {name: [] for name in relays}
+        rtt_cpu: dict[str, float] = {name: 0.0 for name in relays}
         for bulk_address, echo_at in relays.values():
             bulk(bulk_address, 4)  # warm up
             ping_pong(echo_at, 100)
@@ -278,7 +280,10 @@ def main() -> int:
                 seconds[name].append(bulk(bulk_address, args.mib))
                 cpu[name] += relay_cpu(pid) - before
                 ends_cpu[name] += time.process_time() - ends_before
+                echo_pid = _PIDS.get(echo_at)
+                before = relay_cpu(echo_pid)
                 rtts[name].append(ping_pong(echo_at, rounds))
+                rtt_cpu[name] += relay_cpu(echo_pid) - before
     sink_listener.close()
     echo_listener.close()
 
@@ -300,6 +305,7 @@ def main() -> int:
     print(
         f"{'path':<28}{'MB/s':>7}{'x direct':>9}{'x socat':>8}{'RTT us':>8}{'p99 us':>8}"
         f"{'added us':>9}{'relay CPU s/GB':>15}{'ends CPU s/GB':>14}{'CPU bound':>10}"
+        f"{'relay CPU us/RTT':>17}"
     )
     results: dict[str, tuple[float, float, float]] = {}
     socat_seconds = seconds.get("socat relay")
@@ -321,6 +327,7 @@ def main() -> int:
             f"{statistics.median(times) * 1e6:>8.1f}{times[int(len(times) * 0.99) - 1] * 1e6:>8.1f}"
             f"{added:>9.1f}{cpu[name] / gigabytes if name != 'direct' else 0:>15.2f}"
             f"{ends_cpu[name] / gigabytes:>14.2f}{base_total / total if total else 0:>10.2f}"
+            f"{rtt_cpu[name] / (rounds * args.trials) * 1e6:>17.1f}"
         )
     socat_ratio = None
     if socat_seconds:
