@@ -36,7 +36,14 @@ from sockwork.console.policy import Admission, SessionPolicy
 
 # Session and its stream adapters live in sockwork.console.session; they stay importable
 # from here (ssh.py, storify and tests import them from this module).
-from sockwork.console.session import Session, _ClientGone, _log_unbound, current_session
+from sockwork.console.session import (
+    Session,
+    _check_stack_size,
+    _ClientGone,
+    _log_unbound,
+    _start_session_thread,
+    current_session,
+)
 from sockwork.console.session import _SessionInput as _SessionInput
 from sockwork.console.session import _SessionOutput as _SessionOutput
 
@@ -93,6 +100,10 @@ class ConsoleServer:
             ``"none"`` leaves them alone (the program must use ``self.stdout``).
         backlog: the listen queue length.
         encoding: text encoding on the wire.
+        session_stack_size: bytes of stack for each session's thread (a multiple of
+            4096, at least 256 KiB); None keeps the interpreter's default (on Linux the
+            soft ``ulimit -s``, usually 8 MiB, as for the local console). Smaller
+            stacks save address space, not resident memory (see docs/console.md).
 
     Raises:
         ValueError: a limit is out of range.
@@ -122,6 +133,7 @@ class ConsoleServer:
         stdio: Literal["streams", "builtins", "none"] = "streams",
         backlog: int = 128,
         encoding: str = "utf-8",
+        session_stack_size: int | None = None,
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be a cmd.Cmd subclass or a callable, got {app!r}")
@@ -144,6 +156,8 @@ class ConsoleServer:
         if stdio not in ("streams", "builtins", "none"):
             raise ValueError(f"stdio must be 'streams', 'builtins' or 'none', got {stdio!r}")
         "".encode(encoding)
+        _check_stack_size(session_stack_size)
+        self.session_stack_size = session_stack_size
         self.app = app
         self.intro = intro
         self.prompt = prompt
@@ -362,7 +376,7 @@ class ConsoleServer:
                 self._sessions[session.id] = session
                 self._threads.add(thread)
                 try:
-                    thread.start()
+                    _start_session_thread(thread, self.session_stack_size)
                 except BaseException:
                     if thread.ident is None:  # it never ran: nobody else will clean up
                         self._sessions.pop(session.id, None)

@@ -60,6 +60,9 @@ __all__ = ["Session", "current_session"]
 _log = logging.getLogger("sockwork.console")
 
 _RECV_SIZE = 4096
+_MIN_STACK = 256 * 1024  # below this, plain Python code in a session overflows its stack
+_PAGE = 4096
+_stack_lock = threading.Lock()  # threading.stack_size() is process-wide: one setter at a time
 _CLOSE_GRACE = 2.0  # seconds a closed session's last words may wait for its client
 _TLS_CHUNK = 16384  # one TLS record: a non-blocking write is retried with this length
 
@@ -571,6 +574,38 @@ class _SessionChannel:
 
     def close_transport(self) -> None:
         self._session._close_transport()
+
+
+def _check_stack_size(size: int | None) -> None:
+    """Refuse a session stack size that is not None or whole pages of at least 256 KiB."""
+    if size is None:
+        return
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise TypeError(f"session_stack_size must be None or an int, got {size!r}")
+    if size < _MIN_STACK or size % _PAGE:
+        raise ValueError(
+            f"session_stack_size must be None or a multiple of {_PAGE} bytes, at least "
+            f"{_MIN_STACK} (256 KiB), got {size!r}"
+        )
+
+
+def _start_session_thread(thread: threading.Thread, stack_size: int | None) -> None:
+    """Start a session's thread, with ``stack_size`` bytes of stack when given.
+
+    Python only sets a thread's stack size through the process-wide
+    ``threading.stack_size()``: it is set, the thread started and the previous value
+    put back, under one lock. A thread started at that moment by other code without
+    going through here may get the session size too.
+    """
+    if stack_size is None:
+        thread.start()
+        return
+    with _stack_lock:
+        previous = threading.stack_size(stack_size)
+        try:
+            thread.start()
+        finally:
+            threading.stack_size(previous)
 
 
 def _log_unbound(level: int, message: str, *args: object) -> None:
