@@ -885,3 +885,31 @@ def _recv_until(sock: socket.socket, marker: bytes) -> bytes:
             return data
         data += chunk
     return data
+
+
+def test_server_without_a_thread_for_a_session_says_so_and_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sockwork.console.server as server_module
+
+    real_start = server_module._start_session_thread
+    refuse = [True]
+
+    def start(thread: threading.Thread, stack_size: int | None) -> None:
+        if refuse[0]:  # what the OS answers at threads-max, pids.max, RLIMIT_NPROC
+            raise RuntimeError("can't start new thread")
+        real_start(thread, stack_size)
+
+    monkeypatch.setattr(server_module, "_start_session_thread", start)
+    with caplog.at_level(logging.WARNING, logger="sockwork.console"):
+        with serving(max_clients=1) as server:
+            with nc(server.address) as client:
+                assert client.read_all() == (
+                    b"*** the server cannot start another session now; try again later\r\n"
+                )
+            assert server.sessions == []
+            refuse[0] = False
+            # The seat was given back: the next client (the only one allowed) gets in.
+            with nc(server.address) as client:
+                assert client.read_until(b"shop> ") == b"Welcome to the shop.\r\nshop> "
+    assert "can't start new thread" in caplog.text

@@ -60,6 +60,8 @@ __all__ = [
 
 _log = logging.getLogger("sockwork.console")
 
+_NO_THREAD = "*** the server cannot start another session now; try again later"
+
 App = Callable[[], object]
 """What a server runs per session: a Cmd subclass, a factory returning a Cmd, or a function."""
 
@@ -344,8 +346,12 @@ class ConsoleServer:
                 return
             try:
                 self._admit(sock, (str(peer[0]), int(peer[1])))
-            # Reset already, or no thread left: logged and closed here (not _ClientGone).
-            except (OSError, RuntimeError) as error:
+            except RuntimeError as error:
+                # No thread left (threads-max, pid_max, a cgroup's pids.max, RLIMIT_NPROC,
+                # address space for the stack): say so, as for a full server.
+                _log.warning("could not start a session for %s: %s", peer, error)
+                self._refuse(sock, _NO_THREAD)
+            except OSError as error:  # reset already: logged and closed (not _ClientGone)
                 _log.warning("could not start a session for %s: %s", peer, error)
                 sock.close()
 
@@ -382,6 +388,8 @@ class ConsoleServer:
                         self._sessions.pop(session.id, None)
                         self._threads.discard(thread)
                         self._admission.leave(peer[0])
+                        if self._ssl is not None:  # it owns the descriptor now; no
+                            sock.close()  # plain-text refusal can reach a TLS client
                     raise
         if refusal is not None:
             _log.info("refused %s:%d: %s", peer[0], peer[1], refusal)
