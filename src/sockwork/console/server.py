@@ -12,7 +12,9 @@ reach the right user while unbound threads keep the local console.
 #   Admission (max_clients, per-address limit) is the policy's Admission, under the
 #   server lock; refusals are one non-blocking send, never a wait.
 # - Session thread: password (throttled per address), then the program; how it reads,
-#   writes and ends is in sockwork.console.session's strategy comment.
+#   writes and ends is in sockwork.console.session's strategy comment. One thread per
+#   session because a Cmd blocks in input() (the measurements and the decision:
+#   docs/console.md, "Sessions and threads").
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING, Literal, cast
 
 from sockwork.address import bind_listener
 from sockwork.console import routing
+from sockwork.console.dispatch import InputDispatcher
 from sockwork.console.output import OutputPump
 from sockwork.console.policy import Admission, SessionPolicy
 
@@ -41,6 +44,7 @@ from sockwork.console.session import (
     _check_stack_size,
     _ClientGone,
     _log_unbound,
+    _session_thread,
     _start_session_thread,
     current_session,
 )
@@ -188,7 +192,9 @@ class ConsoleServer:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._pump = OutputPump(name=f"sockwork-console-output-{self._listener.getsockname()[1]}")
+        port = self._listener.getsockname()[1]
+        self._pump = OutputPump(name=f"sockwork-console-output-{port}")
+        self._dispatch = InputDispatcher(name=f"sockwork-console-input-{port}")
         self.address: tuple[str, int] = cast(tuple[str, int], self._listener.getsockname()[:2])
 
     # -- lifecycle -----------------------------------------------------------------
@@ -205,6 +211,7 @@ class ConsoleServer:
                 target=self._serve, name=f"sockwork-console-accept-{self.address[1]}", daemon=True
             )
             self._pump.start()
+            self._dispatch.start()
             self._install_routing()
         self._loop_thread.start()
         return self
@@ -218,6 +225,7 @@ class ConsoleServer:
                 raise RuntimeError("the server is already running")
             self._loop_done.clear()
             self._pump.start()
+            self._dispatch.start()
             self._install_routing()
         try:
             self._serve()
@@ -255,6 +263,8 @@ class ConsoleServer:
         # After the sessions: the pump closes the sockets of those that ended with
         # output still queued (dropped now).
         self._pump.stop(max(0.0, deadline - time.monotonic()))
+        # Last: a session still running (stuck past the deadline) waits by itself.
+        self._dispatch.stop(max(0.0, deadline - time.monotonic()))
         with self._lock:
             if self._loop_done.is_set():  # else the loop closes it when it ends
                 self._close_listener()
@@ -369,11 +379,11 @@ class ConsoleServer:
                         sock, server_side=True, do_handshake_on_connect=False
                     )
                 session = Session(self, sock, peer, next(self._ids))
-                thread = threading.Thread(
-                    target=self._run_session,
-                    args=(session,),
+                thread = _session_thread(
+                    self._run_session,
+                    session,
                     name=f"sockwork-console-session-{session.id}",
-                    daemon=True,
+                    stack_size=self.session_stack_size,
                 )
                 session._thread = thread
                 # Registered before it starts: a KeyboardInterrupt (SIGTERM) raised in

@@ -6,17 +6,19 @@ SSH front end. :func:`current_session` tells a program which user it serves.
 """
 
 # Strategy:
-# - The session thread alone reads the socket, which is non-blocking: it waits with
-#   poll() outside every lock, bounded by the first-line timeout until a line arrives,
-#   then by the idle timeout.
+# - The session thread alone reads the socket, which is non-blocking: it waits outside
+#   every lock through the server's InputDispatcher (one selector for every session,
+#   threads woken a few at a time: sockwork.console.dispatch), bounded by the
+#   first-line timeout until a line arrives, then by the idle timeout.
 # - Output from any thread goes through the session's Outbox (sockwork.console.output):
 #   bounded, sent without blocking, the rest drained by the server's OutputPump
 #   thread. The session lock (the TelnetConnection, the socket, the outbox) is only
 #   held around non-blocking calls, so kick, broadcast and stop never wait on a
 #   client; a client that takes no output for write_timeout s is disconnected.
-# - close() and Session.close() wake a reader by shutting the socket down (recv() then
-#   returns EOF at once, the socketserver "hang" fix); the fd is closed once, when the
-#   session ends, by its thread or by the pump if output is still queued.
+# - close() and Session.close() wake a reader by shutting the socket down (it becomes
+#   readable, recv() returns EOF at once, the socketserver "hang" fix); the fd is
+#   closed once, when the session ends, by its thread or by the pump if output is
+#   still queued.
 # - TLS: OpenSSL objects must not be read and written at once from two threads: every
 #   SSL call is made under the session lock, never a blocking one.
 # - What the user sees besides the program's output (buffering, notices, prompt redraw)
@@ -28,15 +30,14 @@ from __future__ import annotations
 import cmd
 import io
 import logging
-import math
-import select
+import selectors
 import socket
 import ssl as _ssl
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, TextIO, cast
+from typing import TYPE_CHECKING, Protocol, TextIO, TypeVar, cast
 
 from sockwork.console import routing
 from sockwork.console.output import Outbox
@@ -52,6 +53,7 @@ from sockwork.console.terminal import LineDiscipline
 from sockwork.errors import ConnectionClosed
 
 if TYPE_CHECKING:
+    from sockwork.console.dispatch import InputDispatcher
     from sockwork.console.output import OutputPump
     from sockwork.console.policy import SessionPolicy
 
@@ -60,6 +62,7 @@ __all__ = ["Session", "current_session"]
 _log = logging.getLogger("sockwork.console")
 
 _RECV_SIZE = 4096
+_S = TypeVar("_S")
 _MIN_STACK = 256 * 1024  # below this, plain Python code in a session overflows its stack
 _PAGE = 4096
 _stack_lock = threading.Lock()  # threading.stack_size() is process-wide: one setter at a time
@@ -74,6 +77,7 @@ class _Host(Protocol):
     encoding: str
     policy: SessionPolicy
     _pump: OutputPump
+    _dispatch: InputDispatcher
 
 
 class _SessionInput:
@@ -226,8 +230,6 @@ class Session:
         self._first_line_deadline = (
             None if policy.first_line_timeout is None else now + policy.first_line_timeout
         )
-        self._poll = select.poll()
-        self._poll.register(sock.fileno(), select.POLLIN)
         self._outbox = Outbox(
             _SessionChannel(self),
             sock.fileno(),
@@ -427,13 +429,12 @@ class Session:
                     return self._sock.recv(_RECV_SIZE)
                 except (BlockingIOError, _ssl.SSLWantReadError, _ssl.SSLWantWriteError):
                     pass  # nothing yet, or a partial TLS record: wait for more
-            self._wait(select.POLLIN)
+            self._wait(selectors.EVENT_READ)
 
     def _wait(self, events: int) -> None:
         """Wait until the socket is ready for ``events`` or a read timeout runs out."""
         timeout, silence = self._silence_timeout()
-        self._poll.modify(self._sock.fileno(), events)
-        ready = self._poll.poll(None if timeout is None else math.ceil(timeout * 1000))
+        ready = self._server._dispatch.wait(self._sock.fileno(), events, timeout)
         if not ready and silence is not None:
             raise silence
 
@@ -462,9 +463,9 @@ class Session:
                     sock.do_handshake()
                     return
                 except _ssl.SSLWantReadError:
-                    events = select.POLLIN
+                    events = selectors.EVENT_READ
                 except _ssl.SSLWantWriteError:
-                    events = select.POLLOUT
+                    events = selectors.EVENT_WRITE
             try:
                 self._wait(events)
             except _Silent as silence:
@@ -587,6 +588,22 @@ def _check_stack_size(size: int | None) -> None:
             f"session_stack_size must be None or a multiple of {_PAGE} bytes, at least "
             f"{_MIN_STACK} (256 KiB), got {size!r}"
         )
+
+
+def _session_thread(
+    target: Callable[[_S], None], session: _S, *, name: str, stack_size: int | None
+) -> threading.Thread:
+    """A daemon thread that runs ``target(session)``; start it with _start_session_thread."""
+
+    def run() -> None:
+        if stack_size is not None:
+            # The starter holds the lock until the process-wide size is put back: a
+            # thread this session's program starts gets the usual size.
+            with _stack_lock:
+                pass
+        target(session)
+
+    return threading.Thread(target=run, name=name, daemon=True)
 
 
 def _start_session_thread(thread: threading.Thread, stack_size: int | None) -> None:

@@ -63,7 +63,11 @@ from sockwork.console.server import (
     _SessionInput,
     _SessionOutput,
 )
-from sockwork.console.session import _check_stack_size, _start_session_thread
+from sockwork.console.session import (
+    _check_stack_size,
+    _session_thread,
+    _start_session_thread,
+)
 from sockwork.console.telnet import (
     NEED_DATA,
     EndOfInput,
@@ -1323,11 +1327,11 @@ class SshConsoleServer:
                 )
                 connection.sessions += 1
                 connection.had_session = True
-                thread = threading.Thread(
-                    target=self._run_session,
-                    args=(session,),
+                thread = _session_thread(
+                    self._run_session,
+                    session,
                     name=f"sockwork-ssh-session-{session.id}",
-                    daemon=True,
+                    stack_size=self.session_stack_size,
                 )
                 session._thread = thread
                 # Under the lock: close() never joins an unstarted thread.
