@@ -38,8 +38,10 @@ pytest: $(STAMP) system-tools
 peer-poorconn: $(STAMP)
 	$(BIN)/python tests/peers/run_poorconn_suite.py
 
+# Every benchmark script, then one table of figures and targets (benchmarks/run.py).
+# QUICK=1: a short smoke run of each (figures not comparable). ONLY="proxy frames": some.
 bench: $(STAMP) system-tools
-	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+	$(BIN)/python benchmarks/run.py $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY))
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)

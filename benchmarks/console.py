@@ -40,6 +40,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import summary
+
 PROMPT = b"bench> "
 PROMPT_WAIT = 120.0  # seconds for every session to get its first prompt
 CONNECTING = 200  # sessions connecting at once (a flood would overflow the listen queue)
@@ -370,6 +372,7 @@ def main() -> None:
         default="{}",
         help="extra ConsoleServer keywords as JSON, e.g. '{\"session_stack_size\": null}'",
     )
+    summary.add_argument(parser)
     args = parser.parse_args()
     if args.serve:
         SERVERS[args.serve](json.loads(args.options))
@@ -385,6 +388,7 @@ def main() -> None:
     print(
         row(0, 0, "", [title for title, _, _ in COLUMNS]).replace("     0      0", "  idle active")
     )
+    figures: list[summary.Figure] = []
     for idle, active in loads:
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in args.servers}
         for _ in range(args.rounds):
@@ -403,6 +407,7 @@ def main() -> None:
             if args.rounds > 1:
                 p99s = ", ".join(f"{r['p99']:.1f}" for r in runs[name])
                 print(f"{'':>27}(p99 of each round: {p99s} ms)", flush=True)
+        figures += headline(idle, active, medians)
         if "sockwork" in medians and "telnetlib3" in medians:
             ours, theirs = medians["sockwork"], medians["telnetlib3"]
             cells = []
@@ -412,6 +417,40 @@ def main() -> None:
                 else:
                     cells.append(f"{theirs[key] / ours[key]:.2f}x")
             print(row(idle, active, "telnetlib3/sw", cells), flush=True)
+    summary.write(args.summary_json, "console", figures)
+
+
+def headline(idle: int, active: int, medians: dict[str, dict[str, float]]) -> list[summary.Figure]:
+    """The figures of one load for ``make bench``: sockwork's, and the ratio to telnetlib3."""
+    load = f"{active:,} active" if not idle else f"{idle:,} idle + {active:,} active"
+    goal = "issue 12.3" if idle else "issue 5"
+    figures = []
+    if "sockwork" in medians:
+        ours = medians["sockwork"]
+        figures += [
+            summary.Figure(
+                f"sockwork sessions served of {idle + active:,}",
+                ours["served"],
+                at_least=idle + active,
+                goal=goal,
+            ),
+            summary.Figure(
+                f"sockwork p99 prompt latency, {load}", ours["p99"], "ms", at_most=50, goal=goal
+            ),
+            summary.Figure(f"sockwork memory, {load}", ours["kib"], "KiB/session"),
+            summary.Figure(f"sockwork idle CPU, {load}", ours["idle_cpu_ms"], "ms/s"),
+        ]
+    if "sockwork" in medians and "telnetlib3" in medians:
+        figures.append(
+            summary.Figure(
+                f"telnetlib3 p99 / sockwork p99, {load}",
+                medians["telnetlib3"]["p99"] / medians["sockwork"]["p99"],
+                "x",
+                at_least=1.0,
+                goal=goal,
+            )
+        )
+    return figures
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 
 import poorconn
 
+import summary
 from sockwork.faults import Latency, apply, inject
 
 MIB = 1024 * 1024
@@ -143,7 +144,8 @@ def ping_pong(pair: tuple[socket.socket, socket.socket], count: int) -> float:
     return statistics.median(samples) * 1e6
 
 
-def overhead(rounds: int, total: int, count: int) -> None:
+def overhead(rounds: int, total: int, count: int) -> dict[str, tuple[float, float]]:
+    """Print the no-fault overhead table; return each variant's (bulk, ping-pong) ratios."""
     names = list(VARIANTS)
     results: dict[str, dict[str, list[float]]] = {
         name: {"bulk": [], "pingpong": []} for name in names
@@ -169,6 +171,7 @@ def overhead(rounds: int, total: int, count: int) -> None:
         f"| {'64 B ping-pong RTT µs':>21} | {'ratio':>5} |"
     )
     print(f"|{'-' * 35}|{'-' * 25}:|{'-' * 6}:|{'-' * 23}:|{'-' * 6}:|")
+    ratios = {}
     for name in names:
         bulk_s = results[name]["bulk"]
         pp = results[name]["pingpong"]
@@ -178,6 +181,8 @@ def overhead(rounds: int, total: int, count: int) -> None:
             f"| {name:<33} | {total / statistics.median(bulk_s) / 1e6:>23.0f} "
             f"| {bulk_ratio:>5.2f} | {statistics.median(pp):>21.1f} | {pp_ratio:>5.2f} |"
         )
+        ratios[name] = (bulk_ratio, pp_ratio)
+    return ratios
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -220,7 +225,9 @@ def sleep_accuracy(delay: float, samples: int) -> list[float]:
     return errors
 
 
-def accuracy(samples: int) -> None:
+def accuracy(samples: int) -> dict[str, float]:
+    """Print the delay accuracy table; return each row's p99 error (ms)."""
+    p99s = {}
     print(f"\ndelay accuracy: {samples} samples each; error = measured - requested, ms")
     print(f"| {'delay':<42} | {'p50 ms':>7} | {'p99 ms':>7} | {'max ms':>7} |")
     print(f"|{'-' * 44}|{'-' * 8}:|{'-' * 8}:|{'-' * 8}:|")
@@ -232,22 +239,50 @@ def accuracy(samples: int) -> None:
         ):
             errors = measure(delay, samples)
             label = f"{name} {delay * 1e3:g} ms"
+            p99s[label] = percentile(errors, 0.99)
             print(
                 f"| {label:<42} | {percentile(errors, 0.5):>7.3f} "
                 f"| {percentile(errors, 0.99):>7.3f} | {max(errors):>7.3f} |"
             )
+    return p99s
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run")
+    summary.add_argument(parser)
     args = parser.parse_args()
     if args.quick:
-        overhead(rounds=3, total=64 * MIB, count=500)
-        accuracy(samples=50)
+        ratios = overhead(rounds=3, total=64 * MIB, count=500)
+        p99s = accuracy(samples=50)
     else:
-        overhead(rounds=15, total=128 * MIB, count=2000)
-        accuracy(samples=300)
+        ratios = overhead(rounds=15, total=128 * MIB, count=2000)
+        p99s = accuracy(samples=300)
+    figures = []
+    for variant, label in (("sockwork apply()", "apply()"), ("sockwork inject()", "inject()")):
+        bulk_ratio, pp_ratio = ratios[variant]
+        # Both ratios are times over the plain socket's in the same round (> 1: slower).
+        figures += [
+            summary.Figure(
+                f"{label} no fault, 1 MiB time vs plain",
+                bulk_ratio,
+                "x",
+                at_most=1.05,
+                goal="issue 3",
+            ),
+            summary.Figure(
+                f"{label} no fault, 64 B round trip vs plain",
+                pp_ratio,
+                "x",
+                at_most=1.05,
+                goal="issue 3",
+            ),
+        ]
+    for label in ("sockwork Latency 5 ms", "sockwork Latency 20 ms"):
+        figures.append(
+            summary.Figure(f"{label}: p99 error", p99s[label], "ms", at_most=2, goal="issue 3")
+        )
+    summary.write(args.summary_json, "faults", figures)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Event
 
+import summary
+
 SMALL = 64
 LARGE = 1 << 20
 BATCH = 64  # small messages per send_many / sendall, where a row says "batched"
@@ -492,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one run each, smaller counts")
     parser.add_argument("--only", default="", help="rows whose name contains this text")
+    summary.add_argument(parser)
     args = parser.parse_args(argv)
     repeat = 1 if args.quick else 3
     scale = 0.25 if args.quick else 1.0
@@ -560,6 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print()
     zmq = median("pyzmq PAIR", SMALL)
+    figures = [summary.Figure("plain sockets 1 MiB", plain, "MB/s")]
     for name in (BLOCKING, ASYNCIO, "sockwork background"):
         if any(key[0] == name for key in rates):
             small, large = median(name, SMALL), mbps(name)
@@ -569,7 +573,43 @@ def main(argv: list[str] | None = None) -> int:
                 f"{ratio(small, zmq)} pyzmq PAIR (target >= 1x); "
                 f"1 MiB = {ratio(large, plain)} plain sockets (target >= 0.8x)"
             )
+            short = name.removeprefix("sockwork ")
+            figures += [
+                summary.Figure(
+                    f"{short} 1 MiB vs plain sockets",
+                    _quotient(large, plain),
+                    "x",
+                    at_least=0.8,
+                    goal="issue 12.2",
+                ),
+                summary.Figure(
+                    f"{short} 64 B batched vs pyzmq PAIR",
+                    _quotient(small, zmq),
+                    "x",
+                    at_least=1.0,
+                    goal="issue 12.2",
+                ),
+                summary.Figure(
+                    f"{short} 64 B batched vs Stockings",
+                    _quotient(small, stockings),
+                    "x",
+                    at_least=10,
+                    goal="issue 2",
+                ),
+                summary.Figure(
+                    f"{short} 64 B batched vs readexactly",
+                    _quotient(small, readexactly),
+                    "x",
+                    at_least=2,
+                    goal="issue 2",
+                ),
+            ]
+    summary.write(args.summary_json, "frames", figures)
     return 0
+
+
+def _quotient(value: float | None, base: float | None) -> float | None:
+    return None if value is None or not base else value / base
 
 
 if __name__ == "__main__":

@@ -29,7 +29,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import summary
+
 CHUNK = 1 << 20
+FLOOR = "Python splice relay (floor)"
 _PIDS: dict[tuple[str, int], int] = {}  # relay address -> its process id
 
 
@@ -180,26 +183,81 @@ def ping_pong(address: tuple[str, int], rounds: int) -> list[float]:
     return times
 
 
+def splice_relay_main(upstream: str) -> None:
+    """The floor of a relay written in Python: two threads per connection, blocking splice.
+
+    No faults, no event loop, no counters: what is left is the kernel's work and one
+    Python call per splice. Run as ``proxy.py --splice-relay HOST:PORT``.
+    """
+    import fcntl
+
+    host, port = upstream.rsplit(":", 1)
+    listener = socket.create_server(("127.0.0.1", 0))
+    print(f"relay 127.0.0.1:{listener.getsockname()[1]}", flush=True)
+
+    def pump(src: socket.socket, dst: socket.socket) -> None:
+        r, w = os.pipe()
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, CHUNK)
+        with contextlib.suppress(OSError):
+            while n := os.splice(src.fileno(), w, CHUNK, flags=os.SPLICE_F_MOVE):
+                while n:
+                    n -= os.splice(r, dst.fileno(), n, flags=os.SPLICE_F_MOVE)
+            dst.shutdown(socket.SHUT_WR)
+
+    while True:
+        client, _ = listener.accept()
+        server = socket.create_connection((host, int(port)))
+        for conn in (client, server):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        threading.Thread(target=pump, args=(client, server), daemon=True).start()
+        threading.Thread(target=pump, args=(server, client), daemon=True).start()
+
+
+@contextmanager
+def python_splice_relay(upstream: tuple[str, int]) -> Iterator[tuple[str, int]]:
+    script = os.path.abspath(__file__)
+    command = [sys.executable, script, "--splice-relay", f"{upstream[0]}:{upstream[1]}"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        match = re.search(r"relay (127\.0\.0\.1):(\d+)", proc.stdout.readline())
+        assert match
+        address = match.group(1), int(match.group(2))
+        _PIDS[address] = proc.pid
+        yield address
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=64, help="MiB per bulk trial (default 64)")
     parser.add_argument("--trials", type=int, default=7, help="interleaved rounds (default 7)")
     parser.add_argument("--rounds", type=int, default=2000, help="ping-pong rounds (default 2000)")
+    parser.add_argument("--splice-relay", metavar="HOST:PORT", help=argparse.SUPPRESS)
+    summary.add_argument(parser)
     args = parser.parse_args()
+    if args.splice_relay:
+        splice_relay_main(args.splice_relay)
+        return 0
 
     sink_listener, sink_address = serve(sink)
     echo_listener, echo_address = serve(echo)
     Relay = Callable[[tuple[str, int]], contextlib.AbstractContextManager[tuple[str, int]]]
     paths: list[tuple[str, Relay]] = [("direct", direct)]
     paths.append(("sockwork FaultProxy", sockwork_proxy))
+    if hasattr(os, "splice"):
+        paths.append((FLOOR, python_splice_relay))
     if shutil.which("socat"):
         paths.append(("socat relay", socat_relay))
     else:
         print("socat is not installed: its row is skipped", file=sys.stderr)
 
     # Every path is measured once per round, rounds interleaved, so that the load of
-    # this shared machine falls on all of them alike; figures are medians of rounds.
-    results: dict[str, tuple[float, float, float]] = {}
+    # this shared machine falls on all of them alike. Ratios are taken per round (each
+    # path against direct in the same round), then the median of those is shown.
+    rounds = args.rounds // args.trials
     gigabytes = args.trials * args.mib * CHUNK / 1e9
     with contextlib.ExitStack() as stack:
         relays = {
@@ -208,43 +266,105 @@ def main() -> int:
         }
         seconds: dict[str, list[float]] = {name: [] for name in relays}
         cpu: dict[str, float] = {name: 0.0 for name in relays}
-        rtts: dict[str, list[float]] = {name: [] for name in relays}
+        ends_cpu: dict[str, float] = {name: 0.0 for name in relays}
+        rtts: dict[str, list[list[float]]] = {name: [] for name in relays}
         for bulk_address, echo_at in relays.values():
             bulk(bulk_address, 4)  # warm up
             ping_pong(echo_at, 100)
         for _ in range(args.trials):
             for name, (bulk_address, echo_at) in relays.items():
                 pid = _PIDS.get(bulk_address)
-                before = relay_cpu(pid)
+                before, ends_before = relay_cpu(pid), time.process_time()
                 seconds[name].append(bulk(bulk_address, args.mib))
                 cpu[name] += relay_cpu(pid) - before
-                rtts[name].extend(ping_pong(echo_at, args.rounds // args.trials))
-    for name in relays:
-        times = sorted(rtts[name])
-        mbps = args.mib * CHUNK / statistics.median(seconds[name]) / 1e6
-        p99 = times[int(len(times) * 0.99) - 1] * 1e6
-        results[name] = (mbps, statistics.median(times) * 1e6, p99)
+                ends_cpu[name] += time.process_time() - ends_before
+                rtts[name].append(ping_pong(echo_at, rounds))
     sink_listener.close()
     echo_listener.close()
 
-    base_mbps, base_rtt, _ = results["direct"]
-    socat = results.get("socat relay")
+    def per_round(name: str) -> tuple[float, float]:
+        """Median over rounds of (throughput / direct's, median RTT - direct's), in µs."""
+        speed = [d / s for d, s in zip(seconds["direct"], seconds[name], strict=True)]
+        added = [
+            statistics.median(mine) - statistics.median(theirs)
+            for mine, theirs in zip(rtts[name], rtts["direct"], strict=True)
+        ]
+        return statistics.median(speed), statistics.median(added) * 1e6
+
     print(
         f"proxy benchmark: {args.trials} interleaved rounds of {args.mib} MiB per path "
-        f"(median) and {args.rounds} x 64 B round trips in all; "
-        f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs"
+        f"and {rounds} x 64 B round trips per round; "
+        f"Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
     print(
-        f"{'path':<22}{'MB/s':>9}{'x direct':>10}{'x socat':>9}"
-        f"{'RTT med us':>12}{'p99 us':>9}{'added us':>10}{'CPU s/GB':>10}"
+        f"{'path':<28}{'MB/s':>7}{'x direct':>9}{'x socat':>8}{'RTT us':>8}{'p99 us':>8}"
+        f"{'added us':>9}{'relay CPU s/GB':>15}{'ends CPU s/GB':>14}{'CPU bound':>10}"
     )
-    for name, (mbps, median, p99) in results.items():
-        vs_socat = f"{mbps / socat[0]:.2f}" if socat else "-"
-        per_gb = f"{cpu[name] / gigabytes:.2f}" if name != "direct" else "-"
+    results: dict[str, tuple[float, float, float]] = {}
+    socat_seconds = seconds.get("socat relay")
+    base_total = ends_cpu["direct"]
+    for name in relays:
+        times = sorted(t for r in rtts[name] for t in r)
+        mbps = args.mib * CHUNK / statistics.median(seconds[name]) / 1e6
+        vs_direct, added = per_round(name)
+        results[name] = (mbps, vs_direct, added)
+        vs_socat = "-"
+        if socat_seconds:
+            ratios = [s / m for s, m in zip(socat_seconds, seconds[name], strict=True)]
+            vs_socat = f"{statistics.median(ratios):.2f}"
+        # If every core were busy, throughput would follow the CPU time per byte of all
+        # the processes involved: direct's total over this path's bounds the ratio.
+        total = ends_cpu[name] + cpu[name]
         print(
-            f"{name:<22}{mbps:>9.0f}{mbps / base_mbps:>10.2f}{vs_socat:>9}"
-            f"{median:>12.1f}{p99:>9.1f}{median - base_rtt:>10.1f}{per_gb:>10}"
+            f"{name:<28}{mbps:>7.0f}{vs_direct:>9.2f}{vs_socat:>8}"
+            f"{statistics.median(times) * 1e6:>8.1f}{times[int(len(times) * 0.99) - 1] * 1e6:>8.1f}"
+            f"{added:>9.1f}{cpu[name] / gigabytes if name != 'direct' else 0:>15.2f}"
+            f"{ends_cpu[name] / gigabytes:>14.2f}{base_total / total if total else 0:>10.2f}"
         )
+    socat_ratio = None
+    if socat_seconds:
+        socat_ratio = statistics.median(
+            s / m for s, m in zip(socat_seconds, seconds["sockwork FaultProxy"], strict=True)
+        )
+    base_mbps = results["direct"][0]
+    _, vs_direct, added = results["sockwork FaultProxy"]
+    print(
+        "(x direct, x socat, added: medians of per-round ratios and differences; "
+        "CPU bound: direct's CPU per GB / this path's, the ratio if the cores were the limit)"
+    )
+    goal = "issue 12.1"
+    summary.write(
+        args.summary_json,
+        "proxy",
+        [
+            summary.Figure("direct loopback throughput", base_mbps, "MB/s"),
+            summary.Figure(
+                "FaultProxy throughput vs direct", vs_direct, "x", at_least=0.9, goal=goal
+            ),
+            summary.Figure(
+                "FaultProxy added round trip (median)",
+                added,
+                "µs",
+                at_most=30,
+                goal=goal,
+            ),
+            summary.Figure(
+                "FaultProxy throughput vs socat",
+                socat_ratio,
+                "x",
+                at_least=1.0,
+                goal=goal,
+            ),
+            summary.Figure("FaultProxy CPU per GB", cpu["sockwork FaultProxy"] / gigabytes, "s"),
+            summary.Figure(
+                f"{FLOOR} vs direct", results[FLOOR][1] if FLOOR in results else None, "x"
+            ),
+            summary.Figure(
+                f"{FLOOR} added round trip", results[FLOOR][2] if FLOOR in results else None, "µs"
+            ),
+        ],
+    )
     return 0
 
 

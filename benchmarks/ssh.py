@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import summary
+
 PROMPT = "bench> "
 # What a client waits for: prompt_toolkit draws the prompt's trailing space as a cursor
 # move, so the space is not in its output.
@@ -265,6 +267,7 @@ def main() -> None:
         "--servers", nargs="+", default=["sockwork", "prompt_toolkit"], help="which to run"
     )
     parser.add_argument("--think", type=float, default=0.5, help="pause between commands (s)")
+    summary.add_argument(parser)
     args = parser.parse_args()
     if args.serve == "sockwork":
         serve_sockwork(args.directory)
@@ -292,6 +295,7 @@ def main() -> None:
             f"{'p99 ms':>8} {'cmd/s':>6} {'late':>5} {'KiB/session':>11} {'server CPU ms/cmd':>17} "
             f"{'client CPU ms/cmd':>17}"
         )
+        figures = []
         for n in args.sessions:
             results = {}
             for name in args.servers:
@@ -304,6 +308,15 @@ def main() -> None:
                     f"{r['kib']:>11.1f} {r['server_ms']:>17.2f} {r['client_ms']:>17.2f}",
                     flush=True,
                 )
+                if name == "sockwork":
+                    figures += [
+                        summary.Figure(f"sockwork sessions served of {n:,}", r["served"]),
+                        summary.Figure(
+                            f"sockwork handshakes, {n:,} sessions", r["handshakes"], "/s"
+                        ),
+                        summary.Figure(f"sockwork p99 round trip, {n:,} sessions", r["p99"], "ms"),
+                        summary.Figure(f"sockwork memory, {n:,} sessions", r["kib"], "KiB/session"),
+                    ]
             if len(results) < 2:
                 continue
             ours, theirs = results["sockwork"], results["prompt_toolkit"]
@@ -316,6 +329,14 @@ def main() -> None:
                 "   (handshakes: sockwork / prompt_toolkit; the rest: prompt_toolkit / sockwork)",
                 flush=True,
             )
+            figures.append(
+                summary.Figure(
+                    f"handshakes/s vs prompt_toolkit, {n:,} sessions",
+                    ours["handshakes"] / theirs["handshakes"],
+                    "x",
+                )
+            )
+        summary.write(args.summary_json, "ssh", figures)
 
 
 if __name__ == "__main__":

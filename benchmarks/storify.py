@@ -32,6 +32,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+import summary  # before the next lines take this directory off sys.path
+
 # Run as a script, this file's directory comes first on sys.path and its name would
 # shadow the storify package: drop it before importing.
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -281,14 +283,32 @@ def main() -> int:
     parser.add_argument(
         "--backends-only", action="store_true", help="only the SQLite vs PostgreSQL table"
     )
+    summary.add_argument(parser)
     args = parser.parse_args()
     load = os.getloadavg()
     print(
         f"storify checkouts/s, {args.duration:g} s per run, {os.cpu_count()} CPUs, "
         f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
+    figures = []
     if not args.backends_only:
-        _targets(args.duration)
+        ten = _targets(args.duration)
+        figures += [
+            summary.Figure(
+                "SQLite, 10 customers",
+                ten.rate,
+                "checkouts/s",
+                at_least=TARGET_RATE,
+                goal="issue 6",
+            ),
+            summary.Figure(
+                "SQLite, 10 customers, p99",
+                ten.p99 * 1000,
+                "ms",
+                at_most=TARGET_P99 * 1000,
+                goal="issue 6",
+            ),
+        ]
     print("SQLite vs PostgreSQL, 50 customers, one and three store servers on one database:")
     rows = _backends(args.duration)
     _print(rows)
@@ -304,10 +324,27 @@ def main() -> int:
         f"{ISSUE12_P99 * 1000:.0f} ms): {'met' if met else 'NOT met'} "
         f"({best.rate:,.0f}/s, p99 {best.p99 * 1000:.1f} ms)"
     )
+    figures += [
+        summary.Figure(
+            f"{best.setup}, 50 customers",
+            best.rate,
+            "checkouts/s",
+            at_least=ISSUE12_RATE,
+            goal="issue 12.4",
+        ),
+        summary.Figure(
+            f"{best.setup}, 50 customers, p99",
+            best.p99 * 1000,
+            "ms",
+            at_most=ISSUE12_P99 * 1000,
+            goal="issue 12.4",
+        ),
+    ]
+    summary.write(args.summary_json, "storify", figures)
     return 0
 
 
-def _targets(duration: float) -> None:
+def _targets(duration: float) -> Row:
     """The issue 6 table: 1, 10 and 100 customers on SQLite, --durable, in-process."""
     rows = [
         _through_api("API, SQLite WAL synchronous=NORMAL", 1, duration),
@@ -323,6 +360,7 @@ def _targets(duration: float) -> None:
         f"target at 10 customers (>= {TARGET_RATE:,.0f}/s, p99 < {TARGET_P99 * 1000:.0f} ms): "
         f"{'met' if met else 'NOT met'} ({ten.rate:,.0f}/s, p99 {ten.p99 * 1000:.1f} ms)"
     )
+    return ten
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import random
@@ -134,6 +135,112 @@ def test_splice_faults_switched_live_under_load_lose_and_reorder_nothing(
             assert bytes(received) == payload
     assert seen_faulted >= 10
     assert seen_splicing >= 5  # the kernel path came back after faults were removed
+
+
+def test_splice_faults_switched_live_on_many_connections_at_once(echo_server: Upstream) -> None:
+    # Four connections share the proxy's one splice thread while proxy-wide faults come and
+    # go: every connection's bytes come back whole and in order, both directions.
+    payloads = [random.Random(i).randbytes(3_000_000) for i in range(4)]
+    results: list[bytes] = [b""] * len(payloads)
+    with FaultProxy(upstream=echo_server.address, seed=5) as proxy:
+        clients = [socket.create_connection(proxy.address, timeout=20) for _ in payloads]
+
+        def talk(i: int) -> None:
+            results[i] = exchange(clients[i], payloads[i])
+
+        threads = [threading.Thread(target=talk, args=(i,)) for i in range(len(clients))]
+        try:
+            for t in threads:
+                t.start()
+            toggles = 0
+            while any(t.is_alive() for t in threads) and toggles < 400:
+                proxy.add(Slice(3000), direction="both", name="cut")
+                proxy.remove("cut")
+                proxy.add(Latency(0.001), direction="upstream", name="lag")
+                proxy.remove("lag")
+                toggles += 1
+            for t in threads:
+                t.join(30)
+        finally:
+            for c in clients:
+                c.close()
+    assert toggles >= 2
+    assert [r == p for r, p in zip(results, payloads, strict=True)] == [True] * len(payloads)
+
+
+def test_splice_bytes_move_while_the_event_loop_is_busy(echo_server: Upstream) -> None:
+    # Spliced bytes never go through the proxy's event loop: with the loop blocked in a
+    # callback, a round trip and a bulk transfer through a spliced connection complete.
+    payload = os.urandom(4_000_000)
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=10) as client:
+            assert exchange(client, b"warm") == b"warm"
+            assert all(p.splicing for p in pipes(proxy).values())
+            loop_blocked, release = threading.Event(), threading.Event()
+
+            def block() -> None:
+                loop_blocked.set()
+                release.wait(20)
+
+            proxy._require_loop().call_soon_threadsafe(block)
+            try:
+                assert loop_blocked.wait(5)
+                assert exchange(client, payload) == payload
+            finally:
+                release.set()
+            counters = proxy.counters
+    assert counters.bytes_upstream == counters.bytes_downstream == len(payload) + 4
+
+
+def test_splice_a_bulk_connection_does_not_starve_another(echo_server: Upstream) -> None:
+    # One connection streams without pause; another's 200 round trips all complete
+    # meanwhile (the thread serves every connection's events between batches).
+    stop = threading.Event()
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        with (
+            socket.create_connection(proxy.address, timeout=10) as bulk,
+            socket.create_connection(proxy.address, timeout=10) as chat,
+        ):
+
+            def stream() -> None:
+                chunk = bytes(1 << 20)
+                with contextlib.suppress(OSError):
+                    while not stop.is_set():
+                        bulk.sendall(chunk)
+
+            def drain() -> None:
+                with contextlib.suppress(OSError):
+                    while bulk.recv(1 << 20):
+                        pass
+
+            workers = [threading.Thread(target=stream), threading.Thread(target=drain)]
+            for w in workers:
+                w.start()
+            try:
+                for i in range(200):
+                    message = struct.pack("!I", i) * 16
+                    chat.sendall(message)
+                    assert recv_exactly(chat, len(message)) == message
+                assert proxy.counters.received_upstream > 200 * 64
+            finally:
+                stop.set()
+                bulk.shutdown(socket.SHUT_WR)
+                for w in workers:
+                    w.join(10)
+
+
+def test_splice_without_a_worker_thread_uses_the_transports(
+    echo_server: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_thread(*args: object, **kwargs: object) -> splice.SpliceWorker:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(splice, "SpliceWorker", no_thread)
+    payload = os.urandom(1_000_000)
+    with FaultProxy(upstream=echo_server.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=10) as client:
+            assert exchange(client, payload) == payload
+            assert not any(p.splicing for p in pipes(proxy).values())
 
 
 def test_splice_refused_by_the_kernel_falls_back(

@@ -486,7 +486,7 @@ def test_markers_are_registered(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--markers", "-p", "no:poorconn")
     result.stdout.fnmatch_lines(
         [
-            "@pytest.mark.netfaults(*faults, match=None):*",
+            "@pytest.mark.netfaults(*faults, match=None, seed=None):*",
             "@pytest.mark.poorconn_http_server_config(address, port, t, length):*",
         ]
     )

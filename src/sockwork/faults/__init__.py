@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sockwork.faults.exploration import ExploreResult, explore
 from sockwork.faults.inject import Injection, Match, Target, inject
 from sockwork.faults.patch import Handle, PatchableSocket, apply, make_socket_patchable
 from sockwork.faults.plan import Event, Plan, Report
@@ -37,6 +38,7 @@ __all__ = [
     "ConnectTimeout",
     "DnsFailure",
     "Event",
+    "ExploreResult",
     "Fault",
     "Handle",
     "Injection",
@@ -54,6 +56,7 @@ __all__ = [
     "Target",
     "Timeout",
     "apply",
+    "explore",
     "inject",
     "make_socket_patchable",
 ]

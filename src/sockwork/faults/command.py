@@ -33,6 +33,7 @@ from sockwork.faults.vocabulary import (
     Slice,
     SlowClose,
     Stall,
+    fault_from_dict,
     fault_to_dict,
 )
 
@@ -55,6 +56,19 @@ _PROBABILITY = argument_type(partial(parse_float, what="probability", low=0.0, h
 _SEED = argument_type(partial(parse_int, what="seed"))
 _COUNT = argument_type(partial(parse_int, what="N", low=0))
 _PORT = argument_type(partial(parse_port, what="port"))
+
+
+def _parse_fault(text: str) -> Fault:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--fault needs a JSON object, got {text!r} ({exc.msg})") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f'--fault needs a JSON object such as {{"type": "Refuse"}}, got {text!r}')
+    return fault_from_dict(data)
+
+
+_FAULT = argument_type(_parse_fault)
 
 
 def add_fault_options(parser: argparse.ArgumentParser) -> None:
@@ -153,6 +167,14 @@ def add_fault_options(parser: argparse.ArgumentParser) -> None:
         help="chance that each fault applies to a connection (0..1)",
     )
     o.add_argument("--seed", type=_SEED, help="seed of the random choices (printed with --report)")
+    o.add_argument(
+        "--fault",
+        type=_FAULT,
+        action="append",
+        metavar="JSON",
+        help="any fault with all its options, as JSON (repeatable), e.g. "
+        '\'{"type": "CloseAfter", "bytes": 4, "direction": "recv", "connections": [2]}\'',
+    )
 
 
 def faults_from_options(args: argparse.Namespace) -> list[Fault]:
@@ -191,6 +213,7 @@ def faults_from_options(args: argparse.Namespace) -> list[Fault]:
         faults.append(CloseOnAccept(**common))  # type: ignore[arg-type]
     if args.dns_failure is not None:
         faults.append(DnsFailure(args.dns_failure, **common))  # type: ignore[arg-type]
+    faults.extend(getattr(args, "fault", None) or ())
     return faults
 
 

@@ -27,6 +27,7 @@ from sockwork.faults import dispatch
 from sockwork.faults.attempt import resolve_decision
 from sockwork.faults.budget import sleep_until
 from sockwork.faults.patch import Handle
+from sockwork.faults.plan import Observer
 from sockwork.faults.state import attach, lookup
 from sockwork.faults.vocabulary import Fault
 
@@ -165,11 +166,16 @@ class Injection(Handle):
     """The :class:`Handle` of an ``inject`` scope: active inside its ``with`` block."""
 
     def __init__(
-        self, faults: tuple[Fault, ...], *, match: MatchSpec = None, seed: int | None = None
+        self,
+        faults: tuple[Fault, ...],
+        *,
+        match: MatchSpec = None,
+        seed: int | None = None,
+        observer: Observer | None = None,
     ) -> None:
         if match is not None and not callable(match):
             raise TypeError(f"match must be a Match, a callable or None, got {match!r}")
-        super().__init__(faults, seed=seed)
+        super().__init__(faults, seed=seed, observer=observer)
         self._match = match
         self._entered = False
 

@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from sockwork.faults import dispatch
-from sockwork.faults.plan import Report
+from sockwork.faults.plan import Observer, Report
 from sockwork.faults.readiness import notify_changed
 from sockwork.faults.scope import Scope
 from sockwork.faults.state import attach, rekey
@@ -52,11 +52,19 @@ class Handle:
         seed: the seed of the scope's random generator: pass it back to replay.
     """
 
-    def __init__(self, faults: Iterable[Fault], *, seed: int | None = None) -> None:
+    def __init__(
+        self,
+        faults: Iterable[Fault],
+        *,
+        seed: int | None = None,
+        observer: Observer | None = None,
+    ) -> None:
         self.seed = new_seed() if seed is None else seed
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
-        self._scope = Scope(faults, seed=self.seed)  # what the executor modules see
+        # What the executor modules see; ``observer`` sees every attempt and byte of
+        # the scope (exploration's recorder).
+        self._scope = Scope(faults, seed=self.seed, observer=observer)
         self._active = False
 
     @property

@@ -64,6 +64,11 @@ socket patching and the asyncio proxy execute the same decisions.
   dropped, so a long-lived plan stays bounded. Each :class:`Connection` also keeps its
   own stream events (``conn.events``, freed with it), and ``on_event`` sees every
   event as it is recorded (it must not call the plan).
+- An ``observer`` (:class:`Observer`) sees everything the executor tells the plan,
+  faults or not: each attempt and its outcome, each connection opened and closed,
+  bytes passed and ends of stream. While a plan has one, its streams are never idle
+  (the executor's fast path would bypass it): this is how a run is recorded
+  (:mod:`sockwork.faults.exploration.recorder`) through the same engine.
 """
 
 from __future__ import annotations
@@ -72,7 +77,7 @@ import random
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 from sockwork.faults.vocabulary import (
     AcceptDelay,
@@ -107,6 +112,7 @@ __all__ = [
     "Event",
     "Fail",
     "Hang",
+    "Observer",
     "Plan",
     "Proceed",
     "Read",
@@ -283,6 +289,25 @@ class Report:
         return "\n".join(lines)
 
 
+class Observer(Protocol):
+    """Sees everything an executor tells a plan (see ``# Rules:``); must not call the plan."""
+
+    def attempt(self, kind: str, index: int, now: float, label: str, outcome: Action) -> None:
+        """A connect, accept or resolve attempt (numbered per kind) was decided."""
+
+    def opened(self, conn: Connection, now: float) -> None:
+        """A connection was opened (``conn.index`` counts streams of this plan)."""
+
+    def passed(self, stream: Stream, n: int, now: float) -> None:
+        """``n`` bytes passed ``stream`` (``stream.offset`` is the offset after them)."""
+
+    def ended(self, stream: Stream, now: float) -> None:
+        """``stream`` reached its end: the peer's EOF (recv) or the owner's FIN (send)."""
+
+    def closed(self, conn: Connection, now: float | None) -> None:
+        """``conn`` ended (its socket closed); ``now`` is None when unknown."""
+
+
 # --- the plan -----------------------------------------------------------------------
 
 
@@ -307,6 +332,7 @@ class Plan:
             counted in ``Report.dropped``); bounds a long-lived plan's memory.
         on_event: called with each event as it is recorded (an incremental reader);
             it must not call back into the plan.
+        observer: sees every attempt, connection and byte (see :class:`Observer`).
     """
 
     def __init__(
@@ -318,6 +344,7 @@ class Plan:
         seed: int | None = None,
         max_events: int = 10_000,
         on_event: Callable[[Event], None] | None = None,
+        observer: Observer | None = None,
     ) -> None:
         if isinstance(max_events, bool) or not isinstance(max_events, int):
             raise TypeError(f"max_events must be an int, got {type(max_events).__name__}")
@@ -330,6 +357,7 @@ class Plan:
         self._events: deque[Event] = deque(maxlen=max_events)
         self._dropped = 0
         self._on_event = on_event
+        self.observer = observer
         self._counts = {"connect": 0, "accept": 0, "resolve": 0, "stream": 0}
         self._buckets: dict[str, _Bucket] = {}
         self._connections: dict[int, Connection] = {}  # open ones, by index
@@ -353,6 +381,8 @@ class Plan:
     @property
     def has_stream_faults(self) -> bool:
         """True when some fault in force can act on the bytes of a connection."""
+        if self.observer is not None:
+            return True  # the observer sees every byte
         return any(isinstance(f, StreamFault) and f.probability > 0 for f in self._faults)
 
     def update(self, faults: Iterable[Fault], *, now: float) -> None:
@@ -424,7 +454,7 @@ class Plan:
             elif isinstance(f, ConnectTimeout) and isinstance(terminal, Proceed):
                 terminal = Hang(now + f.kernel_timeout)
                 self._record(f, "timeout", "connect", index, now, label)
-        return (Wait(now + delay), terminal) if delay > 0 else (terminal,)
+        return self._decided("connect", index, now, label, delay, terminal)
 
     def accept(self, *, now: float, label: str = "") -> tuple[Action, ...]:
         """Decide one incoming connection that arrived at ``now``: ``(Wait?, Proceed|Close)``."""
@@ -438,7 +468,7 @@ class Plan:
             elif isinstance(f, CloseOnAccept) and isinstance(terminal, Proceed):
                 terminal = Close(f.reset)
                 self._record(f, "reset" if f.reset else "close", "accept", index, now, label)
-        return (Wait(now + delay), terminal) if delay > 0 else (terminal,)
+        return self._decided("accept", index, now, label, delay, terminal)
 
     def resolve(self, *, now: float, label: str = "") -> tuple[Action, ...]:
         """Decide one name look-up: ``(Wait?, Proceed|Fail)``."""
@@ -450,6 +480,13 @@ class Plan:
                 delay += f.delay
                 terminal = Fail(f.kind)
                 self._record(f, "fail", "resolve", index, now, label)
+        return self._decided("resolve", index, now, label, delay, terminal)
+
+    def _decided(
+        self, kind: str, index: int, now: float, label: str, delay: float, terminal: Action
+    ) -> tuple[Action, ...]:
+        if self.observer is not None:
+            self.observer.attempt(kind, index, now, label, terminal)
         return (Wait(now + delay), terminal) if delay > 0 else (terminal,)
 
     # -- streams --
@@ -459,6 +496,8 @@ class Plan:
         self._counts["stream"] += 1
         conn = Connection(self, self._counts["stream"], now, label)
         self._connections[conn.index] = conn
+        if self.observer is not None:
+            self.observer.opened(conn, now)
         return conn
 
     def _bucket(self, fault: Bandwidth) -> _Bucket:
@@ -496,6 +535,8 @@ class Connection:
         if not self.closed:
             self.closed = True
             self._plan._connections.pop(self.index, None)
+            if self._plan.observer is not None:
+                self._plan.observer.closed(self, None)
 
     def _refresh(self, now: float) -> None:
         self.send._refresh(now)
@@ -773,7 +814,7 @@ class Stream:
     @property
     def idle(self) -> bool:
         """True when no fault acts on this stream: executors may take a fast path."""
-        return not self._states and self._terminal is None
+        return not self._states and self._terminal is None and self.plan.observer is None
 
     @property
     def closed(self) -> Close | None:
@@ -816,6 +857,8 @@ class Stream:
         """Record that the source ended: nothing more will be fed."""
         if self.eof_at is None:
             self.eof_at = now
+            if self.plan.observer is not None:
+                self.plan.observer.ended(self, now)
 
     def unfeed(self) -> int:
         """Take back every pending byte (the executor will not pass them); return how many."""
@@ -843,6 +886,8 @@ class Stream:
         for s in self._states:
             if s.start_offset is not None:
                 s.passed(n, now)
+        if n and self.plan.observer is not None:
+            self.plan.observer.passed(self, n, now)
 
     def _close(self, action: Close, state: _State | None, now: float) -> Close:
         self._terminal = action

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 from sockwork.faults.budget import now
-from sockwork.faults.plan import Connection, Plan
+from sockwork.faults.plan import Connection, Observer, Plan
 from sockwork.faults.vocabulary import Fault
 
 __all__ = ["Scope"]
@@ -41,10 +41,12 @@ class Scope:
 
     __slots__ = ("seed", "plan", "lock", "sockets", "__weakref__")
 
-    def __init__(self, faults: Iterable[Fault], *, seed: int) -> None:
+    def __init__(
+        self, faults: Iterable[Fault], *, seed: int, observer: Observer | None = None
+    ) -> None:
         self.seed = seed
         self.lock = threading.Lock()
-        self.plan = Plan(faults, rng=random.Random(seed), now=now(), seed=seed)
+        self.plan = Plan(faults, rng=random.Random(seed), now=now(), seed=seed, observer=observer)
         self.sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
 
     def open(self, label: str) -> Connection:

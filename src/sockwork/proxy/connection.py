@@ -28,6 +28,7 @@ from sockwork.faults.plan import Action, Close, Wait
 from sockwork.faults.plan import Connection as PlanConnection
 from sockwork.proxy.fault import Direction, other_direction
 from sockwork.proxy.pipe import Pipe
+from sockwork.proxy.splice import SpliceWorker
 
 __all__ = ["Connection", "ConnectionOwner", "Side", "format_peer", "reset_transport"]
 
@@ -71,6 +72,9 @@ class ConnectionOwner(Protocol):
 
     def connection_closed(self, conn: Connection) -> None:
         """Both sockets are closed: forget the connection."""
+
+    def splice_worker(self) -> SpliceWorker:
+        """The proxy's splice thread (made on first use; OSError if it cannot be)."""
 
 
 def reset_transport(transport: asyncio.Transport) -> None:
@@ -158,6 +162,10 @@ class Connection:
     def destination(self, direction: Direction) -> asyncio.Transport | None:
         """The transport a direction writes to."""
         return (self.server if direction == "upstream" else self.client).transport
+
+    def splice_worker(self) -> SpliceWorker:
+        """The proxy's splice thread (``pipe.PipeOwner``)."""
+        return self.owner.splice_worker()
 
     def pipe_finished(self, direction: Direction) -> None:
         """A direction has passed its EOF on; close when both have."""

@@ -17,6 +17,7 @@ from typing import Literal
 
 from sockwork.faults.plan import Action, Plan
 from sockwork.faults.plan import Connection as PlanConnection
+from sockwork.proxy import splice
 from sockwork.proxy.connection import Connection, format_peer
 from sockwork.proxy.fault import Direction
 from sockwork.proxy.table import FaultTable
@@ -99,6 +100,7 @@ class Hub:
         self.sent: dict[Direction, int] = {"upstream": 0, "downstream": 0}
         self.idle = asyncio.Event()
         self.idle.set()
+        self._worker: splice.SpliceWorker | None = None
 
     @property
     def upstream(self) -> tuple[str, int]:
@@ -156,6 +158,24 @@ class Hub:
             )
         if not self.connections:
             self.idle.set()
+
+    def splice_worker(self) -> splice.SpliceWorker:
+        """The thread that moves every spliced connection's bytes, started on first use.
+
+        Raises:
+            OSError: the thread's epoll or pipe could not be made (out of descriptors).
+            RuntimeError: the thread could not be started.
+        """
+        if self._worker is None:
+            name = f"sockwork-proxy-splice-{id(self):x}"
+            self._worker = splice.SpliceWorker(self.loop, name)
+        return self._worker
+
+    def close_worker(self) -> None:
+        """Stop the splice thread (after every connection is closed)."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.close()
 
     def abort_all(self) -> None:
         """Close every open connection at once."""

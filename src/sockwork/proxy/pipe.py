@@ -13,9 +13,11 @@
 #   bytes (``feed`` + ``passed``) so ``after_bytes`` triggers see every byte.
 # - Faster path (Linux): on top of that, while the destination transport has nothing
 #   buffered and nothing holds the source, the bytes move in the kernel with os.splice
-#   (``splice.Splicer``), never copied into Python. ``step()`` stops splicing as soon as
-#   a fault acts on the direction: the bytes still in the kernel pipe are written to the
-#   destination first (they were read before the fault), then the plan decides.
+#   (``splice.Splicer``), never copied into Python and never through the event loop:
+#   the proxy's splice worker thread moves them. ``step()`` stops splicing as soon as a
+#   fault acts on the direction: the bytes still in the kernel pipe are written to the
+#   destination first (they were read before the fault), then the plan decides. The
+#   spliced bytes reach the counters and the plan from the Splicer's totals (``_sync``).
 # - The source is paused while any hold is active: destination backpressure, too many
 #   bytes buffered here, or a stall ordered by the plan.
 """
@@ -56,6 +58,14 @@ class PipeOwner(Protocol):
     def pipe_finished(self, direction: Direction) -> None:
         """Called once the direction has passed its EOF on."""
 
+    def splice_worker(self) -> splice.SpliceWorker:
+        """The thread that moves spliced bytes (made on first use).
+
+        Raises:
+            OSError, RuntimeError: no descriptors or thread for it: the ordinary path
+                does the job.
+        """
+
     def close(self, *, reset: bool = False) -> None:
         """Close the whole connection (FIN, or RST with reset=True)."""
 
@@ -67,8 +77,8 @@ class Pipe:
         self.owner = owner
         self.direction = direction
         self.stream = stream
-        self.sent = 0
-        self.received = 0
+        self._sent = 0  # by the transports; the Splicer counts its own
+        self._received = 0
         self.finished = False
         self._loop = owner.loop
         self._buffer: collections.deque[memoryview] = collections.deque()
@@ -81,6 +91,7 @@ class Pipe:
         self._dst: asyncio.Transport | None = None
         self._unsynced = 0  # bytes passed on the fast path that the plan has not seen
         self._splicer: splice.Splicer | None = None
+        self._spliced_synced = 0  # the Splicer's sent total the plan has seen
         self._splice_later = False  # fast, but the destination had bytes buffered
         self._source_ended = False  # the Splicer read the source's EOF
 
@@ -105,9 +116,23 @@ class Pipe:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._splicer is not None:
-            self._splicer.close()
-            self._splicer = None
+        splicer, self._splicer = self._splicer, None
+        if splicer is not None:
+            splicer.close()
+            self._received += splicer.received  # its totals stay counted
+            self._sent += splicer.sent
+
+    @property
+    def received(self) -> int:
+        """Bytes read from the source (before faults)."""
+        splicer = self._splicer
+        return self._received + (splicer.received if splicer is not None else 0)
+
+    @property
+    def sent(self) -> int:
+        """Bytes written to the destination."""
+        splicer = self._splicer
+        return self._sent + (splicer.sent if splicer is not None else 0)
 
     @property
     def splicing(self) -> bool:
@@ -124,13 +149,13 @@ class Pipe:
     def feed(self, data: memoryview) -> None:
         """A chunk arrived from the source (a view valid only during this call)."""
         n = len(data)
-        self.received += n
+        self._received += n
         if self._fast:
             # The hot path: no fault acts on this direction. The plan is told about
             # these bytes later, in one go (_sync), before it is asked anything.
             dst: asyncio.Transport = self._dst  # type: ignore[assignment]
             dst.write(data)
-            self.sent += n
+            self._sent += n
             self._unsynced += n
             if self._splice_later and not dst.get_write_buffer_size():
                 self._splice()  # the destination caught up: move to the kernel path
@@ -201,12 +226,16 @@ class Pipe:
                 # One write per decision: Coalesce and Latency may release several
                 # chunks at once, and the receiver should get them in one segment.
                 dst.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
-                self.sent += n
+                self._sent += n
         if self._buffered < _BUFFER_LIMIT // 2:
             self.release("buffer")
 
     def _sync(self) -> None:
-        """Tell the plan about the bytes the fast path passed (offsets count every byte)."""
+        """Tell the plan about the bytes the fast paths passed (offsets count every byte)."""
+        if self._splicer is not None:
+            spliced = self._splicer.sent
+            self._unsynced += spliced - self._spliced_synced
+            self._spliced_synced = spliced
         n = self._unsynced
         if n:
             self._unsynced = 0
@@ -278,10 +307,9 @@ class Pipe:
             if src_sock is None or dst_sock is None:
                 return
             try:
-                splicer = splice.Splicer.open(
-                    self._loop, self, src_sock.fileno(), dst_sock.fileno()
-                )
-            except OSError:
+                worker = self.owner.splice_worker()
+                splicer = splice.Splicer.open(worker, self, src_sock.fileno(), dst_sock.fileno())
+            except (OSError, RuntimeError):
                 return  # out of descriptors: the ordinary path does the job
             self._splicer = splicer
         if splicer.failed:
@@ -299,17 +327,11 @@ class Pipe:
             dst = self._dst
             if dst is not None and not dst.is_closing():
                 dst.write(data)
-                self.sent += len(data)
+                self._sent += len(data)
                 self._unsynced += len(data)
         src = self.owner.source(self.direction)
         if src is not None and not self._holds and not src.is_closing():
             src.resume_reading()
-
-    def spliced(self, received: int, sent: int) -> None:
-        """The Splicer moved bytes (``splice.SplicerOwner``)."""
-        self.received += received
-        self.sent += sent
-        self._unsynced += sent
 
     def spliced_eof(self) -> None:
         """The Splicer read the source's EOF (``splice.SplicerOwner``)."""
@@ -324,6 +346,8 @@ class Pipe:
         as a reset, any other error as a close. Splice refusing the descriptors is no
         error: the transports take over.
         """
+        if self._stopped:
+            return  # the connection closed while the notice was on its way
         if exc.errno in splice.UNSUPPORTED:
             self._unsplice()
         else:

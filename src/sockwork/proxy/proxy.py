@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, TypeVar
 from sockwork._loop import LoopThread
 from sockwork.faults.plan import Event, Plan, Report
 from sockwork.faults.vocabulary import Fault
+from sockwork.proxy import splice
 from sockwork.proxy.fault import DIRECTIONS, Direction
 from sockwork.proxy.hub import ConnectionEvent, Hub, ProxyCounters
 from sockwork.proxy.listener import Listener, Mode
@@ -349,6 +350,12 @@ class FaultProxy:
             closing=lambda: self._closed,
             emit=self._emit,
         )
+        if splice.AVAILABLE:
+            # Started with the proxy, so its thread and descriptors are the proxy's fixed
+            # cost rather than appearing with the first connection; if it cannot be
+            # made now, the first connection that splices tries again.
+            with contextlib.suppress(OSError, RuntimeError):
+                self._hub.splice_worker()
         self._listener = Listener(loop, self._hub.accepted)
         sock = await self._listener.prepare(self._listen)
         assert sock is not None  # nothing was bound before
@@ -383,6 +390,7 @@ class FaultProxy:
                 await asyncio.wait_for(hub.idle.wait(), _CLOSE_TIMEOUT)
         # Let the transports run their connection_lost callbacks before the loop stops.
         await asyncio.sleep(0)
+        hub.close_worker()
 
     def _snapshot(self) -> ProxyCounters:
         if self._hub is None:

@@ -49,20 +49,26 @@ class NetFaults:
         return tuple(self._handles)
 
     def inject(
-        self, *faults: Fault, match: Match | Callable[[Target], bool] | None = None
+        self,
+        *faults: Fault,
+        match: Match | Callable[[Target], bool] | None = None,
+        seed: int | None = None,
     ) -> Handle:
         """Start injecting ``faults`` (filtered by ``match``) until the end of the test.
 
         Returns the scope's handle: ``update(...)`` changes the faults,
         ``remove()`` ends the scope early, ``report`` says what they did.
+        ``seed`` fixes this scope's seed (a reproduction printed by ``explore``);
+        by default it derives from the run's seed.
         """
         if self._closed:
             raise RuntimeError("these netfaults are closed; inject() before the test ends")
-        seed = (
-            self.seed
-            if not self._handles
-            else random.Random(f"{self.seed}/{len(self._handles)}").randrange(2**32)
-        )
+        if seed is None:
+            seed = (
+                self.seed
+                if not self._handles
+                else random.Random(f"{self.seed}/{len(self._handles)}").randrange(2**32)
+            )
         handle = self._stack.enter_context(inject(*faults, match=match, seed=seed))
         self._handles.append(handle)
         return handle

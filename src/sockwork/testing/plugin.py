@@ -17,7 +17,7 @@ Fixtures, each cleaned up after its test:
 When a test that used ``netfaults`` or ``fault_proxy`` fails, what the faults did
 and the seed are printed in a "sockwork" section of its report.
 
-Marker ``@pytest.mark.netfaults(*faults, match=None)`` injects faults for the
+Marker ``@pytest.mark.netfaults(*faults, match=None, seed=None)`` injects faults for the
 whole test. Option ``--sockwork-seed=N`` fixes the seed of every random choice a
 fault makes, to replay a failure; without it each run draws a seed and prints it
 in the header.
@@ -99,7 +99,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 _NETFAULTS_MARKER = (
-    "netfaults(*faults, match=None): inject these sockwork.faults faults into the "
+    "netfaults(*faults, match=None, seed=None): inject these sockwork.faults faults into the "
     "sockets of the whole test (see the netfaults fixture)"
 )
 POORCONN_MARKER = (

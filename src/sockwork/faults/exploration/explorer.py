@@ -1,0 +1,216 @@
+"""``explore(fn)``: find the network fault schedule that breaks a test, and shrink it.
+
+Record the test once without faults, run it under the candidate schedules placed
+on what it did (:mod:`~sockwork.faults.exploration.candidates`), stop at the first
+failure, shrink it (:mod:`~sockwork.faults.exploration.shrink`) and print the
+reproduction.
+
+# Rules:
+- A test that fails without faults, or does no network I/O, cannot be explored:
+  :class:`BaselineFailed` / :class:`NoNetworkActivity` say so at once.
+- Everything is seeded: one seed gives one sequence of schedules, and every run's
+  faults use that seed, so a reproduction replays exactly.
+- Each run has a deadline (``per_run_timeout``, by default above the test's own
+  socket timeouts and its duration without faults); a run past it is a hang.
+"""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Callable, Collection
+from typing import TextIO
+
+from sockwork.faults.exploration.candidates import candidates, explored_kinds
+from sockwork.faults.exploration.outcome import (
+    BaselineFailed,
+    ExploreResult,
+    NoNetworkActivity,
+    Outcome,
+    Reproduction,
+)
+from sockwork.faults.exploration.schedule import Schedule
+from sockwork.faults.exploration.shrink import shrink
+from sockwork.faults.exploration.subject import FunctionSubject, Subject
+from sockwork.faults.exploration.trace import Trace
+from sockwork.faults.inject import MatchSpec
+
+__all__ = ["default_per_run_timeout", "explore"]
+
+# A run without faults must finish within this when no per_run_timeout is given.
+_BASELINE_TIMEOUT = 60.0
+_SHRINK_BUDGET = 60
+
+Progress = Callable[[int, int, float], None]
+
+
+def default_per_run_timeout(trace: Trace) -> float:
+    """A run's deadline: above the test's duration and its longest socket timeout."""
+    longest = trace.longest_timeout or 0.0
+    return max(2.0, 4 * trace.duration + 1.0, 2 * longest + trace.duration + 1.0)
+
+
+def _delay(trace: Trace, per_run: float) -> float | None:
+    """The delay that latency faults try: above the test's timeouts, within the deadline."""
+    longest = trace.longest_timeout
+    if longest is None:
+        return None
+    delay = round(longest * 1.25 + 0.05, 3)
+    return delay if delay < per_run else None
+
+
+def explore(
+    fn: Callable[[], object] | Subject,
+    *,
+    budget: int = 500,
+    time: float = 60.0,
+    seed: int = 0,
+    match: MatchSpec = None,
+    faults: Collection[str] | None = None,
+    per_run_timeout: float | None = None,
+    progress: Progress | TextIO | None = None,
+) -> ExploreResult:
+    """Run ``fn`` under fault schedules until one makes it fail; shrink and report it.
+
+    Args:
+        fn: the test (a callable that raises or returns) or a :class:`Subject`.
+        budget: the most schedules to run (shrinking not counted).
+        time: the most seconds to spend looking (shrinking not counted).
+        seed: the seed of the schedule sequence and of every run's faults.
+        match: only these connections and look-ups (a ``Match`` or a callable).
+        faults: fault class names to try (``{"Slice", "CloseAfter"}``); None: all.
+        per_run_timeout: a run past this many seconds is a hang (default: above
+            the test's own timeouts and duration).
+        progress: called as ``progress(runs, failures, elapsed)`` after each run, or
+            a terminal stream to draw a progress line on.
+
+    Returns:
+        An :class:`ExploreResult`: ``found``, the shrunk reproduction, counts.
+
+    Raises:
+        ValueError: ``budget`` < 1, ``time`` <= 0, ``per_run_timeout`` <= 0, or an
+            unknown fault kind.
+        BaselineFailed: the test fails without faults.
+        NoNetworkActivity: the test did no network I/O.
+    """
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
+        raise ValueError(f"budget must be an int >= 1 (schedules to run), got {budget!r}")
+    if not isinstance(time, (int, float)) or not time > 0:
+        raise ValueError(f"time must be a number of seconds > 0, got {time!r}")
+    if per_run_timeout is not None and not per_run_timeout > 0:
+        raise ValueError(f"per_run_timeout must be > 0 seconds, got {per_run_timeout!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    kinds = explored_kinds(faults)
+    subject: Subject
+    if isinstance(fn, Subject):
+        subject = fn
+    elif callable(fn):
+        subject = FunctionSubject(fn, match=match)
+    else:
+        raise TypeError(f"explore() needs a callable or a Subject, got {fn!r}")
+    report = _reporter(progress)
+
+    started = _time.monotonic()
+    outcome, trace = subject.record(timeout=per_run_timeout or _BASELINE_TIMEOUT)
+    if not outcome.passed:
+        raise BaselineFailed(outcome)
+    if trace.empty:
+        raise NoNetworkActivity()
+    per_run = per_run_timeout or default_per_run_timeout(trace)
+    delay = _delay(trace, per_run)
+
+    runs = 0
+    flaky = 0
+    tried: set[str] = set()
+    found: tuple[Schedule, Outcome] | None = None
+    deadline = started + time
+    for schedule in candidates(trace, seed=seed, kinds=kinds, timeout=delay):
+        if runs >= budget or _time.monotonic() >= deadline:
+            break
+        result = subject.run(schedule, seed=seed, timeout=per_run)
+        runs += 1
+        tried.update(schedule.kinds)
+        report(runs, 0 if result.passed else 1, _time.monotonic() - started)
+        if result.passed:
+            continue
+        # Confirm before believing it: a failure that does not come back in two more
+        # runs (a loaded machine missing a deadline, a race in the test) is not a find.
+        again = [subject.run(schedule, seed=seed, timeout=per_run)]
+        runs += 1
+        if again[0].passed:
+            again.append(subject.run(schedule, seed=seed, timeout=per_run))
+            runs += 1
+        if not again[-1].passed:
+            found = (schedule, result)
+            break
+        flaky += 1
+
+    if found is None:
+        return ExploreResult(
+            found=False,
+            schedules_run=runs,
+            elapsed_s=_time.monotonic() - started,
+            seed=seed,
+            fault_kinds_tried=tuple(sorted(tried)),
+            trace=trace,
+            flaky=flaky,
+        )
+
+    first, failure = found
+    last: dict[str, Outcome] = {}
+
+    def still_fails(proposal: Schedule) -> bool:
+        nonlocal runs
+        result = subject.run(proposal, seed=seed, timeout=per_run)
+        runs += 1
+        report(runs, 1, _time.monotonic() - started)
+        if not result.passed:
+            last[repr(proposal.key())] = result
+        return not result.passed
+
+    shrunk = shrink(first, still_fails, budget=_SHRINK_BUDGET)
+    failure = last.get(repr(shrunk.key()), failure)
+    # Replay the shrunk schedule once more, recorded: it must fail again.
+    failing_trace: Trace | None = None
+    recorded = getattr(subject, "run_recorded", None)
+    if recorded is not None:
+        replay, failing_trace = recorded(shrunk, seed=seed, timeout=per_run)
+    else:
+        replay = subject.run(shrunk, seed=seed, timeout=per_run)
+    runs += 1
+    if not replay.passed:
+        failure = replay
+    command = getattr(subject, "command", None)
+    call = getattr(subject, "name", "test()")
+    return ExploreResult(
+        found=True,
+        schedules_run=runs,
+        elapsed_s=_time.monotonic() - started,
+        seed=seed,
+        fault_kinds_tried=tuple(sorted(tried)),
+        failure=failure,
+        reproduction=Reproduction.of(shrunk, seed=seed, command=command, call=call),
+        found_schedule=first,
+        trace=trace,
+        failing_trace=failing_trace,
+        replayed=not replay.passed,
+        flaky=flaky,
+    )
+
+
+def _reporter(progress: Progress | TextIO | None) -> Progress:
+    if progress is None:
+        return lambda runs, failures, elapsed: None
+    if callable(progress):
+        return progress
+    stream = progress
+    if not stream.isatty():
+        return lambda runs, failures, elapsed: None
+
+    def line(runs: int, failures: int, elapsed: float) -> None:
+        stream.write(
+            f"\rsockwork explore: {runs} schedule(s), {failures} failure(s), {elapsed:.1f}s"
+        )
+        stream.flush()
+
+    return line

@@ -1,0 +1,212 @@
+"""The thing under exploration: a :class:`Subject`, and :class:`FunctionSubject` for a callable.
+
+A subject can be run once without faults while recording (``record``) and then
+again under schedules (``run``). The oracle is the subject itself: it passes, or it
+fails with an exception, a non-zero exit or a hang.
+
+# Rules:
+- A run never outlives its deadline silently. On a hang the subject reports the
+  stacks of every thread, then unblocks the stuck code: the faults are removed
+  (waits inside the engine wake up) and every socket the run touched is shut down
+  (blocked ``recv``/``accept`` calls return). A thread that still does not finish
+  is reported in the outcome's details as leaked.
+- A subject runs one schedule at a time.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+from sockwork.faults import kernel
+from sockwork.faults.budget import now
+from sockwork.faults.exploration.outcome import Outcome
+from sockwork.faults.exploration.recorder import Recorder
+from sockwork.faults.exploration.schedule import Schedule
+from sockwork.faults.exploration.trace import Trace
+from sockwork.faults.inject import Injection, Match, MatchSpec, Target
+
+__all__ = ["FunctionSubject", "Subject"]
+
+# After a hang: how long the unblocked run may take to finish before it is reported leaked.
+_UNBLOCK_GRACE = 2.0
+
+
+@runtime_checkable
+class Subject(Protocol):
+    """What ``explore`` runs: record once without faults, then run schedules."""
+
+    @property
+    def command(self) -> Sequence[str] | None:
+        """The command line that runs the subject (for ``sockwork run``), or None."""
+        ...
+
+    def record(self, *, timeout: float) -> tuple[Outcome, Trace]:
+        """Run without faults, recording the network activity; a hang past ``timeout`` fails."""
+        ...
+
+    def run(self, schedule: Schedule, *, seed: int, timeout: float) -> Outcome:
+        """Run under ``schedule`` (faults seeded with ``seed``); a run past ``timeout`` hangs."""
+        ...
+
+    # Optional: ``run_recorded(schedule, *, seed, timeout) -> tuple[Outcome, Trace]`` runs
+    # under ``schedule`` while recording; ``explore`` uses it for the failing run's trace.
+
+
+def _describe(exc: BaseException) -> tuple[str, str]:
+    text = str(exc)
+    first = text.splitlines()[0] if text else ""
+    message = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    details = "".join(traceback.format_exception(exc))
+    return message, details
+
+
+def _stacks(skip: int) -> str:
+    names = {t.ident: t.name for t in threading.enumerate()}
+    parts = []
+    for ident, frame in sys._current_frames().items():
+        if ident == skip:
+            continue
+        parts.append(
+            f"Thread {names.get(ident, ident)!s}:\n" + "".join(traceback.format_stack(frame))
+        )
+    return "\n".join(parts)
+
+
+def _combine(user: MatchSpec, schedule: Schedule) -> MatchSpec:
+    fields = schedule.match_fields
+    own: Match | None = Match(**fields) if fields else None  # type: ignore[arg-type]
+    if own is None:
+        return user
+    if user is None:
+        return own
+    first, second = user, own
+
+    def both(target: Target) -> bool:
+        return bool(first(target)) and bool(second(target))
+
+    return both
+
+
+class FunctionSubject:
+    """Run a callable in this process: it passes unless it raises or outlives its deadline.
+
+    Args:
+        fn: the test, called with no arguments; ``sys.exit(n)`` with n != 0 fails it.
+        match: restricts faults (and recording) to these connections (as ``inject``).
+        name: how the reproduction calls it (default: ``fn``'s name followed by ``()``).
+    """
+
+    def __init__(
+        self, fn: Callable[[], object], *, match: MatchSpec = None, name: str | None = None
+    ) -> None:
+        if not callable(fn):
+            raise TypeError(f"FunctionSubject needs a callable, got {fn!r}")
+        self.fn = fn
+        self.match = match
+        self.name = name or f"{getattr(fn, '__name__', 'test')}()"
+
+    @property
+    def command(self) -> Sequence[str] | None:
+        """None: a callable has no command line."""
+        return None
+
+    def record(self, *, timeout: float) -> tuple[Outcome, Trace]:
+        """Run once without faults, recording a trace."""
+        recorder = Recorder(match=self.match)
+        outcome = self._call([recorder._scope], timeout, recorder)
+        return outcome, recorder.trace
+
+    def run(self, schedule: Schedule, *, seed: int, timeout: float) -> Outcome:
+        """Run once under ``schedule``."""
+        scope = Injection(schedule.faults, match=_combine(self.match, schedule), seed=seed)
+        # A tracker with no faults attaches to every connection, so a hang can be undone.
+        tracker = Injection((), match=self.match, seed=0)
+        return self._call([tracker, scope], timeout, None)
+
+    def run_recorded(
+        self, schedule: Schedule, *, seed: int, timeout: float
+    ) -> tuple[Outcome, Trace]:
+        """Run once under ``schedule`` while recording the run's trace."""
+        scope = Injection(schedule.faults, match=_combine(self.match, schedule), seed=seed)
+        recorder = Recorder(match=self.match)
+        outcome = self._call([recorder._scope, scope], timeout, recorder)
+        return outcome, recorder.trace
+
+    def _call(self, scopes: list[Injection], timeout: float, recorder: Recorder | None) -> Outcome:
+        result: list[Outcome] = []
+        fn = self.fn
+
+        def target() -> None:
+            start = now()
+            try:
+                fn()
+            except SystemExit as exc:
+                code = exc.code
+                if code in (None, 0):
+                    result.append(Outcome.ok(now() - start))
+                else:
+                    message, details = _describe(exc)
+                    result.append(
+                        Outcome.failed("exit", f"exit status {code}", details, now() - start)
+                    )
+            except AssertionError as exc:
+                message, details = _describe(exc)
+                result.append(Outcome.failed("assertion", message, details, now() - start))
+            except BaseException as exc:  # the oracle: anything escaping the test fails it
+                message, details = _describe(exc)
+                result.append(Outcome.failed("exception", message, details, now() - start))
+            else:
+                result.append(Outcome.ok(now() - start))
+
+        start = now()
+        if recorder is not None:
+            recorder._start = start
+        for scope in scopes:
+            scope.__enter__()
+        worker = threading.Thread(target=target, name="sockwork-explore-run", daemon=True)
+        try:
+            worker.start()
+            worker.join(timeout)
+            if worker.is_alive():
+                return self._hang(worker, scopes, timeout, now() - start)
+        finally:
+            if recorder is not None:
+                recorder._end = now()
+            for scope in reversed(scopes):
+                scope.remove()
+        return (
+            result[0] if result else Outcome.failed("exception", "the run ended without a result")
+        )
+
+    def _hang(
+        self, worker: threading.Thread, scopes: list[Injection], timeout: float, elapsed: float
+    ) -> Outcome:
+        stacks = _stacks(skip=threading.get_ident())
+        sockets: list[socket.socket] = []
+        for scope in scopes:
+            try:
+                sockets.extend(scope._scope.sockets)
+            except RuntimeError:
+                pass
+        # Unblock: faults out first (waits in the engine wake), then every socket shut.
+        for scope in reversed(scopes):
+            scope.remove()
+        for sock in sockets:
+            try:
+                if sock.fileno() >= 0:
+                    kernel.shutdown_quietly(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+        worker.join(_UNBLOCK_GRACE)
+        details = f"the run did not finish within {timeout:g}s; stacks of every thread:\n{stacks}"
+        if worker.is_alive():
+            details += (
+                "\nwarning: the run was still blocked after its sockets were shut down "
+                "(thread leaked)"
+            )
+        return Outcome.failed("hang", f"no result within {timeout:g}s (hang)", details, elapsed)
