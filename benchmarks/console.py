@@ -19,6 +19,7 @@ median is printed, then the ratios telnetlib3 / sockwork.
 
     .venv/bin/python benchmarks/console.py                       # 100 and 1,000 active
     .venv/bin/python benchmarks/console.py --idle 10000 --active 1000 --rounds 3
+    .venv/bin/python benchmarks/console.py --thread-costs 10000   # stack sizes
 
 Each session is a file descriptor in the client and in the server: the benchmark
 raises its soft RLIMIT_NOFILE to the hard limit (the server process inherits it) and
@@ -323,6 +324,111 @@ def raise_fd_limit(sessions: int) -> None:
         )
 
 
+# -- what a session thread costs, by stack size (--thread-costs) -----------------------
+
+STACK_SIZES = [0, 4 << 20, 2 << 20, 1 << 20, 512 << 10, 256 << 10]  # 0: the default
+RECURSIONS = {
+    # Recursion to the default limit (1,000) through C calls, each level a C frame too.
+    "map": "def f(n): return list(map(f, [n + 1]))\nf(0)",
+    "sorted(key=)": "def f(n): return sorted([n + 1], key=f)\nf(0)",
+    "property": "class P:\n @property\n def v(self): return P().v\nP().v",
+}
+
+
+def probe_threads(size: int, count: int) -> None:
+    """In a fresh process: start ``count`` idle threads; print what they cost (JSON)."""
+    import threading
+
+    def status(key: str) -> int:
+        return proc_status(os.getpid())[key]
+
+    rss, vsz = status("VmRSS"), status("VmSize")
+    if size:
+        threading.stack_size(size)
+    done = threading.Event()
+    threads = [threading.Thread(target=done.wait, daemon=True) for _ in range(count)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    elapsed = time.perf_counter() - started
+    cpu = cpu_seconds(os.getpid())
+    time.sleep(IDLE_WINDOW)
+    idle_cpu = (cpu_seconds(os.getpid()) - cpu) / IDLE_WINDOW
+    result = {
+        "rss": (status("VmRSS") - rss) / count,
+        "vsz": (status("VmSize") - vsz) / count,
+        "rate": count / elapsed,
+        "idle_cpu_ms": idle_cpu * 1000,
+    }
+    done.set()
+    print(json.dumps(result))
+
+
+def probe_recursion(size: int, name: str) -> None:
+    """In a fresh process: recurse to the limit in a thread of ``size`` stack (or crash)."""
+    import threading
+
+    outcome = ["no RecursionError"]
+
+    def run() -> None:
+        try:
+            exec(RECURSIONS[name], {})
+        except RecursionError:
+            outcome[0] = "RecursionError"
+
+    if size:
+        threading.stack_size(size)
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    print(outcome[0])
+
+
+def thread_costs(count: int) -> None:
+    """Print what ``count`` idle threads cost, and which stack sizes survive deep recursion."""
+    print(f"{count:,} idle threads per stack size, each run in a fresh process")
+    titles = ("KiB RSS/thread", "KiB VSZ/thread", "starts/s", "idle CPU ms/s")
+    print(f"{'stack':>8} " + " ".join(f"{title:>15}" for title in titles))
+    for size in STACK_SIZES:
+        runs = []
+        for _ in range(3):
+            out = subprocess.run(
+                [sys.executable, __file__, "--probe-threads", str(size), str(count)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            runs.append(json.loads(out))
+        m = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+        label = f"{size >> 10} KiB" if size else "default"
+        cells = (
+            f"{m['rss']:.1f}",
+            f"{m['vsz']:.0f}",
+            f"{m['rate']:.0f}",
+            f"{m['idle_cpu_ms']:.1f}",
+        )
+        print(f"{label:>8} " + " ".join(f"{cell:>15}" for cell in cells))
+    limit, version = sys.getrecursionlimit(), sys.version.split()[0]
+    print(f"\nrecursion to the limit ({limit}) in a thread of each stack size, Python {version}")
+    print(f"{'stack':>8} " + " ".join(f"{name:>18}" for name in RECURSIONS))
+    for size in STACK_SIZES:
+        cells = []
+        for name in RECURSIONS:
+            done = subprocess.run(
+                [sys.executable, __file__, "--probe-recursion", str(size), name],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            cells.append(
+                done.stdout.strip()
+                if done.returncode == 0
+                else f"crash (signal {-done.returncode})"
+            )
+        label = f"{size >> 10} KiB" if size else "default"
+        print(f"{label:>8} " + " ".join(f"{cell:>18}" for cell in cells), flush=True)
+
+
 COLUMNS = [
     ("served", "served", "{:.0f}"),
     ("accept/s", "accept", "{:.0f}"),
@@ -372,8 +478,27 @@ def main() -> None:
         default="{}",
         help="extra ConsoleServer keywords as JSON, e.g. '{\"session_stack_size\": null}'",
     )
+    parser.add_argument(
+        "--thread-costs",
+        type=int,
+        metavar="N",
+        help="instead: what N idle threads cost per stack size, and which sizes survive "
+        "deep recursion",
+    )
+    parser.add_argument("--probe-threads", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--probe-recursion", nargs=2, help=argparse.SUPPRESS)
     summary.add_argument(parser)
     args = parser.parse_args()
+    if args.probe_threads:
+        probe_threads(*args.probe_threads)
+        return
+    if args.probe_recursion:
+        probe_recursion(int(args.probe_recursion[0]), args.probe_recursion[1])
+        return
+    if args.thread_costs:
+        thread_costs(args.thread_costs)
+        summary.write(args.summary_json, "console", [])
+        return
     if args.serve:
         SERVERS[args.serve](json.loads(args.options))
         return
