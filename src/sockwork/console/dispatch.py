@@ -30,6 +30,7 @@ releases the threads whose socket is ready, at most ``limit`` of them at a time.
 
 from __future__ import annotations
 
+import queue
 import selectors
 import socket
 import threading
@@ -63,10 +64,14 @@ class InputDispatcher:
             raise ValueError(f"limit must be >= 1 thread, got {limit!r}")
         self.limit = limit
         self._name = name
-        self._lock = threading.Lock()
-        self._room = threading.Condition(self._lock)
+        self._lock = threading.Lock()  # _waiting and the selector's registrations
         self._waiting: dict[int, _Waiter] = {}
-        self._in_flight = 0
+        # One token per thread that may be released and not have run yet: the
+        # dispatcher takes one before releasing a thread, the thread puts it back as
+        # soon as it runs. A C queue: no Python lock between the two sides.
+        self._tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
+        for _ in range(limit):
+            self._tokens.put(None)
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._selector: selectors.BaseSelector | None = None
@@ -111,21 +116,21 @@ class InputDispatcher:
                 return _wait_alone(fileno, events, timeout)
             if fileno in self._waiting:
                 raise RuntimeError(f"file descriptor {fileno} is already waited for")
-            self._selector.register(fileno, events, waiter)
             self._waiting[fileno] = waiter
+            self._selector.register(fileno, events, waiter)
         if self._wake_on_register:
             self._wake()
         if waiter.lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
-            self._ran()
+            self._tokens.put(None)  # running: give the place back
             return True
         with self._lock:
             if self._waiting.get(fileno) is waiter:  # still registered: a real timeout
                 del self._waiting[fileno]
                 self._selector.unregister(fileno)
                 return False
-        # Released while the wait timed out: take the release, it counts as in flight.
+        # Taken by the dispatcher as the wait timed out: its release is on the way.
         waiter.lock.acquire()
-        self._ran()
+        self._tokens.put(None)
         return True
 
     def stop(self, timeout: float | None = None) -> None:
@@ -133,15 +138,10 @@ class InputDispatcher:
         with self._lock:
             self._stopping = True
             thread = self._thread
-            self._room.notify_all()
+        self._tokens.put(None)  # the dispatcher may be waiting for a place
         self._wake()
         if thread is not None:
             thread.join(timeout)
-
-    def _ran(self) -> None:
-        with self._lock:
-            self._in_flight -= 1
-            self._room.notify()
 
     def _wake(self) -> None:
         wake = self._wake_w
@@ -156,44 +156,30 @@ class InputDispatcher:
         selector, wake_r = self._selector, self._wake_r
         assert selector is not None and wake_r is not None
         try:
-            while True:
-                ready = selector.select()
-                with self._lock:
-                    for key, _ in ready:
-                        if key.fileobj is wake_r:
-                            self._drain_wake(wake_r)
-                        elif not self._stopping:
-                            self._release(selector, key.fd, key.data)
-                    if self._stopping:
-                        break
+            while not self._stopping:
+                for key, _ in selector.select():
+                    if key.fileobj is wake_r:
+                        self._drain_wake(wake_r)
+                        continue
+                    with self._lock:
+                        waiter = self._waiting.get(key.fd)
+                        if waiter is None or waiter is not key.data:
+                            continue  # that wait timed out (and maybe another began)
+                        del self._waiting[key.fd]
+                        selector.unregister(key.fd)
+                    self._tokens.get()  # waits while `limit` released threads have not run
+                    waiter.lock.release()
         finally:
             with self._lock:
                 self._stopping = True
                 for fileno, waiter in self._waiting.items():
                     selector.unregister(fileno)
-                    self._in_flight += 1
                     waiter.lock.release()
                 self._waiting.clear()
                 selector.close()
                 for sock in (self._wake_r, self._wake_w):
                     if sock is not None:
                         sock.close()
-
-    def _release(self, selector: selectors.BaseSelector, fileno: int, waiter: object) -> None:
-        """Release the thread waiting for ``fileno`` once fewer than ``limit`` are in flight."""
-        if self._waiting.get(fileno) is not waiter:
-            return  # that wait timed out and was taken back meanwhile
-        while self._in_flight >= self.limit and not self._stopping:
-            self._room.wait()  # releases the lock: waits may time out meanwhile
-            if self._waiting.get(fileno) is not waiter:
-                return
-        if self._stopping:
-            return  # the finally block of _run releases everyone
-        del self._waiting[fileno]
-        selector.unregister(fileno)
-        self._in_flight += 1
-        assert isinstance(waiter, _Waiter)
-        waiter.lock.release()
 
     @staticmethod
     def _drain_wake(wake_r: socket.socket) -> None:

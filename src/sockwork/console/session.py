@@ -7,9 +7,10 @@ SSH front end. :func:`current_session` tells a program which user it serves.
 
 # Strategy:
 # - The session thread alone reads the socket, which is non-blocking: it waits outside
-#   every lock through the server's InputDispatcher (one selector for every session,
-#   threads woken a few at a time: sockwork.console.dispatch), bounded by the
-#   first-line timeout until a line arrives, then by the idle timeout.
+#   every lock, bounded by the first-line timeout until a line arrives, then by the
+#   idle timeout; by itself with poll() for the first second (_HANDOFF), then through
+#   the server's InputDispatcher (one selector for every idle session, their threads
+#   woken a few at a time: sockwork.console.dispatch).
 # - Output from any thread goes through the session's Outbox (sockwork.console.output):
 #   bounded, sent without blocking, the rest drained by the server's OutputPump
 #   thread. The session lock (the TelnetConnection, the socket, the outbox) is only
@@ -30,6 +31,7 @@ from __future__ import annotations
 import cmd
 import io
 import logging
+import select
 import selectors
 import socket
 import ssl as _ssl
@@ -62,6 +64,11 @@ __all__ = ["Session", "current_session"]
 _log = logging.getLogger("sockwork.console")
 
 _RECV_SIZE = 4096
+# Seconds a session thread waits for its client by itself before it hands the wait to
+# the server's InputDispatcher (sockwork.console.dispatch): users who type get their
+# answer without the dispatcher's extra thread switch, idle sessions cannot stampede.
+_HANDOFF = 1.0
+_POLL_EVENTS = {selectors.EVENT_READ: select.POLLIN, selectors.EVENT_WRITE: select.POLLOUT}
 _S = TypeVar("_S")
 _MIN_STACK = 256 * 1024  # below this, plain Python code in a session overflows its stack
 _PAGE = 4096
@@ -225,6 +232,8 @@ class Session:
         self._close_reason: str | None = None
         self._thread: threading.Thread | None = None
         self._tls_retry = 0
+        self._poll = select.poll()  # the session thread's own waits (see _wait)
+        self._poll.register(sock.fileno(), select.POLLIN)
         policy = server.policy
         now = time.monotonic()
         self._first_line_deadline = (
@@ -432,9 +441,21 @@ class Session:
             self._wait(selectors.EVENT_READ)
 
     def _wait(self, events: int) -> None:
-        """Wait until the socket is ready for ``events`` or a read timeout runs out."""
+        """Wait until the socket is ready for ``events`` or a read timeout runs out.
+
+        The first _HANDOFF seconds by itself (an answer to a user who types is one
+        thread switch away), then through the server's dispatcher (an idle session's
+        thread is woken in turn with the others, never in a stampede).
+        """
         timeout, silence = self._silence_timeout()
-        ready = self._server._dispatch.wait(self._sock.fileno(), events, timeout)
+        fileno = self._sock.fileno()
+        if timeout is None or timeout > _HANDOFF:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            self._poll.modify(fileno, _POLL_EVENTS[events])
+            if self._poll.poll(_HANDOFF * 1000):
+                return
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready = self._server._dispatch.wait(fileno, events, timeout)
         if not ready and silence is not None:
             raise silence
 
