@@ -47,9 +47,7 @@ PROMPT = b"bench> "
 PROMPT_WAIT = 120.0  # seconds for every session to get its first prompt
 CONNECTING = 200  # sessions connecting at once (a flood would overflow the listen queue)
 IDLE_WINDOW = 2.0  # seconds of all-idle during which the server's CPU time is measured
-# Seconds every session has been idle before memory and idle CPU are measured: a
-# sockwork session thread hands an idle wait to the server's dispatcher after 1 s
-# (one wake-up per idle period, not counted as steady idle cost).
+# Seconds every session has been idle before memory and idle CPU are measured.
 SETTLE = 2.0
 
 

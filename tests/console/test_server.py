@@ -913,32 +913,3 @@ def test_server_without_a_thread_for_a_session_says_so_and_goes_on(
             with nc(server.address) as client:
                 assert client.read_until(b"shop> ") == b"Welcome to the shop.\r\nshop> "
     assert "can't start new thread" in caplog.text
-
-
-def test_server_idle_session_waits_through_the_dispatcher_and_still_answers(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import sockwork.console.session as session_module
-
-    monkeypatch.setattr(session_module, "_HANDOFF", 0.05)
-    with shop() as (server, client):
-        # Idle past the hand-off: the thread sleeps, the dispatcher watches its socket.
-        wait_until(lambda: server._dispatch.waiting == 1)
-        client.send_line("hello again")
-        assert client.read_until(b"shop> ") == b"hello again\r\nshop> "
-        wait_until(lambda: server._dispatch.waiting == 1)
-        server.close()
-        assert client.read_all() == b""
-    assert server._dispatch.waiting == 0
-
-
-def test_server_idle_timeout_applies_through_the_dispatcher(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    import sockwork.console.session as session_module
-
-    monkeypatch.setattr(session_module, "_HANDOFF", 0.05)
-    with shop(idle_timeout=0.5) as (server, client):
-        assert client.read_all() == b"\r\n*** idle for 0.5 s; disconnecting\r\n"
-        wait_until(lambda: server.sessions == [])
-        assert server._dispatch.waiting == 0

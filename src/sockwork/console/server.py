@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Literal, cast
 
 from sockwork.address import bind_listener
 from sockwork.console import routing
-from sockwork.console.dispatch import InputDispatcher
 from sockwork.console.output import OutputPump
 from sockwork.console.policy import Admission, SessionPolicy
 
@@ -194,7 +193,6 @@ class ConsoleServer:
         self._wake_w.setblocking(False)
         port = self._listener.getsockname()[1]
         self._pump = OutputPump(name=f"sockwork-console-output-{port}")
-        self._dispatch = InputDispatcher(name=f"sockwork-console-input-{port}")
         self.address: tuple[str, int] = cast(tuple[str, int], self._listener.getsockname()[:2])
 
     # -- lifecycle -----------------------------------------------------------------
@@ -211,7 +209,6 @@ class ConsoleServer:
                 target=self._serve, name=f"sockwork-console-accept-{self.address[1]}", daemon=True
             )
             self._pump.start()
-            self._dispatch.start()
             self._install_routing()
         self._loop_thread.start()
         return self
@@ -225,7 +222,6 @@ class ConsoleServer:
                 raise RuntimeError("the server is already running")
             self._loop_done.clear()
             self._pump.start()
-            self._dispatch.start()
             self._install_routing()
         try:
             self._serve()
@@ -263,8 +259,6 @@ class ConsoleServer:
         # After the sessions: the pump closes the sockets of those that ended with
         # output still queued (dropped now).
         self._pump.stop(max(0.0, deadline - time.monotonic()))
-        # Last: a session still running (stuck past the deadline) waits by itself.
-        self._dispatch.stop(max(0.0, deadline - time.monotonic()))
         with self._lock:
             if self._loop_done.is_set():  # else the loop closes it when it ends
                 self._close_listener()

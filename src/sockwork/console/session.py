@@ -6,11 +6,10 @@ SSH front end. :func:`current_session` tells a program which user it serves.
 """
 
 # Strategy:
-# - The session thread alone reads the socket, which is non-blocking: it waits outside
-#   every lock, bounded by the first-line timeout until a line arrives, then by the
-#   idle timeout; by itself with poll() for the first second (_HANDOFF), then through
-#   the server's InputDispatcher (one selector for every idle session, their threads
-#   woken a few at a time: sockwork.console.dispatch).
+# - The session thread alone reads the socket, which is non-blocking: it waits with
+#   poll() outside every lock, bounded by the first-line timeout until a line arrives,
+#   then by the idle timeout. (One dispatcher thread waking session threads instead
+#   was measured and rejected: docs/console.md, "Sessions and threads".)
 # - Output from any thread goes through the session's Outbox (sockwork.console.output):
 #   bounded, sent without blocking, the rest drained by the server's OutputPump
 #   thread. The session lock (the TelnetConnection, the socket, the outbox) is only
@@ -31,8 +30,8 @@ from __future__ import annotations
 import cmd
 import io
 import logging
+import math
 import select
-import selectors
 import socket
 import ssl as _ssl
 import threading
@@ -55,7 +54,6 @@ from sockwork.console.terminal import LineDiscipline
 from sockwork.errors import ConnectionClosed
 
 if TYPE_CHECKING:
-    from sockwork.console.dispatch import InputDispatcher
     from sockwork.console.output import OutputPump
     from sockwork.console.policy import SessionPolicy
 
@@ -64,11 +62,6 @@ __all__ = ["Session", "current_session"]
 _log = logging.getLogger("sockwork.console")
 
 _RECV_SIZE = 4096
-# Seconds a session thread waits for its client by itself before it hands the wait to
-# the server's InputDispatcher (sockwork.console.dispatch): users who type get their
-# answer without the dispatcher's extra thread switch, idle sessions cannot stampede.
-_HANDOFF = 1.0
-_POLL_EVENTS = {selectors.EVENT_READ: select.POLLIN, selectors.EVENT_WRITE: select.POLLOUT}
 _S = TypeVar("_S")
 _MIN_STACK = 256 * 1024  # below this, plain Python code in a session overflows its stack
 _PAGE = 4096
@@ -84,7 +77,6 @@ class _Host(Protocol):
     encoding: str
     policy: SessionPolicy
     _pump: OutputPump
-    _dispatch: InputDispatcher
 
 
 class _SessionInput:
@@ -232,7 +224,7 @@ class Session:
         self._close_reason: str | None = None
         self._thread: threading.Thread | None = None
         self._tls_retry = 0
-        self._poll = select.poll()  # the session thread's own waits (see _wait)
+        self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
         policy = server.policy
         now = time.monotonic()
@@ -438,24 +430,13 @@ class Session:
                     return self._sock.recv(_RECV_SIZE)
                 except (BlockingIOError, _ssl.SSLWantReadError, _ssl.SSLWantWriteError):
                     pass  # nothing yet, or a partial TLS record: wait for more
-            self._wait(selectors.EVENT_READ)
+            self._wait(select.POLLIN)
 
     def _wait(self, events: int) -> None:
-        """Wait until the socket is ready for ``events`` or a read timeout runs out.
-
-        The first _HANDOFF seconds by itself (an answer to a user who types is one
-        thread switch away), then through the server's dispatcher (an idle session's
-        thread is woken in turn with the others, never in a stampede).
-        """
+        """Wait until the socket is ready for ``events`` or a read timeout runs out."""
         timeout, silence = self._silence_timeout()
-        fileno = self._sock.fileno()
-        if timeout is None or timeout > _HANDOFF:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            self._poll.modify(fileno, _POLL_EVENTS[events])
-            if self._poll.poll(_HANDOFF * 1000):
-                return
-            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ready = self._server._dispatch.wait(fileno, events, timeout)
+        self._poll.modify(self._sock.fileno(), events)
+        ready = self._poll.poll(None if timeout is None else math.ceil(timeout * 1000))
         if not ready and silence is not None:
             raise silence
 
@@ -484,9 +465,9 @@ class Session:
                     sock.do_handshake()
                     return
                 except _ssl.SSLWantReadError:
-                    events = selectors.EVENT_READ
+                    events = select.POLLIN
                 except _ssl.SSLWantWriteError:
-                    events = selectors.EVENT_WRITE
+                    events = select.POLLOUT
             try:
                 self._wait(events)
             except _Silent as silence:
