@@ -222,8 +222,15 @@ async def session(port: int, load: Load, active: bool) -> None:
 
 
 async def drive(
-    port: int, pid: int, idle: int, active: int, seconds: float, think: float
+    port: int,
+    process: subprocess.Popen[str],
+    idle: int,
+    active: int,
+    seconds: float,
+    think: float,
+    ended_by: str,
 ) -> dict[str, float]:
+    pid = process.pid
     total = idle + active
     load = Load(total, think)
     before = proc_status(pid)
@@ -256,8 +263,13 @@ async def drive(
     load.go.set()
     while time.monotonic() < load.until:
         await asyncio.sleep(0.1)
-    load.done.set()
     active_cpu = cpu_seconds(pid) - cpu0
+    closing = {}
+    if ended_by == "server":  # close() with every client still connected
+        assert process.stdin is not None and process.stdout is not None
+        process.stdin.close()
+        closing = json.loads(await asyncio.to_thread(process.stdout.readline) or "{}")
+    load.done.set()  # else the clients all leave at once, then the server closes
     await asyncio.sleep(0.2)
     for task in tasks:
         if not task.done():
@@ -275,11 +287,18 @@ async def drive(
         "vsz_mib": full["VmSize"] / 1024,
         "idle_cpu_ms": idle_cpu * 1000,
         "cpu_us_cmd": active_cpu / max(1, len(load.samples)) * 1e6,
+        **closing,
     }
 
 
 def measure(
-    name: str, options: dict[str, Any], idle: int, active: int, seconds: float, think: float
+    name: str,
+    options: dict[str, Any],
+    idle: int,
+    active: int,
+    seconds: float,
+    think: float,
+    ended_by: str = "clients",
 ) -> dict[str, float]:
     process = subprocess.Popen(
         [sys.executable, __file__, "--serve", name, "--options", json.dumps(options)],
@@ -291,11 +310,12 @@ def measure(
         assert process.stdout is not None and process.stdin is not None
         port = int(process.stdout.readline())
         time.sleep(0.3)
-        result = asyncio.run(drive(port, process.pid, idle, active, seconds, think))
-        process.stdin.close()
-        closing = json.loads(process.stdout.readline() or "{}")
-        result["close_s"] = closing.get("close_s", float("nan"))
-        result["threads_left"] = closing.get("threads_left", float("nan"))
+        result = asyncio.run(drive(port, process, idle, active, seconds, think, ended_by))
+        if "close_s" not in result:
+            process.stdin.close()
+            closing = json.loads(process.stdout.readline() or "{}")
+            result["close_s"] = closing.get("close_s", float("nan"))
+            result["threads_left"] = closing.get("threads_left", float("nan"))
         return result
     finally:
         assert process.stdin is not None
@@ -476,6 +496,13 @@ def main() -> None:
     )
     parser.add_argument("--think", type=float, default=0.5, help="pause between commands (s)")
     parser.add_argument(
+        "--ended-by",
+        choices=["clients", "server"],
+        default="clients",
+        help="who ends the sessions after the run: every client leaving at once, then "
+        "close() (default), or close() with the clients connected ('close s' column)",
+    )
+    parser.add_argument(
         "--sockwork-options",
         default="{}",
         help="extra ConsoleServer keywords as JSON, e.g. '{\"session_stack_size\": null}'",
@@ -521,7 +548,9 @@ def main() -> None:
         for _ in range(args.rounds):
             for name in args.servers:
                 runs[name].append(
-                    measure(name, options[name], idle, active, args.seconds, args.think)
+                    measure(
+                        name, options[name], idle, active, args.seconds, args.think, args.ended_by
+                    )
                 )
         medians = {
             name: {key: statistics.median(r[key] for r in results) for _, key, _ in COLUMNS}
