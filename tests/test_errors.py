@@ -20,6 +20,7 @@ def test_errors_every_exported_error_derives_from_sockwork_error() -> None:
         (errors.ProtocolError, ValueError),
         (errors.Busy, ConnectionError),
         (errors.TimedOut, TimeoutError),
+        (errors.ContractBroken, AssertionError),
     ],
 )
 def test_errors_mix_in_the_matching_builtin(error: type[Exception], builtin: type) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sockwork.errors import (
     Busy,
     ConnectionClosed,
+    ContractBroken,
     IncompleteMessage,
     MessageTooLarge,
     NotReady,
@@ -16,6 +17,7 @@ from sockwork.errors import (
 __all__ = [
     "Busy",
     "ConnectionClosed",
+    "ContractBroken",
     "IncompleteMessage",
     "MessageTooLarge",
     "NotReady",

@@ -11,7 +11,8 @@ value also derive from the matching built-in, so ``except ConnectionError`` or
     ├── ProtocolError (ValueError)            the peer sent bytes that break the wire format
     ├── NotReady                              the handshake has not completed yet
     ├── Busy (ConnectionError)                a server is at its connection limit
-    └── TimedOut (TimeoutError)               a sockwork operation ran out of time
+    ├── TimedOut (TimeoutError)               a sockwork operation ran out of time
+    └── ContractBroken (AssertionError)       code under test broke its network contract
 
 Injected network faults are not sockwork errors: they raise what a real network
 would (``ConnectionResetError``, ``TimeoutError``, ``socket.gaierror``).
@@ -22,6 +23,7 @@ from __future__ import annotations
 __all__ = [
     "Busy",
     "ConnectionClosed",
+    "ContractBroken",
     "IncompleteMessage",
     "MessageTooLarge",
     "NotReady",
@@ -116,3 +118,26 @@ class TimedOut(SockworkError, TimeoutError):
     def __init__(self, message: str, *, timeout: float | None = None) -> None:
         super().__init__(message)
         self.timeout = timeout
+
+
+class ContractBroken(SockworkError, AssertionError):
+    """Code under test broke its contract (see :mod:`sockwork.testing.contract`).
+
+    It gave a wrong answer, raised an error it does not promise (or one that what
+    the network did does not excuse), or finished after its deadline. An
+    ``AssertionError``, so pytest and ``sockwork explore`` count it as a failed test.
+
+    Attributes:
+        reason: ``"wrong answer"``, ``"unexpected error"``, ``"error not excused"``
+            or ``"late"``.
+        elapsed: seconds the block ran.
+        error: the exception the block raised, or None.
+    """
+
+    def __init__(
+        self, message: str, *, reason: str, elapsed: float, error: BaseException | None = None
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.elapsed = elapsed
+        self.error = error

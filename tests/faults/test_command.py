@@ -13,6 +13,7 @@ from sockwork.faults import (
     Bandwidth,
     CloseAfter,
     DnsFailure,
+    HalfClose,
     Latency,
     Refuse,
     Slice,
@@ -147,3 +148,94 @@ def test_command_fault_options_build_the_vocabulary() -> None:
         DnsFailure("noname"),
     ]
     assert faults_from_options(parser.parse_args([])) == []
+
+
+HALF_CLOSE_PROGRAM = textwrap.dedent(
+    """
+    import socket, threading
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        def answer():
+            conn, _ = server.accept()
+            with conn:
+                data = b""
+                while chunk := conn.recv(100):
+                    data += chunk
+                conn.sendall(b"got:" + data)
+        thread = threading.Thread(target=answer)
+        thread.start()
+        with socket.create_connection(server.getsockname(), timeout=5) as client:
+            client.sendall(b"helloworld")  # no shutdown: only the fault ends the request
+            reply = b""
+            while chunk := client.recv(100):
+                reply += chunk
+        thread.join()
+        print(reply.decode())
+    """
+)
+
+
+def test_command_half_close_ends_the_request_and_the_answer_comes(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    status = main(
+        [
+            "run",
+            "--half-close",
+            "5",
+            "--match-role",
+            "client",
+            "--report",
+            "--",
+            sys.executable,
+            "-c",
+            HALF_CLOSE_PROGRAM,
+        ]
+    )
+    out, err = capfd.readouterr()
+    assert status == 0, err
+    assert out.strip() == "got:hello"
+    assert "half-close: HalfClose" in err
+
+
+def test_command_half_close_and_json_faults_build_the_vocabulary() -> None:
+    parser = argparse.ArgumentParser()
+    add_fault_options(parser)
+    args = parser.parse_args(["--half-close", "1KB"])
+    assert faults_from_options(args) == [HalfClose(1000)]
+    args = parser.parse_args(["--half-close", "3", "--direction", "recv"])
+    assert faults_from_options(args) == [HalfClose(3, direction="recv")]
+    args = parser.parse_args(
+        [
+            "--fault",
+            '{"type": "HalfClose", "bytes": 5, "connections": [2]}',
+            "--fault",
+            '{"type": "Slice", "max_bytes": 1, "direction": "recv"}',
+            "--direction",
+            "send",  # changes the option faults only
+        ]
+    )
+    assert faults_from_options(args) == [
+        HalfClose(5, connections={2}),
+        Slice(1, direction="recv"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("{", "--fault needs a JSON object"),
+        ("[1]", "a JSON object"),
+        ('{"type": "Nope"}', "unknown fault type 'Nope'"),
+        ('{"type": "HalfClose", "bytes": -1}', "bytes must be an int >= 0"),
+        ('{"type": "HalfClose"}', "bytes"),
+    ],
+)
+def test_command_rejects_bad_json_faults(
+    capfd: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["run", "--fault", text, "--", "true"])
+    assert info.value.code == 2
+    last = capfd.readouterr().err.strip().splitlines()[-1]  # after the usage lines
+    assert last.startswith("sockwork run: error: argument --fault: ")
+    assert message in last

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import sys
 import threading
 import time
 
@@ -14,11 +15,13 @@ from sockwork.faults import (
     CloseAfter,
     ConnectDelay,
     DnsFailure,
+    HalfClose,
     Latency,
     Match,
     Refuse,
     Target,
     dispatch,
+    fired,
     inject,
 )
 
@@ -219,3 +222,71 @@ def test_inject_forgets_each_connection_when_its_socket_closes(listener: socket.
                     assert conn.recv(1) == b"x"
         assert handle._scope.plan.connections_open == 0  # the plan holds no closed connection
         assert handle.report.fired(Latency)  # the faults were on those connections
+
+
+# --- fired(): what the current scope's faults did ---------------------------------------
+
+
+def test_fired_is_empty_before_any_scope(monkeypatch: pytest.MonkeyPatch) -> None:
+    # sockwork.faults.inject is also the name of the function: reach the module.
+    monkeypatch.setattr(sys.modules["sockwork.faults.inject"], "_LAST", None)
+    assert fired() == []
+
+
+def test_fired_names_the_fault_and_the_connection_during_and_after(
+    listener: socket.socket,
+) -> None:
+    address = listener.getsockname()
+    with inject(Refuse(connections={2}), HalfClose(3, connections={1}), seed=1) as handle:
+        with socket.create_connection(address, timeout=2) as first:
+            server, _ = listener.accept()
+            with server:
+                first.sendall(b"abcdef")
+                assert recv_all(server) == b"abc"  # the half-close ended the request
+        assert [(e.what, e.kind, e.connection) for e in fired()] == [
+            ("fired", "stream", 1),
+            ("half-close", "stream", 1),
+        ]
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(address, timeout=2)
+        during = fired()
+        assert [(e.what, e.kind, e.connection) for e in fired(Refuse)] == [("refuse", "connect", 2)]
+        assert fired(HalfClose)[-1].offset == 3
+        assert fired(HalfClose)[-1].label.startswith("client 127.0.0.1:")
+    assert fired() == during == list(handle.report.events)  # the last scope that ended
+
+
+def test_fired_reads_the_innermost_active_scope(listener: socket.socket) -> None:
+    address = listener.getsockname()
+    with inject(Refuse(connections=1), match=Match(port=1)) as outer:
+        with inject(Refuse(connections=1), seed=2) as inner:
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(address, timeout=2)
+            assert [e.what for e in fired()] == ["refuse"]
+            assert fired() == list(inner.report.events)
+        assert fired() == list(outer.report.events) == []  # back to the outer scope
+    assert fired() == []  # the outer one ended last
+
+
+def test_fired_from_another_thread_while_the_scope_runs(listener: socket.socket) -> None:
+    address = listener.getsockname()
+    seen: list[list[str]] = []
+    refused = threading.Event()
+    release = threading.Event()
+
+    def body() -> None:
+        with inject(Refuse(connections=1)):
+            with pytest.raises(ConnectionRefusedError):
+                socket.create_connection(address, timeout=2)
+            refused.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    try:
+        assert refused.wait(5)
+        seen.append([e.what for e in fired()])
+    finally:
+        release.set()
+        thread.join(5)
+    assert seen == [["refuse"]]

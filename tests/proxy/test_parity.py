@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from sockwork.faults import CloseAfter, Fault, Latency, Slice, apply
+from sockwork.faults import CloseAfter, Fault, HalfClose, Latency, Slice, apply
 from sockwork.proxy import FaultProxy
 from tests.proxy.conftest import Upstream
 
@@ -52,8 +52,9 @@ def observe(address: tuple[str, int], fault: Fault | None) -> tuple[bytes, str, 
         CloseAfter(100, reset=True, direction="recv"),
         Latency(0.2, direction="recv"),
         Slice(7, min_bytes=3, direction="recv"),
+        HalfClose(100, direction="recv"),
     ],
-    ids=["close-after", "reset-after", "latency", "slice"],
+    ids=["close-after", "reset-after", "latency", "slice", "half-close"],
 )
 def test_parity_in_process_and_through_the_proxy(echo_server: Upstream, fault: Fault) -> None:
     in_process = observe(echo_server.address, fault)

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import random
+import select
 import socket
 import struct
 import threading
@@ -338,3 +339,38 @@ def test_splice_bytes_held_in_the_kernel_pipe_go_first_when_a_fault_arrives(
             client.shutdown(socket.SHUT_WR)
             assert done.wait(20)
     assert got == [payload]
+
+
+def test_splice_small_writes_against_a_full_destination_lose_nothing(
+    make_upstream: MakeUpstream,
+) -> None:
+    # Reads shorter than the kernel pipe's slots end without a failing read; the source
+    # edges that come while the destination is full must still be served once it drains.
+    release, done = threading.Event(), threading.Event()
+    got: list[bytes] = []
+
+    def late_reader(conn: socket.socket) -> None:
+        release.wait(20)
+        got.append(recv_all(conn))
+        done.set()
+
+    server = make_upstream(late_reader)
+    stream = b"".join(struct.pack("!I", i) * 25 for i in range(400_000))  # 40 MB
+    with FaultProxy(upstream=server.address) as proxy:
+        with socket.create_connection(proxy.address, timeout=10) as client:
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client.setblocking(False)
+            offset = 0
+            while select.select([], [client], [], 0.5)[1]:  # until back-pressure holds
+                with contextlib.suppress(BlockingIOError):
+                    offset += client.send(stream[offset : offset + 100])
+            assert 0 < offset < len(stream) - 30_000
+            assert pipes(proxy)["upstream"].splicing
+            release.set()
+            client.setblocking(True)
+            for _ in range(300):  # small writes while the server drains
+                client.sendall(stream[offset : offset + 100])
+                offset += 100
+            client.shutdown(socket.SHUT_WR)
+            assert done.wait(20)
+    assert got == [stream[:offset]]

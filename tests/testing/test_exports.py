@@ -13,7 +13,7 @@ import pytest
 import sockwork.testing
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "testing.md").read_text(encoding="utf-8")
-MODULES = ["conformance", "pair", "telnet"]
+MODULES = ["conformance", "contract", "pair", "telnet"]
 
 
 @pytest.mark.parametrize("name", sockwork.testing.__all__)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sockwork.faults.exploration import ExploreResult, explore
-from sockwork.faults.inject import Injection, Match, Target, inject
+from sockwork.faults.inject import Injection, Match, Target, fired, inject
 from sockwork.faults.patch import Handle, PatchableSocket, apply, make_socket_patchable
 from sockwork.faults.plan import Event, Plan, Report
 from sockwork.faults.vocabulary import (
@@ -17,6 +17,7 @@ from sockwork.faults.vocabulary import (
     ConnectTimeout,
     DnsFailure,
     Fault,
+    HalfClose,
     Latency,
     Refuse,
     ResetPeer,
@@ -40,6 +41,7 @@ __all__ = [
     "Event",
     "ExploreResult",
     "Fault",
+    "HalfClose",
     "Handle",
     "Injection",
     "Latency",
@@ -57,6 +59,7 @@ __all__ = [
     "Timeout",
     "apply",
     "explore",
+    "fired",
     "inject",
     "make_socket_patchable",
 ]

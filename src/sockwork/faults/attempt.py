@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from sockwork.faults import kernel
 from sockwork.faults.budget import POLL_NAP, Budget, now
+from sockwork.faults.deadline import act_on_open
 from sockwork.faults.plan import Action, Close, Fail, Hang, Plan, Proceed, Refused, Wait
 from sockwork.faults.state import SocketState, address_label, open_layers
 
@@ -75,9 +76,11 @@ def connect(sock: socket.socket, state: SocketState, address: object, *, ex: boo
         code = kernel.connect_ex(sock, address)  # type: ignore[arg-type]
         if code == 0:
             open_layers(sock, state, "client")
+            act_on_open(sock, state)
         return code
     kernel.connect(sock, address)  # type: ignore[arg-type]
     open_layers(sock, state, "client")
+    act_on_open(sock, state)
     return None
 
 
@@ -113,8 +116,12 @@ def _start_connect(
         raise kernel.oserror(TimeoutError, errno.ETIMEDOUT)
     open_layers(sock, state, "client")
     if ex:
-        return kernel.connect_ex(sock, address)  # type: ignore[arg-type]
-    kernel.connect(sock, address)  # type: ignore[arg-type]
+        code = kernel.connect_ex(sock, address)  # type: ignore[arg-type]
+        if code == 0:
+            act_on_open(sock, state)
+        return code
+    kernel.connect(sock, address)  # type: ignore[arg-type]  # EINPROGRESS: not yet
+    act_on_open(sock, state)
     return None
 
 

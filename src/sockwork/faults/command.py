@@ -28,6 +28,7 @@ from sockwork.faults.vocabulary import (
     ConnectTimeout,
     DnsFailure,
     Fault,
+    HalfClose,
     Latency,
     Refuse,
     Slice,
@@ -115,6 +116,13 @@ def add_fault_options(parser: argparse.ArgumentParser) -> None:
         help="reset the connection (RST) after SIZE bytes",
     )
     g.add_argument(
+        "--half-close",
+        type=size,
+        metavar="SIZE",
+        help="end one direction (FIN) after SIZE bytes, the other keeps working "
+        "(default direction send: the program's own writing side)",
+    )
+    g.add_argument(
         "--stall-after",
         type=size,
         metavar="SIZE",
@@ -195,6 +203,8 @@ def faults_from_options(args: argparse.Namespace) -> list[Fault]:
         faults.append(CloseAfter(args.close_after, **stream))  # type: ignore[arg-type]
     if args.reset_after is not None:
         faults.append(CloseAfter(args.reset_after, reset=True, **stream))  # type: ignore[arg-type]
+    if args.half_close is not None:
+        faults.append(HalfClose(args.half_close, **stream))  # type: ignore[arg-type]
     if args.stall_after is not None:
         faults.append(Stall(after_bytes=args.stall_after, **stream))  # type: ignore[arg-type]
     if args.blackhole:

@@ -1,6 +1,17 @@
 """Cutting a connection as the network does: FIN, or RST (an abort).
 
 # Rules:
+- A half-close (``HalfClose``) ends one direction only. Sending side:
+  ``shutdown(SHUT_WR)``, a real one (the peer reads EOF, the owner's later sends get
+  EPIPE from the kernel itself). On an ``SSLSocket`` the FIN goes without a TLS
+  ``close_notify``: CPython's only way to send one (``unwrap``, ``SSL_shutdown``
+  called twice) goes on to read the peer's alert, and application data found there
+  kills the session; so the peer reads a "ragged EOF". Receiving side: the owner
+  must read EOF while the peer, which never sent a FIN, may still send:
+  ``shutdown(SHUT_RD)`` makes the socket readable for good (Linux: POLLIN|POLLRDHUP,
+  so selectors wake), and what the peer sent is drained and dropped, now, at each
+  later receive and before the close (unread data at close would make the kernel
+  answer with RST, not FIN).
 - A cut with FIN is ``shutdown(SHUT_RDWR)`` (the peer reads EOF, local sends get
   EPIPE, local receives EOF). A cut with RST (RFC 793 abort) is ``connect()`` with
   ``AF_UNSPEC`` on Linux: ``tcp_disconnect`` sends RST and the socket stays the same
@@ -24,7 +35,7 @@ from sockwork.faults import kernel
 from sockwork.faults.readiness import notify_changed
 from sockwork.faults.state import SocketState
 
-__all__ = ["cut", "raise_if_cut"]
+__all__ = ["cut", "half_close", "raise_if_cut"]
 
 
 def raise_if_cut(state: SocketState, sending: bool) -> None:
@@ -57,6 +68,23 @@ def cut(sock: socket.socket, state: SocketState, reset: bool) -> None:
                 placeholder.close()
         except OSError:
             pass
+    notify_changed()
+
+
+def half_close(sock: socket.socket, state: SocketState, direction: str) -> None:
+    """End one direction of ``sock``'s connection with a FIN (see ``# Rules:``); once."""
+    if state.cut is not None:
+        return
+    if direction in state.half_closed:
+        if direction == "recv":
+            kernel.drain(sock)
+        return
+    state.half_closed.add(direction)
+    if direction == "send":
+        kernel.shutdown_quietly(sock, socket.SHUT_WR)
+    else:
+        kernel.shutdown_quietly(sock, socket.SHUT_RD)
+        kernel.drain(sock)
     notify_changed()
 
 

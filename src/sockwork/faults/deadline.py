@@ -5,6 +5,11 @@ Some faults act at a time with nothing to read or write (Timeout closes an idle
 connection, ResetPeer resets after it discarded the data): no call of the
 application would come to carry the action out, so a timer re-asks the plan at
 that time and performs a due Close. The cut itself wakes selectors (hang-up).
+A half-close due before any byte (``HalfClose(0)``) is carried out
+when the connection is established (:func:`act_on_open`): a blocking connect, an
+accept, ``apply`` on a connected socket, or a non-blocking connect once
+``getsockopt(SO_ERROR)`` reports it done (never before: a shutdown during the
+handshake would abort it).
 """
 
 from __future__ import annotations
@@ -13,12 +18,13 @@ import socket
 import threading
 import weakref
 
+from sockwork.faults import kernel
 from sockwork.faults.budget import INF, now
-from sockwork.faults.cut import cut
+from sockwork.faults.cut import cut, half_close
 from sockwork.faults.plan import Action, Close, Read, Wait
 from sockwork.faults.state import REGISTRY_LOCK, SocketState, lookup
 
-__all__ = ["act_on_due", "unwatch", "watch_deadline"]
+__all__ = ["act_on_due", "act_on_open", "unwatch", "watch_deadline"]
 
 
 _WATCHED: dict[tuple[int, str], tuple[float, threading.Timer]] = {}
@@ -75,8 +81,32 @@ def act_on_due(sock: socket.socket, state: SocketState, direction: str) -> None:
     the next deadline."""
     action = state.next(direction, now())
     if isinstance(action, Close):
+        if action.half:
+            half_close(sock, state, direction)
+            return
         if direction == "recv" and not action.reset and state.eof_reached():
             return  # the peer's own EOF: the application will read it
         cut(sock, state, action.reset)
     else:
         watch_deadline(sock, state, direction, action)
+
+
+def act_on_open(sock: socket.socket, state: SocketState, *, check: bool = False) -> None:
+    """The connection of ``sock`` is established: carry out a half-close due before any
+    byte (``HalfClose(0)``), which no send or receive may come to do.
+
+    ``check``: make sure first that the handshake is over (a shutdown during it
+    would abort the connection).
+    """
+    if state.cut is not None or not state.layers:
+        return
+    at = now()
+    for direction in ("send", "recv"):
+        if not state.idle(direction) and state.close_due(direction, at):
+            if check:
+                try:
+                    kernel.getpeername(sock)
+                except OSError:
+                    return  # still connecting (or failed): the first send/recv will do it
+                check = False
+            act_on_due(sock, state, direction)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from sockwork.faults import kernel, tls
 from sockwork.faults.attempt import accept, connect, pending_connect_error
 from sockwork.faults.budget import now
-from sockwork.faults.deadline import unwatch
+from sockwork.faults.deadline import act_on_open, unwatch
 from sockwork.faults.readiness import forget, notify_changed
 from sockwork.faults.state import REGISTRY_LOCK, STATES, SocketState, attach, lookup
 from sockwork.faults.stream import receive, send
@@ -259,6 +259,10 @@ def _d_getsockopt(self: socket.socket, level: int, option: int, *args: int) -> o
             code = pending_connect_error(self, state)
             if code is not None:
                 return code
+        result = kernel.getsockopt(self, level, option)
+        if result == 0 and state is not None and state.layers:
+            act_on_open(self, state, check=True)  # a non-blocking connect may be done
+        return result
     return kernel.getsockopt(self, level, option, *args)
 
 
@@ -299,6 +303,8 @@ def _d_close(self: socket.socket) -> None:
                 layer.scope.forget([layer.conn])  # the plan forgets the connection
         unwatch(state)
         forget(state)
+        if "recv" in state.half_closed and self.fileno() >= 0:
+            kernel.drain(self)  # unread data would make the close an RST (see cut.py)
     kernel.close(self)
 
 
@@ -354,6 +360,9 @@ def _maybe_attach_server(sock: socket.socket) -> SocketState | None:
 def _wrap_accepted(conn: socket.socket, listener: SocketState) -> None:
     for layer in listener.layers:
         attach(conn, layer.scope, connected=True, role="server")
+    state = lookup(conn)
+    if state is not None:
+        act_on_open(conn, state)
 
 
 _DISPATCHERS: dict[str, object] = {

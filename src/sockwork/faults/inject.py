@@ -12,6 +12,9 @@ the faults leave every socket and ``socket`` is restored exactly.
   accepted before it keep their behaviour (use :func:`sockwork.faults.apply`).
 - Only stream sockets (TCP, Unix stream) are selected; look-ups of numeric
   addresses never fail (no DNS is involved).
+- :func:`fired` reads the innermost scope still active in the process (the one
+  entered last), else the one that ended last: one registry for the process, not
+  one per thread, read under the scopes' lock and the plan's lock.
 """
 
 from __future__ import annotations
@@ -27,11 +30,11 @@ from sockwork.faults import dispatch
 from sockwork.faults.attempt import resolve_decision
 from sockwork.faults.budget import sleep_until
 from sockwork.faults.patch import Handle
-from sockwork.faults.plan import Observer
+from sockwork.faults.plan import Event, Observer
 from sockwork.faults.state import attach, lookup
 from sockwork.faults.vocabulary import Fault
 
-__all__ = ["Injection", "Match", "Target", "inject"]
+__all__ = ["Injection", "Match", "Target", "fired", "inject"]
 
 _real_getaddrinfo = socket.getaddrinfo
 
@@ -72,6 +75,7 @@ MatchSpec = Match | Callable[[Target], bool] | None
 
 _SCOPES: list[Injection] = []
 _SCOPES_LOCK = threading.Lock()
+_LAST: Injection | None = None  # the scope that ended last (for fired())
 
 
 def _split(address: object) -> tuple[str | None, int | None]:
@@ -195,9 +199,11 @@ class Injection(Handle):
 
     def remove(self) -> None:
         """Leave the scope: remove the faults everywhere and restore ``socket``."""
+        global _LAST
         with _SCOPES_LOCK:
             if self in _SCOPES:
                 _SCOPES.remove(self)
+                _LAST = self
                 if not _SCOPES:
                     _set_patches(False)
         super().remove()
@@ -216,3 +222,34 @@ def inject(*faults: Fault, match: MatchSpec = None, seed: int | None = None) -> 
         seed: the seed of the scope's random generator (random when None).
     """
     return Injection(faults, match=match, seed=seed)
+
+
+def fired(fault_type: type[Fault] | None = None) -> list[Event]:
+    """Return what the faults of the current ``inject`` scope did so far, in order.
+
+    The current scope is the innermost one still active in this process (the one
+    entered last), or else the one that ended last; ``[]`` before any scope. Each
+    :class:`~sockwork.faults.Event` says which fault acted (``what``: ``"fired"``,
+    ``"close"``, ``"reset"``, ``"half-close"``, ``"refuse"``...), on which
+    connection (``kind``, ``connection`` index, ``label`` with role and address),
+    in which direction and at which byte offset: a test can decide whether an
+    outcome is acceptable given what the network really did. Under ``sockwork
+    run`` the scope is the one the program was started in.
+
+    Safe to call from any thread, during or after the scope. With scopes active in
+    several threads at once, "innermost" is the one entered last anywhere in the
+    process: read ``handle.report`` of your own scope instead.
+
+    Args:
+        fault_type: only the events of faults of this class (e.g. ``HalfClose``).
+    """
+    scope = _fired_scope()
+    if scope is None:
+        return []
+    return scope.report.fired(fault_type)
+
+
+def _fired_scope() -> Injection | None:
+    """The scope :func:`fired` reads: the innermost active one, else the last ended."""
+    with _SCOPES_LOCK:
+        return _SCOPES[-1] if _SCOPES else _LAST

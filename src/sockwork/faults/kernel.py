@@ -19,6 +19,7 @@ __all__ = [
     "close",
     "connect",
     "connect_ex",
+    "drain",
     "getpeername",
     "getsockopt",
     "oserror",
@@ -67,6 +68,24 @@ def shutdown_quietly(sock: socket.socket, how: int) -> None:
         shutdown(sock, how)
     except OSError:
         pass
+
+
+def drain(sock: socket.socket, limit: int = 4 << 20) -> int:
+    """Read and drop what ``sock`` has received, without waiting; return how many bytes.
+
+    At most about ``limit`` bytes per call, so a peer that keeps sending cannot keep
+    the caller here.
+    """
+    dropped = 0
+    while dropped < limit:
+        try:
+            data = recv(sock, 65536, socket.MSG_DONTWAIT)
+        except OSError:  # BlockingIOError: nothing more now; anything else: gone
+            break
+        if not data:
+            break
+        dropped += len(data)
+    return dropped
 
 
 # -- errors the network would raise ------------------------------------------------

@@ -23,7 +23,7 @@ from collections import deque
 
 from sockwork.faults import kernel
 from sockwork.faults.budget import CHANGED, INF, POLL_NAP, now, sleep_until
-from sockwork.faults.cut import cut
+from sockwork.faults.cut import cut, half_close
 from sockwork.faults.plan import Close, Deliver, Discard, Stalled, Wait
 from sockwork.faults.state import SocketState
 
@@ -138,7 +138,10 @@ class Outbox:
                     state.passed("send", n, now())
                     self._pop(n)
                 elif isinstance(action, Close):
-                    cut(self.sock, state, action.reset)
+                    if action.half:
+                        half_close(self.sock, state, "send")
+                    else:
+                        cut(self.sock, state, action.reset)
                     raise kernel.oserror(BrokenPipeError, errno.EPIPE)
                 else:  # Read: the plan lost track of these bytes; send them as they are
                     self._pop(self._send(head))

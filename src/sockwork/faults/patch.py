@@ -24,10 +24,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from sockwork.faults import dispatch
+from sockwork.faults.deadline import act_on_open
 from sockwork.faults.plan import Observer, Report
 from sockwork.faults.readiness import notify_changed
 from sockwork.faults.scope import Scope
-from sockwork.faults.state import attach, rekey
+from sockwork.faults.state import attach, lookup, rekey
 from sockwork.faults.vocabulary import Fault
 
 if TYPE_CHECKING:
@@ -160,7 +161,11 @@ def apply(sock: socket.socket, *faults: Fault, seed: int | None = None) -> Handl
     handle = Handle(faults, seed=seed)
     handle._start()
     try:
-        attach(sock, handle._scope, connected=_is_connected(sock), role="socket")
+        connected = _is_connected(sock)
+        attach(sock, handle._scope, connected=connected, role="socket")
+        state = lookup(sock)
+        if connected and state is not None:
+            act_on_open(sock, state)
     except BaseException:
         handle.remove()
         raise

@@ -51,11 +51,22 @@ socket patching and the asyncio proxy execute the same decisions.
       EOF, the writer EPIPE) or RST (``reset=True``: ECONNRESET). Once a stream
       returns Close it returns it forever. After ``feed_eof`` and once every byte
       has passed, ``Close(False)`` means "forward the EOF".
+    * ``Close(half=True)`` (``HalfClose``): end only this direction, with a FIN, as
+      if its writer called ``shutdown(SHUT_WR)``; the other direction goes on.
+      Bytes fed to this direction later never pass (a sender in-process gets
+      EPIPE, as after a real shutdown; a receiver reads EOF; a proxy discards them).
   After ``passed``, call ``next`` again even with nothing pending: a Close may be
   due at once (``CloseAfter`` cuts the connection right after its last byte).
-- Stream faults combine: any Close wins, then Stalled, then the latest Wait, then
-  Discard; otherwise Deliver the smallest cap. A fault with ``after_bytes`` caps
-  delivery at its activation offset, so it starts exactly at that byte.
+  A half-close may even be due before any byte (``HalfClose(0)``: the peer that
+  only waits must still see the FIN): :meth:`Stream.close_due` says so without
+  drawing or recording anything, so an executor that only calls ``next`` when the
+  application moves bytes asks it when the connection opens. (``CloseAfter(0)``
+  keeps cutting at the first call that moves bytes: a connection cut at its
+  opening would not even report its peer's address.)
+- Stream faults combine: any Close wins (an RST over a FIN over a half-close), then
+  Stalled, then the latest Wait, then Discard; otherwise Deliver the smallest cap. A
+  fault with ``after_bytes`` caps delivery at its activation offset, so it starts
+  exactly at that byte.
   :func:`combine` applies the same rule to the actions of stacked plans (an
   executor layering several scopes on one socket).
 - The report (:attr:`Plan.report`) lists each fault the first time it acts on a
@@ -93,6 +104,7 @@ from sockwork.faults.vocabulary import (
     DnsFailure,
     DnsFault,
     Fault,
+    HalfClose,
     Latency,
     Refuse,
     ResetPeer,
@@ -168,9 +180,14 @@ class Stalled:
 
 @dataclass(frozen=True)
 class Close:
-    """End the connection: FIN, or RST when ``reset`` is True."""
+    """End the connection: FIN, or RST when ``reset`` is True.
+
+    ``half``: end only this direction with a FIN (``shutdown(SHUT_WR)`` by its
+    writer); the other direction keeps working.
+    """
 
     reset: bool = False
+    half: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,17 +216,18 @@ def combine(actions: Sequence[Action]) -> Action:
     """Combine the actions of stacked plans (layers on one socket) for one stream.
 
     The rule is the one :meth:`Stream.next` applies to the faults of one plan (see
-    ``# Rules:``): any Close wins, then Stalled, then the latest Wait, then Read
-    (smallest cap, earliest deadline), then Discard; otherwise Deliver the
-    smallest amount. No action at all means nothing acts: ``Read(None, None)``.
+    ``# Rules:``): any Close wins (RST first, then a full FIN, then a half-close),
+    then Stalled, then the latest Wait, then Read (smallest cap, earliest deadline),
+    then Discard; otherwise Deliver the smallest amount. No action at all means
+    nothing acts: ``Read(None, None)``.
     """
     if len(actions) == 1:
         return actions[0]
     if not actions:
         return Read(None, None)
-    for a in actions:
-        if isinstance(a, Close):
-            return a
+    closes = [a for a in actions if isinstance(a, Close)]
+    if closes:
+        return min(closes, key=lambda c: (not c.reset, c.half))
     if any(isinstance(a, Stalled) for a in actions):
         return Stalled()
     waits = [a.until for a in actions if isinstance(a, Wait)]
@@ -236,7 +254,8 @@ class Event:
     Attributes:
         fault: the fault that acted.
         what: ``"fired"`` (first action on this connection and direction),
-            ``"close"``, ``"reset"``, ``"refuse"``, ``"delay"``, ``"timeout"``, ``"fail"``.
+            ``"close"``, ``"reset"``, ``"half-close"``, ``"refuse"``, ``"delay"``,
+            ``"timeout"``, ``"fail"``.
         kind: ``"stream"``, ``"connect"``, ``"accept"`` or ``"resolve"``.
         connection: index of the connection (per kind, from 1).
         direction: ``"send"``/``"recv"`` for streams, None otherwise.
@@ -569,6 +588,15 @@ class _State:
             return True
         return False
 
+    def would_start(self, now: float) -> int | None:
+        """The offset the fault started (or would start) at by ``now``; pure."""
+        if self.start_offset is not None:
+            return self.start_offset
+        s = self.stream
+        if s.offset >= self.fault.after_bytes and now >= s.conn.opened + self.fault.after_seconds:
+            return s.offset
+        return None
+
     def activated(self, now: float) -> None:
         """Hook: the fault just became active."""
 
@@ -583,6 +611,10 @@ class _State:
 
     def unfed(self) -> None:
         """Hook: the pending bytes were taken back."""
+
+    def closes(self, now: float) -> bool:
+        """Hook: True when the fault would end the stream now, bytes or not (pure)."""
+        return False
 
 
 class _LatencyState(_State):
@@ -693,6 +725,21 @@ class _CloseAfterState(_State):
         return left
 
 
+class _HalfCloseState(_State):
+    fault: HalfClose
+
+    def opinion(self, now: float) -> _Opinion:
+        assert self.start_offset is not None
+        left = self.fault.bytes - (self.stream.offset - self.start_offset)
+        if left <= 0:
+            return Close(half=True)
+        return left
+
+    def closes(self, now: float) -> bool:
+        start = self.would_start(now)
+        return start is not None and self.stream.offset - start >= self.fault.bytes
+
+
 class _StallState(_State):
     def opinion(self, now: float) -> _Opinion:
         return Stalled()
@@ -767,6 +814,7 @@ _STATES: dict[type[StreamFault], type[_State]] = {
     Slice: _SliceState,
     Coalesce: _CoalesceState,
     CloseAfter: _CloseAfterState,
+    HalfClose: _HalfCloseState,
     Stall: _StallState,
     Blackhole: _BlackholeState,
     Timeout: _TimeoutState,
@@ -889,12 +937,22 @@ class Stream:
         if n and self.plan.observer is not None:
             self.plan.observer.passed(self, n, now)
 
+    def close_due(self, now: float) -> bool:
+        """True when a half-close is due on this stream now, with no byte to move.
+
+        Pure: no draw, no event. The executor then calls :meth:`next`, which
+        returns the Close (and records it).
+        """
+        if self._terminal is not None:
+            return False
+        return any(s.closes(now) for s in self._states)
+
     def _close(self, action: Close, state: _State | None, now: float) -> Close:
         self._terminal = action
         if state is not None:
             self.plan._record(
                 state.fault,
-                "reset" if action.reset else "close",
+                "reset" if action.reset else ("half-close" if action.half else "close"),
                 "stream",
                 self.conn.index,
                 now,

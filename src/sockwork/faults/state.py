@@ -86,6 +86,7 @@ class SocketState:
         self.ref = weakref.ref(sock)
         self.layers: list[Layer] = []
         self.cut: str | None = None  # None, "fin", "reset", "reset-seen"
+        self.half_closed: set[str] = set()  # directions a HalfClose ended ("send", "recv")
         self.connect_due: float | None = None  # non-blocking connect held back until
         self.connect_address: object = None
         self.connect_hang = False
@@ -150,6 +151,11 @@ class SocketState:
             if layer.conn.recv.eof:
                 return True
         return False
+
+    def close_due(self, direction: str, now: float) -> bool:
+        """True when a fault would end ``direction`` now, before any byte moves."""
+        due = self._each(direction, lambda s, *a: s.close_due(*a), now)
+        return any(due)
 
     def fin_due(self, now: float) -> float | None:
         """The application ends its data: when may the FIN go? None: now (SlowClose holds it)."""

@@ -23,7 +23,7 @@ from typing import Protocol, TypeVar
 
 from sockwork.faults import kernel
 from sockwork.faults.budget import INF, Budget, now
-from sockwork.faults.cut import cut, raise_if_cut
+from sockwork.faults.cut import cut, half_close, raise_if_cut
 from sockwork.faults.deadline import act_on_due, watch_deadline
 from sockwork.faults.outbox import Outbox
 from sockwork.faults.plan import Close, Deliver, Discard, Read, Stalled, Wait
@@ -106,7 +106,10 @@ def send(
                         break
                     budget.wait(INF)
                 elif isinstance(action, Close):
-                    cut(sock, state, action.reset)
+                    if action.half:
+                        half_close(sock, state, "send")
+                    else:
+                        cut(sock, state, action.reset)
                     if sent:
                         break
                     raise_if_cut(state, True)
@@ -134,6 +137,9 @@ class Source(Protocol):
 
     def discard(self, n: int) -> int:
         """Consume ``n`` bytes the application will not see; return how many."""
+
+    def discard_all(self) -> None:
+        """Drop every byte held here (the direction ended: a HalfClose)."""
 
 
 class KernelSource:
@@ -170,6 +176,9 @@ class KernelSource:
     def discard(self, n: int) -> int:
         """Consume ``n`` bytes the application will not see; return how many."""
         return len(kernel.recv(self.sock, n))
+
+    def discard_all(self) -> None:
+        """Nothing is held in user space: the kernel's bytes are drained by the half-close."""
 
 
 def receive(
@@ -230,6 +239,11 @@ def receive(
             state.passed("recv", source.discard(action.n), now())
         elif isinstance(action, Close):
             loud(sock, state)
+            if action.half:
+                # The peer's FIN as the owner sees it: EOF now and from now on.
+                source.discard_all()
+                half_close(sock, state, "recv")
+                return empty()
             if action.reset:
                 cut(sock, state, True)
                 raise_if_cut(state, False)

@@ -109,6 +109,10 @@ class TlsSource:
         del self.buffer[:n]
         return n
 
+    def discard_all(self) -> None:
+        """Drop the buffered plaintext (the direction ended: a HalfClose)."""
+        self.buffer.clear()
+
 
 @contextmanager
 def _tls_errors(kind: str) -> Iterator[None]:

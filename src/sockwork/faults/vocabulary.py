@@ -52,6 +52,7 @@ __all__ = [
     "DnsFault",
     "FAULT_TYPES",
     "Fault",
+    "HalfClose",
     "Latency",
     "Refuse",
     "ResetPeer",
@@ -298,6 +299,30 @@ class CloseAfter(StreamFault):
 
 
 @dataclass(frozen=True)
+class HalfClose(StreamFault):
+    """One direction ends with a FIN after ``bytes`` bytes; the other keeps working.
+
+    As if the sender of that direction called ``shutdown(SHUT_WR)`` there (RFC 9293
+    section 3.6: a half-closed connection still carries data the other way).
+    ``"send"`` (the default): the owner's own writing side is shut down after
+    ``bytes`` bytes; the peer reads EOF, the owner's later sends raise
+    ``BrokenPipeError`` (EPIPE, as after a real ``shutdown``), its receives go on.
+    ``"recv"``: the owner sees the peer's FIN after ``bytes`` bytes (``recv``
+    returns ``b""`` from then on; what the peer sends later is discarded) while
+    the owner's sends go on reaching the peer. Counted from activation (see
+    ``after_bytes``).
+    """
+
+    bytes: int
+    _: KW_ONLY
+    direction: Direction = "send"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_count(self, "bytes", self.bytes, minimum=0)
+
+
+@dataclass(frozen=True)
 class Stall(StreamFault):
     """Data stops passing and is not read: the writer gets real back-pressure.
 
@@ -453,6 +478,7 @@ FAULT_TYPES: dict[str, type[Fault]] = {
         Slice,
         Coalesce,
         CloseAfter,
+        HalfClose,
         Stall,
         Blackhole,
         Timeout,

@@ -23,6 +23,7 @@ from sockwork.faults.vocabulary import (
     CloseAfter,
     ConnectTimeout,
     Fault,
+    HalfClose,
     Latency,
     ResetPeer,
     Slice,
@@ -116,4 +117,6 @@ def fault_for(spec: ToxicSpec) -> Fault | None:
         return AcceptDelay(a["delay"] / 1000, probability=p)
     if kind == "connect_timeout":
         return ConnectTimeout(probability=p)
+    if kind == "half_close":
+        return HalfClose(a["bytes"], direction=d, probability=p)
     return None  # noop

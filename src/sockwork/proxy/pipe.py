@@ -8,6 +8,10 @@
 #   asks ``next(now)`` until the answer is to wait: Deliver/Discard pass bytes and loop;
 #   Wait/Read arm one timer; Stalled stops reading the source (back-pressure); Close
 #   ends the direction (EOF passed on) or the connection (FIN, or RST).
+# - A half-close (``Close(half=True)``, HalfClose) ends this direction only: the
+#   destination gets a FIN (write_eof) as if the source had shut down its writing side,
+#   and whatever the source sends later is read and dropped (the proxy cannot make the
+#   source's own sends fail without cutting the other direction too).
 # - Fast path: while the plan stream is idle (no fault acts on it) and nothing is
 #   buffered, a chunk is written straight to the destination. The plan still counts the
 #   bytes (``feed`` + ``passed``) so ``after_bytes`` triggers see every byte.
@@ -359,8 +363,18 @@ class Pipe:
         if action.reset:
             self.owner.close(reset=True)
             return
-        if self.stream.eof and self.stream.pending == 0:
-            # The source ended and everything passed: pass the EOF on (a half-close).
+        if action.half:
+            # Drop what is held, and keep reading the source (its bytes are dropped
+            # in feed): a held source would feel back-pressure the FIN does not give.
+            self._buffer.clear()
+            self._buffered = 0
+            self._holds.clear()
+            src = self.owner.source(self.direction)
+            if src is not None and not src.is_closing():
+                src.resume_reading()
+        if action.half or (self.stream.eof and self.stream.pending == 0):
+            # The source ended and everything passed, or a HalfClose ends the
+            # direction here: pass an EOF on (a half-close).
             dst = self.owner.destination(self.direction)
             if dst is not None and dst.can_write_eof() and not dst.is_closing():
                 try:

@@ -155,7 +155,7 @@ class FaultProxy:
         Args:
             fault: a ``sockwork.faults`` fault: a stream fault (Latency, Bandwidth,
                 Slice, Coalesce, CloseAfter, Stall, Blackhole, Timeout, ResetPeer,
-                SlowClose), an accept fault (AcceptDelay, CloseOnAccept) or Refuse.
+                SlowClose, HalfClose), an accept fault (AcceptDelay, CloseOnAccept) or Refuse.
             direction: ``"upstream"`` (client -> server), ``"downstream"`` (server ->
                 client) or ``"both"``; None keeps the fault's own (``send`` is upstream,
                 ``recv`` downstream). Ignored for accept faults and Refuse.

@@ -53,6 +53,7 @@ EXTRA_TOXIC_TYPES: Mapping[str, Mapping[str, int]] = {
     "shared_bandwidth": {"rate": 0},
     "accept_delay": {"delay": 0},
     "connect_timeout": {},
+    "half_close": {"bytes": 0},
 }
 
 _ALL_TYPES = {**TOXIC_TYPES, **EXTRA_TOXIC_TYPES}

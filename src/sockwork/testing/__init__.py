@@ -5,6 +5,9 @@
 - Conformance checks for message front ends: :func:`check_message_stream` and
   :func:`check_async_message_stream`.
 - A scripted telnet client: :class:`TelnetClient`.
+- Network contracts: :class:`Contract`, made by
+  :func:`sockwork.testing.contract.contract` (the right answer, or a promised error
+  in time).
 - :mod:`sockwork.testing.netfaults` and :mod:`sockwork.testing.strategies` (Hypothesis).
 
 The names are imported on first use, so loading the pytest plugin (which lives in
@@ -25,6 +28,7 @@ if TYPE_CHECKING:
         check_async_message_stream,
         check_message_stream,
     )
+    from sockwork.testing.contract import Contract
     from sockwork.testing.pair import (
         endpoint_pair,
         message_socket_pair,
@@ -36,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AsyncMessageEndpoint",
     "AsyncPairFactory",
+    "Contract",
     "MessageEndpoint",
     "PairFactory",
     "TelnetClient",
@@ -54,6 +59,7 @@ _HOME = {
     "PairFactory": "conformance",
     "check_async_message_stream": "conformance",
     "check_message_stream": "conformance",
+    "Contract": "contract",
     "endpoint_pair": "pair",
     "message_socket_pair": "pair",
     "message_stream_pair": "pair",

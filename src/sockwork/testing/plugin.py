@@ -21,6 +21,12 @@ Marker ``@pytest.mark.netfaults(*faults, match=None, seed=None)`` injects faults
 whole test. Option ``--sockwork-seed=N`` fixes the seed of every random choice a
 fault makes, to replay a failure; without it each run draws a seed and prints it
 in the header.
+
+Exploration (:func:`sockwork.faults.explore`): a test marked
+``@pytest.mark.netfaults_explore(budget=, time=, faults=)``, and with
+``--sockwork-explore[=BUDGET]`` every test, is run under fault schedules placed
+on what it does on the network; a schedule that breaks it fails the test with
+the shrunk reproduction and the trace around the fault.
 """
 
 # Rules:
@@ -34,10 +40,14 @@ in the header.
 #   the entry points loaded in. ``-p no:poorconn`` avoids the duplicate altogether.
 # - The plugin loads in every pytest run where sockwork is installed, so it imports
 #   the fault engine, the proxy and the HTTP server only when a fixture is used.
+# - Exploration calls the test function many times with the fixture values of one
+#   set-up (pytest_pyfunc_call): per-run state belongs in the test body. The run's
+#   seed seeds the exploration, so --sockwork-seed replays its schedule sequence.
 
 from __future__ import annotations
 
 import importlib.machinery
+import inspect
 import random
 import sys
 import types
@@ -45,7 +55,7 @@ from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pytest
 
@@ -56,7 +66,6 @@ if TYPE_CHECKING:
     # Only in annotations of the telnet_client fixture.
     import socket
     from collections.abc import Collection
-    from typing import Any
 
     from sockwork.compat.poorconn.server import Server
     from sockwork.proxy import FaultProxy
@@ -75,6 +84,7 @@ __all__ = [
     "poorconn_server",
     "pytest_addoption",
     "pytest_configure",
+    "pytest_pyfunc_call",
     "pytest_report_header",
     "pytest_runtest_makereport",
     "seed_of",
@@ -82,6 +92,8 @@ __all__ = [
 ]
 
 _SEED = pytest.StashKey[int]()
+DEFAULT_EXPLORE_BUDGET = 200
+DEFAULT_EXPLORE_TIME = 60.0
 _DESCRIBE = pytest.StashKey[list[Callable[[], str]]]()
 
 
@@ -96,11 +108,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="seed of every random choice injected faults make; a failing test prints "
         "the seed it ran with (default: a new seed per run, shown in the header)",
     )
+    group.addoption(
+        "--sockwork-explore",
+        type=argument_type(partial(parse_int, what="--sockwork-explore", low=1)),
+        nargs="?",
+        const=DEFAULT_EXPLORE_BUDGET,
+        default=None,
+        metavar="BUDGET",
+        help="explore every test under network fault schedules (at most BUDGET schedules "
+        f"each, default {DEFAULT_EXPLORE_BUDGET}); tests marked netfaults_explore are "
+        "explored without it",
+    )
 
 
 _NETFAULTS_MARKER = (
     "netfaults(*faults, match=None, seed=None): inject these sockwork.faults faults into the "
     "sockets of the whole test (see the netfaults fixture)"
+)
+_EXPLORE_MARKER = (
+    "netfaults_explore(budget=200, time=60, faults=None, per_run_timeout=None, match=None): "
+    "run the test under network fault schedules found by sockwork.faults.explore; a "
+    "schedule that breaks it fails the test with the shrunk reproduction"
 )
 POORCONN_MARKER = (
     "poorconn_http_server_config(address, port, t, length): configure the fixture "
@@ -118,6 +146,7 @@ def add_poorconn_marker(config: pytest.Config) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     """Register the markers, choose the run's seed, install the poorconn fixture."""
     config.addinivalue_line("markers", _NETFAULTS_MARKER)
+    config.addinivalue_line("markers", _EXPLORE_MARKER)
     add_poorconn_marker(config)
     seed = config.getoption("sockwork_seed")
     if seed is None:
@@ -173,11 +202,92 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Print what the faults did, and the seed, under a failed test that injected faults."""
     report: pytest.TestReport = yield
+    explored = item.stash.get(_EXPLORED, None)
+    if explored is not None and call.when == "call":
+        report.sections.append(("sockwork explore", explored))
     describers = item.stash.get(_DESCRIBE, [])
     if describers and report.failed and call.when == "call":
         text = "\n".join(describe() for describe in describers)
         report.sections.append(("sockwork", text))
     return report
+
+
+_EXPLORE_OPTIONS = frozenset({"budget", "time", "faults", "per_run_timeout", "match"})
+
+
+def _explore_options(item: pytest.Item) -> dict[str, Any] | None:
+    """The explore() options for ``item``, or None when it is not explored.
+
+    Raises:
+        ValueError: the marker has positional or unknown arguments.
+    """
+    marker = item.get_closest_marker("netfaults_explore")
+    budget = item.config.getoption("sockwork_explore")
+    if marker is None and budget is None:
+        return None
+    options: dict[str, Any] = {
+        "budget": budget or DEFAULT_EXPLORE_BUDGET,
+        "time": DEFAULT_EXPLORE_TIME,
+    }
+    if marker is not None:
+        accepted = ", ".join(sorted(_EXPLORE_OPTIONS))
+        if marker.args:
+            raise ValueError(f"it takes keyword arguments only ({accepted}), got {marker.args!r}")
+        unknown = ", ".join(sorted(set(marker.kwargs) - _EXPLORE_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown option(s) {unknown}; it takes {accepted}")
+        options.update(marker.kwargs)
+    return options
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Explore a test marked ``netfaults_explore`` (or every test with ``--sockwork-explore``).
+
+    The test passes when no schedule within the budget breaks it (or when it does
+    no network I/O, unless it is marked); a found schedule fails it with the
+    reproduction. Returns None (pytest calls the test as usual) when not exploring.
+    """
+    try:
+        options = _explore_options(pyfuncitem)
+    except ValueError as error:
+        pytest.fail(f"netfaults_explore: {error}", pytrace=False)
+    if options is None:
+        return None
+    function = pyfuncitem.obj
+    if inspect.iscoroutinefunction(function):
+        pytest.fail(
+            "netfaults_explore needs a plain test function; "
+            "run the coroutine with asyncio.run() inside it",
+            pytrace=False,
+        )
+    from sockwork.faults.exploration import BaselineFailed, NoNetworkActivity, explore
+
+    arguments = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    marked = pyfuncitem.get_closest_marker("netfaults_explore") is not None
+
+    def test() -> None:
+        function(**arguments)
+
+    test.__name__ = test.__qualname__ = function.__name__  # named so in the reproduction
+    try:
+        result = explore(test, seed=seed_of(pyfuncitem.config), **options)
+    except BaselineFailed as error:
+        details = error.outcome.details
+        pytest.fail(f"{error}\n\n{details}" if details else str(error), pytrace=False)
+    except NoNetworkActivity as error:
+        if marked:
+            pytest.fail(f"netfaults_explore: {error}", pytrace=False)
+        return True  # it ran once and passed; nothing network to explore
+    except (TypeError, ValueError) as error:
+        pytest.fail(f"netfaults_explore: {error}", pytrace=False)
+    if result.found:
+        pytest.fail(f"sockwork explore {result}", pytrace=False)
+    pyfuncitem.stash[_EXPLORED] = result.summary()
+    return True
+
+
+_EXPLORED = pytest.StashKey[str]()
 
 
 class ProxyFactory(Protocol):

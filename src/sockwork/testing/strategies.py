@@ -41,6 +41,7 @@ from sockwork.faults import (
     ConnectTimeout,
     DnsFailure,
     Fault,
+    HalfClose,
     Latency,
     Refuse,
     ResetPeer,
@@ -66,6 +67,7 @@ TERMINATING_KINDS: tuple[type[Fault], ...] = (
     Slice,
     Coalesce,
     CloseAfter,
+    HalfClose,
     ResetPeer,
     SlowClose,
     Refuse,
@@ -238,6 +240,9 @@ _BUILDERS: dict[type[Fault], Callable[[_Bounds], st.SearchStrategy[Fault]]] = {
         st.integers(min_value=0, max_value=b.max_bytes),
         reset=st.booleans(),
         **b.stream(),
+    ),
+    HalfClose: lambda b: st.builds(
+        HalfClose, st.integers(min_value=0, max_value=b.max_bytes), **b.stream()
     ),
     ResetPeer: lambda b: st.builds(ResetPeer, b.seconds, **b.stream()),
     SlowClose: lambda b: st.builds(SlowClose, b.seconds, **b.stream()),

@@ -99,3 +99,48 @@ def test_explore_reports_a_hang_with_stacks_and_unblocks_the_thread() -> None:
     assert "no_read_timeout" in result.failure.details  # the stuck frame is shown
     assert "Stall(" in str(result.schedule)
     assert threading.active_count() <= before + 1
+
+
+def test_explore_result_shows_what_fired_and_the_trace_around_it() -> None:
+    result = explore(naive_client_test, seed=0)
+    assert result.replay_exact
+    assert result.failure is not None
+    assert result.failure.fired == ('fired Slice(1, direction="recv") on stream #1 recv at byte 0',)
+    text = str(result)
+    assert "what fired, and the trace around it:" in text
+    assert "recv #" in result.excerpt() and "bytes 0..1" in result.excerpt()
+
+
+def test_explore_keeps_exceptions_of_the_tests_threads_out_of_the_excepthook() -> None:
+    seen: list[object] = []
+    previous = threading.excepthook
+    threading.excepthook = seen.append
+    try:
+
+        def crashing_server_thread() -> None:
+            listener = socket.create_server(("127.0.0.1", 0))
+
+            def serve() -> None:
+                conn, _ = listener.accept()
+                with conn:
+                    if conn.recv(1) != b"x":  # under faults this may see EOF
+                        raise RuntimeError("server thread died")
+                    conn.sendall(b"y")
+
+            server = threading.Thread(target=serve)
+            server.start()
+            try:
+                with socket.create_connection(listener.getsockname(), timeout=2) as sock:
+                    sock.sendall(b"x")
+                    sock.recv(1)
+            except OSError:
+                pass  # a clean network error
+            finally:
+                server.join(5)
+                listener.close()
+
+        result = explore(crashing_server_thread, budget=30, faults={"CloseAfter"})
+    finally:
+        threading.excepthook = previous
+    assert not result.found
+    assert seen == []

@@ -235,8 +235,6 @@ def _singles(trace: Trace, kinds: Collection[str], timeout: float | None) -> lis
                 offsets = [0, *conn.boundaries(direction)] if total else [0]
                 for b in _spread(offsets, _MAX_OFFSETS):
                     add(Stall(direction=direction, after_bytes=b, connections=k), role, 1, group)
-    if connects:
-        add(ConnectTimeout(), "client", 1, "connect")
     for e in connects[:_MAX_CONNECTIONS]:
         add(ConnectTimeout(connections={e.index}), "client", 1, f"connect{e.index}")
     for role in ("client", "server"):

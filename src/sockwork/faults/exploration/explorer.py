@@ -39,6 +39,8 @@ __all__ = ["default_per_run_timeout", "explore"]
 # A run without faults must finish within this when no per_run_timeout is given.
 _BASELINE_TIMEOUT = 60.0
 _SHRINK_BUDGET = 60
+# A hang is confirmed with a deadline this many times longer.
+_HANG_CONFIRM = 3
 
 Progress = Callable[[int, int, float], None]
 
@@ -135,10 +137,13 @@ def explore(
             continue
         # Confirm before believing it: a failure that does not come back in two more
         # runs (a loaded machine missing a deadline, a race in the test) is not a find.
-        again = [subject.run(schedule, seed=seed, timeout=per_run)]
+        # A hang is confirmed with a longer deadline: slow (retries backing off under
+        # a fault on every attempt) is not stuck.
+        confirm = per_run * _HANG_CONFIRM if result.kind == "hang" else per_run
+        again = [subject.run(schedule, seed=seed, timeout=confirm)]
         runs += 1
-        if again[0].passed:
-            again.append(subject.run(schedule, seed=seed, timeout=per_run))
+        if again[0].passed and result.kind != "hang":
+            again.append(subject.run(schedule, seed=seed, timeout=confirm))
             runs += 1
         if not again[-1].passed:
             found = (schedule, result)
@@ -178,6 +183,7 @@ def explore(
     else:
         replay = subject.run(shrunk, seed=seed, timeout=per_run)
     runs += 1
+    exact = not replay.passed and replay.fired == failure.fired
     if not replay.passed:
         failure = replay
     command = getattr(subject, "command", None)
@@ -194,6 +200,7 @@ def explore(
         trace=trace,
         failing_trace=failing_trace,
         replayed=not replay.passed,
+        replay_exact=exact,
         flaky=flaky,
     )
 

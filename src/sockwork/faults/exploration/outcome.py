@@ -48,6 +48,9 @@ class Outcome:
         message: one line saying what failed.
         details: the traceback, or the stacks of every thread for a hang.
         duration: seconds the run took.
+        fired: what the schedule's faults did, in order (``"close CloseAfter(4, ...)
+            on stream #1 recv at byte 4"``): the same schedule replays exactly when
+            this is the same.
     """
 
     passed: bool
@@ -55,6 +58,7 @@ class Outcome:
     message: str = ""
     details: str = ""
     duration: float = 0.0
+    fired: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.passed and self.kind is not None:
@@ -140,6 +144,8 @@ class ExploreResult:
         trace: the recorded run without faults.
         failing_trace: the run of the shrunk schedule, recorded (when available).
         replayed: True when the shrunk schedule failed again on a last replay.
+        replay_exact: the replay failed with the faults firing exactly as in the
+            failing run (same faults, connections and offsets).
         flaky: schedules that failed once but passed both confirmation runs (not
             reported as finds).
     """
@@ -155,6 +161,7 @@ class ExploreResult:
     trace: Trace = field(default_factory=Trace)
     failing_trace: Trace | None = None
     replayed: bool = False
+    replay_exact: bool = False
     flaky: int = 0
 
     @property
@@ -202,7 +209,39 @@ class ExploreResult:
                     "",
                     "note: the shrunk schedule did not fail again on replay (flaky test?)",
                 ]
+            elif not self.replay_exact:
+                lines += ["", "note: on replay the faults fired differently (thread timing?)"]
+            excerpt = self.excerpt()
+            if excerpt:
+                lines += ["", "what fired, and the trace around it:", excerpt]
         return "\n".join(lines)
+
+    def excerpt(self, *, limit: int = 12) -> str:
+        """What the shrunk schedule's faults did, then the failing run's trace around it."""
+        if self.failure is None:
+            return ""
+        lines = [f"  {event}" for event in self.failure.fired]
+        trace = self.failing_trace
+        if trace is not None and not trace.empty:
+            index, offset = self._where(trace)
+            text = trace.excerpt(index=index, around=offset, limit=limit)
+            lines += [f"  {line}" for line in text.splitlines()]
+        return "\n".join(lines)
+
+    def _where(self, trace: Trace) -> tuple[int | None, int]:
+        """The recorded connection and offset where the first stream fault fired."""
+        role = self.schedule.role if self.schedule is not None else None
+        for text in self.failure.fired if self.failure is not None else ():
+            # "fired Slice(1, ...) on stream #1 recv at byte 4"
+            words = text.rpartition(" on ")[2].split()
+            if len(words) >= 2 and words[0] == "stream" and words[1][1:].isdigit():
+                index = int(words[1][1:])
+                offset = int(words[-1]) if words[-1].isdigit() else 0
+                for conn in trace.connections():
+                    mine = conn.role_index if role is not None else conn.index
+                    if mine == index and (role is None or conn.role == role):
+                        return conn.index, offset
+        return None, 0
 
 
 class ExploreError(SockworkError, RuntimeError):

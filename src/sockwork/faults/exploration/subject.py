@@ -15,6 +15,7 @@ fails with an exception, a non-zero exit or a hang.
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import sys
 import threading
@@ -26,7 +27,7 @@ from sockwork.faults import kernel
 from sockwork.faults.budget import now
 from sockwork.faults.exploration.outcome import Outcome
 from sockwork.faults.exploration.recorder import Recorder
-from sockwork.faults.exploration.schedule import Schedule
+from sockwork.faults.exploration.schedule import Schedule, fault_source
 from sockwork.faults.exploration.trace import Trace
 from sockwork.faults.inject import Injection, Match, MatchSpec, Target
 
@@ -75,6 +76,16 @@ def _stacks(skip: int) -> str:
             f"Thread {names.get(ident, ident)!s}:\n" + "".join(traceback.format_stack(frame))
         )
     return "\n".join(parts)
+
+
+def _with_fired(outcome: Outcome, scope: Injection) -> Outcome:
+    """Add what the faults of ``scope`` did (its report) to ``outcome``."""
+    fired = tuple(
+        f"{e.what} {fault_source(e.fault)} on {e.kind} #{e.connection}"
+        + (f" {e.direction} at byte {e.offset}" if e.direction is not None else "")
+        for e in scope.report.events
+    )
+    return dataclasses.replace(outcome, fired=fired)
 
 
 def _combine(user: MatchSpec, schedule: Schedule) -> MatchSpec:
@@ -126,7 +137,7 @@ class FunctionSubject:
         scope = Injection(schedule.faults, match=_combine(self.match, schedule), seed=seed)
         # A tracker with no faults attaches to every connection, so a hang can be undone.
         tracker = Injection((), match=self.match, seed=0)
-        return self._call([tracker, scope], timeout, None)
+        return _with_fired(self._call([tracker, scope], timeout, None), scope)
 
     def run_recorded(
         self, schedule: Schedule, *, seed: int, timeout: float
@@ -135,7 +146,7 @@ class FunctionSubject:
         scope = Injection(schedule.faults, match=_combine(self.match, schedule), seed=seed)
         recorder = Recorder(match=self.match)
         outcome = self._call([recorder._scope, scope], timeout, recorder)
-        return outcome, recorder.trace
+        return _with_fired(outcome, scope), recorder.trace
 
     def _call(self, scopes: list[Injection], timeout: float, recorder: Recorder | None) -> Outcome:
         result: list[Outcome] = []
@@ -163,11 +174,24 @@ class FunctionSubject:
             else:
                 result.append(Outcome.ok(now() - start))
 
+        # Exceptions escaping the test's own threads (a server thread dying on a reset)
+        # are not the oracle's business: they go into the outcome's details instead of
+        # the process's excepthook (which pytest turns into warnings).
+        escaped: list[str] = []
+        previous_hook = threading.excepthook
+
+        def hook(args: threading.ExceptHookArgs) -> None:
+            if args.exc_value is not None:
+                name = args.thread.name if args.thread is not None else "?"
+                message, details = _describe(args.exc_value)
+                escaped.append(f"exception in thread {name}: {message}\n{details}")
+
         start = now()
         if recorder is not None:
             recorder._start = start
         for scope in scopes:
             scope.__enter__()
+        threading.excepthook = hook
         worker = threading.Thread(target=target, name="sockwork-explore-run", daemon=True)
         try:
             worker.start()
@@ -175,13 +199,19 @@ class FunctionSubject:
             if worker.is_alive():
                 return self._hang(worker, scopes, timeout, now() - start)
         finally:
+            threading.excepthook = previous_hook
             if recorder is not None:
                 recorder._end = now()
             for scope in reversed(scopes):
                 scope.remove()
-        return (
+        outcome = (
             result[0] if result else Outcome.failed("exception", "the run ended without a result")
         )
+        if escaped:
+            outcome = dataclasses.replace(
+                outcome, details="\n".join(filter(None, [outcome.details, *escaped]))
+            )
+        return outcome
 
     def _hang(
         self, worker: threading.Thread, scopes: list[Injection], timeout: float, elapsed: float

@@ -274,11 +274,15 @@ class Trace:
         return cls(events, float(duration), dropped)
 
     def excerpt(self, *, index: int | None = None, around: int = 0, limit: int = 12) -> str:
-        """Return up to ``limit`` lines of the trace, those of connection ``index`` when given.
+        """Return up to ``limit`` lines of the trace, those of stream connection ``index`` if given.
 
         ``around`` is a byte offset: the lines nearest to it come first in the window.
         """
-        chosen = [e for e in self.events if index is None or e.index == index]
+        chosen = [
+            e
+            for e in self.events
+            if index is None or (e.index == index and e.kind not in _ATTEMPTS)
+        ]
         if not chosen:
             return "(no events)"
         start = 0
