@@ -715,3 +715,201 @@ def test_server_password_guessing_by_reconnecting_is_throttled() -> None:
         for thread in threads:
             thread.join(10)
     assert verdicts <= 30
+
+
+# -- many sessions, session threads ------------------------------------------------------
+
+
+def _own_stack_size() -> int:
+    """The stack size of the calling thread, as glibc reports it (Linux only)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    libc.pthread_self.restype = ctypes.c_ulong
+    attr = ctypes.create_string_buffer(256)  # a pthread_attr_t is 56 bytes on x86-64
+    assert libc.pthread_getattr_np(ctypes.c_ulong(libc.pthread_self()), attr) == 0
+    try:
+        size = ctypes.c_size_t()
+        assert libc.pthread_attr_getstacksize(attr, ctypes.byref(size)) == 0
+        return size.value
+    finally:
+        libc.pthread_attr_destroy(attr)
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux", reason="reads the stack size with glibc's pthread_getattr_np"
+)
+def test_server_session_stack_size_applies_to_session_threads_only() -> None:
+    seen: dict[str, int] = {}
+
+    def program() -> None:
+        seen["session"] = _own_stack_size()
+        other = threading.Thread(target=lambda: seen.setdefault("other", _own_stack_size()))
+        other.start()
+        other.join()
+        print("measured")
+
+    default_before = threading.stack_size()
+    with ConsoleServer(program, session_stack_size=512 * 1024) as server:
+        assert server.session_stack_size == 512 * 1024
+        with nc(server.address) as client:
+            assert client.read_all() == b"measured\r\n"
+    assert seen["session"] == 512 * 1024
+    # A thread the program starts itself, and the process setting, keep the default.
+    assert seen["other"] != 512 * 1024
+    assert threading.stack_size() == default_before
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux", reason="reads the stack size with glibc's pthread_getattr_np"
+)
+def test_server_session_stack_size_none_keeps_the_default() -> None:
+    seen: list[int] = []
+    reference: list[int] = []
+    probe = threading.Thread(target=lambda: reference.append(_own_stack_size()))
+    probe.start()
+    probe.join()
+    with ConsoleServer(lambda: seen.append(_own_stack_size())) as server:
+        assert server.session_stack_size is None
+        with nc(server.address) as client:
+            assert client.read_all() == b""
+    assert seen == reference
+
+
+@pytest.mark.parametrize("size", [0, 4096, 256 * 1024 - 4096, 256 * 1024 + 1, -1])
+def test_server_session_stack_size_out_of_range_is_refused(size: int) -> None:
+    with pytest.raises(ValueError, match="session_stack_size must be None or a multiple of 4096"):
+        ConsoleServer(Shop, session_stack_size=size)
+
+
+@pytest.mark.parametrize("size", [1.5, "1M", True])
+def test_server_session_stack_size_of_another_type_is_refused(size: object) -> None:
+    with pytest.raises(TypeError, match="session_stack_size must be None or an int"):
+        ConsoleServer(Shop, session_stack_size=size)  # type: ignore[arg-type]
+
+
+def _session_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("sockwork-console-session-")]
+
+
+def test_server_serves_300_sessions_at_once_and_close_leaves_nothing() -> None:
+    fds_before = len(os.listdir("/proc/self/fd"))
+    server = ConsoleServer(
+        Shop, max_clients=None, max_per_address=None, session_stack_size=256 * 1024
+    ).start()
+    clients = []
+    try:
+        for _ in range(300):
+            client = nc(server.address)
+            clients.append(client)
+            assert client.read_until(b"shop> ") == b"Welcome to the shop.\r\nshop> "
+        assert len(server.sessions) == 300
+        assert len(_session_threads()) == 300  # one thread per session, as documented
+        for n, client in enumerate(clients):
+            client.send_line(f"hello {n}")
+        for n, client in enumerate(clients):
+            assert client.read_until(b"shop> ") == f"hello {n}\r\nshop> ".encode()
+        assert server.broadcast("closing soon") == 300
+        for client in clients:
+            assert client.read_until(b"shop> ") == b"\r\nclosing soon\r\nshop> "
+        server.close(timeout=10.0)
+        for client in clients:
+            assert client.read_all() == b""
+    finally:
+        server.close()
+        for client in clients:
+            client.close()
+    wait_until(lambda: _session_threads() == [], timeout=10)
+    assert server.sessions == []
+    assert len(os.listdir("/proc/self/fd")) <= fds_before
+
+
+def _raise_fd_limit(need: int) -> int:
+    """Raise the soft RLIMIT_NOFILE towards ``need``; return the limit now in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return need
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return target
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_server_thousands_of_idle_sessions_and_active_ones() -> None:
+    # Both ends of every session live in this process: two descriptors each.
+    limit = _raise_fd_limit(2 * 3000 + 256)
+    total = min(3000, (limit - 256) // 2)
+    if total < 1000:
+        pytest.skip(f"RLIMIT_NOFILE allows {limit} descriptors; this test needs 2,256+")
+    threads_before = set(threading.enumerate())
+    server = ConsoleServer(
+        Shop,
+        max_clients=None,
+        max_per_address=None,
+        backlog=1024,
+        session_stack_size=256 * 1024,
+    ).start()
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(total):
+            socks.append(socket.create_connection(server.address, timeout=60))
+        for sock in socks:  # every session shows its prompt
+            assert _recv_until(sock, b"shop> ").endswith(b"Welcome to the shop.\r\nshop> ")
+        assert len(server.sessions) == total
+        active = socks[::10]  # one in ten types; the others stay idle
+        for n, sock in enumerate(active):
+            sock.sendall(f"hello {n}\r\n".encode())
+        for n, sock in enumerate(active):
+            assert _recv_until(sock, b"shop> ") == f"hello {n}\r\nshop> ".encode()
+        server.close(timeout=60.0)
+        for sock in socks:
+            assert _recv_until(sock, b"") == b""  # end of stream, nothing else
+    finally:
+        server.close()
+        for sock in socks:
+            sock.close()
+    wait_until(lambda: set(threading.enumerate()) - threads_before == set(), timeout=60)
+    assert server.sessions == []
+
+
+def _recv_until(sock: socket.socket, marker: bytes) -> bytes:
+    """Bytes up to and including ``marker``; with an empty marker, everything until EOF."""
+    data = b""
+    while not marker or not data.endswith(marker):
+        chunk = sock.recv(4096)
+        if not chunk:
+            assert not marker, f"connection closed after {data!r}"
+            return data
+        data += chunk
+    return data
+
+
+def test_server_without_a_thread_for_a_session_says_so_and_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import sockwork.console.server as server_module
+
+    real_start = server_module._start_session_thread
+    refuse = [True]
+
+    def start(thread: threading.Thread, stack_size: int | None) -> None:
+        if refuse[0]:  # what the OS answers at threads-max, pids.max, RLIMIT_NPROC
+            raise RuntimeError("can't start new thread")
+        real_start(thread, stack_size)
+
+    monkeypatch.setattr(server_module, "_start_session_thread", start)
+    with caplog.at_level(logging.WARNING, logger="sockwork.console"):
+        with serving(max_clients=1) as server:
+            with nc(server.address) as client:
+                assert client.read_all() == (
+                    b"*** the server cannot start another session now; try again later\r\n"
+                )
+            assert server.sessions == []
+            refuse[0] = False
+            # The seat was given back: the next client (the only one allowed) gets in.
+            with nc(server.address) as client:
+                assert client.read_until(b"shop> ") == b"Welcome to the shop.\r\nshop> "
+    assert "can't start new thread" in caplog.text

@@ -12,7 +12,9 @@ reach the right user while unbound threads keep the local console.
 #   Admission (max_clients, per-address limit) is the policy's Admission, under the
 #   server lock; refusals are one non-blocking send, never a wait.
 # - Session thread: password (throttled per address), then the program; how it reads,
-#   writes and ends is in sockwork.console.session's strategy comment.
+#   writes and ends is in sockwork.console.session's strategy comment. One thread per
+#   session because a Cmd blocks in input() (the measurements and the decision:
+#   docs/console.md, "Sessions and threads").
 
 from __future__ import annotations
 
@@ -36,7 +38,15 @@ from sockwork.console.policy import Admission, SessionPolicy
 
 # Session and its stream adapters live in sockwork.console.session; they stay importable
 # from here (ssh.py, storify and tests import them from this module).
-from sockwork.console.session import Session, _ClientGone, _log_unbound, current_session
+from sockwork.console.session import (
+    Session,
+    _check_stack_size,
+    _ClientGone,
+    _log_unbound,
+    _session_thread,
+    _start_session_thread,
+    current_session,
+)
 from sockwork.console.session import _SessionInput as _SessionInput
 from sockwork.console.session import _SessionOutput as _SessionOutput
 
@@ -52,6 +62,8 @@ __all__ = [
 ]
 
 _log = logging.getLogger("sockwork.console")
+
+_NO_THREAD = "*** the server cannot start another session now; try again later"
 
 App = Callable[[], object]
 """What a server runs per session: a Cmd subclass, a factory returning a Cmd, or a function."""
@@ -93,6 +105,10 @@ class ConsoleServer:
             ``"none"`` leaves them alone (the program must use ``self.stdout``).
         backlog: the listen queue length.
         encoding: text encoding on the wire.
+        session_stack_size: bytes of stack for each session's thread (a multiple of
+            4096, at least 256 KiB); None keeps the interpreter's default (on Linux the
+            soft ``ulimit -s``, usually 8 MiB, as for the local console). Smaller
+            stacks save address space, not resident memory (see docs/console.md).
 
     Raises:
         ValueError: a limit is out of range.
@@ -122,6 +138,7 @@ class ConsoleServer:
         stdio: Literal["streams", "builtins", "none"] = "streams",
         backlog: int = 128,
         encoding: str = "utf-8",
+        session_stack_size: int | None = None,
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be a cmd.Cmd subclass or a callable, got {app!r}")
@@ -144,6 +161,8 @@ class ConsoleServer:
         if stdio not in ("streams", "builtins", "none"):
             raise ValueError(f"stdio must be 'streams', 'builtins' or 'none', got {stdio!r}")
         "".encode(encoding)
+        _check_stack_size(session_stack_size)
+        self.session_stack_size = session_stack_size
         self.app = app
         self.intro = intro
         self.prompt = prompt
@@ -172,7 +191,8 @@ class ConsoleServer:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._pump = OutputPump(name=f"sockwork-console-output-{self._listener.getsockname()[1]}")
+        port = self._listener.getsockname()[1]
+        self._pump = OutputPump(name=f"sockwork-console-output-{port}")
         self.address: tuple[str, int] = cast(tuple[str, int], self._listener.getsockname()[:2])
 
     # -- lifecycle -----------------------------------------------------------------
@@ -330,8 +350,12 @@ class ConsoleServer:
                 return
             try:
                 self._admit(sock, (str(peer[0]), int(peer[1])))
-            # Reset already, or no thread left: logged and closed here (not _ClientGone).
-            except (OSError, RuntimeError) as error:
+            except RuntimeError as error:
+                # No thread left (threads-max, pid_max, a cgroup's pids.max, RLIMIT_NPROC,
+                # address space for the stack): say so, as for a full server.
+                _log.warning("could not start a session for %s: %s", peer, error)
+                self._refuse(sock, _NO_THREAD)
+            except OSError as error:  # reset already: logged and closed (not _ClientGone)
                 _log.warning("could not start a session for %s: %s", peer, error)
                 sock.close()
 
@@ -349,11 +373,11 @@ class ConsoleServer:
                         sock, server_side=True, do_handshake_on_connect=False
                     )
                 session = Session(self, sock, peer, next(self._ids))
-                thread = threading.Thread(
-                    target=self._run_session,
-                    args=(session,),
+                thread = _session_thread(
+                    self._run_session,
+                    session,
                     name=f"sockwork-console-session-{session.id}",
-                    daemon=True,
+                    stack_size=self.session_stack_size,
                 )
                 session._thread = thread
                 # Registered before it starts: a KeyboardInterrupt (SIGTERM) raised in
@@ -362,12 +386,14 @@ class ConsoleServer:
                 self._sessions[session.id] = session
                 self._threads.add(thread)
                 try:
-                    thread.start()
+                    _start_session_thread(thread, self.session_stack_size)
                 except BaseException:
                     if thread.ident is None:  # it never ran: nobody else will clean up
                         self._sessions.pop(session.id, None)
                         self._threads.discard(thread)
                         self._admission.leave(peer[0])
+                        if self._ssl is not None:  # it owns the descriptor now; no
+                            sock.close()  # plain-text refusal can reach a TLS client
                     raise
         if refusal is not None:
             _log.info("refused %s:%d: %s", peer[0], peer[1], refusal)

@@ -8,15 +8,17 @@ SSH front end. :func:`current_session` tells a program which user it serves.
 # Strategy:
 # - The session thread alone reads the socket, which is non-blocking: it waits with
 #   poll() outside every lock, bounded by the first-line timeout until a line arrives,
-#   then by the idle timeout.
+#   then by the idle timeout. (One dispatcher thread waking session threads instead
+#   was measured and rejected: docs/console.md, "Sessions and threads".)
 # - Output from any thread goes through the session's Outbox (sockwork.console.output):
 #   bounded, sent without blocking, the rest drained by the server's OutputPump
 #   thread. The session lock (the TelnetConnection, the socket, the outbox) is only
 #   held around non-blocking calls, so kick, broadcast and stop never wait on a
 #   client; a client that takes no output for write_timeout s is disconnected.
-# - close() and Session.close() wake a reader by shutting the socket down (recv() then
-#   returns EOF at once, the socketserver "hang" fix); the fd is closed once, when the
-#   session ends, by its thread or by the pump if output is still queued.
+# - close() and Session.close() wake a reader by shutting the socket down (it becomes
+#   readable, recv() returns EOF at once, the socketserver "hang" fix); the fd is
+#   closed once, when the session ends, by its thread or by the pump if output is
+#   still queued.
 # - TLS: OpenSSL objects must not be read and written at once from two threads: every
 #   SSL call is made under the session lock, never a blocking one.
 # - What the user sees besides the program's output (buffering, notices, prompt redraw)
@@ -34,9 +36,9 @@ import socket
 import ssl as _ssl
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, TextIO, cast
+from typing import TYPE_CHECKING, Protocol, TextIO, TypeVar, cast
 
 from sockwork.console import routing
 from sockwork.console.output import Outbox
@@ -60,6 +62,10 @@ __all__ = ["Session", "current_session"]
 _log = logging.getLogger("sockwork.console")
 
 _RECV_SIZE = 4096
+_S = TypeVar("_S")
+_MIN_STACK = 256 * 1024  # below this, plain Python code in a session overflows its stack
+_PAGE = 4096
+_stack_lock = threading.Lock()  # threading.stack_size() is process-wide: one setter at a time
 _CLOSE_GRACE = 2.0  # seconds a closed session's last words may wait for its client
 _TLS_CHUNK = 16384  # one TLS record: a non-blocking write is retried with this length
 
@@ -218,13 +224,13 @@ class Session:
         self._close_reason: str | None = None
         self._thread: threading.Thread | None = None
         self._tls_retry = 0
+        self._poll = select.poll()
+        self._poll.register(sock.fileno(), select.POLLIN)
         policy = server.policy
         now = time.monotonic()
         self._first_line_deadline = (
             None if policy.first_line_timeout is None else now + policy.first_line_timeout
         )
-        self._poll = select.poll()
-        self._poll.register(sock.fileno(), select.POLLIN)
         self._outbox = Outbox(
             _SessionChannel(self),
             sock.fileno(),
@@ -571,6 +577,54 @@ class _SessionChannel:
 
     def close_transport(self) -> None:
         self._session._close_transport()
+
+
+def _check_stack_size(size: int | None) -> None:
+    """Refuse a session stack size that is not None or whole pages of at least 256 KiB."""
+    if size is None:
+        return
+    if isinstance(size, bool) or not isinstance(size, int):
+        raise TypeError(f"session_stack_size must be None or an int, got {size!r}")
+    if size < _MIN_STACK or size % _PAGE:
+        raise ValueError(
+            f"session_stack_size must be None or a multiple of {_PAGE} bytes, at least "
+            f"{_MIN_STACK} (256 KiB), got {size!r}"
+        )
+
+
+def _session_thread(
+    target: Callable[[_S], None], session: _S, *, name: str, stack_size: int | None
+) -> threading.Thread:
+    """A daemon thread that runs ``target(session)``; start it with _start_session_thread."""
+
+    def run() -> None:
+        if stack_size is not None:
+            # The starter holds the lock until the process-wide size is put back: a
+            # thread this session's program starts gets the usual size.
+            with _stack_lock:
+                pass
+        target(session)
+
+    return threading.Thread(target=run, name=name, daemon=True)
+
+
+def _start_session_thread(thread: threading.Thread, stack_size: int | None) -> None:
+    """Start a session's thread, with ``stack_size`` bytes of stack when given.
+
+    Python only sets a thread's stack size through the process-wide
+    ``threading.stack_size()``: it is set, the thread started and the previous value
+    put back, under one lock. A thread started at that moment by other code without
+    going through here may get the session size too.
+    """
+    if stack_size is None:
+        thread.start()
+        return
+    with _stack_lock:
+        previous = threading.stack_size(stack_size)
+        try:
+            thread.start()
+        finally:
+            threading.stack_size(previous)
 
 
 def _log_unbound(level: int, message: str, *args: object) -> None:

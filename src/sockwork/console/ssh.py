@@ -63,6 +63,11 @@ from sockwork.console.server import (
     _SessionInput,
     _SessionOutput,
 )
+from sockwork.console.session import (
+    _check_stack_size,
+    _session_thread,
+    _start_session_thread,
+)
 from sockwork.console.telnet import (
     NEED_DATA,
     EndOfInput,
@@ -957,6 +962,7 @@ class SshConsoleServer:
         max_line: the longest input line (characters in the line editor, bytes without it).
         history: lines of history the line editor keeps per session.
         stdio: ``"streams"``, ``"builtins"`` or ``"none"``, as for ``ConsoleServer``.
+        session_stack_size: bytes of stack per session thread, as for ``ConsoleServer``.
 
     Raises:
         MissingExtra: asyncssh is not installed (``pip install 'sockwork[ssh]'``).
@@ -989,6 +995,7 @@ class SshConsoleServer:
         history: int = 100,
         stdio: Literal["streams", "builtins", "none"] = "streams",
         backlog: int = 128,
+        session_stack_size: int | None = None,
     ) -> None:
         asyncssh = _asyncssh()
         if not callable(app):
@@ -1025,6 +1032,8 @@ class SshConsoleServer:
             raise ValueError(f"max_line must be >= 1, got {max_line!r}")
         if history < 0:
             raise ValueError(f"history must be >= 0 lines, got {history!r}")
+        _check_stack_size(session_stack_size)
+        self.session_stack_size = session_stack_size
         if stdio not in ("streams", "builtins", "none"):
             raise ValueError(f"stdio must be 'streams', 'builtins' or 'none', got {stdio!r}")
         if check_password is not None and not callable(check_password):
@@ -1318,14 +1327,15 @@ class SshConsoleServer:
                 )
                 connection.sessions += 1
                 connection.had_session = True
-                thread = threading.Thread(
-                    target=self._run_session,
-                    args=(session,),
+                thread = _session_thread(
+                    self._run_session,
+                    session,
                     name=f"sockwork-ssh-session-{session.id}",
-                    daemon=True,
+                    stack_size=self.session_stack_size,
                 )
                 session._thread = thread
-                thread.start()  # under the lock: close() never joins an unstarted thread
+                # Under the lock: close() never joins an unstarted thread.
+                _start_session_thread(thread, self.session_stack_size)
                 self._sessions[session.id] = session
                 self._sessions_from[connection.peer[0]] += 1
                 self._threads.add(thread)
