@@ -79,7 +79,7 @@ _MAX_CONNECTIONS = 6
 # (every piece is one call through the engine): longer streams get ~1024 pieces.
 _SLICE_ONE_LIMIT = 4096
 # Pairs tried before the singles that wait out a real delay.
-_PAIRS_BEFORE_DELAYS = 600
+_PAIRS_BEFORE_DELAYS = 100
 # Random combinations: stop after this many draws in a row gave nothing new.
 _MAX_REPEATS = 500
 
@@ -306,7 +306,7 @@ def candidates(
     """Yield fault schedules for ``trace``: singles, then pairs, then random combinations.
 
     The singles that wait out a real delay (latency, connect and accept delays) come
-    after the first pairs, as each costs the test's own timeout.
+    after the first 100 pairs, as each costs the test's own timeout.
 
     Args:
         trace: the run recorded without faults.
