@@ -17,7 +17,7 @@ from sockwork.faults import explore
 from tests.faults.exploration.corpus import PROGRAMS, Program, program
 
 FULL = os.environ.get("SOCKWORK_CORPUS_FULL") == "1"
-BUDGET = 300
+BUDGET = 500  # explore()'s default
 TWIN_SEEDS = (0, 1, 2, 3, 4) if FULL else (0, 1)
 TWIN_TIME = 120.0 if FULL else 3.0
 # Bugs whose only symptom is a hang: each costs the explorer a per-run deadline or two.
