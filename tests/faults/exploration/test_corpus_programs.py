@@ -7,7 +7,9 @@ schedule breaks the buggy variant's contract while the correct twin keeps it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -134,12 +136,26 @@ def test_known_fault_keeps_the_correct_contract(name: str) -> None:
 
 
 def _run_with_faults(prog: Program, variant: str, options: list[str], timeout: float) -> int | None:
+    """The exit status, or None when it still ran after ``timeout`` (then it is killed).
+
+    ``sockwork run`` starts the program as its child: killing ``sockwork run`` alone
+    would leave a hung program spinning, so the whole process group goes.
+    """
     argv = [str(SOCKWORK), "run", *options, "--", *prog.argv(variant)]
-    try:
-        done = subprocess.run(argv, capture_output=True, timeout=timeout, env=_env())
-    except subprocess.TimeoutExpired:
-        return None
-    return done.returncode
+    with subprocess.Popen(
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=_env(),
+        start_new_session=True,
+    ) as child:
+        try:
+            return child.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
 
 
 @pytest.mark.slow
