@@ -253,7 +253,9 @@ def test_splice_worker_bug_falls_back_to_the_transports(
 
     def buggy(self: splice.Splicer, worker: splice.SpliceWorker, events: int) -> None:
         nonlocal crashes
-        if self.received == 0 and crashes < 2:
+        # The worker may still call a splicer that has just crashed (an event already
+        # taken from epoll); the real pump() then returns at once: so must this one.
+        if self.received == 0 and not self.failed and crashes < 2:
             crashes += 1
             raise ZeroDivisionError("a bug")
         real_pump(self, worker, events)
