@@ -2,7 +2,7 @@
 
 COMMAND runs once without faults (recorded), then once per candidate schedule, a
 fresh process each time, traced and injected by the ``sockwork run`` start-up hook
-(:class:`~sockwork.faults.exploration.subject.ProcessSubject`). The oracle is its
+(:class:`~sockwork.faults.exploration.process.ProcessSubject`). The oracle is its
 exit status (0 passes) and the per-run deadline.
 
 # Rules:
@@ -35,8 +35,8 @@ from sockwork.faults.exploration.outcome import (
     NoNetworkActivity,
     Reproduction,
 )
+from sockwork.faults.exploration.process import CommandNotFound, ProcessSubject
 from sockwork.faults.exploration.schedule import Schedule
-from sockwork.faults.exploration.subject import CommandNotFound, ProcessSubject
 from sockwork.faults.inject import Match
 from sockwork.faults.units import parse_duration
 
