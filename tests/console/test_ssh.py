@@ -326,9 +326,7 @@ def test_editor_keys_at_the_prompt(keys: Keys, steps: list[tuple[str, str | None
 
 def test_without_a_terminal_lines_are_plain_and_input_eof_ends(keys: Keys) -> None:
     async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn, term=None)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key, term=None) as terminal:
             terminal.send("hello plain\nbuy\n")
             terminal.process.stdin.write_eof()
             rest = await terminal.rest()
@@ -351,9 +349,7 @@ def test_commands_are_refused_only_the_program_is_served(keys: Keys) -> None:
 
 def test_line_too_long_is_reported_and_the_session_goes_on(keys: Keys) -> None:
     async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn, term=None)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key, term=None) as terminal:
             terminal.send("hello " + "x" * 100 + "\n")
             got = await terminal.expect("shop> ")
             assert "*** line too long (106 bytes; the limit is 32); it was ignored" in got
@@ -427,9 +423,7 @@ def test_max_clients_tells_the_next_session_the_server_is_busy(keys: Keys) -> No
 def test_max_per_address_tells_the_next_session_and_caps_connections(keys: Keys) -> None:
     async def scenario() -> None:
         key = [str(keys.client_key)]
-        async with connect(server.address, client_keys=key) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key):
             async with connect(server.address, client_keys=key) as second:
                 refused = await Terminal.open(second)
                 rest = await refused.rest()
