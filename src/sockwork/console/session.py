@@ -1,8 +1,9 @@
-"""A telnet user's session: its socket, telnet state, standard streams and controls.
+"""A user's session: its connection, line discipline, standard streams and controls.
 
 :class:`Session` is what :class:`~sockwork.console.server.ConsoleServer` creates per
-client; its stream adapters (``_SessionInput``/``_SessionOutput``) are shared with the
-SSH front end. :func:`current_session` tells a program which user it serves.
+telnet client; :class:`~sockwork.console.ssh.SshSession` is a Session whose transport is
+an SSH channel (it overrides the transport methods only). :func:`current_session` tells a
+program which user it serves.
 """
 
 # Strategy:
@@ -168,7 +169,7 @@ class _SessionOutput(_SessionStream):
 
 
 class Session:
-    """One connected telnet user: who, since when, how many bytes; close or message them.
+    """One connected user: who, since when, how many bytes; close or message them.
 
     Attributes:
         id: a number unique within the server, counting from 1.
@@ -315,7 +316,9 @@ class Session:
             self._end("closed by the server")
 
     def read_secret(self, prompt: str = "Password: ") -> str:
-        """Ask for a line without showing it (telnet ``WILL ECHO``); used by getpass.
+        """Ask for a line without showing it (telnet ``WILL ECHO``, SSH: the editor's echo off).
+
+        ``getpass.getpass()`` in a session comes here.
 
         Raises:
             EOFError: the user ended input instead of answering.
