@@ -76,6 +76,7 @@ if AVAILABLE:
     _FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK
     _IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLET
     _ENDING = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+    _READABLE = select.EPOLLIN
     _OUT = select.EPOLLOUT | select.EPOLLET
 
 
@@ -149,20 +150,27 @@ class SpliceWorker:
         os.close(self._wake_w)
 
     def _run(self) -> None:
-        poll, splicers, again = self._epoll.poll, self._splicers, self._again
+        # The hot loop: one pass per epoll wake-up, so it allocates nothing of its own
+        # (no comprehension, no list) and looks up nothing it can bind once.
+        poll, get, again = self._epoll.poll, self._splicers.get, self._again
         while not self._closing:
             try:
                 events = poll(0 if again else -1)
             except OSError:  # closed under us: close() is ending the thread
                 return
-            ready = [(splicers.get(fd), flags) for fd, flags in events]
-            ready += [(again.popleft(), 0) for _ in range(len(again))]
-            for splicer, flags in ready:
-                if splicer is None:
-                    continue
+            resumed = len(again)  # those waiting before this wake-up, after its events
+            for fd, flags in events:
+                splicer = get(fd)
+                if splicer is not None:
+                    try:
+                        splicer.pump(self, flags)
+                    except Exception as exc:  # a bug: report it, keep serving the others
+                        splicer.crashed(exc)
+            for _ in range(resumed):
+                splicer = again.popleft()
                 try:
-                    splicer.pump(self, flags)
-                except Exception as exc:  # a bug: report it, keep serving the others
+                    splicer.pump(self, 0)
+                except Exception as exc:
                     splicer.crashed(exc)
 
 
@@ -256,40 +264,45 @@ class Splicer:
 
     def pump(self, worker: SpliceWorker, events: int) -> None:
         """Move bytes until a call would block (worker thread); ``events`` as epoll said."""
+        # Hot path: state lives in locals for the loop and is stored once on the way out;
+        # splice gets its arguments by position (no keyword parsing per call).
         with self._lock:
             if not self.active or self.failed:
                 return
             if events & _ENDING:
                 self._ending = True
-            if events & select.EPOLLIN:
+            if events & _READABLE:
                 self._drained = False  # bytes came since the last read (or a FIN)
             splice, src, dst, r, w = os.splice, self._src, self._dst, self._r, self._w
-            for _ in range(_BATCH):
-                try:
-                    if self._pending:
-                        n = splice(r, dst, self._pending, flags=_FLAGS)
-                        self._pending -= n
+            pending = self._pending
+            try:
+                for _ in range(_BATCH):
+                    if pending:
+                        n = splice(r, dst, pending, None, None, _FLAGS)
+                        pending -= n
                         self.sent += n
-                        if self._pending or not self._drained or self._ending:
+                        if pending or not self._drained or self._ending:
                             continue
                         return  # the source is empty: its next edge resumes us
-                    n = splice(src, w, _CHUNK, flags=_FLAGS)
-                except (BlockingIOError, InterruptedError):
-                    return  # the next edge of the descriptor that would block resumes us
-                except OSError as exc:
-                    self.failed = True
-                    self._unwatch()
-                    self._tell(self._owner.splice_failed, exc)
-                    return
-                if n == 0:
-                    self.eof = True
-                    self.active = False
-                    self._unwatch()
-                    self._tell(self._owner.spliced_eof)
-                    return
-                self._pending = n
-                self.received += n
-                self._drained = n < self._short
+                    n = splice(src, w, _CHUNK, None, None, _FLAGS)
+                    if n == 0:
+                        self.eof = True
+                        self.active = False
+                        self._unwatch()
+                        self._tell(self._owner.spliced_eof)
+                        return
+                    pending = n
+                    self.received += n
+                    self._drained = n < self._short
+            except (BlockingIOError, InterruptedError):
+                return  # the next edge of the descriptor that would block resumes us
+            except OSError as exc:
+                self.failed = True
+                self._unwatch()
+                self._tell(self._owner.splice_failed, exc)
+                return
+            finally:
+                self._pending = pending
             worker.again(self)
 
     def crashed(self, exc: Exception) -> None:
