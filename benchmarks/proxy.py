@@ -69,14 +69,15 @@ def serve(handler: Callable[[socket.socket], None]) -> tuple[socket.socket, tupl
 
 def sink(conn: socket.socket) -> None:
     buf = bytearray(CHUNK)
-    with conn:
+    # A relay that is stopped may reset its upstream connections (HAProxy does).
+    with conn, contextlib.suppress(ConnectionResetError):
         while conn.recv_into(buf):
             pass
         conn.sendall(b"k")
 
 
 def echo(conn: socket.socket) -> None:
-    with conn:
+    with conn, contextlib.suppress(ConnectionResetError):
         while data := conn.recv(65536):
             conn.sendall(data)
 
