@@ -33,6 +33,7 @@ from tests.frames.conftest import (
     HOSTILE_CONNECTIONS,
     HOSTILE_HEADER,
     TracedMemory,
+    mixed_messages,
     wait_until,
 )
 
@@ -883,3 +884,15 @@ def test_endpoint_hostile_headers_commit_no_memory() -> None:
         for a, b in pairs:
             a.close()
             b.close()
+
+
+def test_endpoint_small_message_batches_arrive_identical(
+    endpoints: tuple[Endpoint[bytes], Endpoint[bytes]],
+) -> None:
+    a, b = endpoints
+    messages = mixed_messages()
+    a.send_many(messages[:2000])
+    for message in messages[2000:]:
+        a.send(message)
+    a.close()
+    assert list(b) == messages  # ends at the clean EOF
