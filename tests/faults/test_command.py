@@ -270,6 +270,19 @@ def _running(pid: int) -> bool:
         return False
 
 
+def _ends_within(pid: int, timeout: float) -> bool:
+    """True once process ``pid`` has exited (zombie or reaped) within ``timeout`` seconds."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+        return bool(ready) or not _running(pid)
+    finally:
+        os.close(pidfd)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_command_program_dies_with_a_killed_sockwork_run() -> None:
     wrapper, program = _start_wrapped("echo $$; exec sleep 60")
@@ -281,7 +294,8 @@ def test_command_program_dies_with_a_killed_sockwork_run() -> None:
         fd = wrapper.stdout.fileno()
         ready, _, _ = select.select([fd], [], [], 5.0)
         assert ready and os.read(fd, 100) == b"", "the program outlived sockwork run"
-        assert not _running(program)
+        # Its files close early in exit: wait for the exit itself (a pidfd is readable then).
+        assert _ends_within(program, 5.0), "the program outlived sockwork run"
     finally:
         with contextlib.suppress(OSError):
             os.killpg(wrapper.pid, signal.SIGKILL)
