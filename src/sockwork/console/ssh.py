@@ -1181,6 +1181,11 @@ class SshConsoleServer:
 
     def stop(self, timeout: float = 1.0) -> None:
         """Deprecated alias of :meth:`close` (sockwork's servers ``start()`` and ``close()``)."""
+        warnings.warn(
+            "SshConsoleServer.stop() is deprecated: call close() (same arguments)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         self.close(timeout)
 
     def __enter__(self) -> Self:
