@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import re
+import socket
 import stat
 import sys
 import threading
@@ -125,6 +126,16 @@ def test_default_binds_loopback_and_port_0_picks_one(keys: Keys) -> None:
         assert server.address[1] > 0
     finally:
         server.close()
+
+
+def test_stop_is_a_deprecated_alias_of_close(keys: Keys) -> None:
+    server = serve(keys)
+    with pytest.warns(
+        DeprecationWarning, match=r"SshConsoleServer\.stop\(\) is deprecated: call close"
+    ):
+        server.stop(timeout=1.0)
+    with pytest.raises(OSError):
+        socket.create_connection(server.address, timeout=2).close()
 
 
 # -- authentication --------------------------------------------------------------------
