@@ -244,7 +244,12 @@ class ConsoleServer:
             self._wake_w.send(b"x")
         except OSError:  # not a client's socket (so not _ClientGone): the wake-up pair
             pass  # already woken or closed
-        for session in self.sessions:  # _admit() admits nobody once _stopping is set
+        sessions = self.sessions  # _admit() admits nobody once _stopping is set
+        # All counted before any is woken: with thousands, the switch interval is
+        # raised before their threads queue for the GIL (sockwork.console.stampede).
+        for session in sessions:
+            session._begin_ending()
+        for session in sessions:
             session._abort("the server is stopping")
         me = threading.current_thread()
         if threading.get_ident() != self._loop_ident:
@@ -408,6 +413,12 @@ class ConsoleServer:
             sock.shutdown(socket.SHUT_WR)
 
     def _run_session(self, session: Session) -> None:
+        try:
+            self._serve_session(session)
+        finally:
+            session._end_thread()  # last: counted as ending until its thread is done
+
+    def _serve_session(self, session: Session) -> None:
         failure: BaseException | None = None
         try:
             with routing.bind(session.streams):
