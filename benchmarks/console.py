@@ -469,7 +469,7 @@ def measure_teardown(count: int, how: str, pythonpath: str | None) -> dict[str, 
         process.stdout.close()
 
 
-def teardown(counts: list[int], rounds: int, baseline: str | None) -> None:
+def teardown(counts: list[int], ways: list[str], rounds: int, baseline: str | None) -> None:
     """Print how long ending every session takes, both ways, this tree vs ``baseline``."""
     import tempfile
 
@@ -485,7 +485,7 @@ def teardown(counts: list[int], rounds: int, baseline: str | None) -> None:
         if baseline is not None:
             codes.append((baseline, baseline_source(baseline, directory)))
         for count in counts:
-            for how in ("close", "leave"):
+            for how in ways:
                 runs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in codes}
                 for _ in range(rounds):
                     for name, path in codes:
@@ -691,6 +691,13 @@ def main() -> None:
     parser.add_argument(
         "--baseline", metavar="REV", help="--teardown: also run the server of git revision REV"
     )
+    parser.add_argument(
+        "--ways",
+        nargs="+",
+        choices=["close", "leave"],
+        default=["close", "leave"],
+        help="--teardown: which ends to measure",
+    )
     parser.add_argument("--probe-threads", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--probe-recursion", nargs=2, help=argparse.SUPPRESS)
     summary.add_argument(parser)
@@ -713,7 +720,7 @@ def main() -> None:
         return
     if args.teardown:
         raise_fd_limit(max(args.teardown))
-        teardown(args.teardown, args.rounds, args.baseline)
+        teardown(args.teardown, args.ways, args.rounds, args.baseline)
         summary.write(args.summary_json, "console", [])
         return
     loads = [(idle, active) for idle in args.idle for active in args.active]

@@ -15,6 +15,11 @@ reach the right user while unbound threads keep the local console.
 #   writes and ends is in sockwork.console.session's strategy comment. One thread per
 #   session because a Cmd blocks in input() (the measurements and the decision:
 #   docs/console.md, "Sessions and threads").
+# - close() wakes the sessions in turn, the next when fewer than _CLOSING_AT_ONCE woken
+#   ones are still ending (a semaphore released by each such thread as it ends), so
+#   thousands of threads never queue for the GIL together and the operator's thread
+#   stays near the front; a crowd ending anyway (clients leaving together, or past
+#   close()'s deadline) is handled by sockwork.console.stampede.
 
 from __future__ import annotations
 
@@ -64,6 +69,9 @@ __all__ = [
 _log = logging.getLogger("sockwork.console")
 
 _NO_THREAD = "*** the server cannot start another session now; try again later"
+# close() wakes at most this many sessions whose threads have not ended yet; fewer than
+# stampede.EndingSessions' crowd, so an orderly close never changes the switch interval.
+_CLOSING_AT_ONCE = 8
 
 App = Callable[[], object]
 """What a server runs per session: a Cmd subclass, a factory returning a Cmd, or a function."""
@@ -179,6 +187,8 @@ class ConsoleServer:
         self._stop_deadline: float | None = None
         self._sessions: dict[int, Session] = {}
         self._threads: set[threading.Thread] = set()
+        self._closing = threading.Semaphore(_CLOSING_AT_ONCE)
+        self._closing_ids: set[int] = set()  # sessions holding one of close()'s slots
         self._ids = itertools.count(1)
         self._stopping = threading.Event()
         self._loop_done = threading.Event()
@@ -244,13 +254,8 @@ class ConsoleServer:
             self._wake_w.send(b"x")
         except OSError:  # not a client's socket (so not _ClientGone): the wake-up pair
             pass  # already woken or closed
-        sessions = self.sessions  # _admit() admits nobody once _stopping is set
-        # All counted before any is woken: with thousands, the switch interval is
-        # raised before their threads queue for the GIL (sockwork.console.stampede).
-        for session in sessions:
-            session._begin_ending()
-        for session in sessions:
-            session._abort("the server is stopping")
+        for session in self.sessions:  # _admit() admits nobody once _stopping is set
+            self._end_paced(session, deadline)
         me = threading.current_thread()
         if threading.get_ident() != self._loop_ident:
             self._loop_done.wait(max(0.0, deadline - time.monotonic()))
@@ -268,6 +273,20 @@ class ConsoleServer:
             if self._loop_done.is_set():  # else the loop closes it when it ends
                 self._close_listener()
             self._uninstall_routing()
+
+    def _end_paced(self, session: Session, deadline: float) -> None:
+        # Thousands of threads woken at once would all queue for the GIL (and the
+        # operator behind them: sockwork.console.stampede): wake the next session when
+        # fewer than _CLOSING_AT_ONCE woken ones are still ending. Past the deadline,
+        # or with that many programs stuck, the rest are woken at once.
+        if self._closing.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            with self._lock:
+                holds = session.id in self._sessions and session.id not in self._closing_ids
+                if holds:
+                    self._closing_ids.add(session.id)
+            if not holds:  # it ended meanwhile, or a first close() already woke it
+                self._closing.release()
+        session._abort("the server is stopping")
 
     def stop(self, timeout: float = 1.0) -> None:
         """Deprecated alias of :meth:`close` (sockwork's servers ``start()`` and ``close()``)."""
@@ -442,6 +461,10 @@ class ConsoleServer:
                 if self._sessions.pop(session.id, None) is not None:
                     self._admission.leave(session.peer[0])
                 self._threads.discard(threading.current_thread())
+                paced = session.id in self._closing_ids
+                self._closing_ids.discard(session.id)
+            if paced:
+                self._closing.release()
 
     def _session_body(self, session: Session) -> None:
         if session._tls:

@@ -9,20 +9,24 @@ them is, lengthens the interpreter's switch interval so that the queue stays che
 
 # Strategy:
 # - Why: a CPython thread waiting for the GIL wakes every switch interval (5 ms by
-#   default) to ask the holder to drop it (take_gil in Python/ceval_gil.c, 3.11 to
-#   3.13). N waiters make N / interval wake-ups a second, all on the GIL's one mutex.
-#   Measured on the 2-core machine (docs/benchmarks.md, Console, "Ending many
-#   sessions"): 2,000 threads woken together took 2.4 s to end at 5 ms, 5,000 took 49 s
-#   and 8,000 at 50 ms took 92 s, while 8,000 at 200 ms took 1.9 s. Past about 10^5
-#   wake-ups a second, handing the GIL over costs milliseconds and the machine's load
-#   average climbs past 1,000.
-# - What: sessions report when they start ending (begin: the client left, the server
+#   default) to ask the holder to drop it (take_gil, CPython 3.11 to 3.13). N waiters
+#   make N / interval wake-ups a second, all on the GIL's one mutex; past about 10^5 a
+#   second, handing the GIL over costs milliseconds. Measured (docs/benchmarks.md,
+#   Console, "Ending many sessions"): 2,000 clients leaving at once took 6.7 s and 11 s
+#   of CPU to end, 11,000 took 50 s with a load average past 1,000, and the operator's
+#   thread waited up to 5 s for the GIL meanwhile.
+# - What: sessions report when they start ending (begin: the client hung up, the server
 #   closes or kicks them) and when their thread is done (end). While at least `crowd`
 #   sessions are ending at once, the switch interval is raised to `per_thread` seconds
 #   per live thread of the process (25 µs: at most 40,000 wake-ups a second however many
 #   threads wait), between the interval in force and `ceiling`. Ending sessions only
 #   run short stretches between blocking calls, so the GIL still changes hands at each
 #   of them; the longer interval only delays taking it from a thread that computes.
+# - The gate: an ending session's thread reads its end of stream holding `gate` (only
+#   around a non-blocking recv(): nothing a client does can hold it). Threads woken
+#   together then pass it one by one: each queues for the GIL once to reach the gate,
+#   and the rest of the teardown is done by a handful at a time, so a thread that is
+#   not ending (the operator's) waits behind a few of them, not thousands.
 # - Restored when fewer than `crowd` are ending (hysteresis: a few sessions stuck in
 #   their program's code do not keep it raised), and only if the interval is still the
 #   one set here: code that changed it meanwhile keeps its own value.
