@@ -824,6 +824,92 @@ def test_server_serves_300_sessions_at_once_and_close_leaves_nothing() -> None:
     assert len(os.listdir("/proc/self/fd")) <= fds_before
 
 
+class Holding(Shop):
+    """A Shop whose ``hold`` command keeps its session's thread until ``release`` is set."""
+
+    held = threading.Event()
+    release = threading.Event()
+
+    def do_hold(self, arg: str) -> None:
+        Holding.held.set()
+        Holding.release.wait(30)
+
+
+def _connect_all(server: ConsoleServer, count: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection(server.address, timeout=10)
+        socks.append(sock)
+        assert _recv_until(sock, b"shop> ").endswith(b"shop> ")
+    return socks
+
+
+def test_server_close_ends_200_sessions_while_the_operator_works() -> None:
+    Holding.held.clear()
+    Holding.release.clear()
+    interval = sys.getswitchinterval()
+    fds_before = set(os.listdir("/proc/self/fd"))
+    server = ConsoleServer(Holding, max_clients=None, max_per_address=None).start()
+    socks: list[socket.socket] = []
+    try:
+        socks = _connect_all(server, 200)
+        threads = _session_threads()
+        assert len(threads) == 200
+        socks[0].sendall(b"hold\r\n")  # one program stays busy: close() waits for it
+        assert Holding.held.wait(10)
+        closer = threading.Thread(target=server.close, kwargs={"timeout": 30.0})
+        closer.start()
+        for sock in socks[1:]:  # every other client is disconnected...
+            assert _recv_until(sock, b"") == b""
+        for thread in threads[1:]:  # ...and its session's thread ends
+            thread.join(10)
+            assert not thread.is_alive()
+        # close() is still waiting for the busy session; the operator is not.
+        assert closer.is_alive()
+        assert [session.id for session in server.sessions] == [1]
+        assert server.broadcast("still here") in (0, 1)
+        print("the operator's console answers")  # unbound: the real stdout
+        # 199 sessions ended at once; the one still running does not keep the switch
+        # interval raised (sockwork.console.stampede).
+        assert sys.getswitchinterval() == interval
+        Holding.release.set()
+        closer.join(10)
+        assert not closer.is_alive()
+        assert _recv_until(socks[0], b"") == b""
+    finally:
+        Holding.release.set()
+        server.close()
+        for sock in socks:
+            sock.close()
+    assert _session_threads() == []
+    assert server.sessions == []
+    assert set(os.listdir("/proc/self/fd")) <= fds_before
+    assert sys.getswitchinterval() == interval
+
+
+def test_server_200_clients_leaving_at_once_end_every_session() -> None:
+    interval = sys.getswitchinterval()
+    fds_before = set(os.listdir("/proc/self/fd"))
+    server = ConsoleServer(Shop, max_clients=None, max_per_address=None).start()
+    try:
+        socks = _connect_all(server, 200)
+        threads = _session_threads()
+        assert len(threads) == 200
+        for sock in socks:  # all leave together
+            sock.close()
+        for thread in threads:
+            thread.join(10)
+            assert not thread.is_alive()
+        assert server.sessions == []
+        assert sys.getswitchinterval() == interval
+        # The server goes on: a new client is served.
+        with nc(server.address) as client:
+            assert client.read_until(b"shop> ") == b"Welcome to the shop.\r\nshop> "
+    finally:
+        server.close()
+    assert set(os.listdir("/proc/self/fd")) <= fds_before
+
+
 def _raise_fd_limit(need: int) -> int:
     """Raise the soft RLIMIT_NOFILE towards ``need``; return the limit now in force."""
     import resource
