@@ -262,26 +262,30 @@ def _start_wrapped(script: str) -> tuple[subprocess.Popen[str], int]:
     return wrapper, int(line)
 
 
-def _running(pid: int) -> bool:
+def _ended(pid: int, timeout: float = 5.0) -> bool:
+    """True once ``pid`` has ended (a pidfd becomes readable when its process exits)."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
-    except FileNotFoundError:
-        return False
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([pidfd], [], [], timeout)[0])
+    finally:
+        os.close(pidfd)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG and pidfd are Linux's"
+)
+
+
+@linux_only
 def test_command_program_dies_with_a_killed_sockwork_run() -> None:
     wrapper, program = _start_wrapped("echo $$; exec sleep 60")
     try:
         wrapper.kill()  # SIGKILL: no handler of ours runs
         wrapper.wait()
-        assert wrapper.stdout is not None
-        # EOF on the pipe: every process that could write to it (the program) has ended.
-        fd = wrapper.stdout.fileno()
-        ready, _, _ = select.select([fd], [], [], 5.0)
-        assert ready and os.read(fd, 100) == b"", "the program outlived sockwork run"
-        assert not _running(program)
+        assert _ended(program), "the program outlived sockwork run"
     finally:
         with contextlib.suppress(OSError):
             os.killpg(wrapper.pid, signal.SIGKILL)
@@ -289,6 +293,7 @@ def test_command_program_dies_with_a_killed_sockwork_run() -> None:
             wrapper.stdout.close()
 
 
+@linux_only
 def test_command_passes_sigterm_to_the_program_and_returns_its_status() -> None:
     script = (
         "trap 'kill $sleeper; echo terminated; exit 3' TERM; echo $$; "
@@ -300,7 +305,7 @@ def test_command_passes_sigterm_to_the_program_and_returns_its_status() -> None:
         out, _ = wrapper.communicate(timeout=5.0)
         assert out.strip() == "terminated"
         assert wrapper.returncode == 3
-        assert not _running(program)
+        assert _ended(program)
     finally:
         with contextlib.suppress(OSError):
             os.killpg(wrapper.pid, signal.SIGKILL)
