@@ -127,8 +127,14 @@ def main(args: list[str]) -> int:
             "no:cacheprovider",
             "-p",
             "pytest_timeout",
+            # A hang ends the run with every thread's stack; its slowest test takes ~40 s.
+            # The thread method: after a failing test, the suite's http_server fixture
+            # waits for ever in teardown (shutdown() of a server that never served), and
+            # the signal method was seen not to end that wait.
             "--timeout",
-            "300",
+            "150",
+            "--timeout-method",
+            "thread",
             "-q",
             *args,
         ]
