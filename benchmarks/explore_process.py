@@ -104,7 +104,7 @@ def main() -> None:
         f"found={data['found']}; kinds {', '.join(data['fault_kinds_tried'])}"
     )
     from sockwork.faults.exploration import explore
-    from sockwork.faults.exploration.subject import ProcessSubject
+    from sockwork.faults.exploration.process import ProcessSubject
 
     rates = {}
     for fork in (True, False):

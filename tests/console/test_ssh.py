@@ -19,7 +19,7 @@ import pytest
 from sockwork.console import current_session, routing
 from sockwork.console.ssh import MissingExtra, SshConsoleServer, SshSession, load_host_key
 from tests.console.conftest import Shop
-from tests.console.ssh_kit import Keys, Terminal, asyncssh, connect, make_keys, run
+from tests.console.ssh_kit import Keys, Terminal, asyncssh, at_prompt, connect, make_keys, run
 
 
 class Completing(Shop):
@@ -132,9 +132,7 @@ def test_default_binds_loopback_and_port_0_picks_one(keys: Keys) -> None:
 
 def test_authorized_key_logs_in_and_a_stranger_key_is_refused(keys: Keys) -> None:
     async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key) as terminal:
             terminal.send("exit\r")
             await terminal.rest()
             assert terminal.process.exit_status == 0
@@ -262,9 +260,7 @@ def test_routed_print_input_getpass_and_session_facts(keys: Keys) -> None:
 
 def test_builtins_mode_routes_print_and_input(keys: Keys) -> None:
     async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key) as terminal:
             terminal.send("ask\r")
             await terminal.expect("name? ")
             terminal.send("Bo\r")
@@ -276,9 +272,7 @@ def test_builtins_mode_routes_print_and_input(keys: Keys) -> None:
 
 def test_tab_completes_commands_and_arguments_through_complete_methods(keys: Keys) -> None:
     async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key) as terminal:
             terminal.send("pai\t")  # one command: completed with a space
             await terminal.expect("paint ")
             terminal.send("gr\t")  # green, grey: completed up to their common prefix
@@ -296,47 +290,35 @@ def test_tab_completes_commands_and_arguments_through_complete_methods(keys: Key
         run(scenario)
 
 
-def test_history_with_arrow_keys(keys: Keys) -> None:
+@pytest.mark.parametrize(
+    "steps",
+    [
+        # Up twice: "hello one" again.
+        pytest.param(
+            [("hello one\r", "one\r\nshop> "), ("hello two\r", "two\r\nshop> "),
+             ("\x1b[A\x1b[A\r", "one\r\nshop> ")],
+            id="history-with-arrow-keys",
+        ),
+        # Ctrl-C drops the line being typed ("buy" never runs) and shows the prompt again.
+        pytest.param(
+            [("buy\x03", "^C\r\nshop> "), ("hello after\r", "hello after\r\nshop> ")],
+            id="ctrl-c-drops-the-line",
+        ),
+        # Ctrl-D on an empty line ends the session (None: the channel closes, status 0).
+        pytest.param([("\x04", None)], id="ctrl-d-on-an-empty-line-ends"),
+    ],
+)  # fmt: skip
+def test_editor_keys_at_the_prompt(keys: Keys, steps: list[tuple[str, str | None]]) -> None:
     async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
-            terminal.send("hello one\r")
-            await terminal.expect("shop> ")
-            terminal.send("hello two\r")
-            await terminal.expect("shop> ")
-            terminal.send("\x1b[A\x1b[A\r")  # up twice: "hello one" again
-            got = await terminal.expect("shop> ")
-            assert got.endswith("one\r\nshop> ")
-
-    with serve(keys) as server:
-        run(scenario)
-
-
-def test_ctrl_c_drops_the_line_and_shows_the_prompt_again(keys: Keys) -> None:
-    async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
-            terminal.send("buy\x03")
-            assert (await terminal.expect("shop> ")).endswith("^C\r\nshop> ")
-            terminal.send("hello after\r")
-            got = await terminal.expect("shop> ")
-            assert "hello after\r\n" in got
+        async with at_prompt(server.address, keys.client_key) as terminal:
+            for typed, shown in steps:
+                terminal.send(typed)
+                if shown is None:
+                    await terminal.rest()
+                    assert terminal.process.exit_status == 0
+                else:
+                    assert (await terminal.expect("shop> ")).endswith(shown)
             assert "bought" not in terminal.seen
-
-    with serve(keys) as server:
-        run(scenario)
-
-
-def test_ctrl_d_on_an_empty_line_ends_the_session(keys: Keys) -> None:
-    async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
-            terminal.send("\x04")
-            await terminal.rest()
-            assert terminal.process.exit_status == 0
 
     with serve(keys) as server:
         run(scenario)
@@ -344,9 +326,7 @@ def test_ctrl_d_on_an_empty_line_ends_the_session(keys: Keys) -> None:
 
 def test_without_a_terminal_lines_are_plain_and_input_eof_ends(keys: Keys) -> None:
     async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn, term=None)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key, term=None) as terminal:
             terminal.send("hello plain\nbuy\n")
             terminal.process.stdin.write_eof()
             rest = await terminal.rest()
@@ -369,9 +349,7 @@ def test_commands_are_refused_only_the_program_is_served(keys: Keys) -> None:
 
 def test_line_too_long_is_reported_and_the_session_goes_on(keys: Keys) -> None:
     async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn, term=None)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key, term=None) as terminal:
             terminal.send("hello " + "x" * 100 + "\n")
             got = await terminal.expect("shop> ")
             assert "*** line too long (106 bytes; the limit is 32); it was ignored" in got
@@ -384,9 +362,7 @@ def test_line_too_long_is_reported_and_the_session_goes_on(keys: Keys) -> None:
 
 def test_line_editor_stops_at_max_line(keys: Keys) -> None:
     async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key) as terminal:
             terminal.send("hello " + "y" * 100 + "\r")
             got = await terminal.expect("shop> ")
             assert "hello " + "y" * 26 + "\r\n" in got and "y" * 27 not in got
@@ -413,9 +389,7 @@ def test_send_and_broadcast_redraw_the_prompt(keys: Keys) -> None:
 
 def test_crash_is_logged_not_shown(keys: Keys, caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> str:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key) as terminal:
             terminal.send("crash\r")
             return await terminal.rest()
 
@@ -449,9 +423,7 @@ def test_max_clients_tells_the_next_session_the_server_is_busy(keys: Keys) -> No
 def test_max_per_address_tells_the_next_session_and_caps_connections(keys: Keys) -> None:
     async def scenario() -> None:
         key = [str(keys.client_key)]
-        async with connect(server.address, client_keys=key) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key):
             async with connect(server.address, client_keys=key) as second:
                 refused = await Terminal.open(second)
                 rest = await refused.rest()
@@ -477,9 +449,7 @@ def test_max_per_address_auto_is_a_tenth_of_max_clients(keys: Keys) -> None:
 
 def test_first_line_must_come_within_first_line_timeout(keys: Keys) -> None:
     async def scenario() -> str:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key) as terminal:
             return await terminal.rest()
 
     with serve(keys, first_line_timeout=0.5) as server:
@@ -494,9 +464,7 @@ def test_a_client_that_does_not_read_never_blocks_broadcast(keys: Keys) -> None:
                 print(f"line {i} " + "x" * 60)
 
     async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key) as terminal:
             terminal.process.stdout.channel.pause_reading()  # read nothing more
             terminal.send("flood\r")
             [session] = server.sessions
@@ -510,7 +478,7 @@ def test_a_client_that_does_not_read_never_blocks_broadcast(keys: Keys) -> None:
             # Well under write_timeout (the program's wait): broadcast never waited.
             assert time.monotonic() - started < 5.0
             # Messages beyond twice max_output: the session is dropped, not waited for.
-            await asyncio.wait_for(conn.wait_closed(), 5)
+            await asyncio.wait_for(terminal.conn.wait_closed(), 5)
 
     with serve(keys, app=Flood, write_timeout=10.0, max_output=4096) as server:
         run(scenario)
@@ -518,9 +486,7 @@ def test_a_client_that_does_not_read_never_blocks_broadcast(keys: Keys) -> None:
 
 def test_idle_session_is_disconnected_with_a_message(keys: Keys) -> None:
     async def scenario() -> float:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key) as terminal:
             started = time.monotonic()
             rest = await terminal.rest()
             assert "*** idle for 0.5 s; disconnecting" in rest
@@ -572,9 +538,7 @@ def test_close_from_a_session_command(keys: Keys) -> None:
             return True
 
     async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key) as terminal:
             terminal.send("shutdown\r")
             await terminal.rest()
 
@@ -631,9 +595,7 @@ def test_server_started_while_another_is_closing_routes_print(
     monkeypatch.setattr(sys, "stdout", console)  # as pytest's capture does
 
     async def scenario() -> str:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key) as terminal:
             terminal.send("slowecho routed\r")
             got = await terminal.expect("shop> ")
             terminal.send("exit\r")

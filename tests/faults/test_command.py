@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import select
+import signal
+import subprocess
 import sys
 import textwrap
 
@@ -239,3 +244,77 @@ def test_command_rejects_bad_json_faults(
     last = capfd.readouterr().err.strip().splitlines()[-1]  # after the usage lines
     assert last.startswith("sockwork run: error: argument --fault: ")
     assert message in last
+
+
+def _start_wrapped(script: str) -> tuple[subprocess.Popen[str], int]:
+    """Start ``sockwork run -- sh -c script`` in its own process; return it and the program's pid.
+
+    The script prints its pid first (``$$``; ``exec`` keeps it).
+    """
+    wrapper = subprocess.Popen(
+        [sys.executable, "-m", "sockwork", "run", "--", "sh", "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a stray program is killed with the group at the end
+    )
+    line = wrapper.stdout.readline() if wrapper.stdout is not None else ""
+    assert line.strip().isdigit(), line
+    return wrapper, int(line)
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+def _ends_within(pid: int, timeout: float) -> bool:
+    """True once process ``pid`` has exited (zombie or reaped) within ``timeout`` seconds."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        ready, _, _ = select.select([pidfd], [], [], timeout)
+        return bool(ready) or not _running(pid)
+    finally:
+        os.close(pidfd)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_command_program_dies_with_a_killed_sockwork_run() -> None:
+    wrapper, program = _start_wrapped("echo $$; exec sleep 60")
+    try:
+        wrapper.kill()  # SIGKILL: no handler of ours runs
+        wrapper.wait()
+        assert wrapper.stdout is not None
+        # EOF on the pipe: every process that could write to it (the program) has ended.
+        fd = wrapper.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], 5.0)
+        assert ready and os.read(fd, 100) == b"", "the program outlived sockwork run"
+        # Its files close early in exit: wait for the exit itself (a pidfd is readable then).
+        assert _ends_within(program, 5.0), "the program outlived sockwork run"
+    finally:
+        with contextlib.suppress(OSError):
+            os.killpg(wrapper.pid, signal.SIGKILL)
+        if wrapper.stdout is not None:
+            wrapper.stdout.close()
+
+
+def test_command_passes_sigterm_to_the_program_and_returns_its_status() -> None:
+    script = (
+        "trap 'kill $sleeper; echo terminated; exit 3' TERM; echo $$; "
+        "sleep 60 >/dev/null & sleeper=$!; wait"
+    )
+    wrapper, program = _start_wrapped(script)
+    try:
+        wrapper.send_signal(signal.SIGTERM)
+        out, _ = wrapper.communicate(timeout=5.0)
+        assert out.strip() == "terminated"
+        assert wrapper.returncode == 3
+        assert not _running(program)
+    finally:
+        with contextlib.suppress(OSError):
+            os.killpg(wrapper.pid, signal.SIGKILL)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import errno
+import select
 import socket
+import struct
 import threading
 import time
 
@@ -491,3 +493,47 @@ def test_patch_nonblocking_send_reports_a_later_failure(pair: Pair) -> None:
         time.sleep(0.2)  # the outbox hit the reset
         with pytest.raises((ConnectionResetError, BrokenPipeError)):
             a.send(b"more")
+
+
+def _after_a_reset(sock: socket.socket) -> list[object]:
+    """What the calls of an application see on ``sock`` once its connection was reset."""
+    seen: list[object] = []
+    for call in ("shutdown", "recv", "shutdown", "send", "recv"):
+        try:
+            if call == "shutdown":
+                sock.shutdown(socket.SHUT_WR)
+                seen.append((call, "ok"))
+            elif call == "recv":
+                seen.append((call, sock.recv(10)))
+            else:
+                seen.append((call, sock.send(b"x")))
+        except OSError as exc:
+            seen.append((call, type(exc), exc.errno))
+    return seen
+
+
+# What Linux does after an RST came in (tcp_reset: the socket is TCP_CLOSE, so
+# inet_shutdown answers ENOTCONN and leaves the pending ECONNRESET for the next call).
+AFTER_A_RESET = [
+    ("shutdown", OSError, errno.ENOTCONN),
+    ("recv", ConnectionResetError, errno.ECONNRESET),
+    ("shutdown", OSError, errno.ENOTCONN),
+    ("send", BrokenPipeError, errno.EPIPE),
+    ("recv", b""),
+]
+
+
+def test_patch_real_reset_then_shutdown_is_enotconn(pair: Pair) -> None:
+    a, b = pair
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    b.close()  # SO_LINGER 0: the close is an RST
+    readable, _, _ = select.select([a], [], [], 2.0)  # the RST makes the socket readable
+    assert readable == [a]
+    assert _after_a_reset(a) == AFTER_A_RESET
+
+
+def test_patch_injected_reset_then_shutdown_is_enotconn(pair: Pair) -> None:
+    a, _ = pair
+    with apply(a, CloseAfter(4, reset=True, direction="send")):
+        a.sendall(b"abcdefgh")  # the connection is reset at byte 4
+        assert _after_a_reset(a) == AFTER_A_RESET

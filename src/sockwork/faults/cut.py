@@ -19,7 +19,8 @@
   Elsewhere ``SO_LINGER`` 0 and ``dup2`` of an unconnected socket over the fd make
   the connection's last reference close (an RST) while the fd number stays valid.
   Either way the next call raises ``ConnectionResetError`` (ECONNRESET), later sends
-  ``BrokenPipeError`` and receives EOF, as Linux does after an RST.
+  ``BrokenPipeError`` and receives EOF, as Linux does after an RST; ``shutdown()``
+  raises ENOTCONN and does not count as that next call (``dispatch._d_shutdown``).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import threading
@@ -270,6 +271,10 @@ def _d_shutdown(self: socket.socket, how: int) -> None:
     state = lookup(self)
     if state is not None and state.cut is not None:
         kernel.shutdown_quietly(self, how)
+        if state.cut != "fin":
+            # After an RST the socket is TCP_CLOSE: Linux's inet_shutdown answers ENOTCONN
+            # and leaves the pending ECONNRESET to the next call (tests/faults/test_patch.py).
+            raise kernel.oserror(OSError, errno.ENOTCONN)
         return
     if (
         state is not None

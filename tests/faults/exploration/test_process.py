@@ -11,11 +11,21 @@ from pathlib import Path
 import pytest
 
 from sockwork.faults import HalfClose, Match, Slice
+from sockwork.faults.exploration.process import CommandNotFound, ProcessSubject
 from sockwork.faults.exploration.schedule import Schedule
-from sockwork.faults.exploration.subject import CommandNotFound, ProcessSubject
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 FRAMED = str(SCRIPTS / "framed.py")
+
+
+def test_process_subject_keeps_its_older_import_paths() -> None:
+    from sockwork.faults import exploration
+    from sockwork.faults.exploration import process, subject
+
+    for name in process.__all__:
+        assert getattr(subject, name) is getattr(process, name)
+        assert getattr(exploration, name) is getattr(process, name)
+        assert name in subject.__all__ and name in exploration.__all__
 
 
 def python(*args: str) -> list[str]:

@@ -12,15 +12,11 @@ from sockwork.faults.exploration.outcome import (
     Outcome,
     Reproduction,
 )
+from sockwork.faults.exploration.process import CommandNotFound, ProcessSubject
 from sockwork.faults.exploration.recorder import Recorder
 from sockwork.faults.exploration.schedule import Schedule
 from sockwork.faults.exploration.shrink import shrink
-from sockwork.faults.exploration.subject import (
-    CommandNotFound,
-    FunctionSubject,
-    ProcessSubject,
-    Subject,
-)
+from sockwork.faults.exploration.subject import FunctionSubject, Subject
 from sockwork.faults.exploration.trace import ConnectionTrace, Trace, TraceEvent
 
 __all__ = [

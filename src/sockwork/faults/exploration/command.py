@@ -2,7 +2,7 @@
 
 COMMAND runs once without faults (recorded), then once per candidate schedule, a
 fresh process each time, traced and injected by the ``sockwork run`` start-up hook
-(:class:`~sockwork.faults.exploration.subject.ProcessSubject`). The oracle is its
+(:class:`~sockwork.faults.exploration.process.ProcessSubject`). The oracle is its
 exit status (0 passes) and the per-run deadline.
 
 # Rules:
@@ -35,8 +35,8 @@ from sockwork.faults.exploration.outcome import (
     NoNetworkActivity,
     Reproduction,
 )
+from sockwork.faults.exploration.process import CommandNotFound, ProcessSubject
 from sockwork.faults.exploration.schedule import Schedule
-from sockwork.faults.exploration.subject import CommandNotFound, ProcessSubject
 from sockwork.faults.inject import Match
 from sockwork.faults.units import parse_duration
 
@@ -78,6 +78,14 @@ def _match(text: str) -> Match:
     return Match(host=host, port=port)
 
 
+# The option types: each parser's ValueError is a one-line usage error (exit status 2).
+_BUDGET = argument_type(partial(parse_int, what="budget", low=0))
+_SECONDS = argument_type(_seconds)
+_SEED = argument_type(partial(parse_int, what="seed"))
+_MATCH = argument_type(_match)
+_KINDS = argument_type(_kinds)
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``explore`` sub-command."""
     parser = subparsers.add_parser(
@@ -93,40 +101,40 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--budget",
-        type=argument_type(partial(parse_int, what="budget", low=0)),
+        type=_BUDGET,
         default=500,
         metavar="N",
         help="the most schedules to run (default 500; shrinking not counted)",
     )
     parser.add_argument(
         "--time",
-        type=argument_type(_seconds),
+        type=_SECONDS,
         default=60.0,
         metavar="SECONDS",
         help="the most time to spend looking (default 60; e.g. 30, 2m)",
     )
     parser.add_argument(
         "--per-run-timeout",
-        type=argument_type(_seconds),
+        type=_SECONDS,
         metavar="SECONDS",
         help="a run past this is a hang (default: above COMMAND's own duration and timeouts)",
     )
     parser.add_argument(
         "--seed",
-        type=argument_type(partial(parse_int, what="seed")),
+        type=_SEED,
         default=0,
         metavar="N",
         help="seed of the schedule sequence and of every run's faults (default 0)",
     )
     parser.add_argument(
         "--match",
-        type=argument_type(_match),
+        type=_MATCH,
         metavar="HOST:PORT",
         help="only connections to (or accepted on) HOST:PORT",
     )
     parser.add_argument(
         "--faults",
-        type=argument_type(_kinds),
+        type=_KINDS,
         metavar="KIND,...",
         help="only these fault kinds (class names, e.g. Slice,CloseAfter,HalfClose)",
     )

@@ -1,4 +1,4 @@
-"""A fork server for :class:`~sockwork.faults.exploration.subject.ProcessSubject`.
+"""A fork server for :class:`~sockwork.faults.exploration.process.ProcessSubject`.
 
 Starting Python and importing the fault engine costs most of a run (see
 docs/benchmarks.md); a run of ``python script.py`` or ``python -m module`` can instead
