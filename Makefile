@@ -13,6 +13,9 @@ SYSTEM_TOOLS := telnet:telnet nc:netcat-openbsd socat:socat openssl:openssl \
 # (initdb, pg_ctl) is in /usr/lib/postgresql/<version>/bin; the storify tests start
 # their own throwaway server with it (storify.testing.TemporaryPostgres).
 SYSTEM_FILES := /usr/lib/postgresql/*/bin/pg_ctl:postgresql
+# Peers only the benchmarks use (benchmarks/proxy.py compares the proxy with HAProxy, a
+# C relay that splices; Debian installs it in /usr/sbin): `make bench` adds them.
+BENCH_FILES := /usr/sbin/haproxy:haproxy
 
 .PHONY: demo test lint typecheck pytest peer-poorconn system-tools bench clean
 
@@ -40,6 +43,7 @@ peer-poorconn: $(STAMP)
 
 # Every benchmark script, then one table of figures and targets (benchmarks/run.py).
 # QUICK=1: a short smoke run of each (figures not comparable). ONLY="proxy frames": some.
+bench: SYSTEM_FILES += $(BENCH_FILES)
 bench: $(STAMP) system-tools
 	$(BIN)/python benchmarks/run.py $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY))
 

@@ -1,11 +1,18 @@
-"""Benchmark: sockwork's FaultProxy (no fault) vs a direct connection vs a socat relay.
+"""Benchmark: sockwork's FaultProxy (no fault) vs a direct connection, socat and HAProxy.
 
-Run: .venv/bin/python benchmarks/proxy.py [--mib 64] [--trials 7] [--rounds 2000]
+Run: .venv/bin/python benchmarks/proxy.py [--mib 64] [--trials 7] [--rounds 2000] [--baseline REV]
+
+``--baseline REV`` adds a row for the proxy of git revision REV (its ``src/``, extracted
+with ``git archive``) in the same interleaved rounds: old and new code side by side.
 
 Each path carries (1) bulk transfers: the client pushes ``--mib`` MiB in 1 MiB
 ``sendall`` calls to a sink that acknowledges the EOF, and (2) 64-byte ping-pong round
 trips to an echo server (TCP_NODELAY everywhere). The proxy and socat each run in their
 own process, as a user would run them; the servers and the client share this process.
+HAProxy (Debian ``haproxy``, installed by ``make bench``) runs in TCP mode with
+``option splice-request`` and ``option splice-response``: a production relay in C that
+moves bytes with splice too, so its row shows what any relay can reach on this machine.
+A relay that is not installed is skipped with a message and its figures are "not measured".
 Targets (issue 4): proxy >= 0.5x direct throughput and within 2x of socat; added median
 round trip <= 100 us. Issue 12: >= 0.9x direct, added median round trip <= 30 us, >= socat.
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -25,6 +33,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +43,7 @@ import summary
 
 CHUNK = 1 << 20
 FLOOR = "Python splice relay (floor)"
+HAPROXY = "HAProxy (splice)"
 _PIDS: dict[tuple[str, int], int] = {}  # relay address -> its process id
 
 
@@ -63,14 +73,15 @@ def serve(handler: Callable[[socket.socket], None]) -> tuple[socket.socket, tupl
 
 def sink(conn: socket.socket) -> None:
     buf = bytearray(CHUNK)
-    with conn:
+    # A relay that is stopped may reset its upstream connections (HAProxy does).
+    with conn, contextlib.suppress(ConnectionResetError):
         while conn.recv_into(buf):
             pass
         conn.sendall(b"k")
 
 
 def echo(conn: socket.socket) -> None:
-    with conn:
+    with conn, contextlib.suppress(ConnectionResetError):
         while data := conn.recv(65536):
             conn.sendall(data)
 
@@ -94,11 +105,16 @@ def wait_connectable(address: tuple[str, int]) -> None:
 
 
 @contextmanager
-def sockwork_proxy(upstream: tuple[str, int]) -> Iterator[tuple[str, int]]:
+def sockwork_proxy(
+    upstream: tuple[str, int], pythonpath: str | None = None
+) -> Iterator[tuple[str, int]]:
+    """``sockwork proxy`` in its own process (from ``pythonpath``'s sockwork if given)."""
+    env = None if pythonpath is None else dict(os.environ, PYTHONPATH=pythonpath)
     proc = subprocess.Popen(
         [sys.executable, "-m", "sockwork", "proxy", "--upstream", f"{upstream[0]}:{upstream[1]}"],
         stdout=subprocess.PIPE,
         text=True,
+        env=env,
     )
     try:
         assert proc.stdout is not None
@@ -136,9 +152,62 @@ def socat_relay(upstream: tuple[str, int]) -> Iterator[tuple[str, int]]:
         proc.wait(10)
 
 
+def haproxy_binary() -> str | None:
+    """HAProxy's path: Debian puts it in /usr/sbin, which a user's PATH may lack."""
+    return shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
+
+
+@contextmanager
+def haproxy_relay(upstream: tuple[str, int]) -> Iterator[tuple[str, int]]:
+    """HAProxy in TCP mode, splicing both directions (its defaults otherwise)."""
+    binary = haproxy_binary()
+    assert binary is not None
+    port = free_port()
+    config = (
+        "global\n"
+        "    maxconn 256\n"
+        "defaults\n"
+        "    mode tcp\n"
+        "    timeout connect 5s\n"
+        "    timeout client 5m\n"
+        "    timeout server 5m\n"
+        "    option splice-request\n"
+        "    option splice-response\n"
+        "listen relay\n"
+        f"    bind 127.0.0.1:{port}\n"
+        f"    server upstream {upstream[0]}:{upstream[1]}\n"
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".cfg", prefix="bench-haproxy-") as cfg:
+        cfg.write(config)
+        cfg.flush()
+        # -db: stay in the foreground (so terminate() stops it); -q: no start-up notices.
+        proc = subprocess.Popen(
+            [binary, "-db", "-q", "-f", cfg.name],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_connectable(("127.0.0.1", port))
+            _PIDS[("127.0.0.1", port)] = proc.pid
+            yield "127.0.0.1", port
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
 @contextmanager
 def direct(upstream: tuple[str, int]) -> Iterator[tuple[str, int]]:
     yield upstream
+
+
+def baseline_source(revision: str, directory: str) -> str:
+    """Extract ``src/`` of git ``revision`` into ``directory``; returns the PYTHONPATH."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    archive = subprocess.run(
+        ["git", "-C", root, "archive", revision, "src"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", directory], input=archive, check=True)
+    return os.path.join(directory, "src")
 
 
 def relay_cpu(pid: int | None) -> float:
@@ -236,6 +305,9 @@ def main() -> int:
     parser.add_argument("--mib", type=int, default=64, help="MiB per bulk trial (default 64)")
     parser.add_argument("--trials", type=int, default=7, help="interleaved rounds (default 7)")
     parser.add_argument("--rounds", type=int, default=2000, help="ping-pong rounds (default 2000)")
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also run the proxy of git revision REV (a row)"
+    )
     parser.add_argument("--splice-relay", metavar="HOST:PORT", help=argparse.SUPPRESS)
     summary.add_argument(parser)
     args = parser.parse_args()
@@ -248,12 +320,26 @@ def main() -> int:
     Relay = Callable[[tuple[str, int]], contextlib.AbstractContextManager[tuple[str, int]]]
     paths: list[tuple[str, Relay]] = [("direct", direct)]
     paths.append(("sockwork FaultProxy", sockwork_proxy))
+    scratch = tempfile.TemporaryDirectory(prefix="bench-proxy-")
+    if args.baseline:
+        old = baseline_source(args.baseline, scratch.name)
+        paths.append(
+            (f"FaultProxy {args.baseline}"[:27], functools.partial(sockwork_proxy, pythonpath=old))
+        )
     if hasattr(os, "splice"):
         paths.append((FLOOR, python_splice_relay))
     if shutil.which("socat"):
         paths.append(("socat relay", socat_relay))
     else:
         print("socat is not installed: its row is skipped", file=sys.stderr)
+    if haproxy_binary():
+        paths.append((HAPROXY, haproxy_relay))
+    else:
+        print(
+            "haproxy is not installed (Debian package haproxy; make bench installs it): "
+            "its row is skipped",
+            file=sys.stderr,
+        )
 
     # Every path is measured once per round, rounds interleaved, so that the load of
     # this shared machine falls on all of them alike. Ratios are taken per round (each
@@ -286,6 +372,7 @@ def main() -> int:
                 rtt_cpu[name] += relay_cpu(echo_pid) - before
     sink_listener.close()
     echo_listener.close()
+    scratch.cleanup()
 
     def per_round(name: str) -> tuple[float, float]:
         """Median over rounds of (throughput / direct's, median RTT - direct's), in µs."""
@@ -369,6 +456,14 @@ def main() -> int:
             ),
             summary.Figure(
                 f"{FLOOR} added round trip", results[FLOOR][2] if FLOOR in results else None, "µs"
+            ),
+            summary.Figure(
+                f"{HAPROXY} vs direct", results[HAPROXY][1] if HAPROXY in results else None, "x"
+            ),
+            summary.Figure(
+                f"{HAPROXY} added round trip",
+                results[HAPROXY][2] if HAPROXY in results else None,
+                "µs",
             ),
         ],
     )

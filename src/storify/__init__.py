@@ -34,12 +34,13 @@ from storify.errors import (
     UnknownProductReply,
 )
 from storify.notice import Notices
+from storify.records import Order, OrderLine, Product, Receipt
 from storify.repl import CustomerREPL, Storefront, StoreREPL, Visitor
 from storify.server import ApiServer
 from storify.service import StoreService
 from storify.shop import CustomerSession
 from storify.simulate import SimulationResult, run_simulation, simulate
-from storify.store import Order, OrderLine, Product, Receipt, Store
+from storify.store import Store
 
 __all__ = [
     "ApiError",

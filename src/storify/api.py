@@ -48,8 +48,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from storify.errors import InvalidValue, StoreError
+from storify.records import Order, Product, Receipt
 from storify.shop import CartView, CustomerSession, PendingCheckout
-from storify.store import Order, Product, Receipt, Store
+from storify.store import Store
 
 __all__ = ["OPERATIONS", "ApiSession", "CheckoutStep", "Reply", "encode_reply", "error_reply"]
 

@@ -29,7 +29,8 @@ import concurrent.futures
 from collections import deque
 
 from storify.errors import StoreError
-from storify.store import CheckoutRequest, Receipt, Store
+from storify.records import CheckoutRequest, Receipt
+from storify.store import Store
 
 __all__ = ["CheckoutQueue"]
 

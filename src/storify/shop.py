@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from storify.cart import Cart, check_quantity
 from storify.errors import EmptyCart, OutOfStock, UnknownProduct
-from storify.store import CheckoutRequest, Product, Receipt, Store, product_number
+from storify.records import CheckoutRequest, Product, Receipt, product_number
+from storify.store import Store
 
 __all__ = ["ATTEMPT_PREFIX", "CartLine", "CartView", "CustomerSession", "PendingCheckout"]
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -70,7 +71,8 @@ def connect(address: tuple[str, int], **options: Any) -> Any:
 class Terminal:
     """One interactive session (with a pty unless told otherwise) read up to markers."""
 
-    def __init__(self, process: Any) -> None:
+    def __init__(self, conn: Any, process: Any) -> None:
+        self.conn = conn
         self.process = process
         self.seen = ""
 
@@ -82,7 +84,7 @@ class Terminal:
             process = await conn.create_process()
         else:
             process = await conn.create_process(term_type=term, term_size=size)
-        return cls(process)
+        return cls(conn, process)
 
     async def expect(self, marker: str, timeout: float = TIMEOUT) -> str:
         """Return everything up to and including ``marker``."""
@@ -98,3 +100,14 @@ class Terminal:
         got = await asyncio.wait_for(self.process.stdout.read(), timeout)
         self.seen += got
         return str(got)
+
+
+@contextlib.asynccontextmanager
+async def at_prompt(
+    address: tuple[str, int], key: Path, prompt: str = "shop> ", **terminal: Any
+) -> AsyncIterator[Terminal]:
+    """Log in with ``key``, open a terminal (options of ``Terminal.open``), read the prompt."""
+    async with connect(address, client_keys=[str(key)]) as conn:
+        session = await Terminal.open(conn, **terminal)
+        await session.expect(prompt)
+        yield session

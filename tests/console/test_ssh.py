@@ -20,7 +20,7 @@ import pytest
 from sockwork.console import current_session, routing
 from sockwork.console.ssh import MissingExtra, SshConsoleServer, SshSession, load_host_key
 from tests.console.conftest import Shop
-from tests.console.ssh_kit import Keys, Terminal, asyncssh, connect, make_keys, run
+from tests.console.ssh_kit import Keys, Terminal, asyncssh, at_prompt, connect, make_keys, run
 
 
 class Completing(Shop):
@@ -143,9 +143,7 @@ def test_stop_is_a_deprecated_alias_of_close(keys: Keys) -> None:
 
 def test_authorized_key_logs_in_and_a_stranger_key_is_refused(keys: Keys) -> None:
     async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key) as terminal:
             terminal.send("exit\r")
             await terminal.rest()
             assert terminal.process.exit_status == 0
@@ -273,9 +271,7 @@ def test_routed_print_input_getpass_and_session_facts(keys: Keys) -> None:
 
 def test_builtins_mode_routes_print_and_input(keys: Keys) -> None:
     async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key) as terminal:
             terminal.send("ask\r")
             await terminal.expect("name? ")
             terminal.send("Bo\r")
@@ -287,9 +283,7 @@ def test_builtins_mode_routes_print_and_input(keys: Keys) -> None:
 
 def test_tab_completes_commands_and_arguments_through_complete_methods(keys: Keys) -> None:
     async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key) as terminal:
             terminal.send("pai\t")  # one command: completed with a space
             await terminal.expect("paint ")
             terminal.send("gr\t")  # green, grey: completed up to their common prefix
@@ -307,47 +301,35 @@ def test_tab_completes_commands_and_arguments_through_complete_methods(keys: Key
         run(scenario)
 
 
-def test_history_with_arrow_keys(keys: Keys) -> None:
+@pytest.mark.parametrize(
+    "steps",
+    [
+        # Up twice: "hello one" again.
+        pytest.param(
+            [("hello one\r", "one\r\nshop> "), ("hello two\r", "two\r\nshop> "),
+             ("\x1b[A\x1b[A\r", "one\r\nshop> ")],
+            id="history-with-arrow-keys",
+        ),
+        # Ctrl-C drops the line being typed ("buy" never runs) and shows the prompt again.
+        pytest.param(
+            [("buy\x03", "^C\r\nshop> "), ("hello after\r", "hello after\r\nshop> ")],
+            id="ctrl-c-drops-the-line",
+        ),
+        # Ctrl-D on an empty line ends the session (None: the channel closes, status 0).
+        pytest.param([("\x04", None)], id="ctrl-d-on-an-empty-line-ends"),
+    ],
+)  # fmt: skip
+def test_editor_keys_at_the_prompt(keys: Keys, steps: list[tuple[str, str | None]]) -> None:
     async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
-            terminal.send("hello one\r")
-            await terminal.expect("shop> ")
-            terminal.send("hello two\r")
-            await terminal.expect("shop> ")
-            terminal.send("\x1b[A\x1b[A\r")  # up twice: "hello one" again
-            got = await terminal.expect("shop> ")
-            assert got.endswith("one\r\nshop> ")
-
-    with serve(keys) as server:
-        run(scenario)
-
-
-def test_ctrl_c_drops_the_line_and_shows_the_prompt_again(keys: Keys) -> None:
-    async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
-            terminal.send("buy\x03")
-            assert (await terminal.expect("shop> ")).endswith("^C\r\nshop> ")
-            terminal.send("hello after\r")
-            got = await terminal.expect("shop> ")
-            assert "hello after\r\n" in got
+        async with at_prompt(server.address, keys.client_key) as terminal:
+            for typed, shown in steps:
+                terminal.send(typed)
+                if shown is None:
+                    await terminal.rest()
+                    assert terminal.process.exit_status == 0
+                else:
+                    assert (await terminal.expect("shop> ")).endswith(shown)
             assert "bought" not in terminal.seen
-
-    with serve(keys) as server:
-        run(scenario)
-
-
-def test_ctrl_d_on_an_empty_line_ends_the_session(keys: Keys) -> None:
-    async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
-            terminal.send("\x04")
-            await terminal.rest()
-            assert terminal.process.exit_status == 0
 
     with serve(keys) as server:
         run(scenario)
@@ -355,9 +337,7 @@ def test_ctrl_d_on_an_empty_line_ends_the_session(keys: Keys) -> None:
 
 def test_without_a_terminal_lines_are_plain_and_input_eof_ends(keys: Keys) -> None:
     async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn, term=None)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key, term=None) as terminal:
             terminal.send("hello plain\nbuy\n")
             terminal.process.stdin.write_eof()
             rest = await terminal.rest()
@@ -380,9 +360,7 @@ def test_commands_are_refused_only_the_program_is_served(keys: Keys) -> None:
 
 def test_line_too_long_is_reported_and_the_session_goes_on(keys: Keys) -> None:
     async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn, term=None)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key, term=None) as terminal:
             terminal.send("hello " + "x" * 100 + "\n")
             got = await terminal.expect("shop> ")
             assert "*** line too long (106 bytes; the limit is 32); it was ignored" in got
@@ -393,11 +371,23 @@ def test_line_too_long_is_reported_and_the_session_goes_on(keys: Keys) -> None:
         run(scenario)
 
 
+def test_int_signal_without_a_terminal_drops_the_partial_line(keys: Keys) -> None:
+    async def scenario() -> None:
+        async with at_prompt(server.address, keys.client_key, term=None) as terminal:
+            terminal.send("buy")  # no line end yet
+            terminal.process.send_signal("INT")
+            assert await terminal.expect("shop> ") == "\nshop> "  # no editor: no ^C echo
+            terminal.send("hello after\n")
+            assert await terminal.expect("shop> ") == "hello after\nshop> "
+            assert "bought" not in terminal.seen
+
+    with serve(keys) as server:
+        run(scenario)
+
+
 def test_line_editor_stops_at_max_line(keys: Keys) -> None:
     async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key) as terminal:
             terminal.send("hello " + "y" * 100 + "\r")
             got = await terminal.expect("shop> ")
             assert "hello " + "y" * 26 + "\r\n" in got and "y" * 27 not in got
@@ -424,9 +414,7 @@ def test_send_and_broadcast_redraw_the_prompt(keys: Keys) -> None:
 
 def test_crash_is_logged_not_shown(keys: Keys, caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> str:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key) as terminal:
             terminal.send("crash\r")
             return await terminal.rest()
 
@@ -460,9 +448,7 @@ def test_max_clients_tells_the_next_session_the_server_is_busy(keys: Keys) -> No
 def test_max_per_address_tells_the_next_session_and_caps_connections(keys: Keys) -> None:
     async def scenario() -> None:
         key = [str(keys.client_key)]
-        async with connect(server.address, client_keys=key) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key):
             async with connect(server.address, client_keys=key) as second:
                 refused = await Terminal.open(second)
                 rest = await refused.rest()
@@ -483,14 +469,12 @@ def test_max_per_address_auto_is_a_tenth_of_max_clients(keys: Keys) -> None:
     for clients, expected in ((100, 10), (5, 1), (None, None)):
         server = serve(keys, max_clients=clients)
         server.close()
-        assert server.max_per_address == expected
+        assert server.max_per_address == server.policy.address_limit == expected
 
 
 def test_first_line_must_come_within_first_line_timeout(keys: Keys) -> None:
     async def scenario() -> str:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key) as terminal:
             return await terminal.rest()
 
     with serve(keys, first_line_timeout=0.5) as server:
@@ -505,9 +489,7 @@ def test_a_client_that_does_not_read_never_blocks_broadcast(keys: Keys) -> None:
                 print(f"line {i} " + "x" * 60)
 
     async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key) as terminal:
             terminal.process.stdout.channel.pause_reading()  # read nothing more
             terminal.send("flood\r")
             [session] = server.sessions
@@ -521,7 +503,7 @@ def test_a_client_that_does_not_read_never_blocks_broadcast(keys: Keys) -> None:
             # Well under write_timeout (the program's wait): broadcast never waited.
             assert time.monotonic() - started < 5.0
             # Messages beyond twice max_output: the session is dropped, not waited for.
-            await asyncio.wait_for(conn.wait_closed(), 5)
+            await asyncio.wait_for(terminal.conn.wait_closed(), 5)
 
     with serve(keys, app=Flood, write_timeout=10.0, max_output=4096) as server:
         run(scenario)
@@ -529,9 +511,7 @@ def test_a_client_that_does_not_read_never_blocks_broadcast(keys: Keys) -> None:
 
 def test_idle_session_is_disconnected_with_a_message(keys: Keys) -> None:
     async def scenario() -> float:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key) as terminal:
             started = time.monotonic()
             rest = await terminal.rest()
             assert "*** idle for 0.5 s; disconnecting" in rest
@@ -583,9 +563,7 @@ def test_close_from_a_session_command(keys: Keys) -> None:
             return True
 
     async def scenario() -> None:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key) as terminal:
             terminal.send("shutdown\r")
             await terminal.rest()
 
@@ -642,9 +620,7 @@ def test_server_started_while_another_is_closing_routes_print(
     monkeypatch.setattr(sys, "stdout", console)  # as pytest's capture does
 
     async def scenario() -> str:
-        async with connect(server.address, client_keys=[str(keys.client_key)]) as conn:
-            terminal = await Terminal.open(conn)
-            await terminal.expect("shop> ")
+        async with at_prompt(server.address, keys.client_key) as terminal:
             terminal.send("slowecho routed\r")
             got = await terminal.expect("shop> ")
             terminal.send("exit\r")

@@ -57,6 +57,7 @@ def test_a_notice_gets_its_own_line_and_redraws_the_prompt(
 def test_interrupt_and_line_too_long_answers_show_the_prompt_again() -> None:
     term = LineDiscipline()
     assert term.interrupted("(Cmd) ") == "\n(Cmd) "
+    assert LineDiscipline(echo_interrupt=True).interrupted("> ") == "^C\n> "  # an SSH editor
     assert term.line_too_long(5000, 4096, "(Cmd) ") == (
         "*** line too long (5000 bytes; the limit is 4096); it was ignored\n(Cmd) "
     )

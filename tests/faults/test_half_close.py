@@ -8,6 +8,7 @@ taken as a hang-up would show up as a missing answer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import random
 import socket
@@ -213,59 +214,48 @@ def _run(main: Callable[[], object]) -> None:
     asyncio.run(asyncio.wait_for(main(), 20))  # type: ignore[arg-type]
 
 
+def _ask(request: bytes, client_fault: HalfClose | None = None) -> bytes:
+    """Send ``request`` to an _answer_after_eof server, never calling write_eof(), and
+    read its answer to EOF; ``client_fault`` is injected into that client's socket."""
+
+    async def main() -> bytes:
+        server = await asyncio.start_server(_answer_after_eof, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        faults = (
+            contextlib.nullcontext()
+            if client_fault is None
+            else inject(client_fault, match=Match(role="client", port=port))
+        )
+        try:
+            with faults:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                try:
+                    writer.write(request)
+                    return await reader.read()
+                finally:
+                    writer.close()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    return asyncio.run(asyncio.wait_for(main(), 20))
+
+
 def test_asyncio_client_send_half_close_gets_the_answer() -> None:
     """The client writes its request and waits, never calling write_eof(): the fault
     supplies the FIN the server waits for, and the answer still comes back."""
-
-    async def main() -> None:
-        server = await asyncio.start_server(_answer_after_eof, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            with inject(HalfClose(5), match=Match(role="client", port=port)):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(b"hello")
-                assert await reader.read() == b"got:hello"
-                writer.close()
-        finally:
-            server.close()
-            await server.wait_closed()
-
-    _run(main)
+    assert _ask(b"hello", HalfClose(5)) == b"got:hello"
 
 
 def test_asyncio_write_past_the_half_close_fails_with_epipe() -> None:
-    async def main() -> None:
-        server = await asyncio.start_server(_answer_after_eof, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            with inject(HalfClose(5), match=Match(role="client", port=port)):
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                writer.write(b"helloworld")  # 5 bytes go, then the rest meets EPIPE
-                with pytest.raises(BrokenPipeError):
-                    await reader.read()
-                writer.close()
-        finally:
-            server.close()
-            await server.wait_closed()
-
-    _run(main)
+    with pytest.raises(BrokenPipeError):
+        _ask(b"helloworld", HalfClose(5))  # 5 bytes go, then the rest meets EPIPE
 
 
 def test_asyncio_server_recv_half_close_reads_eof_and_answers() -> None:
-    async def main() -> None:
-        server = await asyncio.start_server(_answer_after_eof, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            writer.write(b"ping-pong")  # no write_eof(): only the fault ends the stream
-            assert await reader.read() == b"got:ping"
-            writer.close()
-        finally:
-            server.close()
-            await server.wait_closed()
-
+    # No write_eof(): only the fault ends the stream the server reads.
     with inject(HalfClose(4, direction="recv"), match=Match(role="server")) as handle:
-        _run(main)
+        assert _ask(b"ping-pong") == b"got:ping"
     assert [e.what for e in handle.report.events] == ["fired", "half-close"]
 
 

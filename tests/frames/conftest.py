@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import random
 import socket
 import struct
 import time
@@ -69,3 +70,19 @@ class TracedMemory:
 
     def __exit__(self, *exc: object) -> None:
         tracemalloc.stop()
+
+
+def mixed_messages(count: int = 4000, seed: int = 3) -> list[bytes]:
+    """Distinct messages of sizes around the decoder's thresholds, mostly small.
+
+    Empty, 64 B and ~1 KiB messages (small frames are decoded in batches of at most
+    16 KiB of data), a few of 5-20 KiB and one of 70 KB (a large frame in its own
+    buffer), each with its own bytes so a swap, loss or shift shows.
+    """
+    rng = random.Random(seed)
+    sizes = [0, 1, 64, 64, 64, 1023, 1024, 1025]
+    messages = [rng.randbytes(rng.choice(sizes)) for _ in range(count)]
+    for where in range(0, count, count // 4):
+        messages[where] = rng.randbytes(rng.randrange(5000, 20_000))
+    messages[count // 2] = rng.randbytes(70_000)
+    return messages

@@ -29,6 +29,7 @@ from tests.frames.conftest import (
     HOSTILE_CONNECTIONS,
     HOSTILE_HEADER,
     TracedMemory,
+    mixed_messages,
     reset,
 )
 
@@ -866,5 +867,30 @@ def test_stream_over_tls_takes_the_transport_path_for_large_frames(
         server_side.close()
         await client.wait_closed()
         await server_side.wait_closed()
+
+    run(main())
+
+
+def test_stream_small_message_batches_arrive_identical() -> None:
+    messages = mixed_messages()
+
+    async def main() -> None:
+        received: list[bytes] = []
+        done = asyncio.Event()
+
+        async def collect(stream: MessageStream[bytes]) -> None:
+            received.extend([message async for message in stream])
+            done.set()
+
+        server, port = await serve(collect)
+        async with server:
+            stream = await open_connection("127.0.0.1", port)
+            await stream.send_many(messages[:2000])
+            for message in messages[2000:]:
+                await stream.send(message)
+            stream.close()
+            await stream.wait_closed()
+            await done.wait()
+        assert received == messages
 
     run(main())

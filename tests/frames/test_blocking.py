@@ -32,6 +32,7 @@ from tests.frames.conftest import (
     HOSTILE_CONNECTIONS,
     HOSTILE_HEADER,
     TracedMemory,
+    mixed_messages,
     reset,
 )
 
@@ -507,3 +508,20 @@ def test_message_socket_large_message_memory_is_given_back() -> None:
         peer.send(b"small")
         assert conn.recv() == b"small"
         assert conn._decoder.capacity <= 64 * 1024
+
+
+def test_message_socket_small_message_batches_arrive_identical(
+    pair: tuple[MessageSocket[bytes], MessageSocket[bytes]],
+) -> None:
+    left, right = pair
+    messages = mixed_messages()
+
+    def send() -> None:
+        left.send_many(messages[:2000])
+        for message in messages[2000:]:
+            left.send(message)
+        left.close()
+
+    sender = run_thread(send)
+    assert list(right) == messages  # ends at the clean EOF
+    sender.join(5)

@@ -624,3 +624,123 @@ def test_decoder_large_message_is_copied_when_a_view_is_still_held() -> None:
     fill(decoder, wire[100_010:])
     assert decoder.next_message() == bytes(range(256)) * 1024
     del held
+
+
+# -- batches: small U32 frames decoded together (FrameDecoder._take_batch) ---------------
+
+
+def take(decoder: FrameDecoder, *, batch: bool, got: list[Message] | None = None) -> list[Message]:
+    """Every complete message, one ``next_message`` at a time or by ``next_messages``.
+
+    Appends to ``got`` (if given) as they come, so a caller catching an error keeps them.
+    """
+    got = [] if got is None else got
+    if batch:
+        while messages := decoder.next_messages():
+            got += messages
+    else:
+        while (message := decoder.next_message()) is not NEED_DATA:
+            assert isinstance(message, bytes)
+            got.append(message)
+    return got
+
+
+def distinct(sizes: list[int], seed: int = 7) -> list[bytes]:
+    """Messages of these sizes, each with different bytes (a swap or a shift shows)."""
+    rng = random.Random(seed)
+    return [rng.randbytes(size) for size in sizes]
+
+
+def test_decoder_batch_gives_the_same_bytes_at_every_split() -> None:
+    # Sizes around the batch threshold (1 KiB payloads), with empty and tiny frames.
+    messages = distinct([3, 0, 64, 1, 1023, 1024, 0, 2])
+    wire = FrameEncoder().send_many(messages)
+    for number, (how, chunks) in enumerate(splits(wire)):
+        via_buffer = number % 2 == 1
+        for batch in (True, False) if number < 2 else (True,):
+            decoder = FrameDecoder()
+            got: list[Message] = []
+            for chunk in chunks:
+                if via_buffer:
+                    fill(decoder, chunk)
+                else:
+                    decoder.receive_data(chunk)
+                take(decoder, batch=batch, got=got)
+            assert got == messages, (how, batch, via_buffer)
+            assert decoder.buffered == 0
+            decoder.receive_eof()
+            with pytest.raises(ConnectionClosed):
+                decoder.next_messages()
+
+
+def test_decoder_batch_boundary_every_byte_of_a_straddling_message() -> None:
+    # 64 B messages then odd sizes, more than two batches (16 KiB each) of data; the
+    # stream is cut at every byte around the end of the first batch, whichever message
+    # straddles it, and messages must come out identical and in order.
+    rng = random.Random(12)
+    messages = distinct([64] * 200 + [rng.randrange(0, 900) for _ in range(60)])
+    wire = FrameEncoder().send_many(messages)
+    assert len(wire) > 2 * 16 * 1024
+    ends = list(itertools.accumulate(len(m) + 4 for m in messages))
+    first, last = next((a, b) for a, b in itertools.pairwise([0, *ends]) if b > 16 * 1024)
+    assert last - first > 64  # an odd-sized message straddles the first batch's end
+    for cut in [*range(first, last + 1), *range(1, len(wire), 997)]:
+        decoder = FrameDecoder()
+        decoder.receive_data(wire[:cut])
+        got = take(decoder, batch=cut % 2 == 0)
+        decoder.receive_data(wire[cut:])
+        got += take(decoder, batch=cut % 3 == 0)
+        assert got == messages, cut
+
+
+def test_decoder_batch_accounts_for_what_it_holds() -> None:
+    decoder = FrameDecoder()
+    decoder.receive_data(FrameEncoder().send_many([b"m" * 64] * 100) + b"\x00\x00")
+    assert decoder.next_message() == b"m" * 64
+    # The other 99 are decoded but not returned: counted as payload bytes held.
+    assert decoder.buffered == 99 * 64 + 2
+    assert decoder.capacity >= 99 * 64
+    batch = decoder.next_messages()
+    assert batch == [b"m" * 64] * 99
+    assert decoder.buffered == 2
+    assert decoder.next_messages() == []
+
+
+def test_decoder_batch_returns_messages_before_an_oversized_header() -> None:
+    encoder = FrameEncoder()
+    good = [b"12345", b"67890", b""]
+    wire = encoder.send_many(good) + encoder.header(11) + b"x" * 11 + encoder.send(b"after")
+    for how, chunks in splits(wire):
+        decoder = FrameDecoder(max_size=10)
+        got: list[Message] = []
+        with pytest.raises(MessageTooLarge) as caught:
+            for chunk in chunks:
+                decoder.receive_data(chunk)
+                take(decoder, batch=True, got=got)
+        assert got == good, how
+        assert (caught.value.size, caught.value.limit) == (11, 10)
+        with pytest.raises(MessageTooLarge):  # sticky
+            decoder.next_messages()
+
+
+def test_decoder_batch_then_eof_inside_a_frame_is_incomplete() -> None:
+    wire = FrameEncoder().send_many([b"a" * 10, b"b" * 10, b"c" * 10])[:-4]
+    decoder = FrameDecoder()
+    decoder.receive_data(wire)
+    decoder.receive_eof()
+    assert decoder.next_messages() == [b"a" * 10, b"b" * 10]
+    with pytest.raises(IncompleteMessage) as caught:
+        decoder.next_messages()
+    assert (caught.value.received, caught.value.expected) == (6, 10)
+
+
+def test_decoder_batch_copies_a_bounded_region() -> None:
+    # A burst of 1 MiB of 64 B frames: each batch takes at most 16 KiB of it, so the
+    # messages decoded ahead of the caller stay bounded whatever arrived.
+    decoder = FrameDecoder()
+    decoder.receive_data(FrameEncoder().send_many([b"s" * 64] * 16_000))
+    held = []
+    while batch := decoder.next_messages():
+        held.append(len(batch))
+    assert sum(held) == 16_000
+    assert max(held) <= 16 * 1024 // 68 + 1

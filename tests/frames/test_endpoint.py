@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import select
@@ -33,6 +34,7 @@ from tests.frames.conftest import (
     HOSTILE_CONNECTIONS,
     HOSTILE_HEADER,
     TracedMemory,
+    mixed_messages,
     wait_until,
 )
 
@@ -883,3 +885,73 @@ def test_endpoint_hostile_headers_commit_no_memory() -> None:
         for a, b in pairs:
             a.close()
             b.close()
+
+
+def test_endpoint_small_message_batches_arrive_identical(
+    endpoints: tuple[Endpoint[bytes], Endpoint[bytes]],
+) -> None:
+    a, b = endpoints
+    messages = mixed_messages()
+    a.send_many(messages[:2000])
+    for message in messages[2000:]:
+        a.send(message)
+    a.close()
+    assert list(b) == messages  # ends at the clean EOF
+
+
+def test_endpoint_batch_taken_by_recv_still_counts_against_max_queue() -> None:
+    a, b = socket.socketpair()
+    sender = Endpoint(a, max_queue=64 * 1024, send_timeout=0.3)
+    receiver = Endpoint(b, max_queue=64 * 1024)
+    chunk = b"q" * 1000
+    sent = 0
+    with pytest.raises(TimedOut):
+        while True:
+            sender.send(chunk)
+            sent += 1
+    # recv() takes every waiting message at once; until they are handed out they still
+    # count against max_queue, so reading stays paused and the sender stays blocked.
+    assert receiver.recv(timeout=5) == chunk
+    with pytest.raises(TimedOut):
+        sender.send(chunk)
+    for _ in range(sent - 1):
+        assert receiver.recv(timeout=5) == chunk
+    sender.send(b"after")  # the receiver read on once the messages were taken
+    assert receiver.recv(timeout=5) == b"after"
+    sender.close()
+    receiver.close()
+
+
+def test_endpoint_concurrent_receivers_get_each_message_once(
+    endpoints: tuple[Endpoint[bytes], Endpoint[bytes]],
+) -> None:
+    a, b = endpoints
+    messages = [i.to_bytes(4, "big") for i in range(20_000)]
+    a.send_many(messages)
+    a.close()
+    got: list[list[bytes]] = [[], []]
+
+    def take(into: list[bytes]) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                into.append(b.recv(timeout=5))
+
+    threads = [threading.Thread(target=take, args=(into,)) for into in got]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert sorted(got[0] + got[1]) == messages  # none lost, none twice
+    assert all(into == sorted(into) for into in got)  # each thread sees them in order
+
+
+def test_endpoint_recv_after_close_raises_even_with_messages_taken(
+    endpoints: tuple[Endpoint[bytes], Endpoint[bytes]],
+) -> None:
+    a, b = endpoints
+    a.send_many([b"1", b"2", b"3"])
+    assert next_message(b) == b"1"  # "2" and "3" are in the batch recv() took
+    b.close()
+    with pytest.raises(ConnectionClosed) as caught:
+        b.recv(timeout=0)
+    assert caught.value.by_peer is False

@@ -9,8 +9,9 @@ from hypothesis import strategies as st
 
 from storify.api import OPERATIONS, ApiSession, CheckoutStep, encode_reply
 from storify.errors import OutOfStock
+from storify.records import CheckoutRequest, Order, OrderLine, Receipt
 from storify.shop import PendingCheckout
-from storify.store import CheckoutRequest, Order, OrderLine, Receipt, Store
+from storify.store import Store
 
 
 @pytest.fixture

@@ -25,7 +25,8 @@ from storify.errors import (
     StoreUnavailable,
     UnknownProduct,
 )
-from storify.store import CheckoutRequest, Receipt, Store
+from storify.records import CheckoutRequest, Receipt
+from storify.store import Store
 
 MUG, TSHIRT, STICKERS, NOTEBOOK, LAMP = 1, 2, 3, 4, 5
 

@@ -15,7 +15,8 @@ import pytest
 
 from storify.database import SqliteDatabase
 from storify.errors import OrderNotFound, StoreUnavailable
-from storify.store import CheckoutRequest, Receipt, Store
+from storify.records import CheckoutRequest, Receipt
+from storify.store import Store
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:

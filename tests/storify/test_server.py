@@ -21,10 +21,11 @@ from sockwork.frames import JSON, connect
 from storify.cli import main
 from storify.client import ApiError, StoreClient
 from storify.errors import OrderNotFound, StoreBusy, StoreError
+from storify.records import CheckoutRequest, Receipt
 from storify.repl import StoreREPL
 from storify.server import ApiServer, format_address
 from storify.service import StoreService
-from storify.store import CheckoutRequest, Receipt, Store
+from storify.store import Store
 
 LINGER_ZERO = struct.pack("ii", 1, 0)
 

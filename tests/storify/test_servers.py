@@ -28,10 +28,11 @@ from sockwork.testing import TelnetClient
 from storify.cli import main
 from storify.client import ApiError, StoreClient
 from storify.errors import RequestConflict, StoreError, StoreUnavailable
+from storify.records import CheckoutRequest, Receipt
 from storify.repl import StoreREPL
 from storify.server import ApiServer
 from storify.service import StoreService
-from storify.store import CheckoutRequest, Receipt, Store
+from storify.store import Store
 from storify.testing import TemporaryPostgres
 from tests.storify.conftest import start_postgres
 from tests.storify.test_service import ask

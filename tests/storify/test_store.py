@@ -21,16 +21,9 @@ from storify.errors import (
     SchemaTooNew,
     UnknownProduct,
 )
-from storify.store import (
-    DEMO_CATALOG,
-    SCHEMA_VERSION,
-    Order,
-    Product,
-    Store,
-    check_name,
-    check_request_id,
-    product_number,
-)
+from storify.records import Order, Product, check_name, check_request_id, product_number
+from storify.schema import SCHEMA_VERSION
+from storify.store import DEMO_CATALOG, Store
 
 
 @pytest.fixture
@@ -204,8 +197,8 @@ def test_store_migrates_an_older_schema_once(
     # A storify whose version 2 adds a column: opening the version 1 database migrates it.
     monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     step = ("ALTER TABLE products ADD COLUMN colour TEXT",)
-    monkeypatch.setitem(store_module._MIGRATIONS["sqlite"], SCHEMA_VERSION + 1, step)
-    monkeypatch.setitem(store_module._MIGRATIONS["postgresql"], SCHEMA_VERSION + 1, step)
+    monkeypatch.setitem(store_module.MIGRATIONS["sqlite"], SCHEMA_VERSION + 1, step)
+    monkeypatch.setitem(store_module.MIGRATIONS["postgresql"], SCHEMA_VERSION + 1, step)
     for _ in range(2):  # the second start finds version 2 and changes nothing
         with Store(database) as store:
             assert store.schema_version() == SCHEMA_VERSION + 1

@@ -1,4 +1,4 @@
-"""Session limits shared by every console transport (telnet today, SSH later), without I/O.
+"""Session limits shared by every console transport (telnet, SSH), without I/O.
 
 :class:`SessionPolicy` holds the numbers (how many sessions, how long a silent or
 non-reading client may keep one, how far output may fall behind, how fast passwords

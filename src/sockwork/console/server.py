@@ -30,7 +30,7 @@ import time
 import warnings
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, cast
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar, cast
 
 from sockwork.address import bind_listener
 from sockwork.console import routing
@@ -65,12 +65,170 @@ __all__ = [
 _log = logging.getLogger("sockwork.console")
 
 _NO_THREAD = "*** the server cannot start another session now; try again later"
+_S = TypeVar("_S", bound=Session)
 
 App = Callable[[], object]
 """What a server runs per session: a Cmd subclass, a factory returning a Cmd, or a function."""
 
 
-class ConsoleServer:
+class _SessionHost(Generic[_S]):
+    """What every console server does with its sessions, whatever the transport.
+
+    The limits and their bookkeeping (``policy``, an :class:`Admission` under ``_lock``),
+    one thread per session running the program (:meth:`_run_session`), the routing of
+    standard streams, ``sessions``, ``broadcast`` and the waiting at the end. A
+    transport adds how clients arrive (:meth:`start`), what a session does before its
+    program (:meth:`_session_body`) and how it all stops (:meth:`close`).
+    """
+
+    def __init__(
+        self,
+        app: App,
+        policy: SessionPolicy,
+        *,
+        intro: str | None,
+        prompt: str | None,
+        stdio: Literal["streams", "builtins", "none"],
+        session_stack_size: int | None,
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"app must be a cmd.Cmd subclass or a callable, got {app!r}")
+        if stdio not in ("streams", "builtins", "none"):
+            raise ValueError(f"stdio must be 'streams', 'builtins' or 'none', got {stdio!r}")
+        _check_stack_size(session_stack_size)
+        self.app = app
+        self.policy = policy  # the limits, in a form every transport shares
+        self.intro = intro
+        self.prompt = prompt
+        self.session_stack_size = session_stack_size
+        self.max_clients = policy.max_clients
+        self.idle_timeout = policy.idle_timeout
+        self._stdio = stdio
+        self._lock = threading.Lock()
+        self._admission = Admission(policy)
+        self._sessions: dict[int, _S] = {}
+        self._threads: set[threading.Thread] = set()
+        self._ids = itertools.count(1)
+        self._stopping = threading.Event()
+        self._routing_installed = False
+
+    def start(self) -> Self:
+        """Serve in a background thread and return at once (the server itself)."""
+        raise NotImplementedError
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop accepting, end every session and wait up to ``timeout`` s for them."""
+        raise NotImplementedError
+
+    def stop(self, timeout: float = 1.0) -> None:
+        """Deprecated alias of :meth:`close` (sockwork's servers ``start()`` and ``close()``)."""
+        warnings.warn(
+            f"{type(self).__name__}.stop() is deprecated: call close() (same arguments)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        self.close(timeout)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def sessions(self) -> list[_S]:
+        """The sessions connected now, oldest first (a snapshot)."""
+        with self._lock:
+            return list(self._sessions.values())
+
+    def broadcast(self, text: str) -> int:
+        """Show ``text`` to every connected user; returns how many got it.
+
+        Never waits for a client: a session too far behind to take the message is
+        disconnected instead (and not counted).
+        """
+        sent = 0
+        for session in self.sessions:
+            with _ClientGone():
+                session.send(text)
+                sent += 1
+        return sent
+
+    def _install_routing(self) -> None:
+        if self._stdio != "none" and not self._routing_installed:
+            routing.install(self._stdio)
+            self._routing_installed = True
+
+    def _uninstall_routing(self) -> None:
+        if self._routing_installed and self._stdio != "none":
+            self._routing_installed = False
+            routing.uninstall(self._stdio)
+
+    def _start_session(self, session: _S, name: str) -> None:
+        """Count ``session`` in and start its thread (lock held); undone if it cannot start."""
+        thread = _session_thread(
+            self._run_session, session, name=name, stack_size=self.session_stack_size
+        )
+        session._thread = thread
+        # Registered before it starts: a KeyboardInterrupt (SIGTERM) raised in start()
+        # must not leave a running session that close() does not know.
+        self._admission.enter(session.peer[0])
+        self._sessions[session.id] = session
+        self._threads.add(thread)
+        try:
+            _start_session_thread(thread, self.session_stack_size)
+        except BaseException:
+            if thread.ident is None:  # it never ran: nobody else will clean up
+                self._sessions.pop(session.id, None)
+                self._threads.discard(thread)
+                self._admission.leave(session.peer[0])
+            raise
+
+    def _run_session(self, session: _S) -> None:
+        failure: BaseException | None = None
+        try:
+            with routing.bind(session.streams):
+                try:
+                    # The client left or the server stops: nothing to report.
+                    with _ClientGone(eof=True):
+                        self._session_body(session)
+                except BaseException as error:  # the program crashed: log it, not the client
+                    failure = error
+                    with _ClientGone():
+                        session._notify("*** internal error; the session ends", redraw=False)
+                with _ClientGone():
+                    session._flush()
+            if failure is not None:  # logged unbound: the traceback is for the operator
+                _log.error(
+                    "session %d (%s) crashed", session.id, session.peer_text, exc_info=failure
+                )
+        finally:
+            session._close_socket()
+            with self._lock:
+                if self._sessions.pop(session.id, None) is not None:
+                    self._admission.leave(session.peer[0])
+                self._threads.discard(threading.current_thread())
+
+    def _session_body(self, session: _S) -> None:
+        """Run one session in its thread (routed to it): by default, just its program."""
+        _run_program(self.app, session, intro=self.intro, prompt=self.prompt)
+
+    def _join_sessions(self, deadline: float) -> None:
+        """Wait until ``deadline`` for the session threads (never the caller's own)."""
+        me = threading.current_thread()
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            if thread is not me and thread.ident is not None:  # started
+                thread.join(max(0.0, deadline - time.monotonic()))
+
+
+class ConsoleServer(_SessionHost[Session]):
     """Serve a console program to telnet clients, one fresh instance per session.
 
     Args:
@@ -141,9 +299,7 @@ class ConsoleServer:
         encoding: str = "utf-8",
         session_stack_size: int | None = None,
     ) -> None:
-        if not callable(app):
-            raise TypeError(f"app must be a cmd.Cmd subclass or a callable, got {app!r}")
-        self.policy = SessionPolicy(
+        policy = SessionPolicy(
             max_clients=max_clients,
             max_per_address=max_per_address,
             first_line_timeout=first_line_timeout,
@@ -152,41 +308,32 @@ class ConsoleServer:
             max_output=max_output,
             login_delay=login_delay,
             max_login_delay=max_login_delay,
-        )  # the limits, in a form other transports share (sockwork.console.policy)
+        )
+        super().__init__(
+            app,
+            policy,
+            intro=intro,
+            prompt=prompt,
+            stdio=stdio,
+            session_stack_size=session_stack_size,
+        )
         if max_line < 1:
             raise ValueError(f"max_line must be >= 1 byte, got {max_line!r}")
         if password is not None and not password:
             raise ValueError("password must be None or a non-empty string")
         if password_tries < 1:
             raise ValueError(f"password_tries must be >= 1, got {password_tries!r}")
-        if stdio not in ("streams", "builtins", "none"):
-            raise ValueError(f"stdio must be 'streams', 'builtins' or 'none', got {stdio!r}")
         "".encode(encoding)
-        _check_stack_size(session_stack_size)
-        self.session_stack_size = session_stack_size
-        self.app = app
-        self.intro = intro
-        self.prompt = prompt
-        self.max_clients = max_clients
-        self.idle_timeout = idle_timeout
         self.max_line = max_line
         self.encoding = encoding
         self._password = password.encode("utf-8") if password is not None else None
         self._password_tries = password_tries
         self._ssl = ssl
-        self._stdio = stdio
-        self._lock = threading.Lock()
-        self._admission = Admission(self.policy)
         self._stop_deadline: float | None = None
-        self._sessions: dict[int, Session] = {}
-        self._threads: set[threading.Thread] = set()
-        self._ids = itertools.count(1)
-        self._stopping = threading.Event()
         self._loop_done = threading.Event()
         self._loop_done.set()
         self._loop_thread: threading.Thread | None = None
         self._loop_ident: int | None = None
-        self._routing_installed = False
         # "" means every interface, as for socket.bind(); IPv4 first when both exist.
         self._listener = bind_listener(host, port, backlog=backlog)
         self._wake_r, self._wake_w = socket.socketpair()
@@ -252,11 +399,7 @@ class ConsoleServer:
             self._loop_done.wait(max(0.0, deadline - time.monotonic()))
             if self._loop_thread is not None and self._loop_thread is not me:
                 self._loop_thread.join(max(0.0, deadline - time.monotonic()))
-        with self._lock:
-            threads = list(self._threads)
-        for thread in threads:
-            if thread is not me and thread.ident is not None:  # started
-                thread.join(max(0.0, deadline - time.monotonic()))
+        self._join_sessions(deadline)
         # After the sessions: the pump closes the sockets of those that ended with
         # output still queued (dropped now).
         self._pump.stop(max(0.0, deadline - time.monotonic()))
@@ -265,61 +408,12 @@ class ConsoleServer:
                 self._close_listener()
             self._uninstall_routing()
 
-    def stop(self, timeout: float = 1.0) -> None:
-        """Deprecated alias of :meth:`close` (sockwork's servers ``start()`` and ``close()``)."""
-        warnings.warn(
-            "ConsoleServer.stop() is deprecated: call close() (same arguments)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        self.close(timeout)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @property
-    def sessions(self) -> list[Session]:
-        """The sessions connected now, oldest first (a snapshot)."""
-        with self._lock:
-            return list(self._sessions.values())
-
-    def broadcast(self, text: str) -> int:
-        """Show ``text`` to every connected user; returns how many got it.
-
-        Never waits for a client: a session too far behind to take the message is
-        disconnected instead (and not counted).
-        """
-        sent = 0
-        for session in self.sessions:
-            with _ClientGone():
-                session.send(text)
-                sent += 1
-        return sent
-
     @property
     def running(self) -> bool:
         """True while the server accepts clients."""
         return not self._loop_done.is_set() and not self._stopping.is_set()
 
     # -- internals -----------------------------------------------------------------
-
-    def _install_routing(self) -> None:
-        if self._stdio != "none" and not self._routing_installed:
-            routing.install(self._stdio)
-            self._routing_installed = True
-
-    def _uninstall_routing(self) -> None:
-        if self._routing_installed and self._stdio != "none":
-            self._routing_installed = False
-            routing.uninstall(self._stdio)
 
     def _close_listener(self) -> None:
         self._listener.close()
@@ -379,27 +473,13 @@ class ConsoleServer:
                         sock, server_side=True, do_handshake_on_connect=False
                     )
                 session = Session(self, sock, peer, next(self._ids))
-                thread = _session_thread(
-                    self._run_session,
-                    session,
-                    name=f"sockwork-console-session-{session.id}",
-                    stack_size=self.session_stack_size,
-                )
-                session._thread = thread
-                # Registered before it starts: a KeyboardInterrupt (SIGTERM) raised in
-                # start() must not leave a running session that close() does not know.
-                self._admission.enter(peer[0])
-                self._sessions[session.id] = session
-                self._threads.add(thread)
                 try:
-                    _start_session_thread(thread, self.session_stack_size)
+                    self._start_session(session, f"sockwork-console-session-{session.id}")
                 except BaseException:
-                    if thread.ident is None:  # it never ran: nobody else will clean up
-                        self._sessions.pop(session.id, None)
-                        self._threads.discard(thread)
-                        self._admission.leave(peer[0])
-                        if self._ssl is not None:  # it owns the descriptor now; no
-                            sock.close()  # plain-text refusal can reach a TLS client
+                    # A TLS socket owns the descriptor now; no plain-text refusal can
+                    # reach a TLS client.
+                    if self._ssl is not None and session.id not in self._sessions:
+                        sock.close()
                     raise
         if refusal is not None:
             _log.info("refused %s:%d: %s", peer[0], peer[1], refusal)
@@ -412,31 +492,6 @@ class ConsoleServer:
         with sock, _ClientGone():  # a refused client may be gone already
             sock.send(f"{refusal}\r\n".encode())
             sock.shutdown(socket.SHUT_WR)
-
-    def _run_session(self, session: Session) -> None:
-        failure: BaseException | None = None
-        try:
-            with routing.bind(session.streams):
-                try:
-                    # The client left or the server stops: nothing to report.
-                    with _ClientGone(eof=True):
-                        self._session_body(session)
-                except BaseException as error:  # the program crashed: log it, not the client
-                    failure = error
-                    with _ClientGone():
-                        session._notify("*** internal error; the session ends", redraw=False)
-                with _ClientGone():
-                    session._flush()
-            if failure is not None:  # logged unbound: the traceback is for the operator
-                _log.error(
-                    "session %d (%s) crashed", session.id, session.peer_text, exc_info=failure
-                )
-        finally:
-            session._close_socket()
-            with self._lock:
-                if self._sessions.pop(session.id, None) is not None:
-                    self._admission.leave(session.peer[0])
-                self._threads.discard(threading.current_thread())
 
     def _session_body(self, session: Session) -> None:
         if session._tls:

@@ -1,8 +1,9 @@
-"""A telnet user's session: its socket, telnet state, standard streams and controls.
+"""A user's session: its connection, line discipline, standard streams and controls.
 
 :class:`Session` is what :class:`~sockwork.console.server.ConsoleServer` creates per
-client; its stream adapters (``_SessionInput``/``_SessionOutput``) are shared with the
-SSH front end. :func:`current_session` tells a program which user it serves.
+telnet client; :class:`~sockwork.console.ssh.SshSession` is a Session whose transport is
+an SSH channel (it overrides the transport methods only). :func:`current_session` tells a
+program which user it serves.
 """
 
 # Strategy:
@@ -71,16 +72,21 @@ _TLS_CHUNK = 16384  # one TLS record: a non-blocking write is retried with this 
 
 
 class _Host(Protocol):
-    """What a session needs of its server (a ConsoleServer; no import: no cycle)."""
+    """What a session needs of its server, whatever the transport (no import: no cycle)."""
 
     max_line: int
-    encoding: str
     policy: SessionPolicy
+
+
+class _TelnetHost(_Host, Protocol):
+    """What a telnet session needs of its server (a ConsoleServer)."""
+
+    encoding: str
     _pump: OutputPump
 
 
-class _SessionInput:
-    """The session's standard input: lines typed by the telnet user."""
+class _SessionStream:
+    """What the session's standard input and output have in common: a text stream, no tty."""
 
     def __init__(self, session: Session) -> None:
         self._session = session
@@ -90,21 +96,35 @@ class _SessionInput:
         return self._session._conn.encoding
 
     @property
+    def errors(self) -> str:
+        return "replace"
+
+    @property
     def name(self) -> str:
-        return f"<telnet {self._session.peer_text}>"
+        return f"<{self._session._transport.lower()} {self._session.peer_text}>"
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def isatty(self) -> bool:
+        # False on purpose: pydoc would start a pager on the server's terminal.
+        return False
+
+    def fileno(self) -> int:
+        raise io.UnsupportedOperation(f"the session {self.name} has no file descriptor")
+
+    def close(self) -> None:
+        pass  # the session owns the connection
+
+
+class _SessionInput(_SessionStream):
+    """The session's standard input: lines typed by the user."""
 
     def readable(self) -> bool:
         return True
 
     def writable(self) -> bool:
-        return False
-
-    @property
-    def errors(self) -> str:
-        return "replace"
-
-    @property
-    def closed(self) -> bool:
         return False
 
     def flush(self) -> None:
@@ -116,13 +136,6 @@ class _SessionInput:
     def readlines(self, hint: int = -1) -> list[str]:
         return list(self)
 
-    def isatty(self) -> bool:
-        # False on purpose: pydoc would start a pager on the server's terminal.
-        return False
-
-    def fileno(self) -> int:
-        raise io.UnsupportedOperation("a telnet session has no file descriptor")
-
     def readline(self, size: int | None = -1) -> str:
         return self._session._read_line()
 
@@ -131,27 +144,9 @@ class _SessionInput:
             return self._session._read_line()
         return "".join(iter(self._session._read_line, ""))
 
-    def close(self) -> None:
-        pass  # the session owns the socket
 
-
-class _SessionOutput:
-    """The session's standard output and error: line-buffered text to the telnet user."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-
-    @property
-    def encoding(self) -> str:
-        return self._session._conn.encoding
-
-    @property
-    def errors(self) -> str:
-        return "replace"
-
-    @property
-    def name(self) -> str:
-        return f"<telnet {self._session.peer_text}>"
+class _SessionOutput(_SessionStream):
+    """The session's standard output and error: line-buffered text to the user."""
 
     def writable(self) -> bool:
         return True
@@ -159,19 +154,9 @@ class _SessionOutput:
     def readable(self) -> bool:
         return False
 
-    @property
-    def closed(self) -> bool:
-        return False
-
     def writelines(self, lines: Iterable[str]) -> None:
         for line in lines:
             self.write(line)
-
-    def isatty(self) -> bool:
-        return False
-
-    def fileno(self) -> int:
-        raise io.UnsupportedOperation("a telnet session has no file descriptor")
 
     def write(self, text: str) -> int:
         if not isinstance(text, str):
@@ -182,12 +167,9 @@ class _SessionOutput:
     def flush(self) -> None:
         self._session._flush()
 
-    def close(self) -> None:
-        pass  # the session owns the socket
-
 
 class Session:
-    """One connected telnet user: who, since when, how many bytes; close or message them.
+    """One connected user: who, since when, how many bytes; close or message them.
 
     Attributes:
         id: a number unique within the server, counting from 1.
@@ -197,40 +179,27 @@ class Session:
             :func:`sockwork.console.routing.bind`).
     """
 
+    # Rules: the transport is in the methods that touch the socket (_recv, _set_echo,
+    # _send_text_locked, _end, _close_socket, the outbox's channel); the rest (reading
+    # lines, notices, timeouts, passwords, close) is every transport's, and
+    # SshSession overrides only the former.
+    _transport = "telnet"  # how names and messages call the connection
+
     def __init__(
         self,
-        server: _Host,
+        server: _TelnetHost,
         sock: socket.socket,
         peer: tuple[str, int],
         session_id: int,
     ) -> None:
-        self.id = session_id
-        self.peer = peer
-        self.started_at = time.time()
-        self._server = server
+        self._setup(server, peer, session_id, encoding=server.encoding)
         self._sock = sock
         self._tls = isinstance(sock, _ssl.SSLSocket)
-        self._conn = TelnetConnection(max_line=server.max_line, encoding=server.encoding)
-        # Guards the TelnetConnection, the socket and the outbox; only ever held around
-        # non-blocking calls (waiting writers release it), so any thread may take it.
-        self._lock = threading.RLock()
-        self._read_lock = threading.Lock()
-        self._term = LineDiscipline()  # output buffering, notices, prompt redraw
-        self._bytes_in = 0
-        self._closed = False  # no more input: the program sees end of input
         self._sock_closed = False
-        self._ended = threading.Event()  # set with _closed: wakes a password delay
-        self._eof_delivered = False
-        self._close_reason: str | None = None
-        self._thread: threading.Thread | None = None
         self._tls_retry = 0
         self._poll = select.poll()
         self._poll.register(sock.fileno(), select.POLLIN)
         policy = server.policy
-        now = time.monotonic()
-        self._first_line_deadline = (
-            None if policy.first_line_timeout is None else now + policy.first_line_timeout
-        )
         self._outbox = Outbox(
             _SessionChannel(self),
             sock.fileno(),
@@ -241,9 +210,40 @@ class Session:
             name=f"telnet session {session_id} ({self.peer_text})",
             address=peer,
         )
-        output = _SessionOutput(self)
+
+    def _setup(
+        self,
+        server: _Host,
+        peer: tuple[str, int],
+        session_id: int,
+        *,
+        encoding: str,
+        echo_interrupt: bool = False,
+    ) -> None:
+        """Set what every transport's session has (called first by each ``__init__``)."""
+        self.id = session_id
+        self.peer = peer
+        self.started_at = time.time()
+        self._server = server
+        # Input line discipline (line ends, Ctrl-C/Ctrl-D, the length limit) and, over
+        # telnet, the protocol itself.
+        self._conn = TelnetConnection(max_line=server.max_line, encoding=encoding)
+        # Guards the TelnetConnection, the connection and the output; only ever held
+        # around non-blocking calls (waiting writers release it), so any thread may take it.
+        self._lock = threading.RLock()
+        self._read_lock = threading.Lock()
+        # Output buffering, notices, prompt redraw.
+        self._term = LineDiscipline(echo_interrupt=echo_interrupt)
+        self._bytes_in = 0
+        self._closed = False  # no more input: the program sees end of input
+        self._ended = threading.Event()  # set with _closed: wakes a password delay
+        self._eof_delivered = False
+        self._close_reason: str | None = None
+        self._thread: threading.Thread | None = None
+        first_line = server.policy.first_line_timeout
+        self._first_line_deadline = None if first_line is None else time.monotonic() + first_line
         self.stdin: TextIO = cast(TextIO, _SessionInput(self))
-        self.stdout: TextIO = cast(TextIO, output)
+        self.stdout: TextIO = cast(TextIO, _SessionOutput(self))
         self.streams = routing.Streams(
             stdin=self.stdin,
             stdout=self.stdout,
@@ -300,7 +300,7 @@ class Session:
             self._flush_locked(wait=False)
             # Whatever was on the line (the prompt, a progress line) is shown again
             # below the message, whether or not the program is reading yet.
-            shown = self._conn.pending_output_line
+            shown = self._line_shown
             self._send_text_locked(self._term.notice(text, shown, redraw=redraw), wait=False)
 
     def close(self, message: str | None = None) -> None:
@@ -310,34 +310,46 @@ class Session:
         ``write_timeout`` s), the program sees end of input at its next read.
         """
         with self._lock:
-            if message is not None and self._outbox.open:
+            if message is not None and not self._closed:
                 with _ClientGone():
                     self._notify(message, redraw=False)
             self._end("closed by the server")
 
     def read_secret(self, prompt: str = "Password: ") -> str:
-        """Ask for a line without showing it (telnet ``WILL ECHO``); used by getpass.
+        """Ask for a line without showing it (telnet ``WILL ECHO``, SSH: the editor's echo off).
+
+        ``getpass.getpass()`` in a session comes here.
 
         Raises:
             EOFError: the user ended input instead of answering.
         """
-        with self._lock:
-            self._flush_locked(wait=True)
-            self._send_raw_locked(self._conn.echo_off(), wait=True)
+        self._set_echo(False)
         try:
             self._write(prompt)
             line = self._read_line()
         finally:
-            with self._lock:
-                if self._outbox.open:
-                    restore = self._conn.echo_on()
-                    # The client did not echo the Enter key either: end the line for it.
-                    if self._conn.peer_speaks_telnet:
-                        self._send_text_locked("\n", wait=True)
-                    self._send_raw_locked(restore, wait=True)
+            self._set_echo(True)
         if not line:
             raise EOFError
         return line.rstrip("\n")
+
+    def _set_echo(self, on: bool) -> None:
+        """Show what the user types again, or stop (after flushing the output before it)."""
+        with self._lock:
+            if not on:
+                self._flush_locked(wait=True)
+                self._send_raw_locked(self._conn.echo_off(), wait=True)
+            elif self._outbox.open:
+                restore = self._conn.echo_on()
+                # The client did not echo the Enter key either: end the line for it.
+                if self._conn.peer_speaks_telnet:
+                    self._send_text_locked("\n", wait=True)
+                self._send_raw_locked(restore, wait=True)
+
+    @property
+    def _line_shown(self) -> str:
+        """What the user's current line shows (the prompt), as the notices redraw it."""
+        return self._conn.pending_output_line
 
     def _program_started(self, program: cmd.Cmd) -> None:
         """Called in the session's thread before a Cmd program's loop starts (a hook)."""
@@ -373,11 +385,13 @@ class Session:
             if self._eof_delivered:
                 # The program already saw end of input and asks again: stop it here
                 # rather than let a loop without do_EOF spin forever.
-                raise ConnectionClosed(f"telnet client {self.peer_text} is gone", address=self.peer)
+                raise ConnectionClosed(
+                    f"{self._transport} client {self.peer_text} is gone", address=self.peer
+                )
             self._flush()
             while True:
                 with self._lock:
-                    prompt = self._conn.pending_output_line
+                    prompt = self._line_shown
                     event = self._conn.next_event()
                     reply = self._conn.data_to_send()
                     if reply and self._outbox.open:
@@ -409,7 +423,6 @@ class Session:
             return
         with self._lock:
             if data:
-                self._bytes_in += len(data)
                 self._conn.receive_data(data)
             else:
                 # The client may only have closed its sending side (nc -N, a script):
@@ -427,9 +440,12 @@ class Session:
                 if self._closed or self._sock_closed:
                     return b""
                 try:
-                    return self._sock.recv(_RECV_SIZE)
+                    data = self._sock.recv(_RECV_SIZE)
                 except (BlockingIOError, _ssl.SSLWantReadError, _ssl.SSLWantWriteError):
                     pass  # nothing yet, or a partial TLS record: wait for more
+                else:
+                    self._bytes_in += len(data)
+                    return data
             self._wait(select.POLLIN)
 
     def _wait(self, events: int) -> None:

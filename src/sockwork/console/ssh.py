@@ -13,17 +13,20 @@ Ctrl-C as a break, and the client's window size.
 # - One asyncio loop in one background thread runs asyncssh: handshakes, auth, the
 #   line editor and every channel. Nothing in that thread runs program code or waits
 #   for a program: a slow or hostile peer cannot hold the loop.
-# - Each session's program runs in its own thread (server._run_program, shared with
-#   telnet). It reads lines from a deque that the loop fills (chunks of bytes, plus
-#   markers for EOF, Ctrl-C and TAB requests) and parses them with a TelnetConnection
-#   used as a plain line discipline: UTF-8 never contains 0xFF, so no telnet command
-#   is ever seen, but line ends, Ctrl-C/Ctrl-D bytes and the line-length limit work
-#   exactly as on telnet. Chunks are fed lazily, as telnet reads its socket lazily.
+# - One way with telnet: the server is a server._SessionHost (the SessionPolicy and its
+#   Admission, one thread per session running the program, routing, the end of a
+#   session) and SshSession is a console.session.Session (reading lines, notices and
+#   the LineDiscipline, the timeouts, passwords, close); only the transport is here.
+# - The program's thread reads from a deque that the loop fills (chunks of bytes, plus
+#   markers for EOF, Ctrl-C/Ctrl-D and TAB requests) and feeds it to the session's
+#   TelnetConnection used as a plain line discipline: UTF-8 never contains 0xFF, so no
+#   telnet command is ever seen, but line ends, Ctrl-C/Ctrl-D bytes and the line-length
+#   limit work exactly as on telnet. Chunks are fed lazily, as telnet reads its socket.
 # - Bounded input: when more than _INPUT_LIMIT bytes wait unread, the channel stops
 #   reading (SSH flow control then stops the client); it resumes when they are read.
 # - Bounded output: a writer waits while asyncssh's send buffer is above its high
-#   water mark (pause_writing) or _OUTPUT_LIMIT characters are on their way to the
-#   loop; after ``idle_timeout`` seconds of waiting the session is closed. Output
+#   water mark (pause_writing) or ``max_output`` characters are on their way to the
+#   loop; after ``write_timeout`` seconds of waiting the session is closed. Output
 #   handed over before the loop runs is written in one batch (one SSH packet); any
 #   other call into the loop (echo, close) starts a new batch, so order is kept.
 # - TAB: the line editor calls our key handler in the loop; the request goes to the
@@ -31,17 +34,16 @@ Ctrl-C as a break, and the client's window size.
 #   input()), and the answer is put back into the editor by the loop.
 # - asyncssh's line editor spends ~0.1 s of CPU building a regex for every session;
 #   _cache_line_editor_patterns makes that once per process (same result).
-# - Limits at connect: connections in all and per address; after auth, sessions in
-#   all (a busy message, as telnet). The login (handshake and auth) must finish within
-#   ``login_timeout``; failed passwords are answered after a growing delay.
+# - Limits at connect: connections in all and per address; after auth, the sessions
+#   are admitted as on telnet (the same Admission and messages). The login (handshake
+#   and auth) must finish within ``login_timeout``; failed passwords are answered after
+#   a growing delay (the Admission's count, per address).
 
 from __future__ import annotations
 
 import asyncio
 import cmd
 import collections
-import io
-import itertools
 import logging
 import os
 import stat
@@ -50,32 +52,12 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 from sockwork._loop import LoopThread
 from sockwork.address import bind_listener
-from sockwork.console import routing
-from sockwork.console.server import (
-    App,
-    Session,
-    _run_program,
-    _SessionInput,
-    _SessionOutput,
-)
-from sockwork.console.session import (
-    _check_stack_size,
-    _session_thread,
-    _start_session_thread,
-)
-from sockwork.console.telnet import (
-    NEED_DATA,
-    EndOfInput,
-    Interrupt,
-    Line,
-    LineTooLong,
-    TelnetConnection,
-)
+from sockwork.console.policy import SessionPolicy
+from sockwork.console.server import App, Session, _SessionHost
 from sockwork.errors import ConnectionClosed, SockworkError
 
 if TYPE_CHECKING:
@@ -96,11 +78,7 @@ PasswordCheck = Callable[[str, str], bool]
 
 DEFAULT_HOST_KEY = "ssh_host_ed25519_key"
 _INPUT_LIMIT = 65536  # unread bytes before the channel stops reading
-_OUTPUT_LIMIT = 65536  # characters handed to the loop and not yet written to the channel
-_OUTPUT_FLUSH_AT = 8192
 _COMPLETION_WAIT = 0.25  # seconds the loop waits for a program to answer TAB
-_FORGET_FAILURES_AFTER = 900.0  # seconds without a wrong password that clear an address
-_MAX_FAILING_ADDRESSES = 4096  # addresses remembered at most (the oldest go first)
 
 
 class MissingExtra(SockworkError, ImportError):
@@ -205,16 +183,20 @@ def load_host_key(path: str | os.PathLike[str], *, create: bool = True) -> tuple
 
 
 class _Marker:
-    def __init__(self, name: str) -> None:
+    """A key or event from the loop, fed to the line discipline as ``data`` (b"": EOF)."""
+
+    def __init__(self, name: str, data: bytes) -> None:
         self.name = name
+        self.data = data
 
     def __repr__(self) -> str:
         return f"<{self.name}>"
 
 
-_SOFT_EOF = _Marker("soft EOF")  # Ctrl-D on an empty line: end of input, channel open
-_HARD_EOF = _Marker("EOF")  # the client closed its side, or the channel is gone
-_INTERRUPT = _Marker("interrupt")  # Ctrl-C (a break) or an INT signal
+# Fed to the session's TelnetConnection as the bytes a terminal would send for them.
+_SOFT_EOF = _Marker("soft EOF", b"\x04")  # Ctrl-D on an empty line: end of input, channel open
+_HARD_EOF = _Marker("EOF", b"")  # the client closed its side, or the channel is gone
+_INTERRUPT = _Marker("interrupt", b"\x03")  # Ctrl-C (a break) or an INT signal
 
 
 class _Completion:
@@ -230,21 +212,6 @@ class _Completion:
 _Input = bytes | _Marker | _Completion
 
 
-class _SshInput(_SessionInput):
-    @property
-    def name(self) -> str:
-        return f"<ssh {self._session.peer_text}>"
-
-    def fileno(self) -> int:
-        raise io.UnsupportedOperation("an SSH session has no file descriptor")
-
-
-class _SshOutput(_SessionOutput):
-    @property
-    def name(self) -> str:
-        return f"<ssh {self._session.peer_text}>"
-
-
 class SshSession(Session):
     """One SSH user: a :class:`~sockwork.console.Session` with SSH facts added.
 
@@ -258,9 +225,13 @@ class SshSession(Session):
         terminal_size: the client's window as ``(columns, rows)``; ``(0, 0)`` unknown.
     """
 
-    # Rules: the base class's socket and telnet output are not used; every method of
-    # Session that touches them is overridden here. _conn is only the input line
-    # discipline, used by the session's own thread under _read_lock.
+    # Rules: Session's transport methods (_recv, _set_echo, _send_text_locked, _end,
+    # _close_socket) are overridden here; reading lines, notices, timeouts, passwords
+    # and close() are Session's. _conn is only the input line discipline: chunks and
+    # markers from the loop are fed to it as bytes (UTF-8 never holds 0xFF, so it never
+    # sees a telnet command and never has a reply to send). _flow is a Condition of the
+    # session lock: a writer waiting for room releases it, as the telnet Outbox's do.
+    _transport = "SSH"
 
     def __init__(
         self,
@@ -275,21 +246,15 @@ class SshSession(Session):
         loop: asyncio.AbstractEventLoop,
         connection: _Connection | None = None,
     ) -> None:
-        # Session.__init__ is not called: it wraps a socket; the shared state is set here.
-        self.id = session_id
-        self.peer = peer
-        self.started_at = time.time()
         self.username = username
         self.term_type = term_type
         self.terminal_size = terminal_size
-        self._ssh = server
         self._channel = channel
         self._loop = loop
         self._connection = connection
-        self._conn = TelnetConnection(max_line=server.max_line, encoding="utf-8")
-        self._read_lock = threading.Lock()
-        self._lock = threading.RLock()  # output: pending text, what the line shows
-        self._flow = threading.Condition(threading.Lock())  # input deque, output budget
+        # The line editor echoes keys, so Ctrl-C shows as ^C; without it nothing echoes.
+        self._setup(server, peer, session_id, encoding="utf-8", echo_interrupt=self.line_editing)
+        self._flow = threading.Condition(self._lock)  # input deque, output budget
         self._inbox: collections.deque[_Input] = collections.deque()
         self._inbox_bytes = 0
         self._reading_paused = False
@@ -299,29 +264,10 @@ class SshSession(Session):
         self._channel_buffered = 0  # (loop) what asyncssh holds for the client, in bytes
         self._batch_lock = threading.Lock()
         self._batch: list[str] | None = None  # output handed to the loop, not written yet
-        self._pending: list[str] = []
-        self._pending_size = 0
         self._shown = ""  # what the user's current line shows (the prompt), after the last \n
-        self._bytes_in = 0
         self._bytes_out = 0
-        self._closed = False  # no more input for the program, no more output accepted
         self._gone = False  # (loop) the channel is closed: queued output is dropped
-        self._eof_delivered = False
-        self._close_reason: str | None = None
         self._program: cmd.Cmd | None = None
-        self._thread: threading.Thread | None = None
-        first = server.first_line_timeout
-        self._first_line_deadline = None if first is None else time.monotonic() + first
-        output = _SshOutput(self)
-        self.stdin: TextIO = cast(TextIO, _SshInput(self))
-        self.stdout: TextIO = cast(TextIO, output)
-        self.streams = routing.Streams(
-            stdin=self.stdin,
-            stdout=self.stdout,
-            stderr=self.stdout,
-            getpass=self.read_secret,
-            session=self,
-        )
 
     @property
     def bytes_sent(self) -> int:
@@ -345,75 +291,23 @@ class SshSession(Session):
             f"out={self._bytes_out}{' closed' if self._closed else ''}>"
         )
 
-    # -- control from any thread -------------------------------------------------------
+    # -- the transport ------------------------------------------------------------------
 
-    def _notify(self, text: str, *, redraw: bool) -> None:
-        # Another thread's message never waits for the client (see _deliver_locked).
-        with self._lock:
-            self._flush_locked(wait=False)
-            shown = self._shown
-            message = text if text.endswith("\n") else text + "\n"
-            if shown:
-                message = "\n" + message
-            if redraw:
-                message += shown
-            self._deliver(message, wait=False)
+    def _set_echo(self, on: bool) -> None:
+        # The line editor's echo (without a terminal nothing is echoed anyway).
+        if not on:
+            self._flush()
+        if self.line_editing and not (on and self._closed):
+            self._call_soon(self._channel.set_echo, on)
 
-    def close(self, message: str | None = None) -> None:
-        """End the session: optionally tell the user why, then disconnect (any thread)."""
-        if message is not None:
-            try:
-                self._notify(message, redraw=False)
-            except (ConnectionClosed, OSError):
-                pass
-        self._shutdown()
+    @property
+    def _line_shown(self) -> str:
+        return self._shown
 
-    def read_secret(self, prompt: str = "Password: ") -> str:
-        """Ask for a line without echoing it (the line editor's echo is turned off).
-
-        Raises:
-            EOFError: the user ended input instead of answering.
-        """
-        editing = self.line_editing
-        self._flush()
-        if editing:
-            self._call_soon(self._channel.set_echo, False)
-        try:
-            self._write(prompt)
-            line = self._read_line()
-        finally:
-            if editing and not self._closed:
-                self._call_soon(self._channel.set_echo, True)
-        if not line:
-            raise EOFError
-        return line.rstrip("\n")
+    def _send_text_locked(self, text: str, *, wait: bool) -> None:
+        self._deliver(text, wait=wait)
 
     # -- output ------------------------------------------------------------------------
-
-    def _write(self, text: str) -> None:
-        with self._lock:
-            self._pending.append(text)
-            self._pending_size += len(text)
-            if "\n" not in text and self._pending_size <= _OUTPUT_FLUSH_AT:
-                return
-            chunk = self._take_pending()
-        # Outside the lock: while the program waits for room, send() and broadcast()
-        # from other threads go on.
-        self._deliver(chunk)
-
-    def _flush(self) -> None:
-        with self._lock:
-            chunk = self._take_pending()
-        self._deliver(chunk)
-
-    def _flush_locked(self, *, wait: bool = True) -> None:
-        self._deliver(self._take_pending(), wait=wait)
-
-    def _take_pending(self) -> str:
-        text = "".join(self._pending)
-        self._pending.clear()
-        self._pending_size = 0
-        return text
 
     def _deliver(self, text: str, *, wait: bool = True) -> None:
         """Hand ``text`` to the loop; the program waits for room, other threads never do.
@@ -428,8 +322,8 @@ class SshSession(Session):
             return
         if self._closed:
             raise ConnectionClosed("the SSH session is closed", address=self.peer, by_peer=False)
-        limit = self._ssh.max_output
-        timeout = self._ssh.write_timeout
+        limit = self._server.policy.max_output
+        timeout = self._server.policy.write_timeout
         deadline = time.monotonic() + timeout
         behind = ""
         with self._flow:
@@ -512,45 +406,21 @@ class SshSession(Session):
 
     # -- input -------------------------------------------------------------------------
 
-    def _read_line(self) -> str:
-        """Return the next line with its newline, or "" at end of input."""
-        with self._read_lock:
-            if self._eof_delivered:
-                raise ConnectionClosed(f"SSH client {self.peer_text} is gone", address=self.peer)
-            self._flush()
-            while True:
-                event = self._conn.next_event()
-                if event is NEED_DATA:
-                    item = self._next_input()
-                    if isinstance(item, bytes):
-                        self._conn.receive_data(item)
-                    elif item is _HARD_EOF:
-                        self._conn.receive_eof()
-                    elif item is _SOFT_EOF:
-                        return ""
-                    elif item is _INTERRUPT:
-                        self._interrupted()
-                    elif isinstance(item, _Completion):
-                        self._complete(item)
-                    continue
-                if isinstance(event, Line):
-                    self._first_line_deadline = None
-                    return event.text + "\n"
-                if isinstance(event, EndOfInput):
-                    self._eof_delivered = event.closed
-                    return ""
-                if isinstance(event, Interrupt):
-                    self._interrupted()
-                elif isinstance(event, LineTooLong):
-                    self._write(
-                        f"*** line too long ({event.size} bytes; the limit is "
-                        f"{event.limit}); it was ignored\n{self._shown}"
-                    )
-                    self._flush()
+    def _recv(self) -> bytes:
+        """Return the next bytes typed (b"" at the end), answering TAB requests meanwhile."""
+        while True:
+            item = self._next_input()
+            if not isinstance(item, _Completion):
+                return item.data if isinstance(item, _Marker) else item
+            self._complete(item)
 
     def _next_input(self) -> _Input:
-        """Wait for the next chunk or marker from the loop (bounded by the read timeouts)."""
-        timeout, notice = self._read_timeout()
+        """Wait for the next chunk or marker from the loop.
+
+        Raises:
+            _Silent: nothing came within the first-line or idle timeout.
+        """
+        timeout, silence = self._silence_timeout()
         with self._flow:
             self._waiting = True
             try:
@@ -564,44 +434,15 @@ class SshSession(Session):
                             self._reading_paused = False
                             self._schedule(self._resume_reading)
                     return item
-                if self._closed:
+                if self._closed or silence is None:
                     return _HARD_EOF
             finally:
                 self._waiting = False
-        self._time_out(notice)
-        return _HARD_EOF
-
-    def _read_timeout(self) -> tuple[float | None, str]:
-        """How long to wait for input, and what to tell the user when it runs out."""
-        idle = self._ssh.idle_timeout
-        timeout, notice = idle, ""
-        if idle is not None:
-            notice = f"*** idle for {idle:g} s; disconnecting"
-        if self._first_line_deadline is not None:
-            left = max(0.0, self._first_line_deadline - time.monotonic())
-            if timeout is None or left < timeout:
-                first = self._ssh.first_line_timeout
-                timeout = left
-                notice = f"*** nothing typed within {first:g} s; disconnecting"
-        return timeout, notice
+        raise silence
 
     def _resume_reading(self) -> None:
         if not self._gone:
             self._channel.resume_reading()
-
-    def _interrupted(self) -> None:
-        # Ctrl-C drops the line being typed and shows the prompt again, as on telnet.
-        self._write("^C\n" + self._shown if self.line_editing else "\n" + self._shown)
-        self._flush()
-
-    def _time_out(self, notice: str) -> None:
-        _log.info("session %d (%s) disconnected: %s", self.id, self.peer_text, notice)
-        try:
-            self._notify(notice, redraw=False)
-        except (ConnectionClosed, OSError):
-            pass
-        self._mark_closed("timeout")
-        self._shutdown()
 
     # -- called by the loop ------------------------------------------------------------
 
@@ -687,14 +528,12 @@ class SshSession(Session):
 
     def _mark_closed(self, reason: str) -> None:
         with self._flow:
-            if not self._closed:
-                self._closed = True
-                self._close_reason = reason
-            self._flow.notify_all()
+            super()._mark_closed(reason)
+            self._flow.notify_all()  # wakes the reader and a writer waiting for room
 
-    def _shutdown(self) -> None:
-        """Disconnect (any thread): the program sees end of input at its next read."""
-        self._mark_closed("closed")
+    def _end(self, reason: str) -> None:
+        """Disconnect after the output handed over so far (any thread); the program sees EOF."""
+        self._mark_closed(reason)
         self._call_soon(self._close_channel)
 
     def _abort_connection(self) -> None:
@@ -706,8 +545,7 @@ class SshSession(Session):
 
     def _close_socket(self) -> None:
         # The program ended: send its exit status and close the channel.
-        self._mark_closed("program ended")
-        self._call_soon(self._close_channel)
+        self._end("program ended")
 
     def _close_channel(self) -> None:
         if self._gone:
@@ -764,7 +602,7 @@ def _make_channel_session(server: SshConsoleServer, connection: _Connection) -> 
         def connection_made(self, chan: Any) -> None:
             self.channel = chan
             # pause_writing above max_output: the program's writes then wait for room.
-            chan.set_write_buffer_limits(high=server.max_output)
+            chan.set_write_buffer_limits(high=server.policy.max_output)
 
         def pty_requested(self, term_type: str, term_size: Any, term_modes: Any) -> bool:
             self.term_type = term_type or None
@@ -898,7 +736,9 @@ def _make_server_factory(server: SshConsoleServer) -> Callable[[], Any]:
                 return False
             # An address that failed recently waits before any verdict, whatever the
             # connection: reconnecting does not reset the count.
-            wait = server._login_wait(self.connection.peer[0])
+            address = self.connection.peer[0]
+            with server._lock:
+                wait = server._admission.login_wait(address, time.monotonic())
             if wait > 0:
                 await asyncio.sleep(wait)
             try:
@@ -907,11 +747,12 @@ def _make_server_factory(server: SshConsoleServer) -> Callable[[], Any]:
             except Exception:
                 _log.exception("the password check failed for user %r", username)
                 ok = False
-            address = self.connection.peer[0]
-            if ok:
-                server._login_failures.pop(address, None)
-            else:
-                delay = server._login_failed(address)
+            with server._lock:
+                if ok:
+                    server._admission.login_succeeded(address)
+                else:
+                    delay = server._admission.login_failed(address, time.monotonic())
+            if not ok:
                 _log.info("wrong password for %r from %s; answer in %g s", username, address, delay)
                 await asyncio.sleep(delay)
             return ok
@@ -927,7 +768,7 @@ def _make_server_factory(server: SshConsoleServer) -> Callable[[], Any]:
 # -- the server ------------------------------------------------------------------------
 
 
-class SshConsoleServer:
+class SshConsoleServer(_SessionHost[SshSession]):
     """Serve a console program to SSH clients, one fresh instance per session.
 
     Args:
@@ -998,44 +839,30 @@ class SshConsoleServer:
         session_stack_size: int | None = None,
     ) -> None:
         asyncssh = _asyncssh()
-        if not callable(app):
-            raise TypeError(f"app must be a cmd.Cmd subclass or a callable, got {app!r}")
-        if max_clients is not None and max_clients < 1:
-            raise ValueError(f"max_clients must be None or >= 1, got {max_clients!r}")
-        if max_per_address == "auto":
-            # As telnet: a tenth of the seats (at least 1); no limit without max_clients.
-            per_address = None if max_clients is None else max(1, max_clients // 10)
-        elif max_per_address is None or (isinstance(max_per_address, int) and max_per_address >= 1):
-            per_address = max_per_address
-        else:
-            raise ValueError(
-                f"max_per_address must be None, 'auto' or >= 1, got {max_per_address!r}"
-            )
-        for name, value in (
-            ("first_line_timeout", first_line_timeout),
-            ("idle_timeout", idle_timeout),
-        ):
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be None or > 0 seconds, got {value!r}")
-        if not write_timeout > 0:
-            raise ValueError(f"write_timeout must be > 0 seconds, got {write_timeout!r}")
-        if max_output < 1024:
-            raise ValueError(f"max_output must be >= 1024 characters, got {max_output!r}")
-        if not 0 <= login_delay <= max_login_delay:
-            raise ValueError(
-                f"login_delay must be >= 0 and max_login_delay >= login_delay, got "
-                f"{login_delay!r} and {max_login_delay!r}"
-            )
+        policy = SessionPolicy(
+            max_clients=max_clients,
+            max_per_address=max_per_address,
+            first_line_timeout=first_line_timeout,
+            idle_timeout=idle_timeout,
+            write_timeout=write_timeout,
+            max_output=max_output,
+            login_delay=login_delay,
+            max_login_delay=max_login_delay,
+        )
+        super().__init__(
+            app,
+            policy,
+            intro=intro,
+            prompt=prompt,
+            stdio=stdio,
+            session_stack_size=session_stack_size,
+        )
         if not login_timeout > 0:
             raise ValueError(f"login_timeout must be > 0 seconds, got {login_timeout!r}")
         if max_line < 1:
             raise ValueError(f"max_line must be >= 1, got {max_line!r}")
         if history < 0:
             raise ValueError(f"history must be >= 0 lines, got {history!r}")
-        _check_stack_size(session_stack_size)
-        self.session_stack_size = session_stack_size
-        if stdio not in ("streams", "builtins", "none"):
-            raise ValueError(f"stdio must be 'streams', 'builtins' or 'none', got {stdio!r}")
         if check_password is not None and not callable(check_password):
             raise TypeError("check_password must be a callable (username, password) -> bool")
         if authorized_keys is None and check_password is None and not allow_anonymous:
@@ -1043,13 +870,9 @@ class SshConsoleServer:
                 "no way to log in: give authorized_keys=, check_password=, or "
                 "allow_anonymous=True to let anyone in"
             )
-        self.app = app
-        self.intro = intro
-        self.prompt = prompt
-        self.max_clients = max_clients
-        self.max_per_address = per_address
+        # The limits stay readable here too (they are the policy's).
+        self.max_per_address = policy.address_limit
         self.first_line_timeout = first_line_timeout
-        self.idle_timeout = idle_timeout
         self.write_timeout = write_timeout
         self.max_output = max_output
         self.login_delay = login_delay
@@ -1075,19 +898,9 @@ class SshConsoleServer:
         self.host_key_path = Path(host_key)
         self.host_key_created = created
         self.host_key_fingerprint: str = key.get_fingerprint("sha256")
-        self._stdio = stdio
-        self._lock = threading.Lock()
-        self._sessions: dict[int, SshSession] = {}
-        self._threads: set[threading.Thread] = set()
         self._connections: set[_Connection] = set()
         self._per_address: collections.Counter[str] = collections.Counter()  # connections
-        self._sessions_from: collections.Counter[str] = collections.Counter()
-        # address -> (failures in a row, answer not before, last failure); loop only.
-        self._login_failures: dict[str, tuple[int, float, float]] = {}
-        self._ids = itertools.count(1)
-        self._stopping = threading.Event()
         self._stopped = threading.Event()
-        self._routing_installed = False
         self._started = False
         self._options: dict[str, object] = dict(
             server_host_keys=[key],
@@ -1155,19 +968,16 @@ class SshConsoleServer:
             self._stopping.set()
             sessions = list(self._sessions.values())
         for session in sessions:
-            session._shutdown()
+            session._end("the server is stopping")
         if first and self._loops.running:
             try:
                 self._loops.run(self._close_all(), max(0.05, deadline - time.monotonic()))
             except (TimeoutError, RuntimeError):
                 pass  # a stuck close: the loop's stop below ends it anyway
-        me = threading.current_thread()
+        self._join_sessions(deadline)
         with self._lock:
-            threads = list(self._threads)
-        for thread in threads:
-            if thread is not me:
-                thread.join(max(0.0, deadline - time.monotonic()))
-        if not first and me not in threads and not self._loops.in_loop_thread():
+            in_session = threading.current_thread() in self._threads
+        if not first and not in_session and not self._loops.in_loop_thread():
             # Another thread is closing: return when it is done (loop stopped, standard
             # streams restored), as the first caller does. A session's thread (or the
             # loop's) does not wait: the first caller may be waiting for it.
@@ -1179,59 +989,12 @@ class SshConsoleServer:
                 self._uninstall_routing()
             self._stopped.set()
 
-    def stop(self, timeout: float = 1.0) -> None:
-        """Deprecated alias of :meth:`close` (sockwork's servers ``start()`` and ``close()``)."""
-        warnings.warn(
-            "SshConsoleServer.stop() is deprecated: call close() (same arguments)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        self.close(timeout)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @property
-    def sessions(self) -> list[SshSession]:
-        """The sessions open now, oldest first (a snapshot)."""
-        with self._lock:
-            return list(self._sessions.values())
-
-    def broadcast(self, text: str) -> int:
-        """Show ``text`` to every connected user; returns how many got it."""
-        sent = 0
-        for session in self.sessions:
-            try:
-                session.send(text)
-                sent += 1
-            except (ConnectionClosed, OSError):
-                pass
-        return sent
-
     @property
     def running(self) -> bool:
         """True while the server accepts clients."""
         return self._loops.running and not self._stopping.is_set()
 
     # -- internals -----------------------------------------------------------------
-
-    def _install_routing(self) -> None:
-        if self._stdio != "none" and not self._routing_installed:
-            routing.install(self._stdio)
-            self._routing_installed = True
-
-    def _uninstall_routing(self) -> None:
-        if self._routing_installed and self._stdio != "none":
-            self._routing_installed = False
-            routing.uninstall(self._stdio)
 
     async def _close_all(self) -> None:
         if self._listener is None:
@@ -1255,42 +1018,17 @@ class SshConsoleServer:
                 return "the server is stopping"
             # Connections count against max_clients too (with room for the sessions
             # that are ending), so unauthenticated clients cannot pile up.
-            if self.max_clients is not None and len(self._connections) >= self.max_clients + 8:
+            max_clients = self.policy.max_clients
+            if max_clients is not None and len(self._connections) >= max_clients + 8:
                 return f"{len(self._connections)} connections open"
             # Two more connections than sessions per address: the one over the limit
             # is told why (at its session) rather than cut off at connect.
-            if (
-                self.max_per_address is not None
-                and self._per_address[address] >= self.max_per_address + 2
-            ):
+            per_address = self.policy.address_limit
+            if per_address is not None and self._per_address[address] >= per_address + 2:
                 return f"{self._per_address[address]} connections from this address"
             self._connections.add(connection)
             self._per_address[address] += 1
         return None
-
-    def _login_wait(self, address: str) -> float:
-        """Seconds ``address`` must still wait before its next password is checked (loop)."""
-        now = time.monotonic()
-        failures = self._login_failures.get(address)
-        if failures is None:
-            return 0.0
-        if now - failures[2] > _FORGET_FAILURES_AFTER:
-            del self._login_failures[address]
-            return 0.0
-        return max(0.0, failures[1] - now)
-
-    def _login_failed(self, address: str) -> float:
-        """Count a wrong password from ``address``; return the seconds before the answer (loop)."""
-        now = time.monotonic()
-        previous = self._login_failures.pop(address, None)
-        count = 1
-        if previous is not None and now - previous[2] <= _FORGET_FAILURES_AFTER:
-            count = previous[0] + 1
-        delay = min(self.login_delay * float(2 ** min(count - 1, 64)), self.max_login_delay)
-        self._login_failures[address] = (count, now + delay, now)  # last: oldest stay first
-        while len(self._login_failures) > _MAX_FAILING_ADDRESSES:
-            del self._login_failures[next(iter(self._login_failures))]
-        return delay
 
     def _forget_connection(self, connection: _Connection) -> None:
         with self._lock:
@@ -1305,19 +1043,11 @@ class SshConsoleServer:
     ) -> SshSession | None:
         """Start a session's program thread (in the loop), or tell the client we are busy."""
         with self._lock:
-            refusal = None
-            if self._stopping.is_set():
-                refusal = "*** the server is stopping\n"
-            elif self.max_clients is not None and len(self._sessions) >= self.max_clients:
-                refusal = f"*** server busy ({self.max_clients} sessions); try again later\n"
-            elif (
-                self.max_per_address is not None
-                and self._sessions_from[connection.peer[0]] >= self.max_per_address
-            ):
-                refusal = (
-                    f"*** too many sessions from {connection.peer[0]} "
-                    f"({self.max_per_address}); try again later\n"
-                )
+            refusal = (
+                "*** the server is stopping"
+                if self._stopping.is_set()
+                else self._admission.refusal(connection.peer[0])
+            )
             if refusal is None:
                 session = SshSession(
                     self,
@@ -1332,51 +1062,9 @@ class SshConsoleServer:
                 )
                 connection.sessions += 1
                 connection.had_session = True
-                thread = _session_thread(
-                    self._run_session,
-                    session,
-                    name=f"sockwork-ssh-session-{session.id}",
-                    stack_size=self.session_stack_size,
-                )
-                session._thread = thread
-                # Under the lock: close() never joins an unstarted thread.
-                _start_session_thread(thread, self.session_stack_size)
-                self._sessions[session.id] = session
-                self._sessions_from[connection.peer[0]] += 1
-                self._threads.add(thread)
+                self._start_session(session, f"sockwork-ssh-session-{session.id}")
                 return session
-        channel.write(refusal)
+        channel.write(refusal + "\n")
         channel.exit(1)  # the client closes the connection, or opens another session
         connection.had_session = True
         return None
-
-    def _run_session(self, session: SshSession) -> None:
-        failure: BaseException | None = None
-        try:
-            with routing.bind(session.streams):
-                try:
-                    _run_program(self.app, session, intro=self.intro, prompt=self.prompt)
-                except (ConnectionClosed, EOFError, OSError):
-                    pass  # the client left or the server stops: nothing to report
-                except BaseException as error:  # the program crashed: log it, not the client
-                    failure = error
-                    try:
-                        session._notify("*** internal error; the session ends", redraw=False)
-                    except (ConnectionClosed, OSError):
-                        pass
-                try:
-                    session._flush()
-                except (ConnectionClosed, OSError):
-                    pass
-            if failure is not None:
-                _log.error(
-                    "session %d (%s) crashed", session.id, session.peer_text, exc_info=failure
-                )
-        finally:
-            session._close_socket()
-            with self._lock:
-                if self._sessions.pop(session.id, None) is not None:
-                    self._sessions_from[session.peer[0]] -= 1
-                    if self._sessions_from[session.peer[0]] <= 0:
-                        del self._sessions_from[session.peer[0]]
-                self._threads.discard(threading.current_thread())

@@ -25,15 +25,18 @@ class LineDiscipline:
 
     Args:
         flush_at: characters buffered before a write goes out without a newline.
+        echo_interrupt: show ``^C`` for Ctrl-C, as a terminal does; for a server-side
+            line editor (SSH), where the client shows nothing itself.
 
     Raises:
         ValueError: ``flush_at`` is below 0.
     """
 
-    def __init__(self, flush_at: int = FLUSH_AT) -> None:
+    def __init__(self, flush_at: int = FLUSH_AT, *, echo_interrupt: bool = False) -> None:
         if flush_at < 0:
             raise ValueError(f"flush_at must be >= 0 characters, got {flush_at!r}")
         self.flush_at = flush_at
+        self.echo_interrupt = echo_interrupt
         self._pending: list[str] = []
         self._size = 0
 
@@ -74,10 +77,9 @@ class LineDiscipline:
             message += shown
         return message
 
-    @staticmethod
-    def interrupted(prompt: str) -> str:
+    def interrupted(self, prompt: str) -> str:
         """The answer to Ctrl-C while the program reads: a new line and the prompt again."""
-        return "\n" + prompt
+        return ("^C\n" if self.echo_interrupt else "\n") + prompt
 
     @staticmethod
     def line_too_long(size: int, limit: int, prompt: str) -> str:

@@ -41,7 +41,7 @@ from sockwork.frames._ending import closed_error, end_error
 from sockwork.frames._queue import ReceiveQueue, SendQueue
 from sockwork.frames._reactor import Reactor, attach
 from sockwork.frames._sock import HAS_SENDMSG, RECV_SIZE, WOULD_BLOCK, Flag, TranslateErrors
-from sockwork.frames.codec import NEED_DATA, FrameDecoder, Message
+from sockwork.frames.codec import FrameDecoder, Message
 
 __all__ = ["Channel"]
 
@@ -272,16 +272,16 @@ class Channel:
         self, cause: BaseException | None
     ) -> tuple[list[Message], int, BaseException | None]:
         """Take the decoder's complete messages, their size, and the error that ended it."""
-        next_message = self._decoder.next_message
+        next_messages = self._decoder.next_messages
         messages: list[Message] = []
         size = 0
         try:
             while True:
-                message = next_message()
-                if message is NEED_DATA:
+                batch = next_messages()
+                if not batch:
                     break
-                messages.append(message)
-                size += len(message)
+                messages += batch
+                size += sum(map(len, batch))
         except (ConnectionClosed, MessageTooLarge, ProtocolError) as exc:
             # Whether the end is hard (drops the outbox) is the caller's decision, not
             # ``fatal``: after EOF inside a frame, queued sends still go out.

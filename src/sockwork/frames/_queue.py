@@ -300,6 +300,23 @@ class ReceiveQueue(deque[M]):
             self._resume()
         return message
 
+    def take_all(self) -> list[M]:
+        """Take every queued message at once; their bytes stay counted until :meth:`release`.
+
+        A reader that hands messages out from a batch of its own keeps the queue's bound
+        this way: what it holds counts against ``high`` until it has handed it out.
+        """
+        batch = list(self)
+        deque.clear(self)
+        return batch
+
+    def release(self, size: int) -> None:
+        """Stop counting ``size`` bytes taken by :meth:`take_all`; resume at the low mark."""
+        self.size -= size
+        if self.paused and self.size <= self.low:
+            self.paused = False
+            self._resume()
+
     def clear(self) -> None:
         """Drop every queued message (no callback is called)."""
         super().clear()

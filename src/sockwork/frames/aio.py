@@ -30,6 +30,8 @@ own buffer, so bytes are received straight into it; no ``readexactly``.
 #   transport's own). While a tail is pending nothing else is written (frames stay in
 #   order): small frames wait in _pending, a large send waits for the tail, close() closes
 #   after it; connection_lost and abort() drop it.
+# - Complete messages are taken from the decoder a batch at a time (``next_messages``:
+#   small frames of at most 16 KiB of data) into ``_ready``, which recv() pops first.
 # - A reset is EOF plus a cause: messages already buffered are still returned, then
 #   IncompleteMessage/ConnectionClosed is raised ``from`` the OSError.
 # - A MessageServer bounds what it serves: ``max_connections`` counts running handlers
@@ -48,6 +50,7 @@ import asyncio
 import os
 import socket
 import sys
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Generic, TypeVar, cast, overload
 
@@ -57,10 +60,10 @@ from sockwork.frames._queue import DEFAULT_MAX_BUFFERED, MemoryBudget
 from sockwork.frames.codec import (
     _CHUNK,
     DEFAULT_MAX_SIZE,
-    NEED_DATA,
     Format,
     FrameDecoder,
     FrameEncoder,
+    Message,
     Payload,
 )
 from sockwork.frames.payload import BYTES, Codec, _maybe_decode
@@ -320,6 +323,8 @@ class MessageStream(Generic[T]):
         self._decode = _maybe_decode(codec, self.format)
         self._raw = codec is BYTES  # bytes go to the encoder as they are
         self._loop = protocol.loop
+        # Whole messages taken from the decoder in one batch, not yet returned by recv().
+        self._ready: deque[Message] = deque()
         self._pending: list[Payload] = []
         self._pending_size = 0
         self._closing = False
@@ -426,7 +431,11 @@ class MessageStream(Generic[T]):
             the same as :meth:`send`; on MessageTooLarge or TypeError nothing was sent.
         """
         encode = self.codec.encode
-        data = self._encoder.send_many([encode(m) for m in messages])
+        if self._raw:  # bytes go to the encoder as they are (BYTES would return them)
+            batch = [m if type(m) is bytes else encode(m) for m in messages]
+        else:
+            batch = [encode(m) for m in messages]
+        data = self._encoder.send_many(batch)  # type: ignore[arg-type]
         self._check_can_send()
         self._queue(data)
         if self._protocol.write_paused:
@@ -478,11 +487,16 @@ class MessageStream(Generic[T]):
         Messages that arrived whole before a fault are returned before it is raised.
         The connection is closed when one of the last three is raised.
         """
+        ready = self._ready
+        if ready:  # hot path: a message of the last batch
+            message = ready.popleft()
+            decode = self._decode
+            return message if decode is None else decode(message)  # type: ignore[return-value]
         decoder = self._decoder
         protocol = self._protocol
         while True:
             try:
-                message = decoder.next_message()
+                messages = decoder.next_messages()
             except (ConnectionClosed, ProtocolError, MessageTooLarge) as exc:
                 error, fatal = end_error(
                     exc,
@@ -494,9 +508,13 @@ class MessageStream(Generic[T]):
                 if fatal:
                     self._fail(error)
                 raise error  # noqa: B904 (end_error set __cause__ as the policy wants)
-            if message is not NEED_DATA:
+            if messages:
                 if protocol.charged:
-                    protocol.account()  # the message's memory may be free now
+                    protocol.account()  # the messages' memory may be free now
+                message = messages[0]
+                if len(messages) > 1:
+                    ready.extend(messages)
+                    ready.popleft()
                 decode = self._decode
                 return message if decode is None else decode(message)  # type: ignore[return-value]
             if self._fault is not None:

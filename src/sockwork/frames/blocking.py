@@ -10,7 +10,12 @@ sockwork errors.
 # - Sends hold ``_send_lock`` for the whole frame, so frames from several threads never
 #   interleave. Receives hold ``_recv_lock``; one reader at a time is the normal use.
 # - Received bytes go straight into the decoder's buffer (``recv_into(get_buffer())``): the
-#   only copies are kernel -> buffer and buffer -> the returned message.
+#   only copies are kernel -> buffer and buffer -> the returned message (small messages:
+#   via one bytes copy of at most 16 KiB per batch, see FrameDecoder._take_batch).
+# - Complete messages are taken from the decoder a batch at a time (``next_messages``)
+#   into ``_ready``; recv() pops from it without the lock while it is not empty. The
+#   decoder raises an error only once the messages before it were taken, so messages
+#   always come out before the error that follows them.
 # - Large payloads go out with ``sendmsg([header, payload])``: the payload is never copied.
 # - A reset while receiving is treated like EOF plus a cause: messages already buffered are
 #   still returned, then IncompleteMessage/ConnectionClosed is raised ``from`` the OSError.
@@ -22,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Generic, TypeVar, overload
 
@@ -30,10 +36,10 @@ from sockwork.frames._ending import closed_error, end_error, is_clean_close
 from sockwork.frames._sock import COPY_LIMIT, HAS_SENDMSG, RECV_SIZE, TranslateErrors, prepare
 from sockwork.frames.codec import (
     DEFAULT_MAX_SIZE,
-    NEED_DATA,
     Format,
     FrameDecoder,
     FrameEncoder,
+    Message,
     Payload,
 )
 from sockwork.frames.payload import BYTES, Codec, _maybe_decode
@@ -108,6 +114,8 @@ class MessageSocket(Generic[T]):
         self._closed = False
         self._fault: BaseException | None = None  # sticky error that closed the connection
         self._recv_error: OSError | None = None  # why the receive side ended, if not EOF
+        # Whole messages taken from the decoder in one batch, not yet returned by recv().
+        self._ready: deque[Message] = deque()
         self._decode = _maybe_decode(self.codec, self.format)
         self._raw = codec is BYTES  # bytes go to the encoder as they are
         self._send_errors = TranslateErrors(
@@ -187,7 +195,11 @@ class MessageSocket(Generic[T]):
             the same as :meth:`send`; on MessageTooLarge or TypeError nothing was sent.
         """
         encode = self.codec.encode
-        data = self._encoder.send_many([encode(m) for m in messages])
+        if self._raw:  # bytes go to the encoder as they are (BYTES would return them)
+            batch = [m if type(m) is bytes else encode(m) for m in messages]
+        else:
+            batch = [encode(m) for m in messages]
+        data = self._encoder.send_many(batch)  # type: ignore[arg-type]
         with self._send_lock:
             if self._closed:
                 self._check_open()
@@ -212,11 +224,26 @@ class MessageSocket(Generic[T]):
         Messages that arrived whole before a fault are returned before it is raised.
         The connection is closed when one of the last three is raised.
         """
+        ready = self._ready
+        if ready:
+            # Hot path: a message of the last batch. popleft() is atomic, so this needs
+            # no lock; two threads receiving at once each get different messages.
+            try:
+                message = ready.popleft()
+            except IndexError:  # another thread took the last one
+                pass
+            else:
+                decode = self._decode
+                return message if decode is None else decode(message)  # type: ignore[return-value]
         with self._recv_lock:
             decoder = self._decoder
             while True:
+                if ready:  # filled by another thread meanwhile
+                    message = ready.popleft()
+                    decode = self._decode
+                    return message if decode is None else decode(message)  # type: ignore[return-value]
                 try:
-                    message = decoder.next_message()
+                    messages = decoder.next_messages()
                 except (ConnectionClosed, ProtocolError, MessageTooLarge) as exc:
                     error, fatal = end_error(
                         exc,
@@ -228,9 +255,9 @@ class MessageSocket(Generic[T]):
                     if fatal:
                         self._fail(error)
                     raise error  # noqa: B904 (end_error set __cause__ as the policy wants)
-                if message is not NEED_DATA:
-                    decode = self._decode
-                    return message if decode is None else decode(message)  # type: ignore[return-value]
+                if messages:
+                    ready.extend(messages)
+                    continue
                 self._check_open()
                 self._fill()
 

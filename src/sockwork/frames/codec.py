@@ -52,6 +52,7 @@ from __future__ import annotations
 import enum
 import io
 import struct
+from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Final, TypeAlias
 
@@ -81,6 +82,8 @@ _LARGE: Final = _CHUNK  # payloads larger than this get a buffer of their own
 _MAX_VIEW: Final = 256 * 1024  # largest view get_buffer() offers beyond what was asked
 _GROWTH: Final = 4  # a large frame's buffer grows to this times what arrived (or +64 KiB)
 _JUMP: Final = 16  # ... and to the whole frame once that is at most this times what arrived
+_BATCH_BELOW: Final = 1024  # a U32 frame with a smaller payload starts a batch (see _take_batch)
+_BATCH_BYTES: Final = 16 * 1024  # bytes of the buffer one batch decodes, at most
 _U32 = struct.Struct(">I")
 _pack_u32 = _U32.pack
 _unpack_u32 = _U32.unpack_from
@@ -374,6 +377,10 @@ class FrameDecoder:
         self._final_size = 0  # bytes allocated in _final
         self._got = 0  # payload bytes of the large frame received so far
         self._into_final = False  # the last get_buffer() view was into _final
+        # Small U32 messages decoded together by _take_batch, not yet returned, and the
+        # sum of their lengths.
+        self._ready: deque[bytes] = deque()
+        self._ready_size = 0
 
     def __repr__(self) -> str:
         return (
@@ -384,7 +391,7 @@ class FrameDecoder:
     @property
     def buffered(self) -> int:
         """Number of received bytes not yet returned as messages."""
-        return self._end - self._start + self._got
+        return self._end - self._start + self._got + self._ready_size
 
     @property
     def missing(self) -> int:
@@ -403,8 +410,9 @@ class FrameDecoder:
 
     @property
     def capacity(self) -> int:
-        """Bytes allocated for received data now (the buffer, and a large frame's own)."""
-        return len(self._buf) + self._final_size
+        """Bytes allocated for received data now (the buffer, a large frame's own, and
+        decoded messages not yet returned)."""
+        return len(self._buf) + self._final_size + self._ready_size
 
     @property
     def commitment(self) -> int:
@@ -710,6 +718,11 @@ class FrameDecoder:
         The last three are sticky: the stream cannot be resynchronised, so every
         later call raises the same exception.
         """
+        ready = self._ready
+        if ready:
+            taken = ready.popleft()
+            self._ready_size -= len(taken)
+            return taken
         if self._error is not None:
             raise self._error
         if self._large:
@@ -743,6 +756,9 @@ class FrameDecoder:
             self._plen = plen
             return self._need_data() if len(self._buf) <= _CHUNK else self._shrink_need()
         self._hlen = 0
+        if plen < _BATCH_BELOW and self._u32 and self._end - end >= 4:
+            # Another header follows: take every small frame buffered in one loop.
+            return self._take_batch()
         if self._end == end:
             # Buffer drained: restart at offset 0 so it never needs compacting.
             self._start = self._end = 0
@@ -759,6 +775,73 @@ class FrameDecoder:
         if self._text:
             return self._decode_text(self._view[start:end])
         return bytes(self._view[start:end])
+
+    def next_messages(self) -> list[Message]:
+        """Return the next complete messages, oldest first; ``[]`` when none is buffered.
+
+        One call hands out a batch (the small frames of up to 16 KiB of buffered data,
+        decoded in one loop, or one larger message): call it again until it returns
+        ``[]``. A front end that queues messages for its callers takes them this way
+        without a method call per message.
+
+        Raises:
+            what :meth:`next_message` raises, and only when no message precedes the
+            error: messages decoded before it are returned first, and the error (sticky,
+            or the clean end) is raised by the next call.
+        """
+        message = self.next_message()
+        if message is NEED_DATA:
+            return []
+        ready = self._ready
+        if not ready:
+            return [message]
+        messages = [message, *ready]
+        ready.clear()
+        self._ready_size = 0
+        return messages
+
+    def _take_batch(self) -> bytes:
+        """Decode the complete U32 frames at ``_start`` in one loop; return the first.
+
+        The caller checked that the first frame is complete and small. Per message this
+        costs a header unpack and a ``bytes`` slice, with no method call and no
+        attribute access: a burst of small messages is taken ~3x faster than by
+        ``next_message`` one at a time. The region is copied once into a ``bytes``
+        object (slicing ``bytes`` is about twice as fast as ``bytes(memoryview[...])``),
+        at most _BATCH_BYTES of it, so the extra memory is bounded; the messages wait
+        in ``_ready``. Anything else (a partial frame, a header over ``max_size``)
+        stops the loop and is left to ``next_message``, which raises errors in order.
+        """
+        start = self._start
+        stop = self._end
+        if stop - start > _BATCH_BYTES:
+            stop = start + _BATCH_BYTES
+        chunk = bytes(self._view[start:stop])
+        size = len(chunk)
+        limit = self.max_size
+        unpack = _unpack_u32
+        ready = self._ready
+        append = ready.append
+        pos = 4  # just past the header of the frame being decoded
+        while pos <= size:
+            end = pos + unpack(chunk, pos - 4)[0]
+            if end > size or end - pos > limit:
+                break
+            append(chunk[pos:end])
+            pos = end + 4
+        consumed = pos - 4
+        count = len(ready)
+        self._ready_size += consumed - 4 * count
+        start += consumed
+        if start == self._end:
+            self._start = self._end = 0
+            if len(self._buf) > _CHUNK:
+                self._shrink()  # a burst is over: give its memory back
+        else:
+            self._start = start
+        message = ready.popleft()
+        self._ready_size -= len(message)
+        return message
 
     def _decode_text(self, data: bytes | memoryview) -> str:
         try:

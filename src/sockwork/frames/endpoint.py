@@ -14,6 +14,10 @@ hooks, handshake) is :mod:`sockwork.compat.stockings`, built on this.
 #   and its rules).
 # - The readiness fd behind fileno() is created on first use and is readable exactly while
 #   recv() would return a message or raise at once.
+# - recv() takes the whole inbox into ``_ready`` under the lock, then hands it out without
+#   the lock; the batch's bytes count in the inbox until it is handed out (``_held``), and
+#   whoever finds ``_ready`` empty under the lock uncounts them and clears the fd
+#   (``_batch_done``). recv() after close() raises at once, as before.
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import sys
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 
@@ -32,7 +37,7 @@ from sockwork.frames._channel import Channel
 from sockwork.frames._ending import is_clean_close
 from sockwork.frames._queue import COPY_LIMIT, frame_buffers
 from sockwork.frames._sock import Flag, prepare
-from sockwork.frames.codec import DEFAULT_MAX_SIZE, Format, FrameDecoder, FrameEncoder
+from sockwork.frames.codec import DEFAULT_MAX_SIZE, Format, FrameDecoder, FrameEncoder, Message
 from sockwork.frames.payload import BYTES, Codec, _maybe_decode
 
 if TYPE_CHECKING:
@@ -123,6 +128,11 @@ class Endpoint(Channel, Generic[T]):
         self._decode = _maybe_decode(self.codec, self.format)
         self._raw = codec is BYTES  # bytes go to the encoder as they are
         self._error_raised = False  # the end's own error was raised once
+        # Messages taken from the inbox in one batch by recv(), handed out without the
+        # lock; their bytes stay counted in the inbox (its bound holds) until the batch is
+        # handed out: _held of them.
+        self._ready: deque[Message] = deque()
+        self._held = 0
         Channel.__init__(self, sock, address, FrameDecoder(format, max_size=max_size), max_queue)
         with _open_lock:
             _open.add(self)
@@ -218,6 +228,7 @@ class Endpoint(Channel, Generic[T]):
             reactor.thread.join(5.0)
         with self._lock:
             self._inbox.clear()
+            self._ready.clear()
             if self._flag is not None:
                 self._flag.close()
                 self._flag = None
@@ -244,18 +255,46 @@ class Endpoint(Channel, Generic[T]):
             MessageTooLarge, ProtocolError: the peer broke the format; the connection is
                 closed.
         """
+        ready = self._ready
+        if ready and not self._closing:
+            # Hot path: a message of the batch taken from the inbox, without the lock
+            # (popleft() is atomic: concurrent callers each get a different message).
+            try:
+                message = ready.popleft()
+            except IndexError:  # another thread took the last one
+                pass
+            else:
+                if not ready:
+                    with self._lock:
+                        self._batch_done()
+                decode = self._decode
+                # An error in decode() consumed one frame; the stream is fine.
+                return message if decode is None else decode(message)  # type: ignore[return-value]
         with self._lock:
-            inbox = self._inbox
-            if not inbox or self._closing:
-                if not self._wait_for_message(timeout):
-                    raise TimedOut(f"no message arrived within {timeout} s", timeout=timeout)
-            message = inbox.get()  # may resume reading (the low water mark)
-            if not inbox and self._flag is not None and self._error is None:
-                self._flag.clear()
-        if self._decode is None:
-            return message  # type: ignore[return-value]
-        # An error in decode() consumed one frame; the stream is fine.
-        return self._decode(message)
+            if not ready or self._closing:
+                if not self._inbox or self._closing:
+                    if not self._wait_for_message(timeout):
+                        raise TimedOut(f"no message arrived within {timeout} s", timeout=timeout)
+                if not ready:
+                    self._batch_done()
+                    # The whole inbox at once: one lock per batch, not per message.
+                    self._held = self._inbox.size
+                    ready.extend(self._inbox.take_all())
+            message = ready.popleft()
+            if not ready:
+                self._batch_done()
+        decode = self._decode
+        return message if decode is None else decode(message)  # type: ignore[return-value]
+
+    def _batch_done(self) -> None:
+        """Once the batch is handed out (lock held): uncount it, clear fileno() if idle."""
+        if self._ready:
+            return  # refilled by another thread meanwhile
+        if self._held:
+            self._inbox.release(self._held)  # may resume reading (the low water mark)
+            self._held = 0
+        if not self._inbox and self._flag is not None and self._error is None:
+            self._flag.clear()
 
     def __iter__(self) -> Iterator[T]:
         """Yield messages until the connection closes cleanly (peer's EOF, or our close()).
@@ -283,7 +322,7 @@ class Endpoint(Channel, Generic[T]):
                 return -1
             if self._flag is None:
                 self._flag = Flag()
-                if self._inbox or self._error is not None:
+                if self._inbox or self._ready or self._error is not None:
                     self._flag.set()
             return self._flag.fileno()
 
