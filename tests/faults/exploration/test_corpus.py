@@ -31,7 +31,10 @@ SLOW = HANGS | {"stale_reply"}
 # schedule then does not always fail on replay (told to the explore engineer).
 # Likewise, 1-byte sends from the client reach the server's single recv as one piece
 # when all of them arrive before it reads: whether the replay fails is thread timing.
-RACY_SHRINK = {"reset_shutdown", "server_one_recv"}
+# accept_loop: a reset on the client's receive kills the server's loop only if the RST
+# reaches the server before it has sent its reply and gone back to accept() (quiet:
+# 0-1 replays of 10 pass; under load, 3 of 5 did once).
+RACY_SHRINK = {"accept_loop", "reset_shutdown", "server_one_recv"}
 
 
 def _params(names: set[str], *, slow: set[str]) -> list[object]:
