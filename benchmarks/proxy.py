@@ -10,7 +10,7 @@ Each path carries (1) bulk transfers: the client pushes ``--mib`` MiB in 1 MiB
 trips to an echo server (TCP_NODELAY everywhere). The proxy and socat each run in their
 own process, as a user would run them; the servers and the client share this process.
 HAProxy (Debian ``haproxy``, installed by ``make bench``) runs in TCP mode with
-``option splice-request`` and ``option splice-response``: a production relay in C that
+``option splice-request``, ``option splice-response`` and 1 MiB pipes: a production relay in C that
 moves bytes with splice too, so its row shows what any relay can reach on this machine.
 A relay that is not installed is skipped with a message and its figures are "not measured".
 Targets (issue 4): proxy >= 0.5x direct throughput and within 2x of socat; added median
@@ -159,13 +159,14 @@ def haproxy_binary() -> str | None:
 
 @contextmanager
 def haproxy_relay(upstream: tuple[str, int]) -> Iterator[tuple[str, int]]:
-    """HAProxy in TCP mode, splicing both directions (its defaults otherwise)."""
+    """HAProxy in TCP mode, splicing both directions through 1 MiB pipes (else its defaults)."""
     binary = haproxy_binary()
     assert binary is not None
     port = free_port()
     config = (
         "global\n"
         "    maxconn 256\n"
+        "    tune.pipesize 1048576\n"  # 1 MiB kernel pipes, as the proxy's and the floor's
         "defaults\n"
         "    mode tcp\n"
         "    timeout connect 5s\n"

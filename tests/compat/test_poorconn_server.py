@@ -12,7 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from sockwork.compat.poorconn import close_upon_acceptance, delay_before_sending_upon_acceptance
+from sockwork.compat.poorconn import (
+    close_upon_acceptance,
+    delay_before_sending_upon_acceptance,
+    make_socket_patchable,
+)
 from sockwork.compat.poorconn.server import HTTPServer, Server, serve, simulation_of, url_of
 from tests.conftest import IN_CI
 
@@ -193,17 +197,41 @@ def test_single_threaded_server_serves_one_request_at_a_time(site: Path) -> None
 
 
 def test_threaded_server_serves_requests_concurrently(site: Path) -> None:
-    (site / "slow.txt").write_bytes(b"x" * 10)
-    slow = simulation_of(delay_before_sending_upon_acceptance, 0.2, 1024)
-    with serve(site, simulation=slow) as server:
-        threads = [threading.Thread(target=get, args=(server, "/slow.txt")) for _ in range(2)]
-        start = time.monotonic()
+    # Each connection's first sendall waits until two responses are being sent at
+    # once: only a server that handles both requests at the same time gets them
+    # through (no timing bound: a loaded machine cannot make this fail).
+    both_sending = threading.Barrier(2, timeout=10)
+
+    def meet_before_sending(s: socket.socket) -> None:
+        accept = s.accept
+
+        def accept_and_meet() -> tuple[socket.socket, object]:
+            conn, address = accept()
+            conn = make_socket_patchable(conn)
+            sendall = conn.sendall
+
+            def meet_then_sendall(data: bytes, *args: int) -> None:
+                conn.sendall = sendall  # type: ignore[method-assign]
+                both_sending.wait()
+                sendall(data, *args)
+
+            conn.sendall = meet_then_sendall  # type: ignore[method-assign]
+            return conn, address
+
+        s.accept = accept_and_meet  # type: ignore[method-assign]
+
+    results: list[tuple[int, bytes]] = []
+    with serve(site, simulation=simulation_of(meet_before_sending)) as server:
+        threads = [
+            threading.Thread(target=lambda: results.append(get(server, "/hello.txt", timeout=20)))
+            for _ in range(2)
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        elapsed = time.monotonic() - start
-    assert elapsed < 4 * 0.2 * 0.9
+    assert results == [(200, b"hello, poor network\n")] * 2
+    assert not both_sending.broken
 
 
 def test_log_requests_writes_access_lines_to_stderr(

@@ -37,6 +37,10 @@ REPO = HERE.parent.parent
 CACHE = Path(os.environ.get("SOCKWORK_PEER_CACHE", REPO / ".venv" / "peer-suites"))
 SHIM = HERE / "poorconn_shim"
 LOCK = Path(tempfile.gettempdir()) / "sockwork-poorconn-suite.lock"
+# The suite takes ~280 s. After a failing test, its http_server fixture can wait for
+# ever in teardown (shutdown() of a server whose serve_forever() never ran), and
+# pytest-timeout's --timeout was seen not to end that wait: this bounds the run.
+RUN_TIMEOUT = 900
 
 
 CHECK = """
@@ -141,7 +145,11 @@ def main(args: list[str]) -> int:
             if waited > 1:
                 print(f"waited {waited:.0f} s for another run of poorconn's suite", flush=True)
             print(f"poorconn {VERSION}'s test suite against sockwork.compat.poorconn:", flush=True)
-            return subprocess.run(command, cwd=root, env=env).returncode
+            try:
+                return subprocess.run(command, cwd=root, env=env, timeout=RUN_TIMEOUT).returncode
+            except subprocess.TimeoutExpired:  # subprocess.run has killed pytest
+                print(f"poorconn's suite did not finish in {RUN_TIMEOUT} s: killed", flush=True)
+                return 1
 
 
 if __name__ == "__main__":

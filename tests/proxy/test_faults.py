@@ -31,6 +31,9 @@ from sockwork.proxy import FaultProxy
 from tests.proxy.conftest import MakeUpstream, Upstream, recv_all, recv_exactly
 
 
+# Latency bounds: below, the fault's own value (a delay is never shorter); above,
+# generous (a loaded machine stretches any round trip; only a gross over-delay
+# fails). "No latency" means shorter than the smallest latency the test applies.
 def round_trip(client: socket.socket, payload: bytes = b"ping") -> float:
     started = time.monotonic()
     client.sendall(payload)
@@ -43,20 +46,20 @@ def test_latency_downstream_delays_each_reply(echo_server: Upstream) -> None:
         proxy.add(Latency(0.2), direction="downstream")
         with socket.create_connection(proxy.address, timeout=5) as client:
             elapsed = round_trip(client)
-    assert 0.19 <= elapsed < 0.6
+    assert 0.19 <= elapsed < 1.5
 
 
 def test_latency_added_to_an_open_connection_and_removed(echo_server: Upstream) -> None:
     with FaultProxy(upstream=echo_server.address) as proxy:
         with socket.create_connection(proxy.address, timeout=5) as client:
-            assert round_trip(client) < 0.15
+            assert round_trip(client) < 0.19
             name = proxy.add(Latency(0.2), direction="upstream")
             assert name == "latency_upstream"
-            assert 0.19 <= round_trip(client) < 0.6
+            assert 0.19 <= round_trip(client) < 1.5
             proxy.update(name, Latency(0.3))
-            assert 0.29 <= round_trip(client) < 0.7
+            assert 0.29 <= round_trip(client) < 1.5
             proxy.remove(name)
-            assert round_trip(client) < 0.15
+            assert round_trip(client) < 0.19
 
 
 def test_scope_new_spares_open_connections(echo_server: Upstream) -> None:
@@ -64,7 +67,7 @@ def test_scope_new_spares_open_connections(echo_server: Upstream) -> None:
         with socket.create_connection(proxy.address, timeout=5) as old:
             round_trip(old)
             proxy.add(Latency(0.25), direction="downstream", scope="new")
-            assert round_trip(old) < 0.15
+            assert round_trip(old) < 0.24
             with socket.create_connection(proxy.address, timeout=5) as new:
                 assert round_trip(new) >= 0.24
 
@@ -79,7 +82,7 @@ def test_scope_new_update_keeps_open_connections_on_the_old_values(
             proxy.update("lag", Latency(0.001), scope="new")
             assert round_trip(old) >= 0.24  # still the old values
             with socket.create_connection(proxy.address, timeout=5) as new:
-                assert round_trip(new) < 0.15
+                assert round_trip(new) < 0.24
             assert [f.fault for f in proxy.faults] == [Latency(0.001)]
 
 
@@ -332,7 +335,7 @@ def test_faults_added_before_start_apply_from_the_first_connection(
     with proxy:
         assert [f.name for f in proxy.faults] == ["early"]
         with socket.create_connection(proxy.address, timeout=5) as client:
-            assert 0.19 <= round_trip(client) < 0.6
+            assert 0.19 <= round_trip(client) < 1.5
 
 
 def test_coalesce_merges_chunks_into_one_read(make_upstream: MakeUpstream) -> None:
@@ -346,7 +349,9 @@ def test_coalesce_merges_chunks_into_one_read(make_upstream: MakeUpstream) -> No
 
     server = make_upstream(record)
     with FaultProxy(upstream=server.address) as proxy:
-        proxy.add(Coalesce(window=0.3), direction="upstream")
+        # 1 s: five writes 10 ms apart stay inside it even on a loaded machine (0.3 s
+        # did not: [20, 30] was seen).
+        proxy.add(Coalesce(window=1.0), direction="upstream")
         with socket.create_connection(proxy.address, timeout=5) as client:
             for _ in range(5):
                 client.sendall(b"w" * 10)
@@ -368,7 +373,7 @@ def test_faults_work_on_the_running_loop(echo_server: Upstream) -> None:
             await writer.wait_closed()
             return elapsed
 
-    assert 0.19 <= asyncio.run(main()) < 0.6
+    assert 0.19 <= asyncio.run(main()) < 1.5
 
 
 def test_scope_new_keeps_absolute_connection_numbers(echo_server: Upstream) -> None:
