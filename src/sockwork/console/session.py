@@ -435,7 +435,8 @@ class Session:
                 # The client may only have closed its sending side (nc -N, a script):
                 # answers to its last lines can still go out.
                 self._conn.receive_eof()
-                self._begin_ending()  # thousands may be leaving together
+                if not self._closed:  # the client left: thousands may be leaving together
+                    self._begin_ending()
 
     def _recv(self) -> bytes:
         """Return the next bytes from the client (b"" at its end), waiting without the lock.
@@ -456,9 +457,12 @@ class Session:
                     self._bytes_in += len(data)
                     return data
             if self._wait(select.POLLIN | _POLLRDHUP):
-                # The client hung up, or the server shut the socket down: maybe thousands
-                # at once. One ending thread at a time reads its end (stampede.py).
-                self._begin_ending()
+                # The client hung up (maybe thousands at once), or the server shut the
+                # socket down: one ending thread at a time reads its end (stampede.py).
+                # Only clients leaving are counted: a server ending sessions wakes them
+                # one after the other and is paced by them.
+                if not self._closed:
+                    self._begin_ending()
                 gate = ENDING.gate
 
     def _wait(self, events: int) -> bool:
@@ -522,7 +526,6 @@ class Session:
             self._end(reason)
 
     def _mark_closed(self, reason: str) -> None:
-        self._begin_ending()
         if not self._closed:
             self._closed = True
             self._close_reason = reason

@@ -2,9 +2,10 @@
 
 One thread per session (docs/console.md, "Sessions and threads") costs nothing while
 the sessions wait, but when thousands of them wake together (every client left at
-once, or the server closes) they all queue for the GIL at the same moment.
-:class:`EndingSessions` counts the sessions that are ending and, while a crowd of
-them is, lengthens the interpreter's switch interval so that the queue stays cheap.
+once) they all queue for the GIL at the same moment. :class:`EndingSessions` counts
+the sessions whose client left and, while a crowd of them is ending, lengthens the
+interpreter's switch interval so that the queue stays cheap; its ``gate`` lets their
+threads through one at a time.
 """
 
 # Strategy:
@@ -12,11 +13,14 @@ them is, lengthens the interpreter's switch interval so that the queue stays che
 #   default) to ask the holder to drop it (take_gil, CPython 3.11 to 3.13). N waiters
 #   make N / interval wake-ups a second, all on the GIL's one mutex; past about 10^5 a
 #   second, handing the GIL over costs milliseconds. Measured (docs/benchmarks.md,
-#   Console, "Ending many sessions"): 2,000 clients leaving at once took 6.7 s and 11 s
-#   of CPU to end, 11,000 took 50 s with a load average past 1,000, and the operator's
-#   thread waited up to 5 s for the GIL meanwhile.
-# - What: sessions report when they start ending (begin: the client hung up, the server
-#   closes or kicks them) and when their thread is done (end). While at least `crowd`
+#   Console, "Ending many sessions"): 2,000 clients leaving at once took 3.5 to 6.7 s
+#   and 5 to 11 s of CPU to end, 11,000 took 50 s with a load average past 1,000, and
+#   an operator's thread waited 3 to 5 s for the GIL meanwhile.
+# - What: sessions report when their client hangs up (begin) and when their thread is
+#   done (end). Sessions the server ends (close(), a kick) are not counted: it wakes
+#   them one after the other and competes with them for the GIL, which paces it, and a
+#   longer interval there only let the closing thread keep the GIL (measured slower).
+#   While at least `crowd`
 #   sessions are ending at once, the switch interval is raised to `per_thread` seconds
 #   per live thread of the process (25 µs: at most 40,000 wake-ups a second however many
 #   threads wait), between the interval in force and `ceiling`. Ending sessions only
