@@ -339,7 +339,7 @@ def test_server_crash_is_logged_not_shown(caplog: pytest.LogCaptureFixture) -> N
         )
 
 
-def test_server_stop_with_idle_clients_is_quick_and_leaks_nothing() -> None:
+def test_server_close_with_idle_clients_is_quick_and_leaks_nothing() -> None:
     threads_before = set(threading.enumerate())
     fds_before = len(os.listdir("/proc/self/fd"))
     server = ConsoleServer(Shop, idle_timeout=None).start()
@@ -348,7 +348,7 @@ def test_server_stop_with_idle_clients_is_quick_and_leaks_nothing() -> None:
         c.read_until(b"shop> ")
     assert len(server.sessions) == 10
     started = time.monotonic()
-    server.stop()
+    server.close()
     assert time.monotonic() - started < 1.0 + 1.0  # 1 s promised; a loaded 2-core machine
     for c in clients:
         assert c.read_all() == b""
@@ -360,11 +360,11 @@ def test_server_stop_with_idle_clients_is_quick_and_leaks_nothing() -> None:
         socket.create_connection(server.address, timeout=2).close()
 
 
-def test_server_stop_from_inside_a_session_command() -> None:
+def test_server_close_from_inside_a_session_command() -> None:
     class Admin(Shop):
         def do_shutdown(self, arg: str) -> None:
             print("stopping")
-            server.stop()
+            server.close()
 
     server = ConsoleServer(Admin).start()
     with nc(server.address) as a, nc(server.address) as other:
@@ -377,13 +377,13 @@ def test_server_stop_from_inside_a_session_command() -> None:
     assert not server.running
 
 
-def test_server_serve_forever_until_stop_from_another_thread() -> None:
+def test_server_serve_forever_until_close_from_another_thread() -> None:
     server = ConsoleServer(Shop)
     thread = threading.Thread(target=server.serve_forever)
     thread.start()
     with nc(server.address) as c:
         c.read_until(b"shop> ")
-        server.stop()
+        server.close()
         assert c.read_all() == b""
     thread.join(5)
     assert not thread.is_alive()
@@ -652,8 +652,8 @@ def test_server_stop_twice_waits_once_for_a_busy_session() -> None:
             client.send_line("busy")
             assert busy.wait(5)
             started = time.monotonic()
-            server.stop(timeout=1.0)
-            server.stop(timeout=1.0)
+            server.close(timeout=1.0)
+            server.close(timeout=1.0)
             elapsed = time.monotonic() - started
     finally:
         release.set()

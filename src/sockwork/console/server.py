@@ -27,6 +27,7 @@ import socket
 import ssl as _ssl
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar, cast
@@ -121,6 +122,11 @@ class _SessionHost(Generic[_S]):
 
     def stop(self, timeout: float = 1.0) -> None:
         """Deprecated alias of :meth:`close` (sockwork's servers ``start()`` and ``close()``)."""
+        warnings.warn(
+            f"{type(self).__name__}.stop() is deprecated: call close() (same arguments)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         self.close(timeout)
 
     def __enter__(self) -> Self:
