@@ -346,6 +346,172 @@ def raise_fd_limit(sessions: int) -> None:
         )
 
 
+# -- ending many sessions (--teardown) --------------------------------------------------
+
+OPERATOR_TICK = 0.005  # the stand-in operator's pause: it reports how late it wakes
+
+
+def serve_teardown(options: dict[str, Any]) -> None:
+    """A ConsoleServer told by the parent, on stdin, how its sessions end; reports on stdout.
+
+    ``leave``: the parent's clients all disconnect right after "go"; measured until every
+    session thread has ended. ``close``: ``close(timeout=60)`` with the clients connected.
+    Meanwhile a stand-in operator thread sleeps OPERATOR_TICK in a loop and records how
+    late it wakes (its wait for the GIL).
+    """
+    import resource
+    import threading
+
+    from sockwork.console import ConsoleServer
+
+    server = ConsoleServer(
+        BenchShop,
+        max_clients=None,
+        max_per_address=None,
+        first_line_timeout=None,
+        backlog=1024,
+    ).start()
+    base_threads = threading.active_count()
+    print(server.address[1], flush=True)
+    how = sys.stdin.readline().strip()
+    late = [0.0]
+    stop = threading.Event()
+
+    def operator() -> None:
+        while not stop.is_set():
+            before = time.perf_counter()
+            time.sleep(OPERATOR_TICK)
+            late[0] = max(late[0], time.perf_counter() - before - OPERATOR_TICK)
+
+    ticker = threading.Thread(target=operator, daemon=True)
+    ticker.start()
+    time.sleep(0.1)
+    late[0] = 0.0
+    cpu = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    if how == "leave":
+        print("go", flush=True)
+        while threading.active_count() > base_threads + 1:  # + the operator
+            time.sleep(0.01)
+    else:
+        server.close(timeout=60.0)
+    seconds = time.perf_counter() - started
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    stop.set()
+    ticker.join()
+    server.close(timeout=60.0)
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "cpu": used.ru_utime - cpu.ru_utime + used.ru_stime - cpu.ru_stime,
+                "operator_ms": late[0] * 1000,
+                "threads_left": threading.active_count() - 1,
+                "fds": len(os.listdir("/proc/self/fd")),
+            }
+        ),
+        flush=True,
+    )
+
+
+async def connect_all(port: int, count: int) -> list[asyncio.StreamWriter]:
+    """``count`` sessions, each past its first prompt (CONNECTING at a time)."""
+    gate = asyncio.Semaphore(CONNECTING)
+
+    async def one() -> asyncio.StreamWriter:
+        async with gate:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            await asyncio.wait_for(reader.readuntil(PROMPT), PROMPT_WAIT)
+            return writer
+
+    return await asyncio.gather(*(one() for _ in range(count)))
+
+
+def measure_teardown(count: int, how: str, pythonpath: str | None) -> dict[str, float]:
+    """End ``count`` sessions one way (``leave`` or ``close``) in a fresh server process."""
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve", "teardown"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        port = int(process.stdout.readline())
+
+        async def run() -> dict[str, float]:
+            writers = await connect_all(port, count)
+            await asyncio.sleep(SETTLE)
+            assert process.stdin is not None and process.stdout is not None
+            process.stdin.write(how + "\n")
+            process.stdin.flush()
+            if how == "leave":
+                assert process.stdout.readline().strip() == "go"
+                for writer in writers:  # every client at once
+                    writer.close()
+            report = await asyncio.to_thread(process.stdout.readline)
+            for writer in writers:
+                writer.close()
+            return dict(json.loads(report))
+
+        return asyncio.run(run())
+    finally:
+        process.stdin.close()
+        try:
+            process.wait(90)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+
+
+def teardown(counts: list[int], ways: list[str], rounds: int, baseline: str | None) -> None:
+    """Print how long ending every session takes, both ways, this tree vs ``baseline``."""
+    import tempfile
+
+    print(
+        f"ending N sessions, median of {rounds} (codes alternating); 'leave': every client "
+        f"disconnects at once, until every session thread has ended; 'close': close() with "
+        f"the clients connected; operator: worst lateness of a thread sleeping "
+        f"{OPERATOR_TICK * 1000:g} ms in a loop; load average {os.getloadavg()[0]:.1f}"
+    )
+    print(f"{'N':>6}  {'code':<12} {'way':<6} {'s':>8} {'CPU s':>8} {'op ms':>8} {'left':>5}")
+    with tempfile.TemporaryDirectory() as directory:
+        codes: list[tuple[str, str | None]] = [("this tree", None)]
+        if baseline is not None:
+            codes.append((baseline, baseline_source(baseline, directory)))
+        for count in counts:
+            for how in ways:
+                runs: dict[str, list[dict[str, float]]] = {name: [] for name, _ in codes}
+                for _ in range(rounds):
+                    for name, path in codes:
+                        runs[name].append(measure_teardown(count, how, path))
+                for name, results in runs.items():
+                    m = {k: statistics.median(r[k] for r in results) for k in results[0]}
+                    print(
+                        f"{count:>6}  {name:<12} {how:<6} {m['seconds']:>8.2f} {m['cpu']:>8.2f} "
+                        f"{m['operator_ms']:>8.0f} {m['threads_left']:>5.0f}",
+                        flush=True,
+                    )
+                    if rounds > 1:
+                        each = ", ".join(f"{r['seconds']:.2f}" for r in results)
+                        print(f"{'':>28}(each round: {each} s)", flush=True)
+
+
+def baseline_source(revision: str, directory: str) -> str:
+    """Extract ``src/`` of git ``revision`` into ``directory``; returns the PYTHONPATH."""
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", revision, "src"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", directory], input=archive, check=True)
+    return os.path.join(directory, "src")
+
+
 # -- what a session thread costs, by stack size (--thread-costs) -----------------------
 
 STACK_SIZES = [0, 4 << 20, 2 << 20, 1 << 20, 512 << 10, 256 << 10]  # 0: the default
@@ -475,7 +641,7 @@ def row(idle: int, active: int, label: str, cells: list[str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--serve", choices=sorted(SERVERS), help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=[*sorted(SERVERS), "teardown"], help=argparse.SUPPRESS)
     parser.add_argument("--options", default="{}", help=argparse.SUPPRESS)
     parser.add_argument(
         "--active",
@@ -514,6 +680,24 @@ def main() -> None:
         help="instead: what N idle threads cost per stack size, and which sizes survive "
         "deep recursion",
     )
+    parser.add_argument(
+        "--teardown",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="instead: how long ending N sessions takes (every client leaving at once, and "
+        "close() with them connected), and how late an operator thread gets the GIL",
+    )
+    parser.add_argument(
+        "--baseline", metavar="REV", help="--teardown: also run the server of git revision REV"
+    )
+    parser.add_argument(
+        "--ways",
+        nargs="+",
+        choices=["close", "leave"],
+        default=["close", "leave"],
+        help="--teardown: which ends to measure",
+    )
     parser.add_argument("--probe-threads", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--probe-recursion", nargs=2, help=argparse.SUPPRESS)
     summary.add_argument(parser)
@@ -528,8 +712,16 @@ def main() -> None:
         thread_costs(args.thread_costs)
         summary.write(args.summary_json, "console", [])
         return
+    if args.serve == "teardown":
+        serve_teardown(json.loads(args.options))
+        return
     if args.serve:
         SERVERS[args.serve](json.loads(args.options))
+        return
+    if args.teardown:
+        raise_fd_limit(max(args.teardown))
+        teardown(args.teardown, args.ways, args.rounds, args.baseline)
+        summary.write(args.summary_json, "console", [])
         return
     loads = [(idle, active) for idle in args.idle for active in args.active]
     raise_fd_limit(max(idle + active for idle, active in loads))

@@ -1,13 +1,16 @@
 """Benchmark: sockwork's FaultProxy (no fault) vs a direct connection, socat and HAProxy.
 
-Run: .venv/bin/python benchmarks/proxy.py [--mib 64] [--trials 7] [--rounds 2000]
+Run: .venv/bin/python benchmarks/proxy.py [--mib 64] [--trials 7] [--rounds 2000] [--baseline REV]
+
+``--baseline REV`` adds a row for the proxy of git revision REV (its ``src/``, extracted
+with ``git archive``) in the same interleaved rounds: old and new code side by side.
 
 Each path carries (1) bulk transfers: the client pushes ``--mib`` MiB in 1 MiB
 ``sendall`` calls to a sink that acknowledges the EOF, and (2) 64-byte ping-pong round
 trips to an echo server (TCP_NODELAY everywhere). The proxy and socat each run in their
 own process, as a user would run them; the servers and the client share this process.
 HAProxy (Debian ``haproxy``, installed by ``make bench``) runs in TCP mode with
-``option splice-request`` and ``option splice-response``: a production relay in C that
+``option splice-request``, ``option splice-response`` and 1 MiB pipes: a production relay in C that
 moves bytes with splice too, so its row shows what any relay can reach on this machine.
 A relay that is not installed is skipped with a message and its figures are "not measured".
 Targets (issue 4): proxy >= 0.5x direct throughput and within 2x of socat; added median
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -101,11 +105,16 @@ def wait_connectable(address: tuple[str, int]) -> None:
 
 
 @contextmanager
-def sockwork_proxy(upstream: tuple[str, int]) -> Iterator[tuple[str, int]]:
+def sockwork_proxy(
+    upstream: tuple[str, int], pythonpath: str | None = None
+) -> Iterator[tuple[str, int]]:
+    """``sockwork proxy`` in its own process (from ``pythonpath``'s sockwork if given)."""
+    env = None if pythonpath is None else dict(os.environ, PYTHONPATH=pythonpath)
     proc = subprocess.Popen(
         [sys.executable, "-m", "sockwork", "proxy", "--upstream", f"{upstream[0]}:{upstream[1]}"],
         stdout=subprocess.PIPE,
         text=True,
+        env=env,
     )
     try:
         assert proc.stdout is not None
@@ -150,13 +159,14 @@ def haproxy_binary() -> str | None:
 
 @contextmanager
 def haproxy_relay(upstream: tuple[str, int]) -> Iterator[tuple[str, int]]:
-    """HAProxy in TCP mode, splicing both directions (its defaults otherwise)."""
+    """HAProxy in TCP mode, splicing both directions through 1 MiB pipes (else its defaults)."""
     binary = haproxy_binary()
     assert binary is not None
     port = free_port()
     config = (
         "global\n"
         "    maxconn 256\n"
+        "    tune.pipesize 1048576\n"  # 1 MiB kernel pipes, as the proxy's and the floor's
         "defaults\n"
         "    mode tcp\n"
         "    timeout connect 5s\n"
@@ -189,6 +199,16 @@ def haproxy_relay(upstream: tuple[str, int]) -> Iterator[tuple[str, int]]:
 @contextmanager
 def direct(upstream: tuple[str, int]) -> Iterator[tuple[str, int]]:
     yield upstream
+
+
+def baseline_source(revision: str, directory: str) -> str:
+    """Extract ``src/`` of git ``revision`` into ``directory``; returns the PYTHONPATH."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    archive = subprocess.run(
+        ["git", "-C", root, "archive", revision, "src"], check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", directory], input=archive, check=True)
+    return os.path.join(directory, "src")
 
 
 def relay_cpu(pid: int | None) -> float:
@@ -286,6 +306,9 @@ def main() -> int:
     parser.add_argument("--mib", type=int, default=64, help="MiB per bulk trial (default 64)")
     parser.add_argument("--trials", type=int, default=7, help="interleaved rounds (default 7)")
     parser.add_argument("--rounds", type=int, default=2000, help="ping-pong rounds (default 2000)")
+    parser.add_argument(
+        "--baseline", metavar="REV", help="also run the proxy of git revision REV (a row)"
+    )
     parser.add_argument("--splice-relay", metavar="HOST:PORT", help=argparse.SUPPRESS)
     summary.add_argument(parser)
     args = parser.parse_args()
@@ -298,6 +321,12 @@ def main() -> int:
     Relay = Callable[[tuple[str, int]], contextlib.AbstractContextManager[tuple[str, int]]]
     paths: list[tuple[str, Relay]] = [("direct", direct)]
     paths.append(("sockwork FaultProxy", sockwork_proxy))
+    scratch = tempfile.TemporaryDirectory(prefix="bench-proxy-")
+    if args.baseline:
+        old = baseline_source(args.baseline, scratch.name)
+        paths.append(
+            (f"FaultProxy {args.baseline}"[:27], functools.partial(sockwork_proxy, pythonpath=old))
+        )
     if hasattr(os, "splice"):
         paths.append((FLOOR, python_splice_relay))
     if shutil.which("socat"):
@@ -344,6 +373,7 @@ def main() -> int:
                 rtt_cpu[name] += relay_cpu(echo_pid) - before
     sink_listener.close()
     echo_listener.close()
+    scratch.cleanup()
 
     def per_round(name: str) -> tuple[float, float]:
         """Median over rounds of (throughput / direct's, median RTT - direct's), in µs."""

@@ -279,7 +279,7 @@ def _backends(duration: float, customers: int = 50) -> list[Row]:
             label = f"PostgreSQL {_pg_version(postgres)}, {servers} server{'s' * (servers > 1)}"
             rows.append(_servers(label, db, servers, customers, duration))
     finally:
-        postgres.stop()
+        postgres.close()
     return rows
 
 
@@ -599,7 +599,7 @@ def _issue12(duration: float, rounds: int, baseline: str | None) -> list[summary
                     )
         finally:
             if postgres is not None:
-                postgres.stop()
+                postgres.close()
     _print_issue12(results, baseline)
     best = results.get("SQLite, this server")
     if not best:

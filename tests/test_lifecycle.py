@@ -1,7 +1,8 @@
 """One life-cycle vocabulary: every server starts with start() and ends with close().
 
 ConsoleServer, storify's ApiServer, StoreService and TemporaryPostgres used to end with
-stop(); it stays as a deprecated alias of close() (docs/index.md).
+stop(); it stays as a deprecated alias of close() that emits a DeprecationWarning
+(docs/index.md). SshConsoleServer's and TemporaryPostgres's are tested beside them.
 """
 
 from __future__ import annotations
@@ -58,12 +59,22 @@ def _program() -> Callable[[], None]:
     return lambda: None
 
 
+def _end(server: object, name: str, **options: float) -> None:
+    """Call ``server.close`` or its deprecated alias ``stop``, which must say so."""
+    if name == "close":
+        getattr(server, name)(**options)
+        return
+    alias = rf"{type(server).__name__}\.stop\(\) is deprecated: call close\(\)"
+    with pytest.warns(DeprecationWarning, match=alias):
+        getattr(server, name)(**options)
+
+
 @pytest.mark.parametrize("name", ["close", "stop"])
 def test_console_server_close_and_its_deprecated_alias_stop(name: str) -> None:
     server = ConsoleServer(_program(), stdio="none").start()
     address = server.address
     assert not _refused(address)
-    getattr(server, name)(timeout=2.0)
+    _end(server, name, timeout=2.0)
     assert _refused(address)
 
 
@@ -76,7 +87,7 @@ def test_api_server_close_and_its_deprecated_alias_stop(name: str) -> None:
         # asyncio accepted a socket leaks it (asyncio.Server on 3.11; see the report).
         with StoreClient.connect(address) as client:
             assert client.request("cart")["units"] == 0
-        getattr(server, name)()
+        _end(server, name)
         assert _refused(address)
 
 
@@ -85,6 +96,6 @@ def test_store_service_close_and_its_deprecated_alias_stop(name: str) -> None:
     with Store() as store:
         service = StoreService(store, port=0, api_port=0).start()
         addresses = [service.telnet_address, service.api_address]
-        getattr(service, name)()
+        _end(service, name)
         assert service.stopped and service.wait(0)
         assert all(_refused(address) for address in addresses)

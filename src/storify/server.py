@@ -39,6 +39,7 @@ import json
 import logging
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -183,6 +184,11 @@ class ApiServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Deprecated alias of :meth:`close` (sockwork's servers ``start()`` and ``close()``)."""
+        warnings.warn(
+            "ApiServer.stop() is deprecated: call close() (same arguments)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         self.close(timeout)
 
     async def _close(self, timeout: float) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
@@ -215,6 +216,11 @@ class StoreService:
 
     def stop(self) -> None:
         """Deprecated alias of :meth:`close` (sockwork's servers ``start()`` and ``close()``)."""
+        warnings.warn(
+            "StoreService.stop() is deprecated: call close()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         self.close()
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -24,6 +24,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -172,6 +173,11 @@ class TemporaryPostgres:
 
     def stop(self) -> None:
         """Deprecated alias of :meth:`close` (servers ``start()`` and ``close()``)."""
+        warnings.warn(
+            "TemporaryPostgres.stop() is deprecated: call close()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         self.close()
 
     def __enter__(self) -> Self:

@@ -339,7 +339,7 @@ def test_server_crash_is_logged_not_shown(caplog: pytest.LogCaptureFixture) -> N
         )
 
 
-def test_server_stop_with_idle_clients_is_quick_and_leaks_nothing() -> None:
+def test_server_close_with_idle_clients_is_quick_and_leaks_nothing() -> None:
     threads_before = set(threading.enumerate())
     fds_before = len(os.listdir("/proc/self/fd"))
     server = ConsoleServer(Shop, idle_timeout=None).start()
@@ -348,7 +348,7 @@ def test_server_stop_with_idle_clients_is_quick_and_leaks_nothing() -> None:
         c.read_until(b"shop> ")
     assert len(server.sessions) == 10
     started = time.monotonic()
-    server.stop()
+    server.close()
     assert time.monotonic() - started < 1.0 + 1.0  # 1 s promised; a loaded 2-core machine
     for c in clients:
         assert c.read_all() == b""
@@ -360,11 +360,11 @@ def test_server_stop_with_idle_clients_is_quick_and_leaks_nothing() -> None:
         socket.create_connection(server.address, timeout=2).close()
 
 
-def test_server_stop_from_inside_a_session_command() -> None:
+def test_server_close_from_inside_a_session_command() -> None:
     class Admin(Shop):
         def do_shutdown(self, arg: str) -> None:
             print("stopping")
-            server.stop()
+            server.close()
 
     server = ConsoleServer(Admin).start()
     with nc(server.address) as a, nc(server.address) as other:
@@ -377,13 +377,13 @@ def test_server_stop_from_inside_a_session_command() -> None:
     assert not server.running
 
 
-def test_server_serve_forever_until_stop_from_another_thread() -> None:
+def test_server_serve_forever_until_close_from_another_thread() -> None:
     server = ConsoleServer(Shop)
     thread = threading.Thread(target=server.serve_forever)
     thread.start()
     with nc(server.address) as c:
         c.read_until(b"shop> ")
-        server.stop()
+        server.close()
         assert c.read_all() == b""
     thread.join(5)
     assert not thread.is_alive()
@@ -652,8 +652,8 @@ def test_server_stop_twice_waits_once_for_a_busy_session() -> None:
             client.send_line("busy")
             assert busy.wait(5)
             started = time.monotonic()
-            server.stop(timeout=1.0)
-            server.stop(timeout=1.0)
+            server.close(timeout=1.0)
+            server.close(timeout=1.0)
             elapsed = time.monotonic() - started
     finally:
         release.set()
@@ -822,6 +822,92 @@ def test_server_serves_300_sessions_at_once_and_close_leaves_nothing() -> None:
     wait_until(lambda: _session_threads() == [], timeout=10)
     assert server.sessions == []
     assert len(os.listdir("/proc/self/fd")) <= fds_before
+
+
+class Holding(Shop):
+    """A Shop whose ``hold`` command keeps its session's thread until ``release`` is set."""
+
+    held = threading.Event()
+    release = threading.Event()
+
+    def do_hold(self, arg: str) -> None:
+        Holding.held.set()
+        Holding.release.wait(30)
+
+
+def _connect_all(server: ConsoleServer, count: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection(server.address, timeout=10)
+        socks.append(sock)
+        assert _recv_until(sock, b"shop> ").endswith(b"shop> ")
+    return socks
+
+
+def test_server_close_ends_200_sessions_while_the_operator_works() -> None:
+    Holding.held.clear()
+    Holding.release.clear()
+    interval = sys.getswitchinterval()
+    fds_before = set(os.listdir("/proc/self/fd"))
+    server = ConsoleServer(Holding, max_clients=None, max_per_address=None).start()
+    socks: list[socket.socket] = []
+    try:
+        socks = _connect_all(server, 200)
+        threads = _session_threads()
+        assert len(threads) == 200
+        socks[0].sendall(b"hold\r\n")  # one program stays busy: close() waits for it
+        assert Holding.held.wait(10)
+        closer = threading.Thread(target=server.close, kwargs={"timeout": 30.0})
+        closer.start()
+        for sock in socks[1:]:  # every other client is disconnected...
+            assert _recv_until(sock, b"") == b""
+        for thread in threads[1:]:  # ...and its session's thread ends
+            thread.join(10)
+            assert not thread.is_alive()
+        # close() is still waiting for the busy session; the operator is not.
+        assert closer.is_alive()
+        assert [session.id for session in server.sessions] == [1]
+        assert server.broadcast("still here") in (0, 1)
+        print("the operator's console answers")  # unbound: the real stdout
+        # 199 sessions ended at once; the one still running does not keep the switch
+        # interval raised (sockwork.console.stampede).
+        assert sys.getswitchinterval() == interval
+        Holding.release.set()
+        closer.join(10)
+        assert not closer.is_alive()
+        assert _recv_until(socks[0], b"") == b""
+    finally:
+        Holding.release.set()
+        server.close()
+        for sock in socks:
+            sock.close()
+    assert _session_threads() == []
+    assert server.sessions == []
+    assert set(os.listdir("/proc/self/fd")) <= fds_before
+    assert sys.getswitchinterval() == interval
+
+
+def test_server_200_clients_leaving_at_once_end_every_session() -> None:
+    interval = sys.getswitchinterval()
+    fds_before = set(os.listdir("/proc/self/fd"))
+    server = ConsoleServer(Shop, max_clients=None, max_per_address=None).start()
+    try:
+        socks = _connect_all(server, 200)
+        threads = _session_threads()
+        assert len(threads) == 200
+        for sock in socks:  # all leave together
+            sock.close()
+        for thread in threads:
+            thread.join(10)
+            assert not thread.is_alive()
+        assert server.sessions == []
+        assert sys.getswitchinterval() == interval
+        # The server goes on: a new client is served.
+        with nc(server.address) as client:
+            assert client.read_until(b"shop> ") == b"Welcome to the shop.\r\nshop> "
+    finally:
+        server.close()
+    assert set(os.listdir("/proc/self/fd")) <= fds_before
 
 
 def _raise_fd_limit(need: int) -> int:

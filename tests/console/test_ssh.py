@@ -8,6 +8,7 @@ import io
 import logging
 import os
 import re
+import socket
 import stat
 import sys
 import threading
@@ -125,6 +126,16 @@ def test_default_binds_loopback_and_port_0_picks_one(keys: Keys) -> None:
         assert server.address[1] > 0
     finally:
         server.close()
+
+
+def test_stop_is_a_deprecated_alias_of_close(keys: Keys) -> None:
+    server = serve(keys)
+    with pytest.warns(
+        DeprecationWarning, match=r"SshConsoleServer\.stop\(\) is deprecated: call close"
+    ):
+        server.stop(timeout=1.0)
+    with pytest.raises(OSError):
+        socket.create_connection(server.address, timeout=2).close()
 
 
 # -- authentication --------------------------------------------------------------------
@@ -360,6 +371,20 @@ def test_line_too_long_is_reported_and_the_session_goes_on(keys: Keys) -> None:
         run(scenario)
 
 
+def test_int_signal_without_a_terminal_drops_the_partial_line(keys: Keys) -> None:
+    async def scenario() -> None:
+        async with at_prompt(server.address, keys.client_key, term=None) as terminal:
+            terminal.send("buy")  # no line end yet
+            terminal.process.send_signal("INT")
+            assert await terminal.expect("shop> ") == "\nshop> "  # no editor: no ^C echo
+            terminal.send("hello after\n")
+            assert await terminal.expect("shop> ") == "hello after\nshop> "
+            assert "bought" not in terminal.seen
+
+    with serve(keys) as server:
+        run(scenario)
+
+
 def test_line_editor_stops_at_max_line(keys: Keys) -> None:
     async def scenario() -> None:
         async with at_prompt(server.address, keys.client_key) as terminal:
@@ -444,7 +469,7 @@ def test_max_per_address_auto_is_a_tenth_of_max_clients(keys: Keys) -> None:
     for clients, expected in ((100, 10), (5, 1), (None, None)):
         server = serve(keys, max_clients=clients)
         server.close()
-        assert server.max_per_address == expected
+        assert server.max_per_address == server.policy.address_limit == expected
 
 
 def test_first_line_must_come_within_first_line_timeout(keys: Keys) -> None:

@@ -589,6 +589,20 @@ def test_encoder_send_batch_is_send_many_in_buffers(format: Format) -> None:
     assert buffers[3] is messages[5]  # bytes: not copied
 
 
+@pytest.mark.parametrize("make", [list, iter], ids=["list", "iterator"])
+def test_encoder_send_batch_of_small_bytes_is_one_buffer(make: type) -> None:
+    encoder = FrameEncoder(max_size=100)
+    messages = distinct([0, 1, 64, 100, 3])
+    buffers, ends = encoder.send_batch(make(messages), join_below=101)
+    assert buffers == [encoder.send_many(messages)]
+    assert ends == list(itertools.accumulate(len(m) + 4 for m in messages))
+    # At the join_below and max_size bounds the general path takes over, same bytes.
+    buffers, ends = encoder.send_batch(make(messages), join_below=100)
+    assert b"".join(buffers) == encoder.send_many(messages) and len(buffers) == 3
+    with pytest.raises(MessageTooLarge):
+        FrameEncoder(max_size=99).send_batch(make(messages))
+
+
 def test_encoder_send_batch_refuses_the_whole_batch() -> None:
     encoder = FrameEncoder(max_size=10)
     with pytest.raises(MessageTooLarge):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sockwork.cli import main
-from tests.proxy.conftest import Upstream, recv_exactly
+from tests.proxy.conftest import MakeUpstream, Upstream, recv_all, recv_exactly
 
 
 @pytest.fixture
@@ -88,9 +88,31 @@ def test_command_proxy_prints_connections_and_applies_faults(
     assert proc.wait(5) == 0
 
 
+def test_command_proxy_half_close_ends_the_request_and_the_answer_comes(
+    run_command: list[subprocess.Popen[str]], make_upstream: MakeUpstream
+) -> None:
+    def answer_after_eof(conn: socket.socket) -> None:
+        conn.sendall(b"got:" + recv_all(conn))
+
+    host, port = make_upstream(answer_after_eof).address
+    proc = start(run_command, "proxy", "--upstream", f"{host}:{port}", "--half-close", "5")
+    banner = line(proc)
+    assert "both: half-close upstream after 5" in banner  # --direction both is the others'
+    with socket.create_connection(address_in(banner, r"proxy (127\.0\.0\.1):(\d+) ->")) as client:
+        client.settimeout(5)
+        client.sendall(b"helloworld")  # no shutdown: only the fault ends the request
+        assert recv_all(client) == b"got:hello"
+    line(proc)  # opened
+    assert "faults fired: halfclose_upstream x1" in line(proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(5) == 0
+
+
 def test_command_proxy_rejects_bad_units(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["proxy", "--upstream", "127.0.0.1:9", "--latency", "fast"]) == 2
     assert "invalid duration 'fast'" in capsys.readouterr().err
+    assert main(["proxy", "--upstream", "127.0.0.1:9", "--half-close", "lots"]) == 2
+    assert "invalid size 'lots'" in capsys.readouterr().err
     assert main(["proxy", "--upstream", "nowhere"]) == 2
     assert "host:port" in capsys.readouterr().err
     # Port 0 cannot be dialed: a usage error, not a traceback.

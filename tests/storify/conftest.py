@@ -27,7 +27,7 @@ def postgres() -> Iterator[TemporaryPostgres]:
     try:
         yield server
     finally:
-        server.stop()
+        server.close()
 
 
 def start_postgres(server: TemporaryPostgres) -> TemporaryPostgres:

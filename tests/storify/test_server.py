@@ -226,16 +226,16 @@ def test_api_server_visitors_and_kick(server: ApiServer) -> None:
     assert server.visitors() == []
 
 
-def test_api_server_stop_closes_connections(store: Store) -> None:
+def test_api_server_close_closes_connections(store: Store) -> None:
     server = ApiServer(store, port=0).start()
     # A connection being served (on CPython 3.11 asyncio leaks a socket accepted in the
     # very loop turn that closes the server, so the test does not race the accept).
     with StoreClient.connect(server.address) as shop:
         shop.request("cart")
-        server.stop()
+        server.close()
         with pytest.raises(ConnectionError):
             shop.request("cart")
-    server.stop()  # idempotent
+    server.close()  # idempotent
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(server.address, timeout=5).close()
 

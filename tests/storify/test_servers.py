@@ -252,7 +252,7 @@ def outage_postgres() -> Iterator[TemporaryPostgres]:
     try:
         yield server
     finally:
-        server.stop()
+        server.close()
 
 
 @pytest.mark.postgres

@@ -137,7 +137,7 @@ def test_service_visitors_broadcast_and_kick(service: StoreService) -> None:
         second.close()
 
 
-def test_service_poor_port_and_stop(store: Store) -> None:
+def test_service_poor_port_and_close(store: Store) -> None:
     service = StoreService(
         store, port=0, api_port=0, poor_port=0, poor_network=NetworkConditions(latency=0.01)
     ).start()
@@ -150,9 +150,9 @@ def test_service_poor_port_and_stop(store: Store) -> None:
         finally:
             customer.close()
     finally:
-        service.stop()
+        service.close()
     assert service.stopped and service.wait(0)
-    service.stop()  # idempotent
+    service.close()  # idempotent
     with pytest.raises(OSError):
         socket.create_connection(service.telnet_address, timeout=TIMEOUT).close()
 

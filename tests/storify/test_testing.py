@@ -11,7 +11,14 @@ def test_temporary_postgres_without_the_server_programs(tmp_path: Path) -> None:
     server = TemporaryPostgres(bindir=str(tmp_path))
     with pytest.raises(PostgresNotAvailable, match="apt-get install postgresql"):
         server.start()
-    server.stop()  # nothing to stop, nothing left behind
+    server.close()  # nothing to close, nothing left behind
+
+
+def test_temporary_postgres_stop_is_a_deprecated_alias_of_close(tmp_path: Path) -> None:
+    server = TemporaryPostgres(bindir=str(tmp_path))
+    with pytest.warns(DeprecationWarning, match=r"TemporaryPostgres\.stop\(\) is deprecated"):
+        server.stop()
+    assert server.directory is None
 
 
 @pytest.mark.postgres

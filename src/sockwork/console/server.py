@@ -15,6 +15,11 @@ reach the right user while unbound threads keep the local console.
 #   writes and ends is in sockwork.console.session's strategy comment. One thread per
 #   session because a Cmd blocks in input() (the measurements and the decision:
 #   docs/console.md, "Sessions and threads").
+# - close() wakes the sessions in turn, the next when fewer than _CLOSING_AT_ONCE woken
+#   ones are still ending (a semaphore released by each such thread as it ends), so
+#   thousands of threads never queue for the GIL together and the operator's thread
+#   stays near the front; a crowd ending anyway (clients leaving together, or past
+#   close()'s deadline) is handled by sockwork.console.stampede.
 
 from __future__ import annotations
 
@@ -27,6 +32,7 @@ import socket
 import ssl as _ssl
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar, cast
@@ -65,6 +71,9 @@ _log = logging.getLogger("sockwork.console")
 
 _NO_THREAD = "*** the server cannot start another session now; try again later"
 _S = TypeVar("_S", bound=Session)
+# close() wakes at most this many sessions whose threads have not ended yet; fewer than
+# stampede.EndingSessions' crowd, so an orderly close never changes the switch interval.
+_CLOSING_AT_ONCE = 8
 
 App = Callable[[], object]
 """What a server runs per session: a Cmd subclass, a factory returning a Cmd, or a function."""
@@ -107,6 +116,8 @@ class _SessionHost(Generic[_S]):
         self._admission = Admission(policy)
         self._sessions: dict[int, _S] = {}
         self._threads: set[threading.Thread] = set()
+        self._closing = threading.Semaphore(_CLOSING_AT_ONCE)
+        self._closing_ids: set[int] = set()  # sessions holding one of _end_paced's slots
         self._ids = itertools.count(1)
         self._stopping = threading.Event()
         self._routing_installed = False
@@ -121,6 +132,11 @@ class _SessionHost(Generic[_S]):
 
     def stop(self, timeout: float = 1.0) -> None:
         """Deprecated alias of :meth:`close` (sockwork's servers ``start()`` and ``close()``)."""
+        warnings.warn(
+            f"{type(self).__name__}.stop() is deprecated: call close() (same arguments)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         self.close(timeout)
 
     def __enter__(self) -> Self:
@@ -184,6 +200,12 @@ class _SessionHost(Generic[_S]):
             raise
 
     def _run_session(self, session: _S) -> None:
+        try:
+            self._serve_session(session)
+        finally:
+            session._end_thread()  # last: counted as ending until its thread is done
+
+    def _serve_session(self, session: _S) -> None:
         failure: BaseException | None = None
         try:
             with routing.bind(session.streams):
@@ -207,10 +229,30 @@ class _SessionHost(Generic[_S]):
                 if self._sessions.pop(session.id, None) is not None:
                     self._admission.leave(session.peer[0])
                 self._threads.discard(threading.current_thread())
+                paced = session.id in self._closing_ids
+                self._closing_ids.discard(session.id)
+            if paced:
+                self._closing.release()
 
     def _session_body(self, session: _S) -> None:
         """Run one session in its thread (routed to it): by default, just its program."""
         _run_program(self.app, session, intro=self.intro, prompt=self.prompt)
+
+    def _end_paced(self, session: _S, deadline: float) -> None:
+        """Disconnect ``session`` now, once fewer than 8 sessions so woken are still ending.
+
+        Thousands of threads woken at once would all queue for the GIL, and the
+        operator's thread behind them (sockwork.console.stampede). Past ``deadline``, or
+        with that many programs stuck, the session is woken at once.
+        """
+        if self._closing.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            with self._lock:
+                holds = session.id in self._sessions and session.id not in self._closing_ids
+                if holds:
+                    self._closing_ids.add(session.id)
+            if not holds:  # it ended meanwhile, or a first close() already woke it
+                self._closing.release()
+        session._abort("the server is stopping")
 
     def _join_sessions(self, deadline: float) -> None:
         """Wait until ``deadline`` for the session threads (never the caller's own)."""
@@ -387,7 +429,7 @@ class ConsoleServer(_SessionHost[Session]):
         except OSError:  # not a client's socket (so not _ClientGone): the wake-up pair
             pass  # already woken or closed
         for session in self.sessions:  # _admit() admits nobody once _stopping is set
-            session._abort("the server is stopping")
+            self._end_paced(session, deadline)
         me = threading.current_thread()
         if threading.get_ident() != self._loop_ident:
             self._loop_done.wait(max(0.0, deadline - time.monotonic()))

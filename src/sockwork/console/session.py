@@ -29,6 +29,7 @@ program which user it serves.
 from __future__ import annotations
 
 import cmd
+import contextlib
 import io
 import logging
 import math
@@ -38,11 +39,13 @@ import ssl as _ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, TextIO, TypeVar, cast
 
 from sockwork.console import routing
 from sockwork.console.output import Outbox
+from sockwork.console.stampede import ENDING
 from sockwork.console.telnet import (
     NEED_DATA,
     EndOfInput,
@@ -69,6 +72,9 @@ _PAGE = 4096
 _stack_lock = threading.Lock()  # threading.stack_size() is process-wide: one setter at a time
 _CLOSE_GRACE = 2.0  # seconds a closed session's last words may wait for its client
 _TLS_CHUNK = 16384  # one TLS record: a non-blocking write is retried with this length
+_POLLRDHUP = getattr(select, "POLLRDHUP", 0)  # Linux: the peer shut its side down
+_HUNG_UP = _POLLRDHUP | select.POLLHUP | select.POLLERR
+_NO_GATE = contextlib.nullcontext()
 
 
 class _Host(Protocol):
@@ -237,6 +243,7 @@ class Session:
         self._bytes_in = 0
         self._closed = False  # no more input: the program sees end of input
         self._ended = threading.Event()  # set with _closed: wakes a password delay
+        self._thread_done = False  # the session's thread has ended (stampede count)
         self._eof_delivered = False
         self._close_reason: str | None = None
         self._thread: threading.Thread | None = None
@@ -428,6 +435,7 @@ class Session:
                 # The client may only have closed its sending side (nc -N, a script):
                 # answers to its last lines can still go out.
                 self._conn.receive_eof()
+                self._begin_ending()  # thousands may be leaving together
 
     def _recv(self) -> bytes:
         """Return the next bytes from the client (b"" at its end), waiting without the lock.
@@ -435,8 +443,9 @@ class Session:
         Raises:
             _Silent: the client sent nothing within the first-line or idle timeout.
         """
+        gate: AbstractContextManager[object] = _NO_GATE
         while True:
-            with self._lock:
+            with gate, self._lock:
                 if self._closed or self._sock_closed:
                     return b""
                 try:
@@ -446,15 +455,23 @@ class Session:
                 else:
                     self._bytes_in += len(data)
                     return data
-            self._wait(select.POLLIN)
+            if self._wait(select.POLLIN | _POLLRDHUP):
+                # The client hung up, or the server shut the socket down: maybe thousands
+                # at once. One ending thread at a time reads its end (stampede.py).
+                self._begin_ending()
+                gate = ENDING.gate
 
-    def _wait(self, events: int) -> None:
-        """Wait until the socket is ready for ``events`` or a read timeout runs out."""
+    def _wait(self, events: int) -> bool:
+        """Wait until the socket is ready for ``events`` or a read timeout runs out.
+
+        Returns True when the peer hung up (or the socket was shut down).
+        """
         timeout, silence = self._silence_timeout()
         self._poll.modify(self._sock.fileno(), events)
         ready = self._poll.poll(None if timeout is None else math.ceil(timeout * 1000))
         if not ready and silence is not None:
             raise silence
+        return any(revents & _HUNG_UP for _, revents in ready)
 
     def _silence_timeout(self) -> tuple[float | None, _Silent | None]:
         policy = self._server.policy
@@ -505,10 +522,27 @@ class Session:
             self._end(reason)
 
     def _mark_closed(self, reason: str) -> None:
+        self._begin_ending()
         if not self._closed:
             self._closed = True
             self._close_reason = reason
             self._ended.set()
+
+    def _begin_ending(self) -> None:
+        """Count the session as ending until its thread is done (sockwork.console.stampede).
+
+        Thousands of sessions ending together make their threads stampede on the GIL;
+        the count lets the process see it coming. Any thread; idempotent.
+        """
+        with self._lock:
+            if not self._thread_done:
+                ENDING.begin(self)
+
+    def _end_thread(self) -> None:
+        """The session's thread is done (called last in it): no longer counted as ending."""
+        with self._lock:
+            self._thread_done = True
+            ENDING.end(self)
 
     def _end(self, reason: str) -> None:
         """No more input or output; what is queued still goes out (lock held)."""

@@ -345,8 +345,8 @@ def _tie_to_this_thread() -> Callable[[], None] | None:
     prctl.restype = ctypes.c_int
     parent, kill = os.getpid(), int(signal.SIGKILL)
 
-    # Runs in the child between fork and exec: no imports, no locks, no allocation to
-    # speak of (everything it calls was looked up above, in the parent).
+    # Runs in the child between fork and exec, where another thread's lock may be held
+    # for good: it imports nothing and looks nothing up (prctl was found above).
     def tie() -> None:
         prctl(_PR_SET_PDEATHSIG, kill, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before the call: no signal will come

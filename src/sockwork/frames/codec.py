@@ -282,13 +282,35 @@ class FrameEncoder:
             MessageTooLarge: a payload exceeds ``max_size``; nothing is returned.
             TypeError: a message is neither a str nor a bytes-like object.
         """
+        limit = self.max_size
+        if self._u32:
+            # Hot path: a batch of small bytes messages in the default format, framed in a
+            # loop without method calls; anything else starts over on the general path.
+            messages = messages if isinstance(messages, list) else list(messages)
+            below = min(join_below, limit + 1)
+            parts: list[bytes] = []
+            add = parts.append
+            ends: list[int] = []
+            end_at = ends.append
+            total = 0
+            for message in messages:
+                if type(message) is not bytes:
+                    break
+                size = len(message)
+                if size >= below:
+                    break
+                add(_pack_u32(size))
+                add(message)
+                total += size + 4
+                end_at(total)
+            else:
+                return ([b"".join(parts)] if parts else []), ends
         buffers: list[bytes] = []
         small: list[bytes] = []
-        ends: list[int] = []
+        ends = []
         end_at = ends.append
         total = 0
         u32 = self._u32
-        limit = self.max_size
         for message in messages:
             if u32 and type(message) is bytes:
                 # Hot path for the default format: no per-message method call.
@@ -823,12 +845,21 @@ class FrameDecoder:
         ready = self._ready
         append = ready.append
         pos = 4  # just past the header of the frame being decoded
-        while pos <= size:
-            end = pos + unpack(chunk, pos - 4)[0]
-            if end > size or end - pos > limit:
-                break
-            append(chunk[pos:end])
-            pos = end + 4
+        if limit >= _BATCH_BYTES:
+            # A payload over max_size cannot fit in the chunk: `end > size` catches it.
+            while pos <= size:
+                end = pos + unpack(chunk, pos - 4)[0]
+                if end > size:
+                    break
+                append(chunk[pos:end])
+                pos = end + 4
+        else:
+            while pos <= size:
+                end = pos + unpack(chunk, pos - 4)[0]
+                if end > size or end - pos > limit:
+                    break
+                append(chunk[pos:end])
+                pos = end + 4
         consumed = pos - 4
         count = len(ready)
         self._ready_size += consumed - 4 * count

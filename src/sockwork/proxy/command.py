@@ -20,6 +20,7 @@ from sockwork.faults.vocabulary import (
     Blackhole,
     CloseAfter,
     Fault,
+    HalfClose,
     Latency,
     Slice,
     Stall,
@@ -53,8 +54,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument(
         "--direction",
         choices=("upstream", "downstream", "both"),
-        default="both",
-        help="where the faults apply: upstream is client->server (default both)",
+        help="where the faults apply: upstream is client->server "
+        "(default both; for --half-close upstream)",
     )
     p.add_argument("--latency", metavar="DURATION", help="delay each chunk, e.g. 200ms")
     p.add_argument("--jitter", metavar="DURATION", help="latency varies by +/- this, e.g. 50ms")
@@ -62,6 +63,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--slice", metavar="MIN..MAX", help="pass data in pieces of MIN..MAX bytes")
     p.add_argument("--close-after", metavar="SIZE", help="close (FIN) after SIZE bytes")
     p.add_argument("--reset-after", metavar="SIZE", help="reset (RST) after SIZE bytes")
+    p.add_argument(
+        "--half-close",
+        metavar="SIZE",
+        help="end one direction (FIN) after SIZE bytes, the other keeps working "
+        "(default upstream: the client's writing side, as sockwork run's --half-close)",
+    )
     p.add_argument("--stall", action="store_true", help="stop reading: senders feel back-pressure")
     p.add_argument("--blackhole", action="store_true", help="read and discard everything")
     p.add_argument("--seed", type=_SEED, help="seed for jitter and slicing (printed if not given)")
@@ -81,30 +88,41 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     s.set_defaults(run=_run_server)
 
 
-def _faults(args: argparse.Namespace) -> list[tuple[Fault, str]]:
-    """The faults the options ask for, each with the words the user wrote."""
-    faults: list[tuple[Fault, str]] = []
+def _faults(args: argparse.Namespace) -> list[tuple[Fault, str, str]]:
+    """The faults the options ask for: each with its direction and the words the user wrote.
+
+    The direction is ``--direction`` (default both), but a half-close ends one
+    direction: upstream unless ``--direction`` says otherwise, as ``sockwork run
+    --half-close`` ends the program's own writing side.
+    """
+    every = args.direction or "both"
+    faults: list[tuple[Fault, str, str]] = []
     if args.latency is not None or args.jitter is not None:
         seconds = parse_duration(args.latency) if args.latency is not None else 0.0
         jitter = parse_duration(args.jitter) if args.jitter is not None else 0.0
         text = f"latency {args.latency or '0s'}"
         if args.jitter is not None:
             text += f" +/- {args.jitter}"
-        faults.append((Latency(seconds, jitter=jitter), text))
+        faults.append((Latency(seconds, jitter=jitter), every, text))
     if args.bandwidth is not None:
-        faults.append((Bandwidth(parse_rate(args.bandwidth)), f"bandwidth {args.bandwidth}"))
+        faults.append((Bandwidth(parse_rate(args.bandwidth)), every, f"bandwidth {args.bandwidth}"))
     if args.slice is not None:
         low, high = parse_int_range(args.slice)
-        faults.append((Slice(high, min_bytes=low), f"slice {args.slice}"))
+        faults.append((Slice(high, min_bytes=low), every, f"slice {args.slice}"))
     if args.close_after is not None:
-        faults.append((CloseAfter(parse_size(args.close_after)), f"close after {args.close_after}"))
+        fault = CloseAfter(parse_size(args.close_after))
+        faults.append((fault, every, f"close after {args.close_after}"))
     if args.reset_after is not None:
         fault = CloseAfter(parse_size(args.reset_after), reset=True)
-        faults.append((fault, f"reset after {args.reset_after}"))
+        faults.append((fault, every, f"reset after {args.reset_after}"))
+    if args.half_close is not None:
+        one = args.direction or "upstream"
+        text = f"half-close {one} after {args.half_close}"
+        faults.append((HalfClose(parse_size(args.half_close)), one, text))
     if args.stall:
-        faults.append((Stall(), "stall"))
+        faults.append((Stall(), every, "stall"))
     if args.blackhole:
-        faults.append((Blackhole(), "blackhole"))
+        faults.append((Blackhole(), every, "blackhole"))
     return faults
 
 
@@ -168,13 +186,13 @@ def _run_proxy(args: argparse.Namespace) -> int:
             print(f"sockwork proxy: error: cannot listen on {args.listen}: {exc}", file=sys.stderr)
             return 1
         try:
-            for fault, _ in faults:
-                proxy.add(fault, direction=args.direction)
-            names = ", ".join(text for _, text in faults) or "no faults"
+            for fault, direction, _ in faults:
+                proxy.add(fault, direction=direction)
+            names = ", ".join(text for _, _, text in faults) or "no faults"
             with _stop_on_signals() as stop:
                 print(
                     f"proxy {format_address(proxy.address)} -> {format_address(upstream)} "
-                    f"(seed {proxy.seed}; {args.direction}: {names}); Ctrl-C stops",
+                    f"(seed {proxy.seed}; {args.direction or 'both'}: {names}); Ctrl-C stops",
                     flush=True,
                 )
                 await stop.wait()
