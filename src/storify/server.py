@@ -39,13 +39,13 @@ import json
 import logging
 import threading
 import time
-import warnings
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
 from sockwork._loop import LoopThread
 from sockwork.address import format_address
+from sockwork.deprecation import warn_stop_alias
 from sockwork.errors import ConnectionClosed, SockworkError
 from sockwork.frames import BYTES, Format
 from sockwork.frames.aio import MessageServer, MessageStream, start_server
@@ -184,11 +184,7 @@ class ApiServer:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Deprecated alias of :meth:`close` (sockwork's servers ``start()`` and ``close()``)."""
-        warnings.warn(
-            "ApiServer.stop() is deprecated: call close() (same arguments)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
+        warn_stop_alias(self)
         self.close(timeout)
 
     async def _close(self, timeout: float) -> None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import warnings
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Literal
@@ -34,6 +33,7 @@ from sockwork.console import (
     current_session,
 )
 from sockwork.console.ssh import DEFAULT_HOST_KEY, PasswordCheck
+from sockwork.deprecation import warn_stop_alias
 from sockwork.proxy import FaultProxy
 from storify.conditions import NetworkConditions
 from storify.notice import Notices
@@ -216,11 +216,7 @@ class StoreService:
 
     def stop(self) -> None:
         """Deprecated alias of :meth:`close` (sockwork's servers ``start()`` and ``close()``)."""
-        warnings.warn(
-            "StoreService.stop() is deprecated: call close()",
-            DeprecationWarning,
-            stacklevel=2,
-        )
+        warn_stop_alias(self)
         self.close()
 
     def wait(self, timeout: float | None = None) -> bool:

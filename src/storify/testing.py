@@ -24,10 +24,11 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import warnings
 from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+
+from sockwork.deprecation import warn_stop_alias
 
 if TYPE_CHECKING:
     from typing import Self
@@ -173,11 +174,7 @@ class TemporaryPostgres:
 
     def stop(self) -> None:
         """Deprecated alias of :meth:`close` (servers ``start()`` and ``close()``)."""
-        warnings.warn(
-            "TemporaryPostgres.stop() is deprecated: call close()",
-            DeprecationWarning,
-            stacklevel=2,
-        )
+        warn_stop_alias(self)
         self.close()
 
     def __enter__(self) -> Self:

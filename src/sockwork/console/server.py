@@ -30,7 +30,6 @@ import socket
 import ssl as _ssl
 import threading
 import time
-import warnings
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Generic, Literal, TypeVar, cast
@@ -53,6 +52,7 @@ from sockwork.console.session import (
 )
 from sockwork.console.session import _SessionInput as _SessionInput
 from sockwork.console.session import _SessionOutput as _SessionOutput
+from sockwork.deprecation import warn_stop_alias
 
 if TYPE_CHECKING:
     from typing import Self
@@ -125,11 +125,7 @@ class _SessionHost(Generic[_S]):
 
     def stop(self, timeout: float = 1.0) -> None:
         """Deprecated alias of :meth:`close` (sockwork's servers ``start()`` and ``close()``)."""
-        warnings.warn(
-            f"{type(self).__name__}.stop() is deprecated: call close() (same arguments)",
-            DeprecationWarning,
-            stacklevel=2,
-        )
+        warn_stop_alias(self)
         self.close(timeout)
 
     def __enter__(self) -> Self:
