@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import select
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from typing import Protocol
@@ -65,7 +67,8 @@ class Server:
 
     ``threaded``: one thread per connection (False: one connection at a time, in
     the accept thread). Errors of one connection are kept in ``errors`` and never
-    stop the server. ``stop()`` wakes every thread and joins it (bounded).
+    stop the server. ``drain()`` waits until every connection already made has been
+    served; ``stop()`` wakes every thread and joins it (bounded).
     """
 
     def __init__(
@@ -83,6 +86,8 @@ class Server:
         self.address: Address = self._listener.getsockname()[:2]
         self.errors: list[BaseException] = []
         self._lock = threading.Lock()
+        self._served = threading.Condition(self._lock)
+        self._accepted = 0
         self._open: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
         self._stopping = False
@@ -109,6 +114,7 @@ class Server:
                     conn.close()
                     return
                 self._open.add(conn)
+                self._accepted += 1
             if self._threaded:
                 thread = threading.Thread(target=self._run, args=(conn,), daemon=True)
                 with self._lock:
@@ -123,9 +129,30 @@ class Server:
         except Exception as error:  # noqa: BLE001 - kept for the test to look at
             self.errors.append(error)
         finally:
+            conn.close()
             with self._lock:
                 self._open.discard(conn)
-            conn.close()
+                self._served.notify_all()
+
+    def drain(self, timeout: float = 1.0) -> None:
+        """Wait (``timeout`` at most) until no connection waits to be accepted and every
+        accepted one has been served: what a test judges must not depend on whether the
+        server thread ran before the client returned."""
+        deadline = time.monotonic() + timeout
+        with self._served:
+            while True:
+                queued = select.select([self._listener], [], [], 0)[0]
+                if not queued and not self._open:
+                    # accept() may have taken a connection off the queue without having
+                    # counted it yet: it is counted within a few bytecodes, so look again.
+                    accepted = self._accepted
+                    self._served.wait(0.01)
+                    if self._accepted == accepted and not self._open:
+                        return
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._served.wait(min(remaining, 0.01))
 
     def stop(self) -> None:
         """Stop accepting, wake and close every connection, join the threads (2 s at most)."""
