@@ -9,6 +9,9 @@ import subprocess
 
 import pytest
 
+# A failed test's teardown gets a deadline too (pytest-timeout drops it on failure).
+pytest_plugins = ("tests.peers.teardown_deadline",)
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

@@ -11,7 +11,10 @@
    on ``PYTHONPATH`` (its ``poorconn`` package is ``sockwork.compat.poorconn``), in
    a separate pytest process, so the aliasing cannot touch sockwork's own suite;
    plugin autoloading is off and ``poorconn.pytest_plugin`` is loaded by name, as
-   poorconn's entry point loads it.
+   poorconn's entry point loads it; so are pytest-timeout and
+   ``tests/peers/teardown_deadline.py`` (a failed test's teardown that waits for
+   ever, as the suite's ``http_server`` fixture's does, fails after 20 s instead of
+   hanging the run).
 
 poorconn's tests bind fixed ports (7999, 8000, 8080, 8380, 10009 on localhost), so
 runs on one machine are serialized with a lock file in the temporary directory
@@ -37,9 +40,14 @@ REPO = HERE.parent.parent
 CACHE = Path(os.environ.get("SOCKWORK_PEER_CACHE", REPO / ".venv" / "peer-suites"))
 SHIM = HERE / "poorconn_shim"
 LOCK = Path(tempfile.gettempdir()) / "sockwork-poorconn-suite.lock"
-# The suite takes ~280 s. After a failing test, its http_server fixture can wait for
+# The suite takes ~280 s. After a failing test, its http_server fixture waits for
 # ever in teardown (shutdown() of a server whose serve_forever() never ran), and
-# pytest-timeout's --timeout was seen not to end that wait: this bounds the run.
+# pytest-timeout does not bound a failed test's teardown (it cancels its timer when
+# the test fails): teardown_deadline.py, loaded into the run, fails such a teardown
+# after TEARDOWN_DEADLINE (a shutdown() that works takes < 1 s) and the run goes on
+# to its report. The longest test sleeps ~38 s. RUN_TIMEOUT is the last resort.
+TEST_TIMEOUT = 120
+TEARDOWN_DEADLINE = 20
 RUN_TIMEOUT = 900
 
 
@@ -111,7 +119,8 @@ def main(args: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="poorconn-suite-") as tmp:
         root = unpack(archive, Path(tmp))
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SHIM), env.get("PYTHONPATH")]))
+        path = [str(SHIM), str(HERE), env.get("PYTHONPATH")]  # HERE: teardown_deadline
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, path))
         env.pop("PYTEST_ADDOPTS", None)
         # Only poorconn's plugin, as its pytest11 entry point would load it (also in
         # the suite's inner pytester runs, which read the environment): no other
@@ -131,8 +140,12 @@ def main(args: list[str]) -> int:
             "no:cacheprovider",
             "-p",
             "pytest_timeout",
+            "-p",
+            "teardown_deadline",
             "--timeout",
-            "300",
+            str(TEST_TIMEOUT),
+            "--teardown-deadline",
+            str(TEARDOWN_DEADLINE),
             "-q",
             *args,
         ]

@@ -30,6 +30,15 @@ native API, and ``docs/compat-poorconn.md`` maps each function to it.
 #   *_upon_acceptance* functions, when a connection is accepted.
 # - No other state lives here: nothing to undo, as in poorconn (the patches go
 #   with the socket object).
+# - Each function reads the methods it wraps (``s.accept``, ``s.send``...) before
+#   it allocates anything else. poorconn's own suite checks that a method was
+#   replaced with ``id(s.accept)`` before and after, and the "before" is a
+#   temporary bound method, freed at once: the read here, a bound method of the
+#   same size, then takes the freed block (pymalloc reuses the last freed block of
+#   a size class first) and keeps it for the socket's lifetime, so neither the
+#   wrapper nor a later temporary can get that address. Allocating the controller
+#   first let a garbage collection run in between, after which the read could get
+#   another block and the "after" the old address (a failure by allocation luck).
 
 from __future__ import annotations
 
@@ -88,9 +97,9 @@ def delay_before_sending(
     Raises:
         AttributeError: ``s`` is a plain socket (its methods are read-only).
     """
-    controller = DelayBeforeSendingController(t, length)
-    send = s.send
+    send = s.send  # first: see the rules at the top
     sendall = s.sendall
+    controller = DelayBeforeSendingController(t, length)
 
     def delayed_send(data: _Data, *args: Any) -> int:
         time.sleep(controller.t)
@@ -137,9 +146,10 @@ def delay_before_sending_once(s: socket.socket, t: float) -> DelayBeforeSendingO
     Raises:
         AttributeError: ``s`` is a plain socket (its methods are read-only).
     """
+    send, sendall = s.send, s.sendall  # first: see the rules at the top
     controller = DelayBeforeSendingOnceController(t)
-    for name in ("send", "sendall"):
-        _install(s, name, _waiting_once(getattr(s, name), controller))
+    _install(s, "send", _waiting_once(send, controller))
+    _install(s, "sendall", _waiting_once(sendall, controller))
     return controller
 
 
@@ -164,7 +174,7 @@ def close_upon_acceptance(s: socket.socket) -> None:
     Raises:
         AttributeError: ``s`` is a plain socket (its methods are read-only).
     """
-    accept: _Accept = s.accept
+    accept: _Accept = s.accept  # first: see the rules at the top
 
     def accept_and_close() -> tuple[socket.socket, Any]:
         conn, address = accept()
@@ -199,8 +209,11 @@ def delay_before_sending_upon_acceptance(
     Raises:
         AttributeError: ``s`` is a plain socket (its methods are read-only).
     """
+    accept: _Accept = s.accept  # first: see the rules at the top
     controller = DelayBeforeSendingUponAcceptanceController(t, length)
-    _on_each_accept(s, lambda conn: delay_before_sending(conn, controller.t, controller.length))
+    _on_each_accept(
+        s, accept, lambda conn: delay_before_sending(conn, controller.t, controller.length)
+    )
     return controller
 
 
@@ -224,14 +237,16 @@ def delay_before_sending_upon_acceptance_once(
     Raises:
         AttributeError: ``s`` is a plain socket (its methods are read-only).
     """
+    accept: _Accept = s.accept  # first: see the rules at the top
     controller = DelayBeforeSendingUponAcceptanceOnceController(t)
-    _on_each_accept(s, lambda conn: delay_before_sending_once(conn, controller.t))
+    _on_each_accept(s, accept, lambda conn: delay_before_sending_once(conn, controller.t))
     return controller
 
 
-def _on_each_accept(s: socket.socket, simulate: Callable[[socket.socket], object]) -> None:
-    """Make ``s.accept()`` return a patchable copy of each connection, with ``simulate`` applied."""
-    accept: _Accept = s.accept
+def _on_each_accept(
+    s: socket.socket, accept: _Accept, simulate: Callable[[socket.socket], object]
+) -> None:
+    """Make ``s.accept()`` (``accept``, read first) return patchable copies with ``simulate``."""
 
     def accept_and_simulate() -> tuple[socket.socket, Any]:
         conn, address = accept()
