@@ -742,6 +742,6 @@ def test_connection_is_closed_when_its_last_session_ends(keys: Keys) -> None:
 def test_completions_follow_cmd_complete(
     line: str, pos: int, begin: int, matches: list[str]
 ) -> None:
-    from sockwork.console.ssh import _completions
+    from sockwork.console.ssh_session import _completions
 
     assert _completions(Completing(), line, pos) == (begin, matches)

@@ -40,7 +40,7 @@ from sockwork.console.output import OutputPump
 from sockwork.console.policy import Admission, SessionPolicy
 
 # Session and its stream adapters live in sockwork.console.session; they stay importable
-# from here (ssh.py, storify and tests import them from this module).
+# from here, where they were first (tests check it).
 from sockwork.console.session import (
     Session,
     _check_stack_size,
@@ -52,6 +52,7 @@ from sockwork.console.session import (
 )
 from sockwork.console.session import _SessionInput as _SessionInput
 from sockwork.console.session import _SessionOutput as _SessionOutput
+from sockwork.console.telnet_session import TelnetSession
 from sockwork.deprecation import warn_stop_alias
 
 if TYPE_CHECKING:
@@ -233,7 +234,7 @@ class _SessionHost(Generic[_S]):
                 thread.join(max(0.0, deadline - time.monotonic()))
 
 
-class ConsoleServer(_SessionHost[Session]):
+class ConsoleServer(_SessionHost[TelnetSession]):
     """Serve a console program to telnet clients, one fresh instance per session.
 
     Args:
@@ -477,7 +478,7 @@ class ConsoleServer(_SessionHost[Session]):
                     sock = self._ssl.wrap_socket(
                         sock, server_side=True, do_handshake_on_connect=False
                     )
-                session = Session(self, sock, peer, next(self._ids))
+                session = TelnetSession(self, sock, peer, next(self._ids))
                 try:
                     self._start_session(session, f"sockwork-console-session-{session.id}")
                 except BaseException:
@@ -498,14 +499,14 @@ class ConsoleServer(_SessionHost[Session]):
             sock.send(f"{refusal}\r\n".encode())
             sock.shutdown(socket.SHUT_WR)
 
-    def _session_body(self, session: Session) -> None:
+    def _session_body(self, session: TelnetSession) -> None:
         if session._tls:
             session._handshake()
         if self._password is not None and not self._authenticate(session):
             return
         _run_program(self.app, session, intro=self.intro, prompt=self.prompt)
 
-    def _authenticate(self, session: Session) -> bool:
+    def _authenticate(self, session: TelnetSession) -> bool:
         assert self._password is not None
         address = session.peer[0]
         for _ in range(self._password_tries):
