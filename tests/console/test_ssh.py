@@ -412,6 +412,37 @@ def test_send_and_broadcast_redraw_the_prompt(keys: Keys) -> None:
         run(scenario)
 
 
+@pytest.mark.parametrize("term", ["xterm", None])
+def test_send_during_a_command_does_not_redraw_the_prompt_left_by_enter(
+    keys: Keys, term: str | None
+) -> None:
+    # The user's Enter moved the prompt and the line typed up: a message while the
+    # command runs goes on its own line, without an old prompt after it (as on telnet).
+    started, release = threading.Event(), threading.Event()
+
+    class Holding(Shop):
+        def do_hold(self, arg: str) -> None:
+            started.set()
+            release.wait(10)
+            print("held")
+
+    async def scenario() -> None:
+        async with at_prompt(server.address, keys.client_key, term=term) as terminal:
+            terminal.send("hold\r")
+            try:
+                assert await asyncio.to_thread(started.wait, 10)
+                assert await asyncio.to_thread(server.broadcast, "news") == 1
+            finally:
+                release.set()
+            got = await terminal.expect("shop> ")
+            newline = "\r\n" if term else "\n"
+            assert got.endswith(f"news{newline}held{newline}shop> "), got
+            assert "shop> " not in got[: -len("shop> ")], got
+
+    with serve(keys, Holding) as server:
+        run(scenario)
+
+
 def test_crash_is_logged_not_shown(keys: Keys, caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> str:
         async with at_prompt(server.address, keys.client_key) as terminal:

@@ -177,6 +177,11 @@ class SshSession(Session):
     def _line_shown(self) -> str:
         return self._shown
 
+    def _line_entered(self) -> None:
+        # The user's Enter moved the prompt and the line typed up (the editor, or the
+        # client's terminal, echoed it): a notice must not draw them again.
+        self._shown = ""
+
     def _send_text_locked(self, text: str, *, wait: bool) -> None:
         self._deliver(text, wait=wait)
 
