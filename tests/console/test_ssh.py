@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 
 from sockwork.console import current_session, routing
+from sockwork.console import session as session_module
 from sockwork.console.ssh import MissingExtra, SshConsoleServer, SshSession, load_host_key
 from tests.console.conftest import Shop
 from tests.console.ssh_kit import Keys, Terminal, asyncssh, at_prompt, connect, make_keys, run
+from tests.console.test_stampede import Interpreter
 
 
 class Completing(Shop):
@@ -776,3 +778,77 @@ def test_completions_follow_cmd_complete(
     from sockwork.console.ssh_session import _completions
 
     assert _completions(Completing(), line, pos) == (begin, matches)
+
+
+# -- clients leaving together (sockwork.console.stampede) ------------------------------
+
+
+def _holding_shop(started: threading.Event, release: threading.Event) -> type[Shop]:
+    class Holding(Shop):
+        def do_hold(self, arg: str) -> None:
+            started.set()
+            release.wait(10)
+            print("held")
+
+    return Holding
+
+
+def test_a_session_whose_client_left_counts_as_ending_until_its_thread_is_done(
+    keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    interpreter = Interpreter(interval=0.005, threads=400)
+    ending = interpreter.ending(crowd=1)
+    monkeypatch.setattr(session_module, "ENDING", ending)
+    started, release = threading.Event(), threading.Event()
+
+    async def scenario() -> None:
+        conn = await connect(server.address, client_keys=[str(keys.client_key)])
+        terminal = await Terminal.open(conn)
+        await terminal.expect("shop> ")
+        terminal.send("hold\r")
+        assert await asyncio.to_thread(started.wait, 10)
+        (session,) = server.sessions
+        conn.abort()  # the client vanishes while its command runs
+        try:
+            assert await asyncio.to_thread(session._ended.wait, 10)
+            assert ending.ending == 1 and ending.raised
+            assert interpreter.micros == 10_000  # 400 threads x 25 µs
+        finally:
+            release.set()
+        thread = session._thread
+        assert thread is not None
+        await asyncio.to_thread(thread.join, 10)
+        assert not thread.is_alive()
+        assert ending.ending == 0 and not ending.raised
+        assert interpreter.micros == 5_000
+
+    with serve(keys, _holding_shop(started, release)) as server:
+        run(scenario)
+
+
+def test_a_session_the_server_closed_is_not_counted_as_ending(
+    keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    interpreter = Interpreter()
+    ending = interpreter.ending(crowd=1)
+    monkeypatch.setattr(session_module, "ENDING", ending)
+    started, release = threading.Event(), threading.Event()
+
+    async def scenario() -> None:
+        async with at_prompt(server.address, keys.client_key) as terminal:
+            terminal.send("hold\r")
+            assert await asyncio.to_thread(started.wait, 10)
+            (session,) = server.sessions
+            try:
+                session.close("closing time")
+                assert "closing time" in await terminal.rest()
+                # The server closes the connection once its channel is lost: the
+                # channel's connection_lost ran while the command still holds.
+                await asyncio.wait_for(terminal.conn.wait_closed(), 10)
+                assert session._thread is not None and session._thread.is_alive()
+            finally:
+                release.set()
+
+    with serve(keys, _holding_shop(started, release)) as server:
+        run(scenario)
+    assert interpreter.sets == [] and ending.ending == 0

@@ -439,6 +439,16 @@ class Session:
             if not self._thread_done:
                 ENDING.begin(self)
 
+    def _client_left(self, reason: str) -> None:
+        """The client is gone (any thread): no more input, and the session counts as ending.
+
+        Not counted when the server ended the session first (it paces those itself).
+        """
+        with self._lock:
+            if not self._closed:
+                self._begin_ending()
+            self._mark_closed(reason)
+
     def _end_thread(self) -> None:
         """The session's thread is done (called last in it): no longer counted as ending."""
         with self._lock:

@@ -544,7 +544,9 @@ def _channel_session(asyncssh: Any, server: SshConsoleServer, connection: _Conne
             if self.session is not None:
                 connection.session_ended()
                 self.session._gone = True
-                self.session._mark_closed("disconnected")
+                # Counted as ending unless the server closed it (stampede.py): thousands
+                # of clients may be leaving at once.
+                self.session._client_left("disconnected")
                 self.session._put(_HARD_EOF)
                 self.session._set_writing_paused(False)
 
