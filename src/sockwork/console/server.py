@@ -88,13 +88,30 @@ class _SessionHost(Generic[_S]):
     def __init__(
         self,
         app: App,
-        policy: SessionPolicy,
         *,
         intro: str | None,
         prompt: str | None,
         stdio: Literal["streams", "builtins", "none"],
         session_stack_size: int | None,
+        max_clients: int | None,
+        max_per_address: int | None | Literal["auto"],
+        first_line_timeout: float | None,
+        idle_timeout: float | None,
+        write_timeout: float,
+        max_output: int,
+        login_delay: float,
+        max_login_delay: float,
     ) -> None:
+        policy = SessionPolicy(
+            max_clients=max_clients,
+            max_per_address=max_per_address,
+            first_line_timeout=first_line_timeout,
+            idle_timeout=idle_timeout,
+            write_timeout=write_timeout,
+            max_output=max_output,
+            login_delay=login_delay,
+            max_login_delay=max_login_delay,
+        )
         if not callable(app):
             raise TypeError(f"app must be a cmd.Cmd subclass or a callable, got {app!r}")
         if stdio not in ("streams", "builtins", "none"):
@@ -105,8 +122,15 @@ class _SessionHost(Generic[_S]):
         self.intro = intro
         self.prompt = prompt
         self.session_stack_size = session_stack_size
+        # The limits stay readable as attributes too (they are the policy's).
         self.max_clients = policy.max_clients
+        self.max_per_address = policy.address_limit
+        self.first_line_timeout = policy.first_line_timeout
         self.idle_timeout = policy.idle_timeout
+        self.write_timeout = policy.write_timeout
+        self.max_output = policy.max_output
+        self.login_delay = policy.login_delay
+        self.max_login_delay = policy.max_login_delay
         self._stdio = stdio
         self._lock = threading.Lock()
         self._admission = Admission(policy)
@@ -305,7 +329,12 @@ class ConsoleServer(_SessionHost[TelnetSession]):
         encoding: str = "utf-8",
         session_stack_size: int | None = None,
     ) -> None:
-        policy = SessionPolicy(
+        super().__init__(
+            app,
+            intro=intro,
+            prompt=prompt,
+            stdio=stdio,
+            session_stack_size=session_stack_size,
             max_clients=max_clients,
             max_per_address=max_per_address,
             first_line_timeout=first_line_timeout,
@@ -314,14 +343,6 @@ class ConsoleServer(_SessionHost[TelnetSession]):
             max_output=max_output,
             login_delay=login_delay,
             max_login_delay=max_login_delay,
-        )
-        super().__init__(
-            app,
-            policy,
-            intro=intro,
-            prompt=prompt,
-            stdio=stdio,
-            session_stack_size=session_stack_size,
         )
         if max_line < 1:
             raise ValueError(f"max_line must be >= 1 byte, got {max_line!r}")

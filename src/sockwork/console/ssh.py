@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sockwork._loop import LoopThread
 from sockwork.address import bind_listener
-from sockwork.console.policy import SessionPolicy
 from sockwork.console.server import App, _SessionHost
 from sockwork.console.ssh_session import SshSession, _channel_session, _Connection
 from sockwork.errors import SockworkError
@@ -309,7 +308,12 @@ class SshConsoleServer(_SessionHost[SshSession]):
         session_stack_size: int | None = None,
     ) -> None:
         asyncssh = _asyncssh()
-        policy = SessionPolicy(
+        super().__init__(
+            app,
+            intro=intro,
+            prompt=prompt,
+            stdio=stdio,
+            session_stack_size=session_stack_size,
             max_clients=max_clients,
             max_per_address=max_per_address,
             first_line_timeout=first_line_timeout,
@@ -318,14 +322,6 @@ class SshConsoleServer(_SessionHost[SshSession]):
             max_output=max_output,
             login_delay=login_delay,
             max_login_delay=max_login_delay,
-        )
-        super().__init__(
-            app,
-            policy,
-            intro=intro,
-            prompt=prompt,
-            stdio=stdio,
-            session_stack_size=session_stack_size,
         )
         if not login_timeout > 0:
             raise ValueError(f"login_timeout must be > 0 seconds, got {login_timeout!r}")
@@ -340,13 +336,6 @@ class SshConsoleServer(_SessionHost[SshSession]):
                 "no way to log in: give authorized_keys=, check_password=, or "
                 "allow_anonymous=True to let anyone in"
             )
-        # The limits stay readable here too (they are the policy's).
-        self.max_per_address = policy.address_limit
-        self.first_line_timeout = first_line_timeout
-        self.write_timeout = write_timeout
-        self.max_output = max_output
-        self.login_delay = login_delay
-        self.max_login_delay = max_login_delay
         self.login_timeout = login_timeout
         self.max_line = max_line
         self.check_password = check_password
