@@ -238,7 +238,7 @@ class _SessionHost(Generic[_S]):
                     "session %d (%s) crashed", session.id, session.peer_text, exc_info=failure
                 )
         finally:
-            session._close_socket()
+            session._program_ended()
             with self._lock:
                 if self._sessions.pop(session.id, None) is not None:
                     self._admission.leave(session.peer[0])

@@ -168,7 +168,7 @@ class Session:
 
     # Rules: a transport implements the methods that raise NotImplementedError here
     # (bytes in: _recv; bytes out: _send_text_locked, _reply_locked, _set_echo,
-    # _line_shown; the end: _end, _close_socket; and the byte counts); the rest
+    # _line_shown; the end: _end, _program_ended; and the byte counts); the rest
     # (reading lines, notices, timeouts, passwords, close, the stampede count) is
     # every transport's and stays here.
     _transport = "console"  # how names and messages call the connection
@@ -218,7 +218,7 @@ class Session:
 
     @property
     def bytes_received(self) -> int:
-        """Bytes received from the client so far (telnet commands included)."""
+        """Bytes received from the client so far (over telnet, its commands included)."""
         return self._bytes_in
 
     @property
@@ -371,7 +371,7 @@ class Session:
                         self._send_text_locked(message, wait=True)
 
     def _receive(self) -> None:
-        """Wait for bytes from the client and feed them (or EOF) to the telnet layer."""
+        """Wait for bytes from the client and feed them (or EOF) to the line discipline."""
         data = b""  # reset, or TLS broken: nothing more either way
         try:
             with _ClientGone(self, "receive failed"):
@@ -459,7 +459,7 @@ class Session:
         """No more input; what is queued still goes out, then disconnect (any thread)."""
         raise NotImplementedError
 
-    def _close_socket(self) -> None:
+    def _program_ended(self) -> None:
         """The program ended (its thread): close the connection once the output is sent."""
         raise NotImplementedError
 

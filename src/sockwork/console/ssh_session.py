@@ -96,7 +96,7 @@ class SshSession(Session):
     """
 
     # Rules: Session's transport methods (_recv, _set_echo, _line_shown,
-    # _send_text_locked, _reply_locked, _end, _close_socket) are implemented here;
+    # _send_text_locked, _reply_locked, _end, _program_ended) are implemented here;
     # reading lines, notices, timeouts, passwords and close() are Session's. _conn is
     # only the input line discipline: chunks and markers from the loop are fed to it as
     # bytes (UTF-8 never holds 0xFF, so it never sees a telnet command and never has a
@@ -424,7 +424,7 @@ class SshSession(Session):
         else:
             self._channel.close()
 
-    def _close_socket(self) -> None:
+    def _program_ended(self) -> None:
         # The program ended: send its exit status and close the channel.
         self._end("program ended")
 

@@ -66,7 +66,7 @@ class TelnetSession(Session):
     """
 
     # Rules: the transport is in the methods that touch the socket (_recv, _set_echo,
-    # _send_text_locked, _reply_locked, _end, _close_socket, the outbox's channel).
+    # _send_text_locked, _reply_locked, _end, _program_ended, the outbox's channel).
     # _line_shown is the TelnetConnection's pending output line, which it clears
     # itself when the user ends a line (so _line_entered has nothing to do here).
     _transport = "telnet"
@@ -218,7 +218,7 @@ class TelnetSession(Session):
                 # reader that may be using it.
                 socket.socket.shutdown(self._sock, how)
 
-    def _close_socket(self) -> None:
+    def _program_ended(self) -> None:
         """Close once the queued output is sent (the pump closes it if it still has bytes)."""
         self._mark_closed("session ended")
         self._outbox.retire()
