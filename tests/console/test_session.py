@@ -7,7 +7,8 @@ from typing import Any, cast
 
 import pytest
 
-from sockwork.console import server, session
+import sockwork.console
+from sockwork.console import server, session, ssh_session, telnet_session
 from sockwork.console.session import Session, _ClientGone
 from sockwork.errors import ConnectionClosed
 
@@ -62,3 +63,13 @@ def test_moved_names_stay_importable_from_the_server_module() -> None:
     assert server.current_session is session.current_session
     assert server._SessionInput is session._SessionInput
     assert server._SessionOutput is session._SessionOutput
+
+
+def test_both_transports_are_sessions_and_ssh_has_nothing_of_telnet() -> None:
+    telnet, ssh = telnet_session.TelnetSession, ssh_session.SshSession
+    assert issubclass(telnet, Session) and issubclass(ssh, Session)
+    assert sockwork.console.Session is Session
+    assert sockwork.console.TelnetSession is telnet and sockwork.console.SshSession is ssh
+    for telnet_only in ("_handshake", "_wait", "_shutdown_socket", "_send_now", "_abort"):
+        assert hasattr(telnet, telnet_only)
+        assert not hasattr(ssh, telnet_only), telnet_only

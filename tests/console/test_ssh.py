@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 
 from sockwork.console import current_session, routing
+from sockwork.console import session as session_module
 from sockwork.console.ssh import MissingExtra, SshConsoleServer, SshSession, load_host_key
 from tests.console.conftest import Shop
 from tests.console.ssh_kit import Keys, Terminal, asyncssh, at_prompt, connect, make_keys, run
+from tests.console.test_stampede import Interpreter
 
 
 class Completing(Shop):
@@ -412,6 +414,37 @@ def test_send_and_broadcast_redraw_the_prompt(keys: Keys) -> None:
         run(scenario)
 
 
+@pytest.mark.parametrize("term", ["xterm", None])
+def test_send_during_a_command_does_not_redraw_the_prompt_left_by_enter(
+    keys: Keys, term: str | None
+) -> None:
+    # The user's Enter moved the prompt and the line typed up: a message while the
+    # command runs goes on its own line, without an old prompt after it (as on telnet).
+    started, release = threading.Event(), threading.Event()
+
+    class Holding(Shop):
+        def do_hold(self, arg: str) -> None:
+            started.set()
+            release.wait(10)
+            print("held")
+
+    async def scenario() -> None:
+        async with at_prompt(server.address, keys.client_key, term=term) as terminal:
+            terminal.send("hold\r")
+            try:
+                assert await asyncio.to_thread(started.wait, 10)
+                assert await asyncio.to_thread(server.broadcast, "news") == 1
+            finally:
+                release.set()
+            got = await terminal.expect("shop> ")
+            newline = "\r\n" if term else "\n"
+            assert got.endswith(f"news{newline}held{newline}shop> "), got
+            assert "shop> " not in got[: -len("shop> ")], got
+
+    with serve(keys, Holding) as server:
+        run(scenario)
+
+
 def test_crash_is_logged_not_shown(keys: Keys, caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> str:
         async with at_prompt(server.address, keys.client_key) as terminal:
@@ -742,6 +775,80 @@ def test_connection_is_closed_when_its_last_session_ends(keys: Keys) -> None:
 def test_completions_follow_cmd_complete(
     line: str, pos: int, begin: int, matches: list[str]
 ) -> None:
-    from sockwork.console.ssh import _completions
+    from sockwork.console.ssh_session import _completions
 
     assert _completions(Completing(), line, pos) == (begin, matches)
+
+
+# -- clients leaving together (sockwork.console.stampede) ------------------------------
+
+
+def _holding_shop(started: threading.Event, release: threading.Event) -> type[Shop]:
+    class Holding(Shop):
+        def do_hold(self, arg: str) -> None:
+            started.set()
+            release.wait(10)
+            print("held")
+
+    return Holding
+
+
+def test_a_session_whose_client_left_counts_as_ending_until_its_thread_is_done(
+    keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    interpreter = Interpreter(interval=0.005, threads=400)
+    ending = interpreter.ending(crowd=1)
+    monkeypatch.setattr(session_module, "ENDING", ending)
+    started, release = threading.Event(), threading.Event()
+
+    async def scenario() -> None:
+        conn = await connect(server.address, client_keys=[str(keys.client_key)])
+        terminal = await Terminal.open(conn)
+        await terminal.expect("shop> ")
+        terminal.send("hold\r")
+        assert await asyncio.to_thread(started.wait, 10)
+        (session,) = server.sessions
+        conn.abort()  # the client vanishes while its command runs
+        try:
+            assert await asyncio.to_thread(session._ended.wait, 10)
+            assert ending.ending == 1 and ending.raised
+            assert interpreter.micros == 10_000  # 400 threads x 25 µs
+        finally:
+            release.set()
+        thread = session._thread
+        assert thread is not None
+        await asyncio.to_thread(thread.join, 10)
+        assert not thread.is_alive()
+        assert ending.ending == 0 and not ending.raised
+        assert interpreter.micros == 5_000
+
+    with serve(keys, _holding_shop(started, release)) as server:
+        run(scenario)
+
+
+def test_a_session_the_server_closed_is_not_counted_as_ending(
+    keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    interpreter = Interpreter()
+    ending = interpreter.ending(crowd=1)
+    monkeypatch.setattr(session_module, "ENDING", ending)
+    started, release = threading.Event(), threading.Event()
+
+    async def scenario() -> None:
+        async with at_prompt(server.address, keys.client_key) as terminal:
+            terminal.send("hold\r")
+            assert await asyncio.to_thread(started.wait, 10)
+            (session,) = server.sessions
+            try:
+                session.close("closing time")
+                assert "closing time" in await terminal.rest()
+                # The server closes the connection once its channel is lost: the
+                # channel's connection_lost ran while the command still holds.
+                await asyncio.wait_for(terminal.conn.wait_closed(), 10)
+                assert session._thread is not None and session._thread.is_alive()
+            finally:
+                release.set()
+
+    with serve(keys, _holding_shop(started, release)) as server:
+        run(scenario)
+    assert interpreter.sets == [] and ending.ending == 0

@@ -11,6 +11,7 @@ from sockwork.console.server import App, ConsoleServer, adapt_cmd
 from sockwork.console.session import Session, current_session
 from sockwork.console.ssh import SshConsoleServer, SshSession
 from sockwork.console.telnet import TelnetConnection
+from sockwork.console.telnet_session import TelnetSession
 
 __all__ = [
     "Admission",
@@ -22,6 +23,7 @@ __all__ = [
     "SshSession",
     "Streams",
     "TelnetConnection",
+    "TelnetSession",
     "adapt_cmd",
     "bind",
     "current_session",

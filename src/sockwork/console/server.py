@@ -40,7 +40,7 @@ from sockwork.console.output import OutputPump
 from sockwork.console.policy import Admission, SessionPolicy
 
 # Session and its stream adapters live in sockwork.console.session; they stay importable
-# from here (ssh.py, storify and tests import them from this module).
+# from here, where they were first (tests check it).
 from sockwork.console.session import (
     Session,
     _check_stack_size,
@@ -52,6 +52,7 @@ from sockwork.console.session import (
 )
 from sockwork.console.session import _SessionInput as _SessionInput
 from sockwork.console.session import _SessionOutput as _SessionOutput
+from sockwork.console.telnet_session import TelnetSession
 from sockwork.deprecation import warn_stop_alias
 
 if TYPE_CHECKING:
@@ -87,13 +88,30 @@ class _SessionHost(Generic[_S]):
     def __init__(
         self,
         app: App,
-        policy: SessionPolicy,
         *,
         intro: str | None,
         prompt: str | None,
         stdio: Literal["streams", "builtins", "none"],
         session_stack_size: int | None,
+        max_clients: int | None,
+        max_per_address: int | None | Literal["auto"],
+        first_line_timeout: float | None,
+        idle_timeout: float | None,
+        write_timeout: float,
+        max_output: int,
+        login_delay: float,
+        max_login_delay: float,
     ) -> None:
+        policy = SessionPolicy(
+            max_clients=max_clients,
+            max_per_address=max_per_address,
+            first_line_timeout=first_line_timeout,
+            idle_timeout=idle_timeout,
+            write_timeout=write_timeout,
+            max_output=max_output,
+            login_delay=login_delay,
+            max_login_delay=max_login_delay,
+        )
         if not callable(app):
             raise TypeError(f"app must be a cmd.Cmd subclass or a callable, got {app!r}")
         if stdio not in ("streams", "builtins", "none"):
@@ -104,8 +122,15 @@ class _SessionHost(Generic[_S]):
         self.intro = intro
         self.prompt = prompt
         self.session_stack_size = session_stack_size
+        # The limits stay readable as attributes too (they are the policy's).
         self.max_clients = policy.max_clients
+        self.max_per_address = policy.address_limit
+        self.first_line_timeout = policy.first_line_timeout
         self.idle_timeout = policy.idle_timeout
+        self.write_timeout = policy.write_timeout
+        self.max_output = policy.max_output
+        self.login_delay = policy.login_delay
+        self.max_login_delay = policy.max_login_delay
         self._stdio = stdio
         self._lock = threading.Lock()
         self._admission = Admission(policy)
@@ -213,7 +238,7 @@ class _SessionHost(Generic[_S]):
                     "session %d (%s) crashed", session.id, session.peer_text, exc_info=failure
                 )
         finally:
-            session._close_socket()
+            session._program_ended()
             with self._lock:
                 if self._sessions.pop(session.id, None) is not None:
                     self._admission.leave(session.peer[0])
@@ -233,7 +258,7 @@ class _SessionHost(Generic[_S]):
                 thread.join(max(0.0, deadline - time.monotonic()))
 
 
-class ConsoleServer(_SessionHost[Session]):
+class ConsoleServer(_SessionHost[TelnetSession]):
     """Serve a console program to telnet clients, one fresh instance per session.
 
     Args:
@@ -304,7 +329,12 @@ class ConsoleServer(_SessionHost[Session]):
         encoding: str = "utf-8",
         session_stack_size: int | None = None,
     ) -> None:
-        policy = SessionPolicy(
+        super().__init__(
+            app,
+            intro=intro,
+            prompt=prompt,
+            stdio=stdio,
+            session_stack_size=session_stack_size,
             max_clients=max_clients,
             max_per_address=max_per_address,
             first_line_timeout=first_line_timeout,
@@ -313,14 +343,6 @@ class ConsoleServer(_SessionHost[Session]):
             max_output=max_output,
             login_delay=login_delay,
             max_login_delay=max_login_delay,
-        )
-        super().__init__(
-            app,
-            policy,
-            intro=intro,
-            prompt=prompt,
-            stdio=stdio,
-            session_stack_size=session_stack_size,
         )
         if max_line < 1:
             raise ValueError(f"max_line must be >= 1 byte, got {max_line!r}")
@@ -477,7 +499,7 @@ class ConsoleServer(_SessionHost[Session]):
                     sock = self._ssl.wrap_socket(
                         sock, server_side=True, do_handshake_on_connect=False
                     )
-                session = Session(self, sock, peer, next(self._ids))
+                session = TelnetSession(self, sock, peer, next(self._ids))
                 try:
                     self._start_session(session, f"sockwork-console-session-{session.id}")
                 except BaseException:
@@ -498,14 +520,14 @@ class ConsoleServer(_SessionHost[Session]):
             sock.send(f"{refusal}\r\n".encode())
             sock.shutdown(socket.SHUT_WR)
 
-    def _session_body(self, session: Session) -> None:
+    def _session_body(self, session: TelnetSession) -> None:
         if session._tls:
             session._handshake()
         if self._password is not None and not self._authenticate(session):
             return
         _run_program(self.app, session, intro=self.intro, prompt=self.prompt)
 
-    def _authenticate(self, session: Session) -> bool:
+    def _authenticate(self, session: TelnetSession) -> bool:
         assert self._password is not None
         address = session.peer[0]
         for _ in range(self._password_tries):

@@ -1,50 +1,42 @@
-"""A user's session: its connection, line discipline, standard streams and controls.
+"""A user's session, whatever the transport: lines in, text out, timeouts and controls.
 
-:class:`Session` is what :class:`~sockwork.console.server.ConsoleServer` creates per
-telnet client; :class:`~sockwork.console.ssh.SshSession` is a Session whose transport is
-an SSH channel (it overrides the transport methods only). :func:`current_session` tells a
-program which user it serves.
+:class:`Session` is what every console server creates per client: reading lines
+through the line discipline, output buffering and notices, the first-line and idle
+timeouts, passwords, ``send`` and ``close``, and the session's standard streams. A
+transport subclasses it with how bytes come and go:
+:class:`~sockwork.console.telnet_session.TelnetSession` (a socket, plain or TLS) and
+:class:`~sockwork.console.ssh_session.SshSession` (an SSH channel). :func:`current_session`
+tells a program which user it serves.
 """
 
 # Strategy:
-# - The session thread alone reads the socket, which is non-blocking: it waits with
-#   poll() outside every lock, bounded by the first-line timeout until a line arrives,
-#   then by the idle timeout. (One dispatcher thread waking session threads instead
-#   was measured and rejected: docs/console.md, "Sessions and threads".)
-# - Output from any thread goes through the session's Outbox (sockwork.console.output):
-#   bounded, sent without blocking, the rest drained by the server's OutputPump
-#   thread. The session lock (the TelnetConnection, the socket, the outbox) is only
-#   held around non-blocking calls, so kick, broadcast and stop never wait on a
-#   client; a client that takes no output for write_timeout s is disconnected.
-# - close() and Session.close() wake a reader by shutting the socket down (it becomes
-#   readable, recv() returns EOF at once, the socketserver "hang" fix); the fd is
-#   closed once, when the session ends, by its thread or by the pump if output is
-#   still queued.
-# - TLS: OpenSSL objects must not be read and written at once from two threads: every
-#   SSL call is made under the session lock, never a blocking one.
+# - The session thread alone reads its input, through the one line discipline both
+#   transports share (a TelnetConnection: line ends, Ctrl-C/Ctrl-D, the length limit;
+#   over SSH it never sees a telnet command). It waits outside every lock, bounded by
+#   the first-line timeout until a line arrives, then by the idle timeout. (One
+#   dispatcher thread waking session threads instead was measured and rejected:
+#   docs/console.md, "Sessions and threads".)
+# - The session lock guards the line discipline, the transport and the output; it is
+#   only held around non-blocking calls (a writer waiting for room releases it), so
+#   kick, broadcast and stop never wait on a client.
 # - What the user sees besides the program's output (buffering, notices, prompt redraw)
 #   is worded by the sans-IO sockwork.console.terminal; a gone client is handled in
 #   one place, _ClientGone.
+# - A session whose client left counts as ending (sockwork.console.stampede) until its
+#   thread is done; the transport says when its client left.
 
 from __future__ import annotations
 
 import cmd
-import contextlib
 import io
 import logging
-import math
-import select
-import socket
-import ssl as _ssl
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol, TextIO, TypeVar, cast
 
 from sockwork.console import routing
-from sockwork.console.output import Outbox
 from sockwork.console.stampede import ENDING
 from sockwork.console.telnet import (
     NEED_DATA,
@@ -58,23 +50,16 @@ from sockwork.console.terminal import LineDiscipline
 from sockwork.errors import ConnectionClosed
 
 if TYPE_CHECKING:
-    from sockwork.console.output import OutputPump
     from sockwork.console.policy import SessionPolicy
 
 __all__ = ["Session", "current_session"]
 
 _log = logging.getLogger("sockwork.console")
 
-_RECV_SIZE = 4096
 _S = TypeVar("_S")
 _MIN_STACK = 256 * 1024  # below this, plain Python code in a session overflows its stack
 _PAGE = 4096
 _stack_lock = threading.Lock()  # threading.stack_size() is process-wide: one setter at a time
-_CLOSE_GRACE = 2.0  # seconds a closed session's last words may wait for its client
-_TLS_CHUNK = 16384  # one TLS record: a non-blocking write is retried with this length
-_POLLRDHUP = getattr(select, "POLLRDHUP", 0)  # Linux: the peer shut its side down
-_HUNG_UP = _POLLRDHUP | select.POLLHUP | select.POLLERR
-_NO_GATE = contextlib.nullcontext()
 
 
 class _Host(Protocol):
@@ -82,13 +67,6 @@ class _Host(Protocol):
 
     max_line: int
     policy: SessionPolicy
-
-
-class _TelnetHost(_Host, Protocol):
-    """What a telnet session needs of its server (a ConsoleServer)."""
-
-    encoding: str
-    _pump: OutputPump
 
 
 class _SessionStream:
@@ -177,6 +155,9 @@ class _SessionOutput(_SessionStream):
 class Session:
     """One connected user: who, since when, how many bytes; close or message them.
 
+    The server creates it (telnet: a :class:`~sockwork.console.TelnetSession`, SSH: a
+    :class:`~sockwork.console.SshSession`); ``server.sessions`` lists them.
+
     Attributes:
         id: a number unique within the server, counting from 1.
         peer: the client's address as ``(host, port)``.
@@ -185,39 +166,14 @@ class Session:
             :func:`sockwork.console.routing.bind`).
     """
 
-    # Rules: the transport is in the methods that touch the socket (_recv, _set_echo,
-    # _send_text_locked, _end, _close_socket, the outbox's channel); the rest (reading
-    # lines, notices, timeouts, passwords, close) is every transport's, and
-    # SshSession overrides only the former.
-    _transport = "telnet"  # how names and messages call the connection
+    # Rules: a transport implements the methods that raise NotImplementedError here
+    # (bytes in: _recv; bytes out: _send_text_locked, _reply_locked, _set_echo,
+    # _line_shown; the end: _end, _program_ended; and the byte counts); the rest
+    # (reading lines, notices, timeouts, passwords, close, the stampede count) is
+    # every transport's and stays here.
+    _transport = "console"  # how names and messages call the connection
 
     def __init__(
-        self,
-        server: _TelnetHost,
-        sock: socket.socket,
-        peer: tuple[str, int],
-        session_id: int,
-    ) -> None:
-        self._setup(server, peer, session_id, encoding=server.encoding)
-        self._sock = sock
-        self._tls = isinstance(sock, _ssl.SSLSocket)
-        self._sock_closed = False
-        self._tls_retry = 0
-        self._poll = select.poll()
-        self._poll.register(sock.fileno(), select.POLLIN)
-        policy = server.policy
-        self._outbox = Outbox(
-            _SessionChannel(self),
-            sock.fileno(),
-            lock=self._lock,
-            pump=server._pump,
-            limit=policy.max_output,
-            write_timeout=policy.write_timeout,
-            name=f"telnet session {session_id} ({self.peer_text})",
-            address=peer,
-        )
-
-    def _setup(
         self,
         server: _Host,
         peer: tuple[str, int],
@@ -226,7 +182,6 @@ class Session:
         encoding: str,
         echo_interrupt: bool = False,
     ) -> None:
-        """Set what every transport's session has (called first by each ``__init__``)."""
         self.id = session_id
         self.peer = peer
         self.started_at = time.time()
@@ -263,18 +218,18 @@ class Session:
 
     @property
     def bytes_received(self) -> int:
-        """Bytes received from the client so far (telnet commands included)."""
+        """Bytes received from the client so far (over telnet, its commands included)."""
         return self._bytes_in
 
     @property
     def bytes_sent(self) -> int:
         """Bytes the client's connection has taken so far."""
-        return self._outbox.bytes_sent
+        raise NotImplementedError
 
     @property
     def output_buffered(self) -> int:
         """Bytes of output waiting for the client (bounded: see ``max_output``)."""
-        return self._outbox.buffered
+        raise NotImplementedError
 
     @property
     def peer_text(self) -> str:
@@ -288,8 +243,8 @@ class Session:
 
     def __repr__(self) -> str:
         return (
-            f"<Session {self.id} {self.peer_text} in={self._bytes_in} out={self.bytes_sent}"
-            f"{' closed' if self._closed else ''}>"
+            f"<{type(self).__name__} {self.id} {self.peer_text} in={self._bytes_in} "
+            f"out={self.bytes_sent}{' closed' if self._closed else ''}>"
         )
 
     # -- control from any thread ---------------------------------------------------
@@ -342,21 +297,15 @@ class Session:
 
     def _set_echo(self, on: bool) -> None:
         """Show what the user types again, or stop (after flushing the output before it)."""
-        with self._lock:
-            if not on:
-                self._flush_locked(wait=True)
-                self._send_raw_locked(self._conn.echo_off(), wait=True)
-            elif self._outbox.open:
-                restore = self._conn.echo_on()
-                # The client did not echo the Enter key either: end the line for it.
-                if self._conn.peer_speaks_telnet:
-                    self._send_text_locked("\n", wait=True)
-                self._send_raw_locked(restore, wait=True)
+        raise NotImplementedError
 
     @property
     def _line_shown(self) -> str:
         """What the user's current line shows (the prompt), as the notices redraw it."""
-        return self._conn.pending_output_line
+        raise NotImplementedError
+
+    def _line_entered(self) -> None:
+        """The user ended a line (Enter): the line shown moved up and is not redrawn."""
 
     def _program_started(self, program: cmd.Cmd) -> None:
         """Called in the session's thread before a Cmd program's loop starts (a hook)."""
@@ -379,12 +328,12 @@ class Session:
             self._send_text_locked(text, wait=wait)
 
     def _send_text_locked(self, text: str, *, wait: bool) -> None:
-        self._send_raw_locked(self._conn.send(text), wait=wait)
+        """Send ``text`` to the user (lock held); ``wait``: the program's own output."""
+        raise NotImplementedError
 
-    def _send_raw_locked(self, data: bytes, *, wait: bool) -> None:
-        # wait=True is the program's own output: it waits for room (releasing the lock);
-        # others never wait (see sockwork.console.output).
-        self._outbox.put(data, wait=wait)
+    def _reply_locked(self, data: bytes) -> None:
+        """Send the line discipline's protocol replies (telnet negotiation; lock held)."""
+        raise NotImplementedError
 
     def _read_line(self) -> str:
         """Return the next line with its newline, or "" at end of input."""
@@ -400,9 +349,11 @@ class Session:
                 with self._lock:
                     prompt = self._line_shown
                     event = self._conn.next_event()
+                    if isinstance(event, (Line, LineTooLong)):
+                        self._line_entered()
                     reply = self._conn.data_to_send()
-                    if reply and self._outbox.open:
-                        self._send_raw_locked(reply, wait=True)
+                    if reply:
+                        self._reply_locked(reply)
                 if event is NEED_DATA:
                     self._receive()
                     continue
@@ -420,7 +371,7 @@ class Session:
                         self._send_text_locked(message, wait=True)
 
     def _receive(self) -> None:
-        """Wait for bytes from the client and feed them (or EOF) to the telnet layer."""
+        """Wait for bytes from the client and feed them (or EOF) to the line discipline."""
         data = b""  # reset, or TLS broken: nothing more either way
         try:
             with _ClientGone(self, "receive failed"):
@@ -444,38 +395,7 @@ class Session:
         Raises:
             _Silent: the client sent nothing within the first-line or idle timeout.
         """
-        gate: AbstractContextManager[object] = _NO_GATE
-        while True:
-            with gate, self._lock:
-                if self._closed or self._sock_closed:
-                    return b""
-                try:
-                    data = self._sock.recv(_RECV_SIZE)
-                except (BlockingIOError, _ssl.SSLWantReadError, _ssl.SSLWantWriteError):
-                    pass  # nothing yet, or a partial TLS record: wait for more
-                else:
-                    self._bytes_in += len(data)
-                    return data
-            if self._wait(select.POLLIN | _POLLRDHUP):
-                # The client hung up (maybe thousands at once), or the server shut the
-                # socket down: one ending thread at a time reads its end (stampede.py).
-                # Only clients leaving are counted: a server ending sessions wakes them
-                # one after the other and is paced by them.
-                if not self._closed:
-                    self._begin_ending()
-                gate = ENDING.gate
-
-    def _wait(self, events: int) -> bool:
-        """Wait until the socket is ready for ``events`` or a read timeout runs out.
-
-        Returns True when the peer hung up (or the socket was shut down).
-        """
-        timeout, silence = self._silence_timeout()
-        self._poll.modify(self._sock.fileno(), events)
-        ready = self._poll.poll(None if timeout is None else math.ceil(timeout * 1000))
-        if not ready and silence is not None:
-            raise silence
-        return any(revents & _HUNG_UP for _, revents in ready)
+        raise NotImplementedError
 
     def _silence_timeout(self) -> tuple[float | None, _Silent | None]:
         policy = self._server.policy
@@ -492,28 +412,6 @@ class Session:
                     "first-line timeout",
                 )
         return timeout, silence
-
-    def _handshake(self) -> None:
-        """Complete the TLS handshake within the first-line timeout."""
-        sock = cast(_ssl.SSLSocket, self._sock)
-        while True:
-            with self._lock:
-                try:
-                    sock.do_handshake()
-                    return
-                except _ssl.SSLWantReadError:
-                    events = select.POLLIN
-                except _ssl.SSLWantWriteError:
-                    events = select.POLLOUT
-            try:
-                self._wait(events)
-            except _Silent as silence:
-                self._mark_closed(silence.reason)
-                raise ConnectionClosed(
-                    f"telnet client {self.peer_text}: no TLS handshake in time",
-                    address=self.peer,
-                    by_peer=False,
-                ) from None
 
     def _silenced(self, notice: str, reason: str) -> None:
         _log_unbound(
@@ -541,6 +439,16 @@ class Session:
             if not self._thread_done:
                 ENDING.begin(self)
 
+    def _client_left(self, reason: str) -> None:
+        """The client is gone (any thread): no more input, and the session counts as ending.
+
+        Not counted when the server ended the session first (it paces those itself).
+        """
+        with self._lock:
+            if not self._closed:
+                self._begin_ending()
+            self._mark_closed(reason)
+
     def _end_thread(self) -> None:
         """The session's thread is done (called last in it): no longer counted as ending."""
         with self._lock:
@@ -548,88 +456,12 @@ class Session:
             ENDING.end(self)
 
     def _end(self, reason: str) -> None:
-        """No more input or output; what is queued still goes out (lock held)."""
-        self._mark_closed(reason)
-        self._outbox.finish(grace=_CLOSE_GRACE)
-        self._shutdown_socket(socket.SHUT_RD)  # wakes the reader: the program sees end of input
+        """No more input; what is queued still goes out, then disconnect (any thread)."""
+        raise NotImplementedError
 
-    def _abort(self, reason: str) -> None:
-        """Disconnect now, dropping queued output (from any thread)."""
-        self._outbox.fail(reason)
-
-    def _shutdown_socket(self, how: int) -> None:
-        """Shut the socket down (from any thread): a waiting poll() or recv() returns."""
-        with self._lock:
-            if self._sock_closed:
-                return
-            with _ClientGone():  # already disconnected
-                # The base method: SSLSocket.shutdown would drop its SSL object under a
-                # reader that may be using it.
-                socket.socket.shutdown(self._sock, how)
-
-    def _close_socket(self) -> None:
-        """Close once the queued output is sent (the pump closes it if it still has bytes)."""
-        self._mark_closed("session ended")
-        self._outbox.retire()
-
-    # -- the outbox's channel (called with the lock held) ----------------------------
-
-    def _send_now(self, data: memoryview) -> int:
-        """Send what the socket takes without blocking; 0 when it takes nothing."""
-        if self._sock_closed:
-            raise ConnectionClosed("the telnet session is closed", address=self.peer, by_peer=False)
-        if self._tls:
-            # OpenSSL wants a write that could not finish retried with the same length.
-            size = self._tls_retry or min(len(data), _TLS_CHUNK)
-            try:
-                sent = self._sock.send(data[:size])
-            except (_ssl.SSLWantWriteError, _ssl.SSLWantReadError):
-                self._tls_retry = size
-                return 0
-            self._tls_retry = 0
-            return sent
-        try:
-            return self._sock.send(data)
-        except BlockingIOError:
-            return 0
-
-    def _output_failed(self, reason: str, *, log: bool) -> None:
-        """Disconnect a session whose output cannot be delivered."""
-        if log:
-            _log_unbound(
-                logging.WARNING, "session %d (%s) disconnected: %s", self.id, self.peer_text, reason
-            )
-        self._mark_closed(reason)
-        self._shutdown_socket(socket.SHUT_RDWR)
-
-    def _output_drained(self) -> None:
-        """Everything queued before the end was sent: disconnect."""
-        self._shutdown_socket(socket.SHUT_RDWR)
-
-    def _close_transport(self) -> None:
-        """Close the socket (once)."""
-        if not self._sock_closed:
-            self._sock_closed = True
-            self._sock.close()
-
-
-class _SessionChannel:
-    """The session as its outbox sees it (sockwork.console.output.Channel)."""
-
-    def __init__(self, session: Session) -> None:
-        self._session = session
-
-    def send_now(self, data: memoryview) -> int:
-        return self._session._send_now(data)
-
-    def output_failed(self, reason: str, *, log: bool) -> None:
-        self._session._output_failed(reason, log=log)
-
-    def output_drained(self) -> None:
-        self._session._output_drained()
-
-    def close_transport(self) -> None:
-        self._session._close_transport()
+    def _program_ended(self) -> None:
+        """The program ended (its thread): close the connection once the output is sent."""
+        raise NotImplementedError
 
 
 def _check_stack_size(size: int | None) -> None:

@@ -37,7 +37,12 @@ threads through one at a time.
 # - Process-wide, one instance (ENDING) shared by every server; begin/end take a token
 #   (the session) so that both are idempotent, and a lock. Nothing here blocks. The
 #   caller makes sure that no begin() comes after the end() of the same session (the
-#   telnet Session checks under its lock), else the count would keep it forever.
+#   Session checks under its lock), else the count would keep it forever.
+# - Both transports count (telnet: a hang-up or end of input; SSH: the connection lost
+#   or input ended, before the server ended the session). Only telnet threads take the
+#   gate: an SSH thread waits on a condition that the one asyncio loop notifies, one
+#   lost connection after another, not on a socket the kernel wakes with thousands of
+#   others (docs/console.md, "Limits and known behaviour"; not measured for SSH).
 
 from __future__ import annotations
 
