@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 
-from sockwork.address import parse_int, parse_port
+from sockwork.address import parse_port
 from sockwork.cli import argument_type
 from sockwork.faults.units import parse_duration, parse_int_range, parse_rate, parse_size
 from sockwork.faults.vocabulary import (
@@ -28,11 +28,11 @@ from sockwork.faults.vocabulary import (
 from sockwork.proxy.proxy import ConnectionEvent, FaultProxy
 from sockwork.proxy.server import ToxiproxyServer
 from sockwork.proxy.toxic import ApiError, format_address, parse_address
+from sockwork.seed import seed_argument
 
 __all__ = ["register"]
 
 # Numbers are ASCII: "٣" is not 3 (sockwork.address).
-_SEED = argument_type(partial(parse_int, what="seed"))
 _PORT = argument_type(partial(parse_port, what="port"))
 
 
@@ -71,7 +71,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--stall", action="store_true", help="stop reading: senders feel back-pressure")
     p.add_argument("--blackhole", action="store_true", help="read and discard everything")
-    p.add_argument("--seed", type=_SEED, help="seed for jitter and slicing (printed if not given)")
+    p.add_argument(
+        "--seed", type=seed_argument, help="seed for jitter and slicing (printed if not given)"
+    )
     p.set_defaults(run=_run_proxy)
 
     s = subparsers.add_parser(
@@ -84,7 +86,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     s.add_argument(
         "--config", type=Path, metavar="FILE", help="JSON array of proxies to create at start"
     )
-    s.add_argument("--seed", type=_SEED, help="seed for every random choice of the proxies")
+    s.add_argument("--seed", type=seed_argument, help="seed for every random choice of the proxies")
     s.set_defaults(run=_run_server)
 
 
