@@ -269,13 +269,17 @@ def _d_getsockopt(self: socket.socket, level: int, option: int, *args: int) -> o
 
 def _d_shutdown(self: socket.socket, how: int) -> None:
     state = lookup(self)
+    if state is not None and state.cut == "fin":
+        # A FIN cut is our own shutdown(SHUT_RDWR), so the kernel answers as after one:
+        # quiet while only our side is closed, ENOTCONN once the peer's FIN has come too
+        # (TCP_CLOSE: inet_shutdown), for any ``how`` (tests/faults/test_patch.py).
+        kernel.shutdown(self, how)
+        return
     if state is not None and state.cut is not None:
         kernel.shutdown_quietly(self, how)
-        if state.cut != "fin":
-            # After an RST the socket is TCP_CLOSE: Linux's inet_shutdown answers ENOTCONN
-            # and leaves the pending ECONNRESET to the next call (tests/faults/test_patch.py).
-            raise kernel.oserror(OSError, errno.ENOTCONN)
-        return
+        # After an RST the socket is TCP_CLOSE: Linux's inet_shutdown answers ENOTCONN
+        # and leaves the pending ECONNRESET to the next call (tests/faults/test_patch.py).
+        raise kernel.oserror(OSError, errno.ENOTCONN)
     if (
         state is not None
         and how in (socket.SHUT_WR, socket.SHUT_RDWR)
