@@ -50,7 +50,8 @@ __all__ = [
 ]
 
 _MISSING = object()
-_PATCHED_NAMES = (
+# The byte-moving methods: replaced only while some scope has a stream fault.
+_STREAM_METHODS = (
     "send",
     "sendall",
     "sendmsg",
@@ -61,6 +62,9 @@ _PATCHED_NAMES = (
     "recvfrom",
     "recvfrom_into",
     "recvmsg",
+)
+_PATCHED_NAMES = (
+    *_STREAM_METHODS,
     "connect",
     "connect_ex",
     "accept",
@@ -392,20 +396,7 @@ _DISPATCHERS: dict[str, object] = {
     "shutdown": _d_shutdown,
     "close": _d_close,
 }
-_STREAM_NAMES = frozenset(
-    (
-        "send",
-        "sendall",
-        "sendmsg",
-        "sendto",
-        "sendfile",
-        "recv",
-        "recv_into",
-        "recvfrom",
-        "recvfrom_into",
-        "recvmsg",
-    )
-)
+_STREAM_NAMES = frozenset(_STREAM_METHODS)
 _STREAM_USERS: set[int] = set()  # ids of live handles whose faults can touch bytes
 
 # (class, dispatchers, originals, byte-moving names) for each class patched.

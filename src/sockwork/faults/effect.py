@@ -102,6 +102,10 @@ class Effect:
         self.rng = rng
         self.start_offset: int | None = None  # offset at activation
         self.reported = False
+        self.setup(buckets)
+
+    def setup(self, buckets: dict[str, Bucket]) -> None:
+        """Hook: make the fault's own state (``buckets``: the plan's shared budgets)."""
 
     def active(self, now: float) -> bool:
         """True once the fault is active; activates it (once) when its time has come."""
@@ -147,10 +151,7 @@ class Effect:
 class _LatencyEffect(Effect):
     fault: Latency
 
-    def __init__(
-        self, fault: Latency, stream: StreamView, rng: random.Random, buckets: dict[str, Bucket]
-    ) -> None:
-        super().__init__(fault, stream, rng, buckets)
+    def setup(self, buckets: dict[str, Bucket]) -> None:
         self.due: deque[list[float]] = deque()  # [remaining bytes, due time]
         self.last_due = float("-inf")
 
@@ -187,18 +188,16 @@ class _LatencyEffect(Effect):
 class _BandwidthEffect(Effect):
     fault: Bandwidth
 
-    def __init__(
-        self, fault: Bandwidth, stream: StreamView, rng: random.Random, buckets: dict[str, Bucket]
-    ) -> None:
-        super().__init__(fault, stream, rng, buckets)
-        if fault.group is None:
+    def setup(self, buckets: dict[str, Bucket]) -> None:
+        group = self.fault.group
+        if group is None:
             self.bucket = Bucket()
         else:
-            bucket = buckets.get(fault.group)
+            bucket = buckets.get(group)
             if bucket is None:
-                bucket = buckets[fault.group] = Bucket()
+                bucket = buckets[group] = Bucket()
             self.bucket = bucket
-        self.slice = max(1, int(fault.bytes_per_second / 20))
+        self.slice = max(1, int(self.fault.bytes_per_second / 20))
 
     def opinion(self, now: float) -> _Opinion:
         if self.bucket.free_at > now:
@@ -213,10 +212,7 @@ class _BandwidthEffect(Effect):
 class _SliceEffect(Effect):
     fault: Slice
 
-    def __init__(
-        self, fault: Slice, stream: StreamView, rng: random.Random, buckets: dict[str, Bucket]
-    ) -> None:
-        super().__init__(fault, stream, rng, buckets)
+    def setup(self, buckets: dict[str, Bucket]) -> None:
         self.piece = 0
         self.next_at = float("-inf")
 
@@ -293,10 +289,7 @@ class _BlackholeEffect(Effect):
 class _TimeoutEffect(Effect):
     fault: Timeout
 
-    def __init__(
-        self, fault: Timeout, stream: StreamView, rng: random.Random, buckets: dict[str, Bucket]
-    ) -> None:
-        super().__init__(fault, stream, rng, buckets)
+    def setup(self, buckets: dict[str, Bucket]) -> None:
         self.deadline = float("inf")
 
     def activated(self, now: float) -> None:
@@ -319,10 +312,7 @@ class _TimeoutEffect(Effect):
 class _ResetPeerEffect(Effect):
     fault: ResetPeer
 
-    def __init__(
-        self, fault: ResetPeer, stream: StreamView, rng: random.Random, buckets: dict[str, Bucket]
-    ) -> None:
-        super().__init__(fault, stream, rng, buckets)
+    def setup(self, buckets: dict[str, Bucket]) -> None:
         self.reset_at: float | None = None
 
     def fed(self, n: int, now: float) -> None:
