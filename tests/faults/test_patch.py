@@ -537,3 +537,96 @@ def test_patch_injected_reset_then_shutdown_is_enotconn(pair: Pair) -> None:
     with apply(a, CloseAfter(4, reset=True, direction="send")):
         a.sendall(b"abcdefgh")  # the connection is reset at byte 4
         assert _after_a_reset(a) == AFTER_A_RESET
+
+
+# After a FIN cut the socket is in the state our own shutdown(SHUT_RDWR) leaves (the
+# injected cut is one). Linux's inet_shutdown answers ENOTCONN only in TCP_CLOSE: once
+# the peer's FIN has come too and ours was acknowledged (TIME_WAIT hands the connection
+# to a timewait socket and leaves the file TCP_CLOSE), whatever ``how``. Before that
+# (FIN_WAIT1/2: only our side closed) every shutdown() is quiet. recv and send answer
+# EOF and EPIPE in both states.
+_TCP_CLOSE = 7  # include/net/tcp_states.h; tcp_info.tcpi_state is the first byte
+
+
+def _tcp_state(sock: socket.socket) -> int:
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+
+
+def _await_tcp_close(sock: socket.socket) -> None:
+    """Wait (up to 10 s) until the kernel moved ``sock`` to TCP_CLOSE; no event tells it."""
+    deadline = time.monotonic() + 10.0
+    while _tcp_state(sock) != _TCP_CLOSE:
+        assert time.monotonic() < deadline, f"still in TCP state {_tcp_state(sock)}"
+        time.sleep(0.001)
+
+
+def _after_a_fin_cut(sock: socket.socket) -> list[object]:
+    """What the calls of an application see on ``sock`` once its connection was cut with FIN."""
+    seen: list[object] = []
+    for call, how in (("shutdown", socket.SHUT_WR), ("recv", 0), ("shutdown", socket.SHUT_RD)):
+        try:
+            if call == "shutdown":
+                sock.shutdown(how)
+                seen.append((call, "ok"))
+            else:
+                seen.append((call, sock.recv(10)))
+        except OSError as exc:
+            seen.append((call, type(exc), exc.errno))
+    try:
+        sock.send(b"x")
+    except OSError as exc:
+        seen.append(("send", type(exc), exc.errno))
+    return seen
+
+
+# Only our side closed (FIN_WAIT): quiet; both sides closed (TCP_CLOSE): ENOTCONN.
+AFTER_A_FIN_CUT = [("shutdown", "ok"), ("recv", b""), ("shutdown", "ok")]
+AFTER_BOTH_FINS = [
+    ("shutdown", OSError, errno.ENOTCONN),
+    ("recv", b""),
+    ("shutdown", OSError, errno.ENOTCONN),
+]
+_SEND_FAILS = [("send", BrokenPipeError, errno.EPIPE)]
+
+
+def _peer_reads_and_closes(b: socket.socket, expected: bytes) -> None:
+    assert recv_all(b) == expected  # unread data would turn the peer's close into an RST
+    b.close()
+
+
+def test_patch_real_fin_then_shutdown_is_enotconn_once_both_sides_closed(pair: Pair) -> None:
+    a, b = pair
+    a.sendall(b"abcd")
+    a.shutdown(socket.SHUT_RDWR)  # our FIN: what a FIN cut does
+    assert _after_a_fin_cut(a) == AFTER_A_FIN_CUT + _SEND_FAILS
+    _peer_reads_and_closes(b, b"abcd")
+    _await_tcp_close(a)
+    assert _after_a_fin_cut(a) == AFTER_BOTH_FINS + _SEND_FAILS
+
+
+def test_patch_real_peer_fin_then_our_shutdown_makes_shutdown_enotconn(pair: Pair) -> None:
+    a, b = pair
+    b.close()  # the peer's FIN first
+    assert a.recv(10) == b""
+    a.shutdown(socket.SHUT_RD)  # ends nothing on the wire: CLOSE_WAIT stays quiet
+    a.shutdown(socket.SHUT_RD)
+    a.shutdown(socket.SHUT_WR)  # our FIN: LAST_ACK, then TCP_CLOSE when acknowledged
+    _await_tcp_close(a)
+    assert _after_a_fin_cut(a) == AFTER_BOTH_FINS + _SEND_FAILS
+
+
+@pytest.mark.parametrize("direction", ["send", "recv"])
+def test_patch_injected_fin_then_shutdown_is_enotconn_once_both_sides_closed(
+    pair: Pair, direction: str
+) -> None:
+    a, b = pair
+    with apply(a, CloseAfter(4, direction=direction)):  # type: ignore[arg-type]
+        if direction == "send":
+            a.sendall(b"abcdefgh")  # cut at byte 4
+        else:
+            b.sendall(b"abcdefgh")
+            assert a.recv(10) == b"abcd"  # cut at byte 4 (what b sent after it is dropped)
+        assert _after_a_fin_cut(a) == AFTER_A_FIN_CUT + _SEND_FAILS
+        _peer_reads_and_closes(b, b"abcd" if direction == "send" else b"")
+        _await_tcp_close(a)
+        assert _after_a_fin_cut(a) == AFTER_BOTH_FINS + _SEND_FAILS

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 from sockwork.faults.inject import Injection, Match, Target, fired, inject
 from sockwork.faults.patch import Handle, PatchableSocket, apply, make_socket_patchable
-from sockwork.faults.plan import Event, Plan, Report
+from sockwork.faults.plan import Plan
+from sockwork.faults.report import Event, Report
 from sockwork.faults.vocabulary import (
     AcceptDelay,
     Bandwidth,

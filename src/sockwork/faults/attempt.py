@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from sockwork.faults import kernel
+from sockwork.faults.action import Action, Close, Fail, Hang, Proceed, Refused, Wait
 from sockwork.faults.budget import POLL_NAP, Budget, now
 from sockwork.faults.deadline import act_on_open
-from sockwork.faults.plan import Action, Close, Fail, Hang, Plan, Proceed, Refused, Wait
+from sockwork.faults.plan import Plan
 from sockwork.faults.state import SocketState, address_label, open_layers
 
 if TYPE_CHECKING:

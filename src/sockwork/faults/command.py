@@ -52,6 +52,7 @@ from sockwork.faults.vocabulary import (
     fault_from_dict,
     fault_to_dict,
 )
+from sockwork.seed import seed_argument
 
 __all__ = ["add_fault_options", "faults_from_options", "register", "run"]
 
@@ -69,7 +70,6 @@ rates 1MiB/s, 100KB/s, 8Mbit/s; ranges 1..64.
 
 # Numbers are ASCII and finite: "١" is not 1, "nan" is not a probability (sockwork.address).
 _PROBABILITY = argument_type(partial(parse_float, what="probability", low=0.0, high=1.0))
-_SEED = argument_type(partial(parse_int, what="seed"))
 _COUNT = argument_type(partial(parse_int, what="N", low=0))
 _PORT = argument_type(partial(parse_port, what="port"))
 
@@ -189,7 +189,9 @@ def add_fault_options(parser: argparse.ArgumentParser) -> None:
         metavar="P",
         help="chance that each fault applies to a connection (0..1)",
     )
-    o.add_argument("--seed", type=_SEED, help="seed of the random choices (printed with --report)")
+    o.add_argument(
+        "--seed", type=seed_argument, help="seed of the random choices (printed with --report)"
+    )
     o.add_argument(
         "--fault",
         type=_FAULT,

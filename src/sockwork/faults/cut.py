@@ -13,9 +13,11 @@
   later receive and before the close (unread data at close would make the kernel
   answer with RST, not FIN).
 - A cut with FIN is ``shutdown(SHUT_RDWR)`` (the peer reads EOF, local sends get
-  EPIPE, local receives EOF). A cut with RST (RFC 793 abort) is ``connect()`` with
-  ``AF_UNSPEC`` on Linux: ``tcp_disconnect`` sends RST and the socket stays the same
-  file, so a selector or asyncio sees the hang-up on the fd it registered.
+  EPIPE, local receives EOF); a later ``shutdown()`` goes to the kernel, which is
+  quiet until the peer's FIN has come too and then answers ENOTCONN (TCP_CLOSE).
+  A cut with RST (RFC 793 abort) is ``connect()`` with ``AF_UNSPEC`` on Linux:
+  ``tcp_disconnect`` sends RST and the socket stays the same file, so a selector or
+  asyncio sees the hang-up on the fd it registered.
   Elsewhere ``SO_LINGER`` 0 and ``dup2`` of an unconnected socket over the fd make
   the connection's last reference close (an RST) while the fd number stays valid.
   Either way the next call raises ``ConnectionResetError`` (ECONNRESET), later sends

@@ -19,9 +19,9 @@ import threading
 import weakref
 
 from sockwork.faults import kernel
+from sockwork.faults.action import Action, Close, Read, Wait
 from sockwork.faults.budget import INF, now
 from sockwork.faults.cut import cut, half_close
-from sockwork.faults.plan import Action, Close, Read, Wait
 from sockwork.faults.state import REGISTRY_LOCK, SocketState, lookup
 
 __all__ = ["act_on_due", "act_on_open", "unwatch", "watch_deadline"]

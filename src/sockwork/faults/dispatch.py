@@ -50,7 +50,8 @@ __all__ = [
 ]
 
 _MISSING = object()
-_PATCHED_NAMES = (
+# The byte-moving methods: replaced only while some scope has a stream fault.
+_STREAM_METHODS = (
     "send",
     "sendall",
     "sendmsg",
@@ -61,6 +62,9 @@ _PATCHED_NAMES = (
     "recvfrom",
     "recvfrom_into",
     "recvmsg",
+)
+_PATCHED_NAMES = (
+    *_STREAM_METHODS,
     "connect",
     "connect_ex",
     "accept",
@@ -269,13 +273,17 @@ def _d_getsockopt(self: socket.socket, level: int, option: int, *args: int) -> o
 
 def _d_shutdown(self: socket.socket, how: int) -> None:
     state = lookup(self)
+    if state is not None and state.cut == "fin":
+        # A FIN cut is our own shutdown(SHUT_RDWR), so the kernel answers as after one:
+        # quiet while only our side is closed, ENOTCONN once the peer's FIN has come too
+        # (TCP_CLOSE: inet_shutdown), for any ``how`` (tests/faults/test_patch.py).
+        kernel.shutdown(self, how)
+        return
     if state is not None and state.cut is not None:
         kernel.shutdown_quietly(self, how)
-        if state.cut != "fin":
-            # After an RST the socket is TCP_CLOSE: Linux's inet_shutdown answers ENOTCONN
-            # and leaves the pending ECONNRESET to the next call (tests/faults/test_patch.py).
-            raise kernel.oserror(OSError, errno.ENOTCONN)
-        return
+        # After an RST the socket is TCP_CLOSE: Linux's inet_shutdown answers ENOTCONN
+        # and leaves the pending ECONNRESET to the next call (tests/faults/test_patch.py).
+        raise kernel.oserror(OSError, errno.ENOTCONN)
     if (
         state is not None
         and how in (socket.SHUT_WR, socket.SHUT_RDWR)
@@ -388,20 +396,7 @@ _DISPATCHERS: dict[str, object] = {
     "shutdown": _d_shutdown,
     "close": _d_close,
 }
-_STREAM_NAMES = frozenset(
-    (
-        "send",
-        "sendall",
-        "sendmsg",
-        "sendto",
-        "sendfile",
-        "recv",
-        "recv_into",
-        "recvfrom",
-        "recvfrom_into",
-        "recvmsg",
-    )
-)
+_STREAM_NAMES = frozenset(_STREAM_METHODS)
 _STREAM_USERS: set[int] = set()  # ids of live handles whose faults can touch bytes
 
 # (class, dispatchers, originals, byte-moving names) for each class patched.

@@ -30,7 +30,8 @@ from sockwork.faults import dispatch
 from sockwork.faults.attempt import resolve_decision
 from sockwork.faults.budget import sleep_until
 from sockwork.faults.patch import Handle
-from sockwork.faults.plan import Event, Observer
+from sockwork.faults.plan import Observer
+from sockwork.faults.report import Event
 from sockwork.faults.state import attach, lookup
 from sockwork.faults.vocabulary import Fault
 

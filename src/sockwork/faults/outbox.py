@@ -22,9 +22,9 @@ import time
 from collections import deque
 
 from sockwork.faults import kernel
+from sockwork.faults.action import Close, Deliver, Discard, Stalled, Wait
 from sockwork.faults.budget import CHANGED, INF, POLL_NAP, now, sleep_until
 from sockwork.faults.cut import cut, half_close
-from sockwork.faults.plan import Close, Deliver, Discard, Stalled, Wait
 from sockwork.faults.state import SocketState
 
 __all__ = ["LIMIT", "Outbox"]

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING
 
 from sockwork.faults import dispatch
 from sockwork.faults.deadline import act_on_open
-from sockwork.faults.plan import Observer, Report
+from sockwork.faults.plan import Observer
 from sockwork.faults.readiness import notify_changed
+from sockwork.faults.report import Report
 from sockwork.faults.scope import Scope
 from sockwork.faults.state import attach, lookup, rekey
 from sockwork.faults.vocabulary import Fault

@@ -6,6 +6,12 @@ source ended") with the time ``now`` and hands back actions ("wait until t",
 "deliver n bytes", "close with RST"). It never touches a socket or a clock, so
 socket patching and the asyncio proxy execute the same decisions.
 
+This module holds the machine: :class:`Plan`, its :class:`Connection` and
+:class:`Stream` objects. What they hand out and record has modules of its own:
+the actions (:mod:`sockwork.faults.action`, re-exported here), the report
+(:mod:`sockwork.faults.report`, re-exported too) and each stream fault's state
+(:mod:`sockwork.faults.effect`).
+
 # Rules:
 - Time is whatever clock the executor passes as ``now`` (``time.monotonic()`` in
   practice), always the same clock for one plan; every ``Wait.until`` is on it.
@@ -86,35 +92,37 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal, Protocol, cast
+from collections.abc import Callable, Iterable
+from typing import Literal, Protocol
 
+from sockwork.faults.action import (
+    Action,
+    Close,
+    Deliver,
+    Discard,
+    Fail,
+    Hang,
+    Proceed,
+    Read,
+    Refused,
+    Stalled,
+    Wait,
+    combine,
+)
+from sockwork.faults.effect import Bucket, Effect, effect_for
+from sockwork.faults.report import Event, Report
 from sockwork.faults.vocabulary import (
     AcceptDelay,
     AcceptFault,
-    Bandwidth,
-    Blackhole,
-    CloseAfter,
     CloseOnAccept,
-    Coalesce,
     ConnectDelay,
     ConnectFault,
     ConnectTimeout,
     DnsFailure,
     DnsFault,
     Fault,
-    HalfClose,
-    Latency,
     Refuse,
-    ResetPeer,
-    Slice,
-    SlowClose,
-    Stall,
     StreamFault,
-    Timeout,
-    fault_from_dict,
-    fault_to_dict,
 )
 
 __all__ = [
@@ -138,211 +146,6 @@ __all__ = [
     "combine",
 ]
 
-# --- actions ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Proceed:
-    """Go on normally (terminal action of connect, accept and resolve)."""
-
-
-@dataclass(frozen=True)
-class Wait:
-    """Do nothing before ``until`` (the executor's clock), then ask again."""
-
-    until: float
-
-
-@dataclass(frozen=True)
-class Read:
-    """Nothing is pending: fetch at most ``max_bytes`` (None: any), come back by ``until``."""
-
-    max_bytes: int | None = None
-    until: float | None = None
-
-
-@dataclass(frozen=True)
-class Deliver:
-    """Pass the next ``n`` pending bytes."""
-
-    n: int
-
-
-@dataclass(frozen=True)
-class Discard:
-    """Drop the next ``n`` pending bytes as if they had passed."""
-
-    n: int
-
-
-@dataclass(frozen=True)
-class Stalled:
-    """Pass nothing and read nothing, with no deadline of the plan's own."""
-
-
-@dataclass(frozen=True)
-class Close:
-    """End the connection: FIN, or RST when ``reset`` is True.
-
-    ``half``: end only this direction with a FIN (``shutdown(SHUT_WR)`` by its
-    writer); the other direction keeps working.
-    """
-
-    reset: bool = False
-    half: bool = False
-
-
-@dataclass(frozen=True)
-class Refused:
-    """Refuse the connection attempt (ECONNREFUSED)."""
-
-
-@dataclass(frozen=True)
-class Hang:
-    """The attempt never completes; the kernel would give up at ``until`` (ETIMEDOUT)."""
-
-    until: float
-
-
-@dataclass(frozen=True)
-class Fail:
-    """Fail the name look-up with ``socket.gaierror`` of this kind."""
-
-    kind: Literal["noname", "again"]
-
-
-Action = Proceed | Wait | Read | Deliver | Discard | Stalled | Close | Refused | Hang | Fail
-
-
-def combine(actions: Sequence[Action]) -> Action:
-    """Combine the actions of stacked plans (layers on one socket) for one stream.
-
-    The rule is the one :meth:`Stream.next` applies to the faults of one plan (see
-    ``# Rules:``): any Close wins (RST first, then a full FIN, then a half-close),
-    then Stalled, then the latest Wait, then Read (smallest cap, earliest deadline),
-    then Discard; otherwise Deliver the smallest amount. No action at all means
-    nothing acts: ``Read(None, None)``.
-    """
-    if len(actions) == 1:
-        return actions[0]
-    if not actions:
-        return Read(None, None)
-    closes = [a for a in actions if isinstance(a, Close)]
-    if closes:
-        return min(closes, key=lambda c: (not c.reset, c.half))
-    if any(isinstance(a, Stalled) for a in actions):
-        return Stalled()
-    waits = [a.until for a in actions if isinstance(a, Wait)]
-    if waits:
-        return Wait(max(waits))
-    reads = [a for a in actions if isinstance(a, Read)]
-    if reads:
-        caps = [r.max_bytes for r in reads if r.max_bytes is not None]
-        untils = [r.until for r in reads if r.until is not None]
-        return Read(min(caps) if caps else None, min(untils) if untils else None)
-    sizes = [a.n for a in actions if isinstance(a, (Deliver, Discard))]
-    if any(isinstance(a, Discard) for a in actions):
-        return Discard(min(sizes))
-    return Deliver(min(sizes))
-
-
-# --- report -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Event:
-    """One thing a fault did: which fault, on which connection, where and when.
-
-    Attributes:
-        fault: the fault that acted.
-        what: ``"fired"`` (first action on this connection and direction),
-            ``"close"``, ``"reset"``, ``"half-close"``, ``"refuse"``, ``"delay"``,
-            ``"timeout"``, ``"fail"``.
-        kind: ``"stream"``, ``"connect"``, ``"accept"`` or ``"resolve"``.
-        connection: index of the connection (per kind, from 1).
-        direction: ``"send"``/``"recv"`` for streams, None otherwise.
-        offset: bytes that had passed in that direction (0 outside streams).
-        at: seconds since the plan started.
-        label: what the executor said about the connection (address, role).
-    """
-
-    fault: Fault
-    what: str
-    kind: str
-    connection: int
-    direction: str | None
-    offset: int
-    at: float
-    label: str = ""
-
-    def to_json(self) -> dict[str, object]:
-        """Return the event as JSON-ready data (the fault in ``fault_to_dict`` form)."""
-        return {
-            "fault": fault_to_dict(self.fault),
-            "what": self.what,
-            "kind": self.kind,
-            "connection": self.connection,
-            "direction": self.direction,
-            "offset": self.offset,
-            "at": round(self.at, 6),
-            "label": self.label,
-        }
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, object]) -> Event:
-        """Build an event from :meth:`to_json`'s form; raises ValueError when malformed."""
-        try:
-            raw = data["fault"]
-            if not isinstance(raw, Mapping):
-                raise TypeError("'fault' must be an object")
-            direction = data.get("direction")
-            return cls(
-                fault_from_dict(raw),
-                str(data["what"]),
-                str(data["kind"]),
-                int(cast(int, data["connection"])),
-                None if direction is None else str(direction),
-                int(cast(int, data.get("offset", 0))),
-                float(cast(float, data.get("at", 0.0))),
-                str(data.get("label", "")),
-            )
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"malformed fault event {dict(data)!r}: {exc}") from exc
-
-    def __str__(self) -> str:
-        where = f"{self.kind} #{self.connection}"
-        if self.label:
-            where += f" ({self.label})"
-        if self.direction is not None:
-            where += f" {self.direction} at byte {self.offset}"
-        return f"+{self.at:.3f}s {self.what}: {self.fault!r} on {where}"
-
-
-@dataclass(frozen=True)
-class Report:
-    """What the faults of one plan did, and the seed that replays it.
-
-    ``events`` are the latest ones the plan kept (see ``Plan(max_events=)``);
-    ``dropped`` counts the earlier ones it let go.
-    """
-
-    seed: int | None
-    events: tuple[Event, ...] = field(default=())
-    dropped: int = 0
-
-    def fired(self, fault_type: type[Fault] | None = None) -> list[Event]:
-        """Return the events, only those of ``fault_type`` when given."""
-        if fault_type is None:
-            return list(self.events)
-        return [e for e in self.events if isinstance(e.fault, fault_type)]
-
-    def __str__(self) -> str:
-        lines = [f"sockwork faults report (seed={self.seed}): {len(self.events)} event(s)"]
-        if self.dropped:
-            lines[0] += f" (and {self.dropped} earlier event(s) dropped)"
-        lines.extend(f"  {event}" for event in self.events)
-        return "\n".join(lines)
-
 
 class Observer(Protocol):
     """Sees everything an executor tells a plan (see ``# Rules:``); must not call the plan."""
@@ -364,15 +167,6 @@ class Observer(Protocol):
 
 
 # --- the plan -----------------------------------------------------------------------
-
-
-class _Bucket:
-    """A token bucket: the time when the next byte may pass."""
-
-    __slots__ = ("free_at",)
-
-    def __init__(self) -> None:
-        self.free_at = float("-inf")
 
 
 class Plan:
@@ -414,7 +208,7 @@ class Plan:
         self._on_event = on_event
         self.observer = observer
         self._counts = {"connect": 0, "accept": 0, "resolve": 0, "stream": 0}
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: dict[str, Bucket] = {}  # Bandwidth groups
         self._connections: dict[int, Connection] = {}  # open ones, by index
         self.update(faults, now=now)
 
@@ -555,13 +349,6 @@ class Plan:
             self.observer.opened(conn, now)
         return conn
 
-    def _bucket(self, fault: Bandwidth) -> _Bucket:
-        assert fault.group is not None
-        bucket = self._buckets.get(fault.group)
-        if bucket is None:
-            bucket = self._buckets[fault.group] = _Bucket()
-        return bucket
-
 
 class Connection:
     """The two streams of one connection; made by :meth:`Plan.open`.
@@ -598,275 +385,6 @@ class Connection:
         self.recv._refresh(now)
 
 
-# --- per-fault stream states --------------------------------------------------------
-#
-# A state gives an opinion about the head of the stream: None (no constraint), an int
-# (a cap on how many bytes may pass now), or an action (Wait, Read, Stalled, Close,
-# Discard). Stream.next combines the opinions.
-
-_Opinion = int | Wait | Read | Stalled | Close | Discard | None
-
-
-class _State:
-    def __init__(self, fault: StreamFault, stream: Stream) -> None:
-        self.fault = fault
-        self.stream = stream
-        self.start_offset: int | None = None  # offset at activation
-        self.reported = False
-
-    def active(self, now: float) -> bool:
-        if self.start_offset is not None:
-            return True
-        s = self.stream
-        if s.offset >= self.fault.after_bytes and now >= s.conn.opened + self.fault.after_seconds:
-            self.start_offset = s.offset
-            self.activated(now)
-            return True
-        return False
-
-    def would_start(self, now: float) -> int | None:
-        """The offset the fault started (or would start) at by ``now``; pure."""
-        if self.start_offset is not None:
-            return self.start_offset
-        s = self.stream
-        if s.offset >= self.fault.after_bytes and now >= s.conn.opened + self.fault.after_seconds:
-            return s.offset
-        return None
-
-    def activated(self, now: float) -> None:
-        """Hook: the fault just became active."""
-
-    def opinion(self, now: float) -> _Opinion:
-        return None
-
-    def fed(self, n: int, now: float) -> None:
-        """Hook: n bytes were fed (only called while active)."""
-
-    def passed(self, n: int, now: float) -> None:
-        """Hook: n bytes passed (only called while active)."""
-
-    def unfed(self) -> None:
-        """Hook: the pending bytes were taken back."""
-
-    def closes(self, now: float) -> bool:
-        """Hook: True when the fault would end the stream now, bytes or not (pure)."""
-        return False
-
-
-class _LatencyState(_State):
-    fault: Latency
-
-    def __init__(self, fault: Latency, stream: Stream) -> None:
-        super().__init__(fault, stream)
-        self.due: deque[list[float]] = deque()  # [remaining bytes, due time]
-        self.last_due = float("-inf")
-
-    def fed(self, n: int, now: float) -> None:
-        f = self.fault
-        delay = f.seconds
-        if f.jitter:
-            delay = max(0.0, delay + self.stream.plan._rng.uniform(-f.jitter, f.jitter))
-        due = max(now + delay, self.last_due)  # FIFO: never overtake an earlier chunk
-        self.last_due = due
-        self.due.append([float(n), due])
-
-    def opinion(self, now: float) -> _Opinion:
-        if not self.due:
-            return None
-        remaining, due = self.due[0]
-        if due > now:
-            return Wait(due)
-        return int(remaining)
-
-    def passed(self, n: int, now: float) -> None:
-        while n > 0 and self.due:
-            head = self.due[0]
-            take = min(n, int(head[0]))
-            head[0] -= take
-            n -= take
-            if head[0] <= 0:
-                self.due.popleft()
-
-    def unfed(self) -> None:
-        self.due.clear()
-
-
-class _BandwidthState(_State):
-    fault: Bandwidth
-
-    def __init__(self, fault: Bandwidth, stream: Stream) -> None:
-        super().__init__(fault, stream)
-        self.bucket = stream.plan._bucket(fault) if fault.group is not None else _Bucket()
-        self.slice = max(1, int(fault.bytes_per_second / 20))
-
-    def opinion(self, now: float) -> _Opinion:
-        if self.bucket.free_at > now:
-            return Wait(self.bucket.free_at)
-        return self.slice
-
-    def passed(self, n: int, now: float) -> None:
-        b = self.bucket
-        b.free_at = max(b.free_at, now) + n / self.fault.bytes_per_second
-
-
-class _SliceState(_State):
-    fault: Slice
-
-    def __init__(self, fault: Slice, stream: Stream) -> None:
-        super().__init__(fault, stream)
-        self.piece = 0
-        self.next_at = float("-inf")
-
-    def opinion(self, now: float) -> _Opinion:
-        if self.next_at > now:
-            return Wait(self.next_at)
-        if self.piece <= 0:
-            f = self.fault
-            self.piece = self.stream.plan._rng.randint(f.min_bytes, f.max_bytes)
-        return self.piece
-
-    def passed(self, n: int, now: float) -> None:
-        self.piece -= n
-        if self.piece <= 0:
-            self.piece = 0
-            if self.fault.delay:
-                self.next_at = now + self.fault.delay
-
-    def unfed(self) -> None:
-        self.piece = 0
-
-
-class _CoalesceState(_State):
-    fault: Coalesce
-
-    def opinion(self, now: float) -> _Opinion:
-        s = self.stream
-        if s.pending == 0:
-            return None
-        if s.pending < self.fault.max_bytes and not s.eof:
-            until = s.head_arrival + self.fault.window
-            if until > now:
-                return Wait(until)
-        return self.fault.max_bytes
-
-
-class _CloseAfterState(_State):
-    fault: CloseAfter
-
-    def opinion(self, now: float) -> _Opinion:
-        assert self.start_offset is not None
-        left = self.fault.bytes - (self.stream.offset - self.start_offset)
-        if left <= 0:
-            return Close(self.fault.reset)
-        return left
-
-
-class _HalfCloseState(_State):
-    fault: HalfClose
-
-    def opinion(self, now: float) -> _Opinion:
-        assert self.start_offset is not None
-        left = self.fault.bytes - (self.stream.offset - self.start_offset)
-        if left <= 0:
-            return Close(half=True)
-        return left
-
-    def closes(self, now: float) -> bool:
-        start = self.would_start(now)
-        return start is not None and self.stream.offset - start >= self.fault.bytes
-
-
-class _StallState(_State):
-    def opinion(self, now: float) -> _Opinion:
-        return Stalled()
-
-
-class _BlackholeState(_State):
-    def opinion(self, now: float) -> _Opinion:
-        pending = self.stream.pending
-        return Discard(pending) if pending else None
-
-
-class _TimeoutState(_State):
-    fault: Timeout
-
-    def __init__(self, fault: Timeout, stream: Stream) -> None:
-        super().__init__(fault, stream)
-        self.deadline = float("inf")
-
-    def activated(self, now: float) -> None:
-        if self.fault.seconds > 0:
-            self.deadline = now + self.fault.seconds
-
-    def fed(self, n: int, now: float) -> None:
-        if self.fault.seconds > 0:
-            self.deadline = now + self.fault.seconds
-
-    def opinion(self, now: float) -> _Opinion:
-        if now >= self.deadline:
-            return Close(self.fault.reset)
-        pending = self.stream.pending
-        if pending:
-            return Discard(pending)
-        return Read(None, None if self.deadline == float("inf") else self.deadline)
-
-
-class _ResetPeerState(_State):
-    fault: ResetPeer
-
-    def __init__(self, fault: ResetPeer, stream: Stream) -> None:
-        super().__init__(fault, stream)
-        self.reset_at: float | None = None
-
-    def fed(self, n: int, now: float) -> None:
-        if self.reset_at is None:
-            self.reset_at = now + self.fault.seconds
-
-    def opinion(self, now: float) -> _Opinion:
-        if self.reset_at is None:
-            return None
-        if now >= self.reset_at:
-            return Close(True)
-        pending = self.stream.pending
-        if pending:
-            return Discard(pending)
-        return Wait(self.reset_at)
-
-
-class _SlowCloseState(_State):
-    fault: SlowClose
-
-    def opinion(self, now: float) -> _Opinion:
-        s = self.stream
-        if s.eof_at is None or s.pending:
-            return None
-        until = s.eof_at + self.fault.seconds
-        return Wait(until) if until > now else None
-
-
-_STATES: dict[type[StreamFault], type[_State]] = {
-    Latency: _LatencyState,
-    Bandwidth: _BandwidthState,
-    Slice: _SliceState,
-    Coalesce: _CoalesceState,
-    CloseAfter: _CloseAfterState,
-    HalfClose: _HalfCloseState,
-    Stall: _StallState,
-    Blackhole: _BlackholeState,
-    Timeout: _TimeoutState,
-    ResetPeer: _ResetPeerState,
-    SlowClose: _SlowCloseState,
-}
-
-
-def _state_class(fault: StreamFault) -> type[_State]:
-    for cls in type(fault).__mro__:
-        state = _STATES.get(cls)
-        if state is not None:
-            return state
-    return _State  # an unknown stream fault (a user subclass of StreamFault): no effect
-
-
 class Stream:
     """One direction of a connection: fed bytes and time, hands back the next action.
 
@@ -881,8 +399,8 @@ class Stream:
         self.pending = 0  # bytes fed and not passed
         self.eof_at: float | None = None
         self._arrivals: deque[list[float]] = deque()  # [remaining, arrival time]
-        self._decided: list[tuple[Fault, _State | None]] = []
-        self._states: list[_State] = []
+        self._decided: list[tuple[Fault, Effect | None]] = []
+        self._effects: list[Effect] = []
         self._terminal: Close | None = None
 
     @property
@@ -898,7 +416,7 @@ class Stream:
     @property
     def idle(self) -> bool:
         """True when no fault acts on this stream: executors may take a fast path."""
-        return not self._states and self._terminal is None and self.plan.observer is None
+        return not self._effects and self._terminal is None and self.plan.observer is None
 
     @property
     def closed(self) -> Close | None:
@@ -909,7 +427,7 @@ class Stream:
         # Faults kept across an update keep their state and their probability draw;
         # only new faults are drawn.
         previous = list(self._decided)
-        decided: list[tuple[Fault, _State | None]] = []
+        decided: list[tuple[Fault, Effect | None]] = []
         for f in self.plan.faults:
             if not isinstance(f, StreamFault) or f.probability <= 0:
                 continue
@@ -921,9 +439,14 @@ class Stream:
             if match is not None:
                 decided.append(previous.pop(match))
             else:
-                decided.append((f, _state_class(f)(f, self) if self.plan._draw(f) else None))
+                effect = (
+                    effect_for(f, self, self.plan._rng, self.plan._buckets)
+                    if self.plan._draw(f)
+                    else None
+                )
+                decided.append((f, effect))
         self._decided = decided
-        self._states = [state for _, state in decided if state is not None]
+        self._effects = [effect for _, effect in decided if effect is not None]
 
     def feed(self, n: int, now: float) -> None:
         """Record that ``n`` more bytes are waiting to pass, since ``now``."""
@@ -933,7 +456,7 @@ class Stream:
             return
         self.pending += n
         self._arrivals.append([float(n), now])
-        for s in self._states:
+        for s in self._effects:
             if s.active(now):
                 s.fed(n, now)
 
@@ -949,7 +472,7 @@ class Stream:
         n = self.pending
         self.pending = 0
         self._arrivals.clear()
-        for s in self._states:
+        for s in self._effects:
             s.unfed()
         return n
 
@@ -967,7 +490,7 @@ class Stream:
             left -= take
             if head[0] <= 0:
                 self._arrivals.popleft()
-        for s in self._states:
+        for s in self._effects:
             if s.start_offset is not None:
                 s.passed(n, now)
         if n and self.plan.observer is not None:
@@ -981,13 +504,13 @@ class Stream:
         """
         if self._terminal is not None:
             return False
-        return any(s.closes(now) for s in self._states)
+        return any(s.closes(now) for s in self._effects)
 
-    def _close(self, action: Close, state: _State | None, now: float) -> Close:
+    def _close(self, action: Close, effect: Effect | None, now: float) -> Close:
         self._terminal = action
-        if state is not None:
+        if effect is not None:
             self.plan._record(
-                state.fault,
+                effect.fault,
                 "reset" if action.reset else ("half-close" if action.half else "close"),
                 "stream",
                 self.conn.index,
@@ -1008,7 +531,7 @@ class Stream:
         untils: list[float] = []
         discard: Discard | None = None
         stalled = False
-        for s in self._states:
+        for s in self._effects:
             if not s.active(now):
                 f = s.fault
                 if self.offset < f.after_bytes:

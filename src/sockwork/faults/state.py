@@ -20,12 +20,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from sockwork.faults import kernel
-from sockwork.faults.plan import (
-    Action,
-    Connection,
-    Wait,
-    combine,
-)
+from sockwork.faults.action import Action, Wait, combine
+from sockwork.faults.plan import Connection
 
 if TYPE_CHECKING:
     from sockwork.faults.scope import Scope

@@ -22,11 +22,11 @@ from collections.abc import Callable
 from typing import Protocol, TypeVar
 
 from sockwork.faults import kernel
+from sockwork.faults.action import Close, Deliver, Discard, Read, Stalled, Wait
 from sockwork.faults.budget import INF, Budget, now
 from sockwork.faults.cut import cut, half_close, raise_if_cut
 from sockwork.faults.deadline import act_on_due, watch_deadline
 from sockwork.faults.outbox import Outbox
-from sockwork.faults.plan import Close, Deliver, Discard, Read, Stalled, Wait
 from sockwork.faults.readiness import loud, quiet
 from sockwork.faults.state import SocketState
 

@@ -24,7 +24,7 @@ import struct
 from typing import Protocol
 
 from sockwork.address import format_address
-from sockwork.faults.plan import Action, Close, Wait
+from sockwork.faults.action import Action, Close, Wait
 from sockwork.faults.plan import Connection as PlanConnection
 from sockwork.proxy.fault import Direction, other_direction
 from sockwork.proxy.pipe import Pipe

@@ -15,8 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from sockwork.faults.plan import Action, Plan
+from sockwork.faults.action import Action
 from sockwork.faults.plan import Connection as PlanConnection
+from sockwork.faults.plan import Plan
 from sockwork.proxy import splice
 from sockwork.proxy.connection import Connection, format_peer
 from sockwork.proxy.fault import Direction

@@ -32,7 +32,8 @@ import asyncio
 import collections
 from typing import Literal, Protocol
 
-from sockwork.faults.plan import Close, Deliver, Discard, Read, Stalled, Stream, Wait
+from sockwork.faults.action import Close, Deliver, Discard, Read, Stalled, Wait
+from sockwork.faults.plan import Stream
 from sockwork.proxy import splice
 from sockwork.proxy.fault import Direction
 

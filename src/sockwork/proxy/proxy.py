@@ -35,7 +35,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar
 
 from sockwork._loop import LoopThread
-from sockwork.faults.plan import Event, Plan, Report
+from sockwork.faults.plan import Plan
+from sockwork.faults.report import Event, Report
 from sockwork.faults.vocabulary import Fault
 from sockwork.proxy import splice
 from sockwork.proxy.fault import DIRECTIONS, Direction

@@ -227,15 +227,7 @@ def parse_proxy(body: object, *, index: int | None = None) -> ProxySpec:
     if not upstream:
         raise ApiError(400, f"missing required field: upstream{where}")
     listen = _string(obj, "listen", "Proxy") or "127.0.0.1:0"
-    enabled = obj.get("enabled", True)
-    if not isinstance(enabled, bool):
-        raise _bad_body(
-            f"json: cannot unmarshal {_json_kind(enabled)} into Go struct field "
-            "Proxy.enabled of type bool"
-        )
-    _check_upstream(upstream)
-    parse_address(listen, "listen")
-    return ProxySpec(name, listen, upstream, enabled)
+    return _checked_spec(name, listen, upstream, obj.get("enabled", True))
 
 
 def parse_proxy_patch(spec: ProxySpec, body: object) -> ProxySpec:
@@ -247,7 +239,11 @@ def parse_proxy_patch(spec: ProxySpec, body: object) -> ProxySpec:
     obj = _object(body, "proxy.Proxy")
     listen = _string(obj, "listen", "Proxy") or spec.listen
     upstream = _string(obj, "upstream", "Proxy") or spec.upstream
-    enabled = obj.get("enabled", spec.enabled)
+    return _checked_spec(spec.name, listen, upstream, obj.get("enabled", spec.enabled))
+
+
+def _checked_spec(name: str, listen: str, upstream: str, enabled: object) -> ProxySpec:
+    """The spec of a create or a patch, once its addresses and ``enabled`` are valid."""
     if not isinstance(enabled, bool):
         raise _bad_body(
             f"json: cannot unmarshal {_json_kind(enabled)} into Go struct field "
@@ -255,7 +251,7 @@ def parse_proxy_patch(spec: ProxySpec, body: object) -> ProxySpec:
         )
     _check_upstream(upstream)
     parse_address(listen, "listen")
-    return ProxySpec(spec.name, listen, upstream, enabled)
+    return ProxySpec(name, listen, upstream, enabled)
 
 
 def _check_upstream(text: str) -> None:

@@ -51,7 +51,7 @@ from sockwork.errors import ContractBroken
 from sockwork.faults.inject import _fired_scope
 
 if TYPE_CHECKING:
-    from sockwork.faults.plan import Event
+    from sockwork.faults.report import Event
 
 __all__ = ["Accept", "Contract", "ContractBroken", "contract", "fired_events"]
 

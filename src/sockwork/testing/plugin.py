@@ -61,6 +61,7 @@ import pytest
 
 from sockwork.address import parse_int
 from sockwork.cli import argument_type
+from sockwork.seed import seed_argument
 
 if TYPE_CHECKING:
     # Only in annotations of the telnet_client fixture.
@@ -102,7 +103,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("sockwork", "sockwork network faults")
     group.addoption(
         "--sockwork-seed",
-        type=argument_type(partial(parse_int, what="seed")),
+        type=seed_argument,
         default=None,
         metavar="SEED",
         help="seed of every random choice injected faults make; a failing test prints "

@@ -39,6 +39,7 @@ from sockwork.faults.exploration.process import CommandNotFound, ProcessSubject
 from sockwork.faults.exploration.schedule import Schedule
 from sockwork.faults.inject import Match
 from sockwork.faults.units import parse_duration
+from sockwork.seed import seed_argument
 
 __all__ = ["register", "run"]
 
@@ -81,7 +82,6 @@ def _match(text: str) -> Match:
 # The option types: each parser's ValueError is a one-line usage error (exit status 2).
 _BUDGET = argument_type(partial(parse_int, what="budget", low=0))
 _SECONDS = argument_type(_seconds)
-_SEED = argument_type(partial(parse_int, what="seed"))
 _MATCH = argument_type(_match)
 _KINDS = argument_type(_kinds)
 
@@ -121,7 +121,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument(
         "--seed",
-        type=_SEED,
+        type=seed_argument,
         default=0,
         metavar="N",
         help="seed of the schedule sequence and of every run's faults (default 0)",

@@ -40,7 +40,7 @@ from sockwork.faults.exploration.schedule import Schedule
 from sockwork.faults.exploration.trace import Trace, TraceEvent
 from sockwork.faults.exploration.zygote import forkable
 from sockwork.faults.inject import Match
-from sockwork.faults.plan import Event
+from sockwork.faults.report import Event
 from sockwork.faults.startup import OUTPUT_FORMAT, child_environment, server_environment
 from sockwork.faults.vocabulary import fault_to_dict
 

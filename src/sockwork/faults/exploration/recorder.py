@@ -16,10 +16,11 @@ import threading
 from types import TracebackType
 
 from sockwork.address import parse_address
+from sockwork.faults.action import Action, Close, Fail, Hang, Proceed, Refused
 from sockwork.faults.budget import now
 from sockwork.faults.exploration.trace import EventKind, Trace, TraceEvent
 from sockwork.faults.inject import Injection, MatchSpec
-from sockwork.faults.plan import Action, Close, Connection, Fail, Hang, Proceed, Refused, Stream
+from sockwork.faults.plan import Connection, Stream
 from sockwork.faults.state import lookup
 
 __all__ = ["Recorder"]
