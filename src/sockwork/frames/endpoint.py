@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 
 from sockwork.errors import ConnectionClosed, TimedOut
 from sockwork.frames._channel import Channel
-from sockwork.frames._ending import is_clean_close
+from sockwork.frames._ending import until_clean_close
 from sockwork.frames._queue import COPY_LIMIT, frame_buffers
 from sockwork.frames._sock import Flag, prepare
 from sockwork.frames.codec import DEFAULT_MAX_SIZE, Format, FrameDecoder, FrameEncoder, Message
-from sockwork.frames.payload import BYTES, Codec, _maybe_decode
+from sockwork.frames.payload import BYTES, Codec, _check_codec, _encode_all, _maybe_decode
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -113,8 +113,7 @@ class Endpoint(Channel, Generic[T]):
         nodelay: bool = True,
     ) -> None:
         address, self.local_address = prepare(sock, nodelay=nodelay)
-        if not isinstance(codec, Codec):
-            raise TypeError(f"codec must be a sockwork.frames.Codec, not {codec!r}")
+        _check_codec(codec)
         if not isinstance(max_queue, int) or isinstance(max_queue, bool) or max_queue < 1:
             raise ValueError(f"max_queue must be an int >= 1 (bytes), not {max_queue!r}")
         if send_timeout is not None and not send_timeout >= 0:
@@ -301,13 +300,7 @@ class Endpoint(Channel, Generic[T]):
 
         Raises the errors of :meth:`recv` other than a clean close.
         """
-        while True:
-            try:
-                yield self.recv()
-            except ConnectionClosed as exc:
-                if is_clean_close(exc):
-                    return
-                raise
+        return until_clean_close(self.recv)
 
     def fileno(self) -> int:
         """Return a descriptor that is readable while :meth:`recv` would not wait.
@@ -405,12 +398,7 @@ class Endpoint(Channel, Generic[T]):
             what :meth:`send` raises; when a message cannot be encoded or is too large,
             nothing of the batch is queued.
         """
-        encode = self.codec.encode
-        if self._raw:  # bytes go to the encoder as they are
-            batch = [m if type(m) is bytes else encode(m) for m in messages]
-        else:
-            batch = [encode(m) for m in messages]
-        buffers, ends = self._encoder.send_batch(batch)  # type: ignore[arg-type]
+        buffers, ends = self._encoder.send_batch(_encode_all(self.codec, messages))
         if not ends:
             return
         total = ends[-1]

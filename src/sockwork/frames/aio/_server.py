@@ -29,7 +29,7 @@ from sockwork.frames._queue import DEFAULT_MAX_BUFFERED, MemoryBudget
 from sockwork.frames.aio._protocol import FrameProtocol
 from sockwork.frames.aio._stream import MessageStream
 from sockwork.frames.codec import _CHUNK, DEFAULT_MAX_SIZE, Format, FrameDecoder, FrameEncoder
-from sockwork.frames.payload import BYTES, Codec
+from sockwork.frames.payload import BYTES, Codec, _check_codec
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -109,8 +109,7 @@ async def start_server(
     :meth:`MessageStream.close` does; its handler's ``recv()`` then raises
     ConnectionClosed.
     """
-    if not isinstance(codec, Codec):
-        raise TypeError(f"codec must be a sockwork.frames.Codec, not {codec!r}")
+    _check_codec(codec)
     if max_connections is not None and (
         isinstance(max_connections, bool)
         or not isinstance(max_connections, int)

@@ -31,7 +31,8 @@ from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Final, Generic, TypeVar, cast, overload
 
 from sockwork.errors import ConnectionClosed, MessageTooLarge, ProtocolError
-from sockwork.frames._ending import closed_error, end_error, is_clean_close
+from sockwork.frames._ending import closed_error, end_error, until_clean_close_async
+from sockwork.frames._queue import COPY_LIMIT
 from sockwork.frames.aio._direct import Tail, direct_fd
 from sockwork.frames.aio._protocol import FrameProtocol
 from sockwork.frames.codec import (
@@ -42,7 +43,7 @@ from sockwork.frames.codec import (
     Message,
     Payload,
 )
-from sockwork.frames.payload import BYTES, Codec, _maybe_decode
+from sockwork.frames.payload import BYTES, Codec, _check_codec, _encode_all, _maybe_decode
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -53,7 +54,6 @@ __all__ = ["MessageStream", "open_connection"]
 T = TypeVar("T")
 
 _COALESCE_LIMIT: Final = 64 * 1024  # flush pending small frames once this many bytes wait
-_COPY_LIMIT: Final = 16 * 1024  # payloads at least this large are written without joining
 
 
 class MessageStream(Generic[T]):
@@ -136,7 +136,7 @@ class MessageStream(Generic[T]):
         if self._closing or self._protocol.lost or self._transport.is_closing():
             self._check_can_send()
         size = len(payload) if isinstance(payload, (bytes, bytearray)) else payload.nbytes
-        if size < _COPY_LIMIT:
+        if size < COPY_LIMIT:
             self._queue(header + payload if isinstance(payload, bytes) else header + bytes(payload))
         else:
             while self._protocol.tail is not None:  # frames keep their order
@@ -147,12 +147,12 @@ class MessageStream(Generic[T]):
             if self._fd >= 0 and type(payload) is bytes and not transport.get_write_buffer_size():
                 self._write_direct(header, payload)
             else:
-                # The header travels with the first _COPY_LIMIT bytes (one small copy), not
+                # The header travels with the first COPY_LIMIT bytes (one small copy), not
                 # as a 4-byte segment of its own that would wake the peer for nothing.
                 # No `with`: on 3.12+ the transport may keep the slice without copying it.
                 view = memoryview(payload)
-                transport.write(header + view[:_COPY_LIMIT].tobytes())
-                transport.write(view[_COPY_LIMIT:])
+                transport.write(header + view[:COPY_LIMIT].tobytes())
+                transport.write(view[COPY_LIMIT:])
         if self._protocol.write_paused or (
             self._protocol.tail is not None and self._pending_size >= _COALESCE_LIMIT
         ):
@@ -188,12 +188,7 @@ class MessageStream(Generic[T]):
         Raises:
             the same as :meth:`send`; on MessageTooLarge or TypeError nothing was sent.
         """
-        encode = self.codec.encode
-        if self._raw:  # bytes go to the encoder as they are (BYTES would return them)
-            batch = [m if type(m) is bytes else encode(m) for m in messages]
-        else:
-            batch = [encode(m) for m in messages]
-        data = self._encoder.send_many(batch)  # type: ignore[arg-type]
+        data = self._encoder.send_many(_encode_all(self.codec, messages))
         self._check_can_send()
         self._queue(data)
         if self._protocol.write_paused:
@@ -295,17 +290,7 @@ class MessageStream(Generic[T]):
 
     def __aiter__(self) -> AsyncIterator[T]:
         """Iterate over messages until the connection closes cleanly (peer's EOF, or close())."""
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[T]:
-        while True:
-            try:
-                message = await self.recv()
-            except ConnectionClosed as exc:
-                if is_clean_close(exc):
-                    return
-                raise
-            yield message
+        return until_clean_close_async(self.recv)
 
     # -- closing -------------------------------------------------------------------------
 
@@ -389,8 +374,7 @@ async def open_connection(
     Raises:
         OSError: what ``loop.create_connection`` raises (``ConnectionRefusedError``...).
     """
-    if not isinstance(codec, Codec):
-        raise TypeError(f"codec must be a sockwork.frames.Codec, not {codec!r}")
+    _check_codec(codec)
     encoder = FrameEncoder(format, max_size=max_size)
     decoder = FrameDecoder(format, max_size=max_size)
     loop = asyncio.get_running_loop()
