@@ -51,10 +51,7 @@ T = TypeVar("T")
 DEFAULT_MAX_QUEUE: Final = 4 * 1024 * 1024
 """Default bytes buffered in each direction before send() waits and reading pauses."""
 
-_MAX_READS: Final = 16  # recv calls per readiness event, so one busy peer cannot starve others
 _EXIT_FLUSH_TIMEOUT: Final = 5.0  # seconds granted at interpreter exit to flush open endpoints
-_READ: Final = 1  # selectors.EVENT_READ
-_WRITE: Final = 2  # selectors.EVENT_WRITE
 
 
 class Endpoint(Channel, Generic[T]):
@@ -207,12 +204,7 @@ class Endpoint(Channel, Generic[T]):
                 self._closing = True
                 self._room.notify_all()
                 self._arrived.notify_all()
-                deadline = None if flush_timeout is None else time.monotonic() + flush_timeout
-                while self._outbox and not self._hard:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        break
-                    self._room.wait(remaining)
+                self._room.wait_for(lambda: not self._outbox or self._hard, flush_timeout)
                 # Only a flush cut short by the timeout is reported here; messages lost to a
                 # reset were reported by the recv()/send() that met it.
                 unsent = self._outbox.messages if self._outbox and not self._hard else 0
@@ -325,12 +317,9 @@ class Endpoint(Channel, Generic[T]):
         Raises the error that ended the connection once no message is left.
         """
         if not self._closing and not self._inbox and self._error is None:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while not self._inbox and self._error is None and not self._closing:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    break
-                self._arrived.wait(remaining)
+            self._arrived.wait_for(
+                lambda: self._inbox or self._error is not None or self._closing, timeout
+            )
         if self._closing:
             raise self._closed_error()
         if self._inbox:
@@ -417,23 +406,21 @@ class Endpoint(Channel, Generic[T]):
 
     def _wait_for_room(self, size: int) -> None:
         timeout = self.send_timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if self._closing:
-                raise self._closed_error()
-            if self._error is not None:
-                raise self._end_error()
-            if self._outbox.room(size):
-                return
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimedOut(
-                    f"send() waited {timeout} s for room in the send queue "
-                    f"({self._outbox.size} bytes queued, max_queue={self.max_queue}): "
-                    f"{self.address!r} is not reading; nothing was queued",
-                    timeout=timeout,
-                )
-            self._room.wait(remaining)
+        outbox = self._outbox
+        self._room.wait_for(
+            lambda: self._closing or self._error is not None or outbox.room(size), timeout
+        )
+        if self._closing:
+            raise self._closed_error()
+        if self._error is not None:
+            raise self._end_error()
+        if not outbox.room(size):
+            raise TimedOut(
+                f"send() waited {timeout} s for room in the send queue "
+                f"({outbox.size} bytes queued, max_queue={self.max_queue}): "
+                f"{self.address!r} is not reading; nothing was queued",
+                timeout=timeout,
+            )
 
 
 # Endpoints still open, so that interpreter exit can flush them: the reactor thread is a

@@ -115,7 +115,11 @@ class MessageStream(Generic[T]):
 
     def _fail(self, exc: BaseException) -> None:
         self._fault = exc
-        self._flush()  # frames already sent by the caller still go out
+        self._shut()
+
+    def _shut(self) -> None:
+        """Close after the frames already sent by the caller (close() and faults)."""
+        self._flush()
         self._closing = True
         if self._protocol.tail is None:  # else the tail's end closes it
             self._transport.close()
@@ -306,10 +310,7 @@ class MessageStream(Generic[T]):
         """
         if self._closing:
             return
-        self._flush()
-        self._closing = True
-        if self._protocol.tail is None:  # else the tail's end closes it
-            self._transport.close()
+        self._shut()
         self._protocol.wake_reader()
 
     def abort(self) -> None:
