@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 import pytest
 
 from sockwork.errors import ConnectionClosed, IncompleteMessage, MessageTooLarge, ProtocolError
-from sockwork.frames._ending import closed_error, end_error, is_clean_close
+from sockwork.frames._ending import (
+    closed_error,
+    end_error,
+    is_clean_close,
+    until_clean_close,
+    until_clean_close_async,
+)
 
 ADDRESS = ("127.0.0.1", 4242)
 
@@ -70,3 +79,54 @@ def test_end_error_clean_eof_is_the_decoders_error_with_the_address() -> None:
 def test_is_clean_close_rejects_an_incomplete_message() -> None:
     assert not is_clean_close(IncompleteMessage(1, 4))
     assert is_clean_close(closed_error("endpoint", ADDRESS))
+
+
+def _script(*steps: bytes | BaseException) -> Callable[[], bytes]:
+    """A recv() that returns or raises the given steps in turn."""
+    queue = list(steps)
+
+    def recv() -> bytes:
+        step = queue.pop(0)
+        if isinstance(step, BaseException):
+            raise step
+        return step
+
+    return recv
+
+
+def _reset_close() -> ConnectionClosed:
+    error = ConnectionClosed("connection lost", address=ADDRESS, by_peer=True)
+    error.__cause__ = ConnectionResetError(104, "Connection reset by peer")
+    return error
+
+
+def test_until_clean_close_stops_at_a_clean_close() -> None:
+    recv = _script(b"a", b"b", ConnectionClosed("peer closed", address=ADDRESS, by_peer=True))
+    assert list(until_clean_close(recv)) == [b"a", b"b"]
+
+
+@pytest.mark.parametrize("end", [_reset_close, lambda: IncompleteMessage(1, 4)])
+def test_until_clean_close_raises_any_other_end_after_the_messages(
+    end: Callable[[], BaseException],
+) -> None:
+    error = end()
+    messages = until_clean_close(_script(b"a", error))
+    assert next(messages) == b"a"
+    with pytest.raises(type(error)) as caught:
+        next(messages)
+    assert caught.value is error
+
+
+def test_until_clean_close_async_stops_at_a_clean_close_and_raises_a_reset() -> None:
+    async def collect(recv: Callable[[], bytes]) -> list[bytes]:
+        async def arecv() -> bytes:
+            return recv()
+
+        return [m async for m in until_clean_close_async(arecv)]
+
+    clean = _script(b"a", closed_error("MessageStream", ADDRESS))
+    assert asyncio.run(collect(clean)) == [b"a"]
+    reset = _reset_close()
+    with pytest.raises(ConnectionClosed) as caught:
+        asyncio.run(collect(_script(b"a", reset)))
+    assert caught.value is reset

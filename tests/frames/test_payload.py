@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import pickle
+import socket
 
 import pytest
 
@@ -17,7 +19,12 @@ from sockwork.frames import (
     Format,
     FrameDecoder,
     FrameEncoder,
+    MessageSocket,
+    open_connection,
+    start_server,
 )
+from sockwork.frames.endpoint import Endpoint
+from sockwork.frames.payload import _check_codec, _encode_all
 
 
 def through_wire(codec: Codec[object], obj: object, format: Format) -> object:
@@ -108,3 +115,36 @@ def test_payload_old_module_name_codecs_is_an_alias() -> None:
     for name in new.__all__:
         assert getattr(old, name) is getattr(new, name), name
     assert old.JSON.decode(old.JSON.encode({"a": [1]})) == {"a": [1]}
+
+
+def test_check_codec_rejects_what_is_not_a_codec() -> None:
+    _check_codec(JSON)
+    with pytest.raises(TypeError, match="codec must be a sockwork.frames.Codec, not 'json'"):
+        _check_codec("json")
+
+
+def test_encode_all_passes_bytes_through_bytes_and_encodes_the_rest() -> None:
+    payload = b"raw"
+    encoded = _encode_all(BYTES, [payload, bytearray(b"ba")])
+    assert encoded == [b"raw", bytearray(b"ba")]
+    assert encoded[0] is payload  # not copied, not re-encoded
+    assert _encode_all(JSON, [{"a": 1}, [2]]) == ['{"a":1}', "[2]"]
+    with pytest.raises(TypeError):
+        _encode_all(BYTES, [b"ok", "text"])
+
+
+def test_every_front_end_rejects_a_codec_that_is_not_a_codec() -> None:
+    async def handler(stream: object) -> None:
+        raise AssertionError("never served")
+
+    a, b = socket.socketpair()
+    with a, b:
+        with pytest.raises(TypeError, match="sockwork.frames.Codec"):
+            MessageSocket(a, codec="json")  # type: ignore[call-overload]
+        with pytest.raises(TypeError, match="sockwork.frames.Codec"):
+            Endpoint(b, codec=json)  # type: ignore[call-overload]
+        assert a.fileno() >= 0 and b.fileno() >= 0  # not taken over
+    with pytest.raises(TypeError, match="sockwork.frames.Codec"):
+        asyncio.run(open_connection("127.0.0.1", 9, codec=pickle))  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="sockwork.frames.Codec"):
+        asyncio.run(start_server(handler, codec="json"))  # type: ignore[call-overload]

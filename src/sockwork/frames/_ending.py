@@ -1,9 +1,12 @@
 """How a receiving front end reports the end of a stream (sans-IO, shared policy).
 
-The blocking ``MessageSocket`` and the asyncio ``MessageStream`` read differently but
-end the same way: when the decoder raises, :func:`end_error` decides what the caller
-sees and whether the connection must be failed. The front ends keep the hot path
-(``next_message()`` and the codec) inline and call in here only on the way out.
+The blocking ``MessageSocket``, the asyncio ``MessageStream`` and the background
+``Endpoint`` read differently but end the same way: when the decoder raises,
+:func:`end_error` decides what the caller sees and whether the connection must be
+failed, and iteration over any of them stops on a clean close only
+(:func:`until_clean_close`, :func:`until_clean_close_async`). The front ends keep the
+hot path (``next_messages()`` and the codec) inline and call in here only on the way
+out.
 """
 
 # Rules:
@@ -18,9 +21,20 @@ sees and whether the connection must be failed. The front ends keep the hot path
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TypeVar
+
 from sockwork.errors import ConnectionClosed, IncompleteMessage, MessageTooLarge, ProtocolError
 
-__all__ = ["closed_error", "end_error", "is_clean_close"]
+__all__ = [
+    "closed_error",
+    "end_error",
+    "is_clean_close",
+    "until_clean_close",
+    "until_clean_close_async",
+]
+
+T = TypeVar("T")
 
 
 def closed_error(what: str, address: object) -> ConnectionClosed:
@@ -71,3 +85,30 @@ def end_error(
 def is_clean_close(error: ConnectionClosed) -> bool:
     """Tell whether ``error`` is a clean close (EOF between messages, or ours): iteration ends."""
     return type(error) is ConnectionClosed and error.__cause__ is None
+
+
+def until_clean_close(recv: Callable[[], T]) -> Iterator[T]:
+    """Yield ``recv()`` until it raises a clean close; any other error propagates.
+
+    What ``__iter__`` of the blocking and background front ends returns.
+    """
+    while True:
+        try:
+            message = recv()
+        except ConnectionClosed as exc:
+            if is_clean_close(exc):
+                return
+            raise
+        yield message
+
+
+async def until_clean_close_async(recv: Callable[[], Awaitable[T]]) -> AsyncIterator[T]:
+    """Yield ``await recv()`` until it raises a clean close; the asyncio front end's iteration."""
+    while True:
+        try:
+            message = await recv()
+        except ConnectionClosed as exc:
+            if is_clean_close(exc):
+                return
+            raise
+        yield message

@@ -31,7 +31,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Final, TypeVar
 
-__all__ = ["DEFAULT_MAX_BUFFERED", "MemoryBudget", "ReceiveQueue", "SendQueue", "frame_buffers"]
+__all__ = [
+    "COPY_LIMIT",
+    "DEFAULT_MAX_BUFFERED",
+    "MemoryBudget",
+    "ReceiveQueue",
+    "SendQueue",
+    "frame_buffers",
+]
 
 M = TypeVar("M")
 Buffer = bytes | memoryview

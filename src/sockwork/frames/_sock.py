@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from types import TracebackType
 
 __all__ = [
-    "COPY_LIMIT",
     "HAS_SENDMSG",
     "RECV_SIZE",
     "WOULD_BLOCK",
@@ -30,7 +29,6 @@ __all__ = [
 ]
 
 RECV_SIZE: Final = 256 * 1024  # bytes asked of each recv_into (the decoder may offer fewer)
-COPY_LIMIT: Final = 16 * 1024  # smaller payloads are joined to their header (one buffer)
 HAS_SENDMSG: Final = hasattr(socket.socket, "sendmsg")
 # A non-blocking socket (or a TLS record) not ready yet: not an error, try again later.
 WOULD_BLOCK: Final = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)

@@ -32,8 +32,9 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Generic, TypeVar, overload
 
 from sockwork.errors import ConnectionClosed, MessageTooLarge, ProtocolError, TimedOut
-from sockwork.frames._ending import closed_error, end_error, is_clean_close
-from sockwork.frames._sock import COPY_LIMIT, HAS_SENDMSG, RECV_SIZE, TranslateErrors, prepare
+from sockwork.frames._ending import closed_error, end_error, until_clean_close
+from sockwork.frames._queue import COPY_LIMIT
+from sockwork.frames._sock import HAS_SENDMSG, RECV_SIZE, TranslateErrors, prepare
 from sockwork.frames.codec import (
     DEFAULT_MAX_SIZE,
     Format,
@@ -42,7 +43,7 @@ from sockwork.frames.codec import (
     Message,
     Payload,
 )
-from sockwork.frames.payload import BYTES, Codec, _maybe_decode
+from sockwork.frames.payload import BYTES, Codec, _check_codec, _encode_all, _maybe_decode
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -101,8 +102,7 @@ class MessageSocket(Generic[T]):
         nodelay: bool = True,
     ) -> None:
         self.address, self.local_address = prepare(sock, nodelay=nodelay)
-        if not isinstance(codec, Codec):
-            raise TypeError(f"codec must be a sockwork.frames.Codec, not {codec!r}")
+        _check_codec(codec)
         self._encoder = FrameEncoder(format, max_size=max_size)
         self._decoder = FrameDecoder(format, max_size=max_size)
         self.format = self._encoder.format
@@ -194,12 +194,7 @@ class MessageSocket(Generic[T]):
         Raises:
             the same as :meth:`send`; on MessageTooLarge or TypeError nothing was sent.
         """
-        encode = self.codec.encode
-        if self._raw:  # bytes go to the encoder as they are (BYTES would return them)
-            batch = [m if type(m) is bytes else encode(m) for m in messages]
-        else:
-            batch = [encode(m) for m in messages]
-        data = self._encoder.send_many(batch)  # type: ignore[arg-type]
+        data = self._encoder.send_many(_encode_all(self.codec, messages))
         with self._send_lock:
             if self._closed:
                 self._check_open()
@@ -284,13 +279,7 @@ class MessageSocket(Generic[T]):
         Raises the errors of :meth:`recv` other than a clean close: IncompleteMessage,
         a reset (ConnectionClosed with a ``__cause__``), protocol faults, timeouts.
         """
-        while True:
-            try:
-                yield self.recv()
-            except ConnectionClosed as exc:
-                if is_clean_close(exc):
-                    return
-                raise
+        return until_clean_close(self.recv)
 
     # -- the rest ------------------------------------------------------------------------
 

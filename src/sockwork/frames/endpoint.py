@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar, overload
 
 from sockwork.errors import ConnectionClosed, TimedOut
 from sockwork.frames._channel import Channel
-from sockwork.frames._ending import is_clean_close
+from sockwork.frames._ending import until_clean_close
 from sockwork.frames._queue import COPY_LIMIT, frame_buffers
 from sockwork.frames._sock import Flag, prepare
 from sockwork.frames.codec import DEFAULT_MAX_SIZE, Format, FrameDecoder, FrameEncoder, Message
-from sockwork.frames.payload import BYTES, Codec, _maybe_decode
+from sockwork.frames.payload import BYTES, Codec, _check_codec, _encode_all, _maybe_decode
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -51,10 +51,7 @@ T = TypeVar("T")
 DEFAULT_MAX_QUEUE: Final = 4 * 1024 * 1024
 """Default bytes buffered in each direction before send() waits and reading pauses."""
 
-_MAX_READS: Final = 16  # recv calls per readiness event, so one busy peer cannot starve others
 _EXIT_FLUSH_TIMEOUT: Final = 5.0  # seconds granted at interpreter exit to flush open endpoints
-_READ: Final = 1  # selectors.EVENT_READ
-_WRITE: Final = 2  # selectors.EVENT_WRITE
 
 
 class Endpoint(Channel, Generic[T]):
@@ -113,8 +110,7 @@ class Endpoint(Channel, Generic[T]):
         nodelay: bool = True,
     ) -> None:
         address, self.local_address = prepare(sock, nodelay=nodelay)
-        if not isinstance(codec, Codec):
-            raise TypeError(f"codec must be a sockwork.frames.Codec, not {codec!r}")
+        _check_codec(codec)
         if not isinstance(max_queue, int) or isinstance(max_queue, bool) or max_queue < 1:
             raise ValueError(f"max_queue must be an int >= 1 (bytes), not {max_queue!r}")
         if send_timeout is not None and not send_timeout >= 0:
@@ -208,12 +204,7 @@ class Endpoint(Channel, Generic[T]):
                 self._closing = True
                 self._room.notify_all()
                 self._arrived.notify_all()
-                deadline = None if flush_timeout is None else time.monotonic() + flush_timeout
-                while self._outbox and not self._hard:
-                    remaining = None if deadline is None else deadline - time.monotonic()
-                    if remaining is not None and remaining <= 0:
-                        break
-                    self._room.wait(remaining)
+                self._room.wait_for(lambda: not self._outbox or self._hard, flush_timeout)
                 # Only a flush cut short by the timeout is reported here; messages lost to a
                 # reset were reported by the recv()/send() that met it.
                 unsent = self._outbox.messages if self._outbox and not self._hard else 0
@@ -301,13 +292,7 @@ class Endpoint(Channel, Generic[T]):
 
         Raises the errors of :meth:`recv` other than a clean close.
         """
-        while True:
-            try:
-                yield self.recv()
-            except ConnectionClosed as exc:
-                if is_clean_close(exc):
-                    return
-                raise
+        return until_clean_close(self.recv)
 
     def fileno(self) -> int:
         """Return a descriptor that is readable while :meth:`recv` would not wait.
@@ -332,12 +317,9 @@ class Endpoint(Channel, Generic[T]):
         Raises the error that ended the connection once no message is left.
         """
         if not self._closing and not self._inbox and self._error is None:
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while not self._inbox and self._error is None and not self._closing:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    break
-                self._arrived.wait(remaining)
+            self._arrived.wait_for(
+                lambda: self._inbox or self._error is not None or self._closing, timeout
+            )
         if self._closing:
             raise self._closed_error()
         if self._inbox:
@@ -405,12 +387,7 @@ class Endpoint(Channel, Generic[T]):
             what :meth:`send` raises; when a message cannot be encoded or is too large,
             nothing of the batch is queued.
         """
-        encode = self.codec.encode
-        if self._raw:  # bytes go to the encoder as they are
-            batch = [m if type(m) is bytes else encode(m) for m in messages]
-        else:
-            batch = [encode(m) for m in messages]
-        buffers, ends = self._encoder.send_batch(batch)  # type: ignore[arg-type]
+        buffers, ends = self._encoder.send_batch(_encode_all(self.codec, messages))
         if not ends:
             return
         total = ends[-1]
@@ -429,23 +406,21 @@ class Endpoint(Channel, Generic[T]):
 
     def _wait_for_room(self, size: int) -> None:
         timeout = self.send_timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if self._closing:
-                raise self._closed_error()
-            if self._error is not None:
-                raise self._end_error()
-            if self._outbox.room(size):
-                return
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimedOut(
-                    f"send() waited {timeout} s for room in the send queue "
-                    f"({self._outbox.size} bytes queued, max_queue={self.max_queue}): "
-                    f"{self.address!r} is not reading; nothing was queued",
-                    timeout=timeout,
-                )
-            self._room.wait(remaining)
+        outbox = self._outbox
+        self._room.wait_for(
+            lambda: self._closing or self._error is not None or outbox.room(size), timeout
+        )
+        if self._closing:
+            raise self._closed_error()
+        if self._error is not None:
+            raise self._end_error()
+        if not outbox.room(size):
+            raise TimedOut(
+                f"send() waited {timeout} s for room in the send queue "
+                f"({outbox.size} bytes queued, max_queue={self.max_queue}): "
+                f"{self.address!r} is not reading; nothing was queued",
+                timeout=timeout,
+            )
 
 
 # Endpoints still open, so that interpreter exit can flush them: the reactor thread is a

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -131,6 +131,26 @@ JSON: Codec[object] = Codec(_json_encode, _json_decode, "json")
 
 MSGPACK: Codec[object] = Codec(_msgpack_encode, _msgpack_decode, "msgpack")
 """msgpack (``pip install 'sockwork[msgpack]'``), bin type for bytes, str decoded as str."""
+
+
+def _check_codec(codec: object) -> None:
+    """Raise TypeError unless ``codec`` is a :class:`Codec` (every front end's constructor)."""
+    if not isinstance(codec, Codec):
+        raise TypeError(f"codec must be a sockwork.frames.Codec, not {codec!r}")
+
+
+def _encode_all(codec: Codec[T], messages: Iterable[T]) -> list[Payload | str]:
+    """Encode the messages of one ``send_many`` call, in order.
+
+    With BYTES, ``bytes`` go to the frame encoder as they are (BYTES would return them
+    unchanged): one call saved per message. Front ends keep the same test inline in
+    ``send()``, whose per-message cost this function call would raise.
+    """
+    encode = codec.encode
+    if codec is BYTES:
+        # mypy does not narrow ``type(m) is bytes``; m is then a Payload.
+        return [m if type(m) is bytes else encode(m) for m in messages]  # type: ignore[misc]
+    return [encode(m) for m in messages]
 
 
 def _maybe_decode(codec: Codec[T], format: Format) -> Callable[[Message], T] | None:
