@@ -36,13 +36,10 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from sockwork.console.session import Session
+from sockwork.console.session import Session, _Host
 from sockwork.errors import ConnectionClosed
-
-if TYPE_CHECKING:
-    from sockwork.console.ssh import SshConsoleServer
 
 __all__ = ["SshSession"]
 
@@ -50,6 +47,14 @@ _log = logging.getLogger("sockwork.console")
 
 _INPUT_LIMIT = 65536  # unread bytes before the channel stops reading
 _COMPLETION_WAIT = 0.25  # seconds the loop waits for a program to answer TAB
+
+
+class _SshHost(_Host, Protocol):
+    """What an SSH channel needs of its server (an SshConsoleServer; no import: no cycle)."""
+
+    def _open_session(
+        self, channel: Any, connection: _Connection, chan_session: Any
+    ) -> SshSession | None: ...
 
 
 class _Marker:
@@ -106,7 +111,7 @@ class SshSession(Session):
 
     def __init__(
         self,
-        server: SshConsoleServer,
+        server: _Host,
         channel: Any,
         peer: tuple[str, int],
         session_id: int,
@@ -468,7 +473,7 @@ def _completions(program: cmd.Cmd, line: str, pos: int) -> tuple[int, list[str]]
 # -- the asyncssh side -----------------------------------------------------------------
 
 
-def _channel_session(asyncssh: Any, server: SshConsoleServer, connection: _Connection) -> Any:
+def _channel_session(asyncssh: Any, server: _SshHost, connection: _Connection) -> Any:
     """The asyncssh session object of one channel (``asyncssh`` is the imported module)."""
 
     class ChannelSession(asyncssh.SSHServerSession):  # type: ignore[misc]
