@@ -20,6 +20,7 @@ from sockwork.faults import (
     Coalesce,
     ConnectDelay,
     ConnectTimeout,
+    HalfClose,
     Latency,
     PatchableSocket,
     Refuse,
@@ -629,4 +630,33 @@ def test_patch_injected_fin_then_shutdown_is_enotconn_once_both_sides_closed(
         assert _after_a_fin_cut(a) == AFTER_A_FIN_CUT + _SEND_FAILS
         _peer_reads_and_closes(b, b"abcd" if direction == "send" else b"")
         _await_tcp_close(a)
+        assert _after_a_fin_cut(a) == AFTER_BOTH_FINS + _SEND_FAILS
+
+
+def test_patch_real_peer_half_close_then_ours_makes_shutdown_enotconn(pair: Pair) -> None:
+    a, b = pair
+    b.shutdown(socket.SHUT_WR)  # the peer's FIN; the peer still reads
+    assert a.recv(10) == b""
+    a.shutdown(socket.SHUT_RD)  # CLOSE_WAIT: quiet
+    a.shutdown(socket.SHUT_WR)  # our FIN: LAST_ACK, then TCP_CLOSE when acknowledged
+    _await_tcp_close(a)
+    assert _after_a_fin_cut(a) == AFTER_BOTH_FINS + _SEND_FAILS
+
+
+def test_patch_injected_half_close_then_ours_makes_shutdown_enotconn(pair: Pair) -> None:
+    a, _ = pair
+    with apply(a, HalfClose(0, direction="recv")):  # the peer's FIN, made up at once
+        assert a.recv(10) == b""
+        a.shutdown(socket.SHUT_RD)
+        a.shutdown(socket.SHUT_WR)  # both sides closed now, as far as a can tell
+        assert _after_a_fin_cut(a) == AFTER_BOTH_FINS + _SEND_FAILS
+
+
+def test_patch_injected_half_close_after_our_shutdown_makes_shutdown_enotconn(pair: Pair) -> None:
+    a, b = pair
+    with apply(a, HalfClose(2, direction="recv")):
+        a.shutdown(socket.SHUT_WR)  # our FIN first: FIN_WAIT, quiet
+        a.shutdown(socket.SHUT_WR)
+        b.sendall(b"abcd")
+        assert recv_all(a) == b"ab"  # the peer's FIN, made up at byte 2
         assert _after_a_fin_cut(a) == AFTER_BOTH_FINS + _SEND_FAILS

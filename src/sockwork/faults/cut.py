@@ -11,7 +11,8 @@
   ``shutdown(SHUT_RD)`` makes the socket readable for good (Linux: POLLIN|POLLRDHUP,
   so selectors wake), and what the peer sent is drained and dropped, now, at each
   later receive and before the close (unread data at close would make the kernel
-  answer with RST, not FIN).
+  answer with RST, not FIN). Since that FIN is made up, ``dispatch._d_shutdown``
+  answers ENOTCONN once our side's FIN is out too, as Linux does in TCP_CLOSE.
 - A cut with FIN is ``shutdown(SHUT_RDWR)`` (the peer reads EOF, local sends get
   EPIPE, local receives EOF); a later ``shutdown()`` goes to the kernel, which is
   quiet until the peer's FIN has come too and then answers ENOTCONN (TCP_CLOSE).

@@ -284,6 +284,14 @@ def _d_shutdown(self: socket.socket, how: int) -> None:
         # After an RST the socket is TCP_CLOSE: Linux's inet_shutdown answers ENOTCONN
         # and leaves the pending ECONNRESET to the next call (tests/faults/test_patch.py).
         raise kernel.oserror(OSError, errno.ENOTCONN)
+    if state is not None and "recv" in state.half_closed:
+        if state.shut_write or "send" in state.half_closed:
+            # The peer's FIN (made up: the real peer never sent one) and ours are both
+            # through: Linux would be in TCP_CLOSE and answer ENOTCONN, whatever ``how``.
+            kernel.shutdown_quietly(self, how)
+            raise kernel.oserror(OSError, errno.ENOTCONN)
+    if state is not None and how in (socket.SHUT_WR, socket.SHUT_RDWR):
+        state.shut_write = True
     if (
         state is not None
         and how in (socket.SHUT_WR, socket.SHUT_RDWR)

@@ -83,6 +83,7 @@ class SocketState:
         self.layers: list[Layer] = []
         self.cut: str | None = None  # None, "fin", "reset", "reset-seen"
         self.half_closed: set[str] = set()  # directions a HalfClose ended ("send", "recv")
+        self.shut_write = False  # the application called shutdown(SHUT_WR or SHUT_RDWR)
         self.connect_due: float | None = None  # non-blocking connect held back until
         self.connect_address: object = None
         self.connect_hang = False
