@@ -283,3 +283,11 @@ def test_explore_reports_a_find_that_does_not_replay_when_nothing_else_fails() -
     assert result.schedule is not None and result.schedule == result.found_schedule
     assert result.schedule.kinds == ("Slice",)
     assert "did not fail again on replay" in str(result)
+
+
+def test_explore_runs_one_schedule_however_short_the_time() -> None:
+    # The time bounds the looking, not the recording: a slow baseline on a loaded
+    # machine once left a correct twin's exploration no schedule at all.
+    result = explore(careful_client_test, time=1e-9, faults={"Slice"})
+    assert not result.found
+    assert result.schedules_run == 1

@@ -83,7 +83,8 @@ def explore(
     Args:
         fn: the test (a callable that raises or returns) or a :class:`Subject`.
         budget: the most schedules to run (shrinking not counted).
-        time: the most seconds to spend looking (shrinking not counted).
+        time: the most seconds to spend looking (recording and shrinking not
+            counted; one schedule at least is run).
         seed: the seed of the schedule sequence and of every run's faults.
         match: only these connections and look-ups (a ``Match`` or a callable).
         faults: fault class names to try (``{"Slice", "CloseAfter"}``); None: all.
@@ -133,7 +134,9 @@ def explore(
     tried: set[str] = set()
     settled: _Find | None = None
     unsettled: _Find | None = None  # failed, confirmed, shrunk, yet its replay passed
-    deadline = started + time
+    # ``time`` bounds the looking, not the recording: a slow baseline on a loaded
+    # machine must not leave no time at all for the schedules.
+    deadline = _time.monotonic() + time
 
     def counted(outcome: Outcome) -> Outcome:
         nonlocal runs
@@ -142,8 +145,8 @@ def explore(
         return outcome
 
     for schedule in candidates(trace, seed=seed, kinds=kinds, timeout=delay):
-        if runs >= budget or _time.monotonic() >= deadline:
-            break
+        if runs >= budget or (runs and _time.monotonic() >= deadline):
+            break  # at least one schedule runs, however short ``time`` is
         result = subject.run(schedule, seed=seed, timeout=per_run)
         runs += 1
         tried.update(schedule.kinds)
