@@ -248,3 +248,46 @@ def test_a_run_that_keeps_moving_bytes_past_its_deadline_is_slow_not_hung() -> N
     outcome = subject.run(slow, seed=0, timeout=1.0)
     assert outcome.passed, outcome
     assert outcome.duration > 1.0
+
+
+class _Racy(_Logged):
+    """A Subject on which a schedule of ``racy`` faults fails on its first two runs only:
+    a failure that depends on thread timing, confirmed once and then gone."""
+
+    def __init__(self, fn: Callable[[], object], racy: type) -> None:
+        super().__init__(fn)
+        self.racy = racy
+
+    def run(self, schedule: Schedule, *, seed: int, timeout: float) -> Outcome:
+        outcome = super().run(schedule, seed=seed, timeout=timeout)
+        if all(isinstance(f, self.racy) for f in schedule.faults):
+            if self.log.count(schedule) > 2:
+                return Outcome.ok(outcome.duration)
+        return outcome
+
+
+def test_explore_looks_on_when_a_find_does_not_replay() -> None:
+    subject = _Racy(naive_client_test, Slice)
+    result = explore(subject, seed=0, faults={"Slice", "CloseAfter"})
+    assert result.found and result.replayed
+    assert result.schedule is not None and type(result.schedule.faults[0]).__name__ == "CloseAfter"
+    assert result.flaky >= 1
+    first_slice = next(s for s in subject.log if s.kinds == ("Slice",))
+    assert subject.log.count(first_slice) == 3  # found, confirmed, then passed its replay
+
+
+def test_explore_reports_a_find_that_does_not_replay_when_nothing_else_fails() -> None:
+    subject = _Racy(naive_client_test, Slice)
+    result = explore(subject, seed=0, budget=8, faults={"Slice"})
+    assert result.found and not result.replayed
+    assert result.schedule is not None and result.schedule == result.found_schedule
+    assert result.schedule.kinds == ("Slice",)
+    assert "did not fail again on replay" in str(result)
+
+
+def test_explore_runs_one_schedule_however_short_the_time() -> None:
+    # The time bounds the looking, not the recording: a slow baseline on a loaded
+    # machine once left a correct twin's exploration no schedule at all.
+    result = explore(careful_client_test, time=1e-9, faults={"Slice"})
+    assert not result.found
+    assert result.schedules_run == 1

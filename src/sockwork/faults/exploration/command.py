@@ -111,7 +111,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=_SECONDS,
         default=60.0,
         metavar="SECONDS",
-        help="the most time to spend looking (default 60; e.g. 30, 2m)",
+        help="the most time to spend looking, the run without faults not counted"
+        " (default 60; e.g. 30, 2m)",
     )
     parser.add_argument(
         "--per-run-timeout",

@@ -12,12 +12,19 @@ reproduction.
   faults use that seed, so a reproduction replays exactly.
 - Each run has a deadline (``per_run_timeout``, by default above the test's own
   socket timeouts and its duration without faults); a run past it is a hang.
+- A failure is believed only when it comes back: the first one found is confirmed
+  in real time before shrinking, and shrinking keeps a milder schedule only when
+  it fails twice (its run, then a real-time one). The shrunk schedule is replayed
+  once more; when that passes, the confirmed schedule is replayed; when that
+  passes too, the failure depends on thread timing: the search goes on, and that
+  find is reported (``replayed`` False) only if no other one replays.
 """
 
 from __future__ import annotations
 
 import time as _time
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import TextIO
 
 from sockwork.faults.exploration.candidates import candidates, explored_kinds
@@ -76,7 +83,8 @@ def explore(
     Args:
         fn: the test (a callable that raises or returns) or a :class:`Subject`.
         budget: the most schedules to run (shrinking not counted).
-        time: the most seconds to spend looking (shrinking not counted).
+        time: the most seconds to spend looking (recording and shrinking not
+            counted; one schedule at least is run).
         seed: the seed of the schedule sequence and of every run's faults.
         match: only these connections and look-ups (a ``Match`` or a callable).
         faults: fault class names to try (``{"Slice", "CloseAfter"}``); None: all.
@@ -124,11 +132,21 @@ def explore(
     runs = 0
     flaky = 0
     tried: set[str] = set()
-    found: tuple[Schedule, Outcome] | None = None
-    deadline = started + time
+    settled: _Find | None = None
+    unsettled: _Find | None = None  # failed, confirmed, shrunk, yet its replay passed
+    # ``time`` bounds the looking, not the recording: a slow baseline on a loaded
+    # machine must not leave no time at all for the schedules.
+    deadline = _time.monotonic() + time
+
+    def counted(outcome: Outcome) -> Outcome:
+        nonlocal runs
+        runs += 1
+        report(runs, 1, _time.monotonic() - started)
+        return outcome
+
     for schedule in candidates(trace, seed=seed, kinds=kinds, timeout=delay):
-        if runs >= budget or _time.monotonic() >= deadline:
-            break
+        if runs >= budget or (runs and _time.monotonic() >= deadline):
+            break  # at least one schedule runs, however short ``time`` is
         result = subject.run(schedule, seed=seed, timeout=per_run)
         runs += 1
         tried.update(schedule.kinds)
@@ -146,13 +164,23 @@ def explore(
         if again[0].passed and result.kind != "hang":
             again.append(_run(subject, schedule, seed, confirm, real_time=True))
             runs += 1
-        if not again[-1].passed:
-            found = (schedule, result)
-            break
-        flaky += 1
+        if again[-1].passed:
+            flaky += 1
+            continue
+        find = _settle(subject, schedule, result, seed, per_run, counted)
+        if find.replay.passed:
+            # Neither the shrunk schedule nor the confirmed one failed on replay: the
+            # failure depends on thread timing. Look on for one that replays; report
+            # this one only if none does.
+            flaky += 1
+            unsettled = unsettled or find
+            continue
+        settled = find
+        break
 
+    found = settled or unsettled
+    _end_line(progress)
     if found is None:
-        _end_line(progress)
         return ExploreResult(
             found=False,
             schedules_run=runs,
@@ -162,33 +190,6 @@ def explore(
             trace=trace,
             flaky=flaky,
         )
-
-    first, failure = found
-    last: dict[str, Outcome] = {}
-
-    def still_fails(proposal: Schedule) -> bool:
-        nonlocal runs
-        result = subject.run(proposal, seed=seed, timeout=per_run)
-        runs += 1
-        report(runs, 1, _time.monotonic() - started)
-        if not result.passed:
-            last[repr(proposal.key())] = result
-        return not result.passed
-
-    shrunk = shrink(first, still_fails, budget=_SHRINK_BUDGET)
-    failure = last.get(repr(shrunk.key()), failure)
-    # Replay the shrunk schedule once more, recorded and in real time: it must fail
-    # again. If it does not, the schedule that was confirmed is the reproduction.
-    replay, failing_trace = _replay(subject, shrunk, seed, per_run)
-    runs += 1
-    if replay.passed and shrunk != first:
-        shrunk = first
-        replay, failing_trace = _replay(subject, shrunk, seed, per_run)
-        runs += 1
-    exact = not replay.passed and replay.fired == failure.fired
-    if not replay.passed:
-        failure = replay
-    _end_line(progress)
     command = getattr(subject, "command", None)
     call = getattr(subject, "name", "test()")
     return ExploreResult(
@@ -197,15 +198,67 @@ def explore(
         elapsed_s=_time.monotonic() - started,
         seed=seed,
         fault_kinds_tried=tuple(sorted(tried)),
-        failure=failure,
-        reproduction=Reproduction.of(shrunk, seed=seed, command=command, call=call),
-        found_schedule=first,
+        failure=found.failure,
+        reproduction=Reproduction.of(found.shrunk, seed=seed, command=command, call=call),
+        found_schedule=found.first,
         trace=trace,
-        failing_trace=failing_trace,
-        replayed=not replay.passed,
-        replay_exact=exact,
-        flaky=flaky,
+        failing_trace=found.failing_trace,
+        replayed=not found.replay.passed,
+        replay_exact=not found.replay.passed and found.replay.fired == found.failure.fired,
+        flaky=flaky - (1 if settled is None else 0),
     )
+
+
+@dataclass(frozen=True)
+class _Find:
+    """A confirmed failure, shrunk and replayed."""
+
+    first: Schedule
+    shrunk: Schedule
+    failure: Outcome
+    replay: Outcome
+    failing_trace: Trace | None
+
+
+def _settle(
+    subject: Subject,
+    first: Schedule,
+    failure: Outcome,
+    seed: int,
+    per_run: float,
+    counted: Callable[[Outcome], Outcome],
+) -> _Find:
+    """Shrink a confirmed failing schedule, then replay the result in real time."""
+    last: dict[str, Outcome] = {}
+
+    def still_fails(proposal: Schedule) -> bool:
+        result = counted(subject.run(proposal, seed=seed, timeout=per_run))
+        if result.passed:
+            return False
+        # A milder schedule replaces a confirmed one only if it fails again, in real
+        # time: one that fails with some thread timings only (a FIN whose RST depends
+        # on whether the request had arrived) would make a reproduction that does not
+        # reproduce. A hang was confirmed with a longer deadline when found: waiting
+        # out each milder one again would double the cost of shrinking it.
+        if result.kind != "hang":
+            if counted(_run(subject, proposal, seed, per_run, real_time=True)).passed:
+                return False
+        last[repr(proposal.key())] = result
+        return True
+
+    shrunk = shrink(first, still_fails, budget=_SHRINK_BUDGET)
+    failure = last.get(repr(shrunk.key()), failure)
+    # Replay the shrunk schedule once more, recorded and in real time: it must fail
+    # again. If it does not, the schedule that was confirmed is the reproduction.
+    replay, failing_trace = _replay(subject, shrunk, seed, per_run)
+    counted(replay)
+    if replay.passed and shrunk != first:
+        shrunk = first
+        replay, failing_trace = _replay(subject, shrunk, seed, per_run)
+        counted(replay)
+    if not replay.passed:
+        failure = replay
+    return _Find(first, shrunk, failure, replay, failing_trace)
 
 
 def _run(

@@ -146,8 +146,9 @@ class ExploreResult:
         replayed: True when the shrunk schedule failed again on a last replay.
         replay_exact: the replay failed with the faults firing exactly as in the
             failing run (same faults, connections and offsets).
-        flaky: schedules that failed once but passed both confirmation runs (not
-            reported as finds).
+        flaky: schedules that failed once but passed their confirmation, or were
+            confirmed but passed the replay after shrinking (not reported as finds;
+            the first of the latter is reported when nothing replays).
     """
 
     found: bool

@@ -47,7 +47,7 @@ from sockwork.faults.vocabulary import fault_to_dict
 __all__ = ["CommandNotFound", "ProcessSubject"]
 
 # How long a hung child has to write its stacks (SIGUSR1) before it is killed.
-_STACKS_GRACE = 0.5
+_STACKS_GRACE = 2.0  # waited out only by a child that writes nothing (loaded machine)
 # How long the fork server may take to answer a request before it is given up.
 _SERVER_TIMEOUT = 30.0
 # The tail of a failed child's output kept in the outcome's details.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import select
 import socket
 import sys
@@ -83,11 +84,11 @@ class Server:
         self._threaded = threaded
         self._timeout = timeout
         self._listener = socket.create_server((host, 0))
+        self._listener.setblocking(False)  # accept() only once select() saw a connection
         self.address: Address = self._listener.getsockname()[:2]
         self.errors: list[BaseException] = []
         self._lock = threading.Lock()
         self._served = threading.Condition(self._lock)
-        self._accepted = 0
         self._open: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
         self._stopping = False
@@ -102,25 +103,31 @@ class Server:
 
     def _serve(self) -> None:
         while True:
+            # Wait for a connection outside the lock, take it off the queue inside it
+            # (the listener does not block): drain() then never sees a connection that
+            # left the queue without being counted as open.
             try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                if self._stopping:
-                    return
-                continue  # a connection that died before accept returned it
-            conn.settimeout(self._timeout)
+                select.select([self._listener], [], [])
+            except (OSError, ValueError):  # closed by stop()
+                return
             with self._lock:
                 if self._stopping:
-                    conn.close()
                     return
+                try:
+                    conn, _ = self._listener.accept()
+                except BlockingIOError:
+                    continue  # an accept fault holds the connection back, or closed it
+                except OSError as error:
+                    if error.errno in (errno.EBADF, errno.EINVAL):
+                        return  # the listener was shut down: nothing more will come
+                    continue  # a connection that died before accept returned it
+                conn.settimeout(self._timeout)
                 self._open.add(conn)
-                self._accepted += 1
-            if self._threaded:
-                thread = threading.Thread(target=self._run, args=(conn,), daemon=True)
-                with self._lock:
+                if self._threaded:
+                    thread = threading.Thread(target=self._run, args=(conn,), daemon=True)
                     self._threads.append(thread)
-                thread.start()
-            else:
+                    thread.start()
+            if not self._threaded:
                 self._run(conn)
 
     def _run(self, conn: socket.socket) -> None:
@@ -134,25 +141,19 @@ class Server:
                 self._open.discard(conn)
                 self._served.notify_all()
 
-    def drain(self, timeout: float = 1.0) -> None:
+    def drain(self, timeout: float = 5.0) -> None:
         """Wait (``timeout`` at most) until no connection waits to be accepted and every
         accepted one has been served: what a test judges must not depend on whether the
         server thread ran before the client returned."""
         deadline = time.monotonic() + timeout
         with self._served:
-            while True:
-                queued = select.select([self._listener], [], [], 0)[0]
-                if not queued and not self._open:
-                    # accept() may have taken a connection off the queue without having
-                    # counted it yet: it is counted within a few bytecodes, so look again.
-                    accepted = self._accepted
-                    self._served.wait(0.01)
-                    if self._accepted == accepted and not self._open:
-                        return
+            # Under the lock the accept thread cannot be between taking a connection
+            # off the queue and counting it; a queued one has no event to await (poll).
+            while self._open or select.select([self._listener], [], [], 0)[0]:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return
-                self._served.wait(min(remaining, 0.01))
+                self._served.wait(min(remaining, 0.02))
 
     def stop(self) -> None:
         """Stop accepting, wake and close every connection, join the threads (2 s at most)."""
