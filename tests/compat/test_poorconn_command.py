@@ -52,7 +52,14 @@ def running(
         yield url.hostname, url.port
     finally:
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=10)
+        try:
+            out, err = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            # Killed and reaped here: a process left running failed later tests too
+            # (unraisable ResourceWarnings of its Popen and pipes).
+            process.kill()
+            process.communicate()
+            raise
     if stderr is not None:
         stderr.append(err)
     assert process.returncode == 0, err
