@@ -380,17 +380,19 @@ class FaultProxy:
     async def _end(self) -> None:
         self._closed = True
         listener, hub = self._require_listener(), self._require_hub()
-        listener.stop()
-        # Sockets accepted just now are being wrapped in transports: let that finish,
-        # so that every accepted socket belongs to a connection we close below.
-        await listener.settle(_CLOSE_TIMEOUT)
-        hub.abort_all()
-        if hub.connections:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(hub.idle.wait(), _CLOSE_TIMEOUT)
-        # Let the transports run their connection_lost callbacks before the loop stops.
-        await asyncio.sleep(0)
-        hub.close_worker()
+        try:
+            listener.stop()
+            # Sockets accepted just now are being wrapped in transports: let that finish,
+            # so that every accepted socket belongs to a connection we close below.
+            await listener.settle(_CLOSE_TIMEOUT)
+            hub.abort_all()
+            if hub.connections:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(hub.idle.wait(), _CLOSE_TIMEOUT)
+            # Let the transports run their connection_lost callbacks before the loop stops.
+            await asyncio.sleep(0)
+        finally:  # whatever failed above, the splice thread must not outlive the proxy
+            hub.close_worker()
 
     def _snapshot(self) -> ProxyCounters:
         if self._hub is None:
