@@ -492,9 +492,13 @@ def test_patch_nonblocking_send_reports_a_later_failure(pair: Pair) -> None:
     a.setblocking(False)
     with apply(a, Latency(0.05, direction="send"), CloseAfter(3, reset=True, direction="send")):
         assert a.send(b"abcdef") == 6
-        time.sleep(0.2)  # the outbox hit the reset
+        # The outbox's thread hits the reset after the latency; on a loaded machine that
+        # took longer than a fixed 0.2 s sleep. A later send() fails once it has.
+        deadline = time.monotonic() + 10
         with pytest.raises((ConnectionResetError, BrokenPipeError)):
-            a.send(b"more")
+            while time.monotonic() < deadline:
+                a.send(b"more")
+                time.sleep(0.01)
 
 
 def _after_a_reset(sock: socket.socket) -> list[object]:
