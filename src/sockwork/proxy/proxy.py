@@ -357,7 +357,15 @@ class FaultProxy:
             with contextlib.suppress(OSError, RuntimeError):
                 self._hub.splice_worker()
         self._listener = Listener(loop, self._hub.accepted)
-        sock = await self._listener.prepare(self._listen)
+        try:
+            sock = await self._listener.prepare(self._listen)
+        except BaseException:
+            # The address cannot be bound (in use, no permission...): the proxy never
+            # starts, so nothing would ever close the splice thread made above. It
+            # leaked a thread, an epoll and a pipe per failed start (a Toxiproxy client
+            # creating a proxy on a port in use got its 500, and the thread lived on).
+            self._hub.close_worker()
+            raise
         assert sock is not None  # nothing was bound before
         self._started = True
         self._listener.swap(sock, self._desired_listener())
