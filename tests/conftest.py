@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 
@@ -13,6 +14,13 @@ import pytest
 pytest_plugins = ("tests.peers.teardown_deadline",)
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# A shell without job control starts a background command (`make test &`, a CI step
+# run with `&` or nohup) with SIGINT ignored, and every program the tests start
+# inherits that: the tests that stop a server with SIGINT or Ctrl-C then wait in vain
+# (nine of them failed so). The suite stands for an interactive user: Ctrl-C works.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def require_binary(name: str) -> str:

@@ -23,7 +23,10 @@ from sockwork.compat.poorconn._cli import main
 from tests.compat.test_poorconn_server import needs_ipv6
 
 T = 0.1
-SLACK = 0.6
+# Upper tolerance for a request to a server in another process on a loaded machine; the
+# lower bounds (the delays themselves) are the real checks, and a delay per 100 bytes
+# instead of per 1000 (3 s) still fails.
+SLACK = 1.5
 BODY = bytes(range(256)) * 11 + bytes(184)  # 3000 bytes
 
 
@@ -52,7 +55,14 @@ def running(
         yield url.hostname, url.port
     finally:
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=10)
+        try:
+            out, err = process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            # Killed and reaped here: a process left running failed later tests too
+            # (unraisable ResourceWarnings of its Popen and pipes).
+            process.kill()
+            process.communicate()
+            raise
     if stderr is not None:
         stderr.append(err)
     assert process.returncode == 0, err
@@ -106,7 +116,7 @@ def test_delay_commands_on_the_listening_socket_have_no_effect(
     with running(site, command, "--t", "2", *options) as address:
         elapsed, status, body = get(address, "/file.bin")
     assert (status, body) == (200, BODY)
-    assert elapsed < 1
+    assert elapsed < 1.8  # a delay of the response would take 2 s at least
 
 
 def test_each_request_prints_an_access_line(site: Path) -> None:

@@ -190,10 +190,30 @@ def test_command_serve_passes_the_session_limits() -> None:
         assert process.wait(10) == 0
 
 
+def _sigterm_at_once_exit_seconds() -> float:
+    """SIGTERM ``sockwork serve`` as soon as it announces its address; seconds to exit 0."""
+    with serve_process("tests.console.conftest:Busy") as (process, _):
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0, process.stderr.read()  # type: ignore[union-attr]
+        return time.monotonic() - started
+
+
+def test_command_serve_sigterm_right_after_the_announcement_exits_cleanly() -> None:
+    # The address was announced before start(): the signal landed in start() and
+    # close() failed on the accept thread not yet started (exit 1, a traceback; 4
+    # runs in 5 on a loaded machine).
+    assert _sigterm_at_once_exit_seconds() < 10
+
+
 @pytest.mark.slow
 def test_command_serve_sigterm_waits_once_for_a_busy_session() -> None:
     # Issue 9.9: serve_forever() and run_serve() both called stop(), each waiting its
     # 1 s grace for the busy session: the process exited after 2.1 s instead of ~1 s.
+    # The same exit without a busy session first: on a loaded machine the interpreter's
+    # own exit took up to ~1.9 s (2.86 s in all with the grace, seen), so the bound is
+    # on the difference.
+    idle = _sigterm_at_once_exit_seconds()
     with serve_process("tests.console.conftest:Busy") as (process, port):
         with nc(("127.0.0.1", port)) as client:
             client.read_until(b"busy> ")
@@ -203,4 +223,6 @@ def test_command_serve_sigterm_waits_once_for_a_busy_session() -> None:
             process.send_signal(signal.SIGTERM)
             assert process.wait(10) == 0
             elapsed = time.monotonic() - started
-    assert 0.9 <= elapsed < 2.0, elapsed  # two grace periods take 2.0 s at least
+    assert elapsed >= 0.9, elapsed  # the busy session had its 1 s grace
+    # two grace periods take 2.0 s at least, one 1.0 s
+    assert elapsed - idle < 1.7, (elapsed, idle)

@@ -14,7 +14,14 @@ import pytest
 
 from sockwork.faults.vocabulary import Latency
 from sockwork.proxy import ConnectionEvent, FaultProxy
-from tests.proxy.conftest import MakeUpstream, Upstream, free_port, recv_all, recv_exactly
+from tests.proxy.conftest import (
+    MakeUpstream,
+    Upstream,
+    free_port,
+    open_fds,
+    recv_all,
+    recv_exactly,
+)
 
 
 def test_proxy_forwards_both_ways(echo_server: Upstream) -> None:
@@ -125,6 +132,23 @@ def test_proxy_reports_connection_events(echo_server: Upstream) -> None:
 
 def client_address(event: ConnectionEvent) -> tuple[str, int]:
     return event.client
+
+
+def test_proxy_start_on_an_address_in_use_leaves_no_thread_or_descriptor(
+    echo_server: Upstream,
+) -> None:
+    # Each failed start leaked the splice thread (with its epoll and pipe); the
+    # Toxiproxy API's 500 for a taken listen address left one behind every time.
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        baseline = open_fds()
+        for _ in range(3):
+            proxy = FaultProxy(upstream=echo_server.address, listen=taken.getsockname())
+            with pytest.raises(OSError) as info:
+                proxy.start()
+            assert info.value.errno == errno.EADDRINUSE
+            proxy.close()
+        assert not [t for t in threading.enumerate() if t.name.startswith("sockwork-proxy")]
+        assert open_fds() == baseline
 
 
 def test_proxy_close_ends_everything_within_one_second(echo_server: Upstream) -> None:

@@ -184,15 +184,16 @@ def run_serve(args: argparse.Namespace) -> int:
             )
             return 1
         servers.insert(0, telnet)
-    # The handler is in place before the address is announced: whoever reads it may
-    # send SIGTERM at once.
+    # The handler is in place and the servers are started before the address is
+    # announced: whoever reads it may send SIGTERM at once (it used to land in start(),
+    # and close() then failed on a thread not yet started: exit 1, a traceback).
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if in_main else None
     try:
         for server in servers:
-            print(_announcement(args.target, server), file=sys.stderr, flush=True)
-        for server in servers:
             server.start()
+        for server in servers:
+            print(_announcement(args.target, server), file=sys.stderr, flush=True)
         if args.no_console:
             threading.Event().wait()  # until Ctrl-C or SIGTERM
         else:

@@ -385,7 +385,17 @@ class ConsoleServer(_SessionHost[TelnetSession]):
             )
             self._pump.start()
             self._install_routing()
-        self._loop_thread.start()
+            thread = self._loop_thread
+        try:
+            thread.start()
+        except BaseException:
+            # Interrupted (Ctrl-C, or SIGTERM in `sockwork serve`) before the thread ran:
+            # nothing would ever set _loop_done, and close() would wait its whole grace
+            # for it and leave the listener open.
+            if thread.ident is None:
+                with self._lock:
+                    self._loop_done.set()
+            raise
         return self
 
     def serve_forever(self) -> None:
@@ -424,8 +434,11 @@ class ConsoleServer(_SessionHost[TelnetSession]):
         me = threading.current_thread()
         if threading.get_ident() != self._loop_ident:
             self._loop_done.wait(max(0.0, deadline - time.monotonic()))
-            if self._loop_thread is not None and self._loop_thread is not me:
-                self._loop_thread.join(max(0.0, deadline - time.monotonic()))
+            thread = self._loop_thread
+            # is_alive(): start() may have been interrupted (or be running in another
+            # thread) before the thread started, and join() would raise RuntimeError.
+            if thread is not None and thread is not me and thread.is_alive():
+                thread.join(max(0.0, deadline - time.monotonic()))
         self._join_sessions(deadline)
         # After the sessions: the pump closes the sockets of those that ended with
         # output still queued (dropped now).
@@ -450,6 +463,8 @@ class ConsoleServer(_SessionHost[TelnetSession]):
     def _serve(self) -> None:
         self._loop_ident = threading.get_ident()
         try:
+            if self._stopping.is_set():  # closed while start() was still starting us
+                return
             with selectors.DefaultSelector() as selector:
                 selector.register(self._listener, selectors.EVENT_READ)
                 selector.register(self._wake_r, selectors.EVENT_READ)

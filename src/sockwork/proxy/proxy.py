@@ -358,7 +358,15 @@ class FaultProxy:
             with contextlib.suppress(OSError, RuntimeError):
                 self._hub.splice_worker()
         self._listener = Listener(loop, self._hub.accepted)
-        sock = await self._listener.prepare(self._listen)
+        try:
+            sock = await self._listener.prepare(self._listen)
+        except BaseException:
+            # The address cannot be bound (in use, no permission...): the proxy never
+            # starts, so nothing would ever close the splice thread made above. It
+            # leaked a thread, an epoll and a pipe per failed start (a Toxiproxy client
+            # creating a proxy on a port in use got its 500, and the thread lived on).
+            self._hub.close_worker()
+            raise
         assert sock is not None  # nothing was bound before
         self._started = True
         self._listener.swap(sock, self._desired_listener())
@@ -381,17 +389,19 @@ class FaultProxy:
     async def _end(self) -> None:
         self._closed = True
         listener, hub = self._require_listener(), self._require_hub()
-        listener.stop()
-        # Sockets accepted just now are being wrapped in transports: let that finish,
-        # so that every accepted socket belongs to a connection we close below.
-        await listener.settle(_CLOSE_TIMEOUT)
-        hub.abort_all()
-        if hub.connections:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(hub.idle.wait(), _CLOSE_TIMEOUT)
-        # Let the transports run their connection_lost callbacks before the loop stops.
-        await asyncio.sleep(0)
-        hub.close_worker()
+        try:
+            listener.stop()
+            # Sockets accepted just now are being wrapped in transports: let that finish,
+            # so that every accepted socket belongs to a connection we close below.
+            await listener.settle(_CLOSE_TIMEOUT)
+            hub.abort_all()
+            if hub.connections:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(hub.idle.wait(), _CLOSE_TIMEOUT)
+            # Let the transports run their connection_lost callbacks before the loop stops.
+            await asyncio.sleep(0)
+        finally:  # whatever failed above, the splice thread must not outlive the proxy
+            hub.close_worker()
 
     def _snapshot(self) -> ProxyCounters:
         if self._hub is None:

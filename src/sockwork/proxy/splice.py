@@ -115,6 +115,8 @@ class SpliceWorker:
         self._splicers: dict[int, Splicer] = {}  # registered descriptor -> its Splicer
         self._again: collections.deque[Splicer] = collections.deque()  # worker thread only
         self._closing = False
+        self._released = False
+        self._release_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         try:
             self._thread.start()
@@ -150,11 +152,32 @@ class SpliceWorker:
         self._release()
 
     def _release(self) -> None:
+        """Close the epoll and the wake-up pipe, once, and never under a running thread.
+
+        After a join that timed out (a loaded machine) the thread is still in its loop:
+        closing its epoll then let the number be reused by a descriptor opened next,
+        and the thread could wait on (or pump) that one for ever, outliving its proxy
+        (seen: one splice thread alive across later tests). It frees them itself then.
+        """
+        with self._release_lock:
+            if self._released:
+                return
+            current = threading.current_thread()
+            if self._thread is not current and self._thread.is_alive():
+                return  # the thread calls _release() as it ends
+            self._released = True
         self._epoll.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:
+            if self._closing:
+                self._release()
+
+    def _loop(self) -> None:
         # The hot loop, one pass per wake-up: it allocates nothing of its own (no
         # comprehension, no list) and binds what it can once; each Python instruction here
         # costs every forwarded chunk (the module rules). maxevents bounds the array
