@@ -22,8 +22,10 @@ from sockwork.errors import (
     SockworkError,
 )
 from sockwork.frames import BYTES, BYTES_OR_TEXT, JSON, Format, FrameEncoder, MessageSocket
-from sockwork.frames import aio as aio_module
 from sockwork.frames.aio import MessageServer, MessageStream, open_connection, start_server
+from sockwork.frames.aio._direct import DIRECT
+from sockwork.frames.aio._protocol import FrameProtocol
+from sockwork.frames.codec import FrameDecoder
 from tests.frames.conftest import (
     HOSTILE_BUDGET,
     HOSTILE_CONNECTIONS,
@@ -699,8 +701,6 @@ def test_server_max_buffered_must_hold_one_message() -> None:
 
 # -- large frames written straight to the socket (Python 3.11's selector transport) -------
 
-DIRECT = aio_module._DIRECT
-
 
 Peer = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
@@ -818,7 +818,7 @@ def test_stream_over_tls_takes_the_transport_path_for_large_frames(
     payload = os.urandom(3 * 1024 * 1024)
 
     def protocol_factory(loop: asyncio.AbstractEventLoop) -> Callable[[], asyncio.BaseProtocol]:
-        return lambda: aio_module._FrameProtocol(aio_module.FrameDecoder(), loop)
+        return lambda: FrameProtocol(FrameDecoder(), loop)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -19,14 +19,8 @@ The package's modules, each one thing:
 
 from __future__ import annotations
 
-# _DIRECT, _FrameProtocol and FrameDecoder are not public: they lived in the one-module
-# aio.py, and tests/frames/test_aio.py reaches for them (the direct-write switch, and a
-# protocol factory for a TLS transport).
-from sockwork.frames.aio._direct import DIRECT as _DIRECT  # noqa: F401
-from sockwork.frames.aio._protocol import FrameProtocol as _FrameProtocol  # noqa: F401
 from sockwork.frames.aio._server import DEFAULT_MAX_BUFFERED, MessageServer, start_server
 from sockwork.frames.aio._stream import MessageStream, open_connection
-from sockwork.frames.codec import FrameDecoder  # noqa: F401
 
 __all__ = [
     "DEFAULT_MAX_BUFFERED",
