@@ -568,7 +568,13 @@ def test_close_ends_idle_sessions_at_once_and_leaves_no_thread(keys: Keys) -> No
                 await terminal.expect("shop> ")
             ready.set()
             for terminal in terminals:
-                await terminal.rest()
+                try:
+                    await terminal.rest()
+                except (ConnectionError, asyncssh.Error):
+                    # close() ends the connection right after its channels: the client
+                    # may see it lost before a later channel's own close (seen once,
+                    # EPIPE). The session ended either way; one left open times out.
+                    pass
                 ended.append("closed")
 
     client = threading.Thread(target=run, args=(scenario,))
